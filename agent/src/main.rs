@@ -1,1 +1,68 @@
-fn main() {}
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use ferrite_agent::config::{parse_cmdline, Config};
+
+/// Deploy agent for OpenStack Ironic, wire-compatible with ironic-python-agent.
+///
+/// Settings come from the kernel command line (IPA's names: ipa-api-url,
+/// BOOTIF, ipa-advertise-host, ...); `--param` overrides single values, for
+/// running outside a ramdisk.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Kernel command line to read.
+    #[arg(long, default_value = "/proc/cmdline", conflicts_with = "cmdline")]
+    cmdline_file: PathBuf,
+    /// Kernel command line given literally instead of read from a file.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Override one parameter, e.g. `-p ipa-api-url=http://127.0.0.1:6385`.
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Root of the sysfs tree to read hardware from (fixtures in tests).
+    #[arg(long, default_value = "/sys")]
+    sysfs_root: PathBuf,
+    /// Root of the procfs tree to read from.
+    #[arg(long, default_value = "/proc")]
+    procfs_root: PathBuf,
+    /// Scratch directory for the TLS certificate and key.
+    #[arg(long, default_value = "/run/ferrite-agent")]
+    run_dir: PathBuf,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let cmdline = match &cli.cmdline {
+        Some(line) => line.clone(),
+        None => std::fs::read_to_string(&cli.cmdline_file)
+            .with_context(|| format!("reading {}", cli.cmdline_file.display()))?,
+    };
+    let mut params: BTreeMap<String, String> = parse_cmdline(&cmdline);
+    for p in &cli.params {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p:?}: expected KEY=VALUE"))?;
+        params.insert(k.to_string(), v.to_string());
+    }
+    let mut config = Config::from_params(&params)?;
+    config.sysfs_root = cli.sysfs_root.clone();
+    config.procfs_root = cli.procfs_root.clone();
+    config.run_dir = cli.run_dir.clone();
+    Ok(config)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrite-agent: configuration error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let logs = ferrite_agent::logbuf::init(config.debug);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(ferrite_agent::agent::run(config, logs))
+}

@@ -1,0 +1,225 @@
+//! The agent's life (IPA's `IronicPythonAgent.run`): find our NICs, look
+//! the node up, take the token, start the API (auto-TLS), heartbeat.
+
+use std::net::{IpAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ferrite_protocol::lookup::{MASKED_TOKEN, MIN_TOKEN_LEN};
+use ferrite_protocol::{ApiVersion, LookupResponse};
+use tracing::{error, info, warn};
+
+use crate::api::runner::CommandRunner;
+use crate::api::{self, ApiState};
+use crate::commands;
+use crate::config::{Config, TlsVersion};
+use crate::hardware::generic::GenericHardwareManager;
+use crate::hardware::nics::list_nics;
+use crate::hardware::HardwareManagers;
+use crate::ironic::heartbeat::Heartbeater;
+use crate::ironic::lookup::lookup_node;
+use crate::ironic::IronicClient;
+use crate::logbuf::LogBuffer;
+use crate::state::AgentContext;
+use crate::tls::AgentCertificate;
+
+/// IPA waits this long for any NIC to show a MAC.
+const NIC_WAIT: Duration = Duration::from_secs(60);
+const NIC_POLL: Duration = Duration::from_secs(5);
+/// IPA's `ip_lookup_attempts` × `ip_lookup_sleep`.
+const IP_LOOKUP_ATTEMPTS: u32 = 6;
+const IP_LOOKUP_SLEEP: Duration = Duration::from_secs(10);
+
+pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
+    let hardware = HardwareManagers::new(vec![Arc::new(GenericHardwareManager)]);
+    let ctx = AgentContext::new(config, logs, hardware);
+    let cfg = &ctx.config;
+    info!(
+        version = ferrite_protocol::AGENT_VERSION,
+        "ferrite-agent starting"
+    );
+
+    let macs = wait_for_macs(cfg).await?;
+    let client = Arc::new(IronicClient::connect(cfg).await?);
+    info!(version = %client.version(), "using Ironic API microversion");
+
+    let found = lookup_node(
+        &client,
+        &macs,
+        None,
+        cfg.lookup_timeout,
+        cfg.lookup_interval,
+    )
+    .await?;
+    let node_uuid = found.node.uuid.clone();
+    ctx.set_node(found.node.clone());
+    if !accept_token(&ctx, &found) {
+        error!(
+            "FATAL: the agent token was already handed out and this agent has none; locking down"
+        );
+        ctx.enter_lockdown();
+        return hold_lockdown().await;
+    }
+
+    let advertise_ip = advertise_address(cfg, &client).await?;
+    let tls_wanted = cfg.auto_tls && client.version() >= ApiVersion::AGENT_VERIFY_CA;
+    let (tls, verify_ca) = if tls_wanted {
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "ferrite-agent".into());
+        let cert = AgentCertificate::generate(advertise_ip, &hostname)?;
+        if let Err(e) = cert.write_files(&cfg.run_dir) {
+            warn!(error = %e, "cannot keep a copy of the agent certificate");
+        }
+        let min = tls_min_version(cfg, &found);
+        (Some(cert.server_config(min)?), Some(cert.cert_pem.clone()))
+    } else {
+        (None, None)
+    };
+    let callback_url = cfg.callback_url(if tls.is_some() { "https" } else { "http" }, advertise_ip);
+    info!(%callback_url, node = %node_uuid, "serving the agent API");
+
+    let listener = api::server::bind(cfg.listen_host, cfg.listen_port)?;
+    let state = ApiState {
+        ctx: ctx.clone(),
+        registry: Arc::new(commands::registry()),
+        runner: Arc::new(CommandRunner::default()),
+        scheme: if tls.is_some() { "https" } else { "http" },
+    };
+    let server = tokio::spawn(api::serve(listener, api::router(state), tls, ctx.clone()));
+    tokio::spawn(
+        Heartbeater {
+            client: client.clone(),
+            ctx: ctx.clone(),
+            node_uuid,
+            callback_url,
+            verify_ca,
+            heartbeat_timeout: found.heartbeat_timeout(),
+        }
+        .run(),
+    );
+
+    server.await.context("agent API task")??;
+    if ctx.in_lockdown() {
+        return hold_lockdown().await;
+    }
+    Ok(())
+}
+
+/// IPA's token rules: take a token of ≥ 32 characters; `******` with no
+/// token on file means another agent got it first, which is fatal.
+fn accept_token(ctx: &AgentContext, found: &LookupResponse) -> bool {
+    let Some(token) = found.config.as_ref().and_then(|c| c.agent_token.clone()) else {
+        return true;
+    };
+    if token == MASKED_TOKEN {
+        warn!("the agent token has already been retrieved");
+        return ctx.token().is_some();
+    }
+    if token.len() >= MIN_TOKEN_LEN {
+        ctx.set_token(token);
+    } else {
+        warn!(
+            length = token.len(),
+            "ignoring an agent token shorter than {MIN_TOKEN_LEN} characters"
+        );
+    }
+    true
+}
+
+/// Ironic's `config.tls_min_version` wins over the kernel parameter.
+fn tls_min_version(cfg: &Config, found: &LookupResponse) -> TlsVersion {
+    found
+        .config
+        .as_ref()
+        .and_then(|c| c.tls_min_version.as_deref())
+        .and_then(TlsVersion::parse)
+        .or(cfg.tls_min_version)
+        .unwrap_or(TlsVersion::V1_2)
+}
+
+/// In lockdown IPA stops serving and sleeps forever (it must not be
+/// reachable, and exiting would get it restarted).
+async fn hold_lockdown() -> anyhow::Result<()> {
+    error!("FATAL: agent is in lockdown: API closed, heartbeats stopped");
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// MACs to look up with: `BOOTIF` first, then every Ethernet NIC.
+async fn wait_for_macs(cfg: &Config) -> anyhow::Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + NIC_WAIT;
+    loop {
+        let mut macs: Vec<String> = cfg.boot_mac.iter().cloned().collect();
+        for nic in list_nics(&cfg.sysfs_root) {
+            if !macs.contains(&nic.mac) {
+                macs.push(nic.mac);
+            }
+        }
+        if !macs.is_empty() {
+            info!(macs = %macs.join(","), "network interfaces found");
+            return Ok(macs);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "no network interface with a MAC address under {} and no BOOTIF",
+                cfg.sysfs_root.join("class/net").display()
+            );
+        }
+        warn!("no network interface yet; waiting");
+        tokio::time::sleep(NIC_POLL).await;
+    }
+}
+
+/// `ipa-advertise-host`, else the source address the kernel would use to
+/// reach Ironic (IPA runs `ip route get`; a connected UDP socket asks the
+/// same question without sending anything).
+async fn advertise_address(cfg: &Config, client: &IronicClient) -> anyhow::Result<IpAddr> {
+    if let Some(ip) = cfg.advertise_host {
+        return Ok(ip);
+    }
+    let url = client.primary_url().context("no Ironic API URL")?;
+    let host = url
+        .host_str()
+        .context("Ironic API URL has no host")?
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(6385);
+    let mut last = String::new();
+    for attempt in 1..=IP_LOOKUP_ATTEMPTS {
+        match route_source(&host, port).await {
+            Ok(ip) if !is_link_local(ip) => return Ok(ip),
+            Ok(ip) => last = format!("only the link-local address {ip}"),
+            Err(e) => last = e.to_string(),
+        }
+        warn!(attempt, error = %last, "cannot find our address towards Ironic yet");
+        if attempt < IP_LOOKUP_ATTEMPTS {
+            tokio::time::sleep(IP_LOOKUP_SLEEP).await;
+        }
+    }
+    bail!("Error finding IP for Ironic Agent: {last}; set ipa-advertise-host")
+}
+
+async fn route_source(host: &str, port: u16) -> anyhow::Result<IpAddr> {
+    let target =
+        tokio::net::lookup_host((host.trim_start_matches('[').trim_end_matches(']'), port))
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .with_context(|| format!("{host} has no address"))?;
+    let bind_addr: std::net::SocketAddr = if target.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
+    let socket = UdpSocket::bind(bind_addr)?;
+    socket.connect(target)?;
+    Ok(socket.local_addr()?.ip())
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}

@@ -1,0 +1,21 @@
+//! IPA extensions. Each module registers its commands; `registry()` is the
+//! full set the agent serves.
+
+mod log;
+mod standby;
+mod steps;
+mod system;
+
+use crate::api::registry::Registry;
+use crate::hardware::StepKind;
+
+pub fn registry() -> Registry {
+    let mut reg = Registry::default();
+    steps::register(&mut reg, StepKind::Clean);
+    steps::register(&mut reg, StepKind::Deploy);
+    steps::register(&mut reg, StepKind::Service);
+    standby::register(&mut reg);
+    log::register(&mut reg);
+    system::register(&mut reg);
+    reg
+}

@@ -1,0 +1,377 @@
+//! Agent settings: the kernel command line (IPA's parameter names) and
+//! `--param KEY=VALUE` overrides, turned into one typed [`Config`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrite_protocol::node::normalize_mac;
+use ferrite_protocol::ApiVersion;
+use url::Url;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("kernel parameter {param}={value:?} is invalid: {reason}")]
+    Invalid {
+        param: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("no Ironic API URL: set ipa-api-url (or ipa-inspection-callback-url)")]
+    NoApiUrl,
+}
+
+/// Everything the agent needs to know at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `ipa-api-url`: one or more Ironic API endpoints, tried in order.
+    pub api_urls: Vec<Url>,
+    /// `BOOTIF`: the MAC the machine PXE-booted from (normalized).
+    pub boot_mac: Option<String>,
+    /// `ipa-insecure`: skip TLS verification towards Ironic.
+    pub insecure: bool,
+    /// `ipa-debug`.
+    pub debug: bool,
+    /// `ipa-agent-token`: pre-shared token (virtual media boots).
+    pub agent_token: Option<String>,
+    /// `ipa-advertise-host`; discovered from the route to Ironic when unset.
+    pub advertise_host: Option<IpAddr>,
+    /// `ipa-advertise-port`.
+    pub advertise_port: u16,
+    /// `ipa-listen-host`.
+    pub listen_host: IpAddr,
+    /// `ipa-listen-port`.
+    pub listen_port: u16,
+    /// `ipa-lookup-timeout`: total budget for lookup retries.
+    pub lookup_timeout: Duration,
+    /// `ipa-lookup-interval`: the shortest wait between lookups.
+    pub lookup_interval: Duration,
+    /// `ipa-global-request-id`: sent as `X-OpenStack-Request-ID`.
+    pub global_request_id: Option<String>,
+    /// `ipa-inspection-callback-url`.
+    pub inspection_callback_url: Option<Url>,
+    /// `ipa-ironic-api-version`: pin the microversion instead of negotiating.
+    pub ironic_api_version: Option<ApiVersion>,
+    /// `ipa-http-request-timeout`.
+    pub http_request_timeout: Duration,
+    /// `ipa-enable-auto-tls` (IPA: config file only): serve the API over
+    /// HTTPS with a fresh self-signed certificate when Ironic supports it.
+    pub auto_tls: bool,
+    /// `ipa-tls-min-version`: floor for the agent's own TLS listener.
+    pub tls_min_version: Option<TlsVersion>,
+    /// Where sysfs is mounted (fixture trees in tests).
+    pub sysfs_root: PathBuf,
+    /// Where procfs is mounted (fixture trees in tests).
+    pub procfs_root: PathBuf,
+    /// Scratch directory for the certificate and key (`/run/ferrite-agent`).
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "1.2" => Some(Self::V1_2),
+            "1.3" => Some(Self::V1_3),
+            _ => None,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            api_urls: Vec::new(),
+            boot_mac: None,
+            insecure: false,
+            debug: false,
+            agent_token: None,
+            advertise_host: None,
+            advertise_port: ferrite_protocol::DEFAULT_AGENT_PORT,
+            listen_host: IpAddr::from([0u16; 8]),
+            listen_port: ferrite_protocol::DEFAULT_AGENT_PORT,
+            lookup_timeout: Duration::from_secs(600),
+            lookup_interval: Duration::from_secs(1),
+            global_request_id: None,
+            inspection_callback_url: None,
+            ironic_api_version: None,
+            http_request_timeout: Duration::from_secs(30),
+            auto_tls: true,
+            tls_min_version: None,
+            sysfs_root: PathBuf::from("/sys"),
+            procfs_root: PathBuf::from("/proc"),
+            run_dir: PathBuf::from("/run/ferrite-agent"),
+        }
+    }
+}
+
+/// Split a kernel command line the way IPA does: whitespace-separated
+/// tokens, kept only if they contain `=`, split at the first `=`. Later
+/// tokens win.
+pub fn parse_cmdline(cmdline: &str) -> BTreeMap<String, String> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|tok| tok.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Config {
+    /// Build the config from `key=value` parameters (kernel command line
+    /// merged with overrides). Unknown keys are ignored.
+    pub fn from_params(params: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut cfg = Config::default();
+        for (key, value) in params {
+            cfg.apply(key, value)?;
+        }
+        if cfg.api_urls.is_empty() && cfg.inspection_callback_url.is_none() {
+            return Err(ConfigError::NoApiUrl);
+        }
+        Ok(cfg)
+    }
+
+    fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "ipa-api-url" => self.api_urls = parse_urls("ipa-api-url", value)?,
+            "BOOTIF" => self.boot_mac = Some(parse_bootif(value)?),
+            "ipa-insecure" => self.insecure = parse_bool("ipa-insecure", value)?,
+            "ipa-debug" => self.debug = parse_bool("ipa-debug", value)?,
+            "ipa-agent-token" => self.agent_token = non_empty(value),
+            "ipa-advertise-host" => {
+                self.advertise_host = Some(parse_ip("ipa-advertise-host", value)?)
+            }
+            "ipa-advertise-port" => self.advertise_port = parse_port("ipa-advertise-port", value)?,
+            "ipa-listen-host" => self.listen_host = parse_ip("ipa-listen-host", value)?,
+            "ipa-listen-port" => self.listen_port = parse_port("ipa-listen-port", value)?,
+            "ipa-lookup-timeout" => {
+                self.lookup_timeout = parse_secs("ipa-lookup-timeout", value, false)?
+            }
+            "ipa-lookup-interval" => {
+                self.lookup_interval = parse_secs("ipa-lookup-interval", value, true)?
+            }
+            "ipa-global-request-id" => self.global_request_id = non_empty(value),
+            "ipa-inspection-callback-url" => {
+                self.inspection_callback_url = parse_urls("ipa-inspection-callback-url", value)?
+                    .into_iter()
+                    .next()
+            }
+            "ipa-ironic-api-version" => {
+                self.ironic_api_version = Some(value.parse().map_err(
+                    |e: ferrite_protocol::version::ParseVersionError| {
+                        invalid("ipa-ironic-api-version", value, e.to_string())
+                    },
+                )?)
+            }
+            "ipa-http-request-timeout" => {
+                self.http_request_timeout = parse_secs("ipa-http-request-timeout", value, true)?
+            }
+            "ipa-enable-auto-tls" => self.auto_tls = parse_bool("ipa-enable-auto-tls", value)?,
+            "ipa-tls-min-version" => {
+                self.tls_min_version = Some(TlsVersion::parse(value).ok_or_else(|| {
+                    invalid("ipa-tls-min-version", value, "expected 1.2 or 1.3".into())
+                })?)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `callback_url` host part: IPv6 in brackets.
+    pub fn callback_url(&self, protocol: &str, host: IpAddr) -> String {
+        match host {
+            IpAddr::V4(v4) => format!("{protocol}://{v4}:{}", self.advertise_port),
+            IpAddr::V6(v6) => format!("{protocol}://[{v6}]:{}", self.advertise_port),
+        }
+    }
+}
+
+fn invalid(param: &'static str, value: &str, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        param,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// oslo's `bool_from_string`, but strict: anything unrecognised is an error
+/// rather than a silent `false`.
+fn parse_bool(param: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "on" | "y" | "yes" => Ok(true),
+        "0" | "f" | "false" | "off" | "n" | "no" => Ok(false),
+        _ => Err(invalid(
+            param,
+            value,
+            "expected a boolean (1/0, true/false, yes/no, on/off)".into(),
+        )),
+    }
+}
+
+fn parse_ip(param: &'static str, value: &str) -> Result<IpAddr, ConfigError> {
+    value
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| invalid(param, value, "expected an IPv4 or IPv6 address".into()))
+}
+
+fn parse_port(param: &'static str, value: &str) -> Result<u16, ConfigError> {
+    match value.parse::<u16>() {
+        Ok(0) | Err(_) => Err(invalid(
+            param,
+            value,
+            "expected a port number 1-65535".into(),
+        )),
+        Ok(port) => Ok(port),
+    }
+}
+
+fn parse_secs(param: &'static str, value: &str, fractional: bool) -> Result<Duration, ConfigError> {
+    let secs: f64 = value
+        .parse()
+        .map_err(|_| invalid(param, value, "expected a number of seconds".into()))?;
+    if !secs.is_finite() || secs < 0.0 || (!fractional && secs.fract() != 0.0) {
+        return Err(invalid(
+            param,
+            value,
+            "expected a non-negative number of seconds".into(),
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_urls(param: &'static str, value: &str) -> Result<Vec<Url>, ConfigError> {
+    let mut urls = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if part == "mdns" {
+            return Err(invalid(
+                param,
+                value,
+                "mDNS discovery is not supported; give the URL".into(),
+            ));
+        }
+        let url = Url::parse(part).map_err(|e| invalid(param, value, format!("{part:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid(
+                param,
+                value,
+                format!("{part:?} is not an http(s) URL"),
+            ));
+        }
+        urls.push(url);
+    }
+    if urls.is_empty() {
+        return Err(invalid(param, value, "no URL given".into()));
+    }
+    Ok(urls)
+}
+
+/// `BOOTIF=01-aa-bb-cc-dd-ee-ff` (pxelinux, hardware type prefix) or a plain MAC.
+fn parse_bootif(value: &str) -> Result<String, ConfigError> {
+    let stripped = match value.split_once('-') {
+        Some((hwtype, rest)) if hwtype.len() == 2 && rest.len() == 17 => rest,
+        _ => value,
+    };
+    normalize_mac(stripped).ok_or_else(|| invalid("BOOTIF", value, "expected a MAC address".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(cmdline: &str) -> Result<Config, ConfigError> {
+        Config::from_params(&parse_cmdline(cmdline))
+    }
+
+    #[test]
+    fn full_cmdline() {
+        let c = cfg("BOOT_IMAGE=/vmlinuz ro quiet console=ttyS0,115200n8 \
+            ipa-api-url=https://10.0.0.1:6385,http://10.0.0.2:6385 BOOTIF=01-52-54-00-AB-CD-EF \
+            ipa-insecure=1 ipa-debug=true ipa-agent-token=abc \
+            ipa-advertise-host=10.0.0.5 ipa-advertise-port=19999 ipa-listen-host=:: \
+            ipa-listen-port=19998 ipa-lookup-timeout=30 ipa-lookup-interval=2 \
+            ipa-global-request-id=req-1 ipa-inspection-callback-url=http://10.0.0.1:6385/v1/continue_inspection \
+            ipa-unknown=x")
+        .unwrap();
+        assert_eq!(c.api_urls.len(), 2);
+        assert_eq!(c.api_urls[1].as_str(), "http://10.0.0.2:6385/");
+        assert_eq!(c.boot_mac.as_deref(), Some("52:54:00:ab:cd:ef"));
+        assert!(c.insecure && c.debug);
+        assert_eq!(c.agent_token.as_deref(), Some("abc"));
+        assert_eq!(c.advertise_host, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!((c.advertise_port, c.listen_port), (19999, 19998));
+        assert_eq!(c.lookup_timeout, Duration::from_secs(30));
+        assert_eq!(c.lookup_interval, Duration::from_secs(2));
+        assert_eq!(c.global_request_id.as_deref(), Some("req-1"));
+        assert!(c.inspection_callback_url.is_some());
+        assert_eq!(
+            c.callback_url("https", "10.0.0.5".parse().unwrap()),
+            "https://10.0.0.5:19999"
+        );
+        assert_eq!(
+            c.callback_url("https", "fd00::5".parse().unwrap()),
+            "https://[fd00::5]:19999"
+        );
+    }
+
+    #[test]
+    fn bootif_plain_form() {
+        let c = cfg("ipa-api-url=http://h:1 BOOTIF=52:54:00:ab:cd:ef").unwrap();
+        assert_eq!(c.boot_mac.as_deref(), Some("52:54:00:ab:cd:ef"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg("ipa-api-url=http://h:6385").unwrap();
+        assert_eq!(c.listen_port, 9999);
+        assert_eq!(c.lookup_timeout, Duration::from_secs(600));
+        assert!(c.auto_tls && !c.insecure);
+    }
+
+    #[test]
+    fn malformed_values_name_the_parameter() {
+        for (line, param) in [
+            ("ipa-api-url=ftp://x", "ipa-api-url"),
+            ("ipa-api-url=not-a-url", "ipa-api-url"),
+            ("ipa-api-url=http://h BOOTIF=01-zz", "BOOTIF"),
+            ("ipa-api-url=http://h ipa-insecure=maybe", "ipa-insecure"),
+            (
+                "ipa-api-url=http://h ipa-listen-port=70000",
+                "ipa-listen-port",
+            ),
+            (
+                "ipa-api-url=http://h ipa-advertise-host=host.example",
+                "ipa-advertise-host",
+            ),
+            (
+                "ipa-api-url=http://h ipa-lookup-timeout=-1",
+                "ipa-lookup-timeout",
+            ),
+            (
+                "ipa-api-url=http://h ipa-lookup-timeout=1.5",
+                "ipa-lookup-timeout",
+            ),
+            (
+                "ipa-api-url=http://h ipa-ironic-api-version=x",
+                "ipa-ironic-api-version",
+            ),
+        ] {
+            match cfg(line) {
+                Err(ConfigError::Invalid { param: p, .. }) => assert_eq!(p, param, "{line}"),
+                other => panic!("{line}: {other:?}"),
+            }
+            assert!(cfg(line).unwrap_err().to_string().contains(param));
+        }
+        assert_eq!(cfg("quiet ro"), Err(ConfigError::NoApiUrl));
+    }
+}

@@ -1,0 +1,9 @@
+//! Hardware managers (IPA's model): each offers clean/deploy/service steps
+//! and a version; the agent dispatches a step to the first manager that has it.
+
+pub mod burnin;
+pub mod generic;
+pub mod manager;
+pub mod nics;
+
+pub use manager::{HardwareManager, HardwareManagers, StepCall, StepDef, StepKind};

@@ -1,0 +1,7 @@
+//! Talking to the Ironic API: version negotiation, lookup, heartbeats.
+
+pub mod client;
+pub mod heartbeat;
+pub mod lookup;
+
+pub use client::IronicClient;

@@ -1,0 +1,13 @@
+//! ferrite-agent: a deploy ramdisk agent that speaks ironic-python-agent's
+//! protocol. `main.rs` is a thin shell over [`agent::run`].
+
+pub mod agent;
+pub mod api;
+pub mod commands;
+pub mod config;
+pub mod errors;
+pub mod hardware;
+pub mod ironic;
+pub mod logbuf;
+pub mod state;
+pub mod tls;
