@@ -1,0 +1,259 @@
+//! Talking to a deploy agent (ferrite-agent or IPA): `POST /v1/commands/`
+//! and polling results, like Ironic's `agent_client.py`. HTTPS is verified
+//! against the certificate the agent sent in its heartbeat.
+
+use std::fs;
+use std::time::Duration;
+
+use ferrite_protocol::steps::CleanStepsResult;
+use ferrite_protocol::{CommandList, CommandRequest, CommandResult, CommandStatus, FaultBody};
+use reqwest::StatusCode;
+use serde_json::{json, Map, Value};
+use tracing::{debug, warn};
+
+use crate::config::ConductorConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentClientError {
+    #[error("node has no agent_url: the agent has not heartbeated yet")]
+    NoAgentUrl,
+    #[error("cannot set up TLS towards the agent: {0}")]
+    Tls(String),
+    #[error("agent unreachable at {url}: {detail}")]
+    Connection { url: String, detail: String },
+    #[error("agent is busy: {0}")]
+    InProgress(String),
+    #[error("agent API error {status}: {faultstring}")]
+    Api {
+        status: StatusCode,
+        faultstring: String,
+    },
+    #[error("agent sent an unreadable reply: {0}")]
+    Decode(String),
+    #[error("agent command {name} failed: {detail}")]
+    CommandFailed { name: String, detail: String },
+    #[error("agent command {0} did not finish in time")]
+    Timeout(String),
+}
+
+pub struct AgentClient {
+    http: reqwest::Client,
+    commands_url: String,
+    token: Option<String>,
+    max_attempts: u32,
+    wait_interval: Duration,
+    wait_attempts: u32,
+}
+
+impl AgentClient {
+    /// Client for the agent a node's heartbeat announced. `driver_internal_info`
+    /// carries `agent_url`, the token and the path of the agent's certificate.
+    pub fn for_node(
+        dii: &Map<String, Value>,
+        config: &ConductorConfig,
+    ) -> Result<Self, AgentClientError> {
+        let agent_url = dii
+            .get("agent_url")
+            .and_then(Value::as_str)
+            .ok_or(AgentClientError::NoAgentUrl)?;
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.agent_command_timeout())
+            .connect_timeout(Duration::from_secs(10));
+        if agent_url.starts_with("https://") {
+            builder = builder.min_tls_version(reqwest::tls::Version::TLS_1_2);
+            if let Some(path) = dii.get("agent_verify_ca").and_then(Value::as_str) {
+                let pem =
+                    fs::read(path).map_err(|e| AgentClientError::Tls(format!("{path}: {e}")))?;
+                let cert = reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| AgentClientError::Tls(e.to_string()))?;
+                builder = builder
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| AgentClientError::Tls(e.to_string()))?;
+        Ok(Self {
+            http,
+            commands_url: format!("{}/v1/commands/", agent_url.trim_end_matches('/')),
+            token: dii
+                .get("agent_secret_token")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            max_attempts: config.agent_max_command_attempts.max(1),
+            wait_interval: Duration::from_secs(config.agent_command_wait_interval),
+            wait_attempts: config.agent_command_wait_attempts.max(1),
+        })
+    }
+
+    fn query(&self, wait: Option<bool>) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(w) = wait {
+            q.push(("wait", w.to_string()));
+        }
+        if let Some(t) = &self.token {
+            q.push(("agent_token", t.clone()));
+        }
+        q
+    }
+
+    /// Run a command. `wait` makes the agent answer only once it is done.
+    pub async fn run(
+        &self,
+        name: &str,
+        params: Map<String, Value>,
+        wait: bool,
+    ) -> Result<CommandResult, AgentClientError> {
+        let body = CommandRequest::new(name, params);
+        let mut last = String::new();
+        for attempt in 1..=self.max_attempts {
+            let sent = self
+                .http
+                .post(&self.commands_url)
+                .query(&self.query(Some(wait)))
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => return decode_command(resp).await,
+                Err(e) => {
+                    last = e.to_string();
+                    warn!(command = name, attempt, error = %e, "agent command request failed");
+                    // The reply may be lost while the command runs: Ironic's guard.
+                    if let Ok(cmds) = self.commands().await {
+                        if let Some(current) = cmds.last() {
+                            if short(&current.command_name) == short(name)
+                                && current.command_status == CommandStatus::Running
+                            {
+                                return Ok(current.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Err(AgentClientError::Connection {
+            url: self.commands_url.clone(),
+            detail: last,
+        })
+    }
+
+    /// `GET /v1/commands/`: every command the agent ran, oldest first.
+    pub async fn commands(&self) -> Result<Vec<CommandResult>, AgentClientError> {
+        let mut last = String::new();
+        for _ in 0..self.max_attempts {
+            match self
+                .http
+                .get(&self.commands_url)
+                .query(&self.query(None))
+                .send()
+                .await
+            {
+                Ok(resp) => {
+                    let resp = check(resp).await?;
+                    let list: CommandList = resp
+                        .json()
+                        .await
+                        .map_err(|e| AgentClientError::Decode(e.to_string()))?;
+                    return Ok(list.commands);
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(AgentClientError::Connection {
+            url: self.commands_url.clone(),
+            detail: last,
+        })
+    }
+
+    /// Start `name` asynchronously and poll until it ends (Ironic's `poll=True`).
+    pub async fn run_and_poll(
+        &self,
+        name: &str,
+        params: Map<String, Value>,
+    ) -> Result<CommandResult, AgentClientError> {
+        let started = self.run(name, params, false).await?;
+        if started.command_status != CommandStatus::Running {
+            return finished(name, started);
+        }
+        for _ in 0..self.wait_attempts {
+            tokio::time::sleep(self.wait_interval).await;
+            let cmds = self.commands().await?;
+            if let Some(current) = cmds.iter().rev().find(|c| c.id == started.id) {
+                if current.command_status != CommandStatus::Running {
+                    return finished(name, current.clone());
+                }
+                debug!(command = name, "still running");
+            }
+        }
+        Err(AgentClientError::Timeout(name.to_string()))
+    }
+
+    pub async fn get_clean_steps(
+        &self,
+        node: Value,
+        ports: Vec<Value>,
+    ) -> Result<CleanStepsResult, AgentClientError> {
+        let params = json!({"node": node, "ports": ports});
+        let result = finished(
+            "clean.get_clean_steps",
+            self.run("clean.get_clean_steps", as_map(params), true)
+                .await?,
+        )?;
+        serde_json::from_value(result.command_result.unwrap_or(Value::Null))
+            .map_err(|e| AgentClientError::Decode(format!("get_clean_steps result: {e}")))
+    }
+}
+
+fn as_map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn short(name: &str) -> &str {
+    name.split_once('.').map(|(_, c)| c).unwrap_or(name)
+}
+
+/// A finished command: FAILED becomes an error with the agent's words.
+fn finished(name: &str, result: CommandResult) -> Result<CommandResult, AgentClientError> {
+    match result.command_status {
+        CommandStatus::Succeeded | CommandStatus::Running => Ok(result),
+        _ => Err(AgentClientError::CommandFailed {
+            name: name.to_string(),
+            detail: result
+                .command_error
+                .as_ref()
+                .map(|e| e.summary().to_string())
+                .unwrap_or_else(|| format!("{:?}", result.command_status)),
+        }),
+    }
+}
+
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response, AgentClientError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let faultstring = serde_json::from_str::<FaultBody>(&text)
+        .map(|f| f.faultstring)
+        .unwrap_or(text);
+    if status == StatusCode::CONFLICT || faultstring.to_lowercase().contains("agent is busy") {
+        return Err(AgentClientError::InProgress(faultstring));
+    }
+    Err(AgentClientError::Api {
+        status,
+        faultstring,
+    })
+}
+
+async fn decode_command(resp: reqwest::Response) -> Result<CommandResult, AgentClientError> {
+    let resp = check(resp).await?;
+    resp.json()
+        .await
+        .map_err(|e| AgentClientError::Decode(e.to_string()))
+}

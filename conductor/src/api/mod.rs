@@ -1,0 +1,162 @@
+//! The Ironic REST API subset: root documents, nodes, ports, and the
+//! ramdisk endpoints (lookup, heartbeat).
+
+pub mod error;
+mod nodes;
+mod patch;
+mod ports;
+mod ramdisk;
+mod root;
+pub mod version;
+pub mod views;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use crate::config::ConductorConfig;
+use crate::flows::Flows;
+use crate::store::Store;
+use error::{ApiError, ApiResult};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub config: Arc<ConductorConfig>,
+    pub flows: Arc<Flows>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root::root))
+        .route("/v1", get(root::v1))
+        .route("/v1/", get(root::v1))
+        .route("/v1/nodes", get(nodes::list).post(nodes::create))
+        .route("/v1/nodes/", get(nodes::list).post(nodes::create))
+        .route("/v1/nodes/detail", get(nodes::list_detail))
+        .route(
+            "/v1/nodes/{ident}",
+            get(nodes::show).patch(nodes::update).delete(nodes::delete),
+        )
+        .route("/v1/nodes/{ident}/states", get(nodes::states))
+        .route("/v1/nodes/{ident}/ports", get(ports::list_for_node))
+        .route(
+            "/v1/nodes/{ident}/ports/detail",
+            get(ports::list_for_node_detail),
+        )
+        .route("/v1/ports", get(ports::list).post(ports::create))
+        .route("/v1/ports/", get(ports::list).post(ports::create))
+        .route("/v1/ports/detail", get(ports::list_detail))
+        .route(
+            "/v1/ports/{uuid}",
+            get(ports::show).patch(ports::update).delete(ports::delete),
+        )
+        .route("/v1/lookup", get(ramdisk::lookup))
+        .route("/v1/heartbeat/{node}", post(ramdisk::heartbeat))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(version::negotiate))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("The resource could not be found.")
+}
+
+/// Paging and sorting parameters shared by the collection endpoints.
+pub struct ListParams {
+    pub detail: bool,
+    limit: Option<usize>,
+    marker: Option<String>,
+    sort_key: Option<String>,
+    descending: bool,
+}
+
+impl ListParams {
+    pub fn parse(params: &HashMap<String, String>, detail_route: bool) -> ApiResult<Self> {
+        let limit = params
+            .get("limit")
+            .map(|l| l.parse::<usize>().ok().filter(|n| *n > 0))
+            .map(|l| l.ok_or_else(|| ApiError::bad_request("Limit must be positive")))
+            .transpose()?;
+        let descending = match params.get("sort_dir").map(String::as_str) {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
+                )))
+            }
+        };
+        Ok(Self {
+            detail: detail_route
+                || params
+                    .get("detail")
+                    .is_some_and(|d| d.eq_ignore_ascii_case("true")),
+            limit,
+            marker: params.get("marker").cloned(),
+            sort_key: params.get("sort_key").cloned(),
+            descending,
+        })
+    }
+}
+
+/// Sort, page and select fields; add `next` when a page was cut.
+pub fn list_page(
+    mut items: Vec<Map<String, Value>>,
+    list: &ListParams,
+    fields: Option<&[String]>,
+    collection_url: &str,
+    key: &str,
+) -> ApiResult<Value> {
+    if let Some(sort_key) = &list.sort_key {
+        if items.first().is_some_and(|i| !i.contains_key(sort_key)) {
+            return Err(ApiError::bad_request(format!(
+                "The sort_key value \"{sort_key}\" is an invalid field for sorting"
+            )));
+        }
+        items.sort_by_key(|i| sort_text(i.get(sort_key)));
+    }
+    if list.descending {
+        items.reverse();
+    }
+    if let Some(marker) = &list.marker {
+        let pos = items
+            .iter()
+            .position(|i| i.get("uuid").and_then(Value::as_str) == Some(marker.as_str()))
+            .ok_or_else(|| ApiError::bad_request(format!("Marker {marker} could not be found.")))?;
+        items.drain(..=pos);
+    }
+    let mut next = None;
+    if let Some(limit) = list.limit {
+        if items.len() > limit {
+            items.truncate(limit);
+            if let Some(last) = items
+                .last()
+                .and_then(|i| i.get("uuid"))
+                .and_then(Value::as_str)
+            {
+                next = Some(format!("{collection_url}?limit={limit}&marker={last}"));
+            }
+        }
+    }
+    let shown: Vec<Value> = items
+        .into_iter()
+        .map(|i| views::select(i, fields))
+        .collect();
+    let mut page = json!({ key: shown });
+    if let Some(next) = next {
+        page["next"] = Value::String(next);
+    }
+    Ok(page)
+}
+
+fn sort_text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}

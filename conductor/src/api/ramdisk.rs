@@ -1,0 +1,248 @@
+//! The endpoints ramdisks call: `GET /v1/lookup` and
+//! `POST /v1/heartbeat/{node}`, with Ironic's validation rules.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use base64::Engine;
+use ferrite_protocol::lookup::MASKED_TOKEN;
+use ferrite_protocol::node::{normalize_mac, Link, Node};
+use ferrite_protocol::{ApiVersion, HeartbeatRequest, LookupConfig, LookupNode, LookupResponse};
+use rand::RngCore;
+use serde_json::{json, Value};
+use tracing::{debug, info};
+
+use super::error::{parse_body, ApiError, ApiResult};
+use super::version::Requested;
+use super::views::mask_node_secrets;
+use super::AppState;
+use crate::fsm;
+use crate::time::internal_now;
+
+const TOKEN_KEY: &str = "agent_secret_token";
+
+fn endpoint_exists(version: ApiVersion) -> ApiResult<()> {
+    if version < ApiVersion::RAMDISK_ENDPOINTS {
+        return Err(ApiError::not_found("The resource could not be found."));
+    }
+    Ok(())
+}
+
+/// Ironic's `secrets.token_urlsafe()`: 32 random bytes, 43 characters.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn locked(node: &Node, holder: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "Node {} is locked by host {holder}, please retry after the current operation is completed.",
+        node.uuid
+    ))
+}
+
+pub async fn lookup(
+    State(state): State<AppState>,
+    Extension(Requested(version)): Extension<Requested>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<Json<LookupResponse>> {
+    endpoint_exists(version)?;
+    let macs: Vec<String> = params
+        .get("addresses")
+        .map(|a| a.split(',').filter_map(normalize_mac).collect())
+        .unwrap_or_default();
+    let node_uuid = params.get("node_uuid").filter(|u| !u.is_empty());
+    if macs.is_empty() && node_uuid.is_none() {
+        return Err(ApiError::bad_request(
+            "Incomplete lookup request: at least one valid MAC address in 'addresses' or a 'node_uuid' is required",
+        ));
+    }
+    // Deliberately the same 404 for "no such node" and "not allowed now".
+    let not_found = || ApiError::not_found("The resource could not be found.");
+    let uuid = match node_uuid {
+        Some(uuid) => state.store.get_node(uuid).map_err(|_| not_found())?.uuid,
+        None => {
+            let mut owners = BTreeSet::new();
+            for mac in &macs {
+                if let Some(port) = state.store.port_by_address(mac)? {
+                    owners.insert(port.node_uuid);
+                }
+            }
+            match owners.len() {
+                1 => owners.into_iter().next().ok_or_else(not_found)?,
+                _ => return Err(not_found()),
+            }
+        }
+    };
+    let cfg = &state.config;
+    let node = state.store.get_node(&uuid)?;
+    if cfg.restrict_lookup && !fsm::lookup_allowed(&node.provision_state, cfg.fast_track) {
+        debug!(node = %uuid, state = %node.provision_state, "lookup refused in this state");
+        return Err(not_found());
+    }
+
+    // The token is handed out once per ramdisk boot; later lookups see a mask.
+    let mut token = None;
+    let node = if version >= ApiVersion::AGENT_TOKEN {
+        state.store.update_node::<ApiError, _>(&uuid, |n| {
+            if let Some(holder) = &n.reservation {
+                return Err(locked(n, holder));
+            }
+            token = Some(match n.driver_internal_info.get(TOKEN_KEY) {
+                Some(_) => MASKED_TOKEN.to_string(),
+                None => {
+                    let t = new_token();
+                    n.driver_internal_info
+                        .insert(TOKEN_KEY.into(), Value::String(t.clone()));
+                    info!(node = %n.uuid, "agent token issued");
+                    t
+                }
+            });
+            Ok(())
+        })?
+    } else {
+        node
+    };
+
+    let mut masked = serde_json::to_value(&node)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    mask_node_secrets(&mut masked);
+    let take = |key: &str| {
+        masked
+            .get(key)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let base = cfg.public_url();
+    Ok(Json(LookupResponse {
+        node: LookupNode {
+            uuid: node.uuid.clone(),
+            properties: take("properties"),
+            instance_info: take("instance_info"),
+            driver_internal_info: take("driver_internal_info"),
+            links: vec![
+                Link::new(format!("{base}/v1/nodes/{}", node.uuid), "self"),
+                Link::new(format!("{base}/nodes/{}", node.uuid), "bookmark"),
+            ],
+        },
+        config: Some(LookupConfig {
+            metrics: json!({"backend": "noop", "prepend_host": false, "prepend_uuid": false,
+                            "prepend_host_reverse": true, "global_prefix": null}),
+            metrics_statsd: json!({"statsd_host": "localhost", "statsd_port": 8125}),
+            heartbeat_timeout: cfg.heartbeat_timeout as f64,
+            agent_containers: json!({"allow_arbitrary_containers": false, "allowed_containers": [],
+                                     "runner": "podman", "pull_options": [],
+                                     "run_options": ["--rm", "--network=host"]}),
+            agent_token: token,
+            agent_token_required: true,
+            agent_md5_checksum_enable: true,
+            disable_deep_image_inspection: false,
+            permitted_image_formats: vec!["raw".into(), "gpt".into(), "qcow2".into(), "iso".into()],
+            agent_skip_bmc_detect: false,
+            enable_bios_bootloader_install: false,
+            tls_min_version: Some("1.3".into()),
+            tls_cipher_suites: None,
+        }),
+        heartbeat_timeout: None,
+    }))
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Extension(Requested(version)): Extension<Requested>,
+    Path(ident): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    endpoint_exists(version)?;
+    let hb: HeartbeatRequest = parse_body(&body)?;
+    let scheme = url::Url::parse(&hb.callback_url)
+        .map(|u| u.scheme().to_string())
+        .unwrap_or_default();
+    if !scheme.starts_with("http") {
+        return Err(ApiError::bad_request(format!(
+            "Invalid callback_url {:?}: it must be http(s)",
+            hb.callback_url
+        )));
+    }
+    let certs = state.config.certificates_dir();
+    let require_tls = state.config.require_tls;
+    let node = state.store.update_node::<ApiError, _>(&ident, |node| {
+        let dii = &node.driver_internal_info;
+        let recorded_url = dii
+            .get("agent_url")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if recorded_url.is_none() {
+            if let Some(holder) = &node.reservation {
+                return Err(locked(node, holder));
+            }
+        }
+        let expected = dii.get(TOKEN_KEY).and_then(Value::as_str);
+        if expected.is_none() || expected != hb.agent_token.as_deref() {
+            return Err(ApiError::bad_request(
+                "Invalid or missing agent token received.",
+            ));
+        }
+        if hb.agent_version.is_none() && hb.agent_status.is_none() {
+            return Err(ApiError::bad_request(
+                "Agent did not transmit a version (agent_version is required)",
+            ));
+        }
+        if require_tls && scheme != "https" {
+            return Err(ApiError::bad_request("TLS is required by configuration"));
+        }
+        if recorded_url.as_ref().is_some_and(|u| u != &hb.callback_url) {
+            return Err(ApiError::bad_request(
+                "Detected change in ramdisk provided callback_url",
+            ));
+        }
+        if let Some(pem) = &hb.agent_verify_ca {
+            let path = certs.join(format!("{}.crt", node.uuid));
+            let recorded = dii.get("agent_verify_ca").and_then(Value::as_str).is_some();
+            if recorded {
+                if fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
+                    return Err(ApiError::bad_request(
+                        "Detected change in ramdisk provided agent_verify_ca",
+                    ));
+                }
+            } else {
+                fs::create_dir_all(&certs)
+                    .and_then(|_| fs::write(&path, pem))
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("storing agent certificate: {e}"),
+                        )
+                    })?;
+            }
+            node.driver_internal_info.insert(
+                "agent_verify_ca".into(),
+                Value::String(path.to_string_lossy().into_owned()),
+            );
+        }
+        let dii = &mut node.driver_internal_info;
+        dii.insert("agent_url".into(), Value::String(hb.callback_url.clone()));
+        if let Some(v) = &hb.agent_version {
+            dii.insert("agent_version".into(), Value::String(v.clone()));
+        }
+        if let Some(s) = &hb.agent_status {
+            dii.insert("agent_status".into(), Value::String(s.clone()));
+        }
+        if let Some(m) = &hb.agent_status_message {
+            dii.insert("agent_status_message".into(), Value::String(m.clone()));
+        }
+        dii.insert("agent_last_heartbeat".into(), Value::String(internal_now()));
+        Ok(())
+    })?;
+    debug!(node = %node.uuid, state = %node.provision_state, "heartbeat");
+    state.flows.on_heartbeat(node.uuid);
+    Ok(StatusCode::ACCEPTED)
+}

@@ -1,0 +1,138 @@
+//! How nodes and ports are shown: secrets masked, links added, `fields`
+//! honoured.
+
+use ferrite_protocol::node::{Link, Node, Port};
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, ApiResult};
+
+pub const MASK: &str = "******";
+/// `node list` without `detail`.
+pub const NODE_LIST_FIELDS: &[&str] = &[
+    "uuid",
+    "name",
+    "instance_uuid",
+    "power_state",
+    "provision_state",
+    "maintenance",
+];
+/// `port list` without `detail`.
+pub const PORT_LIST_FIELDS: &[&str] = &["uuid", "address"];
+
+fn links(base: &str, kind: &str, id: &str, sub: &str) -> Value {
+    let tail = if sub.is_empty() {
+        id.to_string()
+    } else {
+        format!("{id}/{sub}")
+    };
+    json!([
+        Link::new(format!("{base}/v1/{kind}/{tail}"), "self"),
+        Link::new(format!("{base}/{kind}/{tail}"), "bookmark"),
+    ])
+}
+
+/// Hide what Ironic hides: passwords in `driver_info`, the agent token,
+/// image URLs and config drives in `instance_info`.
+pub fn mask_node_secrets(node: &mut Map<String, Value>) {
+    if let Some(Value::Object(info)) = node.get_mut("driver_info") {
+        for (key, value) in info.iter_mut() {
+            if key.contains("password") || key.ends_with("_key") {
+                *value = Value::String(MASK.into());
+            }
+        }
+    }
+    if let Some(Value::Object(dii)) = node.get_mut("driver_internal_info") {
+        if dii.contains_key("agent_secret_token") {
+            dii.insert("agent_secret_token".into(), Value::String(MASK.into()));
+        }
+    }
+    if let Some(Value::Object(ii)) = node.get_mut("instance_info") {
+        for key in ["image_url", "configdrive"] {
+            if ii.contains_key(key) {
+                ii.insert(key.into(), Value::String(MASK.into()));
+            }
+        }
+    }
+}
+
+/// The node as the agent command API receives it (`node.as_dict(secure=True)`).
+pub fn node_secure_dict(node: &Node) -> Value {
+    let mut map = match serde_json::to_value(node) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    mask_node_secrets(&mut map);
+    Value::Object(map)
+}
+
+pub fn parse_fields(raw: Option<&str>, known: &Value) -> ApiResult<Option<Vec<String>>> {
+    let Some(raw) = raw else { return Ok(None) };
+    let fields: Vec<String> = raw
+        .split(',')
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect();
+    let unknown: Vec<&str> = fields
+        .iter()
+        .filter(|f| known.get(f.as_str()).is_none())
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Field(s) \"{}\" are not valid",
+            unknown.join(", ")
+        )));
+    }
+    Ok(Some(fields))
+}
+
+pub fn select(full: Map<String, Value>, fields: Option<&[String]>) -> Value {
+    match fields {
+        None => Value::Object(full),
+        Some(fields) => {
+            let mut out: Map<String, Value> = fields
+                .iter()
+                .filter_map(|f| full.get(f).map(|v| (f.clone(), v.clone())))
+                .collect();
+            if let Some(links) = full.get("links") {
+                out.insert("links".into(), links.clone());
+            }
+            Value::Object(out)
+        }
+    }
+}
+
+pub fn node_full(node: &Node, base: &str) -> Map<String, Value> {
+    let mut map = match serde_json::to_value(node) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    mask_node_secrets(&mut map);
+    let id = &node.uuid;
+    map.insert("links".into(), links(base, "nodes", id, ""));
+    for sub in ["ports", "portgroups", "states", "volume"] {
+        map.insert(sub.into(), links(base, "nodes", id, sub));
+    }
+    map
+}
+
+pub fn node_view(node: &Node, base: &str, fields: Option<&[String]>) -> Value {
+    select(node_full(node, base), fields)
+}
+
+pub fn port_full(port: &Port, base: &str) -> Map<String, Value> {
+    let mut map = match serde_json::to_value(port) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    map.insert("links".into(), links(base, "ports", &port.uuid, ""));
+    map
+}
+
+pub fn port_view(port: &Port, base: &str, fields: Option<&[String]>) -> Value {
+    select(port_full(port, base), fields)
+}
+
+pub fn owned(fields: &[&str]) -> Vec<String> {
+    fields.iter().map(|f| f.to_string()).collect()
+}

@@ -1,0 +1,60 @@
+//! Ask the agent for its clean steps and cache them on the node, as Ironic's
+//! `refresh_steps` does: grouped by interface, marked `requires_ramdisk`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tracing::info;
+
+use crate::agent_client::AgentClient;
+use crate::api::views::node_secure_dict;
+use crate::config::ConductorConfig;
+use crate::store::{Store, StoreError};
+use crate::time::internal_now;
+
+pub const CACHE_KEY: &str = "agent_cached_clean_steps";
+
+pub async fn refresh_clean_steps(
+    store: &Store,
+    config: &ConductorConfig,
+    uuid: &str,
+) -> anyhow::Result<()> {
+    let node = store.get_node(uuid)?;
+    let client = AgentClient::for_node(&node.driver_internal_info, config)?;
+    let ports: Vec<Value> = store
+        .list_ports(Some(uuid))?
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    let result = client
+        .get_clean_steps(node_secure_dict(&node), ports)
+        .await
+        .context("fetching clean steps from the agent")?;
+
+    let mut by_interface: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for step in result.clean_steps.into_values().flatten() {
+        let mut step = step;
+        step.requires_ramdisk = Some(true);
+        by_interface
+            .entry(step.interface.clone())
+            .or_default()
+            .push(serde_json::to_value(&step)?);
+    }
+    let count: usize = by_interface.values().map(Vec::len).sum();
+    store.update_node::<StoreError, _>(uuid, |n| {
+        let dii = &mut n.driver_internal_info;
+        dii.insert(CACHE_KEY.into(), json!(by_interface));
+        dii.insert(
+            "agent_cached_clean_steps_refreshed".into(),
+            json!(internal_now()),
+        );
+        dii.insert(
+            "hardware_manager_version".into(),
+            json!(result.hardware_manager_version),
+        );
+        Ok(())
+    })?;
+    info!(node = %uuid, steps = count, "cached the agent's clean steps");
+    Ok(())
+}

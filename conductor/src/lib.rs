@@ -1,0 +1,47 @@
+//! ferrite-conductor: the subset of Ironic that runs bare-metal nodes with
+//! ferrite-agent (or IPA), on an embedded SQLite store.
+
+pub mod agent_client;
+pub mod api;
+pub mod config;
+pub mod drivers;
+pub mod flows;
+pub mod fsm;
+pub mod store;
+pub mod time;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+/// Open the store, free locks a previous run of this host left behind,
+/// and serve the API until the process is stopped.
+pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let store = Arc::new(
+        store::Store::open(&config.database_path())
+            .with_context(|| format!("opening {}", config.database_path().display()))?,
+    );
+    let config = Arc::new(config);
+    let flows = flows::Flows::new(store.clone(), config.clone());
+    let freed = store.release_all(flows.host())?;
+    if freed > 0 {
+        tracing::warn!(nodes = freed, "released node locks left by a previous run");
+    }
+    let state = api::AppState {
+        store,
+        config: config.clone(),
+        flows,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "ferrite-conductor API up");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("API server failed")
+}

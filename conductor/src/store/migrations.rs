@@ -1,0 +1,33 @@
+//! Schema versions. Append new migrations; never edit a released one.
+
+use rusqlite_migration::{Migrations, M};
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        "CREATE TABLE nodes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            uuid TEXT NOT NULL UNIQUE,
+            name TEXT UNIQUE,
+            instance_uuid TEXT UNIQUE,
+            provision_state TEXT NOT NULL,
+            reservation TEXT,
+            data TEXT NOT NULL
+        );
+        CREATE TABLE ports (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            uuid TEXT NOT NULL UNIQUE,
+            address TEXT NOT NULL UNIQUE,
+            node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+            data TEXT NOT NULL
+        );
+        CREATE INDEX ports_node_uuid ON ports(node_uuid);",
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        super::migrations().validate().unwrap();
+    }
+}

@@ -1,0 +1,27 @@
+//! Timestamps in the two forms Ironic shows.
+
+use chrono::{SecondsFormat, Utc};
+
+/// API fields (`created_at`...): `2026-11-25T13:22:49.410652+00:00`.
+pub fn api_now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, false)
+}
+
+/// `driver_internal_info` values: naive UTC, `2026-11-25T13:23:07.297494`.
+pub fn internal_now() -> String {
+    Utc::now()
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_match_ironic() {
+        let api = super::api_now();
+        assert!(api.ends_with("+00:00") && api.len() == 32, "{api}");
+        let internal = super::internal_now();
+        assert_eq!(internal.len(), 26, "{internal}");
+    }
+}
