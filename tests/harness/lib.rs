@@ -1,1 +1,295 @@
+//! Test harness: start the real `ferrite-conductor` and `ferrite-agent`
+//! binaries on 127.0.0.1 with private ports, data dirs and fixture sysfs
+//! trees, and talk to them over real HTTP.
 
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// A binary of this workspace, built next to the test executable
+/// (`scripts/test` builds them first).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Poll `check` until it yields `Some`, or fail after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process killed on drop, its output in a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+        let out = fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn");
+        Self { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} ----\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+pub struct Conductor {
+    pub proc: Proc,
+    pub url: String,
+    pub dir: TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Conductor {
+    /// Start with extra flags (e.g. `--fast-track true`); returns once the API answers.
+    pub async fn start(flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(bin("ferrite-conductor"));
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--host")
+            .arg("test-conductor")
+            .args(flags)
+            .env("FERRITE_LOG", "debug,hyper=info,rustls=info,reqwest=info");
+        let proc = Proc::spawn(cmd, dir.path().join("conductor.log"));
+        let http = reqwest::Client::new();
+        let probe = http.clone();
+        let root = format!("{url}/");
+        wait_for("the conductor API", Duration::from_secs(20), || {
+            let probe = probe.clone();
+            let root = root.clone();
+            async move {
+                probe
+                    .get(&root)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
+        })
+        .await;
+        Self {
+            proc,
+            url,
+            dir,
+            http,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A request with the newest microversion, as the `baremetal` CLI sends.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .header("X-OpenStack-Ironic-API-Version", "latest")
+    }
+
+    pub async fn create_node(&self, body: Value) -> Value {
+        let resp = self
+            .request(reqwest::Method::POST, "/v1/nodes")
+            .json(&body)
+            .send()
+            .await
+            .expect("POST node");
+        assert_eq!(
+            resp.status(),
+            201,
+            "create node: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        resp.json().await.expect("node json")
+    }
+
+    pub async fn create_port(&self, node: &str, mac: &str) -> Value {
+        let resp = self
+            .request(reqwest::Method::POST, "/v1/ports")
+            .json(&json!({"node_uuid": node, "address": mac}))
+            .send()
+            .await
+            .expect("POST port");
+        assert_eq!(
+            resp.status(),
+            201,
+            "create port: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        resp.json().await.expect("port json")
+    }
+
+    pub async fn node(&self, ident: &str) -> Value {
+        let resp = self
+            .request(reqwest::Method::GET, &format!("/v1/nodes/{ident}"))
+            .send()
+            .await
+            .expect("GET node");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("node json")
+    }
+
+    /// The unmasked agent token, read from the conductor's SQLite file (the
+    /// API masks it, as Ironic does).
+    pub fn agent_token(&self, uuid: &str) -> Option<String> {
+        let conn = rusqlite::Connection::open(self.data_dir().join("ferrite.sqlite")).ok()?;
+        let data: String = conn
+            .query_row("SELECT data FROM nodes WHERE uuid = ?1", [uuid], |r| {
+                r.get(0)
+            })
+            .ok()?;
+        let node: Value = serde_json::from_str(&data).ok()?;
+        node["driver_internal_info"]["agent_secret_token"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The certificate the agent sent, as the conductor stored it.
+    pub fn agent_certificate(&self, uuid: &str) -> Option<String> {
+        fs::read_to_string(
+            self.data_dir()
+                .join("certificates")
+                .join(format!("{uuid}.crt")),
+        )
+        .ok()
+    }
+}
+
+pub struct Agent {
+    pub proc: Proc,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Agent {
+    /// Start against `api_url` with NICs of the given MACs in a fixture sysfs.
+    pub fn start(api_url: &str, macs: &[&str], extra_params: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (i, mac) in macs.iter().enumerate() {
+            let nic = dir.path().join(format!("sys/class/net/eth{i}"));
+            fs::create_dir_all(&nic).expect("fixture sysfs");
+            fs::write(nic.join("address"), format!("{mac}\n")).expect("address");
+            fs::write(nic.join("type"), "1\n").expect("type");
+        }
+        let port = free_port();
+        let cmdline = format!(
+            "console=ttyS0 ipa-api-url={api_url} ipa-listen-host=127.0.0.1 ipa-listen-port={port} \
+             ipa-advertise-host=127.0.0.1 ipa-advertise-port={port} {}",
+            extra_params.join(" ")
+        );
+        let mut cmd = Command::new(bin("ferrite-agent"));
+        cmd.arg("--cmdline")
+            .arg(cmdline)
+            .arg("--sysfs-root")
+            .arg(dir.path().join("sys"))
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
+            .env("FERRITE_LOG", "debug,hyper=info,rustls=info,reqwest=info");
+        let proc = Proc::spawn(cmd, dir.path().join("agent.log"));
+        Self { proc, port, dir }
+    }
+
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+}
+
+/// An HTTPS client that trusts exactly this PEM (as Ironic does with
+/// `agent_verify_ca`), or plain HTTP when `pem` is `None`.
+pub fn agent_client(pem: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(Duration::from_secs(30));
+    if let Some(pem) = pem {
+        let cert =
+            reqwest::Certificate::from_pem(pem.as_bytes()).context("parsing the agent PEM")?;
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert);
+    }
+    Ok(builder.build()?)
+}
+
+/// Parse Ironic's naive `driver_internal_info` timestamps.
+pub fn parse_internal_time(s: &str) -> anyhow::Result<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .with_context(|| format!("bad timestamp {s}"))
+}
+
+/// Fail unless the process exits by itself within `timeout`.
+pub async fn wait_exit(
+    proc: &mut Proc,
+    timeout: Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = proc.exited() {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            bail!("process did not exit within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,1 +1,109 @@
+//! The real `baremetal` CLI (python-ironicclient from PyPI) against
+//! ferrite-conductor: the commands operators type must work unchanged.
 
+use std::path::PathBuf;
+use std::process::Command;
+
+use ferrite_tests::Conductor;
+use serde_json::Value;
+
+/// The CLI from the venv `scripts/setup` makes (override: FERRITE_BAREMETAL_CLI).
+fn baremetal_cli() -> PathBuf {
+    let path = std::env::var_os("FERRITE_BAREMETAL_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/venv/bin/baremetal")
+        });
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/setup (or scripts/test)",
+        path.display()
+    );
+    path
+}
+
+fn run(conductor: &Conductor, args: &[&str]) -> String {
+    let out = Command::new(baremetal_cli())
+        .args(args)
+        .env("OS_ENDPOINT", &conductor.url)
+        .env("OS_AUTH_TYPE", "none")
+        .env_remove("OS_CLOUD")
+        .output()
+        .expect("run baremetal");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "baremetal {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn json(conductor: &Conductor, args: &[&str]) -> Value {
+    let mut full = args.to_vec();
+    full.extend(["-f", "json"]);
+    serde_json::from_str(&run(conductor, &full)).expect("CLI JSON")
+}
+
+#[tokio::test]
+async fn baremetal_cli_manages_nodes_and_ports() {
+    let conductor = Conductor::start(&[]).await;
+    let created = json(
+        &conductor,
+        &[
+            "node",
+            "create",
+            "--driver",
+            "ipmi",
+            "--name",
+            "rack1-u07",
+            "--driver-info",
+            "ipmi_address=192.0.2.7",
+            "--property",
+            "cpu_arch=x86_64",
+        ],
+    );
+    let uuid = created["uuid"].as_str().expect("uuid").to_string();
+    assert_eq!(created["provision_state"], "enroll");
+    assert_eq!(created["driver_info"]["ipmi_address"], "192.0.2.7");
+
+    run(
+        &conductor,
+        &[
+            "node",
+            "set",
+            "rack1-u07",
+            "--property",
+            "memory_mb=4096",
+            "--resource-class",
+            "baremetal",
+        ],
+    );
+    let shown = json(&conductor, &["node", "show", "rack1-u07"]);
+    assert_eq!(
+        shown["properties"]["memory_mb"], 4096,
+        "the CLI sends numbers as numbers"
+    );
+    assert_eq!(shown["resource_class"], "baremetal");
+
+    let port = json(
+        &conductor,
+        &["port", "create", "52:54:00:dd:00:01", "--node", &uuid],
+    );
+    assert_eq!(port["node_uuid"], uuid);
+
+    let nodes = json(&conductor, &["node", "list"]);
+    let row = &nodes.as_array().expect("list")[0];
+    assert_eq!(row["uuid"], uuid);
+    assert_eq!(row["name"], "rack1-u07");
+    assert_eq!(row["provision_state"], "enroll");
+    let ports = json(&conductor, &["port", "list", "--node", &uuid]);
+    assert_eq!(
+        ports.as_array().expect("ports")[0]["address"],
+        "52:54:00:dd:00:01"
+    );
+
+    // What the CLI did is what the store holds.
+    let api = conductor.node(&uuid).await;
+    assert_eq!(api["properties"]["cpu_arch"], "x86_64");
+}

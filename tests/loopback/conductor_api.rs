@@ -1,0 +1,356 @@
+//! The conductor's Ironic API under bad input: clear errors in Ironic's
+//! shape, and nothing in the store changes.
+
+use ferrite_protocol::IronicErrorBody;
+use ferrite_tests::Conductor;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn send(c: &Conductor, method: Method, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut req = c
+        .request(method, path)
+        .header("Content-Type", "application/json");
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn fault(body: &Value) -> String {
+    serde_json::from_value::<IronicErrorBody>(body.clone())
+        .map(|b| b.faultstring())
+        .unwrap_or_else(|_| panic!("not an Ironic error body: {body}"))
+}
+
+async fn snapshot(c: &Conductor) -> (Value, Value) {
+    let nodes = send(c, Method::GET, "/v1/nodes/detail", None).await.1;
+    let ports = send(c, Method::GET, "/v1/ports/detail", None).await.1;
+    (nodes, ports)
+}
+
+#[tokio::test]
+async fn bad_node_and_port_requests_fail_clearly_and_change_nothing() {
+    let c = Conductor::start(&[]).await;
+    let node = c
+        .create_node(json!({"driver": "fake-hardware", "name": "good"}))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    assert_eq!(node["provision_state"], "enroll");
+    c.create_port(&uuid, "52:54:00:cc:00:01").await;
+    let before = snapshot(&c).await;
+    let bad_mac = format!(r#"{{"node_uuid": "{uuid}", "address": "zz:zz"}}"#);
+    let dup_mac = format!(r#"{{"node_uuid": "{uuid}", "address": "52-54-00-CC-00-01"}}"#);
+
+    let cases: Vec<(Method, String, &str, u16, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/nodes".into(),
+            "{oops",
+            400,
+            "Invalid JSON body",
+        ),
+        (
+            Method::POST,
+            "/v1/nodes".into(),
+            r#"{"name": "x"}"#,
+            400,
+            "Mandatory field missing: driver",
+        ),
+        (
+            Method::POST,
+            "/v1/nodes".into(),
+            r#"{"driver": "nonsense"}"#,
+            400,
+            "supports driver nonsense",
+        ),
+        (
+            Method::POST,
+            "/v1/nodes".into(),
+            r#"{"driver": "ipmi", "colour": "red"}"#,
+            400,
+            "Unknown attribute for argument node: colour",
+        ),
+        (
+            Method::POST,
+            "/v1/nodes".into(),
+            r#"{"driver": "ipmi", "name": "bad name"}"#,
+            400,
+            "invalid name",
+        ),
+        (
+            Method::POST,
+            "/v1/nodes".into(),
+            r#"{"driver": "ipmi", "name": "good"}"#,
+            409,
+            "already exists",
+        ),
+        (
+            Method::POST,
+            "/v1/nodes".into(),
+            r#"{"driver": "ipmi", "uuid": "not-a-uuid"}"#,
+            400,
+            "Expected a UUID",
+        ),
+        (
+            Method::GET,
+            "/v1/nodes/missing".into(),
+            "",
+            404,
+            "Node missing could not be found.",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/nodes/{uuid}"),
+            r#"[{"op": "replace", "path": "/provision_state", "value": "active"}]"#,
+            400,
+            "internal attribute",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/nodes/{uuid}"),
+            r#"[{"op": "add", "path": "/colour", "value": "red"}]"#,
+            400,
+            "not allowed",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/nodes/{uuid}"),
+            r#"[{"op": "replace", "path": "/driver", "value": "nonsense"}]"#,
+            400,
+            "supports driver nonsense",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/nodes/{uuid}"),
+            r#"[{"op": "remove", "path": "/properties/absent"}]"#,
+            400,
+            "Invalid patch",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/nodes/{uuid}"),
+            r#"{"op": "add"}"#,
+            400,
+            "Invalid JSON body",
+        ),
+        (
+            Method::GET,
+            "/v1/nodes?fields=uuid,colour".into(),
+            "",
+            400,
+            "colour",
+        ),
+        (Method::GET, "/v1/nodes?limit=0".into(), "", 400, "Limit"),
+        (
+            Method::POST,
+            "/v1/ports".into(),
+            &bad_mac,
+            400,
+            "Expected a MAC address",
+        ),
+        (
+            Method::POST,
+            "/v1/ports".into(),
+            r#"{"node_uuid": "missing", "address": "52:54:00:cc:00:02"}"#,
+            400,
+            "Node missing could not be found.",
+        ),
+        (
+            Method::POST,
+            "/v1/ports".into(),
+            &dup_mac,
+            409,
+            "already exists",
+        ),
+        (
+            Method::GET,
+            "/v1/lookup".into(),
+            "",
+            400,
+            "Incomplete lookup request",
+        ),
+        (
+            Method::GET,
+            "/v1/nowhere".into(),
+            "",
+            404,
+            "could not be found",
+        ),
+    ];
+    for (method, path, body, status, text) in cases {
+        let (code, resp) = send(
+            &c,
+            method.clone(),
+            &path,
+            (!body.is_empty()).then_some(body),
+        )
+        .await;
+        assert_eq!(code, status, "{method} {path} {body}: {resp}");
+        let message = fault(&resp);
+        assert!(
+            message.contains(text),
+            "{method} {path}: {message:?} lacks {text:?}"
+        );
+    }
+    assert_eq!(
+        snapshot(&c).await,
+        before,
+        "failed requests changed the store"
+    );
+}
+
+#[tokio::test]
+async fn node_lifecycle_and_microversions() {
+    let c = Conductor::start(&[]).await;
+    let resp = c
+        .http
+        .get(format!("{}/v1/nodes", c.url))
+        .header("X-OpenStack-Ironic-API-Version", "1.999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 406);
+    assert_eq!(
+        resp.headers()["X-OpenStack-Ironic-API-Maximum-Version"],
+        "1.115"
+    );
+    assert!(fault(&resp.json().await.unwrap()).contains("supported version range is: [1.1, 1.115]"));
+    let resp = c
+        .http
+        .get(format!("{}/v1/nodes", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["X-OpenStack-Ironic-API-Version"],
+        "1.1",
+        "no header means the minimum"
+    );
+    // Before 1.11 new nodes start available, as in Ironic.
+    let old: Value = c
+        .http
+        .post(format!("{}/v1/nodes", c.url))
+        .header("X-OpenStack-Ironic-API-Version", "1.10")
+        .json(&json!({"driver": "ipmi"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(old["provision_state"], "available");
+
+    let node = c.create_node(json!({"driver": "ipmi", "name": "n1", "driver_info": {"ipmi_address": "192.0.2.1", "ipmi_password": "secret"}})).await;
+    assert_eq!(
+        node["driver_info"]["ipmi_password"], "******",
+        "secrets are masked"
+    );
+    assert_eq!(node["power_interface"], "ipmitool");
+    let uuid = node["uuid"].as_str().unwrap();
+    let (code, patched) = send(&c, Method::PATCH, "/v1/nodes/n1", Some(r#"[{"op": "add", "path": "/properties/cpus", "value": "4"}, {"op": "replace", "path": "/name", "value": "n2"}]"#)).await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["properties"]["cpus"], "4");
+    assert_eq!(c.node("n2").await["uuid"], uuid);
+    let (_, list) = send(&c, Method::GET, "/v1/nodes?limit=1", None).await;
+    assert_eq!(list["nodes"].as_array().unwrap().len(), 1);
+    assert!(list["next"].as_str().unwrap().contains("marker="));
+    assert_eq!(
+        list["nodes"][0].as_object().unwrap().len(),
+        7,
+        "default list fields + links"
+    );
+    let (code, _) = send(&c, Method::DELETE, &format!("/v1/nodes/{uuid}"), None).await;
+    assert_eq!(code, 204);
+    let (code, _) = send(&c, Method::GET, &format!("/v1/nodes/{uuid}"), None).await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn heartbeat_validation_follows_ironic() {
+    let c = Conductor::start(&["--fast-track", "true"]).await;
+    let node = c.create_node(json!({"driver": "fake-hardware"})).await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    c.create_port(&uuid, "52:54:00:cc:00:09").await;
+
+    // Acting as a ramdisk: lookup at 1.62 gives the token once.
+    let lookup = |c: &Conductor| {
+        c.http
+            .get(format!("{}/v1/lookup?addresses=52:54:00:cc:00:09", c.url))
+            .header("X-OpenStack-Ironic-API-Version", "1.62")
+            .send()
+    };
+    let first: Value = lookup(&c).await.unwrap().json().await.unwrap();
+    let token = first["config"]["agent_token"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 43);
+    assert_eq!(first["node"]["uuid"], uuid);
+    assert_eq!(first["config"]["heartbeat_timeout"], 300.0);
+    let again: Value = lookup(&c).await.unwrap().json().await.unwrap();
+    assert_eq!(again["config"]["agent_token"], "******");
+    let old = c
+        .http
+        .get(format!("{}/v1/lookup?addresses=52:54:00:cc:00:09", c.url))
+        .header("X-OpenStack-Ironic-API-Version", "1.21")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 404, "ramdisk endpoints need 1.22");
+
+    let beat = |body: Value| {
+        c.http
+            .post(format!("{}/v1/heartbeat/{uuid}", c.url))
+            .header("X-OpenStack-Ironic-API-Version", "1.68")
+            .json(&body)
+            .send()
+    };
+    let before = c.node(&uuid).await;
+    for (body, text) in [
+        (
+            json!({"callback_url": "https://127.0.0.1:9999", "agent_version": "1", "agent_token": "wrong"}),
+            "Invalid or missing agent token",
+        ),
+        (
+            json!({"callback_url": "https://127.0.0.1:9999", "agent_version": "1"}),
+            "Invalid or missing agent token",
+        ),
+        (
+            json!({"callback_url": "http://127.0.0.1:9999", "agent_version": "1", "agent_token": token}),
+            "TLS is required by configuration",
+        ),
+        (
+            json!({"callback_url": "https://127.0.0.1:9999", "agent_token": token}),
+            "did not transmit a version",
+        ),
+        (
+            json!({"callback_url": "ftp://127.0.0.1:9999", "agent_version": "1", "agent_token": token}),
+            "callback_url",
+        ),
+        (
+            json!({"agent_version": "1", "agent_token": token}),
+            "Invalid JSON body",
+        ),
+    ] {
+        let resp = beat(body.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let message = fault(&resp.json().await.unwrap());
+        assert!(message.contains(text), "{message:?} lacks {text:?}");
+    }
+    assert_eq!(
+        c.node(&uuid).await["driver_internal_info"],
+        before["driver_internal_info"],
+        "rejected heartbeats record nothing"
+    );
+
+    let ok = beat(json!({"callback_url": "https://127.0.0.1:9999", "agent_version": "1", "agent_token": token, "agent_verify_ca": "PEM-1"})).await.unwrap();
+    assert_eq!(ok.status(), 202);
+    let moved = beat(json!({"callback_url": "https://127.0.0.1:9998", "agent_version": "1", "agent_token": token})).await.unwrap();
+    assert_eq!(moved.status(), 400);
+    assert!(fault(&moved.json().await.unwrap()).contains("change in ramdisk provided callback_url"));
+    let new_ca = beat(json!({"callback_url": "https://127.0.0.1:9999", "agent_version": "1", "agent_token": token, "agent_verify_ca": "PEM-2"})).await.unwrap();
+    assert_eq!(new_ca.status(), 400);
+    assert!(fault(&new_ca.json().await.unwrap()).contains("agent_verify_ca"));
+    assert_eq!(c.agent_certificate(&uuid).as_deref(), Some("PEM-1"));
+}
