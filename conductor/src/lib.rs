@@ -39,9 +39,24 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "ferrite-conductor API up");
     axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await
         .context("API server failed")
+}
+
+/// SIGINT or SIGTERM: finish in-flight requests, then stop.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -267,3 +267,59 @@ async fn agent_api_round_trips_and_rejects_bad_requests() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn without_a_token_every_command_route_is_401() {
+    // Pinned to 1.31 the agent gets no token at lookup (tokens came in 1.62)
+    // and no auto-TLS (1.68): the API serves plain HTTP and refuses commands.
+    let conductor = ferrite_tests::Conductor::start(&["--fast-track", "true"]).await;
+    let node = conductor
+        .create_node(json!({"driver": "fake-hardware"}))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    conductor.create_port(&uuid, "52:54:00:bb:00:02").await;
+    let agent = ferrite_tests::Agent::start(
+        &conductor.url,
+        &["52:54:00:bb:00:02"],
+        &["ipa-ironic-api-version=1.31"],
+    );
+    let http = reqwest::Client::new();
+    let status_url = format!("{}/v1/status", agent.url("http"));
+    wait_for("the agent API over http", Duration::from_secs(20), || {
+        let http = http.clone();
+        let url = status_url.clone();
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        }
+    })
+    .await;
+    assert!(
+        conductor.agent_token(&uuid).is_none(),
+        "no token is issued below 1.62"
+    );
+    for token in ["", "anything", "******"] {
+        let resp = http
+            .post(format!(
+                "{}/v1/commands/?agent_token={token}",
+                agent.url("http")
+            ))
+            .json(&json!({"name": "standby.sync", "params": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    // Its heartbeats carry no token, so the conductor refuses them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(agent
+        .proc
+        .log_text()
+        .contains("Invalid or missing agent token received."));
+    assert!(conductor.node(&uuid).await["driver_internal_info"]
+        .get("agent_url")
+        .is_none());
+}

@@ -2,6 +2,7 @@
 
 mod agent_api;
 mod conductor_api;
+mod conductor_client;
 mod lookup_heartbeat;
 
 use std::time::Duration;

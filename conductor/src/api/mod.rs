@@ -67,7 +67,8 @@ async fn not_found() -> ApiError {
 
 /// Paging and sorting parameters shared by the collection endpoints.
 pub struct ListParams {
-    pub detail: bool,
+    /// Fields to show: `?fields=`, else all with `detail`, else the short set.
+    fields: Option<Vec<String>>,
     limit: Option<usize>,
     marker: Option<String>,
     sort_key: Option<String>,
@@ -75,7 +76,14 @@ pub struct ListParams {
 }
 
 impl ListParams {
-    pub fn parse(params: &HashMap<String, String>, detail_route: bool) -> ApiResult<Self> {
+    /// `template` is a full view of a resource (to validate `fields`);
+    /// `short_fields` is what a list shows without `detail`.
+    pub fn parse(
+        params: &HashMap<String, String>,
+        detail_route: bool,
+        template: &Map<String, Value>,
+        short_fields: &[&str],
+    ) -> ApiResult<Self> {
         let limit = params
             .get("limit")
             .map(|l| l.parse::<usize>().ok().filter(|n| *n > 0))
@@ -90,11 +98,18 @@ impl ListParams {
                 )))
             }
         };
+        let detail = detail_route
+            || params
+                .get("detail")
+                .is_some_and(|d| d.eq_ignore_ascii_case("true"));
+        let fields = match views::parse_fields(params.get("fields").map(String::as_str), template)?
+        {
+            Some(f) => Some(f),
+            None if detail => None,
+            None => Some(views::owned(short_fields)),
+        };
         Ok(Self {
-            detail: detail_route
-                || params
-                    .get("detail")
-                    .is_some_and(|d| d.eq_ignore_ascii_case("true")),
+            fields,
             limit,
             marker: params.get("marker").cloned(),
             sort_key: params.get("sort_key").cloned(),
@@ -107,7 +122,6 @@ impl ListParams {
 pub fn list_page(
     mut items: Vec<Map<String, Value>>,
     list: &ListParams,
-    fields: Option<&[String]>,
     collection_url: &str,
     key: &str,
 ) -> ApiResult<Value> {
@@ -144,7 +158,7 @@ pub fn list_page(
     }
     let shown: Vec<Value> = items
         .into_iter()
-        .map(|i| views::select(i, fields))
+        .map(|i| views::select(i, list.fields.as_deref()))
         .collect();
     let mut page = json!({ key: shown });
     if let Some(next) = next {

@@ -202,20 +202,14 @@ async fn list_impl(
     params: HashMap<String, String>,
     detail: bool,
 ) -> ApiResult<Json<Value>> {
-    let list = ListParams::parse(&params, detail)?;
-    let nodes = state.store.list_nodes(&query_from(&params)?)?;
     let base = state.config.public_url();
-    let known = Value::Object(views::node_full(&Node::default(), &base));
-    let fields = match views::parse_fields(params.get("fields").map(String::as_str), &known)? {
-        Some(f) => Some(f),
-        None if list.detail => None,
-        None => Some(views::owned(NODE_LIST_FIELDS)),
-    };
+    let template = views::node_full(&Node::default(), &base);
+    let list = ListParams::parse(&params, detail, &template, NODE_LIST_FIELDS)?;
+    let nodes = state.store.list_nodes(&query_from(&params)?)?;
     let items = nodes.iter().map(|n| views::node_full(n, &base)).collect();
     Ok(Json(list_page(
         items,
         &list,
-        fields.as_deref(),
         &format!("{base}/v1/nodes"),
         "nodes",
     )?))
@@ -242,8 +236,10 @@ pub async fn show(
 ) -> ApiResult<Json<Value>> {
     let node = state.store.get_node(&ident)?;
     let base = state.config.public_url();
-    let known = Value::Object(views::node_full(&node, &base));
-    let fields = views::parse_fields(params.get("fields").map(String::as_str), &known)?;
+    let fields = views::parse_fields(
+        params.get("fields").map(String::as_str),
+        &views::node_full(&node, &base),
+    )?;
     Ok(Json(views::node_view(&node, &base, fields.as_deref())))
 }
 

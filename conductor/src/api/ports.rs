@@ -90,7 +90,9 @@ async fn list_impl(
     node_filter: Option<String>,
     detail: bool,
 ) -> ApiResult<Json<Value>> {
-    let list = ListParams::parse(&params, detail)?;
+    let base = state.config.public_url();
+    let template = views::port_full(&Port::default(), &base);
+    let list = ListParams::parse(&params, detail, &template, PORT_LIST_FIELDS)?;
     let node_ident = node_filter.or_else(|| {
         params
             .get("node")
@@ -106,18 +108,10 @@ async fn list_impl(
         let wanted = normalize_mac(address);
         ports.retain(|p| Some(&p.address) == wanted.as_ref());
     }
-    let base = state.config.public_url();
-    let known = Value::Object(views::port_full(&Port::default(), &base));
-    let fields = match views::parse_fields(params.get("fields").map(String::as_str), &known)? {
-        Some(f) => Some(f),
-        None if list.detail => None,
-        None => Some(views::owned(PORT_LIST_FIELDS)),
-    };
     let items = ports.iter().map(|p| views::port_full(p, &base)).collect();
     Ok(Json(list_page(
         items,
         &list,
-        fields.as_deref(),
         &format!("{base}/v1/ports"),
         "ports",
     )?))
@@ -160,8 +154,10 @@ pub async fn show(
 ) -> ApiResult<Json<Value>> {
     let port = state.store.get_port(&uuid)?;
     let base = state.config.public_url();
-    let known = Value::Object(views::port_full(&port, &base));
-    let fields = views::parse_fields(params.get("fields").map(String::as_str), &known)?;
+    let fields = views::parse_fields(
+        params.get("fields").map(String::as_str),
+        &views::port_full(&port, &base),
+    )?;
     Ok(Json(views::port_view(&port, &base, fields.as_deref())))
 }
 

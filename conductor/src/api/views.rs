@@ -65,7 +65,10 @@ pub fn node_secure_dict(node: &Node) -> Value {
     Value::Object(map)
 }
 
-pub fn parse_fields(raw: Option<&str>, known: &Value) -> ApiResult<Option<Vec<String>>> {
+pub fn parse_fields(
+    raw: Option<&str>,
+    known: &Map<String, Value>,
+) -> ApiResult<Option<Vec<String>>> {
     let Some(raw) = raw else { return Ok(None) };
     let fields: Vec<String> = raw
         .split(',')
@@ -74,7 +77,7 @@ pub fn parse_fields(raw: Option<&str>, known: &Value) -> ApiResult<Option<Vec<St
         .collect();
     let unknown: Vec<&str> = fields
         .iter()
-        .filter(|f| known.get(f.as_str()).is_none())
+        .filter(|f| !known.contains_key(f.as_str()))
         .map(String::as_str)
         .collect();
     if !unknown.is_empty() {
