@@ -3,10 +3,12 @@
 
 pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod errors;
 pub mod hardware;
+pub mod image;
 pub mod ironic;
 pub mod logbuf;
 pub mod state;

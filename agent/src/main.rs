@@ -13,6 +13,8 @@ use ferrite_agent::config::{parse_cmdline, Config};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Kernel command line to read.
     #[arg(long, default_value = "/proc/cmdline", conflicts_with = "cmdline")]
     cmdline_file: PathBuf,
@@ -31,6 +33,12 @@ struct Cli {
     /// Scratch directory for the TLS certificate and key.
     #[arg(long, default_value = "/run/ferrite-agent")]
     run_dir: PathBuf,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Stream an image to a block device or file with the deploy engine.
+    WriteImage(ferrite_agent::cli::write_image::WriteImageArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -55,6 +63,14 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::WriteImage(args)) = cli.command {
+        ferrite_agent::logbuf::init(false);
+        if let Err(e) = ferrite_agent::cli::write_image::run(args) {
+            eprintln!("ferrite-agent write-image: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {

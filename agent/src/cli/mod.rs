@@ -1,0 +1,3 @@
+//! Subcommands besides running as the agent.
+
+pub mod write_image;

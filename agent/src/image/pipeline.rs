@@ -1,0 +1,522 @@
+//! Wires source, decoder and writer together for one image write.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::format::{self, Format};
+use super::progress::Progress;
+use super::qcow2::map::GuestRange;
+use super::qcow2::{GuestSink, Header, StreamDecoder};
+use super::sink::{Target, WriteOp, Writer};
+use super::source::{Probe, Source, SourceConfig, CHUNK_BYTES};
+use super::verify::{Expected, Hasher};
+use super::ImageError;
+
+/// Zero detection granularity for raw data.
+const ZERO_BLOCK: u64 = 64 << 10;
+/// Chunks in flight between download and decode, and ops between decode and write.
+const CHUNK_QUEUE: usize = 8;
+const OP_QUEUE: usize = 16;
+/// Largest single Range request for qcow2 tables.
+const TABLE_READ_MAX: u64 = 16 << 20;
+/// A qcow2 whose tables trail their data needs another pass; more than
+/// this many means something is badly wrong.
+const MAX_PASSES: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    /// URL or path.
+    pub source: String,
+    pub target: PathBuf,
+    pub expected: Option<Expected>,
+    /// `image_info.disk_format`, checked against the content.
+    pub declared_format: Option<String>,
+    pub source_cfg: SourceConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteReport {
+    /// The container as downloaded (e.g. zstd) and what it held (e.g. qcow2).
+    pub format: Format,
+    pub inner: Format,
+    pub downloaded: u64,
+    /// Bytes of disk the image describes (virtual size for qcow2).
+    pub image_size: u64,
+    pub digest: Option<String>,
+    pub passes: u32,
+}
+
+/// Forwards decoded data to the writer, merging runs of zero blocks.
+struct OpSender {
+    tx: SyncSender<WriteOp>,
+    zero: Option<(u64, u64)>,
+}
+
+impl OpSender {
+    fn send(&mut self, op: WriteOp) -> Result<(), ImageError> {
+        self.tx
+            .send(op)
+            .map_err(|_| ImageError::Internal("writer stopped".into()))
+    }
+
+    fn zero(&mut self, offset: u64, len: u64) -> Result<(), ImageError> {
+        match &mut self.zero {
+            Some((s, l)) if *s + *l == offset => *l += len,
+            _ => {
+                self.flush_zero()?;
+                self.zero = Some((offset, len));
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_zero(&mut self) -> Result<(), ImageError> {
+        if let Some((offset, len)) = self.zero.take() {
+            self.send(WriteOp::Zero { offset, len })?;
+        }
+        Ok(())
+    }
+
+    /// Raw data: aligned all-zero blocks become zero ranges.
+    fn raw(&mut self, offset: u64, data: Bytes) -> Result<(), ImageError> {
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let abs = offset + pos as u64;
+            let block_end = ((abs / ZERO_BLOCK) + 1) * ZERO_BLOCK;
+            let n = ((block_end - abs) as usize).min(data.len() - pos);
+            let piece = data.slice(pos..pos + n);
+            if n as u64 == ZERO_BLOCK && piece.iter().all(|b| *b == 0) {
+                self.zero(abs, n as u64)?;
+            } else {
+                self.flush_zero()?;
+                self.send(WriteOp::Data {
+                    offset: abs,
+                    data: piece,
+                })?;
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+}
+
+impl GuestSink for OpSender {
+    type Error = ImageError;
+    fn write(&mut self, guest: u64, data: Bytes) -> Result<(), ImageError> {
+        self.flush_zero()?;
+        self.send(WriteOp::Data {
+            offset: guest,
+            data,
+        })
+    }
+}
+
+/// Pulls downloaded chunks in order, hashing each as it passes.
+struct Chunks {
+    rx: mpsc::Receiver<Bytes>,
+    hasher: Option<Hasher>,
+    current: Bytes,
+}
+
+impl Chunks {
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        let chunk = self.rx.blocking_recv()?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&chunk);
+        }
+        Some(chunk)
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.next_chunk() {
+                Some(c) => self.current = c,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Read up to `CHUNK_BYTES` from a decompressor.
+fn read_block(r: &mut dyn Read) -> Result<Option<Bytes>, ImageError> {
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ImageError::Decompress(e.to_string())),
+        }
+    }
+    buf.truncate(filled);
+    Ok((filled > 0).then(|| Bytes::from(buf)))
+}
+
+fn check_declared(declared: Option<&str>, detected: Format) -> Result<(), ImageError> {
+    let Some(declared) = declared.map(str::to_ascii_lowercase) else {
+        return Ok(());
+    };
+    let mismatch = match detected {
+        Format::Qcow2 => declared != "qcow2",
+        _ => declared == "qcow2",
+    };
+    if mismatch {
+        return Err(ImageError::DeclaredMismatch {
+            declared,
+            detected: detected.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Write one image. Blocking: call from a blocking thread with a handle
+/// to the runtime that runs the download.
+pub fn write_image(
+    rt: &Handle,
+    req: &WriteRequest,
+    progress: Arc<Progress>,
+) -> Result<WriteReport, ImageError> {
+    let source = Source::parse(&req.source, &req.source_cfg)?;
+    let probe = rt.block_on(source.probe())?;
+    progress
+        .total
+        .store(probe.len.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    let outer = format::sniff(&probe.head)?;
+    if !matches!(outer, Format::Gzip | Format::Zstd | Format::Xz) {
+        check_declared(req.declared_format.as_deref(), outer)?;
+    }
+    info!(source = %source.describe(), format = %outer, size = ?probe.len, ranges = probe.ranges, "image probed");
+
+    let target = Target::open(&req.target)?;
+    // Tables first when we can fetch them directly (qcow2 straight from the source).
+    let mut qcow = None;
+    match outer {
+        Format::Qcow2 => {
+            let header = read_header(rt, &source, &probe)?;
+            target.check_fits(header.virtual_size)?;
+            progress
+                .target_total
+                .store(header.virtual_size, std::sync::atomic::Ordering::Relaxed);
+            qcow = Some(if probe.ranges {
+                read_tables(rt, &source, header, probe.len)?
+            } else {
+                StreamDecoder::sequential(probe.len)
+            });
+        }
+        Format::Raw => {
+            if let Some(len) = probe.len {
+                target.check_fits(len)?;
+                progress
+                    .target_total
+                    .store(len, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        _ => {}
+    }
+
+    let (op_tx, op_rx) = sync_channel::<WriteOp>(OP_QUEUE);
+    let writer_progress = progress.clone();
+    let writer = std::thread::Builder::new()
+        .name("image-writer".into())
+        .spawn(move || {
+            let mut w = Writer::new(target, writer_progress);
+            for op in op_rx {
+                if let Err(e) = w.apply(op) {
+                    return (w, Some(e));
+                }
+            }
+            (w, None)
+        })
+        .map_err(|e| ImageError::Internal(format!("starting the writer: {e}")))?;
+    let mut ops = OpSender {
+        tx: op_tx,
+        zero: None,
+    };
+
+    let decoded = decode_all(rt, &source, req, &progress, outer, qcow, &mut ops);
+    let flushed = decoded.and_then(|report| ops.flush_zero().map(|_| report));
+    drop(ops);
+    let (writer, write_error) = writer
+        .join()
+        .map_err(|_| ImageError::Internal("writer thread panicked".into()))?;
+    // A writer failure is the root cause of a decode-side "writer stopped".
+    let outcome = match (flushed, write_error) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(e),
+        (Ok(report), None) => Ok(report),
+    };
+    match outcome {
+        Ok(report) => {
+            let final_len = Some(report.image_size);
+            writer.finish(final_len)?;
+            info!(format = %report.format, inner = %report.inner, bytes = report.downloaded, size = report.image_size,
+                  passes = report.passes, "image written; {}", progress.summary());
+            Ok(report)
+        }
+        Err(e) => {
+            warn!(error = %e, "image write failed; invalidating the target");
+            writer.target().invalidate();
+            Err(e)
+        }
+    }
+}
+
+fn read_header(rt: &Handle, source: &Source, probe: &Probe) -> Result<Header, ImageError> {
+    let wanted = Header::wanted_prefix(&probe.head).ok_or(super::qcow2::Qcow2Error::NotQcow2)?;
+    let wanted = probe.len.map_or(wanted, |l| wanted.min(l));
+    if probe.head.len() as u64 >= wanted || !probe.ranges {
+        return Ok(Header::parse(&probe.head)?);
+    }
+    let head = rt.block_on(source.read_range(0, wanted))?;
+    Ok(Header::parse(&head)?)
+}
+
+/// Fetch the L1 and all L2 tables by Range, coalescing neighbours.
+fn read_tables(
+    rt: &Handle,
+    source: &Source,
+    header: Header,
+    len: Option<u64>,
+) -> Result<StreamDecoder, ImageError> {
+    let cluster = header.cluster_size();
+    let l1 = if header.l1_bytes() > 0 {
+        if let Some(l) = len {
+            if header.l1_table_offset + header.l1_bytes() > l {
+                return Err(super::qcow2::Qcow2Error::Corrupt(
+                    "the L1 table lies outside the file".into(),
+                )
+                .into());
+            }
+        }
+        rt.block_on(source.read_range(header.l1_table_offset, header.l1_bytes()))?
+    } else {
+        Bytes::new()
+    };
+    let mut dec = StreamDecoder::with_l1(header, len, &l1)?;
+    let wanted = dec.wanted_l2s();
+    let mut i = 0;
+    while i < wanted.len() {
+        let start = wanted[i];
+        let mut j = i + 1;
+        while j < wanted.len()
+            && wanted[j] == wanted[j - 1] + cluster
+            && (wanted[j] + cluster - start) <= TABLE_READ_MAX
+        {
+            j += 1;
+        }
+        let span = wanted[j - 1] + cluster - start;
+        let bytes = rt.block_on(source.read_range(start, span))?;
+        for host in &wanted[i..j] {
+            let off = (host - start) as usize;
+            dec.provide_l2(*host, &bytes[off..off + cluster as usize])?;
+        }
+        i = j;
+    }
+    Ok(dec)
+}
+
+/// Start streaming the source into a fresh channel.
+fn start_stream(
+    rt: &Handle,
+    source: &Source,
+    progress: &Arc<Progress>,
+) -> (
+    mpsc::Receiver<Bytes>,
+    tokio::task::JoinHandle<Result<u64, ImageError>>,
+) {
+    let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
+    let source = source.clone();
+    let progress = progress.clone();
+    let task = rt.spawn(async move { source.stream(tx, &progress).await });
+    (rx, task)
+}
+
+/// Join the download; its failure explains a short stream better than the decoder can.
+fn join_stream(
+    rt: &Handle,
+    task: tokio::task::JoinHandle<Result<u64, ImageError>>,
+) -> Result<u64, ImageError> {
+    rt.block_on(task)
+        .map_err(|e| ImageError::Internal(format!("download task: {e}")))?
+}
+
+fn decode_all(
+    rt: &Handle,
+    source: &Source,
+    req: &WriteRequest,
+    progress: &Arc<Progress>,
+    outer: Format,
+    qcow: Option<StreamDecoder>,
+    ops: &mut OpSender,
+) -> Result<WriteReport, ImageError> {
+    let (rx, task) = start_stream(rt, source, progress);
+    let mut chunks = Chunks {
+        rx,
+        hasher: req.expected.as_ref().map(|e| Hasher::new(e.algo)),
+        current: Bytes::new(),
+    };
+    let decoded = decode_stream(&mut chunks, req, outer, qcow, ops);
+    let digest = chunks.hasher.take().map(Hasher::hex);
+    drop(chunks);
+    let downloaded = match (join_stream(rt, task), &decoded) {
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(_)) => return decoded.map(|_| unreachable!()),
+        (Ok(n), Ok(_)) => n,
+    };
+    if let (Some(expected), Some(actual)) = (&req.expected, &digest) {
+        if &expected.hex != actual {
+            return Err(ImageError::Checksum {
+                algo: expected.algo,
+                expected: expected.hex.clone(),
+                actual: actual.clone(),
+            });
+        }
+        info!(algo = %expected.algo, digest = %actual, "checksum verified");
+    }
+    let (inner, image_size, finished) = decoded?;
+    let mut passes = 1;
+    if let Some((header, zeros, mut missed)) = finished {
+        let mut zeros = zeros;
+        while !missed.is_empty() {
+            passes += 1;
+            if passes > MAX_PASSES {
+                return Err(super::qcow2::Qcow2Error::Corrupt(
+                    "tables keep pointing backwards; giving up".into(),
+                )
+                .into());
+            }
+            warn!(
+                pass = passes,
+                "qcow2 tables came after their data; streaming again for the missed clusters"
+            );
+            let (rx, task) = start_stream(rt, source, progress);
+            let mut chunks = Chunks {
+                rx,
+                hasher: None,
+                current: Bytes::new(),
+            };
+            let mut dec =
+                StreamDecoder::for_missed(header.clone(), Some(downloaded), missed, zeros);
+            let fed = (|| {
+                while let Some(c) = chunks.next_chunk() {
+                    dec.feed(c, ops)?;
+                }
+                Ok::<_, ImageError>(())
+            })();
+            drop(chunks);
+            join_stream(rt, task)?;
+            fed?;
+            (zeros, missed) = dec.finish()?;
+        }
+        for z in zeros {
+            ops.zero(z.start, z.len)?;
+        }
+    }
+    Ok(WriteReport {
+        format: outer,
+        inner,
+        downloaded,
+        image_size,
+        digest,
+        passes,
+    })
+}
+
+type QcowTail = (Header, Vec<GuestRange>, super::qcow2::stream::Missed);
+
+/// Decode everything one stream brings. For qcow2, also returns what
+/// must still be zeroed or fetched again.
+fn decode_stream(
+    chunks: &mut Chunks,
+    req: &WriteRequest,
+    outer: Format,
+    qcow: Option<StreamDecoder>,
+    ops: &mut OpSender,
+) -> Result<(Format, u64, Option<QcowTail>), ImageError> {
+    match outer {
+        Format::Raw => {
+            let mut offset = 0u64;
+            while let Some(c) = chunks.next_chunk() {
+                let n = c.len() as u64;
+                ops.raw(offset, c)?;
+                offset += n;
+            }
+            Ok((Format::Raw, offset, None))
+        }
+        Format::Qcow2 => {
+            let mut dec = qcow.unwrap_or_else(|| StreamDecoder::sequential(None));
+            while let Some(c) = chunks.next_chunk() {
+                dec.feed(c, ops)?;
+            }
+            qcow_tail(dec)
+        }
+        Format::Gzip | Format::Zstd | Format::Xz => {
+            let mut reader: Box<dyn Read + '_> = match outer {
+                Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chunks)),
+                Format::Zstd => Box::new(
+                    zstd::stream::read::Decoder::new(chunks)
+                        .map_err(|e| ImageError::Decompress(e.to_string()))?,
+                ),
+                _ => Box::new(liblzma::read::XzDecoder::new_multi_decoder(chunks)),
+            };
+            let Some(first) = read_block(&mut *reader)? else {
+                return Err(ImageError::Decompress(
+                    "the compressed image is empty".into(),
+                ));
+            };
+            let inner = format::sniff(&first)?;
+            if matches!(inner, Format::Gzip | Format::Zstd | Format::Xz) {
+                return Err(ImageError::Decompress(format!(
+                    "{outer} inside {inner}: nested compression is not supported"
+                )));
+            }
+            check_declared(req.declared_format.as_deref(), inner)?;
+            if inner == Format::Qcow2 {
+                let mut dec = StreamDecoder::sequential(None);
+                let mut block = Some(first);
+                while let Some(b) = block {
+                    dec.feed(b, ops)?;
+                    block = read_block(&mut *reader)?;
+                }
+                let (_, size, tail) = qcow_tail(dec)?;
+                return Ok((inner, size, tail));
+            }
+            let mut offset = 0u64;
+            let mut block = Some(first);
+            while let Some(b) = block {
+                let n = b.len() as u64;
+                ops.raw(offset, b)?;
+                offset += n;
+                block = read_block(&mut *reader)?;
+            }
+            Ok((Format::Raw, offset, None))
+        }
+    }
+}
+
+fn qcow_tail(dec: StreamDecoder) -> Result<(Format, u64, Option<QcowTail>), ImageError> {
+    let header = dec
+        .header()
+        .cloned()
+        .ok_or(super::qcow2::Qcow2Error::Truncated("header"))?;
+    let (zeros, missed) = dec.finish()?;
+    Ok((
+        Format::Qcow2,
+        header.virtual_size,
+        Some((header, zeros, missed)),
+    ))
+}

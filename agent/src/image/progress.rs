@@ -1,0 +1,73 @@
+//! Progress of one image write, shared between the pipeline stages, the
+//! command result (`GET /v1/commands/<id>`), the log and the CLI bar.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+pub struct Progress {
+    started: Instant,
+    pub received: AtomicU64,
+    pub written: AtomicU64,
+    /// Download size when known (0: unknown).
+    pub total: AtomicU64,
+    /// Bytes the target will hold (0: unknown).
+    pub target_total: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            received: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            target_total: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Progress {
+    pub fn add_received(&self, n: u64) {
+        self.received.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Value {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let received = self.received.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        json!({
+            "bytes_received": received,
+            "bytes_total": (total > 0).then_some(total),
+            "bytes_written": self.written.load(Ordering::Relaxed),
+            "target_bytes": match self.target_total.load(Ordering::Relaxed) { 0 => None, n => Some(n) },
+            "rate_bytes_per_second": (received as f64 / secs) as u64,
+            "elapsed_seconds": (secs * 10.0).round() / 10.0,
+            "retries": self.retries.load(Ordering::Relaxed),
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let received = self.received.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        let pct = if total > 0 {
+            format!(" ({:.0}%)", received as f64 * 100.0 / total as f64)
+        } else {
+            String::new()
+        };
+        format!(
+            "received {} MiB{pct}, written {} MiB, {:.1} MiB/s",
+            received >> 20,
+            self.written.load(Ordering::Relaxed) >> 20,
+            received as f64 / secs / 1048576.0
+        )
+    }
+}

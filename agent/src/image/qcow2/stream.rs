@@ -1,0 +1,405 @@
+//! The single-pass qcow2 engine. Bytes arrive in file order; the engine
+//! knows (from tables fetched ahead by Range requests, or from tables it
+//! has already streamed past) which host spans are guest data, and writes
+//! them as they pass. Plain data is forwarded without buffering; compressed
+//! clusters and tables are small and are buffered until complete.
+//!
+//! A data cluster that passes before the table describing it was seen is
+//! "missed"; the caller streams the file again for those only (this never
+//! happens for `qemu-img convert` output, whose tables precede their data).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::header::{Compression, Header};
+use super::map::{parse_l1, parse_l2, push_range, Extent, GuestRange};
+use super::Qcow2Error;
+
+/// Where decoded guest data goes.
+pub trait GuestSink {
+    type Error: From<Qcow2Error>;
+    fn write(&mut self, guest: u64, data: Bytes) -> Result<(), Self::Error>;
+}
+
+#[derive(Debug, Clone)]
+enum Want {
+    Extent(Extent),
+    L1,
+    L2 { l1_index: u64 },
+}
+
+impl Want {
+    fn what(&self) -> String {
+        match self {
+            Want::Extent(Extent::Data { guest, .. }) => format!("data for guest offset {guest:#x}"),
+            Want::Extent(Extent::Compressed { guest, .. }) => {
+                format!("compressed data for guest offset {guest:#x}")
+            }
+            Want::L1 => "the L1 table".into(),
+            Want::L2 { l1_index } => format!("L2 table {l1_index}"),
+        }
+    }
+}
+
+/// A span that has started arriving.
+struct Active {
+    start: u64,
+    len: u64,
+    want: Want,
+    /// Bytes so far (tables and compressed clusters only).
+    buf: Vec<u8>,
+}
+
+/// What must be streamed again because it passed before we knew about it.
+#[derive(Debug, Default, Clone)]
+pub struct Missed {
+    extents: Vec<Extent>,
+    l2_tables: Vec<(u64, u64)>,
+}
+
+impl Missed {
+    pub fn is_empty(&self) -> bool {
+        self.extents.is_empty() && self.l2_tables.is_empty()
+    }
+}
+
+pub struct StreamDecoder {
+    header: Option<Header>,
+    head: Vec<u8>,
+    file_len: Option<u64>,
+    pos: u64,
+    pending: BTreeMap<u64, Vec<(u64, Want)>>,
+    active: Vec<Active>,
+    zeros: Vec<GuestRange>,
+    missed: Missed,
+    guest_bytes: u64,
+}
+
+impl StreamDecoder {
+    /// Learn everything from the stream itself (no Range access).
+    pub fn sequential(file_len: Option<u64>) -> Self {
+        Self {
+            header: None,
+            head: Vec::new(),
+            file_len,
+            pos: 0,
+            pending: BTreeMap::new(),
+            active: Vec::new(),
+            zeros: Vec::new(),
+            missed: Missed::default(),
+            guest_bytes: 0,
+        }
+    }
+
+    /// Tables read ahead (by Range requests): start from the L1 table, then
+    /// hand in each L2 table with [`provide_l2`](Self::provide_l2).
+    pub fn with_l1(header: Header, file_len: Option<u64>, l1: &[u8]) -> Result<Self, Qcow2Error> {
+        let mut dec = Self::sequential(file_len);
+        let l2_offsets = parse_l1(l1, &header, file_len)?;
+        dec.header = Some(header);
+        dec.plan_l2s(&l2_offsets)?;
+        Ok(dec)
+    }
+
+    /// Host offsets of the L2 tables still to be provided, in file order.
+    pub fn wanted_l2s(&self) -> Vec<u64> {
+        self.pending
+            .iter()
+            .filter(|(_, w)| w.iter().any(|(_, w)| matches!(w, Want::L2 { .. })))
+            .map(|(host, _)| *host)
+            .collect()
+    }
+
+    /// Hand in the L2 table stored at `host` (read ahead by Range).
+    pub fn provide_l2(&mut self, host: u64, table: &[u8]) -> Result<(), Qcow2Error> {
+        let wants = self
+            .pending
+            .remove(&host)
+            .ok_or_else(|| Qcow2Error::Corrupt(format!("no L2 table expected at {host:#x}")))?;
+        for (len, want) in wants {
+            match want {
+                Want::L2 { l1_index } => self.add_l2(table, l1_index)?,
+                other => self.pending.entry(host).or_default().push((len, other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A later pass that only wants what an earlier pass missed.
+    pub fn for_missed(
+        header: Header,
+        file_len: Option<u64>,
+        missed: Missed,
+        zeros: Vec<GuestRange>,
+    ) -> Self {
+        let mut dec = Self::sequential(file_len);
+        dec.header = Some(header);
+        dec.zeros = zeros;
+        for e in missed.extents {
+            dec.want(e.host(), e.host_len(), Want::Extent(e));
+        }
+        for (host, l1_index) in missed.l2_tables {
+            let len = dec.cluster();
+            dec.want(host, len, Want::L2 { l1_index });
+        }
+        dec
+    }
+
+    pub fn header(&self) -> Option<&Header> {
+        self.header.as_ref()
+    }
+
+    /// Guest bytes of data written so far.
+    pub fn guest_bytes(&self) -> u64 {
+        self.guest_bytes
+    }
+
+    fn cluster(&self) -> u64 {
+        self.header
+            .as_ref()
+            .map(Header::cluster_size)
+            .unwrap_or(512)
+    }
+
+    fn want(&mut self, start: u64, len: u64, want: Want) {
+        if start < self.pos {
+            match want {
+                Want::Extent(e) => self.missed.extents.push(e),
+                Want::L2 { l1_index } => self.missed.l2_tables.push((start, l1_index)),
+                Want::L1 => {}
+            }
+            return;
+        }
+        self.pending.entry(start).or_default().push((len, want));
+    }
+
+    fn plan_l2s(&mut self, l2_offsets: &[Option<u64>]) -> Result<(), Qcow2Error> {
+        let header = self.header.clone().ok_or(Qcow2Error::Truncated("header"))?;
+        let coverage = header.l2_coverage();
+        for (i, off) in l2_offsets.iter().enumerate() {
+            let start = i as u64 * coverage;
+            if start >= header.virtual_size {
+                break;
+            }
+            match off {
+                Some(host) => self.want(
+                    *host,
+                    header.cluster_size(),
+                    Want::L2 { l1_index: i as u64 },
+                ),
+                None => push_range(
+                    &mut self.zeros,
+                    start,
+                    coverage.min(header.virtual_size - start),
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    fn add_l2(&mut self, table: &[u8], l1_index: u64) -> Result<(), Qcow2Error> {
+        let header = self
+            .header
+            .as_ref()
+            .ok_or(Qcow2Error::Truncated("header"))?;
+        let map = parse_l2(table, header, l1_index, self.file_len)?;
+        for z in map.zeros {
+            push_range(&mut self.zeros, z.start, z.len);
+        }
+        for e in map.extents {
+            self.want(e.host(), e.host_len(), Want::Extent(e));
+        }
+        Ok(())
+    }
+
+    /// Feed the next bytes of the file.
+    pub fn feed<S: GuestSink>(&mut self, chunk: Bytes, sink: &mut S) -> Result<(), S::Error> {
+        if self.header.is_none() {
+            self.head.extend_from_slice(&chunk);
+            let wanted = Header::wanted_prefix(&self.head).ok_or(Qcow2Error::NotQcow2);
+            let wanted = match (wanted, self.file_len) {
+                (Err(_), _) if self.head.len() < 24 => return Ok(()),
+                (Err(e), _) => return Err(e.into()),
+                (Ok(w), Some(fl)) => w.min(fl),
+                (Ok(w), None) => w,
+            };
+            if (self.head.len() as u64) < wanted {
+                return Ok(());
+            }
+            let header = Header::parse(&self.head)?;
+            let l1_len = header.l1_bytes();
+            let l1_off = header.l1_table_offset;
+            self.header = Some(header);
+            if l1_len > 0 {
+                self.want(l1_off, l1_len, Want::L1);
+            }
+            let head = Bytes::from(std::mem::take(&mut self.head));
+            return self.process(head, sink);
+        }
+        self.process(chunk, sink)
+    }
+
+    fn process<S: GuestSink>(&mut self, chunk: Bytes, sink: &mut S) -> Result<(), S::Error> {
+        let base = self.pos;
+        let end = base + chunk.len() as u64;
+        loop {
+            // Spans that begin in this chunk become active (in file order).
+            while let Some(entry) = self.pending.first_entry() {
+                if *entry.key() >= end {
+                    break;
+                }
+                let (span_start, wants) = entry.remove_entry();
+                for (len, want) in wants {
+                    self.active.push(Active {
+                        start: span_start,
+                        len,
+                        want,
+                        buf: Vec::new(),
+                    });
+                }
+            }
+            // A table that completes inside the chunk may describe data later
+            // in the same chunk: stop there, parse it, then go on.
+            let cut = self
+                .active
+                .iter()
+                .filter(|a| matches!(a.want, Want::L1 | Want::L2 { .. }))
+                .map(|a| a.start + a.len)
+                .filter(|e| *e <= end)
+                .min()
+                .unwrap_or(end);
+            let from_pos = self.pos;
+            let mut finished = Vec::new();
+            for (i, a) in self.active.iter_mut().enumerate() {
+                let from = a.start.max(from_pos);
+                let to = (a.start + a.len).min(cut);
+                if from < to {
+                    let piece = chunk.slice((from - base) as usize..(to - base) as usize);
+                    match a.want {
+                        Want::Extent(Extent::Data { host, guest, .. }) => {
+                            self.guest_bytes += piece.len() as u64;
+                            sink.write(guest + (from - host), piece)?;
+                        }
+                        _ => a.buf.extend_from_slice(&piece),
+                    }
+                }
+                if a.start + a.len <= cut {
+                    finished.push(i);
+                }
+            }
+            self.pos = cut;
+            for i in finished.into_iter().rev() {
+                let done = self.active.swap_remove(i);
+                self.complete(done, sink)?;
+            }
+            if cut >= end {
+                return Ok(());
+            }
+        }
+    }
+
+    fn complete<S: GuestSink>(&mut self, done: Active, sink: &mut S) -> Result<(), S::Error> {
+        match done.want {
+            Want::Extent(Extent::Data { .. }) => {}
+            Want::Extent(Extent::Compressed { guest, out_len, .. }) => {
+                let compression = self
+                    .header
+                    .as_ref()
+                    .map(|h| h.compression)
+                    .unwrap_or(Compression::Zlib);
+                let data = decompress(compression, &done.buf, out_len as usize)?;
+                self.guest_bytes += data.len() as u64;
+                sink.write(guest, Bytes::from(data))?;
+            }
+            Want::L1 => {
+                let header = self.header.clone().ok_or(Qcow2Error::Truncated("header"))?;
+                let offsets = parse_l1(&done.buf, &header, self.file_len)?;
+                self.plan_l2s(&offsets)?;
+            }
+            Want::L2 { l1_index } => self.add_l2(&done.buf, l1_index)?,
+        }
+        Ok(())
+    }
+
+    /// The stream ended: everything wanted must have arrived. Returns the
+    /// guest ranges that read as zero and what a further pass must fetch.
+    pub fn finish(mut self) -> Result<(Vec<GuestRange>, Missed), Qcow2Error> {
+        if self.header.is_none() {
+            return Err(
+                if self.head.len() >= 4 && self.head[..4] != super::header::MAGIC {
+                    Qcow2Error::NotQcow2
+                } else {
+                    Qcow2Error::Truncated("header")
+                },
+            );
+        }
+        let first_missing = self
+            .active
+            .iter()
+            .map(|a| (a.start, a.want.what()))
+            .chain(
+                self.pending
+                    .iter()
+                    .flat_map(|(s, w)| w.iter().map(move |(_, w)| (*s, w.what()))),
+            )
+            .min_by_key(|(s, _)| *s);
+        if let Some((expected, what)) = first_missing {
+            return Err(Qcow2Error::EndedEarly {
+                at: self.pos,
+                what,
+                expected,
+            });
+        }
+        self.zeros.sort_by_key(|z| z.start);
+        let mut merged = Vec::with_capacity(self.zeros.len());
+        for z in &self.zeros {
+            push_range(&mut merged, z.start, z.len);
+        }
+        Ok((merged, self.missed))
+    }
+}
+
+/// Inflate one compressed cluster to exactly `out_len` bytes.
+fn decompress(
+    compression: Compression,
+    input: &[u8],
+    out_len: usize,
+) -> Result<Vec<u8>, Qcow2Error> {
+    let mut out = vec![0u8; out_len];
+    let produced = match compression {
+        Compression::Zlib => {
+            // qcow2 stores raw deflate streams (no zlib header).
+            let mut z = flate2::Decompress::new(false);
+            z.decompress(input, &mut out, flate2::FlushDecompress::Finish)
+                .map_err(|e| {
+                    Qcow2Error::Corrupt(format!("compressed cluster does not inflate: {e}"))
+                })?;
+            z.total_out() as usize
+        }
+        Compression::Zstd => {
+            use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+            let mut dec = Decoder::new().map_err(|e| Qcow2Error::Corrupt(format!("zstd: {e}")))?;
+            let mut inb = InBuffer::around(input);
+            let mut outb = OutBuffer::around(&mut out[..]);
+            // Stop when the cluster is full: trailing bytes are sector padding.
+            while outb.pos() < out_len && inb.pos() < input.len() {
+                let hint = dec.run(&mut inb, &mut outb).map_err(|e| {
+                    Qcow2Error::Corrupt(format!(
+                        "compressed cluster does not decompress (zstd): {e}"
+                    ))
+                })?;
+                if hint == 0 {
+                    break;
+                }
+            }
+            outb.pos()
+        }
+    };
+    if produced != out_len {
+        return Err(Qcow2Error::Corrupt(format!(
+            "compressed cluster decompressed to {produced} bytes, expected {out_len}"
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,378 @@
+//! The write side: a block device (O_EXCL, O_DIRECT for aligned writes,
+//! BLKZEROOUT for zero ranges, partition re-read at the end) or a regular
+//! file (truncated, sparse). Writes arrive as ops; contiguous data is
+//! gathered into one aligned buffer so the device sees large writes.
+
+use std::alloc::{self, Layout};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use super::progress::Progress;
+use super::ImageError;
+
+// <linux/fs.h> block ioctls.
+const BLKRRPART: libc::c_ulong = 0x125f;
+const BLKSSZGET: libc::c_ulong = 0x1268;
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+/// One write buffer: large enough for disks to stream, small enough to bound memory.
+const BUFFER_BYTES: usize = 4 << 20;
+/// O_DIRECT alignment used for offsets, lengths and the buffer.
+const DIRECT_ALIGN: u64 = 4096;
+
+#[derive(Debug)]
+pub enum WriteOp {
+    Data { offset: u64, data: Bytes },
+    Zero { offset: u64, len: u64 },
+}
+
+pub struct Target {
+    path: PathBuf,
+    file: File,
+    direct: Option<File>,
+    block: bool,
+    /// Capacity of a block device; files grow.
+    capacity: Option<u64>,
+    sector: u64,
+}
+
+fn io_err(path: &Path, what: &str) -> impl FnOnce(io::Error) -> ImageError {
+    let path = path.to_path_buf();
+    let what = what.to_string();
+    move |source| ImageError::Target { path, what, source }
+}
+
+impl Target {
+    /// Open for writing. A block device is opened exclusively (fails if it
+    /// is mounted or otherwise held); a regular file is created/truncated.
+    pub fn open(path: &Path) -> Result<Self, ImageError> {
+        let meta = std::fs::metadata(path);
+        let block = meta
+            .as_ref()
+            .map(|m| m.file_type().is_block_device())
+            .unwrap_or(false);
+        if !block {
+            if let Ok(m) = &meta {
+                if !m.is_file() {
+                    return Err(ImageError::Target {
+                        path: path.into(),
+                        what: "checking the target".into(),
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "neither a block device nor a regular file",
+                        ),
+                    });
+                }
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .map_err(io_err(path, "opening the target file"))?;
+            return Ok(Self {
+                path: path.into(),
+                file,
+                direct: None,
+                block: false,
+                capacity: None,
+                sector: 512,
+            });
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_EXCL)
+            .open(path)
+            .map_err(io_err(
+                path,
+                "opening the block device exclusively (is it mounted or in use?)",
+            ))?;
+        let mut size: u64 = 0;
+        // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
+        if unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) } != 0 {
+            return Err(io_err(path, "reading the device size")(
+                io::Error::last_os_error(),
+            ));
+        }
+        let mut sector: libc::c_int = 512;
+        // SAFETY: BLKSSZGET writes one int through the pointer.
+        if unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut sector as *mut libc::c_int) } != 0
+        {
+            sector = 512;
+        }
+        // O_DIRECT where the device takes it; the exclusive fd above keeps others out.
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .map_err(|e| debug!(error = %e, "O_DIRECT not available; buffered writes only"))
+            .ok();
+        Ok(Self {
+            path: path.into(),
+            file,
+            direct,
+            block: true,
+            capacity: Some(size),
+            sector: sector.max(512) as u64,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_block_device(&self) -> bool {
+        self.block
+    }
+
+    pub fn capacity(&self) -> Option<u64> {
+        self.capacity
+    }
+
+    /// Refuse, before writing anything, an image that cannot fit.
+    pub fn check_fits(&self, end: u64) -> Result<(), ImageError> {
+        match self.capacity {
+            Some(cap) if end > cap => Err(ImageError::TooLarge {
+                needed: end,
+                available: cap,
+                target: self.path.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn pwrite_all(&self, data: &[u8], offset: u64, direct: bool) -> Result<(), ImageError> {
+        let f = if direct {
+            self.direct.as_ref().unwrap_or(&self.file)
+        } else {
+            &self.file
+        };
+        f.write_all_at(data, offset).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                ImageError::TooLarge {
+                    needed: offset + data.len() as u64,
+                    available: self.capacity.unwrap_or(0),
+                    target: self.path.clone(),
+                }
+            } else {
+                io_err(
+                    &self.path,
+                    &format!("writing {} bytes at offset {offset}", data.len()),
+                )(e)
+            }
+        })
+    }
+
+    /// Make `[offset, offset+len)` read as zeros.
+    fn zero(&self, offset: u64, len: u64) -> Result<(), ImageError> {
+        if !self.block {
+            // Files are truncated at open: unwritten ranges are already holes.
+            return Ok(());
+        }
+        let s = self.sector;
+        let start = offset.div_ceil(s) * s;
+        let end = (offset + len) / s * s;
+        if start >= end {
+            return self.write_zeros(offset, len);
+        }
+        self.write_zeros(offset, start - offset)?;
+        let range: [u64; 2] = [start, end - start];
+        // SAFETY: BLKZEROOUT reads a [start, len] pair of u64.
+        if unsafe { libc::ioctl(self.file.as_raw_fd(), BLKZEROOUT, range.as_ptr()) } != 0 {
+            let e = io::Error::last_os_error();
+            warn!(error = %e, "BLKZEROOUT failed; writing zeros");
+            self.write_zeros(start, end - start)?;
+        }
+        self.write_zeros(end, offset + len - end)
+    }
+
+    fn write_zeros(&self, mut offset: u64, mut len: u64) -> Result<(), ImageError> {
+        let zeros = vec![0u8; (len.min(1 << 20)) as usize];
+        while len > 0 {
+            let n = len.min(zeros.len() as u64);
+            self.pwrite_all(&zeros[..n as usize], offset, false)?;
+            offset += n;
+            len -= n;
+        }
+        Ok(())
+    }
+
+    /// After a failure: make sure the half-written target cannot boot by
+    /// zeroing where partition tables live (first and last MiB).
+    pub fn invalidate(&self) {
+        let result = match self.capacity {
+            Some(cap) => self
+                .write_zeros(0, cap.min(1 << 20))
+                .and_then(|_| self.write_zeros(cap.saturating_sub(1 << 20), cap.min(1 << 20)))
+                .and_then(|_| self.file.sync_data().map_err(io_err(&self.path, "syncing"))),
+            None => self
+                .file
+                .set_len(0)
+                .map_err(io_err(&self.path, "truncating")),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "could not invalidate the target after a failed write");
+        }
+    }
+}
+
+/// An aligned heap buffer for O_DIRECT.
+struct AlignedBuf {
+    ptr: *mut u8,
+    cap: usize,
+    len: usize,
+}
+
+// SAFETY: the buffer is plain owned memory, used by one thread at a time.
+unsafe impl Send for AlignedBuf {}
+
+impl AlignedBuf {
+    fn new(cap: usize) -> Self {
+        let layout = Layout::from_size_align(cap, DIRECT_ALIGN as usize).expect("valid layout");
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { alloc::alloc(layout) };
+        if ptr.is_null() {
+            alloc::handle_alloc_error(layout);
+        }
+        Self { ptr, cap, len: 0 }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for cap bytes and len ≤ cap are initialised.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn push(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.cap - self.len);
+        // SAFETY: the destination has room for n bytes and does not overlap data.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(self.len), n) };
+        self.len += n;
+        n
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout =
+            Layout::from_size_align(self.cap, DIRECT_ALIGN as usize).expect("valid layout");
+        // SAFETY: allocated in `new` with the same layout.
+        unsafe { alloc::dealloc(self.ptr, layout) };
+    }
+}
+
+/// Applies ops to a target, coalescing contiguous data.
+pub struct Writer {
+    target: Target,
+    buf: AlignedBuf,
+    buf_offset: u64,
+    /// Highest byte offset written or zeroed (a file's final length).
+    end: u64,
+    progress: Arc<Progress>,
+}
+
+impl Writer {
+    pub fn new(target: Target, progress: Arc<Progress>) -> Self {
+        Self {
+            target,
+            buf: AlignedBuf::new(BUFFER_BYTES),
+            buf_offset: 0,
+            end: 0,
+            progress,
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn apply(&mut self, op: WriteOp) -> Result<(), ImageError> {
+        match op {
+            WriteOp::Data { offset, data } => {
+                self.target.check_fits(offset + data.len() as u64)?;
+                if self.buf.len > 0 && offset != self.buf_offset + self.buf.len as u64 {
+                    self.flush()?;
+                }
+                if self.buf.len == 0 {
+                    self.buf_offset = offset;
+                }
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    let n = self.buf.push(rest);
+                    rest = &rest[n..];
+                    if self.buf.len == self.buf.cap {
+                        let next = self.buf_offset + self.buf.len as u64;
+                        self.flush()?;
+                        self.buf_offset = next;
+                    }
+                }
+            }
+            WriteOp::Zero { offset, len } => {
+                self.target.check_fits(offset + len)?;
+                self.flush()?;
+                self.target.zero(offset, len)?;
+                self.end = self.end.max(offset + len);
+                self.progress.add_written(len);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ImageError> {
+        if self.buf.len == 0 {
+            return Ok(());
+        }
+        let data = self.buf.as_slice();
+        let offset = self.buf_offset;
+        let direct_ok = self.target.direct.is_some() && offset.is_multiple_of(DIRECT_ALIGN);
+        let aligned = if direct_ok {
+            data.len() as u64 / DIRECT_ALIGN * DIRECT_ALIGN
+        } else {
+            0
+        } as usize;
+        if aligned > 0 {
+            self.target.pwrite_all(&data[..aligned], offset, true)?;
+        }
+        if aligned < data.len() {
+            self.target
+                .pwrite_all(&data[aligned..], offset + aligned as u64, false)?;
+        }
+        let len = data.len() as u64;
+        self.end = self.end.max(offset + len);
+        self.progress.add_written(len);
+        self.buf.len = 0;
+        Ok(())
+    }
+
+    /// Flush, give a file its final length, sync, and let the kernel
+    /// re-read the partition table of a block device.
+    pub fn finish(mut self, final_len: Option<u64>) -> Result<Target, ImageError> {
+        self.flush()?;
+        let t = &self.target;
+        if !t.block {
+            let len = final_len.unwrap_or(self.end).max(self.end);
+            t.file
+                .set_len(len)
+                .map_err(io_err(&t.path, "setting the file length"))?;
+        }
+        if let Some(d) = &t.direct {
+            d.sync_data().map_err(io_err(&t.path, "syncing"))?;
+        }
+        t.file.sync_all().map_err(io_err(&t.path, "syncing"))?;
+        if t.block {
+            // SAFETY: BLKRRPART takes no argument.
+            if unsafe { libc::ioctl(t.file.as_raw_fd(), BLKRRPART, 0) } != 0 {
+                debug!(error = %io::Error::last_os_error(), "partition table not re-read (device without partition scanning?)");
+            }
+        }
+        Ok(self.target)
+    }
+}

@@ -1,0 +1,471 @@
+//! Where image bytes come from: HTTP(S) (retries with backoff, resume with
+//! Range from the last byte received, restart when the server ignores
+//! Range) or a local file. Bytes are delivered in order, in chunks of
+//! about 1 MiB, through a bounded channel: the consumer's pace is the
+//! download's pace.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use reqwest::StatusCode;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use url::Url;
+
+use super::progress::Progress;
+use super::ImageError;
+
+/// Chunks handed downstream are about this big.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// Bytes fetched by the first (probing) request.
+const PROBE_BYTES: u64 = 64 << 10;
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub insecure: bool,
+    /// Extra CA bundle (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Longest silence between two chunks (IPA: 60 s).
+    pub read_timeout: Duration,
+    /// Retries after connection errors, 5xx and short reads (IPA: 9).
+    pub retries: u32,
+    pub retry_interval: Duration,
+    /// `Authorization` header value (`image_request_authorization`).
+    pub authorization: Option<String>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            insecure: false,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            retries: 9,
+            retry_interval: Duration::from_secs(10),
+            authorization: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub enum Source {
+    Http {
+        url: Url,
+        client: reqwest::Client,
+        cfg: SourceConfig,
+    },
+    File {
+        path: PathBuf,
+    },
+}
+
+/// What the first look at a source told us.
+pub struct Probe {
+    pub head: Bytes,
+    pub len: Option<u64>,
+    /// Byte ranges can be fetched (qcow2 tables ahead of the data).
+    pub ranges: bool,
+}
+
+impl Source {
+    /// `http(s)://…`, `file://…` or a local path.
+    pub fn parse(spec: &str, cfg: &SourceConfig) -> Result<Self, ImageError> {
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            let url = Url::parse(spec)
+                .map_err(|e| ImageError::Source(format!("invalid URL {spec:?}: {e}")))?;
+            let mut builder = reqwest::Client::builder()
+                .use_rustls_tls()
+                .connect_timeout(cfg.connect_timeout)
+                .danger_accept_invalid_certs(cfg.insecure);
+            if let Some(ca) = &cfg.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    ImageError::Source(format!("reading CA bundle {}: {e}", ca.display()))
+                })?;
+                for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| ImageError::Source(format!("CA bundle: {e}")))?
+                {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            let client = builder
+                .build()
+                .map_err(|e| ImageError::Source(format!("HTTP client: {e}")))?;
+            return Ok(Self::Http {
+                url,
+                client,
+                cfg: cfg.clone(),
+            });
+        }
+        let path = match spec.strip_prefix("file://") {
+            Some(p) => PathBuf::from(p),
+            None => PathBuf::from(spec),
+        };
+        Ok(Self::File { path })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Http { url, .. } => url.to_string(),
+            Self::File { path } => path.display().to_string(),
+        }
+    }
+
+    fn request(
+        &self,
+        url: &Url,
+        client: &reqwest::Client,
+        cfg: &SourceConfig,
+    ) -> reqwest::RequestBuilder {
+        let mut req = client.get(url.clone());
+        if let Some(auth) = &cfg.authorization {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        req
+    }
+
+    /// Look at the first bytes and learn the size and Range support.
+    pub async fn probe(&self) -> Result<Probe, ImageError> {
+        match self {
+            Self::File { path } => {
+                let meta = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| ImageError::Source(format!("{}: {e}", path.display())))?;
+                let head = self.read_range(0, PROBE_BYTES.min(meta.len())).await?;
+                Ok(Probe {
+                    head,
+                    len: Some(meta.len()),
+                    ranges: true,
+                })
+            }
+            Self::Http { url, client, cfg } => {
+                let mut last = String::new();
+                for attempt in 0..=cfg.retries {
+                    if attempt > 0 {
+                        tokio::time::sleep(cfg.retry_interval).await;
+                    }
+                    let resp = match self
+                        .request(url, client, cfg)
+                        .header(RANGE, format!("bytes=0-{}", PROBE_BYTES - 1))
+                        .send()
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            last = e.to_string();
+                            warn!(url = %url, attempt, error = %e, "image server unreachable");
+                            continue;
+                        }
+                    };
+                    let status = resp.status();
+                    if status.is_server_error() {
+                        last = format!("HTTP {status}");
+                        warn!(url = %url, attempt, %status, "image server error");
+                        continue;
+                    }
+                    let ranges = status == StatusCode::PARTIAL_CONTENT;
+                    if !ranges && status != StatusCode::OK {
+                        return Err(ImageError::HttpStatus {
+                            url: url.to_string(),
+                            status: status.as_u16(),
+                        });
+                    }
+                    let len = if ranges {
+                        total_from_content_range(&resp)
+                    } else {
+                        resp.content_length()
+                    };
+                    let head = read_prefix(resp, PROBE_BYTES as usize, cfg.read_timeout).await?;
+                    return Ok(Probe { head, len, ranges });
+                }
+                Err(ImageError::Source(format!(
+                    "{url}: gave up after {} retries: {last}",
+                    cfg.retries
+                )))
+            }
+        }
+    }
+
+    /// Exactly `len` bytes at `offset` (qcow2 tables).
+    pub async fn read_range(&self, offset: u64, len: u64) -> Result<Bytes, ImageError> {
+        match self {
+            Self::File { path } => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let f = std::fs::File::open(&path)
+                        .map_err(|e| ImageError::Source(format!("{}: {e}", path.display())))?;
+                    let mut buf = vec![0u8; len as usize];
+                    f.read_exact_at(&mut buf, offset).map_err(|e| {
+                        ImageError::Source(format!("{} at {offset}+{len}: {e}", path.display()))
+                    })?;
+                    Ok(Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| ImageError::Internal(e.to_string()))?
+            }
+            Self::Http { url, client, cfg } => {
+                let mut last = String::new();
+                for attempt in 0..=cfg.retries {
+                    if attempt > 0 {
+                        tokio::time::sleep(cfg.retry_interval).await;
+                    }
+                    let sent = self
+                        .request(url, client, cfg)
+                        .header(RANGE, format!("bytes={offset}-{}", offset + len - 1))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(resp) if resp.status() == StatusCode::PARTIAL_CONTENT => {
+                            match read_prefix(resp, len as usize, cfg.read_timeout).await {
+                                Ok(b) if b.len() as u64 == len => return Ok(b),
+                                Ok(b) => {
+                                    last = format!("short range read: {} of {len} bytes", b.len())
+                                }
+                                Err(e) => last = e.to_string(),
+                            }
+                        }
+                        Ok(resp) if resp.status().is_server_error() => {
+                            last = format!("HTTP {}", resp.status())
+                        }
+                        Ok(resp) => {
+                            return Err(ImageError::HttpStatus {
+                                url: url.to_string(),
+                                status: resp.status().as_u16(),
+                            })
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                Err(ImageError::Source(format!(
+                    "{url}: range {offset}+{len}: {last}"
+                )))
+            }
+        }
+    }
+
+    /// Deliver the whole image in order into `tx`. Returns the byte count.
+    pub async fn stream(
+        &self,
+        tx: mpsc::Sender<Bytes>,
+        progress: &Progress,
+    ) -> Result<u64, ImageError> {
+        match self {
+            Self::File { path } => stream_file(path.clone(), tx, progress).await,
+            Self::Http { url, client, cfg } => {
+                self.stream_http(url, client, cfg, tx, progress).await
+            }
+        }
+    }
+
+    async fn stream_http(
+        &self,
+        url: &Url,
+        client: &reqwest::Client,
+        cfg: &SourceConfig,
+        tx: mpsc::Sender<Bytes>,
+        progress: &Progress,
+    ) -> Result<u64, ImageError> {
+        let mut delivered: u64 = 0;
+        let mut total: Option<u64> = None;
+        let mut validator: Option<String> = None;
+        let mut failures: u32 = 0;
+        loop {
+            let mut req = self.request(url, client, cfg);
+            if delivered > 0 {
+                req = req.header(RANGE, format!("bytes={delivered}-"));
+                if let Some(v) = &validator {
+                    req = req.header(IF_RANGE, v);
+                }
+            }
+            let outcome: Result<(), Attempt> = async {
+                let resp = req.send().await.map_err(|e| Attempt::Retry(e.to_string()))?;
+                let status = resp.status();
+                let mut skip: u64 = 0;
+                match status {
+                    StatusCode::OK => {
+                        total = resp.content_length();
+                        if delivered > 0 {
+                            // No Range support (or the file changed): start over,
+                            // dropping what we already passed on.
+                            warn!(url = %url, at = delivered, "server ignored Range: restarting and skipping what was delivered");
+                            skip = delivered;
+                        }
+                    }
+                    StatusCode::PARTIAL_CONTENT if delivered > 0 => {
+                        let start = content_range_start(&resp);
+                        if start != Some(delivered) {
+                            return Err(Attempt::Retry(format!("server resumed at {start:?}, wanted {delivered}")));
+                        }
+                        total = total_from_content_range(&resp).or(total);
+                        info!(url = %url, at = delivered, "download resumed");
+                    }
+                    s if s.is_server_error() => return Err(Attempt::Retry(format!("HTTP {s}"))),
+                    s => {
+                        return Err(Attempt::Fatal(ImageError::HttpStatus {
+                            url: url.to_string(),
+                            status: s.as_u16(),
+                        }))
+                    }
+                }
+                if validator.is_none() {
+                    validator = resp
+                        .headers()
+                        .get(ETAG)
+                        .or_else(|| resp.headers().get(LAST_MODIFIED))
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                }
+                let mut body = resp.bytes_stream();
+                let mut pending = BytesMut::with_capacity(CHUNK_BYTES);
+                loop {
+                    let next = tokio::time::timeout(cfg.read_timeout, body.next()).await;
+                    let piece = match next {
+                        Err(_) => Err(format!("no data for {:?}", cfg.read_timeout)),
+                        Ok(None) => break,
+                        Ok(Some(Err(e))) => Err(e.to_string()),
+                        Ok(Some(Ok(b))) => Ok(b),
+                    };
+                    let mut piece = match piece {
+                        Ok(p) => p,
+                        Err(e) => {
+                            // Hand on what arrived intact; resume after it.
+                            delivered += flush(&mut pending, &tx, progress).await?;
+                            return Err(Attempt::Retry(e));
+                        }
+                    };
+                    if skip > 0 {
+                        let drop = skip.min(piece.len() as u64);
+                        let _ = piece.split_to(drop as usize);
+                        skip -= drop;
+                    }
+                    pending.extend_from_slice(&piece);
+                    if pending.len() >= CHUNK_BYTES {
+                        delivered += flush(&mut pending, &tx, progress).await?;
+                    }
+                }
+                delivered += flush(&mut pending, &tx, progress).await?;
+                match total {
+                    Some(t) if delivered < t => Err(Attempt::Retry(format!("connection closed at byte {delivered} of {t}"))),
+                    _ => Ok(()),
+                }
+            }
+            .await;
+            match outcome {
+                Ok(()) => return Ok(delivered),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e)) => {
+                    failures += 1;
+                    progress
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if failures > cfg.retries {
+                        return Err(ImageError::Source(format!(
+                            "{url}: gave up after {} retries at byte {delivered}: {e}",
+                            cfg.retries
+                        )));
+                    }
+                    warn!(url = %url, at = delivered, attempt = failures, error = %e, "download interrupted; retrying");
+                    tokio::time::sleep(cfg.retry_interval).await;
+                }
+            }
+        }
+    }
+}
+
+/// How one download attempt ended badly.
+enum Attempt {
+    /// Worth another try (connection trouble, 5xx, short read).
+    Retry(String),
+    /// Retrying cannot help (4xx, the consumer stopped).
+    Fatal(ImageError),
+}
+
+async fn flush(
+    pending: &mut BytesMut,
+    tx: &mpsc::Sender<Bytes>,
+    progress: &Progress,
+) -> Result<u64, Attempt> {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let chunk = pending.split().freeze();
+    let n = chunk.len() as u64;
+    tx.send(chunk)
+        .await
+        .map_err(|_| Attempt::Fatal(ImageError::Internal("the image consumer stopped".into())))?;
+    progress.add_received(n);
+    Ok(n)
+}
+
+async fn stream_file(
+    path: PathBuf,
+    tx: mpsc::Sender<Bytes>,
+    progress: &Progress,
+) -> Result<u64, ImageError> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ImageError::Source(format!("{}: {e}", path.display())))?;
+    let mut total = 0u64;
+    loop {
+        let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
+        while buf.len() < CHUNK_BYTES {
+            let n = file
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| ImageError::Source(format!("{}: {e}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            return Ok(total);
+        }
+        total += buf.len() as u64;
+        progress.add_received(buf.len() as u64);
+        tx.send(buf.freeze())
+            .await
+            .map_err(|_| ImageError::Internal("the image consumer stopped".into()))?;
+    }
+}
+
+async fn read_prefix(
+    resp: reqwest::Response,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, ImageError> {
+    let mut body = resp.bytes_stream();
+    let mut out = BytesMut::new();
+    while out.len() < max {
+        match tokio::time::timeout(timeout, body.next()).await {
+            Err(_) => return Err(ImageError::Source(format!("no data for {timeout:?}"))),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ImageError::Source(e.to_string())),
+            Ok(Some(Ok(b))) => out.extend_from_slice(&b),
+        }
+    }
+    out.truncate(max);
+    Ok(out.freeze())
+}
+
+/// `Content-Range: bytes 0-65535/1234567` → 1234567.
+fn total_from_content_range(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    v.rsplit_once('/')?.1.trim().parse().ok()
+}
+
+fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    v.trim()
+        .strip_prefix("bytes ")?
+        .split_once('-')?
+        .0
+        .trim()
+        .parse()
+        .ok()
+}
