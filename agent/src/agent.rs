@@ -54,6 +54,9 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
     .await?;
     let node_uuid = found.node.uuid.clone();
     ctx.set_node(found.node.clone());
+    if let Some(config) = &found.config {
+        ctx.set_lookup_config(config.clone());
+    }
     if !accept_token(&ctx, &found) {
         error!(
             "FATAL: the agent token was already handed out and this agent has none; locking down"

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrite_protocol::node::normalize_mac;
+
+use crate::disk::DiskPolicy;
 use ferrite_protocol::ApiVersion;
 use url::Url;
 
@@ -60,6 +62,15 @@ pub struct Config {
     pub auto_tls: bool,
     /// `ipa-tls-min-version`: floor for the agent's own TLS listener.
     pub tls_min_version: Option<TlsVersion>,
+    /// `ferrite-disks`: `all`, or the only block devices the agent may touch.
+    /// Unset: every disk when running as PID 1 (a ramdisk), none otherwise.
+    pub disks: Option<DiskPolicy>,
+    /// `ipa-image-download-connection-timeout`: connect and between-chunk timeout.
+    pub image_download_timeout: Duration,
+    /// `ipa-image-download-connection-retries`.
+    pub image_download_retries: u32,
+    /// `ipa-image-download-connection-retry-interval`.
+    pub image_download_retry_interval: Duration,
     /// Where sysfs is mounted (fixture trees in tests).
     pub sysfs_root: PathBuf,
     /// Where procfs is mounted (fixture trees in tests).
@@ -104,6 +115,10 @@ impl Default for Config {
             http_request_timeout: Duration::from_secs(30),
             auto_tls: true,
             tls_min_version: None,
+            disks: None,
+            image_download_timeout: Duration::from_secs(60),
+            image_download_retries: 9,
+            image_download_retry_interval: Duration::from_secs(10),
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
             run_dir: PathBuf::from("/run/ferrite-agent"),
@@ -177,9 +192,38 @@ impl Config {
                     invalid("ipa-tls-min-version", value, "expected 1.2 or 1.3".into())
                 })?)
             }
+            "ferrite-disks" => self.disks = Some(DiskPolicy::parse(value)),
+            "ipa-image-download-connection-timeout" => {
+                self.image_download_timeout =
+                    parse_secs("ipa-image-download-connection-timeout", value, true)?
+            }
+            "ipa-image-download-connection-retries" => {
+                self.image_download_retries = value.parse().map_err(|_| {
+                    invalid(
+                        "ipa-image-download-connection-retries",
+                        value,
+                        "expected a whole number".into(),
+                    )
+                })?
+            }
+            "ipa-image-download-connection-retry-interval" => {
+                self.image_download_retry_interval =
+                    parse_secs("ipa-image-download-connection-retry-interval", value, true)?
+            }
             _ => {}
         }
         Ok(())
+    }
+
+    /// The disk policy in force: explicit, else all disks only as PID 1.
+    pub fn disk_policy(&self) -> DiskPolicy {
+        self.disks.clone().unwrap_or_else(|| {
+            if std::process::id() == 1 {
+                DiskPolicy::All
+            } else {
+                DiskPolicy::Only(Vec::new())
+            }
+        })
     }
 
     /// `callback_url` host part: IPv6 in brackets.

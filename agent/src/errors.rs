@@ -96,6 +96,41 @@ impl RestError {
         Self::base("ServicingError", 500, "Service step failed").with(details)
     }
 
+    pub fn device_not_found(details: impl Into<String>) -> Self {
+        Self::base(
+            "DeviceNotFound",
+            404,
+            "Error finding the disk or partition device to deploy the image onto",
+        )
+        .with(details)
+    }
+
+    pub fn image_download(image_id: &str, msg: impl std::fmt::Display) -> Self {
+        Self::base("ImageDownloadError", 500, "Error downloading image")
+            .with(format!("Download of image {image_id} failed: {msg}"))
+    }
+
+    pub fn image_checksum(image_id: &str, location: &str, expected: &str, actual: &str) -> Self {
+        Self::base("ImageChecksumError", 500, "Error verifying image checksum").with(format!(
+            "Image failed to verify against checksum. location: {location}; image ID: {image_id}; \
+             image checksum: {expected}; verification checksum: {actual}"
+        ))
+    }
+
+    pub fn image_write(device: &str, msg: impl std::fmt::Display) -> Self {
+        Self::base("ImageWriteError", 500, "Error writing image to device")
+            .with(format!("Writing image to device {device} failed: {msg}"))
+    }
+
+    pub fn invalid_image(details: impl Into<String>) -> Self {
+        Self::base(
+            "InvalidImage",
+            500,
+            "The provided image is not valid for use",
+        )
+        .with(details)
+    }
+
     pub fn unknown_node() -> Self {
         Self::base(
             "UnknownNodeError",

@@ -6,6 +6,8 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod deploy;
+pub mod disk;
 pub mod errors;
 pub mod hardware;
 pub mod image;

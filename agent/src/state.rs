@@ -4,7 +4,9 @@
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferrite_protocol::LookupNode;
+use std::path::PathBuf;
+
+use ferrite_protocol::{LookupConfig, LookupNode};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
@@ -19,6 +21,8 @@ pub struct AgentContext {
     pub hardware: HardwareManagers,
     token: RwLock<Option<String>>,
     node: RwLock<Option<LookupNode>>,
+    lookup_config: RwLock<Option<LookupConfig>>,
+    prepared: RwLock<Option<PreparedImage>>,
     heartbeat_now: Notify,
     lockdown: watch::Sender<bool>,
 }
@@ -36,6 +40,8 @@ impl AgentContext {
             hardware,
             token: RwLock::new(token),
             node: RwLock::new(None),
+            lookup_config: RwLock::new(None),
+            prepared: RwLock::new(None),
             heartbeat_now: Notify::new(),
             lockdown: watch::channel(false).0,
         })
@@ -67,6 +73,32 @@ impl AgentContext {
         *self.node.write().unwrap_or_else(|p| p.into_inner()) = Some(node);
     }
 
+    pub fn lookup_config(&self) -> Option<LookupConfig> {
+        self.lookup_config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_lookup_config(&self, config: LookupConfig) {
+        *self
+            .lookup_config
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(config);
+    }
+
+    /// The image last written by `prepare_image`.
+    pub fn prepared(&self) -> Option<PreparedImage> {
+        self.prepared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_prepared(&self, image: PreparedImage) {
+        *self.prepared.write().unwrap_or_else(|p| p.into_inner()) = Some(image);
+    }
+
     /// Ask the heartbeater to report now (end of an async command).
     pub fn force_heartbeat(&self) {
         self.heartbeat_now.notify_one();
@@ -89,6 +121,13 @@ impl AgentContext {
         let mut rx = self.lockdown.subscribe();
         let _ = rx.wait_for(|l| *l).await;
     }
+}
+
+/// Where `prepare_image` put the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedImage {
+    pub device: PathBuf,
+    pub root_uuid: String,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::runner::CommandProgress;
 use crate::errors::RestError;
 use crate::state::AgentContext;
 
 pub type Params = Map<String, Value>;
 pub type CommandFuture = Pin<Box<dyn Future<Output = Result<Value, RestError>> + Send>>;
-pub type Handler = Arc<dyn Fn(Arc<AgentContext>, Params) -> CommandFuture + Send + Sync>;
+pub type Handler =
+    Arc<dyn Fn(Arc<AgentContext>, Params, CommandProgress) -> CommandFuture + Send + Sync>;
 /// Checks run before a command is accepted; failures are HTTP 400 and the
 /// command is not recorded (IPA's `async_command` validators).
 pub type Validator = fn(&Params) -> Result<(), RestError>;
@@ -49,13 +51,16 @@ impl Registry {
     /// blocking pool so the API stays responsive.
     pub fn blocking<F>(&mut self, ext: &str, name: &str, mode: Mode, f: F) -> &mut Self
     where
-        F: Fn(Arc<AgentContext>, Params) -> Result<Value, RestError> + Send + Sync + 'static,
+        F: Fn(Arc<AgentContext>, Params, CommandProgress) -> Result<Value, RestError>
+            + Send
+            + Sync
+            + 'static,
     {
         let f = Arc::new(f);
-        let handler: Handler = Arc::new(move |ctx, params| {
+        let handler: Handler = Arc::new(move |ctx, params, progress| {
             let f = f.clone();
             Box::pin(async move {
-                tokio::task::spawn_blocking(move || f(ctx, params))
+                tokio::task::spawn_blocking(move || f(ctx, params, progress))
                     .await
                     .unwrap_or_else(|e| {
                         Err(RestError::command_execution(format!(

@@ -1,7 +1,7 @@
 //! Runs commands and keeps their results: one command at a time, results
 //! in start order (the conductor reads the last one as "current").
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use ferrite_protocol::{CommandResult, CommandStatus};
 use serde_json::{json, Value};
@@ -40,6 +40,24 @@ impl CommandRecord {
     fn finish(&self, update: impl FnOnce(&mut CommandResult)) {
         update(&mut lock(&self.result));
         self.done.send_replace(true);
+    }
+}
+
+/// Lets a running command publish interim results (progress) that
+/// `GET /v1/commands/<id>` shows while the status is still RUNNING.
+#[derive(Clone, Default)]
+pub struct CommandProgress {
+    record: Weak<CommandRecord>,
+}
+
+impl CommandProgress {
+    pub fn report(&self, value: Value) {
+        if let Some(record) = self.record.upgrade() {
+            let mut r = lock(&record.result);
+            if r.command_status.is_running() {
+                r.command_result = Some(value);
+            }
+        }
     }
 }
 
@@ -97,7 +115,10 @@ impl CommandRunner {
         let mode = resolved.spec.mode;
         let short_name = resolved.command.to_string();
         let full_name = name.to_string();
-        let work = tokio::spawn((resolved.spec.handler)(ctx.clone(), params));
+        let progress = CommandProgress {
+            record: Arc::downgrade(&record),
+        };
+        let work = tokio::spawn((resolved.spec.handler)(ctx.clone(), params, progress));
         let ctx = ctx.clone();
         let rec = record.clone();
         tokio::spawn(async move {

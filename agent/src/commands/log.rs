@@ -30,11 +30,17 @@ const PROC_FILES: &[&str] = &[
 const KMSG_LIMIT: usize = 1024 * 1024;
 
 pub fn register(reg: &mut Registry) {
-    reg.blocking("log", "collect_system_logs", Mode::Sync, |ctx, _params| {
-        let archive = build_archive(&ctx)
-            .map_err(|e| RestError::command_execution(format!("collecting logs failed: {e}")))?;
-        Ok(json!({ "system_logs": base64::engine::general_purpose::STANDARD.encode(archive) }))
-    });
+    reg.blocking(
+        "log",
+        "collect_system_logs",
+        Mode::Sync,
+        |ctx, _params, _progress| {
+            let archive = build_archive(&ctx).map_err(|e| {
+                RestError::command_execution(format!("collecting logs failed: {e}"))
+            })?;
+            Ok(json!({ "system_logs": base64::engine::general_purpose::STANDARD.encode(archive) }))
+        },
+    );
 }
 
 fn build_archive(ctx: &AgentContext) -> io::Result<Vec<u8>> {

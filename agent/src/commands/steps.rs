@@ -4,22 +4,26 @@
 use serde_json::{json, Map, Value};
 use tracing::info;
 
+use std::sync::Arc;
+
 use crate::api::registry::{object_param, Mode, Params, Registry};
+use crate::api::runner::CommandProgress;
 use crate::errors::RestError;
 use crate::hardware::{StepCall, StepKind};
+use crate::state::AgentContext;
 
 pub fn register(reg: &mut Registry, kind: StepKind) {
     let ext = kind.word();
     let get = format!("get_{ext}_steps");
     let execute = format!("execute_{ext}_step");
-    reg.blocking(ext, &get, Mode::Sync, move |ctx, _params| {
+    reg.blocking(ext, &get, Mode::Sync, move |ctx, _params, _progress| {
         Ok(json!({
             format!("{}_steps", kind.word()): ctx.hardware.steps(kind),
             "hardware_manager_version": ctx.hardware.versions(),
         }))
     });
-    reg.blocking(ext, &execute, Mode::Async, move |ctx, params| {
-        execute_step(&ctx.hardware, kind, params)
+    reg.blocking(ext, &execute, Mode::Async, move |ctx, params, progress| {
+        execute_step(ctx, kind, params, progress)
     });
     reg.validate_with(ext, &execute, validate_step_params);
 }
@@ -46,10 +50,12 @@ fn validate_step_params(params: &Params) -> Result<(), RestError> {
 }
 
 fn execute_step(
-    managers: &crate::hardware::HardwareManagers,
+    ctx: Arc<AgentContext>,
     kind: StepKind,
     mut params: Params,
+    progress: CommandProgress,
 ) -> Result<Value, RestError> {
+    let managers = ctx.hardware.clone();
     let word = kind.word();
     let step = params
         .remove("step")
@@ -77,7 +83,13 @@ fn execute_step(
         .unwrap_or_default()
         .to_string();
     info!(step = %name, kind = word, "executing step");
-    let call = StepCall { node, ports, args };
+    let call = StepCall {
+        node,
+        ports,
+        args,
+        ctx,
+        progress,
+    };
     let result = managers.dispatch(kind, &name, &call)?;
     Ok(json!({
         format!("{word}_result"): result,

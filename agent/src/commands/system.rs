@@ -7,9 +7,14 @@ use tracing::warn;
 use crate::api::registry::{Mode, Registry};
 
 pub fn register(reg: &mut Registry) {
-    reg.blocking("system", "lockdown", Mode::Sync, |ctx, _params| {
-        warn!("lockdown requested by the conductor: the agent API closes now");
-        ctx.enter_lockdown();
-        Ok(Value::Null)
-    });
+    reg.blocking(
+        "system",
+        "lockdown",
+        Mode::Sync,
+        |ctx, _params, _progress| {
+            warn!("lockdown requested by the conductor: the agent API closes now");
+            ctx.enter_lockdown();
+            Ok(Value::Null)
+        },
+    );
 }

@@ -36,11 +36,18 @@ impl HardwareManager for GenericHardwareManager {
     }
 
     fn steps(&self) -> Vec<StepDef> {
-        vec![StepDef {
-            step: step("burnin_cpu", 0, "deploy"),
-            kinds: &[StepKind::Clean, StepKind::Service],
-            run: Arc::new(burnin_cpu),
-        }]
+        vec![
+            StepDef {
+                step: step("burnin_cpu", 0, "deploy"),
+                kinds: &[StepKind::Clean, StepKind::Service],
+                run: Arc::new(burnin_cpu),
+            },
+            StepDef {
+                step: step("write_image", 0, "deploy"),
+                kinds: &[StepKind::Deploy, StepKind::Service],
+                run: Arc::new(write_image),
+            },
+        ]
     }
 }
 
@@ -79,4 +86,21 @@ fn burnin_cpu(call: &StepCall) -> Result<Value, RestError> {
     let rounds = burn_cpu(Duration::from_secs(secs), cpus);
     info!(rounds, "CPU burn-in finished");
     Ok(Value::Null)
+}
+
+/// The `write_image` deploy step: `prepare_image` in-process; its result is
+/// what the `prepare_image` command would have returned.
+fn write_image(call: &StepCall) -> Result<Value, RestError> {
+    let image_info = call
+        .args
+        .get("image_info")
+        .ok_or_else(|| RestError::invalid_params("write_image needs image_info"))?;
+    let message = crate::deploy::prepare_image(
+        &call.ctx,
+        &call.node,
+        image_info,
+        call.args.get("configdrive"),
+        &call.progress,
+    )?;
+    Ok(serde_json::json!({ "result": format!("prepare_image: {message}") }))
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use ferrite_protocol::steps::{ManagerVersions, Step};
 use serde_json::{Map, Value};
 
+use crate::api::runner::CommandProgress;
 use crate::errors::RestError;
+use crate::state::AgentContext;
 
 /// Which family of steps: the names of the keys on the wire differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,8 @@ pub struct StepCall {
     pub node: Map<String, Value>,
     pub ports: Vec<Value>,
     pub args: Map<String, Value>,
+    pub ctx: Arc<AgentContext>,
+    pub progress: CommandProgress,
 }
 
 impl StepCall {

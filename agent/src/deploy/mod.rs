@@ -1,0 +1,9 @@
+//! Putting an image on the machine: `image_info` as Ironic sends it, and
+//! the whole-disk write behind `standby.prepare_image` and the
+//! `write_image` deploy step.
+
+pub mod image_info;
+pub mod whole_disk;
+
+pub use image_info::ImageInfo;
+pub use whole_disk::{partition_uuids, prepare_image};

@@ -1,0 +1,8 @@
+//! Block devices: discovery from sysfs, the allow-list that keeps an agent
+//! on a host away from that host's disks, and root-device choice.
+
+pub mod devices;
+pub mod root;
+
+pub use devices::{list_block_devices, BlockDevice, DiskPolicy};
+pub use root::choose_root_device;

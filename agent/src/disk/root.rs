@@ -1,0 +1,125 @@
+//! Which disk gets the image: Ironic's root device hints (the `name` hint
+//! so far), else IPA's rule: the smallest disk of at least 4 GiB.
+
+use serde_json::{Map, Value};
+
+use super::BlockDevice;
+use crate::errors::RestError;
+
+const MIN_ROOT_SIZE: u64 = 4 << 30;
+
+fn describe(devices: &[BlockDevice]) -> String {
+    if devices.is_empty() {
+        return "none".into();
+    }
+    devices
+        .iter()
+        .map(|d| {
+            format!(
+                "{} ({} bytes{})",
+                d.path.display(),
+                d.size,
+                if d.read_only { ", read-only" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `hints` is `instance_info.root_device` or `properties.root_device`.
+pub fn choose_root_device(
+    devices: &[BlockDevice],
+    hints: Option<&Map<String, Value>>,
+) -> Result<BlockDevice, RestError> {
+    let usable: Vec<&BlockDevice> = devices.iter().filter(|d| !d.read_only).collect();
+    if let Some(hints) = hints.filter(|h| !h.is_empty()) {
+        if let Some(other) = hints.keys().find(|k| k.as_str() != "name") {
+            return Err(RestError::device_not_found(format!(
+                "root device hint {other:?} is not supported by this agent yet (only \"name\"); disks seen: {}",
+                describe(devices)
+            )));
+        }
+        let wanted = hints
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let wanted = wanted.trim_start_matches("s== ");
+        return usable
+            .iter()
+            .find(|d| d.path.to_string_lossy() == wanted || d.name == wanted.trim_start_matches("/dev/"))
+            .map(|d| (*d).clone())
+            .ok_or_else(|| {
+                RestError::device_not_found(format!(
+                    "No suitable device was found for deployment using these hints {}; disks seen: {}",
+                    Value::Object(hints.clone()),
+                    describe(devices)
+                ))
+            });
+    }
+    let mut by_size = usable;
+    by_size.sort_by(|a, b| (a.size, &a.name).cmp(&(b.size, &b.name)));
+    by_size
+        .into_iter()
+        .find(|d| d.size >= MIN_ROOT_SIZE)
+        .cloned()
+        .ok_or_else(|| {
+            RestError::device_not_found(format!(
+                "No suitable device was found for deployment - root device hints were not provided and all found block devices are smaller than 4GiB; disks seen: {}",
+                describe(devices)
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn dev(name: &str, gib: u64, ro: bool) -> BlockDevice {
+        BlockDevice {
+            name: name.into(),
+            path: PathBuf::from(format!("/dev/{name}")),
+            size: gib << 30,
+            rotational: false,
+            read_only: ro,
+            removable: false,
+            model: String::new(),
+            vendor: String::new(),
+        }
+    }
+
+    #[test]
+    fn smallest_disk_of_at_least_4_gib() {
+        let devs = [
+            dev("sda", 100, false),
+            dev("sdb", 3, false),
+            dev("sdc", 8, false),
+            dev("sdd", 5, true),
+        ];
+        assert_eq!(choose_root_device(&devs, None).unwrap().name, "sdc");
+        let err = choose_root_device(&[dev("sdb", 3, false)], None).unwrap_err();
+        assert!(err.details.contains("/dev/sdb"), "{}", err.details);
+    }
+
+    #[test]
+    fn name_hint() {
+        let devs = [dev("sda", 100, false), dev("sdc", 8, false)];
+        let hints = json!({"name": "/dev/sda"});
+        assert_eq!(
+            choose_root_device(&devs, hints.as_object()).unwrap().name,
+            "sda"
+        );
+        let missing = json!({"name": "/dev/sdx"});
+        let err = choose_root_device(&devs, missing.as_object()).unwrap_err();
+        assert!(
+            err.details.contains("disks seen: /dev/sda"),
+            "{}",
+            err.details
+        );
+        let unsupported = json!({"serial": "abc"});
+        assert!(choose_root_device(&devs, unsupported.as_object()).is_err());
+    }
+}
