@@ -2,6 +2,9 @@
 //! binaries on 127.0.0.1 with private ports, data dirs and fixture sysfs
 //! trees, and talk to them over real HTTP.
 
+pub mod image_server;
+pub mod images;
+
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -232,6 +235,11 @@ impl Agent {
             fs::write(nic.join("address"), format!("{mac}\n")).expect("address");
             fs::write(nic.join("type"), "1\n").expect("type");
         }
+        // Block devices are the host's real ones (loop devices in tests); the
+        // agent only touches those its `ferrite-disks` allow-list names.
+        fs::create_dir_all(dir.path().join("sys")).expect("fixture sysfs");
+        std::os::unix::fs::symlink("/sys/block", dir.path().join("sys/block"))
+            .expect("block symlink");
         let port = free_port();
         let cmdline = format!(
             "console=ttyS0 ipa-api-url={api_url} ipa-listen-host=127.0.0.1 ipa-listen-port={port} \

@@ -18,9 +18,9 @@ use crate::image::{write_image, ImageError, Progress, SourceConfig, WriteRequest
 use crate::state::{AgentContext, PreparedImage};
 
 /// How often the running command's result shows fresh progress.
-const REPORT_EVERY: Duration = Duration::from_secs(2);
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often progress goes to the log.
-const LOG_EVERY: u32 = 5;
+const LOG_EVERY: u32 = 10;
 
 fn map_error(info: &ImageInfo, url: &str, device: &Path, e: ImageError) -> RestError {
     match e {

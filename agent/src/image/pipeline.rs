@@ -372,10 +372,12 @@ fn decode_all(
     let decoded = decode_stream(&mut chunks, req, outer, qcow, ops);
     let digest = chunks.hasher.take().map(Hasher::hex);
     drop(chunks);
-    let downloaded = match (join_stream(rt, task), &decoded) {
+    // A download failure explains a short stream better than the decoder
+    // can; "the consumer stopped" only echoes a decoder failure.
+    let (downloaded, (inner, image_size, finished)) = match (join_stream(rt, task), decoded) {
+        (Err(ImageError::Internal(_)) | Ok(_), Err(e)) => return Err(e),
         (Err(e), _) => return Err(e),
-        (Ok(_), Err(_)) => return decoded.map(|_| unreachable!()),
-        (Ok(n), Ok(_)) => n,
+        (Ok(n), Ok(d)) => (n, d),
     };
     if let (Some(expected), Some(actual)) = (&req.expected, &digest) {
         if &expected.hex != actual {
@@ -387,7 +389,6 @@ fn decode_all(
         }
         info!(algo = %expected.algo, digest = %actual, "checksum verified");
     }
-    let (inner, image_size, finished) = decoded?;
     let mut passes = 1;
     if let Some((header, zeros, mut missed)) = finished {
         let mut zeros = zeros;

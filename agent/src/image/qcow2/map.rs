@@ -142,6 +142,37 @@ fn check_inside(host: u64, len: u64, file_len: Option<u64>, what: &str) -> Resul
     }
 }
 
+/// A data run: must start inside the file; a tail past the end of the file
+/// reads as zeros (qemu leaves the last cluster short when only its first
+/// subclusters hold data).
+fn push_data(
+    map: &mut L2Map,
+    host: u64,
+    len: u64,
+    guest: u64,
+    file_len: Option<u64>,
+) -> Result<(), Qcow2Error> {
+    let present = match file_len {
+        Some(fl) if host >= fl => {
+            return Err(Qcow2Error::Corrupt(format!(
+                "data cluster at {host:#x}+{len:#x} points outside the file ({fl} bytes)"
+            )))
+        }
+        Some(fl) => len.min(fl - host),
+        None => len,
+    };
+    push_extent(
+        &mut map.extents,
+        Extent::Data {
+            host,
+            len: present,
+            guest,
+        },
+    );
+    push_range(&mut map.zeros, guest + present, len - present);
+    Ok(())
+}
+
 /// What one L2 table contributes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct L2Map {
@@ -207,7 +238,8 @@ pub fn parse_l2(
             continue;
         }
         let host = entry & OFFSET_MASK;
-        if entry & 0x1fe != 0 && !header.extended_l2 || entry & 0x1ff != 0 && header.extended_l2 {
+        let reserved = if header.extended_l2 { 0x1ff } else { 0x1fe };
+        if entry & reserved != 0 {
             return Err(Qcow2Error::Corrupt(format!(
                 "L2 entry {entry:#x} has reserved bits set"
             )));
@@ -216,15 +248,7 @@ pub fn parse_l2(
             if host == 0 || entry & ZERO_FLAG != 0 {
                 push_range(&mut map.zeros, guest, guest_len);
             } else {
-                check_inside(host, cluster, file_len, "data cluster")?;
-                push_extent(
-                    &mut map.extents,
-                    Extent::Data {
-                        host,
-                        len: guest_len,
-                        guest,
-                    },
-                );
+                push_data(&mut map, host, guest_len, guest, file_len)?;
             }
             continue;
         }
@@ -236,13 +260,10 @@ pub fn parse_l2(
                 "subcluster bitmap {bitmap:#x} marks subclusters both allocated and zero"
             )));
         }
-        if alloc != 0 {
-            if host == 0 {
-                return Err(Qcow2Error::Corrupt(
-                    "allocated subclusters in a cluster with no host offset".into(),
-                ));
-            }
-            check_inside(host, cluster, file_len, "data cluster")?;
+        if alloc != 0 && host == 0 {
+            return Err(Qcow2Error::Corrupt(
+                "allocated subclusters in a cluster with no host offset".into(),
+            ));
         }
         for s in 0..SUBCLUSTERS {
             let g = guest + s * sub;
@@ -251,14 +272,7 @@ pub fn parse_l2(
             }
             let len = sub.min(vsize - g);
             if alloc & (1 << s) != 0 {
-                push_extent(
-                    &mut map.extents,
-                    Extent::Data {
-                        host: host + s * sub,
-                        len,
-                        guest: g,
-                    },
-                );
+                push_data(&mut map, host + s * sub, len, g, file_len)?;
             } else {
                 push_range(&mut map.zeros, g, len);
             }
