@@ -50,6 +50,10 @@ pub struct ImageServer {
 
 impl ImageServer {
     pub async fn start(dir: PathBuf) -> Self {
+        Self::start_on(dir, 0).await
+    }
+
+    pub async fn start_on(dir: PathBuf, port: u16) -> Self {
         let shared = Arc::new(Shared {
             dir,
             faults: Mutex::new(Faults::default()),
@@ -58,7 +62,7 @@ impl ImageServer {
         let app = Router::new()
             .route("/{*path}", get(serve))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));

@@ -17,11 +17,11 @@ use tracing::{debug, warn};
 use super::progress::Progress;
 use super::ImageError;
 
-// <linux/fs.h> block ioctls.
-const BLKRRPART: libc::c_ulong = 0x125f;
-const BLKSSZGET: libc::c_ulong = 0x1268;
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-const BLKZEROOUT: libc::c_ulong = 0x127f;
+// <linux/fs.h> block ioctls (the request type differs between glibc and musl).
+const BLKRRPART: libc::Ioctl = 0x125f;
+const BLKSSZGET: libc::Ioctl = 0x1268;
+const BLKGETSIZE64: libc::Ioctl = 0x8008_1272_u32 as libc::Ioctl;
+const BLKZEROOUT: libc::Ioctl = 0x127f;
 
 /// One write buffer: large enough for disks to stream, small enough to bound memory.
 const BUFFER_BYTES: usize = 4 << 20;
