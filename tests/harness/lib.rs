@@ -301,3 +301,100 @@ pub async fn wait_exit(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A conductor with one node and port, and an agent that looked the node up
+/// and heartbeated (over auto-TLS): the agent's API is ready for commands.
+pub struct Pair {
+    pub conductor: Conductor,
+    pub agent: Agent,
+    pub uuid: String,
+    pub pem: String,
+}
+
+impl Pair {
+    /// Fast-track conductor (lookup allowed in `enroll`) plus `conductor_flags`;
+    /// the agent gets `agent_params` on its command line.
+    pub async fn start(conductor_flags: &[&str], mac: &str, agent_params: &[&str]) -> Self {
+        let mut flags = vec!["--fast-track", "true"];
+        flags.extend_from_slice(conductor_flags);
+        let conductor = Conductor::start(&flags).await;
+        let node = conductor
+            .create_node(json!({"driver": "fake-hardware", "name": "node-0"}))
+            .await;
+        let uuid = node["uuid"].as_str().expect("uuid").to_string();
+        conductor.create_port(&uuid, mac).await;
+        let agent = Agent::start(&conductor.url, &[mac], agent_params);
+        let pem = wait_for(
+            "the agent certificate at the conductor",
+            Duration::from_secs(20),
+            || {
+                let pem = conductor.agent_certificate(&uuid);
+                async move { pem }
+            },
+        )
+        .await;
+        Self {
+            conductor,
+            agent,
+            uuid,
+            pem,
+        }
+    }
+
+    /// The agent's command API as the conductor uses it (token, verified TLS).
+    pub fn api(&self) -> AgentApi {
+        AgentApi {
+            client: agent_client(Some(&self.pem)).expect("agent client"),
+            base: self.agent.url("https"),
+            token: self.conductor.agent_token(&self.uuid).expect("token"),
+        }
+    }
+}
+
+/// A client of the agent's IPA API.
+#[derive(Clone)]
+pub struct AgentApi {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl AgentApi {
+    /// `POST /v1/commands/?agent_token=…<query>`; status and JSON body.
+    pub async fn post(&self, query: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!(
+                "{}/v1/commands/?agent_token={}{query}",
+                self.base, self.token
+            ))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST command");
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// `name` with `params`, waiting for the result.
+    pub async fn run(&self, name: &str, params: Value) -> Value {
+        self.post("&wait=true", json!({"name": name, "params": params}))
+            .await
+            .1
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+}

@@ -2,34 +2,26 @@
 //! `write_image` deploy step, `prepare_image`, progress while running,
 //! `get_partition_uuids`, and failures as IPA reports them.
 
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use ferrite_tests::image_server::ImageServer;
 use ferrite_tests::images::{same_prefix, sha256_file, to_qcow2, LoopDevice};
-use ferrite_tests::{agent_client, wait_for, Agent, Conductor};
-use serde_json::{json, Value};
+use ferrite_tests::{wait_for, Pair};
+use serde_json::json;
 
 use crate::fixture;
 
 const SIZE: u64 = 24 << 20;
 
-async fn post(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    query: &str,
-    body: Value,
-) -> (u16, Value) {
-    let resp = client
-        .post(format!("{base}/v1/commands/?agent_token={token}{query}"))
-        .json(&body)
-        .send()
-        .await
+/// IPA's whole-disk `root uuid`: the MBR signature at offset 440.
+fn mbr_signature(path: &std::path::Path) -> String {
+    let mut b = [0u8; 4];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut b, 440)
         .unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
+    format!("0x{:08x}", u32::from_le_bytes(b))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -38,66 +30,43 @@ async fn write_image_deploy_step_as_ironic_sends_it() {
     let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
     let sum = sha256_file(&qcow);
     let server = ImageServer::start(dir.path().to_path_buf()).await;
-    // A disk of 5 GiB (sparse): root device selection wants at least 4 GiB.
+    // 5 GiB (sparse): root device selection wants at least 4 GiB.
     let disk = LoopDevice::new(dir.path(), "root.loop", 5 << 30, true);
-    let mac = "52:54:00:ff:00:01";
-    let conductor = Conductor::start(&["--fast-track", "true"]).await;
-    let node = conductor
-        .create_node(json!({"driver": "fake-hardware"}))
-        .await;
-    let uuid = node["uuid"].as_str().unwrap().to_string();
-    conductor.create_port(&uuid, mac).await;
     let disks = format!("ferrite-disks={}", disk.path.display());
-    let agent = Agent::start(
-        &conductor.url,
-        &[mac],
+    let pair = Pair::start(
+        &[],
+        "52:54:00:ff:00:01",
         &[&disks, "ipa-image-download-connection-retry-interval=0.2"],
-    );
-    let pem = wait_for("agent certificate", Duration::from_secs(20), || {
-        let pem = conductor.agent_certificate(&uuid);
-        async move { pem }
-    })
-    .await;
-    let token = conductor.agent_token(&uuid).unwrap();
-    let client = agent_client(Some(&pem)).unwrap();
-    let base = agent.url("https");
-
-    // Nothing prepared yet.
-    let (_, uuids) = post(
-        &client,
-        &base,
-        &token,
-        "&wait=true",
-        json!({"name": "standby.get_partition_uuids", "params": {}}),
     )
     .await;
-    assert_eq!(uuids["command_result"], json!({}));
+    let api = pair.api();
+
+    let uuids = api.run("standby.get_partition_uuids", json!({})).await;
+    assert_eq!(uuids["command_result"], json!({}), "nothing prepared yet");
 
     // Slow the server so the command is observably RUNNING with progress.
     server.faults().rate = 3 << 20;
     let image_info = json!({
         "id": "disk.qcow2", "urls": [server.url_of("disk.qcow2")], "disk_format": "qcow2",
         "container_format": "bare", "stream_raw_images": true, "checksum": sum,
-        "os_hash_algo": "sha256", "os_hash_value": sum, "node_uuid": uuid,
+        "os_hash_algo": "sha256", "os_hash_value": sum, "node_uuid": pair.uuid,
     });
     let step = json!({"name": "deploy.execute_deploy_step", "params": {
         "step": {"interface": "deploy", "step": "write_image", "args": {"image_info": image_info, "configdrive": null}},
-        "node": {"uuid": uuid, "instance_info": {}, "properties": {}, "driver_info": {}},
+        "node": {"uuid": pair.uuid, "instance_info": {}, "properties": {}, "driver_info": {}},
         "ports": [], "deploy_version": {"generic_hardware_manager": "1.2"}}});
-    let (code, started) = post(&client, &base, &token, "&wait=false", step.clone()).await;
+    let (code, started) = api.post("&wait=false", step.clone()).await;
     assert_eq!(code, 200, "{started}");
     assert_eq!(started["command_status"], "RUNNING");
     let id = started["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/commands/{id}?agent_token={}", api.token);
     let progress = wait_for(
         "progress in the running command",
         Duration::from_secs(30),
         || {
-            let (client, url) = (
-                client.clone(),
-                format!("{base}/v1/commands/{id}?agent_token={token}"),
-            );
+            let (api, path) = (api.clone(), path.clone());
             async move {
-                let r: Value = client.get(&url).send().await.ok()?.json().await.ok()?;
+                let (_, r) = api.get(&path).await;
                 (r["command_status"] == "RUNNING"
                     && r["command_result"]["progress"]["bytes_received"].as_u64()? > 0)
                     .then(|| r["command_result"]["progress"].clone())
@@ -106,53 +75,26 @@ async fn write_image_deploy_step_as_ironic_sends_it() {
     )
     .await;
     assert!(progress["bytes_total"].as_u64().unwrap() > 0, "{progress}");
-    let done: Value = client
-        .get(format!(
-            "{base}/v1/commands/{id}?wait=true&agent_token={token}"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, done) = api.get(&format!("{path}&wait=true")).await;
     assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
-    let result = done["command_result"]["deploy_result"]["result"]
-        .as_str()
-        .unwrap();
-    let expected_id = {
-        let mut b = [0u8; 4];
-        use std::os::unix::fs::FileExt;
-        std::fs::File::open(&raw)
-            .unwrap()
-            .read_exact_at(&mut b, 440)
-            .unwrap();
-        format!("0x{:08x}", u32::from_le_bytes(b))
-    };
+    let root_uuid = mbr_signature(&raw);
     assert_eq!(
-        result,
+        done["command_result"]["deploy_result"]["result"],
         format!(
-            "prepare_image: image (disk.qcow2) written to device {} root_uuid={expected_id}",
+            "prepare_image: image (disk.qcow2) written to device {} root_uuid={root_uuid}",
             disk.path.display()
         )
     );
     assert_eq!(done["command_result"]["deploy_step"]["step"], "write_image");
     same_prefix(&disk.path, &raw, SIZE).unwrap();
-    let (_, uuids) = post(
-        &client,
-        &base,
-        &token,
-        "&wait=true",
-        json!({"name": "standby.get_partition_uuids", "params": {}}),
-    )
-    .await;
-    assert_eq!(uuids["command_result"], json!({"root uuid": expected_id}));
+    let uuids = api.run("standby.get_partition_uuids", json!({})).await;
+    assert_eq!(uuids["command_result"], json!({"root uuid": root_uuid}));
 
     // A wrong checksum: FAILED with IPA's error type and both digests.
     server.faults().rate = 0;
     let mut bad = step.clone();
     bad["params"]["step"]["args"]["image_info"]["os_hash_value"] = json!("1".repeat(64));
-    let (_, failed) = post(&client, &base, &token, "&wait=true", bad).await;
+    let (_, failed) = api.post("&wait=true", bad).await;
     assert_eq!(failed["command_status"], "FAILED");
     assert_eq!(failed["command_error"]["type"], "ImageChecksumError");
     let details = failed["command_error"]["details"].as_str().unwrap();
@@ -161,26 +103,26 @@ async fn write_image_deploy_step_as_ironic_sends_it() {
         "{details}"
     );
 
-    // Not supported yet: say so.
+    // Not supported yet: said plainly.
     let mut partition = step.clone();
     partition["params"]["step"]["args"]["image_info"]["image_type"] = json!("partition");
-    let (_, failed) = post(&client, &base, &token, "&wait=true", partition).await;
+    let (_, failed) = api.post("&wait=true", partition).await;
     assert_eq!(failed["command_error"]["type"], "InvalidImage");
 
     // prepare_image validates image_info up front (HTTP 400, nothing recorded).
-    let (code, fault) = post(
-        &client,
-        &base,
-        &token,
-        "",
-        json!({"name": "standby.prepare_image", "params": {"image_info": {"id": "x", "urls": []}}}),
-    )
-    .await;
+    let (code, fault) = api
+        .post("", json!({"name": "standby.prepare_image", "params": {"image_info": {"id": "x", "urls": []}}}))
+        .await;
     assert_eq!(code, 400, "{fault}");
 
-    // A 404 image via prepare_image: ImageDownloadError.
-    let (_, failed) = post(&client, &base, &token, "&wait=true", json!({"name": "standby.prepare_image", "params": {
-        "image_info": {"id": "gone", "urls": [server.url_of("gone.qcow2")], "os_hash_algo": "sha256", "os_hash_value": sum}}})).await;
+    // A missing image: ImageDownloadError naming the status.
+    let failed = api
+        .run(
+            "standby.prepare_image",
+            json!({"image_info": {"id": "gone", "urls": [server.url_of("gone.qcow2")],
+            "os_hash_algo": "sha256", "os_hash_value": sum}}),
+        )
+        .await;
     assert_eq!(
         failed["command_error"]["type"], "ImageDownloadError",
         "{failed}"
@@ -195,23 +137,15 @@ async fn write_image_deploy_step_as_ironic_sends_it() {
 async fn no_disk_is_touched_without_an_allow_list() {
     let (dir, raw) = fixture(SIZE);
     let server = ImageServer::start(dir.path().to_path_buf()).await;
-    let mac = "52:54:00:ff:00:02";
-    let conductor = Conductor::start(&["--fast-track", "true"]).await;
-    let node = conductor
-        .create_node(json!({"driver": "fake-hardware"}))
+    let pair = Pair::start(&[], "52:54:00:ff:00:02", &[]).await;
+    let failed = pair
+        .api()
+        .run(
+            "standby.prepare_image",
+            json!({"image_info": {"id": "disk.raw", "urls": [server.url_of("disk.raw")],
+            "os_hash_algo": "sha256", "os_hash_value": sha256_file(&raw)}}),
+        )
         .await;
-    let uuid = node["uuid"].as_str().unwrap().to_string();
-    conductor.create_port(&uuid, mac).await;
-    let agent = Agent::start(&conductor.url, &[mac], &[]);
-    let pem = wait_for("agent certificate", Duration::from_secs(20), || {
-        let pem = conductor.agent_certificate(&uuid);
-        async move { pem }
-    })
-    .await;
-    let token = conductor.agent_token(&uuid).unwrap();
-    let client = agent_client(Some(&pem)).unwrap();
-    let (_, failed) = post(&client, &agent.url("https"), &token, "&wait=true", json!({"name": "standby.prepare_image", "params": {
-        "image_info": {"id": "disk.raw", "urls": [server.url_of("disk.raw")], "os_hash_algo": "sha256", "os_hash_value": sha256_file(&raw)}}})).await;
     assert_eq!(failed["command_status"], "FAILED");
     assert_eq!(failed["command_error"]["type"], "DeviceNotFound");
     assert!(server.log().is_empty(), "nothing was even downloaded");

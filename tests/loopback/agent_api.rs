@@ -10,43 +10,7 @@ use serde_json::{json, Value};
 
 use crate::deployed_pair;
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn post(&self, query: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .client
-            .post(format!(
-                "{}/v1/commands/?agent_token={}{query}",
-                self.base, self.token
-            ))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
-    }
-}
+type Api = ferrite_tests::AgentApi;
 
 fn burnin(seconds: u64) -> Value {
     json!({"name": "clean.execute_clean_step", "params": {
