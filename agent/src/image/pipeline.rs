@@ -22,8 +22,8 @@ use super::ImageError;
 /// Zero detection granularity for raw data.
 const ZERO_BLOCK: u64 = 64 << 10;
 /// Chunks in flight between download and decode, and ops between decode and write.
-const CHUNK_QUEUE: usize = 8;
-const OP_QUEUE: usize = 16;
+const CHUNK_QUEUE: usize = 4;
+const OP_QUEUE: usize = 8;
 /// Largest single Range request for qcow2 tables.
 const TABLE_READ_MAX: u64 = 16 << 20;
 /// A qcow2 whose tables trail their data needs another pass; more than

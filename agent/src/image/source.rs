@@ -394,6 +394,8 @@ async fn flush(
         return Ok(0);
     }
     let chunk = pending.split().freeze();
+    // One allocation per chunk, not a doubling series of them.
+    pending.reserve(CHUNK_BYTES);
     let n = chunk.len() as u64;
     tx.send(chunk)
         .await
