@@ -115,6 +115,25 @@ async fn write_image_deploy_step_as_ironic_sends_it() {
         .await;
     assert_eq!(code, 400, "{fault}");
 
+    // `checksum` as the URL of a checksums file, as Ironic passes it through.
+    std::fs::write(
+        dir.path().join("SHA256SUMS"),
+        format!("{}  other.img\n{sum} *disk.qcow2\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let by_url = api
+        .run(
+            "standby.prepare_image",
+            json!({"image_info": {"id": "disk.qcow2", "urls": [server.url_of("disk.qcow2")],
+            "disk_format": "qcow2", "checksum": server.url_of("SHA256SUMS")}}),
+        )
+        .await;
+    assert_eq!(by_url["command_status"], "SUCCEEDED", "{by_url}");
+    assert!(by_url["command_result"]["result"]
+        .as_str()
+        .unwrap()
+        .starts_with("prepare_image: image (disk.qcow2) written"));
+
     // A missing image: ImageDownloadError naming the status.
     let failed = api
         .run(
