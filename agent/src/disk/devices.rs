@@ -39,8 +39,10 @@ impl DiskPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A disk with the attributes IPA reports and root device hints match on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BlockDevice {
+    /// Kernel name (`sda`, `nvme0n1`).
     pub name: String,
     pub path: PathBuf,
     pub size: u64,
@@ -49,6 +51,15 @@ pub struct BlockDevice {
     pub removable: bool,
     pub model: String,
     pub vendor: String,
+    pub serial: Option<String>,
+    pub wwn: Option<String>,
+    pub wwn_with_extension: Option<String>,
+    pub wwn_vendor_extension: Option<String>,
+    pub hctl: Option<String>,
+    pub by_path: Option<String>,
+    pub logical_sectors: u64,
+    pub physical_sectors: u64,
+    pub tran: Option<String>,
 }
 
 /// Kernel names of devices that are never install targets (unless listed
@@ -59,6 +70,96 @@ fn read_trim(path: &Path) -> String {
     fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn first_entry(dir: &Path) -> Option<String> {
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .min()
+}
+
+/// NVMe and virtio expose `serial`; SCSI disks answer VPD page 0x80.
+fn serial_of(dir: &Path) -> Option<String> {
+    for f in ["device/serial", "serial"] {
+        if let Some(s) = non_empty(read_trim(&dir.join(f))) {
+            return Some(s);
+        }
+    }
+    let page = fs::read(dir.join("device/vpd_pg80")).ok()?;
+    let len = *page.get(3)? as usize;
+    let raw = page.get(4..4 + len)?;
+    non_empty(String::from_utf8_lossy(raw).trim().to_string())
+}
+
+/// udev's `ID_WWN` family from sysfs `wwid`: `naa.<hex>` → `0x<first 16 hex>`
+/// (+ the full value and the vendor extension for 32-digit NAA-6 names);
+/// other forms (`eui.`, `t10.`, NVMe) as given.
+fn wwn_of(dir: &Path) -> (Option<String>, Option<String>, Option<String>) {
+    let wwid = [dir.join("device/wwid"), dir.join("wwid")]
+        .iter()
+        .map(|p| read_trim(p))
+        .find(|s| !s.is_empty());
+    let Some(wwid) = wwid else {
+        return (None, None, None);
+    };
+    match wwid.strip_prefix("naa.") {
+        Some(hex) if hex.len() >= 16 => {
+            let hex = hex.to_ascii_lowercase();
+            let wwn = format!("0x{}", &hex[..16]);
+            let ext = (hex.len() == 32).then(|| format!("0x{}", &hex[16..]));
+            (Some(wwn), Some(format!("0x{hex}")), ext)
+        }
+        _ => (Some(wwid.clone()), Some(wwid), None),
+    }
+}
+
+/// The `/dev/disk/by-path` link that points at this disk.
+fn by_path_of(dev_root: &Path, name: &str) -> Option<String> {
+    let dir = dev_root.join("disk/by-path");
+    fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            fs::read_link(e.path())
+                .ok()
+                .and_then(|t| t.file_name().map(|f| f == name))
+                .unwrap_or(false)
+        })
+        .map(|e| format!("/dev/disk/by-path/{}", e.file_name().to_string_lossy()))
+        .min()
+}
+
+/// lsblk's TRAN, from where the device sits in the sysfs device tree.
+fn transport_of(name: &str, dir: &Path) -> Option<String> {
+    if name.starts_with("nvme") {
+        return Some("nvme".into());
+    }
+    let real = fs::canonicalize(dir.join("device"))
+        .ok()?
+        .to_string_lossy()
+        .into_owned();
+    let tran = if real.contains("/usb") {
+        "usb"
+    } else if real.contains("/ata") {
+        "sata"
+    } else if real.contains("/rport-") {
+        "fc"
+    } else if real.contains("/session") {
+        "iscsi"
+    } else if real.contains("/end_device-") || real.contains("/expander-") {
+        "sas"
+    } else if name.starts_with("mmcblk") {
+        "mmc"
+    } else {
+        return None;
+    };
+    Some(tran.into())
 }
 
 /// Disks under `<sysfs>/block`, sorted by name, filtered by the policy.
@@ -89,6 +190,7 @@ pub fn list_block_devices(
             if sectors == 0 {
                 return None;
             }
+            let (wwn, wwn_with_extension, wwn_vendor_extension) = wwn_of(&dir);
             Some(BlockDevice {
                 size: sectors * 512,
                 rotational: read_trim(&dir.join("queue/rotational")) == "1",
@@ -96,6 +198,19 @@ pub fn list_block_devices(
                 removable: read_trim(&dir.join("removable")) == "1",
                 model: read_trim(&dir.join("device/model")),
                 vendor: read_trim(&dir.join("device/vendor")),
+                serial: serial_of(&dir),
+                wwn,
+                wwn_with_extension,
+                wwn_vendor_extension,
+                hctl: first_entry(&dir.join("device/scsi_device")),
+                by_path: by_path_of(dev_root, &name),
+                logical_sectors: read_trim(&dir.join("queue/logical_block_size"))
+                    .parse()
+                    .unwrap_or(512),
+                physical_sectors: read_trim(&dir.join("queue/physical_block_size"))
+                    .parse()
+                    .unwrap_or(512),
+                tran: transport_of(&name, &dir),
                 name,
                 path,
             })
@@ -115,6 +230,65 @@ mod tests {
         fs::write(d.join("size"), format!("{sectors}\n")).unwrap();
         fs::write(d.join("ro"), if ro { "1\n" } else { "0\n" }).unwrap();
         fs::write(d.join("queue/rotational"), "0\n").unwrap();
+    }
+
+    #[test]
+    fn scsi_and_nvme_attributes() {
+        let sys = tempfile::tempdir().unwrap();
+        let dev = tempfile::tempdir().unwrap();
+        disk(sys.path(), "sda", 100 << 21, false);
+        disk(sys.path(), "nvme0n1", 200 << 21, false);
+        let sda = sys.path().join("block/sda");
+        fs::create_dir_all(sda.join("device/scsi_device/2:0:1:0")).unwrap();
+        fs::write(
+            sda.join("device/wwid"),
+            "naa.5000c500a1b2c3d4e5f6a7b8c9d0e1f2\n",
+        )
+        .unwrap();
+        fs::write(sda.join("device/model"), "PERC H740P      \n").unwrap();
+        fs::write(sda.join("device/vendor"), "DELL    \n").unwrap();
+        let mut vpd = vec![0u8, 0x80, 0, 8];
+        vpd.extend_from_slice(b"ZA1B2C3D");
+        fs::write(sda.join("device/vpd_pg80"), vpd).unwrap();
+        fs::write(sda.join("queue/logical_block_size"), "512\n").unwrap();
+        fs::write(sda.join("queue/physical_block_size"), "4096\n").unwrap();
+        let nvme = sys.path().join("block/nvme0n1");
+        fs::create_dir_all(nvme.join("device")).unwrap();
+        fs::write(nvme.join("device/serial"), "S4EVNX0M123456  \n").unwrap();
+        fs::write(nvme.join("wwid"), "eui.0025388b71b2c3d4\n").unwrap();
+        fs::create_dir_all(dev.path().join("disk/by-path")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../sda",
+            dev.path()
+                .join("disk/by-path/pci-0000:18:00.0-scsi-0:2:1:0"),
+        )
+        .unwrap();
+
+        let devs = list_block_devices(sys.path(), dev.path(), &DiskPolicy::All);
+        let (nv, sd) = (&devs[0], &devs[1]);
+        assert_eq!(sd.serial.as_deref(), Some("ZA1B2C3D"));
+        assert_eq!(sd.wwn.as_deref(), Some("0x5000c500a1b2c3d4"));
+        assert_eq!(
+            sd.wwn_with_extension.as_deref(),
+            Some("0x5000c500a1b2c3d4e5f6a7b8c9d0e1f2")
+        );
+        assert_eq!(
+            sd.wwn_vendor_extension.as_deref(),
+            Some("0xe5f6a7b8c9d0e1f2")
+        );
+        assert_eq!(sd.hctl.as_deref(), Some("2:0:1:0"));
+        assert_eq!(
+            sd.by_path.as_deref(),
+            Some("/dev/disk/by-path/pci-0000:18:00.0-scsi-0:2:1:0")
+        );
+        assert_eq!(
+            (sd.model.as_str(), sd.vendor.as_str()),
+            ("PERC H740P", "DELL")
+        );
+        assert_eq!((sd.logical_sectors, sd.physical_sectors), (512, 4096));
+        assert_eq!(nv.serial.as_deref(), Some("S4EVNX0M123456"));
+        assert_eq!(nv.wwn.as_deref(), Some("eui.0025388b71b2c3d4"));
+        assert_eq!(nv.tran.as_deref(), Some("nvme"));
     }
 
     #[test]

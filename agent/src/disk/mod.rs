@@ -2,7 +2,9 @@
 //! on a host away from that host's disks, and root-device choice.
 
 pub mod devices;
+pub mod hints;
 pub mod root;
 
 pub use devices::{list_block_devices, BlockDevice, DiskPolicy};
+pub use hints::RootDeviceHints;
 pub use root::choose_root_device;

@@ -1,9 +1,9 @@
-//! Which disk gets the image: Ironic's root device hints (the `name` hint
-//! so far), else IPA's rule: the smallest disk of at least 4 GiB.
+//! Which disk gets the image: the first disk matching Ironic's root device
+//! hints, else IPA's rule: the smallest disk of at least 4 GiB.
 
 use serde_json::{Map, Value};
 
-use super::BlockDevice;
+use super::{BlockDevice, RootDeviceHints};
 use crate::errors::RestError;
 
 const MIN_ROOT_SIZE: u64 = 4 << 30;
@@ -32,26 +32,18 @@ pub fn choose_root_device(
     hints: Option<&Map<String, Value>>,
 ) -> Result<BlockDevice, RestError> {
     let usable: Vec<&BlockDevice> = devices.iter().filter(|d| !d.read_only).collect();
-    if let Some(hints) = hints.filter(|h| !h.is_empty()) {
-        if let Some(other) = hints.keys().find(|k| k.as_str() != "name") {
-            return Err(RestError::device_not_found(format!(
-                "root device hint {other:?} is not supported by this agent yet (only \"name\"); disks seen: {}",
-                describe(devices)
-            )));
-        }
-        let wanted = hints
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let wanted = wanted.trim_start_matches("s== ");
+    if let Some(raw) = hints.filter(|h| !h.is_empty()) {
+        let parsed = RootDeviceHints::parse(raw).map_err(|e| {
+            RestError::device_not_found(format!("{e}; disks seen: {}", describe(devices)))
+        })?;
         return usable
             .iter()
-            .find(|d| d.path.to_string_lossy() == wanted || d.name == wanted.trim_start_matches("/dev/"))
+            .find(|d| parsed.matches(d))
             .map(|d| (*d).clone())
             .ok_or_else(|| {
                 RestError::device_not_found(format!(
                     "No suitable device was found for deployment using these hints {}; disks seen: {}",
-                    Value::Object(hints.clone()),
+                    Value::Object(raw.clone()),
                     describe(devices)
                 ))
             });
@@ -83,11 +75,8 @@ mod tests {
             name: name.into(),
             path: PathBuf::from(format!("/dev/{name}")),
             size: gib << 30,
-            rotational: false,
             read_only: ro,
-            removable: false,
-            model: String::new(),
-            vendor: String::new(),
+            ..BlockDevice::default()
         }
     }
 
@@ -119,7 +108,12 @@ mod tests {
             "{}",
             err.details
         );
-        let unsupported = json!({"serial": "abc"});
-        assert!(choose_root_device(&devs, unsupported.as_object()).is_err());
+        let unknown = json!({"colour": "red"});
+        let err = choose_root_device(&devs, unknown.as_object()).unwrap_err();
+        assert!(
+            err.details.contains("unknown root device hint"),
+            "{}",
+            err.details
+        );
     }
 }
