@@ -31,6 +31,8 @@ pub struct Config {
     pub api_urls: Vec<Url>,
     /// `BOOTIF`: the MAC the machine PXE-booted from (normalized).
     pub boot_mac: Option<String>,
+    /// `BOOTIF` as given (the inventory's `boot.pxe_interface`).
+    pub bootif_raw: Option<String>,
     /// `ipa-insecure`: skip TLS verification towards Ironic.
     pub insecure: bool,
     /// `ipa-debug`.
@@ -75,6 +77,8 @@ pub struct Config {
     pub sysfs_root: PathBuf,
     /// Where procfs is mounted (fixture trees in tests).
     pub procfs_root: PathBuf,
+    /// Where device nodes and udev links live.
+    pub dev_root: PathBuf,
     /// Scratch directory for the certificate and key (`/run/ferrite-agent`).
     pub run_dir: PathBuf,
 }
@@ -100,6 +104,7 @@ impl Default for Config {
         Self {
             api_urls: Vec::new(),
             boot_mac: None,
+            bootif_raw: None,
             insecure: false,
             debug: false,
             agent_token: None,
@@ -121,6 +126,7 @@ impl Default for Config {
             image_download_retry_interval: Duration::from_secs(10),
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
+            dev_root: PathBuf::from("/dev"),
             run_dir: PathBuf::from("/run/ferrite-agent"),
         }
     }
@@ -154,7 +160,10 @@ impl Config {
     fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         match key {
             "ipa-api-url" => self.api_urls = parse_urls("ipa-api-url", value)?,
-            "BOOTIF" => self.boot_mac = Some(parse_bootif(value)?),
+            "BOOTIF" => {
+                self.boot_mac = Some(parse_bootif(value)?);
+                self.bootif_raw = Some(value.to_string());
+            }
             "ipa-insecure" => self.insecure = parse_bool("ipa-insecure", value)?,
             "ipa-debug" => self.debug = parse_bool("ipa-debug", value)?,
             "ipa-agent-token" => self.agent_token = non_empty(value),

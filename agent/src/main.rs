@@ -30,6 +30,9 @@ struct Cli {
     /// Root of the procfs tree to read from.
     #[arg(long, default_value = "/proc")]
     procfs_root: PathBuf,
+    /// Root of the device tree (`/dev/disk/by-path` links).
+    #[arg(long, default_value = "/dev")]
+    dev_root: PathBuf,
     /// Scratch directory for the TLS certificate and key.
     #[arg(long, default_value = "/run/ferrite-agent")]
     run_dir: PathBuf,
@@ -57,6 +60,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = Config::from_params(&params)?;
     config.sysfs_root = cli.sysfs_root.clone();
     config.procfs_root = cli.procfs_root.clone();
+    config.dev_root = cli.dev_root.clone();
     config.run_dir = cli.run_dir.clone();
     Ok(config)
 }

@@ -234,6 +234,7 @@ impl Agent {
             fs::create_dir_all(&nic).expect("fixture sysfs");
             fs::write(nic.join("address"), format!("{mac}\n")).expect("address");
             fs::write(nic.join("type"), "1\n").expect("type");
+            fs::create_dir_all(nic.join("device")).expect("fixture device");
         }
         // Block devices are the host's real ones (loop devices in tests); the
         // agent only touches those its `ferrite-disks` allow-list names.

@@ -287,3 +287,35 @@ async fn without_a_token_every_command_route_is_401() {
         .get("agent_url")
         .is_none());
 }
+
+#[tokio::test]
+async fn hardware_inventory_over_the_api() {
+    let pair =
+        ferrite_tests::Pair::start(&[], "52:54:00:bb:00:03", &["BOOTIF=01-52-54-00-bb-00-03"])
+            .await;
+    let api = pair.api();
+    for name in ["system.get_hardware_info", "poll.get_hardware_info"] {
+        let result = api.run(name, json!({})).await;
+        assert_eq!(result["command_status"], "SUCCEEDED", "{result}");
+        let inv = &result["command_result"];
+        for key in [
+            "interfaces",
+            "cpu",
+            "disks",
+            "memory",
+            "bmc_address",
+            "bmc_v6address",
+            "system_vendor",
+            "boot",
+            "hostname",
+        ] {
+            assert!(inv.get(key).is_some(), "{name}: inventory lacks {key}");
+        }
+        assert_eq!(inv["boot"]["pxe_interface"], "01-52-54-00-bb-00-03");
+        assert!(
+            inv["memory"]["total"].as_u64().unwrap() > 0,
+            "procfs is the real one"
+        );
+        assert!(inv["cpu"]["count"].as_u64().unwrap() >= 1);
+    }
+}

@@ -74,7 +74,7 @@ pub fn prepare_image(
         ));
     }
     let cfg = &ctx.config;
-    let devices = list_block_devices(&cfg.sysfs_root, Path::new("/dev"), &cfg.disk_policy());
+    let devices = list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy());
     let device = choose_root_device(&devices, hints(node).as_ref())?;
     info!(image = %info.id, device = %device.path.display(), size = device.size, "deploying whole-disk image");
 

@@ -175,7 +175,8 @@ pub fn list_block_devices(
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let path = dev_root.join(&name);
+            // Device nodes are always /dev/<name>; `dev_root` only locates udev links.
+            let path = Path::new("/dev").join(&name);
             if !policy.allows(&path) {
                 return None;
             }

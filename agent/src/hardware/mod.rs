@@ -3,6 +3,7 @@
 
 pub mod burnin;
 pub mod generic;
+pub mod inventory;
 pub mod manager;
 pub mod nics;
 

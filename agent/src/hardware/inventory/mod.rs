@@ -1,0 +1,190 @@
+//! The hardware inventory in IPA's `list_hardware_info` shape, read natively
+//! from sysfs, procfs, the SMBIOS table and the kernel's address list. All
+//! roots are injectable so tests run on fixture trees.
+
+pub mod cpu;
+pub mod net;
+pub mod smbios;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ferrite_protocol::inventory::{Boot, Disk, Firmware, Inventory, Memory, SystemVendor};
+
+use crate::disk::{list_block_devices, DiskPolicy};
+
+/// Where to read from.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub sysfs: PathBuf,
+    pub procfs: PathBuf,
+    pub dev: PathBuf,
+}
+
+impl Roots {
+    /// The live system (IPs come from the kernel only then).
+    pub fn is_live(&self) -> bool {
+        self.sysfs == Path::new("/sys")
+    }
+}
+
+/// Collect the inventory. `bootif` is the raw `BOOTIF` kernel parameter.
+pub fn collect(
+    roots: &Roots,
+    bootif: Option<&str>,
+    hostname: &str,
+    architecture: &str,
+) -> Inventory {
+    let addresses = if roots.is_live() {
+        net::live_addresses()
+    } else {
+        net::Addresses::new()
+    };
+    let dmi = fs::read(roots.sysfs.join("firmware/dmi/tables/DMI"))
+        .map(|t| smbios::parse(&t))
+        .unwrap_or_default();
+    let total = fs::read_to_string(roots.procfs.join("meminfo"))
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0);
+    let disks = list_block_devices(&roots.sysfs, &roots.dev, &DiskPolicy::All)
+        .into_iter()
+        .map(|d| Disk {
+            name: d.path.to_string_lossy().into_owned(),
+            model: Some(d.model),
+            size: d.size,
+            rotational: d.rotational,
+            wwn: d.wwn,
+            serial: d.serial,
+            vendor: Some(d.vendor),
+            wwn_with_extension: d.wwn_with_extension,
+            wwn_vendor_extension: d.wwn_vendor_extension,
+            hctl: d.hctl,
+            by_path: d.by_path,
+            logical_sectors: d.logical_sectors,
+            physical_sectors: d.physical_sectors,
+            tran: d.tran,
+        })
+        .collect();
+    Inventory {
+        interfaces: net::collect(&roots.sysfs, &addresses),
+        cpu: cpu::collect(&roots.procfs, &roots.sysfs, architecture),
+        disks,
+        memory: Memory {
+            total,
+            physical_mb: dmi.memory_mb,
+        },
+        // No IPMI client yet: reported as absent.
+        bmc_address: None,
+        bmc_v6address: None,
+        bmc_mac: None,
+        system_vendor: SystemVendor {
+            product_name: dmi.product_name,
+            serial_number: dmi.serial_number,
+            manufacturer: dmi.manufacturer,
+            firmware: Firmware {
+                vendor: dmi.bios_vendor,
+                version: dmi.bios_version,
+                build_date: dmi.bios_date,
+            },
+        },
+        boot: Boot {
+            current_boot_mode: if roots.sysfs.join("firmware/efi").exists() {
+                "uefi"
+            } else {
+                "bios"
+            }
+            .into(),
+            pxe_interface: bootif.map(str::to_string),
+        },
+        hostname: hostname.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixture_tree_gives_a_complete_inventory() {
+        let root = tempfile::tempdir().unwrap();
+        let sys = root.path().join("sys");
+        let proc_ = root.path().join("proc");
+        let dev = root.path().join("dev");
+        for d in [&sys, &proc_, &dev] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(
+            proc_.join("meminfo"),
+            "MemTotal:        2097152 kB\nMemFree: 1 kB\n",
+        )
+        .unwrap();
+        fs::write(proc_.join("cpuinfo"), "processor\t: 0\nmodel name\t: QEMU Virtual CPU\ncpu MHz\t: 2400.000\nflags\t: fpu lm\n").unwrap();
+        fs::create_dir_all(sys.join("firmware/efi")).unwrap();
+        fs::create_dir_all(sys.join("firmware/dmi/tables")).unwrap();
+        let mut table = smbios::structure(1, &[1, 2, 0, 0], &["QEMU", "Standard PC"]);
+        let mut mem = vec![0u8; 0x20];
+        mem[0x0c - 4..0x0e - 4].copy_from_slice(&2048u16.to_le_bytes());
+        table.extend(smbios::structure(17, &mem, &[]));
+        fs::write(sys.join("firmware/dmi/tables/DMI"), table).unwrap();
+        let nvme = sys.join("block/nvme0n1");
+        fs::create_dir_all(nvme.join("queue")).unwrap();
+        fs::write(nvme.join("size"), format!("{}\n", 800u64 << 21)).unwrap();
+        let roots = Roots {
+            sysfs: sys,
+            procfs: proc_,
+            dev,
+        };
+        let inv = collect(&roots, Some("01-52-54-00-ab-cd-01"), "node-1", "x86_64");
+        assert_eq!(inv.memory.total, 2 << 30);
+        assert_eq!(inv.memory.physical_mb, Some(2048));
+        assert_eq!(inv.cpu.count, 1);
+        assert_eq!(inv.boot.current_boot_mode, "uefi");
+        assert_eq!(
+            inv.boot.pxe_interface.as_deref(),
+            Some("01-52-54-00-ab-cd-01")
+        );
+        assert_eq!(inv.system_vendor.manufacturer.as_deref(), Some("QEMU"));
+        assert_eq!(inv.disks.len(), 1);
+        assert_eq!(inv.disks[0].name, "/dev/nvme0n1");
+        assert_eq!(inv.disks[0].size, 800 << 30);
+        assert_eq!(inv.disks[0].tran.as_deref(), Some("nvme"));
+        assert_eq!(inv.hostname, "node-1");
+    }
+
+    /// This project's CI machine, captured with `scripts/capture-hardware-fixture`.
+    #[test]
+    fn captured_ci_vm() {
+        let base =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hardware/ferrite-ci-vm");
+        let roots = Roots {
+            sysfs: base.join("sys"),
+            procfs: base.join("proc"),
+            dev: base.join("dev"),
+        };
+        let inv = collect(&roots, None, "ci", "x86_64");
+        let names: Vec<_> = inv.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eth0"], "ifb*/lo are virtual");
+        let eth0 = &inv.interfaces[0];
+        assert_eq!(eth0.mac_address, "02:fc:00:00:00:01");
+        assert_eq!(eth0.pci_address.as_deref(), Some("0000:00:03.0"));
+        assert_eq!(eth0.driver.as_deref(), Some("virtio_net"));
+        assert_eq!(eth0.vendor.as_deref(), Some("0x1af4"));
+        assert_eq!(inv.cpu.count, 2);
+        assert_eq!(inv.cpu.model_name.as_deref(), Some("AMD EPYC"));
+        assert_eq!(inv.disks.len(), 1);
+        assert_eq!(
+            (inv.disks[0].name.as_str(), inv.disks[0].size),
+            ("/dev/vda", 536870912 * 512)
+        );
+        assert_eq!(inv.disks[0].vendor.as_deref(), Some("0x1af4"));
+        assert_eq!(inv.boot.current_boot_mode, "bios");
+        assert!(inv.memory.total > 20 << 30);
+        assert_eq!(inv.memory.physical_mb, None, "this VM has no SMBIOS table");
+    }
+}
