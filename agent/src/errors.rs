@@ -131,6 +131,10 @@ impl RestError {
         .with(details)
     }
 
+    pub fn block_device_erase(details: impl Into<String>) -> Self {
+        Self::base("BlockDeviceEraseError", 500, "Error erasing block device").with(details)
+    }
+
     pub fn unknown_node() -> Self {
         Self::base(
             "UnknownNodeError",

@@ -126,6 +126,8 @@ pub fn same_prefix(a: &Path, b: &Path, len: u64) -> Result<(), String> {
 pub struct LoopDevice {
     pub path: PathBuf,
     backing: PathBuf,
+    /// Partition nodes made by `partition_nodes` (no udev here), removed on drop.
+    made_nodes: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl LoopDevice {
@@ -155,21 +157,74 @@ impl LoopDevice {
             f.sync_all().expect("sync");
         }
         let out = run(Command::new("losetup")
-            .args(["--find", "--show"])
+            .args(["--find", "--show", "--partscan"])
             .arg(&backing));
         Self {
             path: PathBuf::from(out.trim()),
             backing,
+            made_nodes: Default::default(),
         }
     }
 
     pub fn backing(&self) -> &Path {
         &self.backing
     }
+
+    fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Partitions the kernel sees now (`/sys/block/loopN/loopNpK`).
+    pub fn kernel_partitions(&self) -> Vec<String> {
+        let dir = Path::new("/sys/block").join(self.name());
+        let mut parts: Vec<String> = fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("partition").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        parts.sort();
+        parts
+    }
+
+    /// Re-read the partition table and make the /dev nodes udev would make.
+    pub fn partition_nodes(&self) -> Vec<PathBuf> {
+        let _ = Command::new("partx").arg("-u").arg(&self.path).status();
+        let mut out = Vec::new();
+        for part in self.kernel_partitions() {
+            let node = Path::new("/dev").join(&part);
+            if !node.exists() {
+                let devnum = fs::read_to_string(
+                    Path::new("/sys/block")
+                        .join(self.name())
+                        .join(&part)
+                        .join("dev"),
+                )
+                .expect("dev");
+                let (major, minor) = devnum.trim().split_once(':').expect("major:minor");
+                run(Command::new("mknod")
+                    .arg(&node)
+                    .arg("b")
+                    .arg(major)
+                    .arg(minor));
+                self.made_nodes.borrow_mut().push(node.clone());
+            }
+            out.push(node);
+        }
+        out
+    }
 }
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
+        for node in self.made_nodes.borrow().iter() {
+            let _ = fs::remove_file(node);
+        }
         let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
         let _ = fs::remove_file(&self.backing);
     }
@@ -198,4 +253,41 @@ pub fn compress(src: &Path, out: &Path, kind: &str) -> PathBuf {
         other => panic!("unknown compression {other}"),
     }
     out.to_path_buf()
+}
+
+/// Write a Linux software-RAID v1.2 member superblock (4 KiB into the
+/// device), checksummed as the kernel and libblkid expect. For kernels
+/// without md support, where `mdadm --create` cannot run.
+pub fn write_md_v12_superblock(dev: &Path, uuid_seed: u8) {
+    let max_dev: u32 = 2;
+    let len = 256 + 2 * max_dev as usize;
+    let mut sb = vec![0u8; len];
+    let put32 =
+        |sb: &mut [u8], off: usize, v: u32| sb[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 =
+        |sb: &mut [u8], off: usize, v: u64| sb[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    put32(&mut sb, 0, 0xa92b_4efc); // magic
+    put32(&mut sb, 4, 1); // major_version
+    for (i, b) in sb[16..32].iter_mut().enumerate() {
+        *b = uuid_seed.wrapping_add(i as u8); // set_uuid
+    }
+    sb[32..32 + 12].copy_from_slice(b"ferrite:test");
+    put32(&mut sb, 72, 1); // level: raid1
+    put32(&mut sb, 92, 2); // raid_disks
+    put64(&mut sb, 128, 2048); // data_offset (sectors)
+    put64(&mut sb, 136, 8192); // data_size
+    put64(&mut sb, 144, 8); // super_offset: sector 8 = 4 KiB
+    put32(&mut sb, 220, max_dev);
+    let mut sum: u64 = sb
+        .chunks_exact(4)
+        .map(|w| u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+        .sum();
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    put32(&mut sb, 216, sum as u32);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(dev)
+        .expect("open md member");
+    f.write_all_at(&sb, 4096).expect("write md superblock");
+    f.sync_all().expect("sync");
 }

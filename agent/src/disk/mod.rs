@@ -4,6 +4,7 @@
 pub mod devices;
 pub mod hints;
 pub mod root;
+pub mod wipe;
 
 pub use devices::{list_block_devices, BlockDevice, DiskPolicy};
 pub use hints::RootDeviceHints;

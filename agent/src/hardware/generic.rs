@@ -43,6 +43,16 @@ impl HardwareManager for GenericHardwareManager {
                 run: Arc::new(burnin_cpu),
             },
             StepDef {
+                step: step("erase_devices_metadata", 99, "deploy"),
+                kinds: &[StepKind::Clean],
+                run: Arc::new(erase_devices_metadata),
+            },
+            StepDef {
+                step: step("erase_devices_metadata", 0, "deploy"),
+                kinds: &[StepKind::Deploy],
+                run: Arc::new(erase_devices_metadata),
+            },
+            StepDef {
                 step: step("write_image", 0, "deploy"),
                 kinds: &[StepKind::Deploy, StepKind::Service],
                 run: Arc::new(write_image),
@@ -103,4 +113,77 @@ fn write_image(call: &StepCall) -> Result<Value, RestError> {
         &call.progress,
     )?;
     Ok(serde_json::json!({ "result": format!("prepare_image: {message}") }))
+}
+
+/// Kernel names of a disk's partitions, last first (IPA wipes partitions
+/// before their disk, in reverse name order).
+fn partitions(sysfs: &std::path::Path, disk: &str) -> Vec<String> {
+    let mut parts: Vec<String> = std::fs::read_dir(sysfs.join("block").join(disk))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("partition").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    parts.sort();
+    parts.reverse();
+    parts
+}
+
+/// A member of an assembled software RAID: left to `delete_configuration`, as IPA does.
+fn active_raid_member(holders: &std::path::Path) -> bool {
+    std::fs::read_dir(holders)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("md"))
+        })
+        .unwrap_or(false)
+}
+
+/// `erase_devices_metadata`: every disk this agent may touch, partitions
+/// first; read-only disks and active RAID members are skipped.
+fn erase_devices_metadata(call: &StepCall) -> Result<Value, RestError> {
+    use crate::disk::{list_block_devices, wipe};
+    let cfg = &call.ctx.config;
+    let mut errors = Vec::new();
+    for disk in list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy()) {
+        if disk.read_only {
+            info!(disk = %disk.path.display(), "skipping read-only disk");
+            continue;
+        }
+        let disk_dir = cfg.sysfs_root.join("block").join(&disk.name);
+        let mut devices: Vec<(std::path::PathBuf, std::path::PathBuf)> =
+            partitions(&cfg.sysfs_root, &disk.name)
+                .into_iter()
+                .map(|p| {
+                    (
+                        std::path::Path::new("/dev").join(&p),
+                        disk_dir.join(&p).join("holders"),
+                    )
+                })
+                .collect();
+        devices.push((disk.path.clone(), disk_dir.join("holders")));
+        for (dev, holders) in devices {
+            if active_raid_member(&holders) {
+                info!(device = %dev.display(), "skipping an active software RAID member");
+                continue;
+            }
+            match wipe::wipe_device(&dev) {
+                Ok(w) => {
+                    info!(device = %dev.display(), signatures = ?w.signatures, "metadata erased")
+                }
+                Err(e) => errors.push(format!("{}: {e}", dev.display())),
+            }
+        }
+        wipe::reread_partitions(&disk.path);
+    }
+    if errors.is_empty() {
+        Ok(Value::Null)
+    } else {
+        Err(RestError::block_device_erase(format!(
+            "Failed to erase the metadata on the device(s): {}",
+            errors.join("; ")
+        )))
+    }
 }

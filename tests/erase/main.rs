@@ -1,0 +1,115 @@
+//! `erase_devices_metadata` on real loop devices prepared with every kind
+//! of on-disk metadata: afterwards neither `wipefs` nor `blkid -p` may find
+//! anything, on the disks or on their (former) partitions.
+
+use std::path::Path;
+use std::process::Command;
+
+use ferrite_tests::images::{run, LoopDevice};
+use ferrite_tests::Pair;
+use serde_json::json;
+
+fn sh(cmd: &str) {
+    run(Command::new("sh").arg("-c").arg(cmd));
+}
+
+/// What the probers still see on a device (empty: clean).
+fn leftovers(dev: &Path) -> String {
+    let wipefs = Command::new("wipefs")
+        .arg("--noheadings")
+        .arg("-n")
+        .arg(dev)
+        .output()
+        .expect("wipefs");
+    let blkid = Command::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(dev)
+        .output()
+        .expect("blkid");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&wipefs.stdout).trim(),
+        String::from_utf8_lossy(&blkid.stdout).trim()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_signature_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mib = 1u64 << 20;
+    let mk = |name: &str| LoopDevice::new(dir.path(), name, 320 * mib, false);
+    let (ext4, xfs, vfat, swap, lvm, luks) = (
+        mk("ext4"),
+        mk("xfs"),
+        mk("vfat"),
+        mk("swap"),
+        mk("lvm"),
+        mk("luks"),
+    );
+    let (md_a, md_b, gpt, mbr) = (mk("md-a"), mk("md-b"), mk("gpt"), mk("mbr"));
+    let p = |l: &LoopDevice| l.path.display().to_string();
+
+    sh(&format!("mkfs.ext4 -q -F {}", p(&ext4)));
+    sh(&format!("mkfs.xfs -q -f {}", p(&xfs)));
+    sh(&format!("mkfs.vfat {} >/dev/null", p(&vfat)));
+    sh(&format!("mkswap {} >/dev/null", p(&swap)));
+    sh(&format!("pvcreate -qq -ff -y {}", p(&lvm)));
+    sh(&format!("printf ferrite-test | cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 {} -", p(&luks)));
+    // Members of a software RAID that is not assembled (this kernel has no
+    // md driver, so the v1.2 superblocks are written the way mdadm would).
+    ferrite_tests::images::write_md_v12_superblock(&md_a.path, 1);
+    ferrite_tests::images::write_md_v12_superblock(&md_b.path, 1);
+    // GPT with an ext4 partition, and a DOS table with a vfat partition.
+    // Partition tables (this kernel does not scan loop partitions, so the
+    // tables are checked on the disks themselves).
+    sh(&format!(
+        "sgdisk -n 1:2048:+20M -n 2:0:+20M {} >/dev/null",
+        p(&gpt)
+    ));
+    sh(&format!(
+        "printf 'start=2048, size=40960, type=c\\n' | sfdisk -q {}",
+        p(&mbr)
+    ));
+    let partitions: Vec<_> = gpt
+        .partition_nodes()
+        .into_iter()
+        .chain(mbr.partition_nodes())
+        .collect();
+    for part in &partitions {
+        sh(&format!("mkfs.vfat {} >/dev/null", part.display()));
+    }
+
+    let all = [
+        &ext4, &xfs, &vfat, &swap, &lvm, &luks, &md_a, &md_b, &gpt, &mbr,
+    ];
+    for l in all {
+        assert!(!leftovers(&l.path).is_empty(), "{} was not prepared", p(l));
+    }
+    assert!(leftovers(&gpt.path).contains("gpt") && leftovers(&mbr.path).contains("dos"));
+    let allow = format!(
+        "ferrite-disks={}",
+        all.iter().map(|l| p(l)).collect::<Vec<_>>().join(",")
+    );
+    let pair = Pair::start(&[], "52:54:00:ee:00:09", &[&allow]).await;
+    let result = pair
+        .api()
+        .run(
+            "clean.execute_clean_step",
+            json!({
+            "step": {"step": "erase_devices_metadata", "interface": "deploy", "priority": 99},
+            "node": {}, "ports": [], "clean_version": {"generic_hardware_manager": "1.2"}}),
+        )
+        .await;
+    assert_eq!(result["command_status"], "SUCCEEDED", "{result}");
+    for l in all {
+        assert_eq!(leftovers(&l.path), "", "{} still has metadata", p(l));
+    }
+    // Where the kernel shows partitions, they were wiped too and are gone with their tables.
+    for part in &partitions {
+        assert_eq!(leftovers(part), "", "{} still has metadata", part.display());
+    }
+    assert!(
+        gpt.kernel_partitions().is_empty() && mbr.kernel_partitions().is_empty(),
+        "stale partitions"
+    );
+}
