@@ -119,7 +119,7 @@ impl Conductor {
         let http = reqwest::Client::new();
         let probe = http.clone();
         let root = format!("{url}/");
-        wait_for("the conductor API", Duration::from_secs(20), || {
+        wait_for("the conductor API", Duration::from_secs(60), || {
             let probe = probe.clone();
             let root = root.clone();
             async move {
@@ -327,7 +327,7 @@ impl Pair {
         let agent = Agent::start(&conductor.url, &[mac], agent_params);
         let pem = wait_for(
             "the agent certificate at the conductor",
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             || {
                 let pem = conductor.agent_certificate(&uuid);
                 async move { pem }

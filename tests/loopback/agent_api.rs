@@ -221,7 +221,7 @@ async fn agent_api_round_trips_and_rejects_bad_requests() {
         .post("", json!({"name": "system.lockdown", "params": {}}))
         .await;
     assert_eq!(code, 200);
-    wait_for("the agent API to close", Duration::from_secs(10), || {
+    wait_for("the agent API to close", Duration::from_secs(30), || {
         let port = agent.port;
         async move {
             std::net::TcpStream::connect(("127.0.0.1", port))

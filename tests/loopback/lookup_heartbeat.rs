@@ -18,7 +18,7 @@ async fn lookup_gives_node_and_token_and_conductor_caches_clean_steps_over_verif
     assert_eq!(token.len(), 43, "token_urlsafe(32) length");
 
     // The conductor fetched get_clean_steps over HTTPS, trusting only the PEM.
-    let info = wait_for("cached clean steps", Duration::from_secs(20), || async {
+    let info = wait_for("cached clean steps", Duration::from_secs(60), || async {
         let info = dii(&conductor, &uuid).await;
         info.get("agent_cached_clean_steps")
             .is_some()
@@ -91,7 +91,7 @@ async fn forced_heartbeat_follows_the_end_of_an_async_command() {
     // within ~6 s of the command's end can only be the forced one.
     let (conductor, agent, uuid, pem) =
         deployed_pair(&["--heartbeat-timeout", "60"], "52:54:00:aa:00:03").await;
-    let first = wait_for("first heartbeat", Duration::from_secs(10), || async {
+    let first = wait_for("first heartbeat", Duration::from_secs(30), || async {
         dii(&conductor, &uuid).await["agent_last_heartbeat"]
             .as_str()
             .map(str::to_string)
@@ -116,7 +116,7 @@ async fn forced_heartbeat_follows_the_end_of_an_async_command() {
         .await
         .unwrap();
     assert_eq!(resp["command_status"], "RUNNING");
-    let second = wait_for("a forced heartbeat", Duration::from_secs(9), || async {
+    let second = wait_for("a forced heartbeat", Duration::from_secs(15), || async {
         dii(&conductor, &uuid).await["agent_last_heartbeat"]
             .as_str()
             .filter(|t| *t != first)
@@ -129,7 +129,8 @@ async fn forced_heartbeat_follows_the_end_of_an_async_command() {
         gap >= 4_900,
         "forced beats keep 5 s from the previous one (gap {gap} ms)"
     );
-    assert!(started.elapsed() < Duration::from_secs(12));
+    // Regular beats are at least 18 s apart at this timeout.
+    assert!(started.elapsed() < Duration::from_secs(17));
 }
 
 #[tokio::test]
