@@ -3,6 +3,7 @@
 
 pub mod devices;
 pub mod hints;
+pub mod ioctl;
 pub mod root;
 pub mod wipe;
 

@@ -7,12 +7,10 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-const BLKRRPART: libc::Ioctl = 0x125f;
-const BLKGETSIZE64: libc::Ioctl = 0x8008_1272_u32 as libc::Ioctl;
-const BLKSSZGET: libc::Ioctl = 0x1268;
+use super::ioctl;
+
 /// md superblock magic 0xa92b4efc, little-endian on disk.
 const MD_MAGIC: &[u8] = &[0xfc, 0x4e, 0x2b, 0xa9];
 
@@ -85,24 +83,6 @@ pub struct Wiped {
     pub signatures: Vec<String>,
 }
 
-fn ioctl_u64(f: &File, req: libc::Ioctl) -> io::Result<u64> {
-    let mut v: u64 = 0;
-    // SAFETY: the request writes one u64 (BLKGETSIZE64).
-    if unsafe { libc::ioctl(f.as_raw_fd(), req, &mut v as *mut u64) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
-}
-
-fn sector_size(f: &File) -> u64 {
-    let mut s: libc::c_int = 512;
-    // SAFETY: BLKSSZGET writes one int.
-    if unsafe { libc::ioctl(f.as_raw_fd(), BLKSSZGET, &mut s as *mut libc::c_int) } != 0 {
-        return 512;
-    }
-    s.max(512) as u64
-}
-
 /// Wipe one block device: zero every signature found, then IPA's first and
 /// last `gpt_sectors` (33 for 512-byte sectors, 5 for 4 KiB). Opened
 /// exclusively: a mounted or otherwise held device is an error, not a wipe.
@@ -112,8 +92,8 @@ pub fn wipe_device(path: &Path) -> io::Result<Wiped> {
         .write(true)
         .custom_flags(libc::O_EXCL)
         .open(path)?;
-    let size = ioctl_u64(&f, BLKGETSIZE64)?;
-    let sector = sector_size(&f);
+    let size = ioctl::device_size(&f)?;
+    let sector = ioctl::sector_size(&f);
     let mut found = Vec::new();
     for probe in probes(size, sector) {
         let mut buf = vec![0u8; probe.magic.len()];
@@ -140,8 +120,8 @@ pub fn wipe_device(path: &Path) -> io::Result<Wiped> {
 /// Ask the kernel to drop the partitions of a disk whose table is gone.
 pub fn reread_partitions(path: &Path) {
     if let Ok(f) = File::open(path) {
-        // SAFETY: BLKRRPART takes no argument.
-        let _ = unsafe { libc::ioctl(f.as_raw_fd(), BLKRRPART, 0) };
+        // Best effort: a busy disk keeps its old view until the next boot.
+        let _ = ioctl::reread_partitions(&f);
     }
 }
 

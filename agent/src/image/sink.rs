@@ -7,7 +7,6 @@ use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,12 +15,7 @@ use tracing::{debug, warn};
 
 use super::progress::Progress;
 use super::ImageError;
-
-// <linux/fs.h> block ioctls (the request type differs between glibc and musl).
-const BLKRRPART: libc::Ioctl = 0x125f;
-const BLKSSZGET: libc::Ioctl = 0x1268;
-const BLKGETSIZE64: libc::Ioctl = 0x8008_1272_u32 as libc::Ioctl;
-const BLKZEROOUT: libc::Ioctl = 0x127f;
+use crate::disk::ioctl;
 
 /// One write buffer: large enough for disks to stream, small enough to bound memory.
 const BUFFER_BYTES: usize = 4 << 20;
@@ -96,19 +90,8 @@ impl Target {
                 path,
                 "opening the block device exclusively (is it mounted or in use?)",
             ))?;
-        let mut size: u64 = 0;
-        // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
-        if unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) } != 0 {
-            return Err(io_err(path, "reading the device size")(
-                io::Error::last_os_error(),
-            ));
-        }
-        let mut sector: libc::c_int = 512;
-        // SAFETY: BLKSSZGET writes one int through the pointer.
-        if unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut sector as *mut libc::c_int) } != 0
-        {
-            sector = 512;
-        }
+        let size = ioctl::device_size(&file).map_err(io_err(path, "reading the device size"))?;
+        let sector = ioctl::sector_size(&file);
         // O_DIRECT where the device takes it; the exclusive fd above keeps others out.
         let direct = OpenOptions::new()
             .write(true)
@@ -122,7 +105,7 @@ impl Target {
             direct,
             block: true,
             capacity: Some(size),
-            sector: sector.max(512) as u64,
+            sector,
         })
     }
 
@@ -185,10 +168,7 @@ impl Target {
             return self.write_zeros(offset, len);
         }
         self.write_zeros(offset, start - offset)?;
-        let range: [u64; 2] = [start, end - start];
-        // SAFETY: BLKZEROOUT reads a [start, len] pair of u64.
-        if unsafe { libc::ioctl(self.file.as_raw_fd(), BLKZEROOUT, range.as_ptr()) } != 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = ioctl::zero_out(&self.file, start, end - start) {
             warn!(error = %e, "BLKZEROOUT failed; writing zeros");
             self.write_zeros(start, end - start)?;
         }
@@ -368,9 +348,8 @@ impl Writer {
         }
         t.file.sync_all().map_err(io_err(&t.path, "syncing"))?;
         if t.block {
-            // SAFETY: BLKRRPART takes no argument.
-            if unsafe { libc::ioctl(t.file.as_raw_fd(), BLKRRPART, 0) } != 0 {
-                debug!(error = %io::Error::last_os_error(), "partition table not re-read (device without partition scanning?)");
+            if let Err(e) = ioctl::reread_partitions(&t.file) {
+                debug!(error = %e, "partition table not re-read (device without partition scanning?)");
             }
         }
         Ok(self.target)

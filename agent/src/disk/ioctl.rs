@@ -1,0 +1,50 @@
+//! The block-device ioctls the agent needs (`<linux/fs.h>`). The request
+//! type differs between glibc and musl, hence `libc::Ioctl`.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::io::AsRawFd;
+
+const BLKRRPART: libc::Ioctl = 0x125f;
+const BLKSSZGET: libc::Ioctl = 0x1268;
+const BLKGETSIZE64: libc::Ioctl = 0x8008_1272_u32 as libc::Ioctl;
+const BLKZEROOUT: libc::Ioctl = 0x127f;
+
+/// Size in bytes.
+pub fn device_size(f: &File) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// Logical sector size (at least 512).
+pub fn sector_size(f: &File) -> u64 {
+    let mut sector: libc::c_int = 512;
+    // SAFETY: BLKSSZGET writes one int through the pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKSSZGET, &mut sector as *mut libc::c_int) } != 0 {
+        return 512;
+    }
+    sector.max(512) as u64
+}
+
+/// Make `[start, start+len)` read as zeros (sector-aligned range).
+pub fn zero_out(f: &File, start: u64, len: u64) -> io::Result<()> {
+    let range: [u64; 2] = [start, len];
+    // SAFETY: BLKZEROOUT reads a [start, len] pair of u64.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKZEROOUT, range.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ask the kernel to re-read the partition table.
+pub fn reread_partitions(f: &File) -> io::Result<()> {
+    // SAFETY: BLKRRPART takes no argument.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKRRPART, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
