@@ -113,3 +113,80 @@ async fn no_signature_survives() {
         "stale partitions"
     );
 }
+
+/// All bytes of a device are zero.
+fn all_zero(dev: &Path) -> bool {
+    use std::io::Read;
+    let mut f = std::fs::File::open(dev).expect("open");
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            return true;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return false;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn erase_devices_leaves_only_zeros_and_refuses_read_only_disks() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = LoopDevice::new(dir.path(), "a", 96 << 20, true);
+    let b = LoopDevice::new(dir.path(), "b", 96 << 20, true);
+    let allow = format!("ferrite-disks={},{}", a.path.display(), b.path.display());
+    let pair = Pair::start(&[], "52:54:00:ee:00:0a", &[&allow]).await;
+    let api = pair.api();
+    let step = |name: &str, dii: serde_json::Value| {
+        json!({
+        "step": {"step": name, "interface": "deploy", "priority": 10},
+        "node": {"driver_internal_info": dii}, "ports": [], "clean_version": {"generic_hardware_manager": "1.2"}})
+    };
+    let result = api
+        .run(
+            "clean.execute_clean_step",
+            step(
+                "erase_devices",
+                json!({"agent_erase_devices_iterations": 1, "agent_erase_devices_zeroize": true}),
+            ),
+        )
+        .await;
+    assert_eq!(result["command_status"], "SUCCEEDED", "{result}");
+    assert!(all_zero(&a.path) && all_zero(&b.path), "disks not erased");
+
+    // A read-only disk fails the step unless Ironic says to skip it.
+    let backing = dir.path().join("ro");
+    std::fs::write(&backing, vec![7u8; 8 << 20]).unwrap();
+    let out = run(Command::new("losetup")
+        .args(["--find", "--show", "--read-only"])
+        .arg(&backing));
+    let ro = out.trim().to_string();
+    let allow = format!("ferrite-disks={ro}");
+    let pair = Pair::start(&[], "52:54:00:ee:00:0b", &[&allow]).await;
+    let api = pair.api();
+    let failed = api
+        .run("clean.execute_clean_step", step("erase_devices", json!({})))
+        .await;
+    let skipped = api
+        .run(
+            "clean.execute_clean_step",
+            step(
+                "erase_devices_express",
+                json!({"agent_erase_skip_read_only": true}),
+            ),
+        )
+        .await;
+    let _ = Command::new("losetup").arg("-d").arg(&ro).status();
+    assert_eq!(failed["command_status"], "FAILED", "{failed}");
+    assert_eq!(failed["command_error"]["type"], "BlockDeviceEraseError");
+    assert!(failed["command_error"]["details"]
+        .as_str()
+        .unwrap()
+        .contains("read-only"));
+    assert_eq!(skipped["command_status"], "SUCCEEDED", "{skipped}");
+    assert!(
+        std::fs::read(&backing).unwrap().iter().all(|b| *b == 7),
+        "read-only disk untouched"
+    );
+}

@@ -2,6 +2,7 @@
 //! on a host away from that host's disks, and root-device choice.
 
 pub mod devices;
+pub mod erase;
 pub mod hints;
 pub mod ioctl;
 pub mod root;

@@ -53,6 +53,16 @@ impl HardwareManager for GenericHardwareManager {
                 run: Arc::new(erase_devices_metadata),
             },
             StepDef {
+                step: step("erase_devices", 10, "deploy"),
+                kinds: &[StepKind::Clean],
+                run: Arc::new(|call| erase_devices(call, false)),
+            },
+            StepDef {
+                step: step("erase_devices_express", 0, "deploy"),
+                kinds: &[StepKind::Clean],
+                run: Arc::new(|call| erase_devices(call, true)),
+            },
+            StepDef {
                 step: step("write_image", 0, "deploy"),
                 kinds: &[StepKind::Deploy, StepKind::Service],
                 run: Arc::new(write_image),
@@ -183,6 +193,93 @@ fn erase_devices_metadata(call: &StepCall) -> Result<Value, RestError> {
     } else {
         Err(RestError::block_device_erase(format!(
             "Failed to erase the metadata on the device(s): {}",
+            errors.join("; ")
+        )))
+    }
+}
+
+fn dii_value<'a>(call: &'a StepCall, key: &str) -> Option<&'a Value> {
+    call.node
+        .get("driver_internal_info")
+        .and_then(|d| d.get(key))
+}
+
+fn dii_bool(call: &StepCall, key: &str, default: bool) -> bool {
+    match dii_value(call, key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => {
+            matches!(s.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        }
+        _ => default,
+    }
+}
+
+/// `erase_devices` (`express`: only where the device zeroes in hardware,
+/// else the metadata erase, as IPA falls back). Whole disks, one at a time.
+fn erase_devices(call: &StepCall, express: bool) -> Result<Value, RestError> {
+    use crate::disk::erase::{erase_device, write_zeroes_supported, Tunables};
+    use crate::disk::list_block_devices;
+    let cfg = &call.ctx.config;
+    let tunables = Tunables {
+        iterations: dii_value(call, "agent_erase_devices_iterations")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .unwrap_or(1) as u32,
+        zeroize: dii_bool(call, "agent_erase_devices_zeroize", true),
+    };
+    let skip_read_only = dii_bool(call, "agent_erase_skip_read_only", false);
+    let mut errors = Vec::new();
+    let mut done = serde_json::Map::new();
+    for disk in list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy()) {
+        if disk.read_only {
+            if skip_read_only {
+                info!(disk = %disk.path.display(), "skipping read-only disk");
+            } else {
+                errors.push(format!("{}: the disk is read-only", disk.path.display()));
+            }
+            continue;
+        }
+        if active_raid_member(
+            &cfg.sysfs_root
+                .join("block")
+                .join(&disk.name)
+                .join("holders"),
+        ) {
+            info!(disk = %disk.path.display(), "skipping an active software RAID member");
+            continue;
+        }
+        let zeroes = write_zeroes_supported(&cfg.sysfs_root, &disk.name);
+        if express && !zeroes {
+            info!(disk = %disk.path.display(), "no hardware zeroing: erasing metadata only");
+            match crate::disk::wipe::wipe_device(&disk.path) {
+                Ok(_) => done.insert(
+                    disk.path.display().to_string(),
+                    Value::String("metadata".into()),
+                ),
+                Err(e) => {
+                    errors.push(format!("{}: {e}", disk.path.display()));
+                    continue;
+                }
+            };
+            continue;
+        }
+        info!(disk = %disk.path.display(), zeroes, ?tunables, "erasing disk");
+        match erase_device(&disk.path, zeroes, tunables) {
+            Ok(method) => {
+                info!(disk = %disk.path.display(), ?method, "disk erased");
+                done.insert(
+                    disk.path.display().to_string(),
+                    Value::String(format!("{method:?}")),
+                );
+            }
+            Err(e) => errors.push(format!("{}: {e}", disk.path.display())),
+        }
+        crate::disk::wipe::reread_partitions(&disk.path);
+    }
+    if errors.is_empty() {
+        Ok(Value::Object(done))
+    } else {
+        Err(RestError::block_device_erase(format!(
+            "Failed to erase the device(s): {}",
             errors.join("; ")
         )))
     }
