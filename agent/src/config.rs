@@ -258,16 +258,33 @@ fn non_empty(value: &str) -> Option<String> {
 
 /// oslo's `bool_from_string`, but strict: anything unrecognised is an error
 /// rather than a silent `false`.
-fn parse_bool(param: &'static str, value: &str) -> Result<bool, ConfigError> {
+/// oslo's boolean words.
+pub fn bool_word(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" | "on" | "y" | "yes" => Ok(true),
-        "0" | "f" | "false" | "off" | "n" | "no" => Ok(false),
-        _ => Err(invalid(
+        "1" | "t" | "true" | "on" | "y" | "yes" => Some(true),
+        "0" | "f" | "false" | "off" | "n" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// A boolean as Ironic may send it in JSON: a bool, a number or a word.
+pub fn value_as_bool(value: &serde_json::Value) -> Option<bool> {
+    match value {
+        serde_json::Value::Bool(b) => Some(*b),
+        serde_json::Value::Number(n) => n.as_i64().map(|n| n != 0),
+        serde_json::Value::String(s) => bool_word(s),
+        _ => None,
+    }
+}
+
+fn parse_bool(param: &'static str, value: &str) -> Result<bool, ConfigError> {
+    bool_word(value).ok_or_else(|| {
+        invalid(
             param,
             value,
             "expected a boolean (1/0, true/false, yes/no, on/off)".into(),
-        )),
-    }
+        )
+    })
 }
 
 fn parse_ip(param: &'static str, value: &str) -> Result<IpAddr, ConfigError> {

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::BlockDevice;
+use crate::config::value_as_bool;
 
 const STRING_KEYS: &[&str] = &[
     "model",
@@ -35,19 +36,6 @@ enum Expr {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RootDeviceHints {
     hints: Vec<(String, Expr)>,
-}
-
-fn parse_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => n.as_i64().map(|n| n != 0),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "1" | "t" | "true" | "on" | "y" | "yes" => Some(true),
-            "0" | "f" | "false" | "off" | "n" | "no" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 fn parse_expr(key: &str, raw: &str, numeric: bool) -> Result<Expr, String> {
@@ -103,7 +91,7 @@ impl RootDeviceHints {
                         ))
                     }
                 },
-                "rotational" => Expr::Bool(parse_bool(value).ok_or_else(|| {
+                "rotational" => Expr::Bool(value_as_bool(value).ok_or_else(|| {
                     format!("root device hint rotational must be a boolean, got {value}")
                 })?),
                 k if STRING_KEYS.contains(&k) => {

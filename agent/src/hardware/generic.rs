@@ -83,25 +83,11 @@ fn step(name: &str, priority: i64, interface: &str) -> Step {
     }
 }
 
-/// `driver_info` values come as numbers or strings; both are accepted.
-fn u64_setting(call: &StepCall, key: &str) -> Result<Option<u64>, RestError> {
-    match call.args.get(key).or_else(|| call.driver_info(key)) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-            RestError::invalid_params(format!("{key} must be a non-negative integer"))
-        }),
-        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
-            RestError::invalid_params(format!("{key} must be a non-negative integer, got {s:?}"))
-        }),
-        Some(other) => Err(RestError::invalid_params(format!(
-            "{key} must be an integer, got {other}"
-        ))),
-    }
-}
-
 fn burnin_cpu(call: &StepCall) -> Result<Value, RestError> {
-    let secs = u64_setting(call, "agent_burnin_cpu_timeout")?.unwrap_or(DEFAULT_BURNIN_SECS);
-    let cpus = u64_setting(call, "agent_burnin_cpu_cpu")?.unwrap_or(0) as usize;
+    let secs = call
+        .u64_setting("agent_burnin_cpu_timeout")?
+        .unwrap_or(DEFAULT_BURNIN_SECS);
+    let cpus = call.u64_setting("agent_burnin_cpu_cpu")?.unwrap_or(0) as usize;
     info!(seconds = secs, cpus, "CPU burn-in started");
     let rounds = burn_cpu(Duration::from_secs(secs), cpus);
     info!(rounds, "CPU burn-in finished");
@@ -198,22 +184,6 @@ fn erase_devices_metadata(call: &StepCall) -> Result<Value, RestError> {
     }
 }
 
-fn dii_value<'a>(call: &'a StepCall, key: &str) -> Option<&'a Value> {
-    call.node
-        .get("driver_internal_info")
-        .and_then(|d| d.get(key))
-}
-
-fn dii_bool(call: &StepCall, key: &str, default: bool) -> bool {
-    match dii_value(call, key) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => {
-            matches!(s.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
-        }
-        _ => default,
-    }
-}
-
 /// `erase_devices` (`express`: only where the device zeroes in hardware,
 /// else the metadata erase, as IPA falls back). Whole disks, one at a time.
 fn erase_devices(call: &StepCall, express: bool) -> Result<Value, RestError> {
@@ -221,12 +191,12 @@ fn erase_devices(call: &StepCall, express: bool) -> Result<Value, RestError> {
     use crate::disk::list_block_devices;
     let cfg = &call.ctx.config;
     let tunables = Tunables {
-        iterations: dii_value(call, "agent_erase_devices_iterations")
-            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+        iterations: call
+            .u64_setting("agent_erase_devices_iterations")?
             .unwrap_or(1) as u32,
-        zeroize: dii_bool(call, "agent_erase_devices_zeroize", true),
+        zeroize: call.bool_setting("agent_erase_devices_zeroize", true)?,
     };
-    let skip_read_only = dii_bool(call, "agent_erase_skip_read_only", false);
+    let skip_read_only = call.bool_setting("agent_erase_skip_read_only", false)?;
     let mut errors = Vec::new();
     let mut done = serde_json::Map::new();
     for disk in list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy()) {

@@ -39,9 +39,43 @@ pub struct StepCall {
 }
 
 impl StepCall {
-    /// `node.driver_info[key]`, where Ironic puts per-node tunables.
-    pub fn driver_info(&self, key: &str) -> Option<&Value> {
-        self.node.get("driver_info").and_then(|d| d.get(key))
+    /// A per-step tunable: the step's own args, else the node's
+    /// `driver_info` (burn-in settings), else `driver_internal_info` (where
+    /// Ironic puts the erase settings).
+    pub fn setting(&self, key: &str) -> Option<&Value> {
+        self.args.get(key).filter(|v| !v.is_null()).or_else(|| {
+            ["driver_info", "driver_internal_info"]
+                .iter()
+                .find_map(|section| self.node.get(*section)?.get(key).filter(|v| !v.is_null()))
+        })
+    }
+
+    /// A non-negative integer tunable; numbers and numeric strings are accepted.
+    pub fn u64_setting(&self, key: &str) -> Result<Option<u64>, RestError> {
+        match self.setting(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                RestError::invalid_params(format!("{key} must be a non-negative integer"))
+            }),
+            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
+                RestError::invalid_params(format!(
+                    "{key} must be a non-negative integer, got {s:?}"
+                ))
+            }),
+            Some(other) => Err(RestError::invalid_params(format!(
+                "{key} must be an integer, got {other}"
+            ))),
+        }
+    }
+
+    /// A boolean tunable, `default` when unset.
+    pub fn bool_setting(&self, key: &str, default: bool) -> Result<bool, RestError> {
+        match self.setting(key) {
+            None => Ok(default),
+            Some(v) => crate::config::value_as_bool(v).ok_or_else(|| {
+                RestError::invalid_params(format!("{key} must be a boolean, got {v}"))
+            }),
+        }
     }
 }
 
