@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod bootloader;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -31,6 +31,10 @@ pub struct ConductorConfig {
     /// `[deploy]fast_track`: also allow lookup in enroll/manageable/available.
     #[arg(long, env = "FERRITE_FAST_TRACK", default_value_t = false, action = clap::ArgAction::Set)]
     pub fast_track: bool,
+    /// `[conductor]enable_bios_bootloader_install`: let agents run the
+    /// image's grub-install for BIOS partition images (Ironic's default: off).
+    #[arg(long, env = "FERRITE_ENABLE_BIOS_BOOTLOADER_INSTALL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enable_bios_bootloader_install: bool,
     /// `[api]restrict_lookup`: only allow lookup in the states Ironic allows.
     #[arg(long, env = "FERRITE_RESTRICT_LOOKUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub restrict_lookup: bool,

@@ -1,6 +1,7 @@
 //! IPA extensions. Each module registers its commands; `registry()` is the
 //! full set the agent serves.
 
+mod image;
 mod log;
 mod standby;
 mod steps;
@@ -15,6 +16,7 @@ pub fn registry() -> Registry {
     steps::register(&mut reg, StepKind::Deploy);
     steps::register(&mut reg, StepKind::Service);
     standby::register(&mut reg);
+    image::register(&mut reg);
     log::register(&mut reg);
     system::register(&mut reg);
     reg

@@ -3,7 +3,9 @@
 //! `write_image` deploy step.
 
 pub mod image_info;
+pub mod target;
 pub mod whole_disk;
 
 pub use image_info::ImageInfo;
+pub use target::install_device;
 pub use whole_disk::{partition_uuids, prepare_image};

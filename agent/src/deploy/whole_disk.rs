@@ -42,7 +42,7 @@ fn map_error(info: &ImageInfo, url: &str, device: &Path, e: ImageError) -> RestE
 }
 
 /// Root device hints from the node: `instance_info.root_device`, else `properties.root_device`.
-fn hints(node: &Map<String, Value>) -> Option<Map<String, Value>> {
+pub(crate) fn hints(node: &Map<String, Value>) -> Option<Map<String, Value>> {
     ["instance_info", "properties"]
         .iter()
         .filter_map(|k| node.get(*k)?.get("root_device")?.as_object().cloned())

@@ -3,8 +3,10 @@
 
 pub mod devices;
 pub mod erase;
+pub mod fsprobe;
 pub mod hints;
 pub mod ioctl;
+pub mod partitions;
 pub mod root;
 pub mod wipe;
 

@@ -147,7 +147,7 @@ pub async fn lookup(
             disable_deep_image_inspection: false,
             permitted_image_formats: vec!["raw".into(), "gpt".into(), "qcow2".into(), "iso".into()],
             agent_skip_bmc_detect: false,
-            enable_bios_bootloader_install: false,
+            enable_bios_bootloader_install: cfg.enable_bios_bootloader_install,
             tls_min_version: Some("1.3".into()),
             tls_cipher_suites: None,
         }),

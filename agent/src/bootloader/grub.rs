@@ -1,0 +1,158 @@
+//! The deployed image's own GRUB, run inside its root (chroot), the way
+//! IPA and the deploy ramdisks before it install a bootloader.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+/// The image's GRUB programs, as paths inside its root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrubTools {
+    pub install: String,
+    pub mkconfig: String,
+    /// Where the distribution keeps grub.cfg (`/boot/grub2` on RHEL-likes).
+    pub config: String,
+}
+
+/// GRUB 2 as `grub2-*` (RHEL, SUSE) or `grub-*` (Debian, Ubuntu).
+pub fn find_tools(root: &Path) -> Option<GrubTools> {
+    for (prefix, cfg_dir) in [("grub2", "/boot/grub2"), ("grub", "/boot/grub")] {
+        for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+            let install = format!("{dir}/{prefix}-install");
+            let mkconfig = format!("{dir}/{prefix}-mkconfig");
+            let exists = |p: &str| root.join(p.trim_start_matches('/')).exists();
+            if exists(&install) && exists(&mkconfig) {
+                return Some(GrubTools {
+                    install,
+                    mkconfig,
+                    config: format!("{cfg_dir}/grub.cfg"),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Run `program args` with `root` as its root directory; the error carries
+/// the tail of what the program printed.
+pub fn run_in_root(root: &Path, program: &str, args: &[&str]) -> Result<(), String> {
+    let root_owned = root.to_path_buf();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C");
+    // SAFETY: chroot and chdir are async-signal-safe system calls; nothing
+    // is allocated between fork and exec beyond what they need.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::chroot(&root_owned)?;
+            nix::unistd::chdir("/")?;
+            Ok(())
+        });
+    }
+    tracing::info!(root = %root.display(), "running {program} {}", args.join(" "));
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {program} in the image: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tracing::debug!("{program}: {text}");
+    if out.status.success() {
+        Ok(())
+    } else {
+        let tail: Vec<&str> = text.lines().rev().take(8).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(format!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            tail.join(" | ")
+        ))
+    }
+}
+
+/// BIOS: GRUB's boot code into the disk's MBR, core.img into the BIOS boot
+/// partition (GPT) or the post-MBR gap (MBR).
+pub fn install_bios(root: &Path, tools: &GrubTools, disk: &Path) -> Result<(), String> {
+    let disk = disk.display().to_string();
+    run_in_root(root, &tools.install, &["--target=i386-pc", &disk])
+}
+
+/// UEFI: GRUB into the ESP mounted at `/boot/efi`, under the distribution's
+/// directory and as the removable-media fallback (`\EFI\BOOT\BOOTX64.EFI`)
+/// so firmware without our NVRAM entry still boots it. NVRAM is written
+/// natively by the caller, hence `--no-nvram`.
+pub fn install_uefi(root: &Path, tools: &GrubTools, bootloader_id: &str) -> Result<(), String> {
+    let id = format!("--bootloader-id={bootloader_id}");
+    let common = [
+        "--target=x86_64-efi",
+        "--efi-directory=/boot/efi",
+        "--no-nvram",
+    ];
+    let mut args: Vec<&str> = common.to_vec();
+    args.push(&id);
+    run_in_root(root, &tools.install, &args)?;
+    let mut removable: Vec<&str> = common.to_vec();
+    removable.push("--removable");
+    run_in_root(root, &tools.install, &removable)
+}
+
+pub fn make_config(root: &Path, tools: &GrubTools) -> Result<(), String> {
+    run_in_root(root, &tools.mkconfig, &["-o", &tools.config])
+}
+
+/// The distribution's ID from os-release (`debian`, `rhel`...), the name
+/// GRUB's EFI directory usually carries.
+pub fn distribution_id(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("etc/os-release"))
+        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ID="))
+        .map(|v| v.trim_matches('"').to_string())
+        .filter(|v| {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_grub2_before_grub() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(find_tools(d.path()), None);
+        std::fs::create_dir_all(d.path().join("usr/sbin")).unwrap();
+        for f in ["grub-install", "grub-mkconfig"] {
+            std::fs::write(d.path().join("usr/sbin").join(f), "").unwrap();
+        }
+        assert_eq!(find_tools(d.path()).unwrap().config, "/boot/grub/grub.cfg");
+        for f in ["grub2-install", "grub2-mkconfig"] {
+            std::fs::write(d.path().join("usr/sbin").join(f), "").unwrap();
+        }
+        let t = find_tools(d.path()).unwrap();
+        assert_eq!(t.install, "/usr/sbin/grub2-install");
+        assert_eq!(t.config, "/boot/grub2/grub.cfg");
+    }
+
+    #[test]
+    fn os_release_id() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/os-release"),
+            "NAME=\"Debian\"\nID=debian\n",
+        )
+        .unwrap();
+        assert_eq!(distribution_id(d.path()).as_deref(), Some("debian"));
+        std::fs::write(d.path().join("etc/os-release"), "ID=\"../evil\"\n").unwrap();
+        assert_eq!(distribution_id(d.path()), None);
+    }
+}

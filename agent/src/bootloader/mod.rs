@@ -1,0 +1,393 @@
+//! `image.install_bootloader`: make the deployed disk boot. As IPA: in
+//! UEFI, register the loaders the ESP ships in NVRAM (natively, through
+//! efivarfs); for partition images, run the image's own GRUB in a chroot
+//! (BIOS only when the conductor allows it), then register UEFI entries.
+
+pub mod efi;
+pub mod grub;
+pub mod mounts;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::disk::fsprobe::{self, FsIdentity};
+use crate::disk::partitions::{self, Partition, PartitionTable, TableKind};
+use crate::errors::RestError;
+use mounts::Mounts;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMode {
+    Bios,
+    Uefi,
+}
+
+impl BootMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bios" => Some(Self::Bios),
+            "uefi" => Some(Self::Uefi),
+            _ => None,
+        }
+    }
+
+    /// How this ramdisk was booted: firmware exposes `/sys/firmware/efi` in UEFI.
+    pub fn current(sysfs_root: &Path) -> Self {
+        if sysfs_root.join("firmware/efi").is_dir() {
+            Self::Uefi
+        } else {
+            Self::Bios
+        }
+    }
+}
+
+/// The command's parameters, as the conductor sends them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub root_uuid: Option<String>,
+    pub efi_system_part_uuid: Option<String>,
+    pub prep_boot_part_uuid: Option<String>,
+    pub target_boot_mode: BootMode,
+    pub ignore_failure: bool,
+}
+
+impl Request {
+    pub fn from_params(params: &serde_json::Map<String, Value>) -> Result<Self, RestError> {
+        let text = |k: &str| {
+            params
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let target_boot_mode = match text("target_boot_mode") {
+            None => BootMode::Bios,
+            Some(m) => BootMode::parse(&m).ok_or_else(|| {
+                RestError::invalid_params(format!(
+                    "target_boot_mode must be 'bios' or 'uefi', not {m:?}"
+                ))
+            })?,
+        };
+        let ignore_failure = match params.get("ignore_bootloader_failure") {
+            None | Some(Value::Null) => false,
+            Some(v) => crate::config::value_as_bool(v).ok_or_else(|| {
+                RestError::invalid_params("ignore_bootloader_failure must be a boolean")
+            })?,
+        };
+        Ok(Self {
+            root_uuid: text("root_uuid"),
+            efi_system_part_uuid: text("efi_system_part_uuid"),
+            prep_boot_part_uuid: text("prep_boot_part_uuid"),
+            target_boot_mode,
+            ignore_failure,
+        })
+    }
+
+    /// A whole-disk image: no root UUID, or the MBR disk identifier.
+    fn is_whole_disk(&self) -> bool {
+        match &self.root_uuid {
+            None => true,
+            Some(u) => u.starts_with("0x"),
+        }
+    }
+}
+
+/// What the install needs from the agent around it.
+pub struct Environment<'a> {
+    pub disk: &'a Path,
+    pub sysfs_root: &'a Path,
+    /// `[conductor]enable_bios_bootloader_install`, pushed through lookup.
+    pub bios_install_allowed: bool,
+}
+
+/// A disk's partitions with their filesystems and device nodes.
+struct DiskView {
+    table: PartitionTable,
+    nodes: Vec<(u32, PathBuf)>,
+    filesystems: Vec<(u32, Option<FsIdentity>)>,
+}
+
+impl DiskView {
+    fn read(env: &Environment) -> Result<Self, RestError> {
+        let disk = env.disk;
+        let table =
+            partitions::read_table(disk).map_err(|e| RestError::device_not_found(e.to_string()))?;
+        let nodes = partitions::expose_partitions(env.sysfs_root, disk, &table)
+            .map_err(|e| RestError::device_not_found(e.to_string()))?;
+        let f = File::open(disk)
+            .map_err(|e| RestError::device_not_found(format!("{}: {e}", disk.display())))?;
+        let filesystems = table
+            .partitions
+            .iter()
+            .map(|p| (p.number, fsprobe::probe(&f, p.start, p.len).ok().flatten()))
+            .collect();
+        Ok(Self {
+            table,
+            nodes,
+            filesystems,
+        })
+    }
+
+    fn node(&self, number: u32) -> Option<&Path> {
+        self.nodes
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, p)| p.as_path())
+    }
+
+    fn fs(&self, number: u32) -> Option<&FsIdentity> {
+        self.filesystems
+            .iter()
+            .find(|(n, _)| *n == number)
+            .and_then(|(_, f)| f.as_ref())
+    }
+
+    /// The partition whose filesystem UUID or PARTUUID is `uuid`.
+    fn by_uuid(&self, uuid: &str) -> Option<&Partition> {
+        self.table.partitions.iter().find(|p| {
+            p.part_uuid.eq_ignore_ascii_case(uuid)
+                || self
+                    .fs(p.number)
+                    .and_then(|f| f.uuid.as_deref())
+                    .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+        })
+    }
+
+    /// The ESP: by type (GPT/MBR), else by the UUID Ironic gave.
+    fn esp(&self, hint: Option<&str>) -> Option<&Partition> {
+        self.table
+            .partitions
+            .iter()
+            .find(|p| p.is_esp())
+            .or_else(|| hint.and_then(|u| self.by_uuid(u)))
+    }
+
+    fn describe(&self) -> String {
+        self.table
+            .partitions
+            .iter()
+            .map(|p| {
+                let fs = self.fs(p.number);
+                format!(
+                    "{} (PARTUUID {}, {} UUID {})",
+                    p.number,
+                    p.part_uuid,
+                    fs.map(|f| f.fs_type).unwrap_or("no filesystem"),
+                    fs.and_then(|f| f.uuid.clone()).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+fn temp_mount_point(tag: &str) -> Result<PathBuf, RestError> {
+    nix::unistd::mkdtemp(&std::env::temp_dir().join(format!("ferrite-{tag}-XXXXXX")))
+        .map_err(|e| RestError::command_execution(format!("creating a mount point: {e}")))
+}
+
+/// Write a `Boot####` entry, first in `BootOrder`, for each loader.
+fn register_loaders(
+    env: &Environment,
+    view: &DiskView,
+    esp: &Partition,
+    found: &[efi::Loader],
+) -> Result<(), String> {
+    let vars = efi::EfiVars::new(env.sysfs_root.join("firmware/efi/efivars"))
+        .map_err(|e| format!("UEFI variables: {e}"))?;
+    let signature = match view.table.kind {
+        TableKind::Gpt { .. } => efi::DiskSignature::Gpt(
+            uuid::Uuid::parse_str(&esp.part_uuid)
+                .map_err(|e| format!("ESP PARTUUID {}: {e}", esp.part_uuid))?,
+        ),
+        TableKind::Mbr { signature } => efi::DiskSignature::Mbr(signature),
+    };
+    let sector = view.table.sector;
+    for loader in found {
+        let option = efi::LoadOption {
+            attributes: efi::load_option::ACTIVE,
+            description: loader.label.clone(),
+            hard_drive: efi::HardDrive {
+                partition_number: esp.number,
+                start_lba: esp.start / sector,
+                size_lba: esp.len / sector,
+                signature,
+            },
+            loader: loader.path.clone(),
+        };
+        let n = vars
+            .add_first(&option)
+            .map_err(|e| format!("writing Boot entry {}: {e}", loader.label))?;
+        info!(entry = format!("Boot{n:04X}"), label = %loader.label, loader = %loader.path, "UEFI boot entry registered");
+    }
+    Ok(())
+}
+
+fn find_esp<'v>(
+    env: &Environment,
+    view: &'v DiskView,
+    req: &Request,
+) -> Result<&'v Partition, RestError> {
+    view.esp(req.efi_system_part_uuid.as_deref())
+        .ok_or_else(|| {
+            RestError::device_not_found(format!(
+                "No EFI system partition found on {}: are you using a UEFI-compatible image? \
+             Partitions: {}",
+                env.disk.display(),
+                view.describe()
+            ))
+        })
+}
+
+/// IPA's `_efi_boot_setup`: true when entries were written, false when the
+/// ESP ships no loader yet, an error when there is no ESP.
+fn efi_boot_setup(env: &Environment, view: &DiskView, req: &Request) -> Result<bool, RestError> {
+    let esp = find_esp(env, view, req)?;
+    let found = efi::loaders::find(env.disk, esp.start, esp.len).map_err(|e| {
+        RestError::command_execution(format!("reading the EFI system partition: {e}"))
+    })?;
+    if found.is_empty() {
+        return Ok(false);
+    }
+    register_loaders(env, view, esp, &found).map_err(RestError::command_execution)?;
+    Ok(true)
+}
+
+/// Install GRUB from the image at the partition Ironic named; returns the
+/// directory name GRUB got under `\EFI` (the distribution's ID).
+fn install_grub(env: &Environment, view: &DiskView, req: &Request) -> Result<String, String> {
+    let root_uuid = req.root_uuid.as_deref().unwrap_or_default();
+    let root = view.by_uuid(root_uuid).ok_or_else(|| {
+        format!(
+            "no partition on {} has UUID {root_uuid}; partitions: {}",
+            env.disk.display(),
+            view.describe()
+        )
+    })?;
+    let root_fs = view
+        .fs(root.number)
+        .ok_or_else(|| format!("partition {} holds no filesystem", root.number))?;
+    let root_node = view
+        .node(root.number)
+        .ok_or_else(|| format!("partition {} has no device node", root.number))?;
+    let uefi = req.target_boot_mode == BootMode::Uefi;
+    let esp = if uefi {
+        Some(
+            view.esp(req.efi_system_part_uuid.as_deref())
+                .ok_or_else(|| {
+                    format!(
+                        "UEFI install but no EFI system partition on {}",
+                        env.disk.display()
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
+
+    let point = temp_mount_point("root").map_err(|e| e.details)?;
+    let mut mounts = Mounts::default();
+    let result = (|| -> Result<String, String> {
+        mounts.mount(root_node, &point, root_fs.fs_type)?;
+        for fs in ["dev", "proc", "sys", "run"] {
+            mounts.bind(&Path::new("/").join(fs), &point.join(fs))?;
+        }
+        if let Some(esp) = esp {
+            let node = view
+                .node(esp.number)
+                .ok_or_else(|| "ESP device node missing".to_string())?;
+            mounts.mount(node, &point.join("boot/efi"), "vfat")?;
+        }
+        let tools = grub::find_tools(&point).ok_or_else(|| {
+            "the image has no grub-install/grub2-install and grub-mkconfig".to_string()
+        })?;
+        let id = grub::distribution_id(&point).unwrap_or_else(|| "ironic".into());
+        if uefi {
+            grub::install_uefi(&point, &tools, &id)?;
+        } else {
+            grub::install_bios(&point, &tools, env.disk)?;
+        }
+        grub::make_config(&point, &tools)?;
+        nix::unistd::sync();
+        Ok(id)
+    })();
+    let unmounted = mounts.unmount_all();
+    let _ = std::fs::remove_dir(&point);
+    let id = result?;
+    unmounted?;
+    Ok(id)
+}
+
+/// What grub-install put under `\EFI\<id>`: shim when the image has it
+/// (Secure Boot), else GRUB itself.
+fn installed_loader(env: &Environment, esp: &Partition, id: &str) -> std::io::Result<efi::Loader> {
+    for name in ["shimx64.efi", "grubx64.efi"] {
+        let path = format!("\\EFI\\{id}\\{name}");
+        if efi::loaders::exists(env.disk, esp.start, esp.len, &path)? {
+            return Ok(efi::Loader {
+                path,
+                label: id.to_string(),
+            });
+        }
+    }
+    Ok(efi::Loader {
+        path: "\\EFI\\BOOT\\BOOTX64.EFI".into(),
+        label: id.to_string(),
+    })
+}
+
+/// The whole command. `Ok(Value::Null)` on success, as IPA.
+pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, RestError> {
+    let current = BootMode::current(env.sysfs_root);
+    info!(disk = %env.disk.display(), ?current, target = ?req.target_boot_mode, root_uuid = ?req.root_uuid, "installing the bootloader");
+    if req.prep_boot_part_uuid.is_some() {
+        warn!("prep_boot_part_uuid given: PReP (ppc64) boot partitions are not handled on this architecture");
+    }
+    let view = DiskView::read(env)?;
+    if current == BootMode::Uefi && efi_boot_setup(env, &view, req)? {
+        return Ok(Value::Null);
+    }
+    if req.is_whole_disk() {
+        // A whole-disk image carries its own boot loader.
+        return Ok(Value::Null);
+    }
+    if req.target_boot_mode == BootMode::Bios && !env.bios_install_allowed {
+        let msg = "Installing a BIOS boot loader with the image's grub-install is disabled by the \
+                   conductor ([conductor]enable_bios_bootloader_install = False); use a \
+                   whole-disk image or enable it";
+        return if req.ignore_failure {
+            warn!("{msg}; ignored as requested");
+            Ok(Value::Null)
+        } else {
+            Err(RestError::invalid_image(msg))
+        };
+    }
+    let id = match install_grub(env, &view, req) {
+        Ok(id) => id,
+        Err(e) if req.ignore_failure => {
+            warn!("bootloader install failed, ignored as requested: {e}");
+            return Ok(Value::Null);
+        }
+        Err(e) => {
+            return Err(RestError::command_execution(format!(
+                "Installing GRUB2 boot loader to device {} failed with {e}",
+                env.disk.display()
+            )))
+        }
+    };
+    // grub-install ran with --no-nvram: register the loader it installed.
+    if req.target_boot_mode == BootMode::Uefi {
+        if current == BootMode::Uefi {
+            let view = DiskView::read(env)?;
+            let esp = find_esp(env, &view, req)?;
+            let loader = installed_loader(env, esp, &id)
+                .map_err(|e| RestError::command_execution(format!("reading the ESP: {e}")))?;
+            register_loaders(env, &view, esp, &[loader]).map_err(RestError::command_execution)?;
+        } else {
+            warn!("not booted in UEFI mode: no NVRAM entry written; firmware will use \\EFI\\BOOT\\BOOTX64.EFI");
+        }
+    }
+    Ok(Value::Null)
+}
