@@ -38,6 +38,25 @@ pub struct ConductorConfig {
     /// `[api]restrict_lookup`: only allow lookup in the states Ironic allows.
     #[arg(long, env = "FERRITE_RESTRICT_LOOKUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub restrict_lookup: bool,
+    /// Deploy ramdisk files served at /boot/files/ and over TFTP
+    /// (deploy.kernel, deploy.initramfs, undionly.kpxe, ipxe.efi...).
+    /// Default: <data-dir>/boot.
+    #[arg(long, env = "FERRITE_BOOT_DIR")]
+    pub boot_dir: Option<PathBuf>,
+    /// Instance images served at /images/. Default: <data-dir>/images.
+    #[arg(long, env = "FERRITE_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
+    /// Serve the boot directory over TFTP here (e.g. 0.0.0.0:69); off when unset.
+    #[arg(long, env = "FERRITE_TFTP_LISTEN")]
+    pub tftp_listen: Option<SocketAddr>,
+    /// `[pxe]kernel_append_params`: extra deploy ramdisk kernel parameters,
+    /// unless the node's `driver_info.kernel_append_params` says otherwise.
+    #[arg(
+        long,
+        env = "FERRITE_KERNEL_APPEND_PARAMS",
+        default_value = "nofb vga=normal console=tty0 console=ttyS0,115200n8"
+    )]
+    pub kernel_append_params: String,
     /// Hardware types nodes may use.
     #[arg(long, env = "FERRITE_HARDWARE_TYPES", value_delimiter = ',', default_value = crate::drivers::DEFAULT_HARDWARE_TYPES)]
     pub enabled_hardware_types: Vec<String>,
@@ -78,6 +97,18 @@ impl ConductorConfig {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("ferrite.sqlite")
+    }
+
+    pub fn boot_dir(&self) -> PathBuf {
+        self.boot_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("boot"))
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.images_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("images"))
     }
 
     pub fn certificates_dir(&self) -> PathBuf {

@@ -3,6 +3,7 @@
 
 pub mod agent_client;
 pub mod api;
+pub mod boot;
 pub mod config;
 pub mod drivers;
 pub mod flows;
@@ -34,11 +35,21 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         config: config.clone(),
         flows,
     };
+    if let Some(tftp) = config.tftp_listen {
+        boot::tftp::start(
+            tftp,
+            config.boot_dir(),
+            boot::ipxe::entry_script(&config.public_url()),
+        )
+        .await
+        .with_context(|| format!("starting TFTP on {tftp}"))?;
+    }
+    let app = api::router(state.clone()).merge(boot::router(state));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "ferrite-conductor API up");
-    axum::serve(listener, api::router(state))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("API server failed")

@@ -1,0 +1,133 @@
+//! iPXE scripts: the generic entry script every machine chains to, and the
+//! per-node script keyed by the MAC that booted (deploy ramdisk, or the
+//! local disk once the node is active).
+
+use crate::fsm;
+
+/// The kernel and initramfs a ramdisk boot uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RamdiskBoot {
+    pub kernel_url: String,
+    pub initramfs_url: String,
+    /// Everything after the kernel on its command line.
+    pub kernel_params: String,
+}
+
+/// What a node should boot, decided from its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootAction {
+    Ramdisk(RamdiskBoot),
+    LocalDisk,
+    /// Nothing to do for this node now: say why and go to the next boot device.
+    Nothing(String),
+}
+
+/// States in which the node runs the deploy ramdisk.
+const RAMDISK_STATES: &[&str] = &[
+    fsm::DEPLOYING,
+    fsm::DEPLOYWAIT,
+    fsm::CLEANING,
+    fsm::CLEANWAIT,
+    fsm::INSPECTING,
+    fsm::INSPECTWAIT,
+    fsm::RESCUING,
+    fsm::RESCUEWAIT,
+    "servicing",
+    fsm::SERVICEWAIT,
+];
+/// With fast-track the ramdisk also stays up while the node waits.
+const FAST_TRACK_STATES: &[&str] = &[fsm::ENROLL, fsm::MANAGEABLE, fsm::AVAILABLE];
+
+pub fn wants_ramdisk(state: &str, fast_track: bool) -> bool {
+    RAMDISK_STATES.contains(&state) || (fast_track && FAST_TRACK_STATES.contains(&state))
+}
+
+/// Entry script: chain to this machine's own script, by the MAC of the
+/// interface iPXE booted from.
+pub fn entry_script(public_url: &str) -> String {
+    format!(
+        "#!ipxe\n\
+         # ferrite-conductor: hand over to this machine's own script\n\
+         :retry\n\
+         chain --autofree {public_url}/boot/node/${{net0/mac:hexhyp}}.ipxe || goto failed\n\
+         :failed\n\
+         echo Failed to fetch the boot script for ${{net0/mac}}; retrying in 10 seconds\n\
+         sleep 10\n\
+         goto retry\n"
+    )
+}
+
+/// The node's script. Quoting: iPXE splits on whitespace only; parameters
+/// come from the operator's node fields and are passed through as given.
+pub fn node_script(action: &BootAction) -> String {
+    match action {
+        BootAction::Ramdisk(r) => format!(
+            "#!ipxe\n\
+             # deploy ramdisk\n\
+             :retry_kernel\n\
+             kernel --name deploy.kernel {kernel} initrd=deploy.initramfs {params} || goto retry_kernel_wait\n\
+             :retry_initrd\n\
+             initrd --name deploy.initramfs {initrd} || goto retry_initrd_wait\n\
+             boot\n\
+             :retry_kernel_wait\n\
+             sleep 5\n\
+             goto retry_kernel\n\
+             :retry_initrd_wait\n\
+             sleep 5\n\
+             goto retry_initrd\n",
+            kernel = r.kernel_url,
+            initrd = r.initramfs_url,
+            params = r.kernel_params,
+        ),
+        // BIOS: boot the first disk; UEFI: leave iPXE so firmware boots
+        // the next entry (the OS's, written by the agent).
+        BootAction::LocalDisk => "#!ipxe\n\
+             # boot from the local disk\n\
+             iseq ${platform} efi && goto uefi ||\n\
+             sanboot --no-describe --drive 0x80 || exit\n\
+             :uefi\n\
+             exit\n"
+            .to_string(),
+        BootAction::Nothing(why) => format!(
+            "#!ipxe\n\
+             echo ferrite-conductor: {why}\n\
+             exit\n"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ramdisk_states() {
+        assert!(wants_ramdisk("wait call-back", false));
+        assert!(wants_ramdisk("clean wait", false));
+        assert!(wants_ramdisk("inspect wait", false));
+        assert!(!wants_ramdisk("active", false));
+        assert!(!wants_ramdisk("available", false));
+        assert!(wants_ramdisk("available", true));
+        assert!(!wants_ramdisk("active", true));
+    }
+
+    #[test]
+    fn scripts() {
+        let entry = entry_script("http://10.0.2.100");
+        assert!(entry.starts_with("#!ipxe\n"));
+        assert!(
+            entry.contains("chain --autofree http://10.0.2.100/boot/node/${net0/mac:hexhyp}.ipxe")
+        );
+        let ramdisk = node_script(&BootAction::Ramdisk(RamdiskBoot {
+            kernel_url: "http://h/k".into(),
+            initramfs_url: "http://h/i".into(),
+            kernel_params: "ipa-api-url=http://h BOOTIF=01-${net0/mac:hexhyp}".into(),
+        }));
+        assert!(ramdisk.contains(
+            "kernel --name deploy.kernel http://h/k initrd=deploy.initramfs ipa-api-url=http://h BOOTIF=01-${net0/mac:hexhyp} || goto retry_kernel_wait"
+        ));
+        assert!(ramdisk.contains("initrd --name deploy.initramfs http://h/i"));
+        assert!(node_script(&BootAction::LocalDisk).contains("sanboot --no-describe --drive 0x80"));
+        assert!(node_script(&BootAction::Nothing("unknown".into())).contains("exit"));
+    }
+}

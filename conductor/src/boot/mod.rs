@@ -1,0 +1,125 @@
+//! Boot serving: iPXE scripts per node (HTTP), the deploy kernel and
+//! initramfs and instance images (HTTP, with Range), and TFTP for PXE-only
+//! firmware. All in the conductor process, outside the versioned API.
+
+pub mod ipxe;
+pub mod tftp;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use ferrite_protocol::node::{normalize_mac, Node};
+use serde_json::Value;
+use tower_http::services::ServeDir;
+
+use crate::api::AppState;
+use ipxe::{BootAction, RamdiskBoot};
+
+pub const KERNEL_FILE: &str = "deploy.kernel";
+pub const INITRAMFS_FILE: &str = "deploy.initramfs";
+
+pub fn router(state: AppState) -> Router {
+    let files = ServeDir::new(state.config.boot_dir());
+    let images = ServeDir::new(state.config.images_dir());
+    Router::new()
+        .route("/boot/boot.ipxe", get(entry))
+        .route("/boot/node/{file}", get(node_script))
+        .nest_service("/boot/files", files)
+        .nest_service("/images", images)
+        .with_state(state)
+}
+
+fn ipxe_response(script: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        script,
+    )
+        .into_response()
+}
+
+async fn entry(State(state): State<AppState>) -> Response {
+    ipxe_response(ipxe::entry_script(&state.config.public_url()))
+}
+
+/// `driver_info[key]` when it is a URL iPXE can fetch, else our own file.
+fn boot_file_url(node: &Node, key: &str, public_url: &str, file: &str) -> String {
+    node.driver_info
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{public_url}/boot/files/{file}"))
+}
+
+/// The deploy ramdisk's command line for this node booting from `mac`.
+fn kernel_params(state: &AppState, node: &Node, mac: &str) -> String {
+    let cfg = &state.config;
+    let public = cfg.public_url();
+    let append = node
+        .driver_info
+        .get("kernel_append_params")
+        .and_then(Value::as_str)
+        .unwrap_or(&cfg.kernel_append_params);
+    let mut params = vec![
+        format!("ipa-api-url={public}"),
+        format!("BOOTIF=01-{}", mac.replace(':', "-")),
+    ];
+    if matches!(
+        node.provision_state.as_str(),
+        crate::fsm::INSPECTING | crate::fsm::INSPECTWAIT
+    ) {
+        params.push(format!(
+            "ipa-inspection-callback-url={public}/v1/continue_inspection"
+        ));
+    }
+    params.extend(append.split_whitespace().map(str::to_string));
+    params.join(" ")
+}
+
+pub fn decide(state: &AppState, node: &Node, mac: &str) -> BootAction {
+    let public = state.config.public_url();
+    if ipxe::wants_ramdisk(&node.provision_state, state.config.fast_track) {
+        BootAction::Ramdisk(RamdiskBoot {
+            kernel_url: boot_file_url(node, "deploy_kernel", &public, KERNEL_FILE),
+            initramfs_url: boot_file_url(node, "deploy_ramdisk", &public, INITRAMFS_FILE),
+            kernel_params: kernel_params(state, node, mac),
+        })
+    } else if node.provision_state == crate::fsm::ACTIVE {
+        BootAction::LocalDisk
+    } else {
+        BootAction::Nothing(format!(
+            "node {} is {}: nothing to boot from the network",
+            node.uuid, node.provision_state
+        ))
+    }
+}
+
+async fn node_script(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+    let Some(mac) = file.strip_suffix(".ipxe").and_then(normalize_mac) else {
+        return (StatusCode::NOT_FOUND, "expected /boot/node/<mac>.ipxe\n").into_response();
+    };
+    let store = state.store.clone();
+    let lookup_mac = mac.clone();
+    let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Node>> {
+        let Some(port) = store.port_by_address(&lookup_mac)? else {
+            return Ok(None);
+        };
+        Ok(Some(store.get_node(&port.node_uuid)?))
+    })
+    .await;
+    let action = match found {
+        Ok(Ok(Some(node))) => decide(&state, &node, &mac),
+        Ok(Ok(None)) => BootAction::Nothing(format!("no node has a port with MAC {mac}")),
+        Ok(Err(e)) => {
+            tracing::error!(%mac, error = %e, "boot script lookup failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
+        }
+        Err(e) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
+        }
+    };
+    tracing::info!(%mac, action = ?action, "boot script served");
+    ipxe_response(ipxe::node_script(&action))
+}
