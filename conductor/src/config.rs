@@ -57,6 +57,25 @@ pub struct ConductorConfig {
         default_value = "nofb vga=normal console=tty0 console=ttyS0,115200n8"
     )]
     pub kernel_append_params: String,
+    /// `[conductor]automated_clean`: clean on `provide` and after undeploy.
+    #[arg(long, env = "FERRITE_AUTOMATED_CLEAN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub automated_clean: bool,
+    /// `[conductor]deploy_callback_timeout`: seconds in `wait call-back` without a heartbeat.
+    #[arg(long, env = "FERRITE_DEPLOY_CALLBACK_TIMEOUT", default_value_t = 1800)]
+    pub deploy_callback_timeout: u64,
+    /// `[conductor]clean_callback_timeout`: seconds in `clean wait` without a heartbeat.
+    #[arg(long, env = "FERRITE_CLEAN_CALLBACK_TIMEOUT", default_value_t = 1800)]
+    pub clean_callback_timeout: u64,
+    /// `[conductor]inspect_wait_timeout`: seconds in `inspect wait`.
+    #[arg(long, env = "FERRITE_INSPECT_WAIT_TIMEOUT", default_value_t = 1800)]
+    pub inspect_wait_timeout: u64,
+    /// `[conductor]check_provision_state_interval`: seconds between timeout checks.
+    #[arg(long, env = "FERRITE_PERIODIC_INTERVAL", default_value_t = 10)]
+    pub periodic_interval: u64,
+    /// Clean step priority overrides, `step=priority` (Ironic's
+    /// `[deploy]erase_devices_priority` and friends), comma-separated.
+    #[arg(long, env = "FERRITE_CLEAN_STEP_PRIORITIES", value_delimiter = ',')]
+    pub clean_step_priorities: Vec<String>,
     /// Hardware types nodes may use.
     #[arg(long, env = "FERRITE_HARDWARE_TYPES", value_delimiter = ',', default_value = crate::drivers::DEFAULT_HARDWARE_TYPES)]
     pub enabled_hardware_types: Vec<String>,

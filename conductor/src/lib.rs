@@ -8,6 +8,7 @@ pub mod config;
 pub mod drivers;
 pub mod flows;
 pub mod fsm;
+pub mod power;
 pub mod store;
 pub mod time;
 
@@ -30,6 +31,8 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     if freed > 0 {
         tracing::warn!(nodes = freed, "released node locks left by a previous run");
     }
+    flows.spawn_periodic();
+    flows.resume_interrupted()?;
     let state = api::AppState {
         store,
         config: config.clone(),

@@ -15,6 +15,18 @@ pub fn internal_now() -> String {
         .to_string()
 }
 
+/// Parse an API timestamp back (naive UTC).
+pub fn parse_api(s: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.naive_utc())
+}
+
+/// Parse a `driver_internal_info` timestamp.
+pub fn parse_internal(s: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -23,5 +35,7 @@ mod tests {
         assert!(api.ends_with("+00:00") && api.len() == 32, "{api}");
         let internal = super::internal_now();
         assert_eq!(internal.len(), 26, "{internal}");
+        assert!(super::parse_api(&api).is_some());
+        assert!(super::parse_internal(&internal).is_some());
     }
 }

@@ -1,6 +1,8 @@
 //! The real `baremetal` CLI (python-ironicclient from PyPI) against
 //! ferrite-conductor: the commands operators type must work unchanged.
 
+mod session;
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -7,13 +7,14 @@ mod patch;
 mod ports;
 mod ramdisk;
 mod root;
+mod states;
 pub mod version;
 pub mod views;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
@@ -42,6 +43,13 @@ pub fn router(state: AppState) -> Router {
             get(nodes::show).patch(nodes::update).delete(nodes::delete),
         )
         .route("/v1/nodes/{ident}/states", get(nodes::states))
+        .route("/v1/nodes/{ident}/states/provision", put(states::provision))
+        .route("/v1/nodes/{ident}/states/power", put(states::power))
+        .route(
+            "/v1/nodes/{ident}/management/boot_device",
+            get(states::get_boot_device).put(states::set_boot_device),
+        )
+        .route("/v1/nodes/{ident}/validate", get(states::validate))
         .route("/v1/nodes/{ident}/ports", get(ports::list_for_node))
         .route(
             "/v1/nodes/{ident}/ports/detail",

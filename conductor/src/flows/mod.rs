@@ -1,16 +1,30 @@
-//! Work driven by agent heartbeats. Each heartbeat spawns a handler that
-//! takes the node's lock, does what the node's state calls for, and
-//! releases the lock; a locked node is simply retried on the next beat.
+//! Provisioning flows. An API verb moves a node into a transitional state
+//! and spawns the flow's first part under the node's lock; agent
+//! heartbeats drive the in-band parts (one agent command per beat, the
+//! progress kept on the node, so a restarted conductor picks up where the
+//! stored state says); a periodic task fails nodes whose agent went quiet.
 
+mod cleaning;
+mod deploy;
+mod power;
 mod steps_cache;
+pub mod transition;
+mod verify;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tracing::{debug, warn};
+use ferrite_protocol::node::Node;
+use serde_json::Value;
+use tracing::{debug, info, warn};
 
 use crate::config::ConductorConfig;
-use crate::fsm;
-use crate::store::Store;
+use crate::fsm::{self, Event};
+use crate::store::{Store, StoreError};
+use transition::TransitionError;
+
+pub use deploy::validate as validate_deploy;
+pub use steps_cache::CACHE_KEY;
 
 pub struct Flows {
     store: Arc<Store>,
@@ -19,18 +33,49 @@ pub struct Flows {
 }
 
 /// The node's exclusive lock, released when dropped.
-struct Reservation<'a> {
-    store: &'a Store,
+pub struct Reservation {
+    store: Arc<Store>,
     uuid: String,
-    host: &'a str,
+    host: String,
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Err(e) = self.store.release(&self.uuid, self.host) {
+        if let Err(e) = self.store.release(&self.uuid, &self.host) {
             warn!(node = %self.uuid, error = %e, "could not release the node lock");
         }
     }
+}
+
+/// What a provision verb carries besides its target.
+#[derive(Debug, Default, Clone)]
+pub struct ActionArgs {
+    pub configdrive: Option<Value>,
+    pub clean_steps: Option<Vec<Value>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("Node {node} is locked by host {host}, please retry after the current operation is completed.")]
+    Locked { node: String, host: String },
+    #[error(
+        "The {verb} operation can't be performed on node {node} because it's in maintenance mode."
+    )]
+    Maintenance { verb: &'static str, node: String },
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Verbs that maintenance mode blocks (Ironic's conductor checks).
+fn blocked_in_maintenance(event: Event) -> bool {
+    matches!(
+        event,
+        Event::Deploy | Event::Rebuild | Event::Provide | Event::Clean | Event::Inspect
+    )
 }
 
 impl Flows {
@@ -47,15 +92,151 @@ impl Flows {
         &self.host
     }
 
-    fn reserve(&self, uuid: &str) -> anyhow::Result<Option<Reservation<'_>>> {
+    fn reserve(&self, uuid: &str) -> anyhow::Result<Option<Reservation>> {
         Ok(self
             .store
             .try_reserve(uuid, &self.host)?
             .then(|| Reservation {
-                store: &self.store,
+                store: self.store.clone(),
                 uuid: uuid.to_string(),
-                host: &self.host,
+                host: self.host.clone(),
             }))
+    }
+
+    /// `PUT /v1/nodes/{id}/states/provision`: validate, move the node into
+    /// the verb's state and start the flow in the background.
+    pub fn request(
+        self: &Arc<Self>,
+        ident: &str,
+        event: Event,
+        args: ActionArgs,
+    ) -> Result<Node, RequestError> {
+        let node = self.store.get_node(ident)?;
+        if node.maintenance && blocked_in_maintenance(event) {
+            return Err(RequestError::Maintenance {
+                verb: event.verb(),
+                node: node.uuid,
+            });
+        }
+        // Refuse an illegal verb before taking the lock, as Ironic's API does.
+        if fsm::next_state(&node.provision_state, event).is_none() {
+            return Err(TransitionError::Invalid {
+                verb: event.verb(),
+                node: node.uuid,
+                state: node.provision_state,
+            }
+            .into());
+        }
+        if event == Event::Deploy || event == Event::Rebuild {
+            deploy::validate(&node).map_err(RequestError::Invalid)?;
+        }
+        let lock = self
+            .reserve(&node.uuid)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?
+            .ok_or_else(|| RequestError::Locked {
+                node: node.uuid.clone(),
+                host: node.reservation.clone().unwrap_or_default(),
+            })?;
+        let manual_clean = event == Event::Clean;
+        let updated = transition::fire(&self.store, &node.uuid, event, |n| {
+            n.last_error = None;
+            if manual_clean {
+                n.target_provision_state = Some(fsm::MANAGEABLE.to_string());
+            }
+            if let Some(cd) = &args.configdrive {
+                n.instance_info.insert("configdrive".into(), cd.clone());
+            }
+            cleaning::reset(n, args.clean_steps.clone());
+        })?;
+        let flows = self.clone();
+        let uuid = updated.uuid.clone();
+        tokio::spawn(async move {
+            let _lock = lock;
+            if let Err(e) = flows.begin(&uuid, event).await {
+                warn!(node = %uuid, error = %format!("{e:#}"), "flow start failed");
+            }
+        });
+        Ok(updated)
+    }
+
+    /// The part of a flow that runs right after the verb (lock held).
+    async fn begin(&self, uuid: &str, event: Event) -> anyhow::Result<()> {
+        let node = self.store.get_node(uuid)?;
+        match node.provision_state.as_str() {
+            fsm::VERIFYING => verify::run(self, &node).await,
+            fsm::MANAGEABLE => Ok(()),
+            fsm::CLEANING => cleaning::begin(self, &node).await,
+            fsm::DEPLOYING => deploy::begin(self, &node).await,
+            fsm::DELETING => deploy::tear_down(self, &node).await,
+            fsm::INSPECTING => self.begin_inspection(&node).await,
+            fsm::CLEANFAIL | fsm::INSPECTFAIL if event == Event::Abort => {
+                power::set_power(&self.store, &node, crate::power::PowerAction::Off).await
+            }
+            other => {
+                debug!(node = %uuid, state = other, "nothing to start");
+                Ok(())
+            }
+        }
+    }
+
+    async fn begin_inspection(&self, node: &Node) -> anyhow::Result<()> {
+        self.store.update_node::<StoreError, _>(&node.uuid, |n| {
+            n.inspection_started_at = Some(crate::time::api_now());
+            n.inspection_finished_at = None;
+            Ok(())
+        })?;
+        if let Err(e) = self.boot_ramdisk(node).await {
+            transition::fail(
+                &self.store,
+                &node.uuid,
+                &format!("Failed to boot the inspection ramdisk: {e:#}"),
+            )?;
+            return Ok(());
+        }
+        transition::fire(&self.store, &node.uuid, Event::Wait, |_| {})?;
+        Ok(())
+    }
+
+    /// Boot the ramdisk unless fast-track finds the agent already running.
+    async fn boot_ramdisk(&self, node: &Node) -> anyhow::Result<()> {
+        if self.agent_alive(node) {
+            info!(node = %node.uuid, "fast track: the agent is already running");
+            return Ok(());
+        }
+        // A new ramdisk boot gets a new agent, URL and token.
+        self.store.update_node::<StoreError, _>(&node.uuid, |n| {
+            for key in [
+                "agent_url",
+                "agent_secret_token",
+                "agent_secret_token_pregenerated",
+                "agent_verify_ca",
+                "agent_last_heartbeat",
+                CACHE_KEY,
+            ] {
+                n.driver_internal_info.remove(key);
+            }
+            Ok(())
+        })?;
+        let node = self.store.get_node(&node.uuid)?;
+        power::boot_ramdisk(&self.store, &node).await
+    }
+
+    /// Fast track: an agent that heartbeated within the timeout.
+    fn agent_alive(&self, node: &Node) -> bool {
+        if !self.config.fast_track {
+            return false;
+        }
+        let Some(last) = node
+            .driver_internal_info
+            .get("agent_last_heartbeat")
+            .and_then(Value::as_str)
+            .and_then(crate::time::parse_internal)
+        else {
+            return false;
+        };
+        let age = chrono::Utc::now().naive_utc() - last;
+        node.driver_internal_info.contains_key("agent_url")
+            && age.num_seconds() < self.config.heartbeat_timeout as i64
     }
 
     pub fn on_heartbeat(self: &Arc<Self>, node_uuid: String) {
@@ -72,16 +253,151 @@ impl Flows {
         if !fsm::lookup_allowed(&node.provision_state, self.config.fast_track) {
             return Ok(());
         }
-        if node
-            .driver_internal_info
-            .contains_key(steps_cache::CACHE_KEY)
-        {
-            return Ok(());
-        }
         let Some(_lock) = self.reserve(uuid)? else {
             debug!(node = %uuid, "node locked; will retry on the next heartbeat");
             return Ok(());
         };
-        steps_cache::refresh_clean_steps(&self.store, &self.config, uuid).await
+        // A beat is progress: it pushes the wait timeout back (Ironic's touch_provisioning).
+        let node = if fsm::is_wait_state(&node.provision_state) {
+            self.store.update_node::<StoreError, _>(uuid, |n| {
+                n.provision_updated_at = Some(crate::time::api_now());
+                Ok(())
+            })?
+        } else {
+            node
+        };
+        match node.provision_state.as_str() {
+            fsm::CLEANWAIT => cleaning::on_heartbeat(self, &node).await,
+            fsm::DEPLOYWAIT => deploy::on_heartbeat(self, &node).await,
+            _ if !node
+                .driver_internal_info
+                .contains_key(steps_cache::CACHE_KEY) =>
+            {
+                steps_cache::refresh_clean_steps(&self.store, &self.config, uuid).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `POST /v1/continue_inspection` finished the inspection: power off
+    /// (unless fast track keeps the ramdisk) and move to manageable.
+    pub async fn inspection_done(&self, uuid: &str) -> anyhow::Result<()> {
+        let node = self.store.get_node(uuid)?;
+        if !matches!(
+            node.provision_state.as_str(),
+            fsm::INSPECTWAIT | fsm::INSPECTING
+        ) {
+            return Ok(());
+        }
+        if !self.config.fast_track {
+            power::set_power(&self.store, &node, crate::power::PowerAction::Off).await?;
+        }
+        transition::fire(&self.store, uuid, Event::Done, |n| {
+            n.inspection_finished_at = Some(crate::time::api_now());
+        })?;
+        Ok(())
+    }
+
+    /// Fail nodes in wait states whose agent stopped calling back.
+    pub async fn check_timeouts(&self) -> anyhow::Result<()> {
+        let now = chrono::Utc::now().naive_utc();
+        for node in self.store.list_nodes(&Default::default())? {
+            let (limit, message) = match node.provision_state.as_str() {
+                fsm::DEPLOYWAIT => (
+                    self.config.deploy_callback_timeout,
+                    format!("Timeout reached while waiting for callback for node {}", node.uuid),
+                ),
+                fsm::CLEANWAIT => (
+                    self.config.clean_callback_timeout,
+                    "Timeout reached while cleaning the node. Please check if the ramdisk responsible for the cleaning is running on the node.".to_string(),
+                ),
+                fsm::INSPECTWAIT => (
+                    self.config.inspect_wait_timeout,
+                    "Timeout reached while inspecting the node".to_string(),
+                ),
+                _ => continue,
+            };
+            let Some(updated) = node
+                .provision_updated_at
+                .as_deref()
+                .and_then(crate::time::parse_api)
+            else {
+                continue;
+            };
+            if (now - updated).num_seconds() < limit as i64 {
+                continue;
+            }
+            let Some(_lock) = self.reserve(&node.uuid)? else {
+                continue;
+            };
+            let step = match node.provision_state.as_str() {
+                fsm::CLEANWAIT if !node.clean_step.is_empty() => {
+                    format!(
+                        " Failed on step {}.",
+                        Value::Object(node.clean_step.clone())
+                    )
+                }
+                _ => String::new(),
+            };
+            warn!(node = %node.uuid, state = %node.provision_state, "callback timeout");
+            transition::fail(&self.store, &node.uuid, &format!("{message}{step}"))?;
+            if let Err(e) =
+                power::set_power(&self.store, &node, crate::power::PowerAction::Off).await
+            {
+                warn!(node = %node.uuid, error = %e, "power off after timeout failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Periodic work: wait timeouts.
+    pub fn spawn_periodic(self: &Arc<Self>) {
+        let flows = self.clone();
+        let every = Duration::from_secs(self.config.periodic_interval.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = flows.check_timeouts().await {
+                    warn!(error = %format!("{e:#}"), "timeout check failed");
+                }
+            }
+        });
+    }
+
+    /// After a restart: flows that were between steps continue. Wait
+    /// states continue on the next heartbeat by themselves.
+    pub fn resume_interrupted(self: &Arc<Self>) -> anyhow::Result<()> {
+        for node in self.store.list_nodes(&Default::default())? {
+            let state = node.provision_state.as_str();
+            if !matches!(
+                state,
+                fsm::VERIFYING | fsm::CLEANING | fsm::DEPLOYING | fsm::DELETING | fsm::INSPECTING
+            ) {
+                continue;
+            }
+            let Some(lock) = self.reserve(&node.uuid)? else {
+                continue;
+            };
+            info!(node = %node.uuid, %state, "resuming an interrupted flow");
+            let flows = self.clone();
+            tokio::spawn(async move {
+                let _lock = lock;
+                let uuid = node.uuid.clone();
+                let resumed = match node.provision_state.as_str() {
+                    fsm::DEPLOYING if deploy::finishing(&node) => {
+                        deploy::finish(&flows, &node).await
+                    }
+                    fsm::CLEANING if cleaning::finishing(&node) => {
+                        cleaning::finish(&flows, &node).await
+                    }
+                    _ => flows.begin(&uuid, Event::Resume).await,
+                };
+                if let Err(e) = resumed {
+                    warn!(node = %uuid, error = %format!("{e:#}"), "resume failed");
+                }
+            });
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,263 @@
+//! Node actions: `PUT .../states/provision` (the verbs), `PUT
+//! .../states/power`, `.../management/boot_device`, and `GET .../validate`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::error::{parse_body, ApiError, ApiResult};
+use super::AppState;
+use crate::flows::{ActionArgs, RequestError};
+use crate::fsm::{self, Event};
+use crate::power::{BootDevice, PowerAction, PowerDriver};
+use crate::store::StoreError;
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Locked { .. } => ApiError::conflict(e.to_string()),
+            RequestError::Store(s) => s.into(),
+            RequestError::Transition(crate::flows::transition::TransitionError::Store(s)) => {
+                s.into()
+            }
+            _ => ApiError::bad_request(e.to_string()),
+        }
+    }
+}
+
+fn accepted(uuid: &str, base: &str) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("{base}/v1/nodes/{uuid}/states"))],
+    )
+        .into_response()
+}
+
+pub async fn provision(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: Map<String, Value> = parse_body(&body)?;
+    let target = body
+        .get("target")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("Missing mandatory field: target"))?;
+    let event = Event::from_target(target).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Invalid input for field/attribute target. Value: '{target}'. Value should be one of: {}",
+            fsm::API_TARGETS.join(", ")
+        ))
+    })?;
+    let configdrive = body.get("configdrive").filter(|v| !v.is_null()).cloned();
+    if configdrive.is_some() && !matches!(event, Event::Deploy | Event::Rebuild) {
+        return Err(ApiError::bad_request(
+            "Adding a config drive is only supported when setting provision state to active or rebuild",
+        ));
+    }
+    let clean_steps = match body.get("clean_steps") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(steps)) => Some(steps.clone()),
+        Some(_) => return Err(ApiError::bad_request("clean_steps must be a list")),
+    };
+    match (event, &clean_steps) {
+        (Event::Clean, None) => {
+            return Err(ApiError::bad_request(
+                "\"clean_steps\" is required when setting target provision state to clean",
+            ))
+        }
+        (Event::Clean, Some(steps)) => validate_clean_steps(steps)?,
+        (_, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "\"clean_steps\" is only valid when setting target provision state to clean",
+            ))
+        }
+        _ => {}
+    }
+    let flows = state.flows.clone();
+    let args = ActionArgs {
+        configdrive,
+        clean_steps,
+    };
+    let node = tokio::task::spawn_blocking(move || flows.request(&ident, event, args))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(accepted(&node.uuid, &state.config.public_url()))
+}
+
+/// Ironic's clean step schema: interface and step required, args an object.
+fn validate_clean_steps(steps: &[Value]) -> ApiResult<()> {
+    for s in steps {
+        let obj = s.as_object().ok_or_else(|| {
+            ApiError::bad_request(format!("Invalid clean step {s}: not an object"))
+        })?;
+        let interface = obj.get("interface").and_then(Value::as_str);
+        if !matches!(
+            interface,
+            Some("power" | "management" | "deploy" | "bios" | "raid" | "firmware")
+        ) {
+            return Err(ApiError::bad_request(format!(
+                "Invalid clean step {s}: 'interface' must be one of power, management, deploy, bios, raid, firmware"
+            )));
+        }
+        if obj
+            .get("step")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(ApiError::bad_request(format!(
+                "Invalid clean step {s}: 'step' is a required property"
+            )));
+        }
+        if obj.get("args").is_some_and(|a| !a.is_object()) {
+            return Err(ApiError::bad_request(format!(
+                "Invalid clean step {s}: 'args' must be an object"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn power(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: Map<String, Value> = parse_body(&body)?;
+    let target = body
+        .get("target")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let action = PowerAction::from_target(target).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Invalid input for field/attribute target. Value: '{target}'. Value should be one of: power on, power off, rebooting, soft power off, soft rebooting"
+        ))
+    })?;
+    let node = state.store.get_node(&ident)?;
+    if let Some(holder) = &node.reservation {
+        return Err(ApiError::conflict(format!(
+            "Node {} is locked by host {holder}, please retry after the current operation is completed.",
+            node.uuid
+        )));
+    }
+    let driver = PowerDriver::for_node(&node).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    state.store.update_node::<StoreError, _>(&node.uuid, |n| {
+        n.target_power_state = Some(action.result().to_string());
+        Ok(())
+    })?;
+    let store = state.store.clone();
+    let uuid = node.uuid.clone();
+    tokio::spawn(async move {
+        let outcome = driver.set_state(action).await;
+        let _ = store.update_node::<StoreError, _>(&uuid, |n| {
+            n.target_power_state = None;
+            match &outcome {
+                Ok(s) => {
+                    n.power_state = Some(s.to_string());
+                    n.last_error = None;
+                }
+                Err(e) => n.last_error = Some(format!("Failed to change power state: {e}")),
+            }
+            Ok(())
+        });
+    });
+    Ok(accepted(&node.uuid, &state.config.public_url()))
+}
+
+pub async fn get_boot_device(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let node = state.store.get_node(&ident)?;
+    let current = node
+        .driver_internal_info
+        .get("boot_device")
+        .cloned()
+        .unwrap_or(json!({"boot_device": null, "persistent": null}));
+    Ok(Json(current))
+}
+
+pub async fn set_boot_device(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let body: Map<String, Value> = parse_body(&body)?;
+    let name = body
+        .get("boot_device")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let device = BootDevice::parse(name).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Invalid boot device {name}, valid boot devices are: pxe, disk, cdrom, bios, safe"
+        ))
+    })?;
+    let persistent = body
+        .get("persistent")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let node = state.store.get_node(&ident)?;
+    let driver = PowerDriver::for_node(&node).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    driver
+        .set_boot_device(device, persistent)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    state.store.update_node::<StoreError, _>(&node.uuid, |n| {
+        n.driver_internal_info.insert(
+            "boot_device".into(),
+            json!({"boot_device": device.name(), "persistent": persistent}),
+        );
+        Ok(())
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/nodes/{id}/validate`: per interface `{result, reason}`.
+pub async fn validate(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let node = state.store.get_node(&ident)?;
+    let ok = || json!({"result": true});
+    let bad = |reason: String| json!({"result": false, "reason": reason});
+    let power = match PowerDriver::for_node(&node) {
+        Ok(_) => ok(),
+        Err(e) => bad(e.to_string()),
+    };
+    let deploy = match crate::flows::validate_deploy(&node) {
+        Ok(()) => ok(),
+        Err(e) => bad(e),
+    };
+    let boot = if node.driver_info.get("deploy_kernel").is_some()
+        || state
+            .config
+            .boot_dir()
+            .join(crate::boot::KERNEL_FILE)
+            .exists()
+    {
+        ok()
+    } else {
+        bad(format!(
+            "Cannot validate PXE bootloader: no driver_info deploy_kernel/deploy_ramdisk and no {} in {}",
+            crate::boot::KERNEL_FILE,
+            state.config.boot_dir().display()
+        ))
+    };
+    let unsupported = |what: &str| json!({"result": null, "reason": format!("not supported: {what} interface is no-{what}")});
+    Ok(Json(json!({
+        "boot": boot,
+        "console": unsupported("console"),
+        "deploy": deploy,
+        "inspect": ok(),
+        "management": power.clone(),
+        "network": ok(),
+        "power": power,
+        "raid": ok(),
+        "rescue": unsupported("rescue"),
+        "storage": ok(),
+        "bios": unsupported("bios"),
+    })))
+}

@@ -1,0 +1,298 @@
+//! Cleaning: automated (on `provide` and after undeploy: the agent's steps
+//! with priority > 0, highest first) and manual (`clean` with the steps
+//! the operator gave). One `clean.execute_clean_step` per heartbeat round;
+//! the step list and position live in `driver_internal_info`.
+
+use ferrite_protocol::node::Node;
+use ferrite_protocol::CommandStatus;
+use serde_json::{json, Map, Value};
+use tracing::info;
+
+use super::{power, steps_cache, transition, Flows};
+use crate::agent_client::AgentClient;
+use crate::api::views::node_secure_dict;
+use crate::fsm::{self, Event};
+use crate::power::PowerAction;
+use crate::store::StoreError;
+
+const STEPS: &str = "clean_steps";
+const INDEX: &str = "clean_step_index";
+const COMMAND: &str = "clean_command_id";
+const FINISHING: &str = "cleaning_finishing";
+
+/// Set up a node's cleaning fields for a new run (manual steps or automated).
+pub fn reset(node: &mut Node, manual_steps: Option<Vec<Value>>) {
+    let dii = &mut node.driver_internal_info;
+    for key in [STEPS, INDEX, COMMAND, FINISHING] {
+        dii.remove(key);
+    }
+    if let Some(steps) = manual_steps {
+        dii.insert(STEPS.into(), Value::Array(steps));
+    }
+    node.clean_step.clear();
+}
+
+pub fn finishing(node: &Node) -> bool {
+    node.driver_internal_info.contains_key(FINISHING)
+}
+
+fn automated_clean_enabled(flows: &Flows, node: &Node) -> bool {
+    node.automated_clean.unwrap_or(flows.config.automated_clean)
+}
+
+fn is_manual(node: &Node) -> bool {
+    node.target_provision_state.as_deref() == Some(fsm::MANAGEABLE)
+}
+
+/// Right after `provide`, `clean` or undeploy: boot the ramdisk and wait.
+pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
+    if !is_manual(node) && !automated_clean_enabled(flows, node) {
+        info!(node = %node.uuid, "automated cleaning disabled");
+        transition::fire(&flows.store, &node.uuid, Event::Done, |_| {})?;
+        return Ok(());
+    }
+    if let Err(e) = flows.boot_ramdisk(node).await {
+        transition::fail(
+            &flows.store,
+            &node.uuid,
+            &format!("Failed to prepare node {} for cleaning: {e:#}", node.uuid),
+        )?;
+        return Ok(());
+    }
+    transition::fire(&flows.store, &node.uuid, Event::Wait, |_| {})?;
+    Ok(())
+}
+
+/// Priority overrides from the conductor's settings.
+fn priority_override(flows: &Flows, step: &str) -> Option<i64> {
+    flows.config.clean_step_priorities.iter().find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == step).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// The automated step list from the agent's cached steps.
+fn automated_steps(flows: &Flows, node: &Node) -> Vec<Value> {
+    let mut steps: Vec<Value> = node
+        .driver_internal_info
+        .get(steps_cache::CACHE_KEY)
+        .and_then(Value::as_object)
+        .map(|by_iface| {
+            by_iface
+                .values()
+                .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    for s in steps.iter_mut() {
+        let name = s["step"].as_str().unwrap_or_default().to_string();
+        if let Some(p) = priority_override(flows, &name) {
+            s["priority"] = json!(p);
+        }
+    }
+    steps.retain(|s| s["priority"].as_i64().unwrap_or(0) > 0);
+    // Highest priority first; stable for equal priorities.
+    steps.sort_by_key(|s| std::cmp::Reverse(s["priority"].as_i64().unwrap_or(0)));
+    steps
+}
+
+/// Manual steps must be ones the agent offers (Ironic validates them).
+fn check_manual(node: &Node, steps: &[Value]) -> Result<(), String> {
+    let offered: Vec<(String, String)> = node
+        .driver_internal_info
+        .get(steps_cache::CACHE_KEY)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.values()
+                .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+                .map(|s| {
+                    (
+                        s["interface"].as_str().unwrap_or_default().to_string(),
+                        s["step"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for s in steps {
+        let key = (
+            s["interface"].as_str().unwrap_or_default().to_string(),
+            s["step"].as_str().unwrap_or_default().to_string(),
+        );
+        if !offered.contains(&key) {
+            return Err(format!(
+                "Node {} does not support the clean step {} of interface {}",
+                node.uuid, key.1, key.0
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn ports_of(flows: &Flows, uuid: &str) -> anyhow::Result<Vec<Value>> {
+    Ok(flows
+        .store
+        .list_ports(Some(uuid))?
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect())
+}
+
+/// Clean wait, on each heartbeat: follow the running step, start the next,
+/// or finish.
+pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
+    let uuid = &node.uuid;
+    if !node
+        .driver_internal_info
+        .contains_key(steps_cache::CACHE_KEY)
+    {
+        steps_cache::refresh_clean_steps(&flows.store, &flows.config, uuid).await?;
+    }
+    let mut node = flows.store.get_node(uuid)?;
+    let steps: Vec<Value> = match node
+        .driver_internal_info
+        .get(STEPS)
+        .and_then(Value::as_array)
+    {
+        Some(s) => s.clone(),
+        None => {
+            let s = automated_steps(flows, &node);
+            node = flows.store.update_node::<StoreError, _>(uuid, |n| {
+                n.driver_internal_info
+                    .insert(STEPS.into(), Value::Array(s.clone()));
+                Ok(())
+            })?;
+            s
+        }
+    };
+    if is_manual(&node) && !node.driver_internal_info.contains_key(INDEX) {
+        if let Err(e) = check_manual(&node, &steps) {
+            transition::fail(&flows.store, uuid, &e)?;
+            return Ok(());
+        }
+    }
+    let client = AgentClient::for_node(&node.driver_internal_info, &flows.config)?;
+    let mut index = node
+        .driver_internal_info
+        .get(INDEX)
+        .and_then(Value::as_u64)
+        .map(|i| i as usize);
+
+    if let (Some(i), Some(id)) = (
+        index,
+        node.driver_internal_info
+            .get(COMMAND)
+            .and_then(Value::as_str),
+    ) {
+        let commands = client.commands().await?;
+        let Some(cmd) = commands.iter().rev().find(|c| c.id == id) else {
+            transition::fail(
+                &flows.store,
+                uuid,
+                &format!(
+                    "Agent lost the running clean step {} (was the ramdisk rebooted?)",
+                    steps.get(i).cloned().unwrap_or_default()
+                ),
+            )?;
+            return Ok(());
+        };
+        match cmd.command_status {
+            CommandStatus::Running => return Ok(()),
+            CommandStatus::Succeeded => {
+                info!(node = %uuid, step = %steps[i], "clean step done");
+                index = Some(i + 1);
+            }
+            CommandStatus::CleanVersionMismatch => {
+                info!(node = %uuid, "hardware manager versions changed; restarting cleaning");
+                flows.store.update_node::<StoreError, _>(uuid, |n| {
+                    n.driver_internal_info.remove(steps_cache::CACHE_KEY);
+                    n.driver_internal_info.remove(INDEX);
+                    n.driver_internal_info.remove(COMMAND);
+                    if !is_manual(n) {
+                        n.driver_internal_info.remove(STEPS);
+                    }
+                    Ok(())
+                })?;
+                return Ok(());
+            }
+            _ => {
+                let detail = cmd
+                    .command_error
+                    .as_ref()
+                    .map(|e| e.summary().to_string())
+                    .unwrap_or_default();
+                transition::fail(
+                    &flows.store,
+                    uuid,
+                    &format!(
+                        "Agent returned error for clean step {} on node {uuid} : {detail}.",
+                        steps[i]
+                    ),
+                )?;
+                power::set_power(&flows.store, &node, PowerAction::Off)
+                    .await
+                    .ok();
+                return Ok(());
+            }
+        }
+    }
+    let next = index.unwrap_or(0);
+    let Some(step) = steps.get(next).cloned() else {
+        flows.store.update_node::<StoreError, _>(uuid, |n| {
+            n.driver_internal_info.insert(FINISHING.into(), json!(true));
+            Ok(())
+        })?;
+        let node = flows.store.get_node(uuid)?;
+        return finish(flows, &node).await;
+    };
+    let mut params = Map::new();
+    params.insert("step".into(), step.clone());
+    params.insert("node".into(), node_secure_dict(&node));
+    params.insert("ports".into(), Value::Array(ports_of(flows, uuid)?));
+    params.insert(
+        "clean_version".into(),
+        node.driver_internal_info
+            .get("hardware_manager_version")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    let started = client
+        .run("clean.execute_clean_step", params, false)
+        .await?;
+    info!(node = %uuid, %step, "clean step started");
+    flows.store.update_node::<StoreError, _>(uuid, |n| {
+        n.driver_internal_info.insert(INDEX.into(), json!(next));
+        n.driver_internal_info
+            .insert(COMMAND.into(), json!(started.id));
+        n.clean_step = step.as_object().cloned().unwrap_or_default();
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// All steps done: power off and land in `available` (or `manageable`).
+pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
+    let uuid = &node.uuid;
+    if node.provision_state == fsm::CLEANWAIT {
+        transition::fire(&flows.store, uuid, Event::Resume, |_| {})?;
+    }
+    let node = flows.store.get_node(uuid)?;
+    if !flows.config.fast_track {
+        if let Err(e) = power::set_power(&flows.store, &node, PowerAction::Off).await {
+            transition::fail(
+                &flows.store,
+                uuid,
+                &format!("Failed to tear down cleaning on node {uuid}: {e:#}"),
+            )?;
+            return Ok(());
+        }
+    }
+    let manual = is_manual(&node);
+    let event = if manual { Event::Manage } else { Event::Done };
+    transition::fire(&flows.store, uuid, event, |n| {
+        reset(n, None);
+        n.target_provision_state = None;
+    })?;
+    info!(node = %uuid, manual, "cleaning finished");
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! Direct deploy, as Ironic's `agent` deploy interface runs it: boot the
+//! ramdisk, `write_image` as a deploy step, `get_partition_uuids`,
+//! `install_bootloader` where the image needs it, power off through the
+//! agent, boot from disk, `active`. And the reverse: undeploy.
+
+use ferrite_protocol::node::Node;
+use ferrite_protocol::CommandStatus;
+use serde_json::{json, Map, Value};
+use tracing::info;
+
+use super::{power, transition, Flows};
+use crate::agent_client::AgentClient;
+use crate::api::views::node_secure_dict;
+use crate::fsm::Event;
+use crate::power::{BootDevice, PowerAction};
+use crate::store::StoreError;
+
+const PHASE: &str = "deploy_phase";
+const COMMAND: &str = "deploy_command_id";
+const PHASE_WRITE: &str = "write_image";
+const PHASE_BOOTLOADER: &str = "install_bootloader";
+const PHASE_FINISH: &str = "finishing";
+
+pub fn finishing(node: &Node) -> bool {
+    node.driver_internal_info.get(PHASE).and_then(Value::as_str) == Some(PHASE_FINISH)
+}
+
+fn info_str<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+    node.instance_info
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// Ironic's deploy validation of `instance_info`, with its message.
+pub fn validate(node: &Node) -> Result<(), String> {
+    let mut missing = Vec::new();
+    if info_str(node, "image_source").is_none() {
+        missing.push("image_source");
+    }
+    if is_partition_image(node)
+        && info_str(node, "root_gb").is_none()
+        && node.instance_info.get("root_gb").is_none()
+    {
+        missing.push("root_gb");
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "Failed to validate deploy or power info for node {}. Error: Cannot validate image information for node {} because one or more parameters are missing from its instance_info. Missing are: {:?}",
+            node.uuid, node.uuid, missing
+        ));
+    }
+    let source = info_str(node, "image_source").unwrap_or_default();
+    if !(source.starts_with("http://")
+        || source.starts_with("https://")
+        || source.starts_with("file://"))
+    {
+        return Err(format!(
+            "Failed to validate deploy or power info for node {}. Error: image_source {source} is not an http(s) or file URL (this conductor has no image service)",
+            node.uuid
+        ));
+    }
+    if info_str(node, "image_checksum").is_none() && info_str(node, "image_os_hash_value").is_none()
+    {
+        return Err(format!(
+            "Failed to validate deploy or power info for node {}. Error: instance_info has neither image_checksum nor image_os_hash_algo/image_os_hash_value",
+            node.uuid
+        ));
+    }
+    Ok(())
+}
+
+fn is_partition_image(node: &Node) -> bool {
+    match info_str(node, "image_type") {
+        Some(t) => t == "partition",
+        None => info_str(node, "kernel").is_some() && info_str(node, "ramdisk").is_some(),
+    }
+}
+
+fn boot_mode(node: &Node) -> &'static str {
+    let caps = node
+        .instance_info
+        .get("capabilities")
+        .or_else(|| node.properties.get("capabilities"));
+    let text = match caps {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => String::new(),
+    };
+    let uefi = node
+        .instance_info
+        .get("deploy_boot_mode")
+        .and_then(Value::as_str)
+        == Some("uefi")
+        || text.split(',').any(|kv| kv.trim() == "boot_mode:uefi");
+    if uefi {
+        "uefi"
+    } else {
+        "bios"
+    }
+}
+
+/// `image_info` for `write_image`, built as Ironic's `AgentDeploy.write_image` does.
+pub fn image_info(node: &Node) -> Value {
+    let source = info_str(node, "image_source").unwrap_or_default();
+    let id = source.rsplit('/').next().unwrap_or(source);
+    let mut info = json!({
+        "id": id,
+        "urls": [info_str(node, "image_url").unwrap_or(source)],
+        "disk_format": info_str(node, "image_disk_format"),
+        "container_format": "bare",
+        "stream_raw_images": true,
+        "checksum": info_str(node, "image_checksum"),
+        "os_hash_algo": info_str(node, "image_os_hash_algo"),
+        "os_hash_value": info_str(node, "image_os_hash_value"),
+        "node_uuid": node.uuid,
+    });
+    if is_partition_image(node) {
+        let num = |k: &str| {
+            node.instance_info
+                .get(k)
+                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                .unwrap_or(0)
+        };
+        let extra = json!({
+            "image_type": "partition",
+            "root_gb": num("root_gb"),
+            "root_mb": num("root_gb") * 1024,
+            "swap_mb": num("swap_mb"),
+            "ephemeral_mb": num("ephemeral_gb") * 1024,
+            "ephemeral_format": info_str(node, "ephemeral_format"),
+            "preserve_ephemeral": node.instance_info.get("preserve_ephemeral").cloned().unwrap_or(json!(false)),
+            "deploy_boot_mode": boot_mode(node),
+            "boot_option": "local",
+            "disk_label": info_str(node, "disk_label"),
+            "kernel": info_str(node, "kernel"),
+            "ramdisk": info_str(node, "ramdisk"),
+        });
+        if let (Some(m), Some(e)) = (info.as_object_mut(), extra.as_object()) {
+            m.extend(e.clone());
+        }
+    }
+    info
+}
+
+/// Right after `deploy`/`rebuild`: boot the ramdisk and wait for its call.
+pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
+    flows.store.update_node::<StoreError, _>(&node.uuid, |n| {
+        n.driver_internal_info.remove(PHASE);
+        n.driver_internal_info.remove(COMMAND);
+        n.deploy_step.clear();
+        Ok(())
+    })?;
+    if let Err(e) = flows.boot_ramdisk(node).await {
+        transition::fail(
+            &flows.store,
+            &node.uuid,
+            &format!("Deploy failed for node {}: {e:#}", node.uuid),
+        )?;
+        return Ok(());
+    }
+    transition::fire(&flows.store, &node.uuid, Event::Wait, |_| {})?;
+    Ok(())
+}
+
+fn ports_of(flows: &Flows, uuid: &str) -> anyhow::Result<Vec<Value>> {
+    Ok(flows
+        .store
+        .list_ports(Some(uuid))?
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect())
+}
+
+fn set_phase(
+    flows: &Flows,
+    uuid: &str,
+    phase: &str,
+    command: Option<&str>,
+    step: Value,
+) -> anyhow::Result<()> {
+    flows.store.update_node::<StoreError, _>(uuid, |n| {
+        n.driver_internal_info.insert(PHASE.into(), json!(phase));
+        match command {
+            Some(id) => n.driver_internal_info.insert(COMMAND.into(), json!(id)),
+            None => n.driver_internal_info.remove(COMMAND),
+        };
+        n.deploy_step = step.as_object().cloned().unwrap_or_default();
+        Ok(())
+    })?;
+    Ok(())
+}
+
+async fn fail_deploy(flows: &Flows, node: &Node, message: String) -> anyhow::Result<()> {
+    transition::fail(&flows.store, &node.uuid, &message)?;
+    // The agent stays up (as Ironic leaves it) so logs can be collected.
+    Ok(())
+}
+
+/// `wait call-back`, each heartbeat: start or follow the current phase.
+pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
+    let uuid = &node.uuid;
+    let client = AgentClient::for_node(&node.driver_internal_info, &flows.config)?;
+    let phase = node
+        .driver_internal_info
+        .get(PHASE)
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let command = node
+        .driver_internal_info
+        .get(COMMAND)
+        .and_then(Value::as_str)
+        .map(str::to_string);
+
+    let finished_ok = match (&phase, &command) {
+        (Some(_), Some(id)) => {
+            let commands = client.commands().await?;
+            let Some(cmd) = commands.iter().rev().find(|c| &c.id == id) else {
+                return fail_deploy(
+                    flows,
+                    node,
+                    format!("Agent lost the running deploy command {id}"),
+                )
+                .await;
+            };
+            match cmd.command_status {
+                CommandStatus::Running => {
+                    // Progress for operators: the agent's interim result.
+                    if let Some(progress) =
+                        cmd.command_result.as_ref().and_then(|r| r.get("progress"))
+                    {
+                        let p = progress.clone();
+                        flows.store.update_node::<StoreError, _>(uuid, |n| {
+                            n.driver_internal_info.insert("deploy_progress".into(), p);
+                            Ok(())
+                        })?;
+                    }
+                    return Ok(());
+                }
+                CommandStatus::Succeeded => true,
+                _ => {
+                    let detail = cmd
+                        .command_error
+                        .as_ref()
+                        .map(|e| e.summary().to_string())
+                        .unwrap_or_default();
+                    let step = phase.clone().unwrap_or_default();
+                    return fail_deploy(
+                        flows,
+                        node,
+                        format!("Deploy step deploy.{step} failed on node {uuid}. {detail}"),
+                    )
+                    .await;
+                }
+            }
+        }
+        _ => false,
+    };
+
+    match (phase.as_deref(), finished_ok) {
+        (None, _) => {
+            let step = json!({"interface": "deploy", "step": "write_image", "priority": 80,
+                              "args": {"image_info": image_info(node),
+                                       "configdrive": node.instance_info.get("configdrive").cloned().unwrap_or(Value::Null)}});
+            let mut params = Map::new();
+            params.insert("step".into(), step.clone());
+            params.insert("node".into(), node_secure_dict(node));
+            params.insert("ports".into(), Value::Array(ports_of(flows, uuid)?));
+            params.insert(
+                "deploy_version".into(),
+                node.driver_internal_info
+                    .get("hardware_manager_version")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
+            let started = client
+                .run("deploy.execute_deploy_step", params, false)
+                .await?;
+            info!(node = %uuid, "write_image started");
+            set_phase(flows, uuid, PHASE_WRITE, Some(&started.id), step)?;
+            Ok(())
+        }
+        (Some(PHASE_WRITE), true) => {
+            let uuids = client
+                .run("standby.get_partition_uuids", Map::new(), true)
+                .await?;
+            let result = uuids.command_result.unwrap_or(Value::Null);
+            let root = result
+                .get("root uuid")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let efi = result
+                .get("efi system partition uuid")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let whole_disk = !is_partition_image(node);
+            flows.store.update_node::<StoreError, _>(uuid, |n| {
+                n.driver_internal_info
+                    .insert("is_whole_disk_image".into(), json!(whole_disk));
+                n.driver_internal_info
+                    .insert("root_uuid_or_disk_id".into(), json!(root));
+                n.driver_internal_info.remove("deploy_progress");
+                Ok(())
+            })?;
+            // Ironic installs a bootloader for partition images, and for
+            // whole-disk images in UEFI (the NVRAM entry).
+            let uefi = boot_mode(node) == "uefi";
+            if whole_disk && !uefi {
+                return finish_now(flows, uuid).await;
+            }
+            let mut params = Map::new();
+            params.insert("root_uuid".into(), json!(root));
+            params.insert("efi_system_part_uuid".into(), json!(efi));
+            params.insert("prep_boot_part_uuid".into(), Value::Null);
+            params.insert("target_boot_mode".into(), json!(boot_mode(node)));
+            let started = client
+                .run("image.install_bootloader", params, false)
+                .await?;
+            let step = json!({"interface": "deploy", "step": "prepare_instance_boot", "priority": 60, "args": {}});
+            set_phase(flows, uuid, PHASE_BOOTLOADER, Some(&started.id), step)?;
+            Ok(())
+        }
+        (Some(PHASE_BOOTLOADER), true) => finish_now(flows, uuid).await,
+        _ => Ok(()),
+    }
+}
+
+async fn finish_now(flows: &Flows, uuid: &str) -> anyhow::Result<()> {
+    let step =
+        json!({"interface": "deploy", "step": "tear_down_agent", "priority": 40, "args": {}});
+    set_phase(flows, uuid, PHASE_FINISH, None, step)?;
+    let node = flows.store.get_node(uuid)?;
+    finish(flows, &node).await
+}
+
+/// Power off through the agent (it syncs first), boot from disk, power on, `active`.
+pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
+    let uuid = &node.uuid;
+    if node.provision_state == crate::fsm::DEPLOYWAIT {
+        transition::fire(&flows.store, uuid, Event::Resume, |_| {})?;
+    }
+    if let Ok(client) = AgentClient::for_node(&node.driver_internal_info, &flows.config) {
+        if let Err(e) = client.run("standby.sync", Map::new(), true).await {
+            tracing::warn!(node = %uuid, error = %e, "sync through the agent failed");
+        }
+        match client.run("standby.power_off", Map::new(), false).await {
+            Ok(_) => info!(node = %uuid, "agent powering the machine off"),
+            Err(e) => {
+                tracing::warn!(node = %uuid, error = %e, "power off through the agent failed; using the power driver")
+            }
+        }
+    }
+    let node = flows.store.get_node(uuid)?;
+    let outcome = async {
+        power::set_power(&flows.store, &node, PowerAction::Off).await?;
+        power::set_boot_device(&flows.store, &node, BootDevice::Disk, true).await?;
+        // The boot script follows the state: `active` boots the local disk.
+        transition::fire(&flows.store, uuid, Event::Done, |n| {
+            n.deploy_step.clear();
+            for key in [
+                PHASE,
+                COMMAND,
+                "agent_url",
+                "agent_secret_token",
+                "agent_verify_ca",
+            ] {
+                n.driver_internal_info.remove(key);
+            }
+        })?;
+        let node = flows.store.get_node(uuid)?;
+        power::set_power(&flows.store, &node, PowerAction::On).await
+    }
+    .await;
+    if let Err(e) = outcome {
+        let node = flows.store.get_node(uuid)?;
+        if node.provision_state != crate::fsm::ACTIVE {
+            transition::fail(
+                &flows.store,
+                uuid,
+                &format!("Error rebooting node {uuid} after deploy: {e:#}"),
+            )?;
+        } else {
+            tracing::warn!(node = %uuid, error = %format!("{e:#}"), "powering on after deploy failed");
+        }
+        return Ok(());
+    }
+    info!(node = %uuid, "deployed");
+    Ok(())
+}
+
+/// `deleted`/`undeploy`: power off, forget the instance, then clean.
+pub async fn tear_down(flows: &Flows, node: &Node) -> anyhow::Result<()> {
+    let uuid = &node.uuid;
+    if let Err(e) = power::set_power(&flows.store, node, PowerAction::Off).await {
+        transition::fail(
+            &flows.store,
+            uuid,
+            &format!("Failed to tear down node {uuid}: {e:#}"),
+        )?;
+        return Ok(());
+    }
+    let node = transition::fire(&flows.store, uuid, Event::Clean, |n| {
+        n.instance_info.clear();
+        n.instance_uuid = None;
+        for key in [
+            "is_whole_disk_image",
+            "root_uuid_or_disk_id",
+            PHASE,
+            COMMAND,
+            "deploy_progress",
+        ] {
+            n.driver_internal_info.remove(key);
+        }
+        n.deploy_step.clear();
+        super::cleaning::reset(n, None);
+    })?;
+    super::cleaning::begin(flows, &node).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(info: Value) -> Node {
+        Node {
+            uuid: "u".into(),
+            instance_info: info.as_object().cloned().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validation_and_image_info() {
+        let err = validate(&node(json!({}))).unwrap_err();
+        assert!(err.contains("Missing are: [\"image_source\"]"), "{err}");
+        let ok = node(
+            json!({"image_source": "http://h/img/disk.qcow2", "image_checksum": "abc",
+                             "image_disk_format": "qcow2"}),
+        );
+        assert!(validate(&ok).is_ok());
+        let info = image_info(&ok);
+        assert_eq!(info["id"], "disk.qcow2");
+        assert_eq!(info["urls"], json!(["http://h/img/disk.qcow2"]));
+        assert_eq!(info["disk_format"], "qcow2");
+        assert!(info.get("image_type").is_none());
+        let part = node(
+            json!({"image_source": "http://h/p.img", "image_checksum": "abc", "kernel": "k",
+                               "ramdisk": "r", "root_gb": "10", "capabilities": "boot_mode:uefi"}),
+        );
+        let info = image_info(&part);
+        assert_eq!(info["image_type"], "partition");
+        assert_eq!(info["root_mb"], 10240);
+        assert_eq!(info["deploy_boot_mode"], "uefi");
+        let glance = node(json!({"image_source": "7b2f-glance-id", "image_checksum": "abc"}));
+        assert!(validate(&glance).unwrap_err().contains("not an http(s)"));
+    }
+}

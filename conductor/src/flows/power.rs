@@ -1,0 +1,50 @@
+//! Power and boot device actions inside flows, recorded on the node.
+
+use ferrite_protocol::node::Node;
+use serde_json::json;
+
+use crate::power::{BootDevice, PowerAction, PowerDriver};
+use crate::store::{Store, StoreError};
+
+/// Run a power action through the node's driver and record the result.
+pub async fn set_power(store: &Store, node: &Node, action: PowerAction) -> anyhow::Result<()> {
+    let driver = PowerDriver::for_node(node)?;
+    let state = driver.set_state(action).await?;
+    store.update_node::<StoreError, _>(&node.uuid, |n| {
+        n.power_state = Some(state.to_string());
+        n.target_power_state = None;
+        Ok(())
+    })?;
+    tracing::info!(node = %node.uuid, ?action, interface = driver.interface(), "power action done");
+    Ok(())
+}
+
+pub async fn set_boot_device(
+    store: &Store,
+    node: &Node,
+    device: BootDevice,
+    persistent: bool,
+) -> anyhow::Result<()> {
+    PowerDriver::for_node(node)?
+        .set_boot_device(device, persistent)
+        .await?;
+    store.update_node::<StoreError, _>(&node.uuid, |n| {
+        n.driver_internal_info.insert(
+            "boot_device".into(),
+            json!({"boot_device": device.name(), "persistent": persistent}),
+        );
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Boot the deploy ramdisk: network boot next, then (re)start the machine.
+pub async fn boot_ramdisk(store: &Store, node: &Node) -> anyhow::Result<()> {
+    set_boot_device(store, node, BootDevice::Pxe, false).await?;
+    let action = if node.power_state.as_deref() == Some(crate::power::POWER_ON) {
+        PowerAction::Reboot
+    } else {
+        PowerAction::On
+    };
+    set_power(store, node, action).await
+}

@@ -1,0 +1,74 @@
+//! Moving a node through the state machine: one place that sets
+//! `provision_state`, `target_provision_state`, `provision_updated_at`
+//! and `last_error` together, as Ironic's `process_event` does.
+
+use ferrite_protocol::node::Node;
+use tracing::info;
+
+use crate::fsm::{self, Event};
+use crate::store::{Store, StoreError};
+use crate::time::api_now;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("The requested action \"{verb}\" can not be performed on node \"{node}\" while it is in state \"{state}\".")]
+    Invalid {
+        verb: &'static str,
+        node: String,
+        state: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Apply `event` to the node in memory; the new state.
+pub fn apply(node: &mut Node, event: Event) -> Result<&'static str, TransitionError> {
+    let next =
+        fsm::next_state(&node.provision_state, event).ok_or_else(|| TransitionError::Invalid {
+            verb: event.verb(),
+            node: node.uuid.clone(),
+            state: node.provision_state.clone(),
+        })?;
+    let previous_target = node.target_provision_state.clone();
+    node.provision_state = next.to_string();
+    node.target_provision_state = match fsm::target_of(next) {
+        // Manual cleaning and its waits keep the target they started with.
+        Some(fsm::AVAILABLE)
+            if matches!(next, fsm::CLEANING | fsm::CLEANWAIT)
+                && previous_target.as_deref() == Some(fsm::MANAGEABLE) =>
+        {
+            Some(fsm::MANAGEABLE.to_string())
+        }
+        t => t.map(str::to_string),
+    };
+    node.provision_updated_at = Some(api_now());
+    Ok(next)
+}
+
+/// Apply `event` in the store, with `also` for the flow's own fields.
+pub fn fire(
+    store: &Store,
+    uuid: &str,
+    event: Event,
+    also: impl FnOnce(&mut Node),
+) -> Result<Node, TransitionError> {
+    let node = store.update_node::<TransitionError, _>(uuid, |n| {
+        let from = n.provision_state.clone();
+        let to = apply(n, event)?;
+        also(n);
+        info!(node = %n.uuid, %from, %to, event = event.verb(), "provision state changed");
+        Ok(())
+    })?;
+    Ok(node)
+}
+
+/// `fail` with Ironic's `last_error`.
+pub fn fail(store: &Store, uuid: &str, error: &str) -> Result<Node, TransitionError> {
+    let error = error.to_string();
+    tracing::warn!(node = %uuid, %error, "flow failed");
+    fire(store, uuid, Event::Fail, move |n| {
+        n.last_error = Some(error);
+        n.clean_step.clear();
+        n.deploy_step.clear();
+    })
+}

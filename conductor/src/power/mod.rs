@@ -1,0 +1,144 @@
+//! Power and boot-device control per node, chosen by `power_interface`:
+//! `fake` (state kept on the node: the harness or an operator powers the
+//! machine), `ipmitool` (Ironic's ipmitool driver), `redfish` (HTTP).
+
+pub mod ipmi;
+pub mod redfish;
+
+use ferrite_protocol::node::Node;
+
+pub const POWER_ON: &str = "power on";
+pub const POWER_OFF: &str = "power off";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    On,
+    Off,
+    Reboot,
+}
+
+impl PowerAction {
+    /// `PUT /v1/nodes/{id}/states/power` targets.
+    pub fn from_target(target: &str) -> Option<Self> {
+        Some(match target {
+            "power on" => Self::On,
+            "power off" | "soft power off" => Self::Off,
+            "rebooting" | "soft rebooting" => Self::Reboot,
+            _ => return None,
+        })
+    }
+
+    /// The power state the node is in afterwards.
+    pub fn result(self) -> &'static str {
+        match self {
+            Self::On | Self::Reboot => POWER_ON,
+            Self::Off => POWER_OFF,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootDevice {
+    Pxe,
+    Disk,
+    Cdrom,
+    Bios,
+    Safe,
+}
+
+impl BootDevice {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pxe" => Self::Pxe,
+            "disk" => Self::Disk,
+            "cdrom" => Self::Cdrom,
+            "bios" => Self::Bios,
+            "safe" => Self::Safe,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pxe => "pxe",
+            Self::Disk => "disk",
+            Self::Cdrom => "cdrom",
+            Self::Bios => "bios",
+            Self::Safe => "safe",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PowerError {
+    #[error("missing or invalid driver_info: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0} is not supported by the {1} interface")]
+    Unsupported(&'static str, &'static str),
+}
+
+/// A node's power interface, ready to use.
+pub enum PowerDriver {
+    Fake,
+    Ipmi(ipmi::Ipmi),
+    Redfish(redfish::Redfish),
+}
+
+impl PowerDriver {
+    pub fn for_node(node: &Node) -> Result<Self, PowerError> {
+        match node.power_interface.as_deref().unwrap_or("fake") {
+            "fake" => Ok(Self::Fake),
+            "ipmitool" => Ok(Self::Ipmi(ipmi::Ipmi::from_driver_info(&node.driver_info)?)),
+            "redfish" => Ok(Self::Redfish(redfish::Redfish::from_driver_info(
+                &node.driver_info,
+            )?)),
+            other => Err(PowerError::Config(format!(
+                "unknown power interface {other}"
+            ))),
+        }
+    }
+
+    pub fn interface(&self) -> &'static str {
+        match self {
+            Self::Fake => "fake",
+            Self::Ipmi(_) => "ipmitool",
+            Self::Redfish(_) => "redfish",
+        }
+    }
+
+    /// The current power state; `fake` reports what the node records.
+    pub async fn get_state(&self, node: &Node) -> Result<String, PowerError> {
+        match self {
+            Self::Fake => Ok(node
+                .power_state
+                .clone()
+                .unwrap_or_else(|| POWER_OFF.to_string())),
+            Self::Ipmi(i) => i.get_state().await,
+            Self::Redfish(r) => r.get_state().await,
+        }
+    }
+
+    /// Returns the resulting power state to record on the node.
+    pub async fn set_state(&self, action: PowerAction) -> Result<&'static str, PowerError> {
+        match self {
+            Self::Fake => {}
+            Self::Ipmi(i) => i.set_state(action).await?,
+            Self::Redfish(r) => r.set_state(action).await?,
+        }
+        Ok(action.result())
+    }
+
+    pub async fn set_boot_device(
+        &self,
+        device: BootDevice,
+        persistent: bool,
+    ) -> Result<(), PowerError> {
+        match self {
+            Self::Fake => Ok(()),
+            Self::Ipmi(i) => i.set_boot_device(device, persistent).await,
+            Self::Redfish(r) => r.set_boot_device(device, persistent).await,
+        }
+    }
+}
