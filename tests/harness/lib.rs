@@ -98,6 +98,9 @@ pub struct Conductor {
     pub url: String,
     pub dir: TempDir,
     pub http: reqwest::Client,
+    port: u16,
+    flags: Vec<String>,
+    runs: u32,
 }
 
 impl Conductor {
@@ -105,20 +108,37 @@ impl Conductor {
     pub async fn start(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let proc = Self::spawn(dir.path(), port, &flags, "conductor.log");
+        let conductor = Self {
+            proc,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            http: reqwest::Client::new(),
+            port,
+            flags,
+            runs: 1,
+        };
+        conductor.wait_ready().await;
+        conductor
+    }
+
+    fn spawn(dir: &Path, port: u16, flags: &[String], log: &str) -> Proc {
         let mut cmd = Command::new(bin("ferrite-conductor"));
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(dir)
             .arg("--host")
             .arg("test-conductor")
             .args(flags)
             .env("FERRITE_LOG", "debug,hyper=info,rustls=info,reqwest=info");
-        let proc = Proc::spawn(cmd, dir.path().join("conductor.log"));
-        let http = reqwest::Client::new();
-        let probe = http.clone();
-        let root = format!("{url}/");
+        Proc::spawn(cmd, dir.join(log))
+    }
+
+    async fn wait_ready(&self) {
+        let probe = self.http.clone();
+        let root = format!("{}/", self.url);
         wait_for("the conductor API", Duration::from_secs(60), || {
             let probe = probe.clone();
             let root = root.clone();
@@ -132,12 +152,17 @@ impl Conductor {
             }
         })
         .await;
-        Self {
-            proc,
-            url,
-            dir,
-            http,
-        }
+    }
+
+    /// Kill the conductor outright (SIGKILL: no graceful shutdown) and
+    /// start it again on the same port and data directory.
+    pub async fn kill_and_restart(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        self.runs += 1;
+        let log = format!("conductor-{}.log", self.runs);
+        self.proc = Self::spawn(self.dir.path(), self.port, &self.flags, &log);
+        self.wait_ready().await;
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -4,6 +4,7 @@ mod agent_api;
 mod boot_serving;
 mod conductor_api;
 mod conductor_client;
+mod flows;
 mod lookup_heartbeat;
 
 use ferrite_tests::{Agent, Conductor};

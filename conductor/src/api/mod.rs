@@ -50,6 +50,10 @@ pub fn router(state: AppState) -> Router {
             get(states::get_boot_device).put(states::set_boot_device),
         )
         .route("/v1/nodes/{ident}/validate", get(states::validate))
+        .route(
+            "/v1/nodes/{ident}/maintenance",
+            put(states::set_maintenance).delete(states::unset_maintenance),
+        )
         .route("/v1/nodes/{ident}/ports", get(ports::list_for_node))
         .route(
             "/v1/nodes/{ident}/ports/detail",

@@ -261,3 +261,39 @@ pub async fn validate(
         "bios": unsupported("bios"),
     })))
 }
+
+/// `PUT /v1/nodes/{id}/maintenance` (`{"reason": ...}`) and `DELETE`.
+pub async fn set_maintenance(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let body: Map<String, Value> = if body.is_empty() {
+        Map::new()
+    } else {
+        parse_body(&body)?
+    };
+    let reason = body
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    state.store.update_node::<StoreError, _>(&ident, |n| {
+        n.maintenance = true;
+        n.maintenance_reason = reason;
+        Ok(())
+    })?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+pub async fn unset_maintenance(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.store.update_node::<StoreError, _>(&ident, |n| {
+        n.maintenance = false;
+        n.maintenance_reason = None;
+        n.fault = None;
+        Ok(())
+    })?;
+    Ok(StatusCode::ACCEPTED)
+}

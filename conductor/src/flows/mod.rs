@@ -138,8 +138,16 @@ impl Flows {
                 host: node.reservation.clone().unwrap_or_default(),
             })?;
         let manual_clean = event == Event::Clean;
+        let aborted = match (event, node.provision_state.as_str()) {
+            (Event::Abort, fsm::CLEANWAIT) => Some(match node.clean_step.get("step") {
+                Some(step) => format!("By request, the clean operation was aborted after the completion of step {step}"),
+                None => "By request, the clean operation was aborted".to_string(),
+            }),
+            (Event::Abort, _) => Some("By request, the inspection operation was aborted".to_string()),
+            _ => None,
+        };
         let updated = transition::fire(&self.store, &node.uuid, event, |n| {
-            n.last_error = None;
+            n.last_error = aborted;
             if manual_clean {
                 n.target_provision_state = Some(fsm::MANAGEABLE.to_string());
             }

@@ -41,9 +41,11 @@ impl Ipmi {
         let interface = match text(info, "ipmi_protocol_version").as_deref() {
             None | Some("2.0") => "lanplus".to_string(),
             Some("1.5") => "lan".to_string(),
-            Some(v) => return Err(PowerError::Config(format!(
+            Some(v) => {
+                return Err(PowerError::Config(format!(
                 "Invalid IPMI protocol version value {v}, the valid value can be one of 1.5, 2.0"
-            ))),
+            )))
+            }
         };
         Ok(Self {
             address,

@@ -1,0 +1,328 @@
+//! Provisioning flows under faults: illegal verbs, maintenance and locks,
+//! a ramdisk that never calls back, abort, and a conductor killed in the
+//! middle of a deploy.
+
+use std::time::Duration;
+
+use ferrite_tests::image_server::ImageServer;
+use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
+use ferrite_tests::{wait_for, Agent, Conductor};
+use serde_json::{json, Value};
+
+async fn provision(c: &Conductor, uuid: &str, body: Value) -> (u16, Value) {
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/nodes/{uuid}/states/provision"),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Ironic's error text inside `{"error_message": "<json>"}`.
+fn faultstring(body: &Value) -> String {
+    let inner: Value =
+        serde_json::from_str(body["error_message"].as_str().unwrap_or("{}")).unwrap_or_default();
+    inner["faultstring"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn wait_state(c: &Conductor, uuid: &str, want: &str, within: Duration) -> Value {
+    wait_for(&format!("{uuid} in {want}"), within, || {
+        let n = c.node(uuid);
+        let want = want.to_string();
+        async move {
+            let n = n.await;
+            (n["provision_state"] == want.as_str()).then_some(n)
+        }
+    })
+    .await
+}
+
+/// PATCH, retried while the node is locked (409), as ironicclient does.
+async fn patch(c: &Conductor, uuid: &str, ops: Value) {
+    let code = wait_for("PATCH accepted", Duration::from_secs(30), || {
+        let req = c
+            .request(reqwest::Method::PATCH, &format!("/v1/nodes/{uuid}"))
+            .json(&ops);
+        async move {
+            let code = req.send().await.unwrap().status().as_u16();
+            (code != 409).then_some(code)
+        }
+    })
+    .await;
+    assert_eq!(code, 200);
+}
+
+async fn set_maintenance(c: &Conductor, uuid: &str, on: bool) {
+    let path = format!("/v1/nodes/{uuid}/maintenance");
+    let req = if on {
+        c.request(reqwest::Method::PUT, &path)
+            .json(&json!({"reason": "disk swap"}))
+    } else {
+        c.request(reqwest::Method::DELETE, &path)
+    };
+    assert_eq!(req.send().await.unwrap().status().as_u16(), 202);
+    let n = c.node(uuid).await;
+    assert_eq!(n["maintenance"], on);
+    assert_eq!(
+        n["maintenance_reason"],
+        if on { json!("disk swap") } else { Value::Null }
+    );
+}
+
+/// A node taken to `available` without cleaning.
+async fn available_node(c: &Conductor, name: &str) -> String {
+    let node = c
+        .create_node(json!({"driver": "fake-hardware", "name": name, "automated_clean": false}))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    assert_eq!(
+        provision(c, &uuid, json!({"target": "manage"})).await.0,
+        202
+    );
+    wait_state(c, &uuid, "manageable", Duration::from_secs(30)).await;
+    assert_eq!(
+        provision(c, &uuid, json!({"target": "provide"})).await.0,
+        202
+    );
+    wait_state(c, &uuid, "available", Duration::from_secs(30)).await;
+    uuid
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn illegal_verbs_maintenance_and_locks() {
+    let c = Conductor::start(&[]).await;
+    let node = c.create_node(json!({"driver": "fake-hardware"})).await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+
+    // Every verb that enroll does not allow: 400 and Ironic's sentence.
+    for target in [
+        "provide", "inspect", "active", "deploy", "rebuild", "deleted", "undeploy", "abort",
+    ] {
+        let (code, body) = provision(&c, &uuid, json!({"target": target})).await;
+        assert_eq!(code, 400, "{target}: {body}");
+        assert!(
+            faultstring(&body).contains(&format!("while it is in state \"enroll\"")),
+            "{target}: {body}"
+        );
+    }
+    let (code, body) = provision(&c, &uuid, json!({"target": "fly"})).await;
+    assert_eq!(code, 400);
+    assert!(faultstring(&body).contains("Value: 'fly'"), "{body}");
+    let (code, body) = provision(&c, &uuid, json!({"target": "clean"})).await;
+    assert_eq!(code, 400);
+    assert!(
+        faultstring(&body).contains("\"clean_steps\" is required"),
+        "{body}"
+    );
+    let (code, body) = provision(
+        &c,
+        &uuid,
+        json!({"target": "manage", "clean_steps": [{"interface": "deploy", "step": "x"}]}),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(faultstring(&body).contains("only valid when"), "{body}");
+
+    assert_eq!(
+        provision(&c, &uuid, json!({"target": "manage"})).await.0,
+        202
+    );
+    wait_state(&c, &uuid, "manageable", Duration::from_secs(30)).await;
+    for target in ["active", "deleted", "abort", "rebuild"] {
+        let (code, body) = provision(&c, &uuid, json!({"target": target})).await;
+        assert_eq!(code, 400, "{target}: {body}");
+        assert!(faultstring(&body).contains("\"manageable\""), "{body}");
+    }
+    let (code, body) = provision(
+        &c,
+        &uuid,
+        json!({"target": "clean", "clean_steps": [{"interface": "teleport", "step": "x"}]}),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        faultstring(&body).contains("'interface' must be one of"),
+        "{body}"
+    );
+
+    // Maintenance blocks provide; the node does not move.
+    set_maintenance(&c, &uuid, true).await;
+    let (code, body) = provision(&c, &uuid, json!({"target": "provide"})).await;
+    assert_eq!(code, 400);
+    assert!(faultstring(&body).contains("maintenance mode"), "{body}");
+    set_maintenance(&c, &uuid, false).await;
+
+    // A node locked by another conductor: 409 NodeLocked.
+    let db = rusqlite::Connection::open(c.data_dir().join("ferrite.sqlite")).unwrap();
+    db.execute(
+        "UPDATE nodes SET reservation = 'other-host' WHERE uuid = ?1",
+        [&uuid],
+    )
+    .unwrap();
+    let (code, body) = provision(&c, &uuid, json!({"target": "provide"})).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        faultstring(&body).contains("locked by host other-host"),
+        "{body}"
+    );
+    db.execute(
+        "UPDATE nodes SET reservation = NULL WHERE uuid = ?1",
+        [&uuid],
+    )
+    .unwrap();
+    let n = c.node(&uuid).await;
+    assert_eq!(n["provision_state"], "manageable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
+    let c = Conductor::start(&[
+        "--deploy-callback-timeout",
+        "3",
+        "--clean-callback-timeout",
+        "600",
+        "--periodic-interval",
+        "1",
+    ])
+    .await;
+    let uuid = available_node(&c, "silent").await;
+    patch(
+        &c,
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": "http://127.0.0.1:9/none.qcow2", "image_checksum": "0".repeat(64)}}]),
+    )
+    .await;
+    assert_eq!(
+        provision(&c, &uuid, json!({"target": "active"})).await.0,
+        202
+    );
+    let waiting = wait_state(&c, &uuid, "wait call-back", Duration::from_secs(30)).await;
+    assert_eq!(waiting["target_provision_state"], "active");
+    // No ramdisk ever calls back.
+    let failed = wait_state(&c, &uuid, "deploy failed", Duration::from_secs(30)).await;
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Timeout reached while waiting for callback"),
+        "{failed}"
+    );
+    assert_eq!(failed["power_state"], "power off");
+
+    // A deploy without an image source is refused up front.
+    let other = available_node(&c, "no-image").await;
+    let (code, body) = provision(&c, &other, json!({"target": "active"})).await;
+    assert_eq!(code, 400);
+    assert!(
+        faultstring(&body).contains("Missing are: [\"image_source\"]"),
+        "{body}"
+    );
+
+    // Manual cleaning waits for a ramdisk; abort ends it.
+    assert_eq!(
+        provision(&c, &other, json!({"target": "manage"})).await.0,
+        202
+    );
+    wait_state(&c, &other, "manageable", Duration::from_secs(30)).await;
+    let steps = json!([{"interface": "deploy", "step": "erase_devices_metadata"}]);
+    assert_eq!(
+        provision(&c, &other, json!({"target": "clean", "clean_steps": steps}))
+            .await
+            .0,
+        202
+    );
+    let waiting = wait_state(&c, &other, "clean wait", Duration::from_secs(30)).await;
+    assert_eq!(waiting["target_provision_state"], "manageable");
+    assert_eq!(
+        provision(&c, &other, json!({"target": "abort"})).await.0,
+        202
+    );
+    let aborted = wait_state(&c, &other, "clean failed", Duration::from_secs(30)).await;
+    assert_eq!(
+        aborted["last_error"],
+        "By request, the clean operation was aborted"
+    );
+    // From clean failed, manage is the way back.
+    assert_eq!(
+        provision(&c, &other, json!({"target": "manage"})).await.0,
+        202
+    );
+    wait_state(&c, &other, "manageable", Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conductor_killed_mid_deploy_finishes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
+    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
+    let sum = sha256_file(&qcow);
+    let server = ImageServer::start(dir.path().to_path_buf()).await;
+    server.faults().rate = 2 << 20; // ~10 s of writing: time to kill the conductor
+    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+    let mut c = Conductor::start(&[
+        "--fast-track",
+        "true",
+        "--heartbeat-timeout",
+        "4",
+        "--periodic-interval",
+        "1",
+    ])
+    .await;
+    let uuid = available_node(&c, "restart").await;
+    c.create_port(&uuid, "52:54:00:fa:17:01").await;
+    let disks = format!("ferrite-disks={}", disk.path.display());
+    let _agent = Agent::start(&c.url, &["52:54:00:fa:17:01"], &[&disks]);
+    wait_for("a heartbeat", Duration::from_secs(60), || {
+        let n = c.node(&uuid);
+        async move {
+            n.await["driver_internal_info"]["agent_url"]
+                .as_str()
+                .map(str::to_string)
+        }
+    })
+    .await;
+    patch(
+        &c,
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
+            "image_disk_format": "qcow2"}}]),
+    )
+    .await;
+    assert_eq!(
+        provision(&c, &uuid, json!({"target": "active"})).await.0,
+        202
+    );
+    // Progress of the running write is visible on the node.
+    let progress = wait_for(
+        "write progress on the node",
+        Duration::from_secs(60),
+        || {
+            let n = c.node(&uuid);
+            async move {
+                let n = n.await;
+                n["driver_internal_info"]["deploy_progress"]["bytes_received"]
+                    .as_u64()
+                    .filter(|b| *b > 0)
+                    .map(|_| n)
+            }
+        },
+    )
+    .await;
+    assert_eq!(progress["provision_state"], "wait call-back");
+    assert_eq!(progress["deploy_step"]["step"], "write_image");
+
+    c.kill_and_restart().await;
+    let done = wait_state(&c, &uuid, "active", Duration::from_secs(120)).await;
+    assert_eq!(done["last_error"], Value::Null);
+    same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
+}
