@@ -109,7 +109,7 @@ async fn illegal_verbs_maintenance_and_locks() {
         let (code, body) = provision(&c, &uuid, json!({"target": target})).await;
         assert_eq!(code, 400, "{target}: {body}");
         assert!(
-            faultstring(&body).contains(&format!("while it is in state \"enroll\"")),
+            faultstring(&body).contains("while it is in state \"enroll\""),
             "{target}: {body}"
         );
     }
