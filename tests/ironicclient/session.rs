@@ -198,4 +198,19 @@ async fn operator_session_against_ferrite() {
     let _agent = boot_agent(c, &disk);
     let node = wait_state(c, &uuid, "available").await;
     assert_eq!(node["instance_info"], serde_json::json!({}));
+
+    // What happened, as `baremetal node history list` shows it.
+    let history = json(c, &["node", "history", "list", &uuid]);
+    let events: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("from deploying to active")),
+        "{history}"
+    );
 }

@@ -2,6 +2,7 @@
 //! ramdisk endpoints (lookup, heartbeat).
 
 pub mod error;
+mod history;
 mod nodes;
 mod patch;
 mod ports;
@@ -50,6 +51,8 @@ pub fn router(state: AppState) -> Router {
             get(states::get_boot_device).put(states::set_boot_device),
         )
         .route("/v1/nodes/{ident}/validate", get(states::validate))
+        .route("/v1/nodes/{ident}/history", get(history::list))
+        .route("/v1/nodes/{ident}/history/{event}", get(history::show))
         .route(
             "/v1/nodes/{ident}/maintenance",
             put(states::set_maintenance).delete(states::unset_maintenance),

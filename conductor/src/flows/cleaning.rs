@@ -48,18 +48,18 @@ fn is_manual(node: &Node) -> bool {
 pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     if !is_manual(node) && !automated_clean_enabled(flows, node) {
         info!(node = %node.uuid, "automated cleaning disabled");
-        transition::fire(&flows.store, &node.uuid, Event::Done, |_| {})?;
+        transition::fire(flows, &node.uuid, Event::Done, |_| {})?;
         return Ok(());
     }
     if let Err(e) = flows.boot_ramdisk(node).await {
         transition::fail(
-            &flows.store,
+            flows,
             &node.uuid,
             &format!("Failed to prepare node {} for cleaning: {e:#}", node.uuid),
         )?;
         return Ok(());
     }
-    transition::fire(&flows.store, &node.uuid, Event::Wait, |_| {})?;
+    transition::fire(flows, &node.uuid, Event::Wait, |_| {})?;
     Ok(())
 }
 
@@ -167,7 +167,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     };
     if is_manual(&node) && !node.driver_internal_info.contains_key(INDEX) {
         if let Err(e) = check_manual(&node, &steps) {
-            transition::fail(&flows.store, uuid, &e)?;
+            transition::fail(flows, uuid, &e)?;
             return Ok(());
         }
     }
@@ -187,7 +187,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         let commands = client.commands().await?;
         let Some(cmd) = commands.iter().rev().find(|c| c.id == id) else {
             transition::fail(
-                &flows.store,
+                flows,
                 uuid,
                 &format!(
                     "Agent lost the running clean step {} (was the ramdisk rebooted?)",
@@ -222,7 +222,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                     .map(|e| e.summary().to_string())
                     .unwrap_or_default();
                 transition::fail(
-                    &flows.store,
+                    flows,
                     uuid,
                     &format!(
                         "Agent returned error for clean step {} on node {uuid} : {detail}.",
@@ -274,13 +274,13 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
 pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
     if node.provision_state == fsm::CLEANWAIT {
-        transition::fire(&flows.store, uuid, Event::Resume, |_| {})?;
+        transition::fire(flows, uuid, Event::Resume, |_| {})?;
     }
     let node = flows.store.get_node(uuid)?;
     if !flows.config.fast_track {
         if let Err(e) = power::set_power(&flows.store, &node, PowerAction::Off).await {
             transition::fail(
-                &flows.store,
+                flows,
                 uuid,
                 &format!("Failed to tear down cleaning on node {uuid}: {e:#}"),
             )?;
@@ -289,7 +289,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     }
     let manual = is_manual(&node);
     let event = if manual { Event::Manage } else { Event::Done };
-    transition::fire(&flows.store, uuid, event, |n| {
+    transition::fire(flows, uuid, event, |n| {
         reset(n, None);
         n.target_provision_state = None;
     })?;

@@ -157,13 +157,13 @@ pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     })?;
     if let Err(e) = flows.boot_ramdisk(node).await {
         transition::fail(
-            &flows.store,
+            flows,
             &node.uuid,
             &format!("Deploy failed for node {}: {e:#}", node.uuid),
         )?;
         return Ok(());
     }
-    transition::fire(&flows.store, &node.uuid, Event::Wait, |_| {})?;
+    transition::fire(flows, &node.uuid, Event::Wait, |_| {})?;
     Ok(())
 }
 
@@ -196,7 +196,7 @@ fn set_phase(
 }
 
 async fn fail_deploy(flows: &Flows, node: &Node, message: String) -> anyhow::Result<()> {
-    transition::fail(&flows.store, &node.uuid, &message)?;
+    transition::fail(flows, &node.uuid, &message)?;
     // The agent stays up (as Ironic leaves it) so logs can be collected.
     Ok(())
 }
@@ -341,7 +341,7 @@ async fn finish_now(flows: &Flows, uuid: &str) -> anyhow::Result<()> {
 pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
     if node.provision_state == crate::fsm::DEPLOYWAIT {
-        transition::fire(&flows.store, uuid, Event::Resume, |_| {})?;
+        transition::fire(flows, uuid, Event::Resume, |_| {})?;
     }
     if let Ok(client) = AgentClient::for_node(&node.driver_internal_info, &flows.config) {
         if let Err(e) = client.run("standby.sync", Map::new(), true).await {
@@ -359,7 +359,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         power::set_power(&flows.store, &node, PowerAction::Off).await?;
         power::set_boot_device(&flows.store, &node, BootDevice::Disk, true).await?;
         // The boot script follows the state: `active` boots the local disk.
-        transition::fire(&flows.store, uuid, Event::Done, |n| {
+        transition::fire(flows, uuid, Event::Done, |n| {
             n.deploy_step.clear();
             for key in [
                 PHASE,
@@ -379,7 +379,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         let node = flows.store.get_node(uuid)?;
         if node.provision_state != crate::fsm::ACTIVE {
             transition::fail(
-                &flows.store,
+                flows,
                 uuid,
                 &format!("Error rebooting node {uuid} after deploy: {e:#}"),
             )?;
@@ -397,13 +397,13 @@ pub async fn tear_down(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
     if let Err(e) = power::set_power(&flows.store, node, PowerAction::Off).await {
         transition::fail(
-            &flows.store,
+            flows,
             uuid,
             &format!("Failed to tear down node {uuid}: {e:#}"),
         )?;
         return Ok(());
     }
-    let node = transition::fire(&flows.store, uuid, Event::Clean, |n| {
+    let node = transition::fire(flows, uuid, Event::Clean, |n| {
         n.instance_info.clear();
         n.instance_uuid = None;
         for key in [

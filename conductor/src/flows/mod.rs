@@ -146,7 +146,7 @@ impl Flows {
             (Event::Abort, _) => Some("By request, the inspection operation was aborted".to_string()),
             _ => None,
         };
-        let updated = transition::fire(&self.store, &node.uuid, event, |n| {
+        let updated = transition::fire(self, &node.uuid, event, |n| {
             n.last_error = aborted;
             if manual_clean {
                 n.target_provision_state = Some(fsm::MANAGEABLE.to_string());
@@ -195,13 +195,13 @@ impl Flows {
         })?;
         if let Err(e) = self.boot_ramdisk(node).await {
             transition::fail(
-                &self.store,
+                self,
                 &node.uuid,
                 &format!("Failed to boot the inspection ramdisk: {e:#}"),
             )?;
             return Ok(());
         }
-        transition::fire(&self.store, &node.uuid, Event::Wait, |_| {})?;
+        transition::fire(self, &node.uuid, Event::Wait, |_| {})?;
         Ok(())
     }
 
@@ -300,7 +300,7 @@ impl Flows {
         if !self.config.fast_track {
             power::set_power(&self.store, &node, crate::power::PowerAction::Off).await?;
         }
-        transition::fire(&self.store, uuid, Event::Done, |n| {
+        transition::fire(self, uuid, Event::Done, |n| {
             n.inspection_finished_at = Some(crate::time::api_now());
         })?;
         Ok(())
@@ -348,7 +348,7 @@ impl Flows {
                 _ => String::new(),
             };
             warn!(node = %node.uuid, state = %node.provision_state, "callback timeout");
-            transition::fail(&self.store, &node.uuid, &format!("{message}{step}"))?;
+            transition::fail(self, &node.uuid, &format!("{message}{step}"))?;
             if let Err(e) =
                 power::set_power(&self.store, &node, crate::power::PowerAction::Off).await
             {

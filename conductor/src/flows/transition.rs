@@ -5,8 +5,9 @@
 use ferrite_protocol::node::Node;
 use tracing::info;
 
+use super::Flows;
 use crate::fsm::{self, Event};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::time::api_now;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,28 +46,49 @@ pub fn apply(node: &mut Node, event: Event) -> Result<&'static str, TransitionEr
     Ok(next)
 }
 
-/// Apply `event` in the store, with `also` for the flow's own fields.
+/// Apply `event` in the store, with `also` for the flow's own fields; the
+/// change goes into the node's history.
 pub fn fire(
-    store: &Store,
+    flows: &Flows,
     uuid: &str,
     event: Event,
     also: impl FnOnce(&mut Node),
 ) -> Result<Node, TransitionError> {
-    let node = store.update_node::<TransitionError, _>(uuid, |n| {
-        let from = n.provision_state.clone();
-        let to = apply(n, event)?;
+    let mut from = String::new();
+    let node = flows.store.update_node::<TransitionError, _>(uuid, |n| {
+        from = n.provision_state.clone();
+        apply(n, event)?;
         also(n);
-        info!(node = %n.uuid, %from, %to, event = event.verb(), "provision state changed");
         Ok(())
     })?;
+    let to = &node.provision_state;
+    info!(node = %uuid, %from, %to, event = event.verb(), "provision state changed");
+    let (severity, text) = match (&node.last_error, event) {
+        (Some(err), Event::Fail | Event::Abort) => {
+            ("ERROR", format!("{err} (provision state {from} -> {to})"))
+        }
+        _ => (
+            "INFO",
+            format!(
+                "Provision state changed from {from} to {to} ({})",
+                event.verb()
+            ),
+        ),
+    };
+    if let Err(e) = flows
+        .store
+        .record_event(uuid, severity, "provisioning", &text, flows.host())
+    {
+        tracing::warn!(node = %uuid, error = %e, "could not record node history");
+    }
     Ok(node)
 }
 
 /// `fail` with Ironic's `last_error`.
-pub fn fail(store: &Store, uuid: &str, error: &str) -> Result<Node, TransitionError> {
+pub fn fail(flows: &Flows, uuid: &str, error: &str) -> Result<Node, TransitionError> {
     let error = error.to_string();
     tracing::warn!(node = %uuid, %error, "flow failed");
-    fire(store, uuid, Event::Fail, move |n| {
+    fire(flows, uuid, Event::Fail, move |n| {
         n.last_error = Some(error);
         n.clean_step.clear();
         n.deploy_step.clear();

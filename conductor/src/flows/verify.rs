@@ -16,13 +16,13 @@ pub async fn run(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     .await;
     match checked {
         Ok(power) => {
-            transition::fire(&flows.store, &node.uuid, Event::Done, |n| {
+            transition::fire(flows, &node.uuid, Event::Done, |n| {
                 n.power_state = Some(power);
             })?;
         }
         Err(e) => {
             transition::fail(
-                &flows.store,
+                flows,
                 &node.uuid,
                 &format!(
                     "Failed to get power state for node {}. Error: {e:#}",

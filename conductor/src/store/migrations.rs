@@ -3,8 +3,9 @@
 use rusqlite_migration::{Migrations, M};
 
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE nodes (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE nodes (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             uuid TEXT NOT NULL UNIQUE,
             name TEXT UNIQUE,
@@ -21,7 +22,23 @@ pub fn migrations() -> Migrations<'static> {
             data TEXT NOT NULL
         );
         CREATE INDEX ports_node_uuid ON ports(node_uuid);",
-    )])
+        ),
+        // Per-node event history (`GET /v1/nodes/{id}/history`).
+        M::up(
+            "CREATE TABLE node_history (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            uuid TEXT NOT NULL UNIQUE,
+            node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+            created_at TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            event TEXT NOT NULL,
+            conductor TEXT,
+            user TEXT
+        );
+        CREATE INDEX node_history_node ON node_history(node_uuid);",
+        ),
+    ])
 }
 
 #[cfg(test)]
