@@ -6,6 +6,7 @@ mod conductor_api;
 mod conductor_client;
 mod flows;
 mod lookup_heartbeat;
+mod redfish;
 
 use ferrite_tests::{Agent, Conductor};
 use serde_json::Value;

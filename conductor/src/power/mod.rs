@@ -9,6 +9,8 @@ use ferrite_protocol::node::Node;
 
 pub const POWER_ON: &str = "power on";
 pub const POWER_OFF: &str = "power off";
+/// Ironic's `[conductor]power_state_change_timeout`.
+const POWER_STATE_CHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerAction {
@@ -120,14 +122,37 @@ impl PowerDriver {
         }
     }
 
-    /// Returns the resulting power state to record on the node.
+    /// Returns the resulting power state to record on the node. Real BMCs
+    /// act with a delay: like Ironic (`power_state_change_timeout`), wait
+    /// until the BMC reports the state the action leads to.
     pub async fn set_state(&self, action: PowerAction) -> Result<&'static str, PowerError> {
+        let want = action.result();
+        let read = || async {
+            match self {
+                Self::Fake => Ok(want.to_string()),
+                Self::Ipmi(i) => i.get_state().await,
+                Self::Redfish(r) => r.get_state().await,
+            }
+        };
         match self {
-            Self::Fake => {}
+            Self::Fake => return Ok(want),
             Self::Ipmi(i) => i.set_state(action).await?,
             Self::Redfish(r) => r.set_state(action).await?,
         }
-        Ok(action.result())
+        let deadline = std::time::Instant::now() + POWER_STATE_CHANGE_TIMEOUT;
+        loop {
+            let now = read().await?;
+            if now == want {
+                return Ok(want);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(PowerError::Failed(format!(
+                    "power state did not change to {want} within {}s (still {now})",
+                    POWER_STATE_CHANGE_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
 
     pub async fn set_boot_device(

@@ -1,0 +1,180 @@
+//! Redfish power and boot device against a real Redfish service on
+//! 127.0.0.1: sushy-tools' emulator (from PyPI) with its fake system
+//! driver, which, like a BMC, applies power changes after a delay.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferrite_tests::{free_port, wait_for, Conductor};
+use serde_json::{json, Value};
+
+const SYSTEM: &str = "27946b59-9e44-4fa7-8e91-f3527a1ef094";
+
+struct Emulator {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_emulator() -> Emulator {
+    let bin =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/sushy-venv/bin/sushy-emulator");
+    assert!(bin.exists(), "{} missing: run scripts/setup", bin.display());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("emulator.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "SUSHY_EMULATOR_FAKE_SYSTEMS = [{{'uuid': '{SYSTEM}', 'name': 'ferrite-bm', \
+             'power_state': 'Off', 'nics': [{{'mac': '52:54:00:4e:d0:01', 'ip': '10.0.2.15'}}]}}]\n\
+             SUSHY_EMULATOR_STATE_DIR = '{}'\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
+    let child = Command::new(bin)
+        .args([
+            "--fake",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("sushy-emulator");
+    let url = format!("http://127.0.0.1:{port}");
+    let probe = format!("{url}/redfish/v1/Systems/{SYSTEM}");
+    wait_for("the Redfish emulator", Duration::from_secs(60), || {
+        let probe = probe.clone();
+        async move {
+            reqwest::get(&probe)
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        }
+    })
+    .await;
+    Emulator {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+async fn system(e: &Emulator) -> Value {
+    reqwest::get(format!("{}/redfish/v1/Systems/{SYSTEM}", e.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redfish_power_and_boot_device() {
+    let emulator = start_emulator().await;
+    let c = Conductor::start(&[]).await;
+    let node = c
+        .create_node(json!({"driver": "redfish", "name": "rf-0", "driver_info": {
+            "redfish_address": emulator.url, "redfish_system_id": format!("/redfish/v1/Systems/{SYSTEM}"),
+            "redfish_username": "admin", "redfish_password": "password"}}))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    assert_eq!(node["power_interface"], "redfish");
+
+    // manage verifies the credentials by reading the power state.
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/nodes/{uuid}/states/provision"),
+        )
+        .json(&json!({"target": "manage"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let managed = wait_for("manageable", Duration::from_secs(60), || {
+        let n = c.node(&uuid);
+        async move {
+            let n = n.await;
+            (n["provision_state"] == "manageable").then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(managed["power_state"], "power off");
+
+    // Power on: the BMC takes its time; the node shows the result once real.
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/nodes/{uuid}/states/power"),
+        )
+        .json(&json!({"target": "power on"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    wait_for("power on", Duration::from_secs(90), || {
+        let n = c.node(&uuid);
+        async move { (n.await["power_state"] == "power on").then_some(()) }
+    })
+    .await;
+    assert_eq!(system(&emulator).await["PowerState"], "On");
+
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/nodes/{uuid}/management/boot_device"),
+        )
+        .json(&json!({"boot_device": "pxe", "persistent": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let boot = &system(&emulator).await["Boot"];
+    assert_eq!(boot["BootSourceOverrideTarget"], "Pxe", "{boot}");
+    assert_eq!(boot["BootSourceOverrideEnabled"], "Continuous", "{boot}");
+
+    // A system the BMC does not have: manage fails back to enroll, with the reason.
+    let wrong = c
+        .create_node(
+            json!({"driver": "redfish", "name": "rf-missing", "driver_info": {
+            "redfish_address": emulator.url, "redfish_system_id": "/redfish/v1/Systems/nope"}}),
+        )
+        .await;
+    let wrong_uuid = wrong["uuid"].as_str().unwrap().to_string();
+    c.request(
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{wrong_uuid}/states/provision"),
+    )
+    .json(&json!({"target": "manage"}))
+    .send()
+    .await
+    .unwrap();
+    let failed = wait_for("verification failure", Duration::from_secs(60), || {
+        let n = c.node(&wrong_uuid);
+        async move {
+            let n = n.await;
+            (n["provision_state"] == "enroll" && !n["last_error"].is_null()).then_some(n)
+        }
+    })
+    .await;
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("404"),
+        "{failed}"
+    );
+}
