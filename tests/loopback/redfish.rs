@@ -26,7 +26,7 @@ impl Drop for Emulator {
 
 async fn start_emulator() -> Emulator {
     let bin =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/sushy-venv/bin/sushy-emulator");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/bmc-venv/bin/sushy-emulator");
     assert!(bin.exists(), "{} missing: run scripts/setup", bin.display());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("emulator.conf");
