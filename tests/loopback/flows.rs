@@ -326,3 +326,54 @@ async fn conductor_killed_mid_deploy_finishes_after_restart() {
     assert_eq!(done["last_error"], Value::Null);
     same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conductor_killed_mid_clean_finishes_after_restart() {
+    let mut c = Conductor::start(&[
+        "--fast-track",
+        "true",
+        "--heartbeat-timeout",
+        "4",
+        "--periodic-interval",
+        "1",
+    ])
+    .await;
+    let node = c
+        .create_node(json!({"driver": "fake-hardware", "name": "clean-restart"}))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    c.create_port(&uuid, "52:54:00:fa:17:02").await;
+    assert_eq!(
+        provision(&c, &uuid, json!({"target": "manage"})).await.0,
+        202
+    );
+    wait_state(&c, &uuid, "manageable", Duration::from_secs(30)).await;
+    let _agent = Agent::start(&c.url, &["52:54:00:fa:17:02"], &[]);
+    wait_for("a heartbeat", Duration::from_secs(60), || {
+        let n = c.node(&uuid);
+        async move {
+            n.await["driver_internal_info"]["agent_url"]
+                .as_str()
+                .map(str::to_string)
+        }
+    })
+    .await;
+    // A step that runs long enough (8 s of CPU burn-in) to kill the conductor under it.
+    let steps = json!([{"interface": "deploy", "step": "burnin_cpu",
+                        "args": {"agent_burnin_cpu_timeout": 8, "agent_burnin_cpu_cpu": 1}}]);
+    assert_eq!(
+        provision(&c, &uuid, json!({"target": "clean", "clean_steps": steps}))
+            .await
+            .0,
+        202
+    );
+    wait_for("the burn-in running", Duration::from_secs(60), || {
+        let n = c.node(&uuid);
+        async move { (n.await["clean_step"]["step"] == "burnin_cpu").then_some(()) }
+    })
+    .await;
+    c.kill_and_restart().await;
+    let done = wait_state(&c, &uuid, "manageable", Duration::from_secs(120)).await;
+    assert_eq!(done["last_error"], Value::Null, "{done}");
+    assert_eq!(done["clean_step"], json!({}));
+}
