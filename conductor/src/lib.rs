@@ -5,6 +5,7 @@ pub mod agent_client;
 pub mod api;
 pub mod boot;
 pub mod config;
+pub mod configdrive;
 pub mod drivers;
 pub mod flows;
 pub mod fsm;

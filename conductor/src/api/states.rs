@@ -52,11 +52,25 @@ pub async fn provision(
             fsm::API_TARGETS.join(", ")
         ))
     })?;
-    let configdrive = body.get("configdrive").filter(|v| !v.is_null()).cloned();
+    let mut configdrive = body.get("configdrive").filter(|v| !v.is_null()).cloned();
     if configdrive.is_some() && !matches!(event, Event::Deploy | Event::Rebuild) {
         return Err(ApiError::bad_request(
             "Adding a config drive is only supported when setting provision state to active or rebuild",
         ));
+    }
+    if let Some(cd) = &configdrive {
+        crate::configdrive::validate(cd).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        // A JSON config drive becomes the ISO the agent writes, as Ironic builds it.
+        if let Value::Object(map) = cd {
+            let node = state.store.get_node(&ident)?;
+            let map = map.clone();
+            let built =
+                tokio::task::spawn_blocking(move || crate::configdrive::build(&node.uuid, &map))
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            configdrive = Some(Value::String(built));
+        }
     }
     let clean_steps = match body.get("clean_steps") {
         None | Some(Value::Null) => None,
