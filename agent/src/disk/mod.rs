@@ -3,8 +3,12 @@
 
 pub mod devices;
 pub mod erase;
+pub mod fsinfo;
 pub mod hints;
 pub mod ioctl;
+pub mod layout;
+pub mod mkfs;
+pub mod region;
 pub mod root;
 pub mod wipe;
 
