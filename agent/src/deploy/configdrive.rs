@@ -9,15 +9,14 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use base64::Engine;
-use gpt::disk::LogicalBlockSize;
-use gpt::GptConfig;
 use mbrman::{MBRPartitionEntry, BOOT_INACTIVE, CHS, MBR};
 use serde_json::Value;
 use tracing::info;
 
 use crate::disk::fsinfo;
+use crate::disk::gpt_edit::Gpt;
 use crate::disk::ioctl;
-use crate::disk::layout::{gpt_tail, MIB};
+use crate::disk::layout::MIB;
 use crate::disk::region::Region;
 use crate::errors::RestError;
 
@@ -86,9 +85,11 @@ pub fn decode(data: &[u8], from_url: bool, node: &str, max: u64) -> Result<Vec<u
             tracing::warn!(error = %e, "config drive for node {node} is not base64 encoded; assuming binary");
             data.to_vec()
         }
-        Err(e) => return Err(fail(format!(
+        Err(e) => {
+            return Err(fail(format!(
             "Config drive for node {node} is not base64 encoded or the content is malformed: {e}"
-        ))),
+        )))
+        }
     };
     let bytes = if decoded.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -130,14 +131,6 @@ enum Table {
     Mbr(Vec<Part>),
 }
 
-fn lb(sector: u64) -> LogicalBlockSize {
-    if sector == 4096 {
-        LogicalBlockSize::Lb4096
-    } else {
-        LogicalBlockSize::Lb512
-    }
-}
-
 fn read_table(disk: &Path, sector: u64) -> Result<Table, RestError> {
     let name = disk.display();
     let f = File::open(disk).map_err(|e| fail(format!("opening {name}: {e}")))?;
@@ -145,29 +138,17 @@ fn read_table(disk: &Path, sector: u64) -> Result<Table, RestError> {
     f.read_exact_at(&mut sig, sector)
         .map_err(|e| fail(format!("reading {name}: {e}")))?;
     if &sig == b"EFI PART" {
-        // The crate asserts 128-byte entries; refuse others instead.
-        let mut entry = [0u8; 4];
-        f.read_exact_at(&mut entry, sector + 84)
-            .map_err(|e| fail(format!("reading {name}: {e}")))?;
-        if u32::from_le_bytes(entry) != 128 {
-            return Err(fail(format!(
-                "the GPT of {name} uses {}-byte partition entries; only 128 is supported",
-                u32::from_le_bytes(entry)
-            )));
-        }
-        let gpt = GptConfig::new()
-            .logical_block_size(lb(sector))
-            .open_from_device(f)
-            .map_err(|e| fail(format!("reading the GPT of {name}: {e}")))?;
+        let gpt = Gpt::read(&f, sector)
+            .map_err(|e| fail(format!("reading the GPT of {name}: {e}")))?
+            .ok_or_else(|| fail(format!("{name} has no valid primary GPT")))?;
         return Ok(Table::Gpt(
-            gpt.partitions()
-                .iter()
-                .filter(|(_, p)| p.is_used())
-                .map(|(n, p)| Part {
-                    number: *n,
+            gpt.used()
+                .into_iter()
+                .map(|p| Part {
+                    number: p.number,
                     start: p.first_lba * sector,
                     len: (p.last_lba + 1 - p.first_lba) * sector,
-                    name: p.name.clone(),
+                    name: p.name,
                 })
                 .collect(),
         ));
@@ -247,69 +228,38 @@ pub fn write_whole_disk(disk: &Path, iso: &[u8], node: &str) -> Result<Region, R
 /// `sgdisk -e` (backup header to the disk's end) then `sgdisk -n 0:-64MB:0`.
 fn add_gpt(disk: &Path, size: u64, sector: u64) -> Result<Region, RestError> {
     let name = disk.display().to_string();
-    let gerr = |e: gpt::GptError| fail(format!("updating the GPT of {name}: {e}"));
+    let err = |e: std::io::Error| fail(format!("updating the GPT of {name}: {e}"));
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(disk)
-        .map_err(|e| fail(format!("opening {name}: {e}")))?;
-    let mut gpt = GptConfig::new()
-        .writable(true)
-        .logical_block_size(lb(sector))
-        .open_from_device(file)
-        .map_err(gerr)?;
-    let parts = gpt.partitions().clone();
-    // The crate packs entries on write; a table with holes would be renumbered.
-    let used: Vec<u32> = parts
-        .iter()
-        .filter(|(_, p)| p.is_used())
-        .map(|(n, _)| *n)
-        .collect();
-    if used.iter().enumerate().any(|(i, n)| *n != i as u32 + 1) {
-        return Err(fail(format!(
-            "the GPT of {name} numbers its partitions with gaps ({used:?}); adding a config drive partition would renumber them"
-        )));
-    }
-    // Re-laying the headers puts the backup at the disk's end and widens the usable area.
-    gpt.update_partitions(parts).map_err(gerr)?;
-    let end = size - gpt_tail(sector);
+        .map_err(err)?;
+    let mut gpt = Gpt::read(&file, sector)
+        .map_err(err)?
+        .ok_or_else(|| fail(format!("{name} has no valid primary GPT")))?;
+    gpt.relocate_backup(size / sector);
+    let end = (gpt.last_usable() + 1) * sector;
     let start = (end - WHOLE_DISK_MAX) / MIB * MIB;
     if let Some(p) = gpt
-        .partitions()
-        .values()
-        .find(|p| p.is_used() && (p.last_lba + 1) * sector > start)
+        .used()
+        .iter()
+        .find(|p| (p.last_lba + 1) * sector > start)
     {
         return Err(fail(format!(
-            "no room for a config drive at the end of {name}: partition {:?} reaches into the last 64 MiB",
-            p.name
+            "no room for a config drive at the end of {name}: partition {} ({:?}) reaches into the last 64 MiB",
+            p.number, p.name
         )));
     }
-    let number = used.len() as u32 + 1;
-    let first = start / sector;
-    let last = end / sector - 1;
-    gpt.add_partition_at(
-        LABEL,
-        number,
-        first,
-        last - first + 1,
-        gpt::partition_types::LINUX_FS,
-        0,
-    )
-    .map_err(gerr)?;
-    gpt.write_inplace().map_err(gerr)?;
-    let file = gpt.take_device();
-    file.sync_all()
-        .map_err(|e| fail(format!("syncing {name}: {e}")))?;
+    let (first, last) = (start / sector, end / sector - 1);
+    let number = gpt
+        .add(gpt::partition_types::LINUX_FS.guid, first, last, LABEL)
+        .map_err(err)?;
+    gpt.write(&file).map_err(err)?;
     if let Err(e) = ioctl::reread_partitions(&file) {
         tracing::debug!(error = %e, "partition table not re-read");
     }
     info!(disk = %name, number, "config drive partition added at the end of the GPT");
-    Ok(Region::new(
-        disk,
-        number,
-        first * sector,
-        (last - first + 1) * sector,
-    ))
+    Ok(Region::new(disk, number, start, end - start))
 }
 
 /// `parted mkpart primary -64MiB -0`, below 2 TiB on bigger disks.

@@ -70,6 +70,15 @@ pub fn prepare_image(
     };
     let dev = device.path.display().to_string();
     let report = stream_image(ctx, &info, &device.path, None, &dev, progress)?;
+    // IPA's fix_gpt_partition: an image smaller than the disk leaves its
+    // backup GPT mid-disk, which firmware and tools flag as damage.
+    match crate::disk::gpt_edit::fix_backup(&device.path) {
+        Ok(true) => info!(device = %dev, "backup GPT header moved to the end of the disk"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(device = %dev, error = %e, "the image's GPT could not be fixed up")
+        }
+    }
     if let Some(iso) = &iso {
         configdrive::write_whole_disk(&device.path, iso, &node_uuid)?;
     }

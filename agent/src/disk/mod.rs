@@ -4,6 +4,7 @@
 pub mod devices;
 pub mod erase;
 pub mod fsinfo;
+pub mod gpt_edit;
 pub mod hints;
 pub mod ioctl;
 pub mod layout;
