@@ -2,10 +2,11 @@
 //! the image in root, the ESP, swap, ephemeral and config drive made, and
 //! `get_partition_uuids` in IPA's shape with the UUIDs blkid sees.
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use ferrite_tests::image_server::ImageServer;
-use ferrite_tests::images::{to_qcow2, LoopDevice};
+use ferrite_tests::images::{noise, to_qcow2, LoopDevice};
 use serde_json::{json, Value};
 
 use crate::*;
@@ -14,6 +15,7 @@ struct Deployed {
     table: Value,
     result: Value,
     uuids: Value,
+    log: String,
 }
 
 async fn deploy(
@@ -50,6 +52,7 @@ async fn deploy(
         table: sfdisk_json(&disk.path),
         result: done["command_result"]["deploy_result"]["result"].clone(),
         uuids: uuids["command_result"].clone(),
+        log: pair.agent.proc.log_text(),
     }
 }
 
@@ -162,14 +165,46 @@ async fn uefi_gpt_layout_with_swap_ephemeral_and_configdrive() {
     );
     // Through the kernel's own partition devices too, where it has them.
     let nodes = disk.partition_nodes();
-    if nodes.len() == 5 {
-        let out = ferrite_tests::images::run(
+    let node_uuid = |n: &Path| {
+        ferrite_tests::images::run(
             std::process::Command::new("blkid")
                 .args(["-p", "-o", "value", "-s", "UUID"])
-                .arg(&nodes[4]),
-        );
-        assert_eq!(out.trim(), root_fs["UUID"]);
-    }
+                .arg(n),
+        )
+        .trim()
+        .to_string()
+    };
+    // The agent told the kernel about its partitions; devtmpfs made nodes,
+    // and mkfs used them.
+    assert_eq!(nodes.len(), 5, "{nodes:?}");
+    let esp_node = format!("\"{}\"", nodes[0].display());
+    assert!(
+        d.log
+            .lines()
+            .any(|l| l.contains("mkfs.vfat") && l.contains(&esp_node)),
+        "{}",
+        d.log
+    );
+    assert_eq!(node_uuid(&nodes[4]), root_fs["UUID"]);
+    assert_eq!(node_uuid(&nodes[0]), esp["UUID"]);
+
+    // Again, over the previous deploy's partitions: the new ESP is reported,
+    // whichever way (node or disk offset) mkfs reached it.
+    let again = deploy(
+        dir.path(),
+        &disk,
+        "root.qcow2",
+        "qcow2",
+        json!({"root_mb": 100, "swap_mb": 16, "ephemeral_mb": 40, "deploy_boot_mode": "uefi"}),
+        &gzip_b64(&std::fs::read(&iso).unwrap()),
+    )
+    .await;
+    let esp2 = blkid_at(&disk.path, spans[0].0, spans[0].1);
+    assert_ne!(esp2["UUID"], esp["UUID"], "a fresh ESP");
+    assert_eq!(again.uuids["efi system partition uuid"], esp2["UUID"]);
+    assert_eq!(again.uuids["root uuid"], root_fs["UUID"]);
+    let nodes = disk.partition_nodes();
+    assert_eq!(node_uuid(&nodes[0]), esp2["UUID"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -231,5 +266,45 @@ async fn bios_msdos_layout_raw_image() {
         d.uuids["partitions"],
         json!({"ephemeral": part_name(&disk, 1), "swap": part_name(&disk, 2),
                "configdrive": part_name(&disk, 3), "root": part_name(&disk, 4)})
+    );
+
+    // A rebuild with preserve_ephemeral: the disk is not wiped and the
+    // ephemeral filesystem (and a file on it) survives; swap is made anew.
+    let eph = blkid_at(&disk.path, spans[0].0, spans[0].1);
+    assert_eq!(eph["LABEL"], "ephemeral0");
+    let marker = noise(21, 4096);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk.path)
+        .unwrap()
+        .write_all_at(&marker, spans[0].0 + 8 * MIB)
+        .unwrap();
+    let swap = blkid_at(&disk.path, spans[1].0, spans[1].1);
+    disk.partition_nodes();
+    let again = deploy(
+        dir.path(),
+        &disk,
+        "root.img",
+        "raw",
+        json!({"root_mb": 64, "swap_mb": 8, "ephemeral_mb": 24, "deploy_boot_mode": "bios",
+               "preserve_ephemeral": true}),
+        &gzip_b64(&std::fs::read(&iso).unwrap()),
+    )
+    .await;
+    assert_eq!(again.uuids["root uuid"], root_fs["UUID"]);
+    let eph2 = blkid_at(&disk.path, spans[0].0, spans[0].1);
+    assert_eq!(
+        eph2["UUID"], eph["UUID"],
+        "the ephemeral filesystem was remade"
+    );
+    let mut back = vec![0u8; 4096];
+    std::fs::File::open(&disk.path)
+        .unwrap()
+        .read_exact_at(&mut back, spans[0].0 + 8 * MIB)
+        .unwrap();
+    assert_eq!(back, marker);
+    assert_ne!(
+        blkid_at(&disk.path, spans[1].0, spans[1].1)["UUID"],
+        swap["UUID"]
     );
 }

@@ -17,7 +17,7 @@ use crate::disk::fsinfo;
 use crate::disk::gpt_edit::Gpt;
 use crate::disk::ioctl;
 use crate::disk::layout::MIB;
-use crate::disk::region::Region;
+use crate::disk::region::{announce, Region};
 use crate::errors::RestError;
 
 /// IPA's `MAX_CONFIG_DRIVE_SIZE_MB` for whole-disk images.
@@ -255,9 +255,19 @@ fn add_gpt(disk: &Path, size: u64, sector: u64) -> Result<Region, RestError> {
         .add(gpt::partition_types::LINUX_FS.guid, first, last, LABEL)
         .map_err(err)?;
     gpt.write(&file).map_err(err)?;
-    if let Err(e) = ioctl::reread_partitions(&file) {
-        tracing::debug!(error = %e, "partition table not re-read");
-    }
+    drop(file);
+    let spans: Vec<(u32, u64, u64)> = gpt
+        .used()
+        .iter()
+        .map(|p| {
+            (
+                p.number,
+                p.first_lba * sector,
+                (p.last_lba + 1 - p.first_lba) * sector,
+            )
+        })
+        .collect();
+    announce(disk, &spans);
     info!(disk = %name, number, "config drive partition added at the end of the GPT");
     Ok(Region::new(disk, number, start, end - start))
 }
@@ -313,9 +323,11 @@ fn add_mbr(
     mbr.write_into(&mut file).map_err(merr)?;
     file.sync_all()
         .map_err(|e| fail(format!("syncing {name}: {e}")))?;
-    if let Err(e) = ioctl::reread_partitions(&file) {
-        tracing::debug!(error = %e, "partition table not re-read");
-    }
+    drop(file);
+    let mut spans: Vec<(u32, u64, u64)> =
+        parts.iter().map(|p| (p.number, p.start, p.len)).collect();
+    spans.push((number as u32, start, end - start));
+    announce(disk, &spans);
     info!(disk = %name, number, "config drive partition added at the end of the MBR");
     Ok(Region::new(disk, number as u32, start, end - start))
 }

@@ -18,7 +18,7 @@ use gpt::GptConfig;
 use mbrman::{MBRPartitionEntry, BOOT_ACTIVE, BOOT_INACTIVE, CHS, MBR};
 
 use super::ioctl;
-use super::region::Region;
+use super::region::{announce, Region};
 
 pub const MIB: u64 = 1 << 20;
 /// `[disk_utils]efi_system_partition_size`.
@@ -254,10 +254,9 @@ pub fn write_layout(
         }
     };
     file.sync_all().map_err(io)?;
-    if let Err(e) = ioctl::reread_partitions(&file) {
-        tracing::debug!(error = %e, "partition table not re-read; partitions are addressed through the disk");
-    }
     drop(file);
+    let spans: Vec<(u32, u64, u64)> = plan.iter().map(|p| (p.number, p.start, p.len)).collect();
+    announce(disk, &spans);
     Ok(plan
         .iter()
         .zip(partuuids)

@@ -87,6 +87,8 @@ pub fn mkfs(region: &Region, fstype: &str, label: &str) -> Result<(), MkfsError>
             };
         }
         _ => {
+            let mut region = region.clone();
+            region.wait_for_node(5);
             let node = region
                 .node
                 .as_ref()
@@ -99,4 +101,55 @@ pub fn mkfs(region: &Region, fstype: &str, label: &str) -> Result<(), MkfsError>
         }
     }
     run(cmd, &name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::disk::fsinfo;
+
+    /// Without a node, FAT and ext go through the disk at the offset and
+    /// stay inside the partition.
+    #[test]
+    fn formats_by_offset_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&disk)
+            .unwrap();
+        let mib = 1u64 << 20;
+        f.set_len(80 * mib).unwrap();
+        let fill = vec![0xa5u8; mib as usize];
+        for m in 0..80 {
+            f.write_all_at(&fill, m * mib).unwrap();
+        }
+        let esp = Region::new(&disk, 1, 8 * mib, 34 * mib);
+        let eph = Region::new(&disk, 2, 42 * mib, 32 * mib);
+        assert!(esp.node.is_none());
+        mkfs(&esp, "vfat", "efi-part").unwrap();
+        mkfs(&eph, "ext4", "ephemeral0").unwrap();
+        let info = fsinfo::probe(&esp).unwrap().unwrap();
+        assert_eq!(
+            (info.fstype, info.label.as_deref()),
+            ("vfat", Some("efi-part"))
+        );
+        let info = fsinfo::probe(&eph).unwrap().unwrap();
+        assert_eq!(info.label.as_deref(), Some("ephemeral0"));
+        assert!(info.uuid.is_some());
+        // Outside both partitions nothing changed.
+        let mut b = vec![0u8; mib as usize];
+        for m in (0..8).chain(74..80) {
+            f.read_exact_at(&mut b, m * mib).unwrap();
+            assert!(b.iter().all(|x| *x == 0xa5), "MiB {m} was written");
+        }
+        let Err(MkfsError::NoNode(..)) = mkfs(&eph, "xfs", "x") else {
+            panic!("xfs cannot work by offset");
+        };
+    }
 }

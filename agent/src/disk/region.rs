@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::image::Window;
@@ -31,14 +31,63 @@ pub fn partition_path(disk: &Path, number: u32) -> PathBuf {
     }
 }
 
-fn is_block_device(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+/// The partition's node, only if the kernel says it is exactly this
+/// partition of this disk (a node left from an older table may now name
+/// another partition, or none).
+fn verified_node(disk: &Path, number: u32, offset: u64, len: u64) -> Option<PathBuf> {
+    let path = partition_path(disk, number);
+    let meta = std::fs::metadata(&path).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    let rdev = meta.rdev();
+    let sys = PathBuf::from(format!(
+        "/sys/dev/block/{}:{}",
+        libc::major(rdev),
+        libc::minor(rdev)
+    ));
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(sys.join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let parent = std::fs::canonicalize(&sys).ok()?;
+    let parent_name = parent.parent()?.file_name()?;
+    let ok = parent_name == disk.file_name()?
+        && read("partition")? == u64::from(number)
+        && read("start")? * 512 == offset
+        && read("size")? * 512 == len;
+    ok.then_some(path)
+}
+
+/// Make the kernel see the partitions just written: re-read the table,
+/// and add what it did not pick up (loop devices without partition
+/// scanning) as `partx --add` would. devtmpfs then makes the nodes.
+pub fn announce(disk: &Path, parts: &[(u32, u64, u64)]) {
+    let Ok(f) = File::open(disk) else { return };
+    if !f.metadata().is_ok_and(|m| m.file_type().is_block_device()) {
+        return;
+    }
+    if let Err(e) = super::ioctl::reread_partitions(&f) {
+        tracing::debug!(error = %e, "partition table not re-read");
+    }
+    for (number, offset, len) in parts {
+        match super::ioctl::add_partition(&f, *number, *offset, *len) {
+            // EBUSY: the kernel has it already.
+            Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {
+                tracing::debug!(error = %e, number, "partition not added to the kernel's view");
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Region {
     /// The region of partition `number`, with its node when one exists.
     pub fn new(disk: &Path, number: u32, offset: u64, len: u64) -> Self {
-        let node = Some(partition_path(disk, number)).filter(|p| is_block_device(p));
+        let node = verified_node(disk, number, offset, len);
         Self {
             disk: disk.to_path_buf(),
             number,
@@ -63,7 +112,27 @@ impl Region {
 
     /// Read `buf.len()` bytes at `at` (relative to the partition).
     pub fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
-        File::open(&self.disk)?.read_exact_at(buf, self.offset + at)
+        let f = File::open(&self.disk)?;
+        // mkfs may have written through the partition's node, whose cache
+        // is not the disk's; drop the disk's possibly stale pages first.
+        if f.metadata()?.file_type().is_block_device() {
+            super::ioctl::flush_buffers(&f)?;
+        }
+        f.read_exact_at(buf, self.offset + at)
+    }
+
+    /// Look for the node again, waiting a little: udev (unlike devtmpfs)
+    /// makes partition nodes some time after the kernel re-reads the table.
+    pub fn wait_for_node(&mut self, attempts: u32) {
+        for i in 0..attempts {
+            if self.node.is_some() {
+                return;
+            }
+            if i > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            self.node = verified_node(&self.disk, self.number, self.offset, self.len);
+        }
     }
 
     /// Write `data` at the partition's start, refusing data larger than it.

@@ -398,3 +398,45 @@ impl Writer {
         Ok(self.target)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_bounds_and_offsets_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::write(&path, vec![7u8; 64 << 10]).unwrap();
+        let window = Window {
+            offset: 16 << 10,
+            len: 8 << 10,
+        };
+        let target = Target::open_window(&path, Some(window)).unwrap();
+        let mut w = Writer::new(target, Arc::new(Progress::default()));
+        w.apply(WriteOp::Data {
+            offset: 0,
+            data: Bytes::from(vec![1u8; 4096]),
+        })
+        .unwrap();
+        w.apply(WriteOp::Zero {
+            offset: 4096,
+            len: 4096,
+        })
+        .unwrap();
+        let e = w
+            .apply(WriteOp::Data {
+                offset: 8 << 10,
+                data: Bytes::from_static(b"x"),
+            })
+            .unwrap_err();
+        assert!(matches!(e, ImageError::TooLarge { available, .. } if available == 8 << 10));
+        w.finish(Some(1 << 30)).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len(), 64 << 10, "a windowed file keeps its size");
+        assert!(back[..16 << 10].iter().all(|b| *b == 7));
+        assert!(back[16 << 10..20 << 10].iter().all(|b| *b == 1));
+        assert!(back[20 << 10..24 << 10].iter().all(|b| *b == 0));
+        assert!(back[24 << 10..].iter().all(|b| *b == 7));
+    }
+}
