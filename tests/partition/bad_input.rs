@@ -62,7 +62,8 @@ async fn refused_inputs() {
     assert_eq!(r["command_status"], "FAILED", "{r}");
     let details = r["command_error"]["details"].as_str().unwrap();
     assert!(
-        details.contains("exceeds maximum limit of 64MiB"),
+        details
+            .contains("exceeds maximum limit of 64MiB. Size of the given config drive is 65 MiB"),
         "{details}"
     );
     assert_eq!(head(&disk.path, 4 << 20), before, "the disk was touched");

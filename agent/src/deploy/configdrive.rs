@@ -25,6 +25,8 @@ pub const WHOLE_DISK_MAX: u64 = 64 * MIB;
 /// Bound for partition images, where the layout sizes a partition to fit.
 pub const PARTITION_MAX: u64 = 1 << 30;
 const LABEL: &str = "config-2";
+/// How far past the limit an oversized (gzip) config drive is measured.
+const COUNT_LIMIT: u64 = 1 << 30;
 /// MBR partitions must end below 2 TiB (IPA's `MAX_DISK_SIZE_MB_SUPPORTED_BY_MBR`).
 const MBR_LIMIT: u64 = 2 << 40;
 
@@ -91,28 +93,39 @@ pub fn decode(data: &[u8], from_url: bool, node: &str, max: u64) -> Result<Vec<u
         )))
         }
     };
-    let bytes = if decoded.starts_with(&[0x1f, 0x8b]) {
+    let gz_error = |e: std::io::Error| {
+        fail(format!(
+            "Encountered error while decompressing and writing config drive for node {node}. Error: {e}"
+        ))
+    };
+    let (bytes, size) = if decoded.starts_with(&[0x1f, 0x8b]) {
+        let mut gz = flate2::read::MultiGzDecoder::new(&decoded[..]);
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&decoded[..])
+        (&mut gz)
             .take(max + 1)
             .read_to_end(&mut out)
-            .map_err(|e| {
-                fail(format!(
-                    "Encountered error while decompressing the config drive for node {node}: {e}"
-                ))
-            })?;
-        out
+            .map_err(gz_error)?;
+        // Too big: count the rest (up to a bound) only to say how big.
+        let rest = if out.len() as u64 > max {
+            std::io::copy(&mut gz.take(COUNT_LIMIT), &mut std::io::sink()).map_err(gz_error)?
+        } else {
+            0
+        };
+        let size = out.len() as u64 + rest;
+        (out, size)
     } else {
-        decoded
+        let size = decoded.len() as u64;
+        (decoded, size)
     };
     if bytes.is_empty() {
         return Err(fail(format!("Config drive for node {node} is empty")));
     }
-    if bytes.len() as u64 > max {
+    if size > max {
         return Err(fail(format!(
-            "Config drive size exceeds maximum limit of {}MiB. The size of the given config drive is {} MiB or more for node {node}.",
+            "Config drive size exceeds maximum limit of {}MiB. Size of the given config drive is {}{} MiB for node {node}.",
             max / MIB,
-            (bytes.len() as u64).div_ceil(MIB)
+            if size >= max + 1 + COUNT_LIMIT { "more than " } else { "" },
+            size.div_ceil(MIB)
         )));
     }
     Ok(bytes)
@@ -159,6 +172,7 @@ fn read_table(disk: &Path, sector: u64) -> Result<Table, RestError> {
             "{name} has neither a GPT nor an MBR partition table: {e}"
         ))
     })?;
+    // Primaries (extended included) in slots 1-4, then logicals from 5.
     Ok(Table::Mbr(
         mbr.iter()
             .filter(|(_, p)| p.is_used())
@@ -281,10 +295,11 @@ fn add_mbr(
     node: &str,
 ) -> Result<Region, RestError> {
     let name = disk.display().to_string();
-    if parts.len() >= 4 {
+    let primaries: Vec<&Part> = parts.iter().filter(|p| p.number <= 4).collect();
+    if primaries.len() > 3 {
         return Err(fail(format!(
             "Config drive cannot be created for node {node}. Disk ({name}) uses MBR partitioning and already has {} primary partitions.",
-            parts.len()
+            primaries.len()
         )));
     }
     let end = if size > MBR_LIMIT {
@@ -293,7 +308,7 @@ fn add_mbr(
         size / sector * sector
     };
     let start = (end - WHOLE_DISK_MAX) / MIB * MIB;
-    if let Some(p) = parts
+    if let Some(p) = primaries
         .iter()
         .find(|p| p.start + p.len > start && p.start < end)
     {
@@ -355,7 +370,11 @@ mod tests {
         assert_eq!(decode(&iso, true, "n", 1 << 20).unwrap(), iso);
         let e = decode(b"not base64 at all!", false, "n", 1 << 20).unwrap_err();
         assert!(e.details.contains("not base64 encoded"), "{}", e.details);
-        let e = decode(&gz_b64(&[7u8; 5000]), false, "n", 4096).unwrap_err();
-        assert!(e.details.contains("exceeds maximum limit"), "{}", e.details);
+        let e = decode(&gz_b64(&vec![7u8; 3 << 20]), false, "n", 1 << 20).unwrap_err();
+        assert!(
+            e.details.contains("exceeds maximum limit of 1MiB. Size of the given config drive is 3 MiB for node n."),
+            "{}",
+            e.details
+        );
     }
 }
