@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use crate::*;
 
-/// A 32 MiB disk image whose table `script` makes (sgdisk args or an sfdisk script).
+/// A 32 MiB disk image whose table sgdisk `gpt_args` or an `sfdisk` script
+/// (`{dev}` stands for the image's path) makes.
 fn disk_image(dir: &Path, name: &str, gpt_args: Option<&[&str]>, sfdisk: Option<&str>) -> PathBuf {
     let path = dir.join(name);
     let f = std::fs::File::create(&path).unwrap();
@@ -34,7 +35,7 @@ fn disk_image(dir: &Path, name: &str, gpt_args: Option<&[&str]>, sfdisk: Option<
             .stdin
             .take()
             .unwrap()
-            .write_all(script.as_bytes())
+            .write_all(script.replace("{dev}", &path.to_string_lossy()).as_bytes())
             .unwrap();
         assert!(child.wait().unwrap().success());
     }
@@ -197,4 +198,91 @@ async fn an_existing_config_2_partition_is_reused_and_a_url_works() {
     let table = sfdisk_json(&disk.path);
     assert_eq!(table["partitions"].as_array().unwrap().len(), 2, "{table}");
     check_iso_at(&disk.path, &table, 1, &iso);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_numbers_of_the_image_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    // GPT with partitions 1 and 3 (2 free): the config drive takes 2, as sgdisk would.
+    let gpt = disk_image(
+        dir.path(),
+        "gap.img",
+        Some(&[
+            "-n",
+            "1:2048:+4M",
+            "-c",
+            "1:one",
+            "-n",
+            "3:0:+4M",
+            "-c",
+            "3:three",
+        ]),
+        None,
+    );
+    // MBR with a primary, an extended holding two logicals: two primaries count.
+    let mbr = disk_image(
+        dir.path(),
+        "ext.img",
+        None,
+        Some(concat!(
+            "label: dos\n",
+            "{dev}1 : start=2048, size=16384, type=83\n",
+            "{dev}2 : start=18432, size=24576, type=5\n",
+            "{dev}5 : start=20480, size=8192, type=83\n",
+            "{dev}6 : start=30720, size=8192, type=83\n",
+        )),
+    );
+    let iso = config_iso(dir.path(), "cd.iso");
+    let cd = gzip_b64(&std::fs::read(&iso).unwrap());
+
+    let disk = LoopDevice::new(dir.path(), "gap.loop", DISK, false);
+    let done = deploy(dir.path(), &disk, "gap.img", &cd).await;
+    assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
+    sgdisk_clean(&disk.path);
+    let out = run(Command::new("sgdisk").arg("-p").arg(&disk.path));
+    let names: Vec<(String, String)> = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("Number"))
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.to_string(), f.last()?.to_string()))
+        })
+        .collect();
+    let want: Vec<(String, String)> = [("1", "one"), ("2", "config-2"), ("3", "three")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(names, want, "{out}");
+    region_equals_prefix(&disk.path, &gpt, 8 * MIB);
+    drop(disk);
+
+    let disk = LoopDevice::new(dir.path(), "ext.loop", DISK, false);
+    let done = deploy(dir.path(), &disk, "ext.img", &cd).await;
+    assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
+    run(Command::new("sfdisk").arg("--verify").arg(&disk.path));
+    let table = sfdisk_json(&disk.path);
+    let nodes: Vec<&str> = table["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["node"].as_str().unwrap())
+        .collect();
+    let d = disk.path.display();
+    assert_eq!(
+        nodes,
+        [
+            format!("{d}p1"),
+            format!("{d}p2"),
+            format!("{d}p3"),
+            format!("{d}p5"),
+            format!("{d}p6")
+        ],
+        "{table}"
+    );
+    // p3 is the new primary at the end.
+    let (off, len) = part_span(&table, 2);
+    assert_eq!((off, len), (DISK - 64 * MIB, 64 * MIB), "{table}");
+    check_iso_at(&disk.path, &table, 2, &iso);
+    region_equals_prefix(&disk.path, &mbr, 8 * MIB);
 }
