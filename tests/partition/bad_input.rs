@@ -98,6 +98,21 @@ async fn refused_inputs() {
     // The image stays as written.
     region_equals(&disk.path, 0, &four);
 
+    // A whole-disk image without any partition table (a bare ext4): the
+    // config drive is refused and the filesystem's first sector is kept.
+    let bare_info = image_info(server.url_of("root.img"), "root.img", &sha256(&root), "raw");
+    let cd = gzip_b64(&std::fs::read(&iso).unwrap());
+    let r = api
+        .run(
+            "standby.prepare_image",
+            json!({"image_info": bare_info, "configdrive": cd}),
+        )
+        .await;
+    assert_eq!(r["command_status"], "FAILED", "{r}");
+    let details = r["command_error"]["details"].as_str().unwrap();
+    assert!(details.contains("has no partition table"), "{details}");
+    region_equals(&disk.path, 0, &root);
+
     // A partition image bigger than root_mb.
     let mut info = image_info(server.url_of("root.img"), "root.img", &sha256(&root), "raw");
     info["image_type"] = json!("partition");

@@ -166,6 +166,16 @@ fn read_table(disk: &Path, sector: u64) -> Result<Table, RestError> {
                 .collect(),
         ));
     }
+    // No boot signature: no table (a bare filesystem image, say), and
+    // writing one would overwrite what sits in sector 0.
+    let mut boot_sig = [0u8; 2];
+    f.read_exact_at(&mut boot_sig, 510)
+        .map_err(|e| fail(format!("reading {name}: {e}")))?;
+    if boot_sig != [0x55, 0xaa] {
+        return Err(fail(format!(
+            "{name} has no partition table (neither GPT nor MBR); cannot add a config drive partition"
+        )));
+    }
     let mut f = f;
     let mbr = MBR::read_from(&mut f, sector as u32).map_err(|e| {
         fail(format!(
