@@ -125,8 +125,12 @@ async fn refused_inputs() {
     let details = r["command_error"]["details"].as_str().unwrap();
     assert!(
         details.contains(&format!("{}p1", disk.path.display()))
-            && details.contains(&format!("needs {} bytes", 48 * MIB))
-            && details.contains(&format!("holds only {}", 16 * MIB)),
+            && details.contains(&format!(
+                "needs {} bytes but {}p1 holds only {}",
+                48 * MIB,
+                disk.path.display(),
+                16 * MIB
+            )),
         "{details}"
     );
     // The layout was made (as IPA would have) but nothing of the image landed.
@@ -147,4 +151,36 @@ async fn refused_inputs() {
     let details = r["command_error"]["details"].as_str().unwrap();
     assert!(details.contains("usable"), "{details}");
     assert_eq!(head(&disk.path, 4 << 20), before, "the disk was touched");
+
+    // Two partitions called config-2: IPA refuses to guess.
+    let two = dir.path().join("two.img");
+    std::fs::File::create(&two)
+        .unwrap()
+        .set_len(32 * MIB)
+        .unwrap();
+    run(std::process::Command::new("sgdisk")
+        .args([
+            "-n",
+            "1:2048:+4M",
+            "-c",
+            "1:config-2",
+            "-n",
+            "2:0:+4M",
+            "-c",
+            "2:config-2",
+        ])
+        .arg(&two));
+    let info = image_info(server.url_of("two.img"), "two.img", &sha256(&two), "raw");
+    let r = api
+        .run(
+            "standby.prepare_image",
+            json!({"image_info": info, "configdrive": gzip_b64(&std::fs::read(&iso).unwrap())}),
+        )
+        .await;
+    assert_eq!(r["command_status"], "FAILED", "{r}");
+    let details = r["command_error"]["details"].as_str().unwrap();
+    assert!(
+        details.contains("More than one partition with label \"config-2\""),
+        "{details}"
+    );
 }

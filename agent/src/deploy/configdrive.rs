@@ -196,18 +196,31 @@ fn read_table(disk: &Path, sector: u64) -> Result<Table, RestError> {
     ))
 }
 
-/// A partition named or labelled `config-2`.
-fn existing(disk: &Path, parts: &[Part]) -> Option<Region> {
-    parts.iter().find_map(|p| {
-        let region = Region::new(disk, p.number, p.start, p.len);
-        let labelled = p.name == LABEL
-            || fsinfo::probe(&region)
-                .ok()
-                .flatten()
-                .and_then(|i| i.label)
-                .is_some_and(|l| l == LABEL);
-        labelled.then_some(region)
-    })
+/// The partition named or labelled `config-2`; two of them is an error, as in IPA.
+fn existing(disk: &Path, parts: &[Part], node: &str) -> Result<Option<Region>, RestError> {
+    let found: Vec<Region> = parts
+        .iter()
+        .filter_map(|p| {
+            let region = Region::new(disk, p.number, p.start, p.len);
+            let labelled = p.name.eq_ignore_ascii_case(LABEL)
+                || fsinfo::probe(&region)
+                    .ok()
+                    .flatten()
+                    .and_then(|i| i.label)
+                    .is_some_and(|l| l.eq_ignore_ascii_case(LABEL));
+            labelled.then_some(region)
+        })
+        .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        [a, b, ..] => Err(fail(format!(
+            "More than one partition with label \"{LABEL}\" exists on device {} for node {node}: {} and {}.",
+            disk.display(),
+            a.path().display(),
+            b.path().display()
+        ))),
+    }
 }
 
 /// Put the config drive on a disk that holds a whole-disk image.
@@ -224,7 +237,7 @@ pub fn write_whole_disk(disk: &Path, iso: &[u8], node: &str) -> Result<Region, R
     let parts = match &table {
         Table::Gpt(p) | Table::Mbr(p) => p,
     };
-    let region = match existing(disk, parts) {
+    let region = match existing(disk, parts, node)? {
         Some(r) => {
             info!(partition = %r.path().display(), "reusing the existing config-2 partition");
             r

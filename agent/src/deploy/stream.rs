@@ -102,6 +102,15 @@ pub fn stream_image(
                 tracing::warn!(url = %url, error = %e, "image URL failed; trying the next one");
                 last_error = Some(map_error(info, url, name, e));
             }
+            // A window is a partition: name it, not the disk it is reached through.
+            Err(ImageError::TooLarge {
+                needed, available, ..
+            }) if window.is_some() => {
+                return Err(RestError::image_write(
+                    name,
+                    format!("the image needs {needed} bytes but {name} holds only {available}"),
+                ))
+            }
             Err(e) => return Err(map_error(info, url, name, e)),
         }
     }
