@@ -128,6 +128,15 @@ impl AgentContext {
 pub struct PreparedImage {
     pub device: PathBuf,
     pub root_uuid: String,
+    /// Partition images only: the ESP's UUID, and each partition by its
+    /// `get_partition_uuids` key (`root`, `swap`, …) with its device path.
+    pub partition: Option<PartitionImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartitionImage {
+    pub efi_system_partition_uuid: Option<String>,
+    pub partitions: Vec<(String, PathBuf)>,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -103,11 +103,15 @@ async fn write_image_deploy_step_as_ironic_sends_it() {
         "{details}"
     );
 
-    // Not supported yet: said plainly.
+    // A partition image without its sizes: said plainly.
     let mut partition = step.clone();
     partition["params"]["step"]["args"]["image_info"]["image_type"] = json!("partition");
     let (_, failed) = api.post("&wait=true", partition).await;
-    assert_eq!(failed["command_error"]["type"], "InvalidImage");
+    assert_eq!(failed["command_error"]["type"], "InvalidCommandParamsError");
+    assert!(failed["command_error"]["details"]
+        .as_str()
+        .unwrap()
+        .contains("root_mb"));
 
     // prepare_image validates image_info up front (HTTP 400, nothing recorded).
     let (code, fault) = api

@@ -66,6 +66,7 @@ pub fn run(args: WriteImageArgs) -> anyhow::Result<()> {
             read_timeout: Duration::from_secs_f64(args.read_timeout.max(0.1)),
             ..SourceConfig::default()
         },
+        window: None,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let progress = Arc::new(Progress::default());

@@ -1,9 +1,12 @@
 //! Putting an image on the machine: `image_info` as Ironic sends it, and
-//! the whole-disk write behind `standby.prepare_image` and the
+//! the whole-disk and partition-image writes behind `standby.prepare_image` and the
 //! `write_image` deploy step.
 
+pub mod configdrive;
 pub mod image_info;
 pub mod target;
+pub mod partition_image;
+pub mod stream;
 pub mod whole_disk;
 
 pub use image_info::ImageInfo;

@@ -5,41 +5,16 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tracing::info;
 
-use super::ImageInfo;
+use super::stream::{http_client, md5_enabled, stream_image};
+use super::{configdrive, partition_image, ImageInfo};
 use crate::api::runner::CommandProgress;
 use crate::disk::{choose_root_device, list_block_devices};
 use crate::errors::RestError;
-use crate::image::{write_image, ImageError, Progress, SourceConfig, WriteRequest};
 use crate::state::{AgentContext, PreparedImage};
-
-/// How often the running command's result shows fresh progress.
-const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// How often progress goes to the log.
-const LOG_EVERY: u32 = 10;
-
-fn map_error(info: &ImageInfo, url: &str, device: &Path, e: ImageError) -> RestError {
-    match e {
-        ImageError::Source(_) | ImageError::HttpStatus { .. } => {
-            RestError::image_download(&info.id, e)
-        }
-        ImageError::Checksum {
-            expected, actual, ..
-        } => RestError::image_checksum(&info.id, url, &expected, &actual),
-        ImageError::Format(_)
-        | ImageError::Qcow2(_)
-        | ImageError::DeclaredMismatch { .. }
-        | ImageError::Decompress(_) => RestError::invalid_image(format!("Image {}: {e}", info.id)),
-        ImageError::TooLarge { .. } | ImageError::Target { .. } => {
-            RestError::image_write(&device.display().to_string(), e)
-        }
-        ImageError::Internal(_) => RestError::command_execution(e.to_string()),
-    }
-}
 
 /// Root device hints from the node: `instance_info.root_device`, else `properties.root_device`.
 pub(crate) fn hints(node: &Map<String, Value>) -> Option<Map<String, Value>> {
@@ -49,7 +24,8 @@ pub(crate) fn hints(node: &Map<String, Value>) -> Option<Map<String, Value>> {
         .find(|h| !h.is_empty())
 }
 
-/// `standby.prepare_image` for whole-disk images. Returns IPA's message.
+/// `standby.prepare_image`: whole-disk images here, partition images in
+/// `partition_image`. Returns IPA's message.
 pub fn prepare_image(
     ctx: &Arc<AgentContext>,
     node: &Map<String, Value>,
@@ -57,101 +33,66 @@ pub fn prepare_image(
     configdrive: Option<&Value>,
     progress: &CommandProgress,
 ) -> Result<String, RestError> {
-    let md5_enabled = ctx
-        .lookup_config()
-        .map(|c| c.agent_md5_checksum_enable)
-        .unwrap_or(true);
-    let info = ImageInfo::parse(image_info, md5_enabled)?;
-    if info.image_type.as_deref() == Some("partition") {
-        return Err(RestError::invalid_image(format!(
-            "Image {}: partition images (image_type=partition) are not supported by this agent yet",
-            info.id
-        )));
-    }
-    if configdrive.is_some_and(|c| !c.is_null()) {
-        return Err(RestError::invalid_image(
-            "config drives are not supported by this agent yet",
-        ));
-    }
+    let info = ImageInfo::parse(image_info, md5_enabled(ctx))?;
+    let configdrive = configdrive.filter(|c| !c.is_null());
+    let node_uuid = node
+        .get("uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let cfg = &ctx.config;
     let devices = list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy());
     let device = choose_root_device(&devices, hints(node).as_ref())?;
+    if info.image_type.as_deref() == Some("partition") {
+        info!(image = %info.id, device = %device.path.display(), size = device.size, "deploying partition image");
+        return partition_image::prepare(
+            ctx,
+            &info,
+            image_info,
+            &device.path,
+            configdrive,
+            &node_uuid,
+            progress,
+        );
+    }
     info!(image = %info.id, device = %device.path.display(), size = device.size, "deploying whole-disk image");
-
-    let rt = tokio::runtime::Handle::current();
-    let http = reqwest::Client::builder()
-        .use_rustls_tls()
-        .danger_accept_invalid_certs(cfg.insecure)
-        .timeout(cfg.image_download_timeout)
-        .build()
-        .map_err(|e| RestError::command_execution(format!("HTTP client: {e}")))?;
-    let expected = rt.block_on(info.expected(&http, md5_enabled))?;
-    let source_cfg = SourceConfig {
-        insecure: cfg.insecure,
-        ca_file: None,
-        connect_timeout: cfg.image_download_timeout,
-        read_timeout: cfg.image_download_timeout,
-        retries: cfg.image_download_retries,
-        retry_interval: cfg.image_download_retry_interval,
-        authorization: info.authorization.clone(),
+    // A bad config drive fails the deploy before the disk is touched.
+    let iso = match configdrive {
+        Some(c) => Some(
+            tokio::runtime::Handle::current().block_on(configdrive::fetch(
+                &http_client(ctx)?,
+                c,
+                &node_uuid,
+                configdrive::WHOLE_DISK_MAX,
+            ))?,
+        ),
+        None => None,
     };
-
-    let mut last_error = None;
-    for url in &info.urls {
-        let request = WriteRequest {
-            source: url.clone(),
-            target: device.path.clone(),
-            expected: Some(expected.clone()),
-            declared_format: info.disk_format.clone(),
-            source_cfg: source_cfg.clone(),
-        };
-        let shared = Arc::new(Progress::default());
-        let reporter = spawn_reporter(&rt, shared.clone(), progress.clone());
-        let result = write_image(&rt, &request, shared);
-        reporter.abort();
-        match result {
-            Ok(report) => {
-                let root_uuid = disk_identifier(&device.path)
-                    .map_err(|e| RestError::image_write(&device.path.display().to_string(), e))?;
-                ctx.set_prepared(PreparedImage {
-                    device: device.path.clone(),
-                    root_uuid: root_uuid.clone(),
-                });
-                info!(image = %info.id, bytes = report.downloaded, %root_uuid, "image deployed");
-                return Ok(format!(
-                    "image ({}) written to device {} root_uuid={root_uuid}",
-                    info.id,
-                    device.path.display()
-                ));
-            }
-            // Only a failed download is worth another URL.
-            Err(e @ (ImageError::Source(_) | ImageError::HttpStatus { .. })) => {
-                tracing::warn!(url = %url, error = %e, "image URL failed; trying the next one");
-                last_error = Some(map_error(&info, url, &device.path, e));
-            }
-            Err(e) => return Err(map_error(&info, url, &device.path, e)),
+    let dev = device.path.display().to_string();
+    let report = stream_image(ctx, &info, &device.path, None, &dev, progress)?;
+    // IPA's fix_gpt_partition: an image smaller than the disk leaves its
+    // backup GPT mid-disk, which firmware and tools flag as damage.
+    match crate::disk::gpt_edit::fix_backup(&device.path) {
+        Ok(true) => info!(device = %dev, "backup GPT header moved to the end of the disk"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(device = %dev, error = %e, "the image's GPT could not be fixed up")
         }
     }
-    Err(last_error.unwrap_or_else(|| RestError::image_download(&info.id, "no URL")))
-}
-
-fn spawn_reporter(
-    rt: &tokio::runtime::Handle,
-    shared: Arc<Progress>,
-    progress: CommandProgress,
-) -> tokio::task::JoinHandle<()> {
-    rt.spawn(async move {
-        let mut tick = tokio::time::interval(REPORT_EVERY);
-        let mut n = 0u32;
-        loop {
-            tick.tick().await;
-            progress.report(json!({ "progress": shared.snapshot() }));
-            n += 1;
-            if n.is_multiple_of(LOG_EVERY) {
-                info!("image write: {}", shared.summary());
-            }
-        }
-    })
+    if let Some(iso) = &iso {
+        configdrive::write_whole_disk(&device.path, iso, &node_uuid)?;
+    }
+    let root_uuid = disk_identifier(&device.path).map_err(|e| RestError::image_write(&dev, e))?;
+    ctx.set_prepared(PreparedImage {
+        device: device.path.clone(),
+        root_uuid: root_uuid.clone(),
+        partition: None,
+    });
+    info!(image = %info.id, bytes = report.downloaded, %root_uuid, "image deployed");
+    Ok(format!(
+        "image ({}) written to device {dev} root_uuid={root_uuid}",
+        info.id
+    ))
 }
 
 /// The MBR disk signature at offset 440, as IPA reports it (`0x%08x`).
@@ -161,9 +102,25 @@ pub fn disk_identifier(device: &Path) -> std::io::Result<String> {
     Ok(format!("0x{:08x}", u32::from_le_bytes(id)))
 }
 
-/// `standby.get_partition_uuids` for whole-disk images.
+/// `standby.get_partition_uuids`: IPA's shape for either kind of image.
 pub fn partition_uuids(ctx: &AgentContext) -> Value {
     match ctx.prepared() {
+        Some(PreparedImage {
+            root_uuid,
+            partition: Some(part),
+            ..
+        }) => {
+            let partitions: Map<String, Value> = part
+                .partitions
+                .iter()
+                .map(|(k, p)| (k.clone(), json!(p.display().to_string())))
+                .collect();
+            json!({
+                "root uuid": root_uuid,
+                "efi system partition uuid": part.efi_system_partition_uuid,
+                "partitions": partitions,
+            })
+        }
         Some(p) => json!({ "root uuid": p.root_uuid }),
         None => json!({}),
     }

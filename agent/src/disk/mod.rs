@@ -3,10 +3,15 @@
 
 pub mod devices;
 pub mod erase;
+pub mod fsinfo;
 pub mod fsprobe;
+pub mod gpt_edit;
 pub mod hints;
 pub mod ioctl;
+pub mod layout;
+pub mod mkfs;
 pub mod partitions;
+pub mod region;
 pub mod root;
 pub mod wipe;
 

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 pub use pipeline::{write_image, WriteReport, WriteRequest};
 pub use progress::Progress;
+pub use sink::Window;
 pub use source::SourceConfig;
 
 #[derive(Debug, thiserror::Error)]

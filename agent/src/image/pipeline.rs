@@ -14,7 +14,7 @@ use super::format::{self, Format};
 use super::progress::Progress;
 use super::qcow2::map::GuestRange;
 use super::qcow2::{GuestSink, Header, StreamDecoder};
-use super::sink::{Target, WriteOp, Writer};
+use super::sink::{Target, Window, WriteOp, Writer};
 use super::source::{Probe, Source, SourceConfig, CHUNK_BYTES};
 use super::verify::{Expected, Hasher};
 use super::ImageError;
@@ -39,6 +39,8 @@ pub struct WriteRequest {
     /// `image_info.disk_format`, checked against the content.
     pub declared_format: Option<String>,
     pub source_cfg: SourceConfig,
+    /// Write into this range of the target only (a partition by offset).
+    pub window: Option<Window>,
 }
 
 #[derive(Debug, Clone)]
@@ -201,7 +203,7 @@ pub fn write_image(
     }
     info!(source = %source.describe(), format = %outer, size = ?probe.len, ranges = probe.ranges, "image probed");
 
-    let target = Target::open(&req.target)?;
+    let target = Target::open_window(&req.target, req.window)?;
     // Tables first when we can fetch them directly (qcow2 straight from the source).
     let mut qcow = None;
     match outer {

@@ -28,14 +28,27 @@ pub enum WriteOp {
     Zero { offset: u64, len: u64 },
 }
 
+/// A byte range of the target to write into instead of all of it: a
+/// partition addressed through its disk, for when the kernel gives the
+/// partition no device node of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub offset: u64,
+    pub len: u64,
+}
+
 pub struct Target {
     path: PathBuf,
     file: File,
     direct: Option<File>,
     block: bool,
-    /// Capacity of a block device; files grow.
+    /// Capacity of a block device or a window; whole files grow.
     capacity: Option<u64>,
     sector: u64,
+    /// Where image offset 0 lands on the target.
+    base: u64,
+    /// A file created for this write: holes already read as zeros.
+    fresh_file: bool,
 }
 
 fn io_err(path: &Path, what: &str) -> impl FnOnce(io::Error) -> ImageError {
@@ -48,6 +61,13 @@ impl Target {
     /// Open for writing. A block device is opened exclusively (fails if it
     /// is mounted or otherwise held); a regular file is created/truncated.
     pub fn open(path: &Path) -> Result<Self, ImageError> {
+        Self::open_window(path, None)
+    }
+
+    /// Open for writing into `window` only (all of the target without one).
+    /// Writes past the window's end fail with `TooLarge`; a windowed file is
+    /// neither truncated nor resized.
+    pub fn open_window(path: &Path, window: Option<Window>) -> Result<Self, ImageError> {
         let meta = std::fs::metadata(path);
         let block = meta
             .as_ref()
@@ -69,7 +89,7 @@ impl Target {
             let file = OpenOptions::new()
                 .write(true)
                 .create(true)
-                .truncate(true)
+                .truncate(window.is_none())
                 .open(path)
                 .map_err(io_err(path, "opening the target file"))?;
             return Ok(Self {
@@ -77,8 +97,10 @@ impl Target {
                 file,
                 direct: None,
                 block: false,
-                capacity: None,
+                capacity: window.map(|w| w.len),
                 sector: 512,
+                base: window.map_or(0, |w| w.offset),
+                fresh_file: window.is_none(),
             });
         }
         let file = OpenOptions::new()
@@ -99,13 +121,29 @@ impl Target {
             .open(path)
             .map_err(|e| debug!(error = %e, "O_DIRECT not available; buffered writes only"))
             .ok();
+        let (base, capacity) = match window {
+            Some(w) if w.offset.checked_add(w.len).is_none_or(|end| end > size) => {
+                return Err(ImageError::Target {
+                    path: path.into(),
+                    what: format!("writing {} bytes at offset {}", w.len, w.offset),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("the window ends past the device's {size} bytes"),
+                    ),
+                })
+            }
+            Some(w) => (w.offset, w.len),
+            None => (0, size),
+        };
         Ok(Self {
             path: path.into(),
             file,
             direct,
             block: true,
-            capacity: Some(size),
+            capacity: Some(capacity),
             sector,
+            base,
+            fresh_file: false,
         })
     }
 
@@ -139,7 +177,7 @@ impl Target {
         } else {
             &self.file
         };
-        f.write_all_at(data, offset).map_err(|e| {
+        f.write_all_at(data, self.base + offset).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 ImageError::TooLarge {
                     needed: offset + data.len() as u64,
@@ -157,9 +195,12 @@ impl Target {
 
     /// Make `[offset, offset+len)` read as zeros.
     fn zero(&self, offset: u64, len: u64) -> Result<(), ImageError> {
-        if !self.block {
-            // Files are truncated at open: unwritten ranges are already holes.
+        if self.fresh_file {
+            // Truncated at open: unwritten ranges are already holes.
             return Ok(());
+        }
+        if !self.block {
+            return self.write_zeros(offset, len);
         }
         let s = self.sector;
         let start = offset.div_ceil(s) * s;
@@ -168,7 +209,7 @@ impl Target {
             return self.write_zeros(offset, len);
         }
         self.write_zeros(offset, start - offset)?;
-        if let Err(e) = ioctl::zero_out(&self.file, start, end - start) {
+        if let Err(e) = ioctl::zero_out(&self.file, self.base + start, end - start) {
             warn!(error = %e, "BLKZEROOUT failed; writing zeros");
             self.write_zeros(start, end - start)?;
         }
@@ -312,7 +353,8 @@ impl Writer {
         }
         let data = self.buf.as_slice();
         let offset = self.buf_offset;
-        let direct_ok = self.target.direct.is_some() && offset.is_multiple_of(DIRECT_ALIGN);
+        let direct_ok = self.target.direct.is_some()
+            && (self.target.base + offset).is_multiple_of(DIRECT_ALIGN);
         let aligned = if direct_ok {
             data.len() as u64 / DIRECT_ALIGN * DIRECT_ALIGN
         } else {
@@ -337,7 +379,7 @@ impl Writer {
     pub fn finish(mut self, final_len: Option<u64>) -> Result<Target, ImageError> {
         self.flush()?;
         let t = &self.target;
-        if !t.block {
+        if t.fresh_file {
             let len = final_len.unwrap_or(self.end).max(self.end);
             t.file
                 .set_len(len)
@@ -347,11 +389,54 @@ impl Writer {
             d.sync_data().map_err(io_err(&t.path, "syncing"))?;
         }
         t.file.sync_all().map_err(io_err(&t.path, "syncing"))?;
-        if t.block {
+        // A window is one partition: the table around it did not change.
+        if t.block && t.base == 0 && t.capacity == ioctl::device_size(&t.file).ok() {
             if let Err(e) = ioctl::reread_partitions(&t.file) {
                 debug!(error = %e, "partition table not re-read (device without partition scanning?)");
             }
         }
         Ok(self.target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_bounds_and_offsets_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::write(&path, vec![7u8; 64 << 10]).unwrap();
+        let window = Window {
+            offset: 16 << 10,
+            len: 8 << 10,
+        };
+        let target = Target::open_window(&path, Some(window)).unwrap();
+        let mut w = Writer::new(target, Arc::new(Progress::default()));
+        w.apply(WriteOp::Data {
+            offset: 0,
+            data: Bytes::from(vec![1u8; 4096]),
+        })
+        .unwrap();
+        w.apply(WriteOp::Zero {
+            offset: 4096,
+            len: 4096,
+        })
+        .unwrap();
+        let e = w
+            .apply(WriteOp::Data {
+                offset: 8 << 10,
+                data: Bytes::from_static(b"x"),
+            })
+            .unwrap_err();
+        assert!(matches!(e, ImageError::TooLarge { available, .. } if available == 8 << 10));
+        w.finish(Some(1 << 30)).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len(), 64 << 10, "a windowed file keeps its size");
+        assert!(back[..16 << 10].iter().all(|b| *b == 7));
+        assert!(back[16 << 10..20 << 10].iter().all(|b| *b == 1));
+        assert!(back[20 << 10..24 << 10].iter().all(|b| *b == 0));
+        assert!(back[24 << 10..].iter().all(|b| *b == 7));
     }
 }
