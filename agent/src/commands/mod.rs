@@ -1,7 +1,7 @@
 //! IPA extensions. Each module registers its commands; `registry()` is the
 //! full set the agent serves.
 
-mod log;
+pub mod log;
 mod standby;
 mod steps;
 mod system;

@@ -11,7 +11,38 @@ use std::path::{Path, PathBuf};
 
 use ferrite_protocol::inventory::{Boot, Disk, Firmware, Inventory, Memory, SystemVendor};
 
+use crate::config::Config;
 use crate::disk::{list_block_devices, DiskPolicy};
+
+/// The inventory of this machine as the agent's settings describe it
+/// (IPA's `list_hardware_info`): what `get_hardware_info` returns and
+/// what inspection posts.
+pub fn collect_for(cfg: &Config) -> Inventory {
+    let roots = Roots {
+        sysfs: cfg.sysfs_root.clone(),
+        procfs: cfg.procfs_root.clone(),
+        dev: cfg.dev_root.clone(),
+    };
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let arch = nix::sys::utsname::uname()
+        .map(|u| u.machine().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| std::env::consts::ARCH.to_string());
+    collect(&roots, cfg.bootif_raw.as_deref(), &hostname, &arch)
+}
+
+/// IPA's `utils.guess_root_disk`: the smallest disk of at least 4 GiB
+/// (name breaks ties), the disk deploy picks when there are no hints.
+pub fn guess_root_disk(disks: &[Disk]) -> Option<Disk> {
+    const MIN_ROOT_SIZE: u64 = 4 << 30;
+    let mut sorted: Vec<&Disk> = disks.iter().collect();
+    sorted.sort_by(|a, b| (a.size, &a.name).cmp(&(b.size, &b.name)));
+    sorted
+        .into_iter()
+        .find(|d| d.size >= MIN_ROOT_SIZE)
+        .cloned()
+}
 
 /// Where to read from.
 #[derive(Debug, Clone)]
@@ -109,6 +140,23 @@ pub fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_disk_guess_is_the_smallest_of_at_least_4_gib() {
+        let disk = |name: &str, size: u64| Disk {
+            name: name.into(),
+            size,
+            ..Disk::default()
+        };
+        let disks = [
+            disk("/dev/sdc", 8 << 30),
+            disk("/dev/sda", 2 << 30),
+            disk("/dev/sdb", 8 << 30),
+            disk("/dev/sdd", 100 << 30),
+        ];
+        assert_eq!(guess_root_disk(&disks).unwrap().name, "/dev/sdb");
+        assert_eq!(guess_root_disk(&disks[1..2]), None);
+    }
 
     #[test]
     fn fixture_tree_gives_a_complete_inventory() {
