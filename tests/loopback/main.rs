@@ -3,6 +3,7 @@
 mod agent_api;
 mod conductor_api;
 mod conductor_client;
+mod inspection;
 mod lookup_heartbeat;
 
 use ferrite_tests::{Agent, Conductor};

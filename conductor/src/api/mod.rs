@@ -2,6 +2,7 @@
 //! ramdisk endpoints (lookup, heartbeat).
 
 pub mod error;
+mod inspection;
 mod nodes;
 mod patch;
 mod ports;
@@ -42,6 +43,10 @@ pub fn router(state: AppState) -> Router {
             get(nodes::show).patch(nodes::update).delete(nodes::delete),
         )
         .route("/v1/nodes/{ident}/states", get(nodes::states))
+        .route(
+            "/v1/nodes/{ident}/inventory",
+            get(inspection::get_inventory),
+        )
         .route("/v1/nodes/{ident}/ports", get(ports::list_for_node))
         .route(
             "/v1/nodes/{ident}/ports/detail",
@@ -56,6 +61,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/lookup", get(ramdisk::lookup))
         .route("/v1/heartbeat/{node}", post(ramdisk::heartbeat))
+        .route(
+            "/v1/continue_inspection",
+            post(ramdisk::continue_inspection),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(version::negotiate))
         .with_state(state)

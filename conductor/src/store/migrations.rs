@@ -3,8 +3,9 @@
 use rusqlite_migration::{Migrations, M};
 
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE nodes (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE nodes (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             uuid TEXT NOT NULL UNIQUE,
             name TEXT UNIQUE,
@@ -21,7 +22,18 @@ pub fn migrations() -> Migrations<'static> {
             data TEXT NOT NULL
         );
         CREATE INDEX ports_node_uuid ON ports(node_uuid);",
-    )])
+        ),
+        // In-band inspection results (Ironic's node_inventory table): the
+        // latest inventory and the rest of the ramdisk's data per node.
+        M::up(
+            "CREATE TABLE node_inventory (
+            node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
+            inventory TEXT NOT NULL,
+            plugin_data TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );",
+        ),
+    ])
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! (Ironic's field set is wide and grows), with the fields we query or
 //! constrain on (uuid, name, MAC, state, reservation) as real columns.
 
+mod inventory;
 mod migrations;
 mod nodes;
 mod ports;
@@ -11,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+pub use inventory::StoredInventory;
 pub use nodes::NodeQuery;
 
 #[derive(Debug, thiserror::Error)]
