@@ -32,6 +32,9 @@ pub fn register(reg: &mut Registry) {
 }
 
 pub fn hardware_info(ctx: &AgentContext) -> Result<Value, RestError> {
-    serde_json::to_value(inventory::collect_for(&ctx.config))
-        .map_err(|e| RestError::command_execution(e.to_string()))
+    serde_json::to_value(inventory::collect_for(
+        &ctx.config,
+        ctx.lookup_config().is_some_and(|c| c.agent_skip_bmc_detect),
+    ))
+    .map_err(|e| RestError::command_execution(e.to_string()))
 }

@@ -103,7 +103,7 @@ fn collect(ctx: &AgentContext, collectors: &[String]) -> (InspectionData, bool) 
 /// disk deploy would pick, BOOTIF and the collector/manager versions.
 fn collect_default(ctx: &AgentContext, collectors: &[String], data: &mut InspectionData) {
     wait_for_dhcp(&ctx.config);
-    let inv = inventory::collect_for(&ctx.config);
+    let inv = inventory::collect_for(&ctx.config, false);
     data.root_disk = guess_root_disk(&inv.disks);
     if data.root_disk.is_none() {
         warn!("no suitable root device detected");

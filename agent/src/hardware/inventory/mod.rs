@@ -2,6 +2,7 @@
 //! from sysfs, procfs, the SMBIOS table and the kernel's address list. All
 //! roots are injectable so tests run on fixture trees.
 
+pub mod bmc;
 pub mod cpu;
 pub mod net;
 pub mod smbios;
@@ -16,8 +17,8 @@ use crate::disk::{list_block_devices, DiskPolicy};
 
 /// The inventory of this machine as the agent's settings describe it
 /// (IPA's `list_hardware_info`): what `get_hardware_info` returns and
-/// what inspection posts.
-pub fn collect_for(cfg: &Config) -> Inventory {
+/// what inspection posts. `skip_bmc` is Ironic's `agent_skip_bmc_detect`.
+pub fn collect_for(cfg: &Config, skip_bmc: bool) -> Inventory {
     let roots = Roots {
         sysfs: cfg.sysfs_root.clone(),
         procfs: cfg.procfs_root.clone(),
@@ -29,7 +30,14 @@ pub fn collect_for(cfg: &Config) -> Inventory {
     let arch = nix::sys::utsname::uname()
         .map(|u| u.machine().to_string_lossy().into_owned())
         .unwrap_or_else(|_| std::env::consts::ARCH.to_string());
-    collect(&roots, cfg.bootif_raw.as_deref(), &hostname, &arch)
+    let mut inv = collect(&roots, cfg.bootif_raw.as_deref(), &hostname, &arch);
+    if !skip_bmc {
+        let bmc = bmc::collect(&cfg.dev_root);
+        inv.bmc_address = bmc.address;
+        inv.bmc_v6address = bmc.v6address;
+        inv.bmc_mac = bmc.mac;
+    }
+    inv
 }
 
 /// IPA's `utils.guess_root_disk`: the smallest disk of at least 4 GiB
@@ -110,7 +118,7 @@ pub fn collect(
             total,
             physical_mb: dmi.memory_mb,
         },
-        // No IPMI client yet: reported as absent.
+        // Filled in by `collect_for` (it needs the IPMI device).
         bmc_address: None,
         bmc_v6address: None,
         bmc_mac: None,
