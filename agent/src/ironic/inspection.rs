@@ -92,6 +92,20 @@ fn collect(ctx: &AgentContext, collectors: &[String]) -> (InspectionData, bool) 
                 Ok(tgz) => data.logs = Some(base64::engine::general_purpose::STANDARD.encode(tgz)),
                 Err(e) => warn!(error = %e, "failed to collect the logs for inspection"),
             },
+            // IPA's `lldp` collector: raw TLVs per interface, outside the inventory.
+            "lldp" => {
+                let names: Vec<String> =
+                    net::collect(&ctx.config.sysfs_root, &net::Addresses::new())
+                        .into_iter()
+                        .map(|i| i.name)
+                        .collect();
+                let raw = inventory::lldp::collect(&names, ctx.config.lldp_timeout);
+                data.lldp_raw = Some(serde_json::Value::Object(
+                    raw.iter()
+                        .map(|(k, v)| (k.clone(), inventory::lldp::to_json(v)))
+                        .collect(),
+                ));
+            }
             other => failures.push(format!("Failed to load collector {other}")),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod bmc;
 pub mod cpu;
+pub mod lldp;
 pub mod net;
 pub mod smbios;
 
@@ -31,6 +32,13 @@ pub fn collect_for(cfg: &Config, skip_bmc: bool) -> Inventory {
         .map(|u| u.machine().to_string_lossy().into_owned())
         .unwrap_or_else(|_| std::env::consts::ARCH.to_string());
     let mut inv = collect(&roots, cfg.bootif_raw.as_deref(), &hostname, &arch);
+    if cfg.collect_lldp {
+        let names: Vec<String> = inv.interfaces.iter().map(|i| i.name.clone()).collect();
+        let mut found = lldp::collect(&names, cfg.lldp_timeout);
+        for iface in &mut inv.interfaces {
+            iface.lldp = found.remove(&iface.name).map(|tlvs| lldp::to_json(&tlvs));
+        }
+    }
     if !skip_bmc {
         let bmc = bmc::collect(&cfg.dev_root);
         inv.bmc_address = bmc.address;
