@@ -354,3 +354,40 @@ async fn continue_inspection_answers_per_version_and_records_ramdisk_errors() {
         .expect("json");
     assert_eq!(stored["inventory"]["cpu"]["count"], 4);
 }
+
+#[test]
+fn inventory_subcommand_prints_the_inventory_of_a_fixture_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nic = dir.path().join("sys/class/net/eth7");
+    std::fs::create_dir_all(nic.join("device")).expect("fixture");
+    std::fs::write(nic.join("address"), "52:54:00:1e:00:77\n").expect("address");
+    std::fs::write(nic.join("carrier"), "1\n").expect("carrier");
+    let out = std::process::Command::new(ferrite_tests::bin("ferrite-agent"))
+        .arg("--sysfs-root")
+        .arg(dir.path().join("sys"))
+        .args(["inventory", "--skip-bmc"])
+        .output()
+        .expect("run ferrite-agent inventory");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inv: Value = serde_json::from_slice(&out.stdout).expect("inventory JSON");
+    assert_eq!(
+        (
+            &inv["interfaces"][0]["name"],
+            &inv["interfaces"][0]["mac_address"]
+        ),
+        (&json!("eth7"), &json!("52:54:00:1e:00:77"))
+    );
+    assert_eq!(inv["interfaces"][0]["has_carrier"], true);
+    assert_eq!(inv["bmc_address"], Value::Null);
+    assert_eq!(inv["cpu"]["architecture"], std::env::consts::ARCH);
+    let bad = std::process::Command::new(ferrite_tests::bin("ferrite-agent"))
+        .args(["inventory", "--lldp=-1"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--lldp"));
+}
