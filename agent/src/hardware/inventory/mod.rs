@@ -48,6 +48,21 @@ pub fn collect_for(cfg: &Config, skip_bmc: bool) -> Inventory {
     inv
 }
 
+/// Installed memory without SMBIOS memory devices (many VMs): the online
+/// hot-plug memory blocks, as lshw counts them for IPA.
+fn memory_blocks_mb(sysfs: &Path) -> Option<u64> {
+    let dir = sysfs.join("devices/system/memory");
+    let block = fs::read_to_string(dir.join("block_size_bytes")).ok()?;
+    let block = u64::from_str_radix(block.trim().trim_start_matches("0x"), 16).ok()?;
+    let online = fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("memory"))
+        .filter(|e| fs::read_to_string(e.path().join("online")).is_ok_and(|o| o.trim() == "1"))
+        .count() as u64;
+    (online > 0).then(|| online * block / (1 << 20))
+}
+
 /// IPA's `utils.guess_root_disk`: the smallest disk of at least 4 GiB
 /// (name breaks ties), the disk deploy picks when there are no hints.
 pub fn guess_root_disk(disks: &[Disk]) -> Option<Disk> {
@@ -124,7 +139,7 @@ pub fn collect(
         disks,
         memory: Memory {
             total,
-            physical_mb: dmi.memory_mb,
+            physical_mb: dmi.memory_mb.or_else(|| memory_blocks_mb(&roots.sysfs)),
         },
         // Filled in by `collect_for` (it needs the IPMI device).
         bmc_address: None,
@@ -156,6 +171,24 @@ pub fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn physical_memory_from_memory_blocks_without_smbios() {
+        let sys = tempfile::tempdir().unwrap();
+        let mem = sys.path().join("devices/system/memory");
+        fs::create_dir_all(&mem).unwrap();
+        fs::write(mem.join("block_size_bytes"), "8000000\n").unwrap();
+        for (i, online) in ["1", "1", "0"].iter().enumerate() {
+            fs::create_dir_all(mem.join(format!("memory{i}"))).unwrap();
+            fs::write(mem.join(format!("memory{i}/online")), online).unwrap();
+        }
+        assert_eq!(
+            memory_blocks_mb(sys.path()),
+            Some(256),
+            "two online 128 MiB blocks"
+        );
+        assert_eq!(memory_blocks_mb(&sys.path().join("nothing")), None);
+    }
 
     #[test]
     fn root_disk_guess_is_the_smallest_of_at_least_4_gib() {
