@@ -391,3 +391,97 @@ fn inventory_subcommand_prints_the_inventory_of_a_fixture_tree() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--lldp"));
 }
+
+fn set_reservation(conductor: &Conductor, uuid: &str, holder: Option<&str>) {
+    let conn = rusqlite::Connection::open(conductor.data_dir().join("ferrite.sqlite"))
+        .expect("open the conductor database");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn.execute(
+        "UPDATE nodes SET reservation = ?2 WHERE uuid = ?1",
+        rusqlite::params![uuid, holder],
+    )
+    .expect("set reservation");
+}
+
+#[tokio::test]
+async fn agent_retries_a_locked_node_then_inspects() {
+    let conductor = Conductor::start(&[]).await;
+    let mac = "52:54:00:1e:00:31";
+    let uuid = node_waiting_for_inspection(&conductor, mac, json!({})).await;
+    // Another conductor holds the node: Ironic answers 409, which IPA retries.
+    set_reservation(&conductor, &uuid, Some("other-conductor"));
+    let agent = Agent::start(
+        &conductor.url,
+        &[mac],
+        &[
+            "ipa-inspection-collectors=default",
+            "ipa-inspection-dhcp-wait-timeout=0",
+            "ferrite-inspection-retry-wait=1",
+        ],
+    );
+    wait_for("a retried inspection post", Duration::from_secs(30), || {
+        let log = agent.proc.log_text();
+        async move {
+            log.contains("posting inspection data failed; retrying")
+                .then_some(())
+        }
+    })
+    .await;
+    set_reservation(&conductor, &uuid, None);
+    wait_for("the inventory", Duration::from_secs(30), || async {
+        let resp = conductor
+            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}/inventory"))
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200).then_some(())
+    })
+    .await;
+    let log = agent.proc.log_text();
+    assert!(log.contains("409"), "{log}");
+    let url = format!("{}/v1/continue_inspection", conductor.url);
+    assert!(
+        log.contains(&url),
+        "ipa-api-url + /v1/continue_inspection: {log}"
+    );
+}
+
+#[tokio::test]
+async fn agent_gives_up_after_five_attempts_and_looks_up_without_a_uuid() {
+    let conductor = Conductor::start(&[]).await;
+    let mac = "52:54:00:1e:00:41";
+    let uuid = node_waiting_for_inspection(&conductor, mac, json!({})).await;
+    set_reservation(&conductor, &uuid, Some("other-conductor"));
+    let agent = Agent::start(
+        &conductor.url,
+        &[mac],
+        &[
+            "ipa-inspection-collectors=default",
+            "ipa-inspection-dhcp-wait-timeout=0",
+            "ferrite-inspection-retry-wait=0.1",
+        ],
+    );
+    let log = wait_for("inspection to give up", Duration::from_secs(30), || {
+        let log = agent.proc.log_text();
+        async move { log.contains("Failed to perform inspection").then_some(log) }
+    })
+    .await;
+    assert!(log.contains("gave up after 5 attempts"), "{log}");
+    assert_eq!(
+        log.matches("posting inspection data failed; retrying")
+            .count(),
+        4,
+        "{log}"
+    );
+    // Lookup follows; the node is still locked, so it too is told 409.
+    wait_for(
+        "lookup after the failed inspection",
+        Duration::from_secs(30),
+        || {
+            let log = agent.proc.log_text();
+            async move { log.contains("lookup: node is locked").then_some(()) }
+        },
+    )
+    .await;
+}
