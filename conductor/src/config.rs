@@ -54,9 +54,10 @@ pub struct ConductorConfig {
     )]
     pub agent_command_wait_attempts: u32,
     /// `[inspector]add_ports`: which inspected NICs get ports: `pxe` (the
-    /// PXE NIC if known, else all), `all`, or `disabled`.
+    /// PXE NIC if known, else all), `active` (those with an IP), `all`, or
+    /// `disabled`.
     #[arg(long, env = "FERRITE_INSPECTOR_ADD_PORTS", default_value = "pxe",
-          value_parser = ["pxe", "all", "disabled"])]
+          value_parser = ["pxe", "active", "all", "disabled"])]
     pub inspector_add_ports: String,
 }
 

@@ -485,3 +485,41 @@ async fn agent_gives_up_after_five_attempts_and_looks_up_without_a_uuid() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn unknown_macs_are_matched_by_the_bmc_address() {
+    let conductor = Conductor::start(&[]).await;
+    let make = |name: &'static str, bmc: &'static str| {
+        let conductor = &conductor;
+        async move {
+            let node = conductor
+                .create_node(json!({"driver": "fake-hardware", "name": name,
+                                    "driver_info": {"ipmi_address": bmc}}))
+                .await;
+            let uuid = node["uuid"].as_str().expect("uuid").to_string();
+            set_state(conductor, &uuid, "inspect wait");
+            uuid
+        }
+    };
+    let a = make("bmc-a", "192.0.2.50").await;
+    let mut data = body(&["52:54:00:1e:00:51"]);
+    data["inventory"]["bmc_address"] = json!("192.0.2.50");
+    data["inventory"]["boot"] = json!({"pxe_interface": null});
+    let (status, b) = post(&conductor, "", None, &data).await;
+    assert_eq!((status, b), (202, json!({"uuid": a})));
+    // No PXE NIC known: every NIC gets a port (Ironic's add_ports=pxe
+    // fallback), none PXE-enabled, as Ironic creates them.
+    assert_eq!(
+        ports(&conductor, &a).await,
+        [("52:54:00:1e:00:51".to_string(), false)]
+    );
+
+    // Two nodes behind one BMC address and no port to tell them apart: 404.
+    let b_uuid = make("bmc-b", "192.0.2.60").await;
+    let _c = make("bmc-c", "https://192.0.2.60/redfish/v1").await;
+    let mut data = body(&["52:54:00:1e:00:61"]);
+    data["inventory"]["bmc_address"] = json!("192.0.2.60");
+    let (status, _) = post(&conductor, "", None, &data).await;
+    assert_eq!(status, 404);
+    assert!(ports(&conductor, &b_uuid).await.is_empty());
+}

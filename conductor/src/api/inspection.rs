@@ -296,15 +296,47 @@ fn fill_properties(props: &mut Map<String, Value>, inventory: &Value, plugin_dat
     );
 }
 
-/// Ports for the interfaces Ironic's `ports` hook adds (`add_ports=pxe`:
-/// only the PXE NIC when it is known, else all), and `pxe_enabled` kept in
-/// step with the inventory on the node's existing ports.
+/// Ironic's `validate-interfaces`: named, non-loopback interfaces with a
+/// valid MAC, as `(mac, has_ip)`.
+fn valid_interfaces(inventory: &Value) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for iface in inventory["interfaces"].as_array().into_iter().flatten() {
+        let name = iface["name"].as_str().unwrap_or_default();
+        let ip = iface["ipv4_address"]
+            .as_str()
+            .or_else(|| iface["ipv6_address"].as_str())
+            .filter(|ip| !ip.is_empty());
+        let loopback = ip
+            .and_then(|ip| ip.split('%').next()?.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|ip| ip.is_loopback());
+        if name.is_empty() || name == "lo" || loopback {
+            continue;
+        }
+        if let Some(mac) = iface["mac_address"].as_str().and_then(normalize_mac) {
+            if !out.iter().any(|(m, _)| m == &mac) {
+                out.push((mac, ip.is_some()));
+            }
+        }
+    }
+    out
+}
+
+/// Ports for the interfaces Ironic's `ports` hook adds (`add_ports`: `pxe`
+/// = only the PXE NIC when it is known, else all; `active` = those with an
+/// IP; `all`; `disabled`), `pxe_enabled` only on the PXE NIC; existing
+/// ports of the node follow the inventory's PXE NIC when it is known.
 fn sync_ports(state: &AppState, node: &Node, inventory: &Value) -> ApiResult<Vec<String>> {
-    let macs = inventory_macs(inventory);
+    let interfaces = valid_interfaces(inventory);
+    let macs: Vec<String> = interfaces.iter().map(|(m, _)| m.clone()).collect();
     let pxe = pxe_mac(inventory);
     let add: Vec<&String> = match state.config.inspector_add_ports.as_str() {
         "disabled" => Vec::new(),
         "pxe" if pxe.is_some() => macs.iter().filter(|m| Some(*m) == pxe.as_ref()).collect(),
+        "active" => interfaces
+            .iter()
+            .filter(|(_, has_ip)| *has_ip)
+            .map(|(m, _)| m)
+            .collect(),
         _ => macs.iter().collect(),
     };
     let mut created = Vec::new();
@@ -320,7 +352,7 @@ fn sync_ports(state: &AppState, node: &Node, inventory: &Value) -> ApiResult<Vec
             uuid: uuid::Uuid::new_v4().to_string(),
             address: mac.clone(),
             node_uuid: node.uuid.clone(),
-            pxe_enabled: pxe.is_none() || pxe.as_ref() == Some(mac),
+            pxe_enabled: pxe.as_ref() == Some(mac),
             created_at: Some(now),
             ..Port::default()
         };
@@ -453,6 +485,27 @@ mod tests {
         assert_eq!(
             Value::Object(props),
             json!({"cpus": 2, "cpu_arch": "x86_64", "memory_mb": 16384, "local_gb": 99})
+        );
+    }
+
+    #[test]
+    fn interfaces_ironic_would_keep() {
+        let inv = json!({"interfaces": [
+            {"name": "eth0", "mac_address": "52:54:00:00:00:01", "ipv4_address": "10.0.0.5"},
+            {"name": "eth1", "mac_address": "52:54:00:00:00:02"},
+            {"name": "lo", "mac_address": "00:00:00:00:00:00"},
+            {"name": "eth2", "mac_address": "52:54:00:00:00:03", "ipv4_address": "127.0.0.1"},
+            {"mac_address": "52:54:00:00:00:04"},
+            {"name": "eth3", "mac_address": "bogus"},
+            {"name": "eth4", "mac_address": "52:54:00:00:00:05", "ipv6_address": "fe80::1%eth4"},
+        ]});
+        assert_eq!(
+            valid_interfaces(&inv),
+            [
+                ("52:54:00:00:00:01".to_string(), true),
+                ("52:54:00:00:00:02".to_string(), false),
+                ("52:54:00:00:00:05".to_string(), true),
+            ]
         );
     }
 
