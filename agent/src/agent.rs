@@ -41,13 +41,19 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
     );
 
     let macs = wait_for_macs(cfg).await?;
+    // Before lookup: an unknown node has no ports until inspection adds them.
+    let inspected_uuid = crate::ironic::inspection::inspect(&ctx).await;
+    if cfg.api_urls.is_empty() {
+        info!("No ipa-api-url configured, heartbeat and lookup skipped for inspector");
+        std::future::pending::<()>().await;
+    }
     let client = Arc::new(IronicClient::connect(cfg).await?);
     info!(version = %client.version(), "using Ironic API microversion");
 
     let found = lookup_node(
         &client,
         &macs,
-        None,
+        inspected_uuid.as_deref(),
         cfg.lookup_timeout,
         cfg.lookup_interval,
     )

@@ -53,8 +53,23 @@ pub struct Config {
     pub lookup_interval: Duration,
     /// `ipa-global-request-id`: sent as `X-OpenStack-Request-ID`.
     pub global_request_id: Option<String>,
-    /// `ipa-inspection-callback-url`.
-    pub inspection_callback_url: Option<Url>,
+    /// `ipa-inspection-callback-url`: where inspection data is posted
+    /// (several URLs fail over on connection errors).
+    pub inspection_callback_urls: Vec<Url>,
+    /// `ipa-inspection-collectors` as given (IPA: unset by default; the
+    /// collectors then default to `default,logs`).
+    pub inspection_collectors: Option<Vec<String>>,
+    /// `ipa-inspection-dhcp-all-interfaces`: wait for every NIC, not just BOOTIF.
+    pub inspection_dhcp_all_interfaces: bool,
+    /// `ipa-inspection-dhcp-wait-timeout` (0 disables the wait).
+    pub inspection_dhcp_wait_timeout: Duration,
+    /// `ferrite-inspection-retry-wait`: the shortest wait between inspection
+    /// posts (IPA: 5 s; tests shorten it).
+    pub inspection_retry_wait: Duration,
+    /// `ipa-collect-lldp`: listen for LLDP on every NIC for the inventory.
+    pub collect_lldp: bool,
+    /// `ipa-lldp-timeout`.
+    pub lldp_timeout: Duration,
     /// `ipa-ironic-api-version`: pin the microversion instead of negotiating.
     pub ironic_api_version: Option<ApiVersion>,
     /// `ipa-http-request-timeout`.
@@ -115,7 +130,13 @@ impl Default for Config {
             lookup_timeout: Duration::from_secs(600),
             lookup_interval: Duration::from_secs(1),
             global_request_id: None,
-            inspection_callback_url: None,
+            inspection_callback_urls: Vec::new(),
+            inspection_collectors: None,
+            inspection_dhcp_all_interfaces: false,
+            inspection_dhcp_wait_timeout: Duration::from_secs(60),
+            inspection_retry_wait: Duration::from_secs(5),
+            collect_lldp: false,
+            lldp_timeout: Duration::from_secs(30),
             ironic_api_version: None,
             http_request_timeout: Duration::from_secs(30),
             auto_tls: true,
@@ -151,7 +172,7 @@ impl Config {
         for (key, value) in params {
             cfg.apply(key, value)?;
         }
-        if cfg.api_urls.is_empty() && cfg.inspection_callback_url.is_none() {
+        if cfg.api_urls.is_empty() && cfg.inspection_callback_urls.is_empty() {
             return Err(ConfigError::NoApiUrl);
         }
         Ok(cfg)
@@ -181,10 +202,33 @@ impl Config {
             }
             "ipa-global-request-id" => self.global_request_id = non_empty(value),
             "ipa-inspection-callback-url" => {
-                self.inspection_callback_url = parse_urls("ipa-inspection-callback-url", value)?
-                    .into_iter()
-                    .next()
+                self.inspection_callback_urls = parse_urls("ipa-inspection-callback-url", value)?
             }
+            "ipa-inspection-collectors" => {
+                self.inspection_collectors = Some(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                )
+                .filter(|c: &Vec<String>| !c.is_empty())
+            }
+            "ipa-inspection-dhcp-all-interfaces" => {
+                self.inspection_dhcp_all_interfaces =
+                    parse_bool("ipa-inspection-dhcp-all-interfaces", value)?
+            }
+            "ipa-inspection-dhcp-wait-timeout" => {
+                self.inspection_dhcp_wait_timeout =
+                    parse_secs("ipa-inspection-dhcp-wait-timeout", value, false)?
+            }
+            "ferrite-inspection-retry-wait" => {
+                self.inspection_retry_wait =
+                    parse_secs("ferrite-inspection-retry-wait", value, true)?
+            }
+            "ipa-collect-lldp" => self.collect_lldp = parse_bool("ipa-collect-lldp", value)?,
+            "ipa-lldp-timeout" => self.lldp_timeout = parse_secs("ipa-lldp-timeout", value, true)?,
             "ipa-ironic-api-version" => {
                 self.ironic_api_version = Some(value.parse().map_err(
                     |e: ferrite_protocol::version::ParseVersionError| {
@@ -222,6 +266,35 @@ impl Config {
             _ => {}
         }
         Ok(())
+    }
+
+    /// IPA's `inspector._get_urls`: the callback URLs, else (when
+    /// collectors were given) `<api_url>/v1/continue_inspection`; empty
+    /// means inspection is off.
+    pub fn inspection_urls(&self) -> Vec<Url> {
+        if !self.inspection_callback_urls.is_empty() {
+            return self.inspection_callback_urls.clone();
+        }
+        if self.inspection_collectors.is_none() {
+            return Vec::new();
+        }
+        self.api_urls
+            .iter()
+            .filter_map(|u| {
+                Url::parse(&format!(
+                    "{}/v1/continue_inspection",
+                    u.as_str().trim_end_matches('/')
+                ))
+                .ok()
+            })
+            .collect()
+    }
+
+    /// The inspection collectors in force (IPA's default `default,logs`).
+    pub fn collectors(&self) -> Vec<String> {
+        self.inspection_collectors
+            .clone()
+            .unwrap_or_else(|| vec!["default".into(), "logs".into()])
     }
 
     /// The disk policy in force: explicit, else all disks only as PID 1.
@@ -383,7 +456,7 @@ mod tests {
         assert_eq!(c.lookup_timeout, Duration::from_secs(30));
         assert_eq!(c.lookup_interval, Duration::from_secs(2));
         assert_eq!(c.global_request_id.as_deref(), Some("req-1"));
-        assert!(c.inspection_callback_url.is_some());
+        assert_eq!(c.inspection_urls().len(), 1);
         assert_eq!(
             c.callback_url("https", "10.0.0.5".parse().unwrap()),
             "https://10.0.0.5:19999"
@@ -392,6 +465,36 @@ mod tests {
             c.callback_url("https", "fd00::5".parse().unwrap()),
             "https://[fd00::5]:19999"
         );
+    }
+
+    #[test]
+    fn inspection_urls_follow_ipa() {
+        let c = cfg("ipa-api-url=http://h:6385/").unwrap();
+        assert!(c.inspection_urls().is_empty(), "off unless asked for");
+        assert_eq!(c.collectors(), ["default", "logs"]);
+        let c = cfg("ipa-api-url=http://h:6385/,http://g:6385 ipa-inspection-collectors=default")
+            .unwrap();
+        let urls: Vec<_> = c.inspection_urls().iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://h:6385/v1/continue_inspection",
+                "http://g:6385/v1/continue_inspection"
+            ]
+        );
+        assert_eq!(c.collectors(), ["default"]);
+        let c = cfg(
+            "ipa-api-url=http://h:6385 ipa-inspection-callback-url=http://i:5050/v1/continue \
+            ipa-inspection-dhcp-all-interfaces=1 ipa-inspection-dhcp-wait-timeout=0 \
+            ipa-collect-lldp=1 ipa-lldp-timeout=0.5",
+        )
+        .unwrap();
+        assert_eq!(c.inspection_urls()[0].as_str(), "http://i:5050/v1/continue");
+        assert!(c.inspection_dhcp_all_interfaces && c.collect_lldp);
+        assert_eq!(c.inspection_dhcp_wait_timeout, Duration::ZERO);
+        assert_eq!(c.lldp_timeout, Duration::from_millis(500));
+        // Inspection alone is a valid configuration (IPA skips lookup then).
+        assert!(cfg("ipa-inspection-callback-url=http://i:5050/v1/continue").is_ok());
     }
 
     #[test]

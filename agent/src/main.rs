@@ -42,6 +42,15 @@ struct Cli {
 enum Command {
     /// Stream an image to a block device or file with the deploy engine.
     WriteImage(ferrite_agent::cli::write_image::WriteImageArgs),
+    /// Print this machine's hardware inventory (IPA's `list_hardware_info`) as JSON.
+    Inventory {
+        /// Do not ask the BMC for its addresses (Ironic's `agent_skip_bmc_detect`).
+        #[arg(long)]
+        skip_bmc: bool,
+        /// Listen this many seconds for LLDP on each NIC (`ipa-collect-lldp`).
+        #[arg(long, value_name = "SECONDS")]
+        lldp: Option<f64>,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -73,6 +82,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Inventory { skip_bmc, lldp }) = &cli.command {
+        let mut config = Config {
+            sysfs_root: cli.sysfs_root.clone(),
+            procfs_root: cli.procfs_root.clone(),
+            dev_root: cli.dev_root.clone(),
+            ..Config::default()
+        };
+        if let Some(secs) = lldp {
+            config.collect_lldp = true;
+            config.lldp_timeout = std::time::Duration::try_from_secs_f64(*secs)
+                .context("--lldp: expected a number of seconds")?;
+        }
+        let inventory = ferrite_agent::hardware::inventory::collect_for(&config, *skip_bmc);
+        println!("{}", serde_json::to_string_pretty(&inventory)?);
+        return Ok(());
+    }
     if let Some(Command::WriteImage(args)) = cli.command {
         ferrite_agent::logbuf::init(false);
         if let Err(e) = ferrite_agent::cli::write_image::run(args) {

@@ -95,6 +95,12 @@ pub struct ConductorConfig {
         default_value_t = 100
     )]
     pub agent_command_wait_attempts: u32,
+    /// `[inspector]add_ports`: which inspected NICs get ports: `pxe` (the
+    /// PXE NIC if known, else all), `active` (those with an IP), `all`, or
+    /// `disabled`.
+    #[arg(long, env = "FERRITE_INSPECTOR_ADD_PORTS", default_value = "pxe",
+          value_parser = ["pxe", "active", "all", "disabled"])]
+    pub inspector_add_ports: String,
 }
 
 impl ConductorConfig {

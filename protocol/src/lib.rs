@@ -7,6 +7,7 @@ pub mod agent_api;
 pub mod command;
 pub mod error;
 pub mod heartbeat;
+pub mod inspection;
 pub mod inventory;
 pub mod ironic_api;
 pub mod lookup;

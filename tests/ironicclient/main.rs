@@ -109,3 +109,80 @@ async fn baremetal_cli_manages_nodes_and_ports() {
     let api = conductor.node(&uuid).await;
     assert_eq!(api["properties"]["cpu_arch"], "x86_64");
 }
+
+/// `baremetal node inventory save` reads what in-band inspection stored;
+/// before that it gets Ironic's 404.
+#[tokio::test]
+async fn baremetal_cli_reads_the_inspected_inventory() {
+    let conductor = Conductor::start(&[]).await;
+    let node = json(
+        &conductor,
+        &[
+            "node",
+            "create",
+            "--driver",
+            "fake-hardware",
+            "--name",
+            "insp-1",
+        ],
+    );
+    let uuid = node["uuid"].as_str().expect("uuid").to_string();
+    run(
+        &conductor,
+        &["port", "create", "52:54:00:dd:00:21", "--node", &uuid],
+    );
+
+    let missing = Command::new(baremetal_cli())
+        .args(["node", "inventory", "save", "insp-1"])
+        .env("OS_ENDPOINT", &conductor.url)
+        .env("OS_AUTH_TYPE", "none")
+        .env_remove("OS_CLOUD")
+        .output()
+        .expect("run baremetal");
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains(&format!(
+            "Node inventory record for node {uuid} could not be found"
+        )),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+
+    // The state machine that enters `inspect wait` is elsewhere: set it directly.
+    let conn = rusqlite::Connection::open(conductor.data_dir().join("ferrite.sqlite")).expect("db");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy");
+    conn.execute(
+        "UPDATE nodes SET provision_state = 'inspect wait',
+             data = json_set(data, '$.provision_state', 'inspect wait') WHERE uuid = ?1",
+        [&uuid],
+    )
+    .expect("set state");
+    let body = serde_json::json!({
+        "inventory": {"interfaces": [{"name": "eth0", "mac_address": "52:54:00:dd:00:21"}],
+                      "cpu": {"count": 2, "architecture": "x86_64"}, "memory": {"physical_mb": 2048}},
+        "error": null,
+    });
+    let resp = conductor
+        .http
+        .post(format!("{}/v1/continue_inspection", conductor.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST continue_inspection");
+    assert_eq!(resp.status(), 202);
+
+    let saved: Value =
+        serde_json::from_str(&run(&conductor, &["node", "inventory", "save", "insp-1"]))
+            .expect("JSON");
+    assert_eq!(
+        saved["inventory"]["interfaces"][0]["mac_address"],
+        "52:54:00:dd:00:21"
+    );
+    assert_eq!(saved["plugin_data"], serde_json::json!({"error": null}));
+    let shown = json(
+        &conductor,
+        &["node", "show", "insp-1", "--fields", "properties"],
+    );
+    assert_eq!(shown["properties"]["memory_mb"], 2048);
+}

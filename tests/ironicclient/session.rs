@@ -126,9 +126,52 @@ async fn operator_session_against_ferrite() {
         "metadata erasure zeroed the disk's first sectors"
     );
 
-    // Manual cleaning with the step the seeds use.
+    // In-band inspection: the machine reboots into the ramdisk, which posts
+    // its inventory to /v1/continue_inspection before looking itself up.
     run(c, &["node", "manage", &uuid]);
     wait_state(c, &uuid, "manageable").await;
+    run(c, &["node", "inspect", &uuid]);
+    wait_state(c, &uuid, "inspect wait").await;
+    drop(agent);
+    let disks = format!("ferrite-disks={}", disk.path.display());
+    let callback = format!(
+        "ipa-inspection-callback-url={}/v1/continue_inspection",
+        c.url
+    );
+    let agent = Agent::start(&c.url, &[MAC], &[&disks, &callback]);
+    let inspected = wait_state(c, &uuid, "manageable").await;
+    assert_eq!(inspected["last_error"], Value::Null);
+    assert!(
+        inspected["inspection_finished_at"].is_string(),
+        "{inspected}"
+    );
+    // Operator-set properties survive; what was missing is filled in.
+    assert_eq!(inspected["properties"]["cpus"], 2);
+    assert_eq!(inspected["properties"]["memory_mb"], 4096, "not the inventory's");
+    assert_eq!(inspected["properties"]["cpu_arch"], "x86_64");
+    let inventory: Value =
+        serde_json::from_str(&run(c, &["node", "inventory", "save", &uuid])).unwrap();
+    assert!(
+        inventory["inventory"]["interfaces"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|n| n["mac_address"] == MAC)),
+        "{inventory}"
+    );
+    wait_for(
+        "the agent back on heartbeats",
+        Duration::from_secs(60),
+        || {
+            let n = c.node(&uuid);
+            async move {
+                n.await["driver_internal_info"]["agent_url"]
+                    .as_str()
+                    .map(str::to_string)
+            }
+        },
+    )
+    .await;
+
+    // Manual cleaning with the step the seeds use.
     run(
         c,
         &[

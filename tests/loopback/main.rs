@@ -5,6 +5,7 @@ mod boot_serving;
 mod conductor_api;
 mod conductor_client;
 mod flows;
+mod inspection;
 mod ipmi;
 mod lookup_heartbeat;
 mod redfish;

@@ -43,7 +43,9 @@ pub fn register(reg: &mut Registry) {
     );
 }
 
-fn build_archive(ctx: &AgentContext) -> io::Result<Vec<u8>> {
+/// The archive `collect_system_logs` returns; inspection's `logs` collector
+/// sends the same.
+pub fn build_archive(ctx: &AgentContext) -> io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     append(&mut tar, "ferrite-agent.log", &ctx.logs.snapshot())?;
     for name in PROC_FILES {

@@ -2,7 +2,7 @@
 //! full set the agent serves.
 
 mod image;
-mod log;
+pub mod log;
 mod standby;
 mod steps;
 mod system;

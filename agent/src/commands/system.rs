@@ -7,7 +7,7 @@ use tracing::warn;
 
 use crate::api::registry::{Mode, Registry};
 use crate::errors::RestError;
-use crate::hardware::inventory::{self, Roots};
+use crate::hardware::inventory;
 use crate::state::AgentContext;
 
 pub fn register(reg: &mut Registry) {
@@ -32,18 +32,9 @@ pub fn register(reg: &mut Registry) {
 }
 
 pub fn hardware_info(ctx: &AgentContext) -> Result<Value, RestError> {
-    let cfg = &ctx.config;
-    let roots = Roots {
-        sysfs: cfg.sysfs_root.clone(),
-        procfs: cfg.procfs_root.clone(),
-        dev: cfg.dev_root.clone(),
-    };
-    let hostname = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let arch = nix::sys::utsname::uname()
-        .map(|u| u.machine().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| std::env::consts::ARCH.to_string());
-    let inv = inventory::collect(&roots, cfg.bootif_raw.as_deref(), &hostname, &arch);
-    serde_json::to_value(inv).map_err(|e| RestError::command_execution(e.to_string()))
+    serde_json::to_value(inventory::collect_for(
+        &ctx.config,
+        ctx.lookup_config().is_some_and(|c| c.agent_skip_bmc_detect),
+    ))
+    .map_err(|e| RestError::command_execution(e.to_string()))
 }

@@ -4,9 +4,9 @@
 
 pub mod configdrive;
 pub mod image_info;
-pub mod target;
 pub mod partition_image;
 pub mod stream;
+pub mod target;
 pub mod whole_disk;
 
 pub use image_info::ImageInfo;

@@ -63,6 +63,11 @@ impl HardwareManager for GenericHardwareManager {
                 run: Arc::new(|call| erase_devices(call, true)),
             },
             StepDef {
+                step: step("erase_pstore", 0, "deploy"),
+                kinds: &[StepKind::Clean],
+                run: Arc::new(erase_pstore),
+            },
+            StepDef {
                 step: step("write_image", 0, "deploy"),
                 kinds: &[StepKind::Deploy, StepKind::Service],
                 run: Arc::new(write_image),
@@ -91,6 +96,23 @@ fn burnin_cpu(call: &StepCall) -> Result<Value, RestError> {
     info!(seconds = secs, cpus, "CPU burn-in started");
     let rounds = burn_cpu(Duration::from_secs(secs), cpus);
     info!(rounds, "CPU burn-in finished");
+    Ok(Value::Null)
+}
+
+/// `erase_pstore`: the pstore mount is found in procfs `mounts` (a fixture
+/// tree in tests), so the step never guesses a path.
+fn erase_pstore(call: &StepCall) -> Result<Value, RestError> {
+    let mounts_path = call.ctx.config.procfs_root.join("mounts");
+    let mounts = std::fs::read_to_string(&mounts_path)
+        .map_err(|e| RestError::cleaning(format!("reading {}: {e}", mounts_path.display())))?;
+    let Some(root) = super::pstore::find_mount(&mounts) else {
+        info!("No pstore found");
+        return Ok(Value::Null);
+    };
+    info!(path = %root.display(), "Cleaning up pstore");
+    let removed = super::pstore::erase(&root)
+        .map_err(|e| RestError::cleaning(format!("erasing pstore in {}: {e}", root.display())))?;
+    info!(entries = removed.len(), "pstore erased");
     Ok(Value::Null)
 }
 
@@ -252,5 +274,27 @@ fn erase_devices(call: &StepCall, express: bool) -> Result<Value, RestError> {
             "Failed to erase the device(s): {}",
             errors.join("; ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IPA also lists `delete_configuration`/`create_configuration` (clean)
+    /// and `apply_configuration` (deploy) on the `raid` interface. They are
+    /// software RAID (mdadm) steps this agent does not implement; listing
+    /// them would let Ironic's agent RAID interface schedule them, so they
+    /// must stay out until they exist.
+    #[test]
+    fn advertised_clean_steps() {
+        let steps: Vec<(String, i64, String)> = GenericHardwareManager
+            .steps()
+            .into_iter()
+            .filter(|d| d.kinds.contains(&StepKind::Clean))
+            .map(|d| (d.step.step, d.step.priority, d.step.interface))
+            .collect();
+        assert!(steps.contains(&("erase_pstore".into(), 0, "deploy".into())));
+        assert!(steps.iter().all(|(_, _, iface)| iface == "deploy"));
     }
 }

@@ -6,5 +6,6 @@ pub mod generic;
 pub mod inventory;
 pub mod manager;
 pub mod nics;
+pub mod pstore;
 
 pub use manager::{HardwareManager, HardwareManagers, StepCall, StepDef, StepKind};

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod heartbeat;
+pub mod inspection;
 pub mod lookup;
 
 pub use client::IronicClient;

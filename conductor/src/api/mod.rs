@@ -3,6 +3,7 @@
 
 pub mod error;
 mod history;
+mod inspection;
 mod nodes;
 mod patch;
 mod ports;
@@ -57,6 +58,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/nodes/{ident}/maintenance",
             put(states::set_maintenance).delete(states::unset_maintenance),
         )
+        .route(
+            "/v1/nodes/{ident}/inventory",
+            get(inspection::get_inventory),
+        )
         .route("/v1/nodes/{ident}/ports", get(ports::list_for_node))
         .route(
             "/v1/nodes/{ident}/ports/detail",
@@ -71,6 +76,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/lookup", get(ramdisk::lookup))
         .route("/v1/heartbeat/{node}", post(ramdisk::heartbeat))
+        .route(
+            "/v1/continue_inspection",
+            post(ramdisk::continue_inspection),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(version::negotiate))
         .with_state(state)

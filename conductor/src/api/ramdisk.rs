@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tracing::{debug, info};
 
 use super::error::{parse_body, ApiError, ApiResult};
+use super::inspection;
 use super::version::Requested;
 use super::views::mask_node_secrets;
 use super::AppState;
@@ -86,10 +87,18 @@ pub async fn lookup(
         return Err(not_found());
     }
 
+    Ok(Json(node_with_token(&state, &uuid, version)?))
+}
+
+/// Ironic's `get_node_with_token` + `convert_with_links`: the lookup body,
+/// issuing the agent token on first use (a mask afterwards).
+fn node_with_token(state: &AppState, uuid: &str, version: ApiVersion) -> ApiResult<LookupResponse> {
+    let cfg = &state.config;
+    let node = state.store.get_node(uuid)?;
     // The token is handed out once per ramdisk boot; later lookups see a mask.
     let mut token = None;
     let node = if version >= ApiVersion::AGENT_TOKEN {
-        state.store.update_node::<ApiError, _>(&uuid, |n| {
+        state.store.update_node::<ApiError, _>(uuid, |n| {
             if let Some(holder) = &n.reservation {
                 return Err(locked(n, holder));
             }
@@ -122,7 +131,7 @@ pub async fn lookup(
             .unwrap_or_default()
     };
     let base = cfg.public_url();
-    Ok(Json(LookupResponse {
+    Ok(LookupResponse {
         node: LookupNode {
             uuid: node.uuid.clone(),
             properties: take("properties"),
@@ -152,7 +161,76 @@ pub async fn lookup(
             tls_cipher_suites: None,
         }),
         heartbeat_timeout: None,
-    }))
+    })
+}
+
+/// `POST /v1/continue_inspection[?node_uuid=]`: at 1.1 (no header, the
+/// ironic-inspector-compatible form, answering `{"uuid"}`) or ≥ 1.84
+/// (answering like lookup, token included).
+pub async fn continue_inspection(
+    State(state): State<AppState>,
+    Extension(Requested(version)): Extension<Requested>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let new_style = version >= ApiVersion::CONTINUE_INSPECTION;
+    let node_uuid = params.get("node_uuid").filter(|u| !u.is_empty());
+    let allowed = if new_style {
+        true
+    } else {
+        version == ApiVersion::new(1, 1) && node_uuid.is_none()
+    };
+    if !allowed {
+        return Err(ApiError::not_found(format!(
+            "API version {} or newer is required",
+            ApiVersion::CONTINUE_INSPECTION
+        )));
+    }
+    if let Some(uuid) = node_uuid {
+        if uuid::Uuid::parse_str(uuid).is_err() {
+            return Err(ApiError::bad_request(format!(
+                "Expected a UUID for node_uuid: {uuid}"
+            )));
+        }
+    }
+    let mut data: Value = parse_body(&body)?;
+    inspection::validate(&data)?;
+    let inventory = data
+        .as_object_mut()
+        .and_then(|d| d.remove("inventory"))
+        .unwrap_or_default();
+    let macs = inspection::inventory_macs(&inventory);
+    let bmc: Vec<String> = ["bmc_address", "bmc_v6address"]
+        .iter()
+        .filter_map(|k| inventory[*k].as_str())
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if macs.is_empty() && bmc.is_empty() && node_uuid.is_none() {
+        return Err(ApiError::bad_request("No lookup information provided"));
+    }
+    let node = inspection::lookup_node(&state, &macs, &bmc, node_uuid.map(String::as_str))?;
+    if let Some(holder) = &node.reservation {
+        return Err(locked(&node, holder));
+    }
+    // As Ironic: the token is taken before the (possibly long) processing.
+    let answer = if new_style {
+        serde_json::to_value(node_with_token(&state, &node.uuid, version)?)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    } else {
+        json!({ "uuid": node.uuid })
+    };
+    let ramdisk_error = data["error"]
+        .as_str()
+        .filter(|e| !e.is_empty())
+        .map(|e| format!("Ramdisk reported error: {e}"));
+    inspection::process(&state, &node, inventory, data)?;
+    // The state machine moves on in the background: inspect wait →
+    // manageable (or inspect failed), power off as Ironic's [inspector]power_off.
+    state
+        .flows
+        .inspection_finished(node.uuid.clone(), ramdisk_error);
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 pub async fn heartbeat(

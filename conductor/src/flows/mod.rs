@@ -193,7 +193,8 @@ impl Flows {
             n.inspection_finished_at = None;
             Ok(())
         })?;
-        if let Err(e) = self.boot_ramdisk(node).await {
+        // Always a fresh boot: the agent sends its inventory when it starts.
+        if let Err(e) = self.boot_fresh_ramdisk(node).await {
             transition::fail(
                 self,
                 &node.uuid,
@@ -211,6 +212,10 @@ impl Flows {
             info!(node = %node.uuid, "fast track: the agent is already running");
             return Ok(());
         }
+        self.boot_fresh_ramdisk(node).await
+    }
+
+    async fn boot_fresh_ramdisk(&self, node: &Node) -> anyhow::Result<()> {
         // A new ramdisk boot gets a new agent, URL and token.
         self.store.update_node::<StoreError, _>(&node.uuid, |n| {
             for key in [
@@ -287,9 +292,45 @@ impl Flows {
         }
     }
 
-    /// `POST /v1/continue_inspection` finished the inspection: power off
-    /// (unless fast track keeps the ramdisk) and move to manageable.
-    pub async fn inspection_done(&self, uuid: &str) -> anyhow::Result<()> {
+    /// `POST /v1/continue_inspection` stored the data: finish the
+    /// inspection under the node's lock (waiting for it if a heartbeat
+    /// holds it), or fail it with the ramdisk's error.
+    pub fn inspection_finished(self: &Arc<Self>, uuid: String, ramdisk_error: Option<String>) {
+        let flows = self.clone();
+        tokio::spawn(async move {
+            let mut lock = None;
+            for _ in 0..300 {
+                match flows.reserve(&uuid) {
+                    Ok(Some(l)) => {
+                        lock = Some(l);
+                        break;
+                    }
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => {
+                        warn!(node = %uuid, error = %e, "cannot lock the node to finish inspection");
+                        return;
+                    }
+                }
+            }
+            let Some(_lock) = lock else {
+                warn!(node = %uuid, "node stayed locked; inspection result left for the timeout");
+                return;
+            };
+            let outcome = match ramdisk_error {
+                Some(err) => transition::fail(&flows, &uuid, &err)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from),
+                None => flows.inspection_done(&uuid).await,
+            };
+            if let Err(e) = outcome {
+                warn!(node = %uuid, error = %format!("{e:#}"), "finishing inspection failed");
+            }
+        });
+    }
+
+    /// Inspection data is in: power off (unless fast track keeps the
+    /// ramdisk) and move to manageable. Called with the lock held.
+    async fn inspection_done(&self, uuid: &str) -> anyhow::Result<()> {
         let node = self.store.get_node(uuid)?;
         if !matches!(
             node.provision_state.as_str(),

@@ -23,6 +23,16 @@ pub fn migrations() -> Migrations<'static> {
         );
         CREATE INDEX ports_node_uuid ON ports(node_uuid);",
         ),
+        // In-band inspection results (Ironic's node_inventory table): the
+        // latest inventory and the rest of the ramdisk's data per node.
+        M::up(
+            "CREATE TABLE node_inventory (
+            node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
+            inventory TEXT NOT NULL,
+            plugin_data TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );",
+        ),
         // Per-node event history (`GET /v1/nodes/{id}/history`).
         M::up(
             "CREATE TABLE node_history (

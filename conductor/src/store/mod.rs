@@ -3,6 +3,7 @@
 //! constrain on (uuid, name, MAC, state, reservation) as real columns.
 
 mod history;
+mod inventory;
 mod migrations;
 mod nodes;
 mod ports;
@@ -13,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use history::HistoryEvent;
+pub use inventory::StoredInventory;
 pub use nodes::NodeQuery;
 
 #[derive(Debug, thiserror::Error)]

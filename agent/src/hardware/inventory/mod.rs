@@ -2,7 +2,9 @@
 //! from sysfs, procfs, the SMBIOS table and the kernel's address list. All
 //! roots are injectable so tests run on fixture trees.
 
+pub mod bmc;
 pub mod cpu;
+pub mod lldp;
 pub mod net;
 pub mod smbios;
 
@@ -11,7 +13,67 @@ use std::path::{Path, PathBuf};
 
 use ferrite_protocol::inventory::{Boot, Disk, Firmware, Inventory, Memory, SystemVendor};
 
+use crate::config::Config;
 use crate::disk::{list_block_devices, DiskPolicy};
+
+/// The inventory of this machine as the agent's settings describe it
+/// (IPA's `list_hardware_info`): what `get_hardware_info` returns and
+/// what inspection posts. `skip_bmc` is Ironic's `agent_skip_bmc_detect`.
+pub fn collect_for(cfg: &Config, skip_bmc: bool) -> Inventory {
+    let roots = Roots {
+        sysfs: cfg.sysfs_root.clone(),
+        procfs: cfg.procfs_root.clone(),
+        dev: cfg.dev_root.clone(),
+    };
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let arch = nix::sys::utsname::uname()
+        .map(|u| u.machine().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| std::env::consts::ARCH.to_string());
+    let mut inv = collect(&roots, cfg.bootif_raw.as_deref(), &hostname, &arch);
+    if cfg.collect_lldp {
+        let names: Vec<String> = inv.interfaces.iter().map(|i| i.name.clone()).collect();
+        let mut found = lldp::collect(&names, cfg.lldp_timeout);
+        for iface in &mut inv.interfaces {
+            iface.lldp = found.remove(&iface.name).map(|tlvs| lldp::to_json(&tlvs));
+        }
+    }
+    if !skip_bmc {
+        let bmc = bmc::collect(&cfg.dev_root);
+        inv.bmc_address = bmc.address;
+        inv.bmc_v6address = bmc.v6address;
+        inv.bmc_mac = bmc.mac;
+    }
+    inv
+}
+
+/// Installed memory without SMBIOS memory devices (many VMs): the online
+/// hot-plug memory blocks, as lshw counts them for IPA.
+fn memory_blocks_mb(sysfs: &Path) -> Option<u64> {
+    let dir = sysfs.join("devices/system/memory");
+    let block = fs::read_to_string(dir.join("block_size_bytes")).ok()?;
+    let block = u64::from_str_radix(block.trim().trim_start_matches("0x"), 16).ok()?;
+    let online = fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("memory"))
+        .filter(|e| fs::read_to_string(e.path().join("online")).is_ok_and(|o| o.trim() == "1"))
+        .count() as u64;
+    (online > 0).then(|| online * block / (1 << 20))
+}
+
+/// IPA's `utils.guess_root_disk`: the smallest disk of at least 4 GiB
+/// (name breaks ties), the disk deploy picks when there are no hints.
+pub fn guess_root_disk(disks: &[Disk]) -> Option<Disk> {
+    const MIN_ROOT_SIZE: u64 = 4 << 30;
+    let mut sorted: Vec<&Disk> = disks.iter().collect();
+    sorted.sort_by(|a, b| (a.size, &a.name).cmp(&(b.size, &b.name)));
+    sorted
+        .into_iter()
+        .find(|d| d.size >= MIN_ROOT_SIZE)
+        .cloned()
+}
 
 /// Where to read from.
 #[derive(Debug, Clone)]
@@ -77,9 +139,9 @@ pub fn collect(
         disks,
         memory: Memory {
             total,
-            physical_mb: dmi.memory_mb,
+            physical_mb: dmi.memory_mb.or_else(|| memory_blocks_mb(&roots.sysfs)),
         },
-        // No IPMI client yet: reported as absent.
+        // Filled in by `collect_for` (it needs the IPMI device).
         bmc_address: None,
         bmc_v6address: None,
         bmc_mac: None,
@@ -109,6 +171,41 @@ pub fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn physical_memory_from_memory_blocks_without_smbios() {
+        let sys = tempfile::tempdir().unwrap();
+        let mem = sys.path().join("devices/system/memory");
+        fs::create_dir_all(&mem).unwrap();
+        fs::write(mem.join("block_size_bytes"), "8000000\n").unwrap();
+        for (i, online) in ["1", "1", "0"].iter().enumerate() {
+            fs::create_dir_all(mem.join(format!("memory{i}"))).unwrap();
+            fs::write(mem.join(format!("memory{i}/online")), online).unwrap();
+        }
+        assert_eq!(
+            memory_blocks_mb(sys.path()),
+            Some(256),
+            "two online 128 MiB blocks"
+        );
+        assert_eq!(memory_blocks_mb(&sys.path().join("nothing")), None);
+    }
+
+    #[test]
+    fn root_disk_guess_is_the_smallest_of_at_least_4_gib() {
+        let disk = |name: &str, size: u64| Disk {
+            name: name.into(),
+            size,
+            ..Disk::default()
+        };
+        let disks = [
+            disk("/dev/sdc", 8 << 30),
+            disk("/dev/sda", 2 << 30),
+            disk("/dev/sdb", 8 << 30),
+            disk("/dev/sdd", 100 << 30),
+        ];
+        assert_eq!(guess_root_disk(&disks).unwrap().name, "/dev/sdb");
+        assert_eq!(guess_root_disk(&disks[1..2]), None);
+    }
 
     #[test]
     fn fixture_tree_gives_a_complete_inventory() {
