@@ -147,7 +147,10 @@ async fn operator_session_against_ferrite() {
     );
     // Operator-set properties survive; what was missing is filled in.
     assert_eq!(inspected["properties"]["cpus"], 2);
-    assert_eq!(inspected["properties"]["memory_mb"], 4096, "not the inventory's");
+    assert_eq!(
+        inspected["properties"]["memory_mb"], 4096,
+        "not the inventory's"
+    );
     assert_eq!(inspected["properties"]["cpu_arch"], "x86_64");
     let inventory: Value =
         serde_json::from_str(&run(c, &["node", "inventory", "save", &uuid])).unwrap();

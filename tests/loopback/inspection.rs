@@ -60,6 +60,18 @@ async fn node_waiting_for_inspection(conductor: &Conductor, mac: &str, props: Va
     uuid
 }
 
+async fn wait_state(conductor: &Conductor, uuid: &str, want: &str) -> Value {
+    wait_for(
+        &format!("{uuid} in {want}"),
+        Duration::from_secs(30),
+        || async {
+            let n = conductor.node(uuid).await;
+            (n["provision_state"] == want).then_some(n)
+        },
+    )
+    .await
+}
+
 async fn ports(conductor: &Conductor, uuid: &str) -> Vec<(String, bool)> {
     let resp = conductor
         .request(
@@ -87,7 +99,10 @@ async fn ports(conductor: &Conductor, uuid: &str) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn agent_inspects_then_looks_up_and_conductor_stores_inventory_ports_and_properties() {
-    let conductor = Conductor::start(&["--inspector-add-ports", "all"]).await;
+    // Fast track: the ramdisk stays up after inspection (the node is then
+    // manageable) and looks itself up; without it the node powers off.
+    let conductor =
+        Conductor::start(&["--inspector-add-ports", "all", "--fast-track", "true"]).await;
     let (pxe, other) = ("52:54:00:1e:00:01", "52:54:00:1e:00:02");
     // The operator set local_gb: inspection must not overwrite it.
     let uuid = node_waiting_for_inspection(&conductor, pxe, json!({"local_gb": 7})).await;
@@ -102,8 +117,7 @@ async fn agent_inspects_then_looks_up_and_conductor_stores_inventory_ports_and_p
         ],
     );
 
-    // Lookup follows inspection (lookup is allowed in `inspect wait`): the
-    // agent heartbeats with the token it got there.
+    // Lookup follows inspection: the agent heartbeats with the token it got there.
     wait_for("the agent's heartbeat", Duration::from_secs(90), || async {
         conductor.agent_certificate(&uuid)
     })
@@ -309,7 +323,13 @@ async fn continue_inspection_answers_per_version_and_records_ramdisk_errors() {
     // 1.1 (no header, as IPA sends): {"uuid"}.
     let (status, b) = post(&conductor, "", None, &body(&[mac])).await;
     assert_eq!((status, b.clone()), (202, json!({"uuid": uuid})));
-    let node = conductor.node(&uuid).await;
+    // Inspection done: the node leaves `inspect wait` for `manageable`.
+    let node = wait_state(&conductor, &uuid, "manageable").await;
+    assert_eq!(node["power_state"], "power off");
+    // Data is accepted only in `inspect wait`: now a bare 404, as Ironic.
+    let (status, _) = post(&conductor, "", None, &body(&[mac])).await;
+    assert_eq!(status, 404);
+    set_state(&conductor, &uuid, "inspect wait");
     assert_eq!(
         (&node["properties"]["cpus"], &node["properties"]["cpu_arch"]),
         (&json!(4), &json!("aarch64"))
@@ -332,6 +352,8 @@ async fn continue_inspection_answers_per_version_and_records_ramdisk_errors() {
         conductor.agent_token(&uuid).as_deref(),
         b["config"]["agent_token"].as_str()
     );
+    wait_state(&conductor, &uuid, "manageable").await;
+    set_state(&conductor, &uuid, "inspect wait");
 
     // A ramdisk error fails inspection: recorded, the inventory not replaced.
     let mut failed = body(&[mac]);
@@ -339,7 +361,7 @@ async fn continue_inspection_answers_per_version_and_records_ramdisk_errors() {
     failed["error"] = json!("The following errors were encountered:\n* collector x failed");
     let (status, _) = post(&conductor, "", None, &failed).await;
     assert_eq!(status, 202);
-    let node = conductor.node(&uuid).await;
+    let node = wait_state(&conductor, &uuid, "inspect failed").await;
     assert_eq!(
         node["last_error"],
         "Ramdisk reported error: The following errors were encountered:\n* collector x failed"
