@@ -7,14 +7,14 @@ pub mod efi;
 pub mod grub;
 pub mod mounts;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::disk::fsprobe::{self, FsIdentity};
+use crate::disk::fsinfo::{self, FsInfo};
 use crate::disk::partitions::{self, Partition, PartitionTable, TableKind};
+use crate::disk::region::Region;
 use crate::errors::RestError;
 use mounts::Mounts;
 
@@ -106,7 +106,7 @@ pub struct Environment<'a> {
 struct DiskView {
     table: PartitionTable,
     nodes: Vec<(u32, PathBuf)>,
-    filesystems: Vec<(u32, Option<FsIdentity>)>,
+    filesystems: Vec<(u32, Option<FsInfo>)>,
 }
 
 impl DiskView {
@@ -116,12 +116,13 @@ impl DiskView {
             partitions::read_table(disk).map_err(|e| RestError::device_not_found(e.to_string()))?;
         let nodes = partitions::expose_partitions(env.sysfs_root, disk, &table)
             .map_err(|e| RestError::device_not_found(e.to_string()))?;
-        let f = File::open(disk)
-            .map_err(|e| RestError::device_not_found(format!("{}: {e}", disk.display())))?;
         let filesystems = table
             .partitions
             .iter()
-            .map(|p| (p.number, fsprobe::probe(&f, p.start, p.len).ok().flatten()))
+            .map(|p| {
+                let region = Region::new(disk, p.number, p.start, p.len);
+                (p.number, fsinfo::probe(&region).ok().flatten())
+            })
             .collect();
         Ok(Self {
             table,
@@ -137,7 +138,7 @@ impl DiskView {
             .map(|(_, p)| p.as_path())
     }
 
-    fn fs(&self, number: u32) -> Option<&FsIdentity> {
+    fn fs(&self, number: u32) -> Option<&FsInfo> {
         self.filesystems
             .iter()
             .find(|(n, _)| *n == number)
@@ -174,7 +175,7 @@ impl DiskView {
                     "{} (PARTUUID {}, {} UUID {})",
                     p.number,
                     p.part_uuid,
-                    fs.map(|f| f.fs_type).unwrap_or("no filesystem"),
+                    fs.map(|f| f.fstype).unwrap_or("no filesystem"),
                     fs.and_then(|f| f.uuid.clone()).unwrap_or_default()
                 )
             })
@@ -290,7 +291,7 @@ fn install_grub(env: &Environment, view: &DiskView, req: &Request) -> Result<Str
     let point = temp_mount_point("root").map_err(|e| e.details)?;
     let mut mounts = Mounts::default();
     let result = (|| -> Result<String, String> {
-        mounts.mount(root_node, &point, root_fs.fs_type)?;
+        mounts.mount(root_node, &point, root_fs.fstype)?;
         for fs in ["dev", "proc", "sys", "run"] {
             mounts.bind(&Path::new("/").join(fs), &point.join(fs))?;
         }

@@ -34,6 +34,24 @@ pub fn probe(region: &Region) -> io::Result<Option<FsInfo>> {
     Ok(identify(&buf))
 }
 
+/// blkid's iso9660 UUID: the volume creation time `YYYY-MM-DD-HH-MM-SS-CC`.
+fn iso_uuid(date: &[u8]) -> Option<String> {
+    let d = std::str::from_utf8(date).ok()?;
+    if d.len() < 16 || !d.bytes().all(|c| c.is_ascii_digit()) || d.bytes().all(|c| c == b'0') {
+        return None;
+    }
+    Some(format!(
+        "{}-{}-{}-{}-{}-{}-{}",
+        &d[0..4],
+        &d[4..6],
+        &d[6..8],
+        &d[8..10],
+        &d[10..12],
+        &d[12..14],
+        &d[14..16]
+    ))
+}
+
 pub fn identify(b: &[u8]) -> Option<FsInfo> {
     let at = |off: usize, len: usize| b.get(off..off + len);
     let info = |fstype, uuid, label| {
@@ -44,8 +62,20 @@ pub fn identify(b: &[u8]) -> Option<FsInfo> {
         })
     };
     if at(1080, 2) == Some(&[0x53, 0xef]) {
+        // The superblock's feature flags name the variant (and the type to
+        // mount it with): extents or 64bit → ext4, a journal → ext3.
+        let word = |off| at(off, 4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        let compat = word(1024 + 0x5c).unwrap_or(0);
+        let incompat = word(1024 + 0x60).unwrap_or(0);
+        let fstype = if incompat & (0x40 | 0x80) != 0 {
+            "ext4"
+        } else if compat & 0x4 != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        };
         return info(
-            "ext2/3/4",
+            fstype,
             at(1128, 16).and_then(uuid_text),
             at(1144, 16).and_then(label_text),
         );
@@ -65,7 +95,11 @@ pub fn identify(b: &[u8]) -> Option<FsInfo> {
         );
     }
     if at(32_769, 5) == Some(b"CD001") {
-        return info("iso9660", None, at(32_808, 32).and_then(label_text));
+        return info(
+            "iso9660",
+            at(32_768 + 813, 16).and_then(iso_uuid),
+            at(32_808, 32).and_then(label_text),
+        );
     }
     // FAT32 keeps its serial and label further in than FAT12/16.
     let fat = if at(82, 8) == Some(b"FAT32   ") {
@@ -126,6 +160,76 @@ pub fn make_swap(region: &Region, label: &str) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Make a filesystem image with the real mkfs tool (scripts/setup installs them).
+    fn mkfs_image(dir: &std::path::Path, name: &str, size: u64, cmd: &[&str]) -> Vec<u8> {
+        let path = dir.join(name);
+        std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+        let out = std::process::Command::new(cmd[0])
+            .args(&cmd[1..])
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup)", cmd[0]));
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+        let mut head = vec![0u8; 68 * 1024];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &std::fs::File::open(&path).unwrap(),
+            &mut head,
+            0,
+        )
+        .unwrap();
+        head
+    }
+
+    fn blkid(dir: &std::path::Path, name: &str, tag: &str) -> String {
+        let out = std::process::Command::new("blkid")
+            .args(["-p", "-s", tag, "-o", "value"])
+            .arg(dir.join(name))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn agrees_with_blkid() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cases: &[(&str, &[&str], &str, Option<&str>)] = &[
+            (
+                "ext4",
+                &["mkfs.ext4", "-q", "-F", "-L", "rootfs"],
+                "ext4",
+                Some("rootfs"),
+            ),
+            ("ext2", &["mkfs.ext2", "-q", "-F"], "ext2", None),
+            (
+                "xfs",
+                &["mkfs.xfs", "-q", "-f", "-L", "data"],
+                "xfs",
+                Some("data"),
+            ),
+            (
+                "vfat",
+                &["mkfs.vfat", "-n", "EFI-PART"],
+                "vfat",
+                Some("EFI-PART"),
+            ),
+            ("swap", &["mkswap", "-L", "swap1"], "swap", Some("swap1")),
+        ];
+        for (name, cmd, fstype, label) in cases {
+            let size = if *name == "xfs" { 320 << 20 } else { 64 << 20 };
+            let head = mkfs_image(d, name, size, cmd);
+            let got = identify(&head).expect(name);
+            assert_eq!(got.fstype, *fstype);
+            assert_eq!(got.label.as_deref(), *label, "{name}");
+            assert_eq!(got.uuid.unwrap(), blkid(d, name, "UUID"), "{name}");
+        }
+        assert_eq!(
+            identify(&vec![0u8; 68 * 1024]),
+            None,
+            "zeros are no filesystem"
+        );
+    }
 
     #[test]
     fn reads_what_it_writes_for_swap_and_knows_fat() {

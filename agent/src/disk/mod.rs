@@ -4,7 +4,6 @@
 pub mod devices;
 pub mod erase;
 pub mod fsinfo;
-pub mod fsprobe;
 pub mod gpt_edit;
 pub mod hints;
 pub mod ioctl;

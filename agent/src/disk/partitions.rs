@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -201,56 +200,9 @@ fn read_gpt(
 
 /// The kernel's name for partition `number` of `disk` (`sda1`, `nvme0n1p1`, `loop0p1`).
 pub fn partition_name(disk: &str, number: u32) -> String {
-    if disk.ends_with(|c: char| c.is_ascii_digit()) {
-        format!("{disk}p{number}")
-    } else {
-        format!("{disk}{number}")
-    }
-}
-
-const BLKPG: libc::Ioctl = 0x1269;
-const BLKPG_ADD_PARTITION: libc::c_int = 1;
-
-#[repr(C)]
-struct BlkpgPartition {
-    start: libc::c_longlong,
-    length: libc::c_longlong,
-    pno: libc::c_int,
-    devname: [libc::c_char; 64],
-    volname: [libc::c_char; 64],
-}
-
-#[repr(C)]
-struct BlkpgIoctlArg {
-    op: libc::c_int,
-    flags: libc::c_int,
-    datalen: libc::c_int,
-    data: *mut libc::c_void,
-}
-
-/// Tell the kernel about one partition (what `partx -a` does), for disks
-/// whose table cannot be re-read as a whole (busy, or loop devices without
-/// partition scanning).
-fn add_partition(disk: &File, p: &Partition) -> io::Result<()> {
-    let mut part = BlkpgPartition {
-        start: p.start as libc::c_longlong,
-        length: p.len as libc::c_longlong,
-        pno: p.number as libc::c_int,
-        devname: [0; 64],
-        volname: [0; 64],
-    };
-    let mut arg = BlkpgIoctlArg {
-        op: BLKPG_ADD_PARTITION,
-        flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-        data: &mut part as *mut BlkpgPartition as *mut libc::c_void,
-    };
-    // SAFETY: BLKPG reads the argument struct and the partition it points to,
-    // both alive for the duration of the call.
-    if unsafe { libc::ioctl(disk.as_raw_fd(), BLKPG, &mut arg as *mut BlkpgIoctlArg) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    super::region::partition_path(Path::new(disk), number)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Make sure the kernel exposes every partition of `table` on the block
@@ -280,7 +232,7 @@ pub fn expose_partitions(
         let _ = ioctl::reread_partitions(&f);
     }
     for p in table.partitions.iter().filter(|p| missing(p)) {
-        if let Err(e) = add_partition(&f, p) {
+        if let Err(e) = ioctl::add_partition(&f, p.number, p.start, p.len) {
             // EBUSY: the kernel already knows a partition with that number.
             if e.raw_os_error() != Some(libc::EBUSY) {
                 return Err(io_err(e));
