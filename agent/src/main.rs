@@ -72,6 +72,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // The ramdisk's /init: set the machine up, then run and supervise the
+    // agent proper (this binary again, as a child).
+    if std::process::id() == 1 {
+        ferrite_agent::init::run();
+    }
     let cli = Cli::parse();
     if let Some(Command::WriteImage(args)) = cli.command {
         ferrite_agent::logbuf::init(false);
