@@ -42,6 +42,8 @@ struct Cli {
 enum Command {
     /// Stream an image to a block device or file with the deploy engine.
     WriteImage(ferrite_agent::cli::write_image::WriteImageArgs),
+    /// Run the ramdisk's DHCP client on one interface and print the lease.
+    Dhcp(ferrite_agent::cli::dhcp::DhcpArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -78,13 +80,24 @@ fn main() -> anyhow::Result<()> {
         ferrite_agent::init::run();
     }
     let cli = Cli::parse();
-    if let Some(Command::WriteImage(args)) = cli.command {
-        ferrite_agent::logbuf::init(false);
-        if let Err(e) = ferrite_agent::cli::write_image::run(args) {
-            eprintln!("ferrite-agent write-image: {e:#}");
-            std::process::exit(1);
+    match cli.command {
+        Some(Command::WriteImage(args)) => {
+            ferrite_agent::logbuf::init(false);
+            if let Err(e) = ferrite_agent::cli::write_image::run(args) {
+                eprintln!("ferrite-agent write-image: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
         }
-        return Ok(());
+        Some(Command::Dhcp(args)) => {
+            ferrite_agent::logbuf::init(true);
+            if let Err(e) = ferrite_agent::cli::dhcp::run(args) {
+                eprintln!("ferrite-agent dhcp: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        None => {}
     }
     let config = match load_config(&cli) {
         Ok(c) => c,

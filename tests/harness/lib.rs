@@ -61,7 +61,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
         let out = fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = cmd

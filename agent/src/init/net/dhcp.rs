@@ -198,8 +198,10 @@ pub async fn obtain(iface: &str, mac: &[u8], budget: Duration) -> Result<Lease, 
     };
     let mut buf = vec![0u8; 1500];
     let mut wait = Duration::from_secs(1);
+    // One xid for all retransmissions, so a slow server's offer (dnsmasq
+    // pings the address first) still matches; a new one after a NAK.
+    let mut xid: u32 = rand::random();
     loop {
-        let xid: u32 = rand::random();
         // SELECTING: take the first offer.
         sock.send_to(&discover(xid, mac), server_port)
             .await
@@ -239,6 +241,7 @@ pub async fn obtain(iface: &str, mac: &[u8], budget: Duration) -> Result<Lease, 
                 Ok(Reply::Ack(lease)) => return Ok(lease),
                 Ok(Reply::Nak) => {
                     info!("{iface}: DHCPNAK, starting over");
+                    xid = rand::random();
                     break;
                 }
                 Ok(Reply::Offer { .. }) | Err(DhcpError::NotOurs) => continue,

@@ -77,22 +77,7 @@ pub async fn configure(
                 continue;
             }
         };
-        link::add_address(&handle, nic.ifindex, lease.address, lease.prefix_len).await?;
-        info!(
-            "{}: {}/{} from {} (lease {:?} s, routers {:?})",
-            nic.name,
-            lease.address,
-            lease.prefix_len,
-            lease.server,
-            lease.lease_secs,
-            lease.routers
-        );
-        if !routed {
-            if let Some(gw) = lease.routers.first() {
-                link::add_default_route(&handle, nic.ifindex, *gw).await?;
-                routed = true;
-            }
-        }
+        routed |= apply_lease(&handle, &nic, &lease, !routed).await?;
         leases.push((nic, lease));
     }
     if leases.is_empty() {
@@ -105,6 +90,28 @@ pub async fn configure(
             .collect::<Vec<_>>(),
     );
     Ok(leases)
+}
+
+/// Put the lease's address on the NIC and, if `route`, make its first
+/// router the default gateway; true if a default route was added.
+pub async fn apply_lease(
+    handle: &rtnetlink::Handle,
+    nic: &Nic,
+    lease: &dhcp::Lease,
+    route: bool,
+) -> anyhow::Result<bool> {
+    link::add_address(handle, nic.ifindex, lease.address, lease.prefix_len).await?;
+    info!(
+        "{}: {}/{} from {} (lease {:?} s, routers {:?})",
+        nic.name, lease.address, lease.prefix_len, lease.server, lease.lease_secs, lease.routers
+    );
+    match lease.routers.first() {
+        Some(gw) if route => {
+            link::add_default_route(handle, nic.ifindex, *gw).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 fn names(nics: &[Nic]) -> Vec<&str> {
