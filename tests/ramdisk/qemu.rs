@@ -180,7 +180,19 @@ async fn ramdisk_boots_heartbeats_and_powers_off() {
             base: format!("https://127.0.0.1:{}", vm.agent_port),
             token: conductor.agent_token(&uuid).expect("token"),
         };
-        let res = api.run("standby.power_off", json!({})).await;
+        // The conductor's first act on a heartbeat is get_clean_steps:
+        // wait until the agent is no longer busy with it.
+        let res = wait_for("power_off to be accepted", Duration::from_secs(60), || {
+            let api = api.clone();
+            async move {
+                let res = api.run("standby.power_off", json!({})).await;
+                let busy = res["faultstring"]
+                    .as_str()
+                    .is_some_and(|f| f.contains("Agent is busy"));
+                (!busy).then_some(res)
+            }
+        })
+        .await;
         assert_eq!(res["command_status"], "SUCCEEDED", "{res}");
         let status = wait_exit(&mut vm.proc, Duration::from_secs(60))
             .await

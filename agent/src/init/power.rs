@@ -18,7 +18,11 @@ pub fn shutdown(action: PowerAction) -> ! {
     nix::unistd::sync();
     let all = Pid::from_raw(-1);
     let _ = kill(all, Signal::SIGTERM);
-    if !reap_until(Instant::now() + GRACE) {
+    let started = Instant::now();
+    if reap_until(started + GRACE) {
+        info!("all processes ended in {:?}", started.elapsed());
+    } else {
+        info!("processes left after {GRACE:?}: SIGKILL");
         let _ = kill(all, Signal::SIGKILL);
         reap_until(Instant::now() + Duration::from_secs(1));
     }

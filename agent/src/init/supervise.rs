@@ -11,7 +11,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::power::PowerAction;
 
@@ -30,8 +30,7 @@ pub fn run() -> ! {
     ] {
         mask.add(s);
     }
-    // Blocked signals wait in the signalfd; std's spawn resets the mask
-    // for the child.
+    // Blocked signals wait in the signalfd (the child unblocks them).
     if let Err(e) = mask.thread_block() {
         error!("blocking signals: {e}");
     }
@@ -88,11 +87,22 @@ impl Agent {
         self.restart_at = None;
         // The same binary, not as PID 1: main() runs the agent proper. No
         // arguments: the kernel passes init its unknown boot words.
-        let spawned = Command::new("/proc/self/exe")
-            .arg0("ferrite-agent")
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0("ferrite-agent")
             .env(super::CHILD_MARKER, "1")
-            .stdin(Stdio::null())
-            .spawn();
+            .stdin(Stdio::null());
+        // PID 1 blocks the signals its signalfd reads; the agent must get
+        // them (SIGTERM at shutdown) the normal way.
+        // SAFETY: sigemptyset and sigprocmask are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let spawned = cmd.spawn();
         match spawned {
             Ok(child) => {
                 info!("agent started, pid {}", child.id());
@@ -121,6 +131,7 @@ impl Agent {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(status) => {
+                    debug!("reaped {status:?}");
                     let pid = status.pid().map(|p| p.as_raw());
                     if pid.is_some() && pid == self.pid {
                         error!("the agent ended ({status:?})");
