@@ -2,5 +2,6 @@
 //! namespace, and the whole ramdisk booted in QEMU against the real
 //! conductor. Both need root (namespaces; scripts/test runs as root).
 
+mod archive;
 mod dhcp;
 mod qemu;
