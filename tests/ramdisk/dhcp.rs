@@ -135,10 +135,7 @@ fn lease_from_dnsmasq_is_applied() {
     );
     // The server handed out exactly that address.
     let log = server.log_text();
-    assert!(
-        log.contains(&format!("DHCPACK(fds")) && log.contains(addr),
-        "{log}"
-    );
+    assert!(log.contains("DHCPACK(fds") && log.contains(addr), "{log}");
 }
 
 #[test]
