@@ -4,4 +4,5 @@
 
 mod archive;
 mod dhcp;
+mod power;
 mod qemu;
