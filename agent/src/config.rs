@@ -88,6 +88,9 @@ pub struct Config {
     pub image_download_retries: u32,
     /// `ipa-image-download-connection-retry-interval`.
     pub image_download_retry_interval: Duration,
+    /// `ferrite-allow-power`: let `standby.power_off`/`run_image` call
+    /// reboot(2) even outside the ramdisk's init.
+    pub allow_power: bool,
     /// Where sysfs is mounted (fixture trees in tests).
     pub sysfs_root: PathBuf,
     /// Where procfs is mounted (fixture trees in tests).
@@ -145,6 +148,7 @@ impl Default for Config {
             image_download_timeout: Duration::from_secs(60),
             image_download_retries: 9,
             image_download_retry_interval: Duration::from_secs(10),
+            allow_power: false,
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
             dev_root: PathBuf::from("/dev"),
@@ -245,6 +249,7 @@ impl Config {
                     invalid("ipa-tls-min-version", value, "expected 1.2 or 1.3".into())
                 })?)
             }
+            "ferrite-allow-power" => self.allow_power = parse_bool("ferrite-allow-power", value)?,
             "ferrite-disks" => self.disks = Some(DiskPolicy::parse(value)),
             "ipa-image-download-connection-timeout" => {
                 self.image_download_timeout =
@@ -297,10 +302,11 @@ impl Config {
             .unwrap_or_else(|| vec!["default".into(), "logs".into()])
     }
 
-    /// The disk policy in force: explicit, else all disks only as PID 1.
+    /// The disk policy in force: explicit, else all disks only in the
+    /// ramdisk (PID 1 or the agent it supervises).
     pub fn disk_policy(&self) -> DiskPolicy {
         self.disks.clone().unwrap_or_else(|| {
-            if std::process::id() == 1 {
+            if crate::power::in_ramdisk() {
                 DiskPolicy::All
             } else {
                 DiskPolicy::Only(Vec::new())
@@ -420,7 +426,7 @@ fn parse_urls(param: &'static str, value: &str) -> Result<Vec<Url>, ConfigError>
 }
 
 /// `BOOTIF=01-aa-bb-cc-dd-ee-ff` (pxelinux, hardware type prefix) or a plain MAC.
-fn parse_bootif(value: &str) -> Result<String, ConfigError> {
+pub fn parse_bootif(value: &str) -> Result<String, ConfigError> {
     let stripped = match value.split_once('-') {
         Some((hwtype, rest)) if hwtype.len() == 2 && rest.len() == 17 => rest,
         _ => value,

@@ -51,6 +51,8 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         lldp: Option<f64>,
     },
+    /// Run the ramdisk's DHCP client on one interface and print the lease.
+    Dhcp(ferrite_agent::cli::dhcp::DhcpArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -81,30 +83,46 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if let Some(Command::Inventory { skip_bmc, lldp }) = &cli.command {
-        let mut config = Config {
-            sysfs_root: cli.sysfs_root.clone(),
-            procfs_root: cli.procfs_root.clone(),
-            dev_root: cli.dev_root.clone(),
-            ..Config::default()
-        };
-        if let Some(secs) = lldp {
-            config.collect_lldp = true;
-            config.lldp_timeout = std::time::Duration::try_from_secs_f64(*secs)
-                .context("--lldp: expected a number of seconds")?;
-        }
-        let inventory = ferrite_agent::hardware::inventory::collect_for(&config, *skip_bmc);
-        println!("{}", serde_json::to_string_pretty(&inventory)?);
-        return Ok(());
+    // The ramdisk's /init: set the machine up, then run and supervise the
+    // agent proper (this binary again, as a child).
+    if std::process::id() == 1 {
+        ferrite_agent::init::run();
     }
-    if let Some(Command::WriteImage(args)) = cli.command {
-        ferrite_agent::logbuf::init(false);
-        if let Err(e) = ferrite_agent::cli::write_image::run(args) {
-            eprintln!("ferrite-agent write-image: {e:#}");
-            std::process::exit(1);
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Inventory { skip_bmc, lldp }) => {
+            let mut config = Config {
+                sysfs_root: cli.sysfs_root.clone(),
+                procfs_root: cli.procfs_root.clone(),
+                dev_root: cli.dev_root.clone(),
+                ..Config::default()
+            };
+            if let Some(secs) = lldp {
+                config.collect_lldp = true;
+                config.lldp_timeout = std::time::Duration::try_from_secs_f64(secs)
+                    .context("--lldp: expected a number of seconds")?;
+            }
+            let inventory = ferrite_agent::hardware::inventory::collect_for(&config, skip_bmc);
+            println!("{}", serde_json::to_string_pretty(&inventory)?);
+            return Ok(());
         }
-        return Ok(());
+        Some(Command::WriteImage(args)) => {
+            ferrite_agent::logbuf::init(false);
+            if let Err(e) = ferrite_agent::cli::write_image::run(args) {
+                eprintln!("ferrite-agent write-image: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Some(Command::Dhcp(args)) => {
+            ferrite_agent::logbuf::init(true);
+            if let Err(e) = ferrite_agent::cli::dhcp::run(args) {
+                eprintln!("ferrite-agent dhcp: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        None => {}
     }
     let config = match load_config(&cli) {
         Ok(c) => c,

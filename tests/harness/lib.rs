@@ -61,7 +61,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
         let out = fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = cmd
@@ -404,11 +404,19 @@ impl AgentApi {
         )
     }
 
-    /// `name` with `params`, waiting for the result.
+    /// `name` with `params`, waiting for the result. While the agent is
+    /// busy with another command (409, e.g. the conductor's
+    /// `get_clean_steps` after a heartbeat), retry as Ironic does.
     pub async fn run(&self, name: &str, params: Value) -> Value {
-        self.post("&wait=true", json!({"name": name, "params": params}))
-            .await
-            .1
+        let body = json!({"name": name, "params": params});
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, result) = self.post("&wait=true", body.clone()).await;
+            if code != 409 || Instant::now() > deadline {
+                return result;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

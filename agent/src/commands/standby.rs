@@ -1,11 +1,17 @@
-//! `standby.*`: image preparation, partition UUIDs and `sync`. Power
-//! commands join in with the ramdisk's PID 1 mode.
+//! `standby.*`: image preparation, partition UUIDs, `sync`, and the power
+//! commands (`power_off`, and `run_image`, which reboots into the image).
+
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::api::registry::{object_param, Mode, Params, Registry};
 use crate::deploy::{partition_uuids, prepare_image};
 use crate::errors::RestError;
+use crate::power::PowerAction;
+
+/// The result must reach the conductor before the machine goes away.
+const POWER_DELAY: Duration = Duration::from_secs(1);
 
 pub fn register(reg: &mut Registry) {
     reg.blocking("standby", "sync", Mode::Sync, |_ctx, _params, _progress| {
@@ -40,6 +46,22 @@ pub fn register(reg: &mut Registry) {
         Mode::Sync,
         |ctx, _params, _progress| Ok(partition_uuids(&ctx)),
     );
+    // IPA: sync, then `poweroff` / `reboot`; both async commands.
+    for (name, action) in [
+        ("power_off", PowerAction::PowerOff),
+        ("run_image", PowerAction::Reboot),
+    ] {
+        reg.blocking(
+            "standby",
+            name,
+            Mode::Async,
+            move |ctx, _params, _progress| {
+                crate::power::schedule(action, ctx.config.allow_power, POWER_DELAY)
+                    .map_err(|e| RestError::command_execution(e.to_string()))?;
+                Ok(Value::Null)
+            },
+        );
+    }
 }
 
 /// IPA validates `image_info` before accepting the command (HTTP 400).

@@ -1,0 +1,71 @@
+//! PID 1 of the deploy ramdisk. The kernel starts `/init` (this binary);
+//! it mounts the pseudo filesystems, loads the NIC and disk drivers, brings
+//! the boot NIC up with DHCP, then runs the agent proper as a supervised
+//! child. PID 1 must never exit (the kernel would panic), so every failure
+//! here is logged and the agent is started anyway: it retries its lookup
+//! and the console shows what went wrong.
+
+pub mod modules;
+pub mod mounts;
+pub mod net;
+pub mod power;
+pub mod supervise;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+/// The module list the ramdisk build writes (names, one a line).
+pub const MODULES_LIST: &str = "/etc/ferrite/modules.list";
+/// Set in the agent's environment so it knows it runs under this init.
+pub const CHILD_MARKER: &str = "FERRITE_INIT_CHILD";
+
+/// Run as PID 1; never returns.
+pub fn run() -> ! {
+    let mount_errors = mounts::mount_all();
+    mounts::ensure_console();
+    let _ = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_target(false)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_writer(std::io::stderr)
+        .try_init();
+    info!("ferrite-init {} starting", env!("CARGO_PKG_VERSION"));
+    for e in mount_errors {
+        error!("{e:#}");
+    }
+
+    let params = std::fs::read_to_string("/proc/cmdline")
+        .map(|c| crate::config::parse_cmdline(&c))
+        .unwrap_or_else(|e| {
+            error!("reading /proc/cmdline: {e}");
+            BTreeMap::new()
+        });
+
+    match modules::load_listed(Path::new(MODULES_LIST)) {
+        Ok(loaded) => info!("loaded {} kernel modules", loaded),
+        Err(e) => error!("kernel modules: {e:#}"),
+    }
+
+    let bootif = params.get("BOOTIF").map(String::as_str);
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => {
+            if let Err(e) = rt.block_on(net::configure(Path::new("/sys"), bootif, NET_BUDGET)) {
+                error!("network: {e:#}; the agent starts anyway and keeps retrying its lookup");
+            }
+        }
+        Err(e) => error!("network: no runtime: {e}"),
+    }
+    if let Err(e) = nix::unistd::sethostname("ferrite") {
+        warn!("sethostname: {e}");
+    }
+    supervise::run()
+}
+
+/// How long PID 1 waits for NICs and DHCP before starting the agent.
+const NET_BUDGET: Duration = Duration::from_secs(60);

@@ -1,0 +1,104 @@
+//! NICs: found in sysfs, configured over rtnetlink (no `ip` binary in the
+//! ramdisk).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::Context;
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub name: String,
+    pub ifindex: u32,
+    /// Lower-case `aa:bb:...`.
+    pub mac: String,
+}
+
+impl Nic {
+    pub fn mac_bytes(&self) -> Vec<u8> {
+        self.mac
+            .split(':')
+            .filter_map(|b| u8::from_str_radix(b, 16).ok())
+            .collect()
+    }
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Ethernet NICs backed by a device (not lo, bridges, veth, ...), by name.
+pub fn physical_nics(sysfs: &Path) -> Vec<Nic> {
+    let Ok(entries) = std::fs::read_dir(sysfs.join("class/net")) else {
+        return Vec::new();
+    };
+    let mut nics: Vec<Nic> = entries
+        .flatten()
+        .filter_map(|e| {
+            let dir = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if read(&dir.join("type")).as_deref() != Some("1") || !dir.join("device").exists() {
+                return None;
+            }
+            Some(Nic {
+                ifindex: read(&dir.join("ifindex"))?.parse().ok()?,
+                mac: read(&dir.join("address"))?.to_ascii_lowercase(),
+                name,
+            })
+        })
+        .collect();
+    nics.sort_by(|a, b| a.name.cmp(&b.name));
+    nics
+}
+
+/// `carrier` reads 1 only once the link is up and cabled.
+pub fn has_carrier(sysfs: &Path, name: &str) -> bool {
+    read(&sysfs.join("class/net").join(name).join("carrier")).as_deref() == Some("1")
+}
+
+pub fn ifindex(sysfs: &Path, name: &str) -> Option<u32> {
+    read(&sysfs.join("class/net").join(name).join("ifindex"))?
+        .parse()
+        .ok()
+}
+
+pub async fn set_up(handle: &Handle, ifindex: u32) -> anyhow::Result<()> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(ifindex).up().build())
+        .execute()
+        .await
+        .with_context(|| format!("setting link {ifindex} up"))
+}
+
+pub async fn add_address(
+    handle: &Handle,
+    ifindex: u32,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+) -> anyhow::Result<()> {
+    handle
+        .address()
+        .add(ifindex, addr.into(), prefix_len)
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("adding {addr}/{prefix_len} to link {ifindex}"))
+}
+
+pub async fn add_default_route(handle: &Handle, ifindex: u32, gw: Ipv4Addr) -> anyhow::Result<()> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .output_interface(ifindex)
+        .gateway(gw)
+        .build();
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("adding the default route via {gw}"))
+}

@@ -1,0 +1,207 @@
+//! Smoke test of the deploy ramdisk: boot `deploy.kernel` +
+//! `deploy.initramfs` in QEMU (TCG) against the real conductor. PID 1 must
+//! load the virtio drivers, get slirp's DHCP lease, start the agent, which
+//! looks the node up and heartbeats; `standby.power_off` must then stop
+//! the VM. The serial log is kept in the test's target tmpdir.
+//!
+//! Network: `restrict=on` seals the guest (nothing leaves QEMU). The guest
+//! reaches the conductor at 10.0.2.100:80 through a `guestfwd` command
+//! (slirp refuses 10.0.2.2 under restrict), and the conductor and the test
+//! reach the agent through `hostfwd` on 127.0.0.1, which is what the agent
+//! advertises.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ferrite_tests::{agent_client, free_port, wait_exit, wait_for, AgentApi, Conductor, Proc};
+use serde_json::json;
+
+const MAC: &str = "52:54:00:12:34:56";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Build the ramdisk from the current tree once per test run (the kernel
+/// package is cached; the agent build is a no-op when fresh).
+fn ramdisk() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = workspace().join("build/ramdisk");
+        let status = Command::new(workspace().join("ramdisk-build/build"))
+            .env("OUT", &out)
+            .status()
+            .expect("running ramdisk-build/build");
+        assert!(status.success(), "ramdisk-build/build failed");
+        (out.join("deploy.kernel"), out.join("deploy.initramfs"))
+    })
+}
+
+/// slirp runs this per guest connection to 10.0.2.100:80, with the
+/// connection on stdin/stdout: relay it to the conductor.
+const FORWARDER: &str = r#"
+import os, socket, sys, threading
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def up():
+    while True:
+        d = os.read(0, 65536)
+        if not d:
+            break
+        s.sendall(d)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    while d:
+        d = d[os.write(1, d):]
+"#;
+
+struct Vm {
+    proc: Proc,
+    started: Instant,
+    agent_port: u16,
+}
+
+impl Vm {
+    fn boot(dir: &Path, conductor_port: u16, memory_mib: u32) -> Self {
+        let (kernel, initrd) = ramdisk();
+        let fwd = dir.join("fwd.py");
+        std::fs::write(&fwd, FORWARDER).unwrap();
+        let disk = dir.join("disk.raw");
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(64 << 20))
+            .unwrap();
+        let agent_port = free_port();
+        let append = format!(
+            "console=ttyS0 panic=-1 ipa-api-url=http://10.0.2.100 \
+             BOOTIF=01-{} ipa-advertise-host=127.0.0.1 ipa-advertise-port={agent_port} \
+             ipa-lookup-interval=1",
+            MAC.replace(':', "-")
+        );
+        let netdev = format!(
+            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{agent_port}-:9999,\
+             guestfwd=tcp:10.0.2.100:80-cmd:python3 {} {conductor_port}",
+            fwd.display()
+        );
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-m", &memory_mib.to_string()])
+            .args([
+                "-nographic",
+                "-no-reboot",
+                "-nodefaults",
+                "-serial",
+                "stdio",
+            ])
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", &append])
+            .args(["-netdev", &netdev])
+            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
+            .args([
+                "-drive",
+                &format!("file={},format=raw,if=virtio", disk.display()),
+            ]);
+        let started = Instant::now();
+        let proc = Proc::spawn(cmd, dir.join("serial.log"));
+        Self {
+            proc,
+            started,
+            agent_port,
+        }
+    }
+}
+
+impl Drop for Vm {
+    /// Keep the serial log (pass or fail) where CI can pick it up.
+    fn drop(&mut self) {
+        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu-serial.log");
+        let _ = std::fs::copy(&self.proc.log, &dest);
+        eprintln!("serial log: {}", dest.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ramdisk_boots_heartbeats_and_powers_off() {
+    let conductor = Conductor::start(&["--fast-track", "true"]).await;
+    let node = conductor
+        .create_node(json!({"driver": "fake-hardware", "name": "qemu-0"}))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    conductor.create_port(&uuid, MAC).await;
+    let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut vm = Vm::boot(dir.path(), port, 512);
+    {
+        // Lookup and heartbeat through the sealed network.
+        let internal = wait_for("the first heartbeat", Duration::from_secs(180), || {
+            let c = &conductor;
+            let uuid = uuid.clone();
+            async move {
+                let n = c.node(&uuid).await;
+                let i = n["driver_internal_info"].clone();
+                i["agent_last_heartbeat"].is_string().then_some(i)
+            }
+        })
+        .await;
+        eprintln!(
+            "QEMU start -> first heartbeat: {:.1} s",
+            vm.started.elapsed().as_secs_f64()
+        );
+        let agent_url = internal["agent_url"].as_str().unwrap_or_default();
+        assert!(
+            agent_url.ends_with(&format!("://127.0.0.1:{}", vm.agent_port)),
+            "{internal}"
+        );
+        let serial = vm.proc.log_text();
+        assert!(
+            serial.contains("10.0.2.15/24 from 10.0.2.2"),
+            "no lease:\n{serial}"
+        );
+        assert!(serial.contains("agent started, pid"), "{serial}");
+
+        // standby.power_off through the agent's API, as the conductor does.
+        let pem = wait_for("the agent certificate", Duration::from_secs(30), || {
+            let pem = conductor.agent_certificate(&uuid);
+            async move { pem }
+        })
+        .await;
+        let api = AgentApi {
+            client: agent_client(Some(&pem)).unwrap(),
+            base: format!("https://127.0.0.1:{}", vm.agent_port),
+            token: conductor.agent_token(&uuid).expect("token"),
+        };
+        // The conductor's first act on a heartbeat is get_clean_steps:
+        // wait until the agent is no longer busy with it.
+        let res = wait_for("power_off to be accepted", Duration::from_secs(60), || {
+            let api = api.clone();
+            async move {
+                let res = api.run("standby.power_off", json!({})).await;
+                let busy = res["faultstring"]
+                    .as_str()
+                    .is_some_and(|f| f.contains("Agent is busy"));
+                (!busy).then_some(res)
+            }
+        })
+        .await;
+        assert_eq!(res["command_status"], "SUCCEEDED", "{res}");
+        let status = wait_exit(&mut vm.proc, Duration::from_secs(60))
+            .await
+            .expect("QEMU did not exit after power_off");
+        // A guest poweroff ends QEMU with 0 (a panic would too, but then
+        // the log says so).
+        assert!(status.success(), "{status:?}");
+        let serial = vm.proc.log_text();
+        assert!(serial.contains("PowerOff now"), "{serial}");
+        assert!(!serial.contains("Kernel panic"), "{serial}");
+    }
+}
