@@ -102,6 +102,16 @@ async fn write_image_deploy_step_as_ironic_sends_it() {
         details.contains(&"1".repeat(64)) && details.contains(&sum),
         "{details}"
     );
+    // The unverified bytes cannot boot: the disk's first sectors are blank.
+    let mut head = vec![0xffu8; 4096];
+    std::fs::File::open(&disk.path)
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+    assert!(
+        head.iter().all(|&b| b == 0),
+        "the failed image's start was left on disk"
+    );
 
     // A partition image without its sizes: said plainly.
     let mut partition = step.clone();

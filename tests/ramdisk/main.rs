@@ -4,5 +4,6 @@
 
 mod archive;
 mod dhcp;
+mod e2e;
 mod power;
 mod qemu;

@@ -20,7 +20,7 @@ use serde_json::json;
 
 const MAC: &str = "52:54:00:12:34:56";
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -29,7 +29,7 @@ fn workspace() -> PathBuf {
 
 /// Build the ramdisk from the current tree once per test run (the kernel
 /// package is cached; the agent build is a no-op when fresh).
-fn ramdisk() -> &'static (PathBuf, PathBuf) {
+pub(crate) fn ramdisk() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let out = workspace().join("build/ramdisk");
@@ -44,7 +44,7 @@ fn ramdisk() -> &'static (PathBuf, PathBuf) {
 
 /// slirp runs this per guest connection to 10.0.2.100:80, with the
 /// connection on stdin/stdout: relay it to the conductor.
-const FORWARDER: &str = r#"
+pub(crate) const FORWARDER: &str = r#"
 import os, socket, sys, threading
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 def up():

@@ -69,7 +69,27 @@ pub fn prepare_image(
         None => None,
     };
     let dev = device.path.display().to_string();
-    let report = stream_image(ctx, &info, &device.path, None, &dev, progress)?;
+    let report = match stream_image(ctx, &info, &device.path, None, &dev, progress) {
+        Ok(report) => report,
+        Err(e) => {
+            // Bytes that failed verification (or a stream that broke off in
+            // the middle) must not boot: make the disk blank to firmware.
+            if matches!(
+                e.kind,
+                "ImageChecksumError" | "InvalidImage" | "ImageWriteError"
+            ) {
+                match crate::disk::wipe::wipe_device(&device.path) {
+                    Ok(_) => {
+                        tracing::warn!(device = %dev, "unverified image made unbootable (metadata wiped)")
+                    }
+                    Err(w) => {
+                        tracing::error!(device = %dev, error = %w, "could not wipe the unverified image")
+                    }
+                }
+            }
+            return Err(e);
+        }
+    };
     // IPA's fix_gpt_partition: an image smaller than the disk leaves its
     // backup GPT mid-disk, which firmware and tools flag as damage.
     match crate::disk::gpt_edit::fix_backup(&device.path) {

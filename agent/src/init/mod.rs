@@ -48,6 +48,11 @@ pub fn run() -> ! {
         Ok(loaded) => info!("loaded {} kernel modules", loaded),
         Err(e) => error!("kernel modules: {e:#}"),
     }
+    match mounts::mount_efivarfs() {
+        Ok(true) => info!("UEFI boot: efivarfs mounted"),
+        Ok(false) => {}
+        Err(e) => error!("{e:#}"),
+    }
 
     let bootif = params.get("BOOTIF").map(String::as_str);
     match tokio::runtime::Builder::new_current_thread()

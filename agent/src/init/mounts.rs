@@ -72,6 +72,26 @@ fn mount_one(m: &Mount) -> anyhow::Result<()> {
     }
 }
 
+/// UEFI boot variables (`/sys/firmware/efi/efivars`), where the
+/// bootloader install writes Boot#### entries; only on UEFI machines, and
+/// after modules are loaded (Debian builds efivarfs as a module).
+pub fn mount_efivarfs() -> anyhow::Result<bool> {
+    let target = Path::new("/sys/firmware/efi/efivars");
+    if !Path::new("/sys/firmware/efi").is_dir() {
+        return Ok(false);
+    }
+    match mount(
+        Some("efivarfs"),
+        target,
+        Some("efivarfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
+        Ok(()) | Err(Errno::EBUSY) => Ok(true),
+        Err(e) => Err(e).with_context(|| format!("mounting efivarfs on {}", target.display())),
+    }
+}
+
 /// The kernel opens /dev/console for init only if the initramfs has the
 /// node; if stdio is missing, attach it to the console now that devtmpfs
 /// is mounted, so logs and the agent's output reach the serial port.

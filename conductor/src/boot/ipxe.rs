@@ -20,6 +20,8 @@ pub enum BootAction {
     LocalDisk,
     /// Nothing to do for this node now: say why and go to the next boot device.
     Nothing(String),
+    /// A failed node must not boot what is on its disk: say why, power off.
+    PowerOff(String),
 }
 
 /// States in which the node runs the deploy ramdisk.
@@ -57,6 +59,21 @@ pub fn entry_script(public_url: &str) -> String {
     )
 }
 
+/// Text safe on an iPXE `echo` line: no `${}` expansion, no comments,
+/// one line, bounded.
+fn echo_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " .,:/_-()'\"".contains(c) {
+                c
+            } else {
+                ' '
+            }
+        })
+        .take(160)
+        .collect()
+}
+
 /// The node's script. Quoting: iPXE splits on whitespace only; parameters
 /// come from the operator's node fields and are passed through as given.
 pub fn node_script(action: &BootAction) -> String {
@@ -90,8 +107,16 @@ pub fn node_script(action: &BootAction) -> String {
             .to_string(),
         BootAction::Nothing(why) => format!(
             "#!ipxe\n\
-             echo ferrite-conductor: {why}\n\
-             exit\n"
+             echo ferrite-conductor: {}\n\
+             exit\n",
+            echo_safe(why)
+        ),
+        BootAction::PowerOff(why) => format!(
+            "#!ipxe\n\
+             echo ferrite-conductor: {}\n\
+             sleep 5\n\
+             poweroff || exit\n",
+            echo_safe(why)
         ),
     }
 }
@@ -129,5 +154,10 @@ mod tests {
         assert!(ramdisk.contains("initrd --name deploy.initramfs http://h/i"));
         assert!(node_script(&BootAction::LocalDisk).contains("sanboot --no-describe --drive 0x80"));
         assert!(node_script(&BootAction::Nothing("unknown".into())).contains("exit"));
+        let off = node_script(&BootAction::PowerOff("failed: ${evil} # x\nboot".into()));
+        assert!(off.contains("poweroff"));
+        let echo = off.lines().nth(1).unwrap();
+        assert!(!echo.contains(['$', '{', '#']), "{echo}");
+        assert_eq!(off.lines().count(), 4, "{off}");
     }
 }

@@ -88,6 +88,19 @@ pub fn decide(state: &AppState, node: &Node, mac: &str) -> BootAction {
         })
     } else if node.provision_state == crate::fsm::ACTIVE {
         BootAction::LocalDisk
+    } else if matches!(
+        node.provision_state.as_str(),
+        crate::fsm::DEPLOYFAIL
+            | crate::fsm::CLEANFAIL
+            | crate::fsm::INSPECTFAIL
+            | crate::fsm::ERROR
+    ) {
+        BootAction::PowerOff(format!(
+            "node {} is in {}: not booting its disk ({})",
+            node.uuid,
+            node.provision_state,
+            node.last_error.as_deref().unwrap_or("no error recorded")
+        ))
     } else {
         BootAction::Nothing(format!(
             "node {} is {}: nothing to boot from the network",

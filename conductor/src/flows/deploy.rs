@@ -195,9 +195,21 @@ fn set_phase(
     Ok(())
 }
 
+/// `deploy failed`, then power off as Ironic's
+/// `[deploy]power_off_after_deploy_failure` (default on) does: through the
+/// agent first (it syncs; it is the only way for machines whose power the
+/// conductor does not drive), then the power driver.
 async fn fail_deploy(flows: &Flows, node: &Node, message: String) -> anyhow::Result<()> {
     transition::fail(flows, &node.uuid, &message)?;
-    // The agent stays up (as Ironic leaves it) so logs can be collected.
+    if let Ok(client) = AgentClient::for_node(&node.driver_internal_info, &flows.config) {
+        if let Err(e) = client.run("standby.power_off", Map::new(), false).await {
+            tracing::warn!(node = %node.uuid, error = %e, "power off through the agent failed");
+        }
+    }
+    let node = flows.store.get_node(&node.uuid)?;
+    if let Err(e) = power::set_power(&flows.store, &node, PowerAction::Off).await {
+        tracing::warn!(node = %node.uuid, error = %format!("{e:#}"), "power off after the failed deploy failed");
+    }
     Ok(())
 }
 

@@ -1,0 +1,387 @@
+//! End to end: ferrite-conductor deploys an image to a QEMU machine that
+//! PXE-boots the real deploy ramdisk, and the machine then boots the
+//! deployed image from its own disk. BIOS (SeaBIOS + iPXE) and UEFI (OVMF +
+//! iPXE), plus a deploy with a wrong checksum that must fail cleanly.
+//!
+//! The conductor serves iPXE scripts, the ramdisk and the images itself.
+//! The guest network is sealed (`restrict=on`): the guest reaches the
+//! conductor at 10.0.2.100:80 through a `guestfwd` relay, the conductor
+//! reaches the agent through `hostfwd` on 127.0.0.1. Power is `fake`: the
+//! test is the hand on the power button, as for `manual-management`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ferrite_tests::{free_port, wait_exit, wait_for, Conductor, Proc};
+use serde_json::{json, Value};
+
+use crate::qemu::{ramdisk, workspace, FORWARDER};
+
+const MARKER: &str = "FERRITE-DEPLOYED-IMAGE-BOOTED";
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The bootable test images (tests/qemu/make-test-images), built once.
+fn test_images() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (kernel, _) = ramdisk();
+        let out = workspace().join("build/test-images");
+        let status = Command::new(workspace().join("tests/qemu/make-test-images"))
+            .env("OUT", &out)
+            .env("KERNEL", kernel)
+            .status()
+            .expect("running make-test-images");
+        assert!(status.success(), "make-test-images failed");
+        out
+    })
+}
+
+/// One virtual machine: its disk and (UEFI) NVRAM persist across power cycles.
+struct Machine {
+    dir: PathBuf,
+    mac: String,
+    uefi: bool,
+    disk: PathBuf,
+    vars: PathBuf,
+    agent_port: u16,
+    conductor_port: u16,
+    boots: u32,
+}
+
+impl Machine {
+    fn new(dir: &Path, mac: &str, uefi: bool, conductor_port: u16) -> Self {
+        let disk = dir.join("disk.raw");
+        // Root device selection wants at least 4 GiB (sparse).
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(5 << 30))
+            .unwrap();
+        let vars = dir.join("OVMF_VARS.fd");
+        if uefi {
+            std::fs::copy(OVMF_VARS, &vars).expect("OVMF (scripts/setup installs ovmf)");
+        }
+        std::fs::write(dir.join("fwd.py"), FORWARDER).unwrap();
+        Self {
+            dir: dir.to_path_buf(),
+            mac: mac.to_string(),
+            uefi,
+            disk,
+            vars,
+            agent_port: free_port(),
+            conductor_port,
+            boots: 0,
+        }
+    }
+
+    /// Kernel parameters the conductor appends for this machine: the agent
+    /// advertises the host side of its forwarded port.
+    fn kernel_params(&self) -> String {
+        format!(
+            "console=ttyS0 panic=-1 ipa-advertise-host=127.0.0.1 ipa-advertise-port={} \
+             ipa-lookup-interval=1",
+            self.agent_port
+        )
+    }
+
+    /// Power on: network first, then the disk (bootindex), as a PXE fleet is set up.
+    fn power_on(&mut self) -> (Proc, Instant) {
+        self.boots += 1;
+        let netdev = format!(
+            "user,id=n0,restrict=on,bootfile=http://10.0.2.100/boot/boot.ipxe,\
+             hostfwd=tcp:127.0.0.1:{}-:9999,guestfwd=tcp:10.0.2.100:80-cmd:python3 {} {}",
+            self.agent_port,
+            self.dir.join("fwd.py").display(),
+            self.conductor_port
+        );
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])
+            .args(["-serial", "stdio", "-monitor", "none", "-vga", "none"]);
+        if self.uefi {
+            cmd.args(["-machine", "q35"])
+                .args([
+                    "-drive",
+                    &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                ])
+                .args([
+                    "-drive",
+                    &format!("if=pflash,format=raw,file={}", self.vars.display()),
+                ]);
+        }
+        cmd.args(["-netdev", &netdev])
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", self.mac),
+            ])
+            .args([
+                "-drive",
+                &format!("file={},format=raw,if=none,id=d0", self.disk.display()),
+            ])
+            .args(["-device", "virtio-blk-pci,drive=d0,bootindex=2"]);
+        let log = self.dir.join(format!("serial-{}.log", self.boots));
+        (Proc::spawn(cmd, log), Instant::now())
+    }
+}
+
+/// Keep serial logs where CI can collect them (always; they are small).
+fn keep_logs(machine: &Machine, tag: &str) {
+    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{tag}"));
+    let _ = std::fs::create_dir_all(&dest);
+    for i in 1..=machine.boots {
+        let name = format!("serial-{i}.log");
+        let _ = std::fs::copy(machine.dir.join(&name), dest.join(&name));
+    }
+}
+
+async fn provision(c: &Conductor, uuid: &str, target: &str) {
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/nodes/{uuid}/states/provision"),
+        )
+        .json(&json!({"target": target}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{target}");
+}
+
+async fn patch(c: &Conductor, uuid: &str, ops: Value) {
+    let code = wait_for("PATCH accepted", Duration::from_secs(30), || {
+        let req = c
+            .request(reqwest::Method::PATCH, &format!("/v1/nodes/{uuid}"))
+            .json(&ops);
+        async move {
+            let code = req.send().await.unwrap().status().as_u16();
+            (code != 409).then_some(code)
+        }
+    })
+    .await;
+    assert_eq!(code, 200);
+}
+
+/// Wait for one of `states`; log the states the node passes through.
+async fn wait_states(c: &Conductor, uuid: &str, states: &[&str], within: Duration) -> Value {
+    let mut last = String::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let n = c.node(uuid).await;
+        let state = n["provision_state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if state != last {
+            eprintln!("node {uuid}: {state}");
+            last = state.clone();
+        }
+        if states.contains(&state.as_str()) {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node stuck in {state} (want {states:?}); last_error: {}",
+            n["last_error"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn conductor() -> Conductor {
+    let (kernel, _) = ramdisk();
+    let boot_dir = kernel.parent().unwrap().display().to_string();
+    let images = test_images().display().to_string();
+    Conductor::start(&[
+        "--public-url",
+        "http://10.0.2.100",
+        "--boot-dir",
+        &boot_dir,
+        "--images-dir",
+        &images,
+        "--heartbeat-timeout",
+        "10",
+        "--periodic-interval",
+        "2",
+    ])
+    .await
+}
+
+/// A node for `machine`, taken to `available`, with `image` as its instance image.
+async fn enroll(c: &Conductor, machine: &Machine, image: &str, checksum: &str) -> String {
+    let mut node = json!({"driver": "fake-hardware", "name": format!("vm-{}", machine.mac.replace(':', "")),
+        "automated_clean": false,
+        "driver_info": {"kernel_append_params": machine.kernel_params()}});
+    if machine.uefi {
+        node["properties"] = json!({"capabilities": "boot_mode:uefi"});
+    }
+    let uuid = c.create_node(node).await["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.create_port(&uuid, &machine.mac).await;
+    provision(c, &uuid, "manage").await;
+    wait_states(c, &uuid, &["manageable"], Duration::from_secs(30)).await;
+    provision(c, &uuid, "provide").await;
+    wait_states(c, &uuid, &["available"], Duration::from_secs(30)).await;
+    patch(
+        c,
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": format!("http://10.0.2.100/images/{image}"),
+            "image_checksum": checksum, "image_disk_format": "qcow2"}}]),
+    )
+    .await;
+    uuid
+}
+
+fn checksum_of(image: &str) -> String {
+    std::fs::read_to_string(test_images().join(format!("{image}.sha256")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+async fn deploy_and_boot(uefi: bool) {
+    let c = conductor().await;
+    let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (image, mac) = if uefi {
+        ("uefi.qcow2", "52:54:00:e2:e0:02")
+    } else {
+        ("bios.qcow2", "52:54:00:e2:e0:01")
+    };
+    let mut machine = Machine::new(dir.path(), mac, uefi, port);
+    let uuid = enroll(&c, &machine, image, &checksum_of(image)).await;
+    provision(&c, &uuid, "active").await;
+    wait_states(&c, &uuid, &["wait call-back"], Duration::from_secs(30)).await;
+
+    // Power on: PXE → iPXE → the conductor's script → ramdisk → agent.
+    let (mut vm, started) = machine.power_on();
+    let tag = if uefi { "uefi" } else { "bios" };
+    let heartbeat = wait_for("the first heartbeat", Duration::from_secs(240), || {
+        let n = c.node(&uuid);
+        async move {
+            let n = n.await;
+            n["driver_internal_info"]["agent_last_heartbeat"]
+                .is_string()
+                .then_some(())
+        }
+    })
+    .await;
+    let _ = heartbeat;
+    eprintln!(
+        "{tag}: QEMU start -> first heartbeat {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let done = wait_states(
+        &c,
+        &uuid,
+        &["active", "deploy failed"],
+        Duration::from_secs(300),
+    )
+    .await;
+    keep_logs(&machine, tag);
+    assert_eq!(
+        done["provision_state"], "active",
+        "last_error: {}",
+        done["last_error"]
+    );
+    assert_eq!(done["driver_internal_info"]["is_whole_disk_image"], true);
+    // The agent powered the machine off (after syncing).
+    wait_exit(&mut vm, Duration::from_secs(90))
+        .await
+        .expect("the VM did not power off after the deploy");
+    drop(vm);
+    eprintln!(
+        "{tag}: deploy took {:.1} s from power on",
+        started.elapsed().as_secs_f64()
+    );
+    if uefi {
+        // install_bootloader wrote a Boot#### entry for the image's loader
+        // into the machine's NVRAM (the OVMF variable store on the host).
+        let vars = std::fs::read(&machine.vars).unwrap();
+        let label: Vec<u8> = "ironic1"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert!(
+            vars.windows(label.len()).any(|w| w == label.as_slice()),
+            "no ironic1 boot entry in the NVRAM"
+        );
+    }
+
+    // Power on again: the conductor now sends it to its disk, and the
+    // deployed OS proves it booted.
+    let (mut vm, _) = machine.power_on();
+    let status = wait_exit(&mut vm, Duration::from_secs(240)).await;
+    let serial = vm.log_text();
+    keep_logs(&machine, tag);
+    assert!(
+        status.is_ok(),
+        "the deployed OS did not power off:\n{serial}"
+    );
+    assert!(
+        serial.contains(&format!("{MARKER} ")) && serial.contains(&format!("ferrite.image={tag}")),
+        "the deployed image did not boot:\n{serial}"
+    );
+    let node = c.node(&uuid).await;
+    assert_eq!(node["provision_state"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bios_pxe_deploy_boots_the_deployed_image() {
+    deploy_and_boot(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uefi_pxe_deploy_boots_the_deployed_image() {
+    deploy_and_boot(true).await;
+}
+
+/// A wrong checksum: `deploy failed` with a readable error, the disk left
+/// unbootable, and the next power-on does not boot it.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_checksum_fails_the_deploy_and_boots_nothing() {
+    let c = conductor().await;
+    let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut machine = Machine::new(dir.path(), "52:54:00:e2:e0:03", false, port);
+    let uuid = enroll(&c, &machine, "bios.qcow2", &"0".repeat(64)).await;
+    provision(&c, &uuid, "active").await;
+    let (mut vm, _) = machine.power_on();
+    let failed = wait_states(
+        &c,
+        &uuid,
+        &["deploy failed", "active"],
+        Duration::from_secs(300),
+    )
+    .await;
+    keep_logs(&machine, "bad-checksum");
+    assert_eq!(failed["provision_state"], "deploy failed");
+    let err = failed["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("checksum"), "{err}");
+    // Powered off after the failure, as Ironic does.
+    wait_exit(&mut vm, Duration::from_secs(90))
+        .await
+        .expect("the VM stayed on after the failed deploy");
+    drop(vm);
+    // The disk holds no partition table (nothing for firmware to boot) ...
+    let mut head = vec![0xffu8; 512];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(&machine.disk).unwrap(),
+        &mut head,
+        0,
+    )
+    .unwrap();
+    assert!(
+        head.iter().all(|&b| b == 0),
+        "the unverified image's MBR is still on disk"
+    );
+    // ... and the conductor's script powers the machine off instead of booting it.
+    let (mut vm, _) = machine.power_on();
+    let status = wait_exit(&mut vm, Duration::from_secs(120)).await;
+    let serial = vm.log_text();
+    keep_logs(&machine, "bad-checksum");
+    assert!(status.is_ok(), "{serial}");
+    assert!(!serial.contains(MARKER), "{serial}");
+}
