@@ -53,7 +53,7 @@ async fn ipxe_scripts_files_and_tftp() {
     assert_eq!(code, 200);
     assert!(entry.starts_with("#!ipxe"), "{entry}");
     assert!(
-        entry.contains("chain --autofree http://10.0.2.100/boot/node/${net0/mac:hexhyp}.ipxe"),
+        entry.contains("imgfetch --name node http://10.0.2.100/boot/node/${net0/mac:hexhyp}.ipxe"),
         "{entry}"
     );
 

@@ -377,11 +377,22 @@ async fn wrong_checksum_fails_the_deploy_and_boots_nothing() {
         head.iter().all(|&b| b == 0),
         "the unverified image's MBR is still on disk"
     );
-    // ... and the conductor's script powers the machine off instead of booting it.
+    // ... and on the next power-on the conductor's script stops the machine
+    // (power off, or halt where iPXE has no poweroff) instead of booting it.
     let (mut vm, _) = machine.power_on();
-    let status = wait_exit(&mut vm, Duration::from_secs(120)).await;
+    wait_for(
+        "the conductor's refusal on the console",
+        Duration::from_secs(120),
+        || {
+            let serial = vm.log_text();
+            async move { serial.contains("not booting its disk").then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let serial = vm.log_text();
     keep_logs(&machine, "bad-checksum");
-    assert!(status.is_ok(), "{serial}");
+    assert!(!serial.contains("Booting from Hard Disk"), "{serial}");
     assert!(!serial.contains(MARKER), "{serial}");
+    let _ = vm.exited();
 }

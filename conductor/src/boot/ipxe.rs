@@ -44,14 +44,18 @@ pub fn wants_ramdisk(state: &str, fast_track: bool) -> bool {
     RAMDISK_STATES.contains(&state) || (fast_track && FAST_TRACK_STATES.contains(&state))
 }
 
-/// Entry script: chain to this machine's own script, by the MAC of the
-/// interface iPXE booted from.
+/// Entry script: fetch this machine's own script, by the MAC of the
+/// interface iPXE booted from, and run it. Only a failed fetch is retried:
+/// when the node's script ends (`exit`, e.g. "boot the next device" in
+/// UEFI), iPXE exits too and the firmware moves on.
 pub fn entry_script(public_url: &str) -> String {
     format!(
         "#!ipxe\n\
          # ferrite-conductor: hand over to this machine's own script\n\
          :retry\n\
-         chain --autofree {public_url}/boot/node/${{net0/mac:hexhyp}}.ipxe || goto failed\n\
+         imgfetch --name node {public_url}/boot/node/${{net0/mac:hexhyp}}.ipxe || goto failed\n\
+         chain node || exit\n\
+         exit\n\
          :failed\n\
          echo Failed to fetch the boot script for ${{net0/mac}}; retrying in 10 seconds\n\
          sleep 10\n\
@@ -111,11 +115,16 @@ pub fn node_script(action: &BootAction) -> String {
              exit\n",
             echo_safe(why)
         ),
+        // iPXE builds without `poweroff` (older distribution ROMs) halt
+        // here instead: never fall through to the disk.
         BootAction::PowerOff(why) => format!(
             "#!ipxe\n\
              echo ferrite-conductor: {}\n\
              sleep 5\n\
-             poweroff || exit\n",
+             poweroff ||\n\
+             :halt\n\
+             sleep 3600\n\
+             goto halt\n",
             echo_safe(why)
         ),
     }
@@ -140,9 +149,10 @@ mod tests {
     fn scripts() {
         let entry = entry_script("http://10.0.2.100");
         assert!(entry.starts_with("#!ipxe\n"));
-        assert!(
-            entry.contains("chain --autofree http://10.0.2.100/boot/node/${net0/mac:hexhyp}.ipxe")
-        );
+        assert!(entry.contains(
+            "imgfetch --name node http://10.0.2.100/boot/node/${net0/mac:hexhyp}.ipxe || goto failed"
+        ));
+        assert!(entry.contains("chain node || exit\nexit\n"));
         let ramdisk = node_script(&BootAction::Ramdisk(RamdiskBoot {
             kernel_url: "http://h/k".into(),
             initramfs_url: "http://h/i".into(),
@@ -158,6 +168,6 @@ mod tests {
         assert!(off.contains("poweroff"));
         let echo = off.lines().nth(1).unwrap();
         assert!(!echo.contains(['$', '{', '#']), "{echo}");
-        assert_eq!(off.lines().count(), 4, "{off}");
+        assert!(off.ends_with(":halt\nsleep 3600\ngoto halt\n"), "{off}");
     }
 }
