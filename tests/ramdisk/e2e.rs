@@ -258,7 +258,7 @@ async fn deploy_and_boot(uefi: bool) {
     // Power on: PXE → iPXE → the conductor's script → ramdisk → agent.
     let (mut vm, started) = machine.power_on();
     let tag = if uefi { "uefi" } else { "bios" };
-    let heartbeat = wait_for("the first heartbeat", Duration::from_secs(240), || {
+    wait_for("the first heartbeat", Duration::from_secs(240), || {
         let n = c.node(&uuid);
         async move {
             let n = n.await;
@@ -268,7 +268,6 @@ async fn deploy_and_boot(uefi: bool) {
         }
     })
     .await;
-    let _ = heartbeat;
     eprintln!(
         "{tag}: QEMU start -> first heartbeat {:.1} s",
         started.elapsed().as_secs_f64()
