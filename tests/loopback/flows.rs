@@ -207,6 +207,11 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
     );
     let waiting = wait_state(&c, &uuid, "wait call-back", Duration::from_secs(30)).await;
     assert_eq!(waiting["target_provision_state"], "active");
+    for target in ["manage", "provide", "inspect", "active", "rebuild", "abort"] {
+        let (code, body) = provision(&c, &uuid, json!({"target": target})).await;
+        assert_eq!(code, 400, "{target} in wait call-back: {body}");
+        assert!(faultstring(&body).contains("\"wait call-back\""), "{body}");
+    }
     // No ramdisk ever calls back.
     let failed = wait_state(&c, &uuid, "deploy failed", Duration::from_secs(30)).await;
     assert!(
@@ -217,9 +222,19 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
         "{failed}"
     );
     assert_eq!(failed["power_state"], "power off");
+    for target in ["manage", "provide", "inspect", "abort"] {
+        let (code, body) = provision(&c, &uuid, json!({"target": target})).await;
+        assert_eq!(code, 400, "{target} in deploy failed: {body}");
+        assert!(faultstring(&body).contains("\"deploy failed\""), "{body}");
+    }
 
     // A deploy without an image source is refused up front.
     let other = available_node(&c, "no-image").await;
+    for target in ["provide", "inspect", "abort", "deleted", "rebuild"] {
+        let (code, body) = provision(&c, &other, json!({"target": target})).await;
+        assert_eq!(code, 400, "{target} in available: {body}");
+        assert!(faultstring(&body).contains("\"available\""), "{body}");
+    }
     let (code, body) = provision(&c, &other, json!({"target": "active"})).await;
     assert_eq!(code, 400);
     assert!(
@@ -246,6 +261,10 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
         provision(&c, &other, json!({"target": "abort"})).await.0,
         202
     );
+    for target in ["provide", "active", "inspect"] {
+        let (code, body) = provision(&c, &other, json!({"target": target})).await;
+        assert_eq!(code, 400, "{target} in clean wait: {body}");
+    }
     let aborted = wait_state(&c, &other, "clean failed", Duration::from_secs(30)).await;
     assert_eq!(
         aborted["last_error"],

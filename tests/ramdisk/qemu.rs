@@ -42,26 +42,8 @@ pub(crate) fn ramdisk() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-/// slirp runs this per guest connection to 10.0.2.100:80, with the
-/// connection on stdin/stdout: relay it to the conductor.
-pub(crate) const FORWARDER: &str = r#"
-import os, socket, sys, threading
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-def up():
-    while True:
-        d = os.read(0, 65536)
-        if not d:
-            break
-        s.sendall(d)
-    s.shutdown(socket.SHUT_WR)
-threading.Thread(target=up, daemon=True).start()
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    while d:
-        d = d[os.write(1, d):]
-"#;
+/// slirp runs this per guest connection to 10.0.2.100:80 (shared with scripts/demo).
+pub(crate) const FORWARDER: &str = include_str!("../../scripts/guestfwd-relay.py");
 
 struct Vm {
     proc: Proc,
