@@ -165,6 +165,61 @@ impl Conductor {
         self.wait_ready().await;
     }
 
+    /// `PUT /v1/nodes/{uuid}/states/provision` with `body`: status and JSON.
+    pub async fn provision(&self, uuid: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .request(
+                reqwest::Method::PUT,
+                &format!("/v1/nodes/{uuid}/states/provision"),
+            )
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT states/provision");
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Wait until the node is in `want`; returns the node.
+    pub async fn wait_state(&self, uuid: &str, want: &str, within: Duration) -> Value {
+        wait_for(&format!("{uuid} in {want}"), within, || {
+            let n = self.node(uuid);
+            async move {
+                let n = n.await;
+                (n["provision_state"] == want).then_some(n)
+            }
+        })
+        .await
+    }
+
+    /// Wait until an agent has heartbeated for the node; its callback URL.
+    pub async fn wait_agent(&self, uuid: &str) -> String {
+        wait_for("the agent's heartbeat", Duration::from_secs(60), || {
+            let n = self.node(uuid);
+            async move {
+                n.await["driver_internal_info"]["agent_url"]
+                    .as_str()
+                    .map(str::to_string)
+            }
+        })
+        .await
+    }
+
+    /// PATCH a node, retried while it is locked (409) as ironicclient does.
+    pub async fn patch_node(&self, uuid: &str, ops: Value) {
+        let code = wait_for("PATCH accepted", Duration::from_secs(30), || {
+            let req = self
+                .request(reqwest::Method::PATCH, &format!("/v1/nodes/{uuid}"))
+                .json(&ops);
+            async move {
+                let code = req.send().await.expect("PATCH").status().as_u16();
+                (code != 409).then_some(code)
+            }
+        })
+        .await;
+        assert_eq!(code, 200, "PATCH {ops}");
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

@@ -97,19 +97,7 @@ async fn operator_session_against_ferrite() {
 
     // The machine boots the ramdisk (fast track keeps it up).
     let agent = boot_agent(c, &disk);
-    wait_for(
-        "the agent's first heartbeat",
-        Duration::from_secs(60),
-        || {
-            let n = c.node(&uuid);
-            async move {
-                n.await["driver_internal_info"]["agent_url"]
-                    .as_str()
-                    .map(str::to_string)
-            }
-        },
-    )
-    .await;
+    c.wait_agent(&uuid).await;
 
     // provide: automated cleaning (erase_devices_metadata, 99) → available.
     run(c, &["node", "provide", &uuid]);
@@ -160,19 +148,7 @@ async fn operator_session_against_ferrite() {
             .is_some_and(|i| i.iter().any(|n| n["mac_address"] == MAC)),
         "{inventory}"
     );
-    wait_for(
-        "the agent back on heartbeats",
-        Duration::from_secs(60),
-        || {
-            let n = c.node(&uuid);
-            async move {
-                n.await["driver_internal_info"]["agent_url"]
-                    .as_str()
-                    .map(str::to_string)
-            }
-        },
-    )
-    .await;
+    c.wait_agent(&uuid).await;
 
     // Manual cleaning with the step the seeds use.
     run(

@@ -9,20 +9,6 @@ use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDe
 use ferrite_tests::{wait_for, Agent, Conductor};
 use serde_json::{json, Value};
 
-async fn provision(c: &Conductor, uuid: &str, body: Value) -> (u16, Value) {
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/nodes/{uuid}/states/provision"),
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap_or(Value::Null))
-}
-
 /// Ironic's error text inside `{"error_message": "<json>"}`.
 fn faultstring(body: &Value) -> String {
     let inner: Value =
@@ -31,33 +17,6 @@ fn faultstring(body: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
-}
-
-async fn wait_state(c: &Conductor, uuid: &str, want: &str, within: Duration) -> Value {
-    wait_for(&format!("{uuid} in {want}"), within, || {
-        let n = c.node(uuid);
-        let want = want.to_string();
-        async move {
-            let n = n.await;
-            (n["provision_state"] == want.as_str()).then_some(n)
-        }
-    })
-    .await
-}
-
-/// PATCH, retried while the node is locked (409), as ironicclient does.
-async fn patch(c: &Conductor, uuid: &str, ops: Value) {
-    let code = wait_for("PATCH accepted", Duration::from_secs(30), || {
-        let req = c
-            .request(reqwest::Method::PATCH, &format!("/v1/nodes/{uuid}"))
-            .json(&ops);
-        async move {
-            let code = req.send().await.unwrap().status().as_u16();
-            (code != 409).then_some(code)
-        }
-    })
-    .await;
-    assert_eq!(code, 200);
 }
 
 async fn set_maintenance(c: &Conductor, uuid: &str, on: bool) {
@@ -83,16 +42,15 @@ async fn available_node(c: &Conductor, name: &str) -> String {
         .create_node(json!({"driver": "fake-hardware", "name": name, "automated_clean": false}))
         .await;
     let uuid = node["uuid"].as_str().unwrap().to_string();
+    assert_eq!(c.provision(&uuid, json!({"target": "manage"})).await.0, 202);
+    c.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
     assert_eq!(
-        provision(c, &uuid, json!({"target": "manage"})).await.0,
+        c.provision(&uuid, json!({"target": "provide"})).await.0,
         202
     );
-    wait_state(c, &uuid, "manageable", Duration::from_secs(30)).await;
-    assert_eq!(
-        provision(c, &uuid, json!({"target": "provide"})).await.0,
-        202
-    );
-    wait_state(c, &uuid, "available", Duration::from_secs(30)).await;
+    c.wait_state(&uuid, "available", Duration::from_secs(30))
+        .await;
     uuid
 }
 
@@ -106,47 +64,45 @@ async fn illegal_verbs_maintenance_and_locks() {
     for target in [
         "provide", "inspect", "active", "deploy", "rebuild", "deleted", "undeploy", "abort",
     ] {
-        let (code, body) = provision(&c, &uuid, json!({"target": target})).await;
+        let (code, body) = c.provision(&uuid, json!({"target": target})).await;
         assert_eq!(code, 400, "{target}: {body}");
         assert!(
             faultstring(&body).contains("while it is in state \"enroll\""),
             "{target}: {body}"
         );
     }
-    let (code, body) = provision(&c, &uuid, json!({"target": "fly"})).await;
+    let (code, body) = c.provision(&uuid, json!({"target": "fly"})).await;
     assert_eq!(code, 400);
     assert!(faultstring(&body).contains("Value: 'fly'"), "{body}");
-    let (code, body) = provision(&c, &uuid, json!({"target": "clean"})).await;
+    let (code, body) = c.provision(&uuid, json!({"target": "clean"})).await;
     assert_eq!(code, 400);
     assert!(
         faultstring(&body).contains("\"clean_steps\" is required"),
         "{body}"
     );
-    let (code, body) = provision(
-        &c,
-        &uuid,
-        json!({"target": "manage", "clean_steps": [{"interface": "deploy", "step": "x"}]}),
-    )
-    .await;
+    let (code, body) = c
+        .provision(
+            &uuid,
+            json!({"target": "manage", "clean_steps": [{"interface": "deploy", "step": "x"}]}),
+        )
+        .await;
     assert_eq!(code, 400);
     assert!(faultstring(&body).contains("only valid when"), "{body}");
 
-    assert_eq!(
-        provision(&c, &uuid, json!({"target": "manage"})).await.0,
-        202
-    );
-    wait_state(&c, &uuid, "manageable", Duration::from_secs(30)).await;
+    assert_eq!(c.provision(&uuid, json!({"target": "manage"})).await.0, 202);
+    c.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
     for target in ["active", "deleted", "abort", "rebuild"] {
-        let (code, body) = provision(&c, &uuid, json!({"target": target})).await;
+        let (code, body) = c.provision(&uuid, json!({"target": target})).await;
         assert_eq!(code, 400, "{target}: {body}");
         assert!(faultstring(&body).contains("\"manageable\""), "{body}");
     }
-    let (code, body) = provision(
-        &c,
-        &uuid,
-        json!({"target": "clean", "clean_steps": [{"interface": "teleport", "step": "x"}]}),
-    )
-    .await;
+    let (code, body) = c
+        .provision(
+            &uuid,
+            json!({"target": "clean", "clean_steps": [{"interface": "teleport", "step": "x"}]}),
+        )
+        .await;
     assert_eq!(code, 400);
     assert!(
         faultstring(&body).contains("'interface' must be one of"),
@@ -155,7 +111,7 @@ async fn illegal_verbs_maintenance_and_locks() {
 
     // Maintenance blocks provide; the node does not move.
     set_maintenance(&c, &uuid, true).await;
-    let (code, body) = provision(&c, &uuid, json!({"target": "provide"})).await;
+    let (code, body) = c.provision(&uuid, json!({"target": "provide"})).await;
     assert_eq!(code, 400);
     assert!(faultstring(&body).contains("maintenance mode"), "{body}");
     set_maintenance(&c, &uuid, false).await;
@@ -167,7 +123,7 @@ async fn illegal_verbs_maintenance_and_locks() {
         [&uuid],
     )
     .unwrap();
-    let (code, body) = provision(&c, &uuid, json!({"target": "provide"})).await;
+    let (code, body) = c.provision(&uuid, json!({"target": "provide"})).await;
     assert_eq!(code, 409, "{body}");
     assert!(
         faultstring(&body).contains("locked by host other-host"),
@@ -194,26 +150,26 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
     ])
     .await;
     let uuid = available_node(&c, "silent").await;
-    patch(
-        &c,
+    c.patch_node(
         &uuid,
         json!([{"op": "add", "path": "/instance_info", "value": {
             "image_source": "http://127.0.0.1:9/none.qcow2", "image_checksum": "0".repeat(64)}}]),
     )
     .await;
-    assert_eq!(
-        provision(&c, &uuid, json!({"target": "active"})).await.0,
-        202
-    );
-    let waiting = wait_state(&c, &uuid, "wait call-back", Duration::from_secs(30)).await;
+    assert_eq!(c.provision(&uuid, json!({"target": "active"})).await.0, 202);
+    let waiting = c
+        .wait_state(&uuid, "wait call-back", Duration::from_secs(30))
+        .await;
     assert_eq!(waiting["target_provision_state"], "active");
     for target in ["manage", "provide", "inspect", "active", "rebuild", "abort"] {
-        let (code, body) = provision(&c, &uuid, json!({"target": target})).await;
+        let (code, body) = c.provision(&uuid, json!({"target": target})).await;
         assert_eq!(code, 400, "{target} in wait call-back: {body}");
         assert!(faultstring(&body).contains("\"wait call-back\""), "{body}");
     }
     // No ramdisk ever calls back.
-    let failed = wait_state(&c, &uuid, "deploy failed", Duration::from_secs(30)).await;
+    let failed = c
+        .wait_state(&uuid, "deploy failed", Duration::from_secs(30))
+        .await;
     assert!(
         failed["last_error"]
             .as_str()
@@ -223,7 +179,7 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
     );
     assert_eq!(failed["power_state"], "power off");
     for target in ["manage", "provide", "inspect", "abort"] {
-        let (code, body) = provision(&c, &uuid, json!({"target": target})).await;
+        let (code, body) = c.provision(&uuid, json!({"target": target})).await;
         assert_eq!(code, 400, "{target} in deploy failed: {body}");
         assert!(faultstring(&body).contains("\"deploy failed\""), "{body}");
     }
@@ -231,11 +187,11 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
     // A deploy without an image source is refused up front.
     let other = available_node(&c, "no-image").await;
     for target in ["provide", "inspect", "abort", "deleted", "rebuild"] {
-        let (code, body) = provision(&c, &other, json!({"target": target})).await;
+        let (code, body) = c.provision(&other, json!({"target": target})).await;
         assert_eq!(code, 400, "{target} in available: {body}");
         assert!(faultstring(&body).contains("\"available\""), "{body}");
     }
-    let (code, body) = provision(&c, &other, json!({"target": "active"})).await;
+    let (code, body) = c.provision(&other, json!({"target": "active"})).await;
     assert_eq!(code, 400);
     assert!(
         faultstring(&body).contains("Missing are: [\"image_source\"]"),
@@ -244,38 +200,41 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
 
     // Manual cleaning waits for a ramdisk; abort ends it.
     assert_eq!(
-        provision(&c, &other, json!({"target": "manage"})).await.0,
+        c.provision(&other, json!({"target": "manage"})).await.0,
         202
     );
-    wait_state(&c, &other, "manageable", Duration::from_secs(30)).await;
+    c.wait_state(&other, "manageable", Duration::from_secs(30))
+        .await;
     let steps = json!([{"interface": "deploy", "step": "erase_devices_metadata"}]);
     assert_eq!(
-        provision(&c, &other, json!({"target": "clean", "clean_steps": steps}))
+        c.provision(&other, json!({"target": "clean", "clean_steps": steps}))
             .await
             .0,
         202
     );
-    let waiting = wait_state(&c, &other, "clean wait", Duration::from_secs(30)).await;
+    let waiting = c
+        .wait_state(&other, "clean wait", Duration::from_secs(30))
+        .await;
     assert_eq!(waiting["target_provision_state"], "manageable");
-    assert_eq!(
-        provision(&c, &other, json!({"target": "abort"})).await.0,
-        202
-    );
+    assert_eq!(c.provision(&other, json!({"target": "abort"})).await.0, 202);
     for target in ["provide", "active", "inspect"] {
-        let (code, body) = provision(&c, &other, json!({"target": target})).await;
+        let (code, body) = c.provision(&other, json!({"target": target})).await;
         assert_eq!(code, 400, "{target} in clean wait: {body}");
     }
-    let aborted = wait_state(&c, &other, "clean failed", Duration::from_secs(30)).await;
+    let aborted = c
+        .wait_state(&other, "clean failed", Duration::from_secs(30))
+        .await;
     assert_eq!(
         aborted["last_error"],
         "By request, the clean operation was aborted"
     );
     // From clean failed, manage is the way back.
     assert_eq!(
-        provision(&c, &other, json!({"target": "manage"})).await.0,
+        c.provision(&other, json!({"target": "manage"})).await.0,
         202
     );
-    wait_state(&c, &other, "manageable", Duration::from_secs(30)).await;
+    c.wait_state(&other, "manageable", Duration::from_secs(30))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -300,27 +259,15 @@ async fn conductor_killed_mid_deploy_finishes_after_restart() {
     c.create_port(&uuid, "52:54:00:fa:17:01").await;
     let disks = format!("ferrite-disks={}", disk.path.display());
     let _agent = Agent::start(&c.url, &["52:54:00:fa:17:01"], &[&disks]);
-    wait_for("a heartbeat", Duration::from_secs(60), || {
-        let n = c.node(&uuid);
-        async move {
-            n.await["driver_internal_info"]["agent_url"]
-                .as_str()
-                .map(str::to_string)
-        }
-    })
-    .await;
-    patch(
-        &c,
+    c.wait_agent(&uuid).await;
+    c.patch_node(
         &uuid,
         json!([{"op": "add", "path": "/instance_info", "value": {
             "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
             "image_disk_format": "qcow2"}}]),
     )
     .await;
-    assert_eq!(
-        provision(&c, &uuid, json!({"target": "active"})).await.0,
-        202
-    );
+    assert_eq!(c.provision(&uuid, json!({"target": "active"})).await.0, 202);
     // Progress of the running write is visible on the node.
     let progress = wait_for(
         "write progress on the node",
@@ -341,7 +288,9 @@ async fn conductor_killed_mid_deploy_finishes_after_restart() {
     assert_eq!(progress["deploy_step"]["step"], "write_image");
 
     c.kill_and_restart().await;
-    let done = wait_state(&c, &uuid, "active", Duration::from_secs(120)).await;
+    let done = c
+        .wait_state(&uuid, "active", Duration::from_secs(120))
+        .await;
     assert_eq!(done["last_error"], Value::Null);
     same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
 }
@@ -362,26 +311,16 @@ async fn conductor_killed_mid_clean_finishes_after_restart() {
         .await;
     let uuid = node["uuid"].as_str().unwrap().to_string();
     c.create_port(&uuid, "52:54:00:fa:17:02").await;
-    assert_eq!(
-        provision(&c, &uuid, json!({"target": "manage"})).await.0,
-        202
-    );
-    wait_state(&c, &uuid, "manageable", Duration::from_secs(30)).await;
+    assert_eq!(c.provision(&uuid, json!({"target": "manage"})).await.0, 202);
+    c.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
     let _agent = Agent::start(&c.url, &["52:54:00:fa:17:02"], &[]);
-    wait_for("a heartbeat", Duration::from_secs(60), || {
-        let n = c.node(&uuid);
-        async move {
-            n.await["driver_internal_info"]["agent_url"]
-                .as_str()
-                .map(str::to_string)
-        }
-    })
-    .await;
+    c.wait_agent(&uuid).await;
     // A step that runs long enough (8 s of CPU burn-in) to kill the conductor under it.
     let steps = json!([{"interface": "deploy", "step": "burnin_cpu",
                         "args": {"agent_burnin_cpu_timeout": 8, "agent_burnin_cpu_cpu": 1}}]);
     assert_eq!(
-        provision(&c, &uuid, json!({"target": "clean", "clean_steps": steps}))
+        c.provision(&uuid, json!({"target": "clean", "clean_steps": steps}))
             .await
             .0,
         202
@@ -392,7 +331,9 @@ async fn conductor_killed_mid_clean_finishes_after_restart() {
     })
     .await;
     c.kill_and_restart().await;
-    let done = wait_state(&c, &uuid, "manageable", Duration::from_secs(120)).await;
+    let done = c
+        .wait_state(&uuid, "manageable", Duration::from_secs(120))
+        .await;
     assert_eq!(done["last_error"], Value::Null, "{done}");
     assert_eq!(done["clean_step"], json!({}));
 }

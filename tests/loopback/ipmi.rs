@@ -61,16 +61,7 @@ fn start_bmc() -> Bmc {
 }
 
 async fn manage(c: &Conductor, uuid: &str) -> Value {
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/nodes/{uuid}/states/provision"),
-        )
-        .json(&json!({"target": "manage"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(c.provision(uuid, json!({"target": "manage"})).await.0, 202);
     wait_for("verification", Duration::from_secs(60), || {
         let n = c.node(uuid);
         async move {

@@ -97,24 +97,10 @@ async fn redfish_power_and_boot_device() {
     assert_eq!(node["power_interface"], "redfish");
 
     // manage verifies the credentials by reading the power state.
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/nodes/{uuid}/states/provision"),
-        )
-        .json(&json!({"target": "manage"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let managed = wait_for("manageable", Duration::from_secs(60), || {
-        let n = c.node(&uuid);
-        async move {
-            let n = n.await;
-            (n["provision_state"] == "manageable").then_some(n)
-        }
-    })
-    .await;
+    assert_eq!(c.provision(&uuid, json!({"target": "manage"})).await.0, 202);
+    let managed = c
+        .wait_state(&uuid, "manageable", Duration::from_secs(60))
+        .await;
     assert_eq!(managed["power_state"], "power off");
 
     // Power on: the BMC takes its time; the node shows the result once real.
@@ -157,14 +143,7 @@ async fn redfish_power_and_boot_device() {
         )
         .await;
     let wrong_uuid = wrong["uuid"].as_str().unwrap().to_string();
-    c.request(
-        reqwest::Method::PUT,
-        &format!("/v1/nodes/{wrong_uuid}/states/provision"),
-    )
-    .json(&json!({"target": "manage"}))
-    .send()
-    .await
-    .unwrap();
+    c.provision(&wrong_uuid, json!({"target": "manage"})).await;
     let failed = wait_for("verification failure", Duration::from_secs(60), || {
         let n = c.node(&wrong_uuid);
         async move {

@@ -134,33 +134,6 @@ fn keep_logs(machine: &Machine, tag: &str) {
     }
 }
 
-async fn provision(c: &Conductor, uuid: &str, target: &str) {
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/nodes/{uuid}/states/provision"),
-        )
-        .json(&json!({"target": target}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202, "{target}");
-}
-
-async fn patch(c: &Conductor, uuid: &str, ops: Value) {
-    let code = wait_for("PATCH accepted", Duration::from_secs(30), || {
-        let req = c
-            .request(reqwest::Method::PATCH, &format!("/v1/nodes/{uuid}"))
-            .json(&ops);
-        async move {
-            let code = req.send().await.unwrap().status().as_u16();
-            (code != 409).then_some(code)
-        }
-    })
-    .await;
-    assert_eq!(code, 200);
-}
-
 /// Wait for one of `states`; log the states the node passes through.
 async fn wait_states(c: &Conductor, uuid: &str, states: &[&str], within: Duration) -> Value {
     let mut last = String::new();
@@ -206,6 +179,12 @@ async fn conductor() -> Conductor {
     .await
 }
 
+/// A provision verb the conductor must accept.
+async fn verb(c: &Conductor, uuid: &str, target: &str) {
+    let (code, body) = c.provision(uuid, json!({"target": target})).await;
+    assert_eq!(code, 202, "{target}: {body}");
+}
+
 /// A node for `machine`, taken to `available`, with `image` as its instance image.
 async fn enroll(c: &Conductor, machine: &Machine, image: &str, checksum: &str) -> String {
     let mut node = json!({"driver": "fake-hardware", "name": format!("vm-{}", machine.mac.replace(':', "")),
@@ -219,12 +198,11 @@ async fn enroll(c: &Conductor, machine: &Machine, image: &str, checksum: &str) -
         .unwrap()
         .to_string();
     c.create_port(&uuid, &machine.mac).await;
-    provision(c, &uuid, "manage").await;
+    verb(c, &uuid, "manage").await;
     wait_states(c, &uuid, &["manageable"], Duration::from_secs(30)).await;
-    provision(c, &uuid, "provide").await;
+    verb(c, &uuid, "provide").await;
     wait_states(c, &uuid, &["available"], Duration::from_secs(30)).await;
-    patch(
-        c,
+    c.patch_node(
         &uuid,
         json!([{"op": "add", "path": "/instance_info", "value": {
             "image_source": format!("http://10.0.2.100/images/{image}"),
@@ -252,7 +230,7 @@ async fn deploy_and_boot(uefi: bool) {
     };
     let mut machine = Machine::new(dir.path(), mac, uefi, port);
     let uuid = enroll(&c, &machine, image, &checksum_of(image)).await;
-    provision(&c, &uuid, "active").await;
+    verb(&c, &uuid, "active").await;
     wait_states(&c, &uuid, &["wait call-back"], Duration::from_secs(30)).await;
 
     // Power on: PXE → iPXE → the conductor's script → ramdisk → agent.
@@ -346,7 +324,7 @@ async fn wrong_checksum_fails_the_deploy_and_boots_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut machine = Machine::new(dir.path(), "52:54:00:e2:e0:03", false, port);
     let uuid = enroll(&c, &machine, "bios.qcow2", &"0".repeat(64)).await;
-    provision(&c, &uuid, "active").await;
+    verb(&c, &uuid, "active").await;
     let (mut vm, _) = machine.power_on();
     let failed = wait_states(
         &c,

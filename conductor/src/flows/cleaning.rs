@@ -5,12 +5,11 @@
 
 use ferrite_protocol::node::Node;
 use ferrite_protocol::CommandStatus;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tracing::info;
 
 use super::{power, steps_cache, transition, Flows};
 use crate::agent_client::AgentClient;
-use crate::api::views::node_secure_dict;
 use crate::fsm::{self, Event};
 use crate::power::PowerAction;
 use crate::store::StoreError;
@@ -51,16 +50,8 @@ pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         transition::fire(flows, &node.uuid, Event::Done, |_| {})?;
         return Ok(());
     }
-    if let Err(e) = flows.boot_ramdisk(node).await {
-        transition::fail(
-            flows,
-            &node.uuid,
-            &format!("Failed to prepare node {} for cleaning: {e:#}", node.uuid),
-        )?;
-        return Ok(());
-    }
-    transition::fire(flows, &node.uuid, Event::Wait, |_| {})?;
-    Ok(())
+    let what = format!("Failed to prepare node {} for cleaning", node.uuid);
+    flows.boot_and_wait(node, false, &what).await
 }
 
 /// Priority overrides from the conductor's settings.
@@ -127,15 +118,6 @@ fn check_manual(node: &Node, steps: &[Value]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn ports_of(flows: &Flows, uuid: &str) -> anyhow::Result<Vec<Value>> {
-    Ok(flows
-        .store
-        .list_ports(Some(uuid))?
-        .iter()
-        .filter_map(|p| serde_json::to_value(p).ok())
-        .collect())
 }
 
 /// Clean wait, on each heartbeat: follow the running step, start the next,
@@ -245,17 +227,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         let node = flows.store.get_node(uuid)?;
         return finish(flows, &node).await;
     };
-    let mut params = Map::new();
-    params.insert("step".into(), step.clone());
-    params.insert("node".into(), node_secure_dict(&node));
-    params.insert("ports".into(), Value::Array(ports_of(flows, uuid)?));
-    params.insert(
-        "clean_version".into(),
-        node.driver_internal_info
-            .get("hardware_manager_version")
-            .cloned()
-            .unwrap_or(Value::Null),
-    );
+    let params = flows.step_params(&node, &step, "clean_version")?;
     let started = client
         .run("clean.execute_clean_step", params, false)
         .await?;

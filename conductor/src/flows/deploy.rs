@@ -10,7 +10,6 @@ use tracing::info;
 
 use super::{power, transition, Flows};
 use crate::agent_client::AgentClient;
-use crate::api::views::node_secure_dict;
 use crate::fsm::Event;
 use crate::power::{BootDevice, PowerAction};
 use crate::store::StoreError;
@@ -155,25 +154,8 @@ pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         n.deploy_step.clear();
         Ok(())
     })?;
-    if let Err(e) = flows.boot_ramdisk(node).await {
-        transition::fail(
-            flows,
-            &node.uuid,
-            &format!("Deploy failed for node {}: {e:#}", node.uuid),
-        )?;
-        return Ok(());
-    }
-    transition::fire(flows, &node.uuid, Event::Wait, |_| {})?;
-    Ok(())
-}
-
-fn ports_of(flows: &Flows, uuid: &str) -> anyhow::Result<Vec<Value>> {
-    Ok(flows
-        .store
-        .list_ports(Some(uuid))?
-        .iter()
-        .filter_map(|p| serde_json::to_value(p).ok())
-        .collect())
+    let what = format!("Deploy failed for node {}", node.uuid);
+    flows.boot_and_wait(node, false, &what).await
 }
 
 fn set_phase(
@@ -278,17 +260,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
             let step = json!({"interface": "deploy", "step": "write_image", "priority": 80,
                               "args": {"image_info": image_info(node),
                                        "configdrive": node.instance_info.get("configdrive").cloned().unwrap_or(Value::Null)}});
-            let mut params = Map::new();
-            params.insert("step".into(), step.clone());
-            params.insert("node".into(), node_secure_dict(node));
-            params.insert("ports".into(), Value::Array(ports_of(flows, uuid)?));
-            params.insert(
-                "deploy_version".into(),
-                node.driver_internal_info
-                    .get("hardware_manager_version")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-            );
+            let params = flows.step_params(node, &step, "deploy_version")?;
             let started = client
                 .run("deploy.execute_deploy_step", params, false)
                 .await?;

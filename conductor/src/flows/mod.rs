@@ -194,16 +194,52 @@ impl Flows {
             Ok(())
         })?;
         // Always a fresh boot: the agent sends its inventory when it starts.
-        if let Err(e) = self.boot_fresh_ramdisk(node).await {
-            transition::fail(
-                self,
-                &node.uuid,
-                &format!("Failed to boot the inspection ramdisk: {e:#}"),
-            )?;
-            return Ok(());
-        }
-        transition::fire(self, &node.uuid, Event::Wait, |_| {})?;
+        self.boot_and_wait(node, true, "Failed to boot the inspection ramdisk")
+            .await
+    }
+
+    /// Boot the ramdisk (fast track may skip that) and wait for its call,
+    /// or fail the flow with `what` and the reason.
+    async fn boot_and_wait(&self, node: &Node, fresh: bool, what: &str) -> anyhow::Result<()> {
+        let booted = if fresh {
+            self.boot_fresh_ramdisk(node).await
+        } else {
+            self.boot_ramdisk(node).await
+        };
+        match booted {
+            Ok(()) => transition::fire(self, &node.uuid, Event::Wait, |_| {})?,
+            Err(e) => transition::fail(self, &node.uuid, &format!("{what}: {e:#}"))?,
+        };
         Ok(())
+    }
+
+    /// Parameters of `clean/deploy.execute_*_step`, as Ironic sends them:
+    /// the step, the node (secrets masked), its ports and the hardware
+    /// manager versions under `version_key`.
+    fn step_params(
+        &self,
+        node: &Node,
+        step: &Value,
+        version_key: &str,
+    ) -> anyhow::Result<serde_json::Map<String, Value>> {
+        let ports: Vec<Value> = self
+            .store
+            .list_ports(Some(&node.uuid))?
+            .iter()
+            .filter_map(|p| serde_json::to_value(p).ok())
+            .collect();
+        let mut params = serde_json::Map::new();
+        params.insert("step".into(), step.clone());
+        params.insert("node".into(), crate::api::views::node_secure_dict(node));
+        params.insert("ports".into(), Value::Array(ports));
+        params.insert(
+            version_key.into(),
+            node.driver_internal_info
+                .get("hardware_manager_version")
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
+        Ok(params)
     }
 
     /// Boot the ramdisk unless fast-track finds the agent already running.
