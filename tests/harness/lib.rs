@@ -180,6 +180,20 @@ impl Conductor {
         (code, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A provision verb as the `baremetal` CLI sends it: retried while the
+    /// node is locked (409; a heartbeat's work holds the lock briefly), as
+    /// ironicclient retries. Status and JSON of the last answer.
+    pub async fn act(&self, uuid: &str, body: Value) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, answer) = self.provision(uuid, body.clone()).await;
+            if code != 409 || Instant::now() > deadline {
+                return (code, answer);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Wait until the node is in `want`; returns the node.
     pub async fn wait_state(&self, uuid: &str, want: &str, within: Duration) -> Value {
         wait_for(&format!("{uuid} in {want}"), within, || {

@@ -42,13 +42,10 @@ async fn available_node(c: &Conductor, name: &str) -> String {
         .create_node(json!({"driver": "fake-hardware", "name": name, "automated_clean": false}))
         .await;
     let uuid = node["uuid"].as_str().unwrap().to_string();
-    assert_eq!(c.provision(&uuid, json!({"target": "manage"})).await.0, 202);
+    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
     c.wait_state(&uuid, "manageable", Duration::from_secs(30))
         .await;
-    assert_eq!(
-        c.provision(&uuid, json!({"target": "provide"})).await.0,
-        202
-    );
+    assert_eq!(c.act(&uuid, json!({"target": "provide"})).await.0, 202);
     c.wait_state(&uuid, "available", Duration::from_secs(30))
         .await;
     uuid
@@ -64,17 +61,17 @@ async fn illegal_verbs_maintenance_and_locks() {
     for target in [
         "provide", "inspect", "active", "deploy", "rebuild", "deleted", "undeploy", "abort",
     ] {
-        let (code, body) = c.provision(&uuid, json!({"target": target})).await;
+        let (code, body) = c.act(&uuid, json!({"target": target})).await;
         assert_eq!(code, 400, "{target}: {body}");
         assert!(
             faultstring(&body).contains("while it is in state \"enroll\""),
             "{target}: {body}"
         );
     }
-    let (code, body) = c.provision(&uuid, json!({"target": "fly"})).await;
+    let (code, body) = c.act(&uuid, json!({"target": "fly"})).await;
     assert_eq!(code, 400);
     assert!(faultstring(&body).contains("Value: 'fly'"), "{body}");
-    let (code, body) = c.provision(&uuid, json!({"target": "clean"})).await;
+    let (code, body) = c.act(&uuid, json!({"target": "clean"})).await;
     assert_eq!(code, 400);
     assert!(
         faultstring(&body).contains("\"clean_steps\" is required"),
@@ -89,11 +86,11 @@ async fn illegal_verbs_maintenance_and_locks() {
     assert_eq!(code, 400);
     assert!(faultstring(&body).contains("only valid when"), "{body}");
 
-    assert_eq!(c.provision(&uuid, json!({"target": "manage"})).await.0, 202);
+    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
     c.wait_state(&uuid, "manageable", Duration::from_secs(30))
         .await;
     for target in ["active", "deleted", "abort", "rebuild"] {
-        let (code, body) = c.provision(&uuid, json!({"target": target})).await;
+        let (code, body) = c.act(&uuid, json!({"target": target})).await;
         assert_eq!(code, 400, "{target}: {body}");
         assert!(faultstring(&body).contains("\"manageable\""), "{body}");
     }
@@ -111,7 +108,7 @@ async fn illegal_verbs_maintenance_and_locks() {
 
     // Maintenance blocks provide; the node does not move.
     set_maintenance(&c, &uuid, true).await;
-    let (code, body) = c.provision(&uuid, json!({"target": "provide"})).await;
+    let (code, body) = c.act(&uuid, json!({"target": "provide"})).await;
     assert_eq!(code, 400);
     assert!(faultstring(&body).contains("maintenance mode"), "{body}");
     set_maintenance(&c, &uuid, false).await;
@@ -156,13 +153,13 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
             "image_source": "http://127.0.0.1:9/none.qcow2", "image_checksum": "0".repeat(64)}}]),
     )
     .await;
-    assert_eq!(c.provision(&uuid, json!({"target": "active"})).await.0, 202);
+    assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
     let waiting = c
         .wait_state(&uuid, "wait call-back", Duration::from_secs(30))
         .await;
     assert_eq!(waiting["target_provision_state"], "active");
     for target in ["manage", "provide", "inspect", "active", "rebuild", "abort"] {
-        let (code, body) = c.provision(&uuid, json!({"target": target})).await;
+        let (code, body) = c.act(&uuid, json!({"target": target})).await;
         assert_eq!(code, 400, "{target} in wait call-back: {body}");
         assert!(faultstring(&body).contains("\"wait call-back\""), "{body}");
     }
@@ -179,7 +176,7 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
     );
     assert_eq!(failed["power_state"], "power off");
     for target in ["manage", "provide", "inspect", "abort"] {
-        let (code, body) = c.provision(&uuid, json!({"target": target})).await;
+        let (code, body) = c.act(&uuid, json!({"target": target})).await;
         assert_eq!(code, 400, "{target} in deploy failed: {body}");
         assert!(faultstring(&body).contains("\"deploy failed\""), "{body}");
     }
@@ -187,11 +184,11 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
     // A deploy without an image source is refused up front.
     let other = available_node(&c, "no-image").await;
     for target in ["provide", "inspect", "abort", "deleted", "rebuild"] {
-        let (code, body) = c.provision(&other, json!({"target": target})).await;
+        let (code, body) = c.act(&other, json!({"target": target})).await;
         assert_eq!(code, 400, "{target} in available: {body}");
         assert!(faultstring(&body).contains("\"available\""), "{body}");
     }
-    let (code, body) = c.provision(&other, json!({"target": "active"})).await;
+    let (code, body) = c.act(&other, json!({"target": "active"})).await;
     assert_eq!(code, 400);
     assert!(
         faultstring(&body).contains("Missing are: [\"image_source\"]"),
@@ -199,15 +196,12 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
     );
 
     // Manual cleaning waits for a ramdisk; abort ends it.
-    assert_eq!(
-        c.provision(&other, json!({"target": "manage"})).await.0,
-        202
-    );
+    assert_eq!(c.act(&other, json!({"target": "manage"})).await.0, 202);
     c.wait_state(&other, "manageable", Duration::from_secs(30))
         .await;
     let steps = json!([{"interface": "deploy", "step": "erase_devices_metadata"}]);
     assert_eq!(
-        c.provision(&other, json!({"target": "clean", "clean_steps": steps}))
+        c.act(&other, json!({"target": "clean", "clean_steps": steps}))
             .await
             .0,
         202
@@ -216,9 +210,9 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
         .wait_state(&other, "clean wait", Duration::from_secs(30))
         .await;
     assert_eq!(waiting["target_provision_state"], "manageable");
-    assert_eq!(c.provision(&other, json!({"target": "abort"})).await.0, 202);
+    assert_eq!(c.act(&other, json!({"target": "abort"})).await.0, 202);
     for target in ["provide", "active", "inspect"] {
-        let (code, body) = c.provision(&other, json!({"target": target})).await;
+        let (code, body) = c.act(&other, json!({"target": target})).await;
         assert_eq!(code, 400, "{target} in clean wait: {body}");
     }
     let aborted = c
@@ -229,10 +223,7 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
         "By request, the clean operation was aborted"
     );
     // From clean failed, manage is the way back.
-    assert_eq!(
-        c.provision(&other, json!({"target": "manage"})).await.0,
-        202
-    );
+    assert_eq!(c.act(&other, json!({"target": "manage"})).await.0, 202);
     c.wait_state(&other, "manageable", Duration::from_secs(30))
         .await;
 }
@@ -267,7 +258,7 @@ async fn conductor_killed_mid_deploy_finishes_after_restart() {
             "image_disk_format": "qcow2"}}]),
     )
     .await;
-    assert_eq!(c.provision(&uuid, json!({"target": "active"})).await.0, 202);
+    assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
     // Progress of the running write is visible on the node.
     let progress = wait_for(
         "write progress on the node",
@@ -311,7 +302,7 @@ async fn conductor_killed_mid_clean_finishes_after_restart() {
         .await;
     let uuid = node["uuid"].as_str().unwrap().to_string();
     c.create_port(&uuid, "52:54:00:fa:17:02").await;
-    assert_eq!(c.provision(&uuid, json!({"target": "manage"})).await.0, 202);
+    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
     c.wait_state(&uuid, "manageable", Duration::from_secs(30))
         .await;
     let _agent = Agent::start(&c.url, &["52:54:00:fa:17:02"], &[]);
@@ -320,7 +311,7 @@ async fn conductor_killed_mid_clean_finishes_after_restart() {
     let steps = json!([{"interface": "deploy", "step": "burnin_cpu",
                         "args": {"agent_burnin_cpu_timeout": 8, "agent_burnin_cpu_cpu": 1}}]);
     assert_eq!(
-        c.provision(&uuid, json!({"target": "clean", "clean_steps": steps}))
+        c.act(&uuid, json!({"target": "clean", "clean_steps": steps}))
             .await
             .0,
         202

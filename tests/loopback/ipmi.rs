@@ -61,7 +61,7 @@ fn start_bmc() -> Bmc {
 }
 
 async fn manage(c: &Conductor, uuid: &str) -> Value {
-    assert_eq!(c.provision(uuid, json!({"target": "manage"})).await.0, 202);
+    assert_eq!(c.act(uuid, json!({"target": "manage"})).await.0, 202);
     wait_for("verification", Duration::from_secs(60), || {
         let n = c.node(uuid);
         async move {

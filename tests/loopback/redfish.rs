@@ -97,7 +97,7 @@ async fn redfish_power_and_boot_device() {
     assert_eq!(node["power_interface"], "redfish");
 
     // manage verifies the credentials by reading the power state.
-    assert_eq!(c.provision(&uuid, json!({"target": "manage"})).await.0, 202);
+    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
     let managed = c
         .wait_state(&uuid, "manageable", Duration::from_secs(60))
         .await;
@@ -143,7 +143,7 @@ async fn redfish_power_and_boot_device() {
         )
         .await;
     let wrong_uuid = wrong["uuid"].as_str().unwrap().to_string();
-    c.provision(&wrong_uuid, json!({"target": "manage"})).await;
+    c.act(&wrong_uuid, json!({"target": "manage"})).await;
     let failed = wait_for("verification failure", Duration::from_secs(60), || {
         let n = c.node(&wrong_uuid);
         async move {

@@ -181,7 +181,7 @@ async fn conductor() -> Conductor {
 
 /// A provision verb the conductor must accept.
 async fn verb(c: &Conductor, uuid: &str, target: &str) {
-    let (code, body) = c.provision(uuid, json!({"target": target})).await;
+    let (code, body) = c.act(uuid, json!({"target": target})).await;
     assert_eq!(code, 202, "{target}: {body}");
 }
 
