@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ferrite_tests::{free_port, wait_exit, wait_for, Conductor, Proc};
 use serde_json::{json, Value};
 
-use crate::qemu::{ramdisk, workspace, FORWARDER};
+use crate::qemu::{ramdisk, workspace, FORWARDER, ONE_VM_AT_A_TIME};
 
 const MARKER: &str = "FERRITE-DEPLOYED-IMAGE-BOOTED";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -220,6 +220,7 @@ fn checksum_of(image: &str) -> String {
 }
 
 async fn deploy_and_boot(uefi: bool) {
+    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
     let c = conductor().await;
     let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -319,6 +320,7 @@ async fn uefi_pxe_deploy_boots_the_deployed_image() {
 /// unbootable, and the next power-on does not boot it.
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_checksum_fails_the_deploy_and_boots_nothing() {
+    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
     let c = conductor().await;
     let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
