@@ -32,6 +32,13 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, message)
     }
+
+    /// Ironic's NodeLocked (409): another task holds the node's reservation.
+    pub fn node_locked(node: &str, holder: &str) -> Self {
+        Self::conflict(format!(
+            "Node {node} is locked by host {holder}, please retry after the current operation is completed."
+        ))
+    }
 }
 
 impl From<StoreError> for ApiError {

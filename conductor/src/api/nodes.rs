@@ -250,10 +250,7 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let updated = state.store.update_node::<ApiError, _>(&ident, |node| {
         if let Some(holder) = &node.reservation {
-            return Err(ApiError::conflict(format!(
-                "Node {} is locked by host {holder}, please retry after the current operation is completed.",
-                node.uuid
-            )));
+            return Err(ApiError::node_locked(&node.uuid, holder));
         }
         let old_driver = node.driver.clone();
         let patched: Node = patch::apply(&*node, &body, WRITABLE)?;
@@ -292,10 +289,7 @@ pub async fn delete(
         )));
     }
     if let Some(holder) = &node.reservation {
-        return Err(ApiError::conflict(format!(
-            "Node {} is locked by host {holder}, please retry after the current operation is completed.",
-            node.uuid
-        )));
+        return Err(ApiError::node_locked(&node.uuid, holder));
     }
     state.store.delete_node(&node.uuid)?;
     tracing::info!(node = %node.uuid, "node deleted");

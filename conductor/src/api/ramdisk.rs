@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use base64::Engine;
 use ferrite_protocol::lookup::MASKED_TOKEN;
-use ferrite_protocol::node::{normalize_mac, Link, Node};
+use ferrite_protocol::node::{normalize_mac, Link};
 use ferrite_protocol::{ApiVersion, HeartbeatRequest, LookupConfig, LookupNode, LookupResponse};
 use rand::RngCore;
 use serde_json::{json, Value};
@@ -38,13 +38,6 @@ fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn locked(node: &Node, holder: &str) -> ApiError {
-    ApiError::conflict(format!(
-        "Node {} is locked by host {holder}, please retry after the current operation is completed.",
-        node.uuid
-    ))
 }
 
 pub async fn lookup(
@@ -100,7 +93,7 @@ fn node_with_token(state: &AppState, uuid: &str, version: ApiVersion) -> ApiResu
     let node = if version >= ApiVersion::AGENT_TOKEN {
         state.store.update_node::<ApiError, _>(uuid, |n| {
             if let Some(holder) = &n.reservation {
-                return Err(locked(n, holder));
+                return Err(ApiError::node_locked(&n.uuid, holder));
             }
             token = Some(match n.driver_internal_info.get(TOKEN_KEY) {
                 Some(_) => MASKED_TOKEN.to_string(),
@@ -211,7 +204,7 @@ pub async fn continue_inspection(
     }
     let node = inspection::lookup_node(&state, &macs, &bmc, node_uuid.map(String::as_str))?;
     if let Some(holder) = &node.reservation {
-        return Err(locked(&node, holder));
+        return Err(ApiError::node_locked(&node.uuid, holder));
     }
     // As Ironic: the token is taken before the (possibly long) processing.
     let answer = if new_style {
@@ -260,7 +253,7 @@ pub async fn heartbeat(
             .map(str::to_string);
         if recorded_url.is_none() {
             if let Some(holder) = &node.reservation {
-                return Err(locked(node, holder));
+                return Err(ApiError::node_locked(&node.uuid, holder));
             }
         }
         let expected = dii.get(TOKEN_KEY).and_then(Value::as_str);

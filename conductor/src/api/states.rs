@@ -18,7 +18,7 @@ use crate::store::StoreError;
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         match e {
-            RequestError::Locked { .. } => ApiError::conflict(e.to_string()),
+            RequestError::Locked { node, host } => ApiError::node_locked(&node, &host),
             RequestError::Store(s) => s.into(),
             RequestError::Transition(crate::flows::transition::TransitionError::Store(s)) => {
                 s.into()
@@ -152,10 +152,7 @@ pub async fn power(
     })?;
     let node = state.store.get_node(&ident)?;
     if let Some(holder) = &node.reservation {
-        return Err(ApiError::conflict(format!(
-            "Node {} is locked by host {holder}, please retry after the current operation is completed.",
-            node.uuid
-        )));
+        return Err(ApiError::node_locked(&node.uuid, holder));
     }
     let driver = PowerDriver::for_node(&node).map_err(|e| ApiError::bad_request(e.to_string()))?;
     state.store.update_node::<StoreError, _>(&node.uuid, |n| {

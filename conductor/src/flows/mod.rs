@@ -56,7 +56,7 @@ pub struct ActionArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    #[error("Node {node} is locked by host {host}, please retry after the current operation is completed.")]
+    #[error("node {node} is locked by {host}")]
     Locked { node: String, host: String },
     #[error(
         "The {verb} operation can't be performed on node {node} because it's in maintenance mode."
