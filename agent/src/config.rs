@@ -88,9 +88,9 @@ pub struct Config {
     pub image_download_retries: u32,
     /// `ipa-image-download-connection-retry-interval`.
     pub image_download_retry_interval: Duration,
-    /// `ferrite-allow-power`: let `standby.power_off`/`run_image` call
-    /// reboot(2) even outside the ramdisk's init.
-    pub allow_power: bool,
+    /// `ferrite-allow-power`: what `standby.power_off`/`run_image` may do
+    /// outside the ramdisk's init (refuse, reboot(2), or end the process).
+    pub power_policy: crate::power::PowerPolicy,
     /// Where sysfs is mounted (fixture trees in tests).
     pub sysfs_root: PathBuf,
     /// Where procfs is mounted (fixture trees in tests).
@@ -148,7 +148,7 @@ impl Default for Config {
             image_download_timeout: Duration::from_secs(60),
             image_download_retries: 9,
             image_download_retry_interval: Duration::from_secs(10),
-            allow_power: false,
+            power_policy: crate::power::PowerPolicy::Refuse,
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
             dev_root: PathBuf::from("/dev"),
@@ -249,7 +249,15 @@ impl Config {
                     invalid("ipa-tls-min-version", value, "expected 1.2 or 1.3".into())
                 })?)
             }
-            "ferrite-allow-power" => self.allow_power = parse_bool("ferrite-allow-power", value)?,
+            "ferrite-allow-power" => {
+                self.power_policy = crate::power::PowerPolicy::parse(value).ok_or_else(|| {
+                    invalid(
+                        "ferrite-allow-power",
+                        value,
+                        "expected a boolean or \"exit\"".into(),
+                    )
+                })?
+            }
             "ferrite-disks" => self.disks = Some(DiskPolicy::parse(value)),
             "ipa-image-download-connection-timeout" => {
                 self.image_download_timeout =

@@ -2,7 +2,9 @@
 //! (`standby.power_off`, `standby.run_image`). Only the ramdisk may do
 //! this: the agent as PID 1, the agent supervised by ferrite's PID 1, or
 //! an explicit `ferrite-allow-power=1`. Anywhere else (a developer's host,
-//! the test suite) the command fails instead of shutting the host down.
+//! the test suite) the command fails instead of shutting the host down,
+//! unless `ferrite-allow-power=exit` says the machine is this process: then
+//! powering off ends it, as a machine going dark ends its agent.
 
 use std::time::Duration;
 
@@ -43,6 +45,34 @@ impl PowerAction {
     }
 }
 
+/// What `ferrite-allow-power` lets the agent do outside the ramdisk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PowerPolicy {
+    /// Refuse (the default): never shut a host down.
+    #[default]
+    Refuse,
+    /// `1`: call reboot(2) ourselves.
+    Direct,
+    /// `exit`: the agent process is the machine; it ends (status 0 for power
+    /// off, 3 for reboot) so a supervisor or test can "boot" it again.
+    ExitProcess,
+}
+
+impl PowerPolicy {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "exit" => Some(Self::ExitProcess),
+            _ => crate::config::bool_word(value).map(|on| {
+                if on {
+                    Self::Direct
+                } else {
+                    Self::Refuse
+                }
+            }),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PowerError {
     #[error(
@@ -60,6 +90,8 @@ enum Route {
     AskInit,
     /// `ferrite-allow-power=1`: call reboot(2) ourselves.
     Direct,
+    /// `ferrite-allow-power=exit`: end this process.
+    Exit,
 }
 
 /// True when this process is ferrite's PID 1 or the agent it supervises.
@@ -82,13 +114,15 @@ pub fn supervised_by_init() -> bool {
         }
 }
 
-fn route(action: PowerAction, allowed_by_flag: bool) -> Result<Route, PowerError> {
+fn route(action: PowerAction, policy: PowerPolicy) -> Result<Route, PowerError> {
     if std::process::id() == 1 {
         Ok(Route::Init)
     } else if supervised_by_init() {
         Ok(Route::AskInit)
-    } else if allowed_by_flag {
+    } else if policy == PowerPolicy::Direct {
         Ok(Route::Direct)
+    } else if policy == PowerPolicy::ExitProcess {
+        Ok(Route::Exit)
     } else {
         Err(PowerError::NotAllowed(match action {
             PowerAction::PowerOff => "power off",
@@ -101,10 +135,10 @@ fn route(action: PowerAction, allowed_by_flag: bool) -> Result<Route, PowerError
 /// command's result is recorded and reported before the machine goes).
 pub fn schedule(
     action: PowerAction,
-    allowed_by_flag: bool,
+    policy: PowerPolicy,
     delay: Duration,
 ) -> Result<(), PowerError> {
-    let route = route(action, allowed_by_flag)?;
+    let route = route(action, policy)?;
     nix::unistd::sync();
     info!("{action:?} in {delay:?}");
     std::thread::spawn(move || {
@@ -121,6 +155,13 @@ pub fn schedule(
                 let err = nix::sys::reboot::reboot(action.reboot_mode());
                 error!("reboot(2) failed: {err:?}");
             }
+            Route::Exit => {
+                info!("{action:?}: ending the agent process (ferrite-allow-power=exit)");
+                std::process::exit(match action {
+                    PowerAction::PowerOff => 0,
+                    PowerAction::Reboot => 3,
+                });
+            }
         }
     });
     Ok(())
@@ -134,14 +175,26 @@ mod tests {
     fn refused_outside_the_ramdisk() {
         // The test runner is neither PID 1 nor under ferrite's init.
         assert!(!in_ramdisk());
-        let err = schedule(PowerAction::PowerOff, false, Duration::from_secs(3600)).unwrap_err();
+        let err = schedule(PowerAction::PowerOff, PowerPolicy::Refuse, Duration::from_secs(3600)).unwrap_err();
         assert!(err.to_string().contains("refusing to power off"), "{err}");
         assert!(err.to_string().contains("ferrite-allow-power=1"), "{err}");
     }
 
     #[test]
+    fn policy_values() {
+        assert_eq!(PowerPolicy::parse("exit"), Some(PowerPolicy::ExitProcess));
+        assert_eq!(PowerPolicy::parse("1"), Some(PowerPolicy::Direct));
+        assert_eq!(PowerPolicy::parse("false"), Some(PowerPolicy::Refuse));
+        assert_eq!(PowerPolicy::parse("halt"), None);
+    }
+
+    #[test]
     fn signals_round_trip() {
-        assert_eq!(route(PowerAction::Reboot, false).ok(), None);
+        assert_eq!(route(PowerAction::Reboot, PowerPolicy::Refuse).ok(), None);
+        assert_eq!(
+            route(PowerAction::PowerOff, PowerPolicy::ExitProcess).ok(),
+            Some(Route::Exit)
+        );
         for a in [PowerAction::PowerOff, PowerAction::Reboot] {
             assert_eq!(PowerAction::from_signal(a.signal()), Some(a));
         }

@@ -177,6 +177,28 @@ async fn bios_install_refused_unless_the_conductor_allows_it() {
     assert!(error_text(&bad).contains("target_boot_mode"), "{bad}");
 }
 
+/// Ironic asks for a boot loader after every whole-disk deploy in UEFI mode,
+/// with the MBR disk identifier as `root_uuid`. A BIOS-booted ramdisk has
+/// nothing to do then, even on an image without any partition table (found
+/// by the real Ironic 39 driving ferrite: it used to fail reading the table).
+#[tokio::test(flavor = "multi_thread")]
+async fn whole_disk_image_without_a_table_needs_nothing_in_bios() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = LoopDevice::new(dir.path(), "bare.loop", 64 << 20, true);
+    let before = std::fs::read(disk.backing()).unwrap();
+    let disks = format!("ferrite-disks={}", disk.path.display());
+    let pair = Pair::start(&[], "52:54:00:b0:00:03", &[&disks]).await;
+    let done = pair
+        .api()
+        .run(
+            "image.install_bootloader",
+            bootloader_params("0x12345678", None, "uefi"),
+        )
+        .await;
+    assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
+    assert_eq!(std::fs::read(disk.backing()).unwrap(), before, "disk changed");
+}
+
 /// A load option as firmware reads it: (description, partition number,
 /// start LBA, partition GUID, loader path).
 fn parse_load_option(data: &[u8]) -> (String, u32, u64, String, String) {

@@ -346,12 +346,13 @@ pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, Res
     if req.prep_boot_part_uuid.is_some() {
         warn!("prep_boot_part_uuid given: PReP (ppc64) boot partitions are not handled on this architecture");
     }
-    let view = DiskView::read(env)?;
-    if current == BootMode::Uefi && efi_boot_setup(env, &view, req)? {
+    if current == BootMode::Uefi && efi_boot_setup(env, &DiskView::read(env)?, req)? {
         return Ok(Value::Null);
     }
     if req.is_whole_disk() {
-        // A whole-disk image carries its own boot loader.
+        // A whole-disk image carries its own boot loader, whatever its
+        // partitioning (or none): nothing on it needs reading. Ironic asks
+        // anyway for whole-disk images in UEFI mode.
         return Ok(Value::Null);
     }
     if req.target_boot_mode == BootMode::Bios && !env.bios_install_allowed {
@@ -365,6 +366,7 @@ pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, Res
             Err(RestError::invalid_image(msg))
         };
     }
+    let view = DiskView::read(env)?;
     let id = match install_grub(env, &view, req) {
         Ok(id) => id,
         Err(e) if req.ignore_failure => {

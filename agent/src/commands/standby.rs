@@ -56,7 +56,7 @@ pub fn register(reg: &mut Registry) {
             name,
             Mode::Async,
             move |ctx, _params, _progress| {
-                crate::power::schedule(action, ctx.config.allow_power, POWER_DELAY)
+                crate::power::schedule(action, ctx.config.power_policy, POWER_DELAY)
                     .map_err(|e| RestError::command_execution(e.to_string()))?;
                 Ok(Value::Null)
             },
