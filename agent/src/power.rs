@@ -62,13 +62,15 @@ impl PowerPolicy {
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "exit" => Some(Self::ExitProcess),
-            _ => crate::config::bool_word(value).map(|on| {
-                if on {
-                    Self::Direct
-                } else {
-                    Self::Refuse
-                }
-            }),
+            _ => crate::config::bool_word(value).map(
+                |on| {
+                    if on {
+                        Self::Direct
+                    } else {
+                        Self::Refuse
+                    }
+                },
+            ),
         }
     }
 }
@@ -175,7 +177,12 @@ mod tests {
     fn refused_outside_the_ramdisk() {
         // The test runner is neither PID 1 nor under ferrite's init.
         assert!(!in_ramdisk());
-        let err = schedule(PowerAction::PowerOff, PowerPolicy::Refuse, Duration::from_secs(3600)).unwrap_err();
+        let err = schedule(
+            PowerAction::PowerOff,
+            PowerPolicy::Refuse,
+            Duration::from_secs(3600),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("refusing to power off"), "{err}");
         assert!(err.to_string().contains("ferrite-allow-power=1"), "{err}");
     }

@@ -196,7 +196,11 @@ async fn whole_disk_image_without_a_table_needs_nothing_in_bios() {
         )
         .await;
     assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
-    assert_eq!(std::fs::read(disk.backing()).unwrap(), before, "disk changed");
+    assert_eq!(
+        std::fs::read(disk.backing()).unwrap(),
+        before,
+        "disk changed"
+    );
 }
 
 /// A load option as firmware reads it: (description, partition number,

@@ -4,6 +4,7 @@
 
 pub mod image_server;
 pub mod images;
+pub mod recorder;
 
 use std::fs;
 use std::net::TcpListener;
@@ -335,6 +336,16 @@ impl Agent {
         fs::create_dir_all(dir.path().join("sys")).expect("fixture sysfs");
         std::os::unix::fs::symlink("/sys/block", dir.path().join("sys/block"))
             .expect("block symlink");
+        // The host's memory description (read only): SMBIOS tables when
+        // it has them, else its memory blocks.
+        for part in ["firmware/dmi", "devices/system/memory"] {
+            let host = Path::new("/sys").join(part);
+            let link = dir.path().join("sys").join(part);
+            if host.is_dir() {
+                fs::create_dir_all(link.parent().expect("parent")).expect("fixture sysfs");
+                std::os::unix::fs::symlink(&host, &link).expect("sysfs symlink");
+            }
+        }
         let port = free_port();
         let cmdline = format!(
             "console=ttyS0 ipa-api-url={api_url} ipa-listen-host=127.0.0.1 ipa-listen-port={port} \

@@ -32,6 +32,13 @@ pub fn collect_for(cfg: &Config, skip_bmc: bool) -> Inventory {
         .map(|u| u.machine().to_string_lossy().into_owned())
         .unwrap_or_else(|_| std::env::consts::ARCH.to_string());
     let mut inv = collect(&roots, cfg.bootif_raw.as_deref(), &hostname, &arch);
+    // An explicit `ferrite-disks` list is the machine's set of disks (an
+    // agent simulating a machine on a host): report only those, so the
+    // conductor's root disk and local_gb describe what the agent may deploy
+    // to. Without a list every disk is reported (reading harms nothing).
+    if let Some(policy @ DiskPolicy::Only(_)) = &cfg.disks {
+        inv.disks = disks(&roots, policy);
+    }
     if cfg.collect_lldp {
         let names: Vec<String> = inv.interfaces.iter().map(|i| i.name.clone()).collect();
         let mut found = lldp::collect(&names, cfg.lldp_timeout);
@@ -90,6 +97,29 @@ impl Roots {
     }
 }
 
+/// The disks `policy` lets the agent see, as IPA reports them.
+fn disks(roots: &Roots, policy: &DiskPolicy) -> Vec<Disk> {
+    list_block_devices(&roots.sysfs, &roots.dev, policy)
+        .into_iter()
+        .map(|d| Disk {
+            name: d.path.to_string_lossy().into_owned(),
+            model: Some(d.model),
+            size: d.size,
+            rotational: d.rotational,
+            wwn: d.wwn,
+            serial: d.serial,
+            vendor: Some(d.vendor),
+            wwn_with_extension: d.wwn_with_extension,
+            wwn_vendor_extension: d.wwn_vendor_extension,
+            hctl: d.hctl,
+            by_path: d.by_path,
+            logical_sectors: d.logical_sectors,
+            physical_sectors: d.physical_sectors,
+            tran: d.tran,
+        })
+        .collect()
+}
+
 /// Collect the inventory. `bootif` is the raw `BOOTIF` kernel parameter.
 pub fn collect(
     roots: &Roots,
@@ -114,25 +144,7 @@ pub fn collect(
         })
         .map(|kib| kib * 1024)
         .unwrap_or(0);
-    let disks = list_block_devices(&roots.sysfs, &roots.dev, &DiskPolicy::All)
-        .into_iter()
-        .map(|d| Disk {
-            name: d.path.to_string_lossy().into_owned(),
-            model: Some(d.model),
-            size: d.size,
-            rotational: d.rotational,
-            wwn: d.wwn,
-            serial: d.serial,
-            vendor: Some(d.vendor),
-            wwn_with_extension: d.wwn_with_extension,
-            wwn_vendor_extension: d.wwn_vendor_extension,
-            hctl: d.hctl,
-            by_path: d.by_path,
-            logical_sectors: d.logical_sectors,
-            physical_sectors: d.physical_sectors,
-            tran: d.tran,
-        })
-        .collect();
+    let disks = disks(roots, &DiskPolicy::All);
     Inventory {
         interfaces: net::collect(&roots.sysfs, &addresses),
         cpu: cpu::collect(&roots.procfs, &roots.sysfs, architecture),
