@@ -65,11 +65,9 @@ impl AgentClient {
             if let Some(path) = dii.get("agent_verify_ca").and_then(Value::as_str) {
                 let pem =
                     fs::read(path).map_err(|e| AgentClientError::Tls(format!("{path}: {e}")))?;
-                let cert = reqwest::Certificate::from_pem(&pem)
+                let tls = crate::agent_tls::pinned_client_config(&pem)
                     .map_err(|e| AgentClientError::Tls(e.to_string()))?;
-                builder = builder
-                    .tls_built_in_root_certs(false)
-                    .add_root_certificate(cert);
+                builder = builder.use_preconfigured_tls(tls);
             }
         }
         let http = builder

@@ -2,6 +2,7 @@
 //! ferrite-agent (or IPA), on an embedded SQLite store.
 
 pub mod agent_client;
+pub mod agent_tls;
 pub mod api;
 pub mod boot;
 pub mod config;

@@ -370,17 +370,16 @@ impl Agent {
 }
 
 /// An HTTPS client that trusts exactly this PEM (as Ironic does with
-/// `agent_verify_ca`), or plain HTTP when `pem` is `None`.
+/// `agent_verify_ca`; pinned as ferrite-conductor does), or plain HTTP when
+/// `pem` is `None`.
 pub fn agent_client(pem: Option<&str>) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .timeout(Duration::from_secs(30));
     if let Some(pem) = pem {
-        let cert =
-            reqwest::Certificate::from_pem(pem.as_bytes()).context("parsing the agent PEM")?;
-        builder = builder
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(cert);
+        let tls = ferrite_conductor::agent_tls::pinned_client_config(pem.as_bytes())
+            .context("the agent PEM")?;
+        builder = builder.use_preconfigured_tls(tls);
     }
     Ok(builder.build()?)
 }

@@ -263,9 +263,11 @@ fn divert_callback(shared: &Shared, body: &mut Value) {
     };
     let mut builder = reqwest::Client::builder().use_rustls_tls();
     if let Some(pem) = body.get("agent_verify_ca").and_then(Value::as_str) {
-        builder = builder.tls_built_in_root_certs(false).add_root_certificate(
-            reqwest::Certificate::from_pem(pem.as_bytes()).expect("agent PEM"),
-        );
+        // Pinned, as ferrite-conductor trusts agents (IPA signs its
+        // certificate with ECDSA-SHA512, which webpki cannot check).
+        let tls =
+            ferrite_conductor::agent_tls::pinned_client_config(pem.as_bytes()).expect("agent PEM");
+        builder = builder.use_preconfigured_tls(tls);
         body["agent_verify_ca"] = Value::String(shared.pem.clone());
     }
     let upstream = Upstream {

@@ -159,12 +159,33 @@ impl Flows {
         let flows = self.clone();
         let uuid = updated.uuid.clone();
         tokio::spawn(async move {
-            let _lock = lock;
-            if let Err(e) = flows.begin(&uuid, event).await {
-                warn!(node = %uuid, error = %format!("{e:#}"), "flow start failed");
+            {
+                let _lock = lock;
+                if let Err(e) = flows.begin(&uuid, event).await {
+                    warn!(node = %uuid, error = %format!("{e:#}"), "flow start failed");
+                }
             }
+            flows.continue_fast_track(&uuid).await;
         });
         Ok(updated)
+    }
+
+    /// Fast track found the agent running: go on at once, as Ironic does,
+    /// rather than wait for its next heartbeat (IPA's can be minutes away).
+    async fn continue_fast_track(&self, uuid: &str) {
+        let Ok(node) = self.store.get_node(uuid) else {
+            return;
+        };
+        let waiting = matches!(
+            node.provision_state.as_str(),
+            fsm::CLEANWAIT | fsm::DEPLOYWAIT
+        );
+        if waiting && self.agent_alive(&node) {
+            info!(node = %uuid, "fast track: continuing without waiting for a heartbeat");
+            if let Err(e) = self.handle_heartbeat(uuid).await {
+                warn!(node = %uuid, error = %format!("{e:#}"), "fast-track continuation failed");
+            }
+        }
     }
 
     /// The part of a flow that runs right after the verb (lock held).
