@@ -16,7 +16,8 @@ pub struct InspectionData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_disk: Option<Disk>,
     /// The raw `BOOTIF` (deprecated by IPA but still sent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always sent, `null` when unknown, as IPA does.
+    #[serde(default)]
     pub boot_interface: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<InspectionConfiguration>,
@@ -106,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn error_is_always_serialized() {
+    fn error_and_boot_interface_are_always_serialized() {
         let data = InspectionData {
             inventory: None,
             root_disk: None,
@@ -116,6 +117,9 @@ mod tests {
             lldp_raw: None,
             error: None,
         };
-        assert_eq!(serde_json::to_string(&data).unwrap(), r#"{"error":null}"#);
+        assert_eq!(
+            serde_json::to_string(&data).unwrap(),
+            r#"{"boot_interface":null,"error":null}"#
+        );
     }
 }

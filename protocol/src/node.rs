@@ -59,6 +59,9 @@ pub struct Node {
     pub raid_config: Map<String, Value>,
     pub target_raid_config: Map<String, Value>,
     pub network_data: Map<String, Value>,
+    /// Trait names. Agents get Ironic's `node.as_dict()` form,
+    /// `{"objects": [{"trait": ...}]}`; both forms are read.
+    #[serde(deserialize_with = "traits_either_form")]
     pub traits: Vec<String>,
     pub boot_mode: Option<String>,
     pub secure_boot: Option<bool>,
@@ -224,6 +227,27 @@ pub fn normalize_mac(raw: &str) -> Option<String> {
     Some(pairs.join(":"))
 }
 
+/// Read traits as the REST API lists them (`["CUSTOM_A"]`) or as Ironic's
+/// object list in agent command parameters (`{"objects": [{"trait": "CUSTOM_A"}]}`).
+fn traits_either_form<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Trait {
+        #[serde(rename = "trait")]
+        name: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Traits {
+        Names(Vec<String>),
+        Objects { objects: Vec<Trait> },
+    }
+    Ok(match Option::<Traits>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Traits::Names(names)) => names,
+        Some(Traits::Objects { objects }) => objects.into_iter().map(|t| t.name).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +273,17 @@ mod tests {
         );
         assert_eq!(normalize_mac("52:54:00:ab:cd"), None);
         assert_eq!(normalize_mac("zz:54:00:ab:cd:ef"), None);
+    }
+
+    #[test]
+    fn traits_in_both_forms() {
+        let mut raw: Value =
+            serde_json::from_str(include_str!("../tests/fixtures/node-final.json")).unwrap();
+        raw["traits"] = serde_json::json!(["CUSTOM_GPU"]);
+        let listed: Node = serde_json::from_value(raw.clone()).unwrap();
+        raw["traits"] = serde_json::json!({"objects": [{"trait": "CUSTOM_GPU", "node_id": 3}]});
+        let objects: Node = serde_json::from_value(raw).unwrap();
+        assert_eq!(listed.traits, vec!["CUSTOM_GPU"]);
+        assert_eq!(objects.traits, listed.traits);
     }
 }

@@ -8,6 +8,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub step: String,
+    /// Ironic sends deploy steps to the agent without one.
+    #[serde(default)]
     pub priority: i64,
     pub interface: String,
     #[serde(default)]
@@ -16,6 +18,9 @@ pub struct Step {
     pub abortable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argsinfo: Option<Value>,
+    /// The step's arguments, when a conductor asks for it to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Value>,
     /// The conductor adds this when it caches steps; agents omit it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires_ramdisk: Option<bool>,

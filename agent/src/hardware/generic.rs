@@ -84,6 +84,7 @@ fn step(name: &str, priority: i64, interface: &str) -> Step {
         reboot_requested: false,
         abortable: true,
         argsinfo: None,
+        args: None,
         requires_ramdisk: None,
     }
 }

@@ -62,6 +62,14 @@ pub fn node_secure_dict(node: &Node) -> Value {
         _ => Map::new(),
     };
     mask_node_secrets(&mut map);
+    // Ironic hands agents `node.as_dict()`, where traits are a versioned
+    // object list, not the REST API's list of names.
+    let traits: Vec<Value> = node
+        .traits
+        .iter()
+        .map(|t| serde_json::json!({"trait": t, "node_id": Value::Null}))
+        .collect();
+    map.insert("traits".into(), serde_json::json!({ "objects": traits }));
     Value::Object(map)
 }
 
