@@ -103,12 +103,14 @@ fn disks(roots: &Roots, policy: &DiskPolicy) -> Vec<Disk> {
         .into_iter()
         .map(|d| Disk {
             name: d.path.to_string_lossy().into_owned(),
-            model: Some(d.model),
+            // lsblk's MODEL and IPA's sysfs `vendor` are null when absent
+            // (virtio disks have no model, NVMe no vendor).
+            model: Some(d.model).filter(|m| !m.is_empty()),
             size: d.size,
             rotational: d.rotational,
             wwn: d.wwn,
             serial: d.serial,
-            vendor: Some(d.vendor),
+            vendor: Some(d.vendor).filter(|v| !v.is_empty()),
             wwn_with_extension: d.wwn_with_extension,
             wwn_vendor_extension: d.wwn_vendor_extension,
             hctl: d.hctl,
