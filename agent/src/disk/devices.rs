@@ -62,6 +62,34 @@ pub struct BlockDevice {
     pub tran: Option<String>,
 }
 
+/// What [`list_block_devices`] reads under `<sysfs>/block/<name>/`; the
+/// hardware capture (`ferrite-agent capture-hardware`) records exactly
+/// these, so a fixture tree replays the listing.
+pub const SYSFS_BLOCK_FILES: &[&str] = &[
+    "size",
+    "ro",
+    "removable",
+    "serial",
+    "wwid",
+    "queue/rotational",
+    "queue/logical_block_size",
+    "queue/physical_block_size",
+    "device/model",
+    "device/vendor",
+    "device/serial",
+    "device/wwid",
+    "device/vpd_pg80",
+    "hidden",
+];
+/// Links it follows (the device's place in the tree gives the transport).
+pub const SYSFS_BLOCK_LINKS: &[&str] = &["device"];
+/// Directories whose entry names it reads (the SCSI address).
+pub const SYSFS_BLOCK_LISTED: &[&str] = &["device/scsi_device"];
+/// Kernel names the capture leaves out (never disks, and many on a host).
+pub const SYSFS_BLOCK_SKIPPED: &[&str] = &["loop", "ram", "zram"];
+/// Under the dev root: the udev links whose names it reports (`by_path`).
+pub const DEV_LINK_DIRS: &[&str] = &["disk/by-path"];
+
 /// Kernel names of devices that are never install targets (unless listed
 /// explicitly, as tests do with loop devices).
 const VIRTUAL_PREFIXES: &[&str] = &["loop", "ram", "zram", "sr", "fd", "nbd", "dm-", "md"];

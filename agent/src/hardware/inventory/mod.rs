@@ -55,10 +55,19 @@ pub fn collect_for(cfg: &Config, skip_bmc: bool) -> Inventory {
     inv
 }
 
+/// The SMBIOS table (system vendor, firmware, installed memory).
+pub const DMI_TABLE: &str = "firmware/dmi/tables/DMI";
+/// Present on UEFI boots.
+pub const EFI_DIR: &str = "firmware/efi";
+/// Hot-plug memory blocks: `block_size_bytes` and `memory*/online`.
+pub const MEMORY_BLOCKS_DIR: &str = "devices/system/memory";
+/// What the inventory reads under the procfs root.
+pub const PROCFS_FILES: &[&str] = &["cpuinfo", "meminfo"];
+
 /// Installed memory without SMBIOS memory devices (many VMs): the online
 /// hot-plug memory blocks, as lshw counts them for IPA.
 fn memory_blocks_mb(sysfs: &Path) -> Option<u64> {
-    let dir = sysfs.join("devices/system/memory");
+    let dir = sysfs.join(MEMORY_BLOCKS_DIR);
     let block = fs::read_to_string(dir.join("block_size_bytes")).ok()?;
     let block = u64::from_str_radix(block.trim().trim_start_matches("0x"), 16).ok()?;
     let online = fs::read_dir(&dir)
@@ -134,7 +143,7 @@ pub fn collect(
     } else {
         net::Addresses::new()
     };
-    let dmi = fs::read(roots.sysfs.join("firmware/dmi/tables/DMI"))
+    let dmi = fs::read(roots.sysfs.join(DMI_TABLE))
         .map(|t| smbios::parse(&t))
         .unwrap_or_default();
     let total = fs::read_to_string(roots.procfs.join("meminfo"))
@@ -170,7 +179,7 @@ pub fn collect(
             },
         },
         boot: Boot {
-            current_boot_mode: if roots.sysfs.join("firmware/efi").exists() {
+            current_boot_mode: if roots.sysfs.join(EFI_DIR).exists() {
                 "uefi"
             } else {
                 "bios"
@@ -179,6 +188,20 @@ pub fn collect(
             pxe_interface: bootif.map(str::to_string),
         },
         hostname: hostname.to_string(),
+    }
+}
+
+/// A captured machine under `agent/tests/fixtures/hardware/`.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Roots {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hardware")
+        .join(name);
+    assert!(base.is_dir(), "no fixture {}", base.display());
+    Roots {
+        sysfs: base.join("sys"),
+        procfs: base.join("proc"),
+        dev: base.join("dev"),
     }
 }
 
@@ -271,14 +294,7 @@ mod tests {
     /// This project's CI machine, captured with `scripts/capture-hardware-fixture`.
     #[test]
     fn captured_ci_vm() {
-        let base =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hardware/ferrite-ci-vm");
-        let roots = Roots {
-            sysfs: base.join("sys"),
-            procfs: base.join("proc"),
-            dev: base.join("dev"),
-        };
-        let inv = collect(&roots, None, "ci", "x86_64");
+        let inv = collect(&fixture("ferrite-ci-vm"), None, "ci", "x86_64");
         let names: Vec<_> = inv.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["eth0"], "ifb*/lo are virtual");
         let eth0 = &inv.interfaces[0];
