@@ -51,6 +51,9 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         lldp: Option<f64>,
     },
+    /// Record what the inventory reads (sysfs, procfs, /dev links) as a
+    /// test fixture tree or tar; `--sysfs-root` etc. choose the sources.
+    CaptureHardware(ferrite_agent::cli::capture::CaptureArgs),
     /// Run the ramdisk's DHCP client on one interface and print the lease.
     Dhcp(ferrite_agent::cli::dhcp::DhcpArgs),
 }
@@ -110,6 +113,18 @@ fn main() -> anyhow::Result<()> {
             ferrite_agent::logbuf::init(false);
             if let Err(e) = ferrite_agent::cli::write_image::run(args) {
                 eprintln!("ferrite-agent write-image: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Some(Command::CaptureHardware(args)) => {
+            let roots = ferrite_agent::hardware::inventory::Roots {
+                sysfs: cli.sysfs_root.clone(),
+                procfs: cli.procfs_root.clone(),
+                dev: cli.dev_root.clone(),
+            };
+            if let Err(e) = ferrite_agent::cli::capture::run(args, &roots) {
+                eprintln!("ferrite-agent capture-hardware: {e:#}");
                 std::process::exit(1);
             }
             return Ok(());

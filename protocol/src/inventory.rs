@@ -96,6 +96,117 @@ pub struct Boot {
     pub pxe_interface: Option<String>,
 }
 
+/// IPA's `serializable_fields`, object by object (sorted): the inventory
+/// JSON's key sets, exactly. `bmc_mac` is sent only when detected.
+pub mod ipa_keys {
+    pub const INVENTORY: &[&str] = &[
+        "bmc_address",
+        "bmc_v6address",
+        "boot",
+        "cpu",
+        "disks",
+        "hostname",
+        "interfaces",
+        "memory",
+        "system_vendor",
+    ];
+    pub const INVENTORY_OPTIONAL: &[&str] = &["bmc_mac"];
+    pub const INTERFACE: &[&str] = &[
+        "biosdevname",
+        "client_id",
+        "driver",
+        "has_carrier",
+        "ipv4_address",
+        "ipv6_address",
+        "lldp",
+        "mac_address",
+        "name",
+        "pci_address",
+        "product",
+        "speed_mbps",
+        "vendor",
+    ];
+    pub const CPU: &[&str] = &[
+        "architecture",
+        "count",
+        "flags",
+        "frequency",
+        "model_name",
+        "socket_count",
+    ];
+    pub const DISK: &[&str] = &[
+        "by_path",
+        "hctl",
+        "logical_sectors",
+        "model",
+        "name",
+        "physical_sectors",
+        "rotational",
+        "serial",
+        "size",
+        "tran",
+        "vendor",
+        "wwn",
+        "wwn_vendor_extension",
+        "wwn_with_extension",
+    ];
+    pub const MEMORY: &[&str] = &["physical_mb", "total"];
+    pub const SYSTEM_VENDOR: &[&str] =
+        &["firmware", "manufacturer", "product_name", "serial_number"];
+    pub const FIRMWARE: &[&str] = &["build_date", "vendor", "version"];
+    pub const BOOT: &[&str] = &["current_boot_mode", "pxe_interface"];
+}
+
+/// Where an inventory's JSON differs in shape from IPA's: objects whose
+/// keys are not exactly [`ipa_keys`]'s (empty: the same shape).
+pub fn ipa_shape_mismatches(inventory: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |what: &str, v: &Value, want: &[&str], optional: &[&str]| {
+        let Some(obj) = v.as_object() else {
+            out.push(format!("{what}: not an object"));
+            return;
+        };
+        let mut keys: Vec<&str> = obj
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !optional.contains(k))
+            .collect();
+        keys.sort_unstable();
+        if keys != want {
+            out.push(format!("{what}: keys {keys:?}, IPA's {want:?}"));
+        }
+    };
+    check(
+        "inventory",
+        inventory,
+        ipa_keys::INVENTORY,
+        ipa_keys::INVENTORY_OPTIONAL,
+    );
+    let list = |key: &str| inventory[key].as_array().cloned().unwrap_or_default();
+    for (i, iface) in list("interfaces").iter().enumerate() {
+        check(&format!("interfaces[{i}]"), iface, ipa_keys::INTERFACE, &[]);
+    }
+    for (i, disk) in list("disks").iter().enumerate() {
+        check(&format!("disks[{i}]"), disk, ipa_keys::DISK, &[]);
+    }
+    check("cpu", &inventory["cpu"], ipa_keys::CPU, &[]);
+    check("memory", &inventory["memory"], ipa_keys::MEMORY, &[]);
+    check(
+        "system_vendor",
+        &inventory["system_vendor"],
+        ipa_keys::SYSTEM_VENDOR,
+        &[],
+    );
+    check(
+        "system_vendor.firmware",
+        &inventory["system_vendor"]["firmware"],
+        ipa_keys::FIRMWARE,
+        &[],
+    );
+    check("boot", &inventory["boot"], ipa_keys::BOOT, &[]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +297,12 @@ mod tests {
             ["build_date", "vendor", "version"]
         );
         assert_eq!(keys(&inv["boot"]), ["current_boot_mode", "pxe_interface"]);
+        // The same lists, as the fixture tests in the agent check them.
+        assert_eq!(ipa_shape_mismatches(&inv), Vec::<String>::new());
+        let mut extra = inv.clone();
+        extra["disks"][0]["uuid"] = Value::Null;
+        extra.as_object_mut().unwrap().remove("hostname");
+        assert_eq!(ipa_shape_mismatches(&extra).len(), 2);
     }
 
     #[test]

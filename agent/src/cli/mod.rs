@@ -1,4 +1,5 @@
 //! Subcommands besides running as the agent.
 
+pub mod capture;
 pub mod dhcp;
 pub mod write_image;

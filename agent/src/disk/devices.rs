@@ -62,6 +62,34 @@ pub struct BlockDevice {
     pub tran: Option<String>,
 }
 
+/// What [`list_block_devices`] reads under `<sysfs>/block/<name>/`; the
+/// hardware capture (`ferrite-agent capture-hardware`) records exactly
+/// these, so a fixture tree replays the listing.
+pub const SYSFS_BLOCK_FILES: &[&str] = &[
+    "size",
+    "ro",
+    "removable",
+    "serial",
+    "wwid",
+    "queue/rotational",
+    "queue/logical_block_size",
+    "queue/physical_block_size",
+    "device/model",
+    "device/vendor",
+    "device/serial",
+    "device/wwid",
+    "device/vpd_pg80",
+    "hidden",
+];
+/// Links it follows (the device's place in the tree gives the transport).
+pub const SYSFS_BLOCK_LINKS: &[&str] = &["device"];
+/// Directories whose entry names it reads (the SCSI address).
+pub const SYSFS_BLOCK_LISTED: &[&str] = &["device/scsi_device"];
+/// Kernel names the capture leaves out (never disks, and many on a host).
+pub const SYSFS_BLOCK_SKIPPED: &[&str] = &["loop", "ram", "zram"];
+/// Under the dev root: the udev links whose names it reports (`by_path`).
+pub const DEV_LINK_DIRS: &[&str] = &["disk/by-path"];
+
 /// Kernel names of devices that are never install targets (unless listed
 /// explicitly, as tests do with loop devices).
 const VIRTUAL_PREFIXES: &[&str] = &["loop", "ram", "zram", "sr", "fd", "nbd", "dm-", "md"];
@@ -115,8 +143,26 @@ fn wwn_of(dir: &Path) -> (Option<String>, Option<String>, Option<String>) {
             let ext = (hex.len() == 32).then(|| format!("0x{}", &hex[16..]));
             (Some(wwn), Some(format!("0x{hex}")), ext)
         }
-        _ => (Some(wwid.clone()), Some(wwid), None),
+        // udev's NVMe rule sets only ID_WWN (= the namespace's `wwid`:
+        // `eui.`, `uuid.` or `nvme.<vid>-<serial>-<model>-<nsid>`).
+        _ => (Some(wwid), None, None),
     }
+}
+
+/// A path device of a multipath NVMe namespace (`nvme0c0n1`): hidden by
+/// the kernel (no /dev node, lsblk skips it); the namespace is `nvme0n1`.
+fn is_hidden(name: &str, dir: &Path) -> bool {
+    if read_trim(&dir.join("hidden")) == "1" {
+        return true;
+    }
+    // Kernels before the `hidden` attribute: the name says it.
+    let Some(rest) = name.strip_prefix("nvme") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    rest.split_once('c')
+        .and_then(|(ctrl, rest)| Some((ctrl, rest.split_once('n')?)))
+        .is_some_and(|(ctrl, (path, ns))| digits(ctrl) && digits(path) && digits(ns))
 }
 
 /// The `/dev/disk/by-path` link that points at this disk.
@@ -188,7 +234,7 @@ pub fn list_block_devices(
             }
             let dir = entry.path();
             let sectors: u64 = read_trim(&dir.join("size")).parse().unwrap_or(0);
-            if sectors == 0 {
+            if sectors == 0 || is_hidden(&name, &dir) {
                 return None;
             }
             let (wwn, wwn_with_extension, wwn_vendor_extension) = wwn_of(&dir);
@@ -289,7 +335,34 @@ mod tests {
         assert_eq!((sd.logical_sectors, sd.physical_sectors), (512, 4096));
         assert_eq!(nv.serial.as_deref(), Some("S4EVNX0M123456"));
         assert_eq!(nv.wwn.as_deref(), Some("eui.0025388b71b2c3d4"));
+        assert_eq!(
+            (
+                nv.wwn_with_extension.as_deref(),
+                nv.wwn_vendor_extension.as_deref()
+            ),
+            (None, None),
+            "udev sets only ID_WWN for NVMe"
+        );
         assert_eq!(nv.tran.as_deref(), Some("nvme"));
+    }
+
+    /// Multipath NVMe: the namespace `nvme0n1` is the disk; its path
+    /// devices (`nvme0c0n1`, hidden, no /dev node) are not.
+    #[test]
+    fn nvme_path_devices_are_not_disks() {
+        let sys = tempfile::tempdir().unwrap();
+        disk(sys.path(), "nvme0n1", 100 << 21, false);
+        disk(sys.path(), "nvme0c0n1", 100 << 21, false);
+        fs::write(sys.path().join("block/nvme0c0n1/hidden"), "1\n").unwrap();
+        fs::write(sys.path().join("block/nvme0n1/hidden"), "0\n").unwrap();
+        // An older kernel without the attribute.
+        disk(sys.path(), "nvme1c12n3", 100 << 21, false);
+        disk(sys.path(), "nvme1n3", 100 << 21, false);
+        let all = list_block_devices(sys.path(), Path::new("/dev"), &DiskPolicy::All);
+        let names: Vec<_> = all.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["nvme0n1", "nvme1n3"]);
+        assert!(!is_hidden("nvme10n1", Path::new("/nonexistent")));
+        assert!(!is_hidden("nvmecn1", Path::new("/nonexistent")));
     }
 
     #[test]

@@ -116,4 +116,57 @@ mod tests {
             err.details
         );
     }
+
+    /// Root device hints on a captured QEMU guest (NVMe, SCSI, two virtio
+    /// disks; see `scripts/capture-qemu-fixture`).
+    #[test]
+    fn hints_on_the_captured_qemu_guest() {
+        let roots = crate::hardware::inventory::fixture("qemu-nvme-multinic");
+        let devs = crate::disk::list_block_devices(
+            &roots.sysfs,
+            &roots.dev,
+            &crate::disk::DiskPolicy::All,
+        );
+        let pick = |hints: Value| choose_root_device(&devs, hints.as_object()).map(|d| d.name);
+        assert_eq!(
+            pick(json!({})).unwrap(),
+            "nvme0n1",
+            "smallest of at least 4 GiB"
+        );
+        assert_eq!(
+            pick(json!({"serial": "FERRITE-NVME-1"})).unwrap(),
+            "nvme0n1"
+        );
+        assert_eq!(
+            pick(json!({"serial": "ferrite-nvme-1"})).unwrap(),
+            "nvme0n1"
+        );
+        assert_eq!(pick(json!({"name": "/dev/nvme0n1"})).unwrap(), "nvme0n1");
+        assert_eq!(
+            pick(json!({"model": "<in> NVMe", "tran": "nvme", "rotational": false})).unwrap(),
+            "nvme0n1"
+        );
+        assert_eq!(
+            pick(json!({"wwn": "nvme.1b36-464552524954452d4e564d452d31-51454d55204e564d65204374726c-00000001"}))
+                .unwrap(),
+            "nvme0n1"
+        );
+        assert_eq!(pick(json!({"wwn": "0x5000c50015ea71ac"})).unwrap(), "sda");
+        assert_eq!(
+            pick(json!({"hctl": "0:0:0:0", "vendor": "FERRITE"})).unwrap(),
+            "sda"
+        );
+        assert_eq!(
+            pick(json!({"rotational": true, "size": ">= 14"})).unwrap(),
+            "sda"
+        );
+        assert_eq!(pick(json!({"size": 12})).unwrap(), "vda");
+        assert_eq!(
+            pick(json!({"serial": "<or> FERRITE-VD-1 <or> nope"})).unwrap(),
+            "vda"
+        );
+        // The hidden path device is no candidate, and no disk has a by-path link.
+        assert!(pick(json!({"name": "/dev/nvme0c0n1"})).is_err());
+        assert!(pick(json!({"by_path": "<in> nvme"})).is_err());
+    }
 }

@@ -2,6 +2,7 @@
 //! and a version; the agent dispatches a step to the first manager that has it.
 
 pub mod burnin;
+pub mod capture;
 pub mod generic;
 pub mod inventory;
 pub mod manager;

@@ -54,6 +54,14 @@ pub fn run() -> ! {
         Err(e) => error!("{e:#}"),
     }
 
+    // A hardware capture instead of the agent: write it, power off.
+    if let Some(target) = params.get(crate::hardware::capture::CMDLINE_PARAM) {
+        if let Err(e) = crate::hardware::capture::run_as_init(Path::new(target)) {
+            error!("hardware capture: {e:#}");
+        }
+        power::shutdown(crate::power::PowerAction::PowerOff);
+    }
+
     let bootif = params.get("BOOTIF").map(String::as_str);
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()

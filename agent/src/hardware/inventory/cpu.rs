@@ -6,6 +6,9 @@ use std::path::Path;
 
 use ferrite_protocol::inventory::Cpu;
 
+/// lscpu's maximum frequency (kHz), under the sysfs root.
+pub const MAX_FREQ: &str = "devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq";
+
 pub fn collect(procfs: &Path, sysfs: &Path, architecture: &str) -> Cpu {
     let text = fs::read_to_string(procfs.join("cpuinfo")).unwrap_or_default();
     let mut cpu = Cpu {
@@ -36,10 +39,9 @@ pub fn collect(procfs: &Path, sysfs: &Path, architecture: &str) -> Cpu {
     }
     cpu.socket_count = sockets.len().max(usize::from(cpu.count > 0)) as u32;
     // lscpu prefers the maximum frequency (kHz in sysfs).
-    let max_khz =
-        fs::read_to_string(sysfs.join("devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
+    let max_khz = fs::read_to_string(sysfs.join(MAX_FREQ))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
     cpu.frequency = match max_khz {
         Some(khz) => Some(format!("{:.4}", khz as f64 / 1000.0)),
         None => mhz,

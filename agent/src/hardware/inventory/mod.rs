@@ -55,10 +55,19 @@ pub fn collect_for(cfg: &Config, skip_bmc: bool) -> Inventory {
     inv
 }
 
+/// The SMBIOS table (system vendor, firmware, installed memory).
+pub const DMI_TABLE: &str = "firmware/dmi/tables/DMI";
+/// Present on UEFI boots.
+pub const EFI_DIR: &str = "firmware/efi";
+/// Hot-plug memory blocks: `block_size_bytes` and `memory*/online`.
+pub const MEMORY_BLOCKS_DIR: &str = "devices/system/memory";
+/// What the inventory reads under the procfs root.
+pub const PROCFS_FILES: &[&str] = &["cpuinfo", "meminfo"];
+
 /// Installed memory without SMBIOS memory devices (many VMs): the online
 /// hot-plug memory blocks, as lshw counts them for IPA.
 fn memory_blocks_mb(sysfs: &Path) -> Option<u64> {
-    let dir = sysfs.join("devices/system/memory");
+    let dir = sysfs.join(MEMORY_BLOCKS_DIR);
     let block = fs::read_to_string(dir.join("block_size_bytes")).ok()?;
     let block = u64::from_str_radix(block.trim().trim_start_matches("0x"), 16).ok()?;
     let online = fs::read_dir(&dir)
@@ -103,12 +112,14 @@ fn disks(roots: &Roots, policy: &DiskPolicy) -> Vec<Disk> {
         .into_iter()
         .map(|d| Disk {
             name: d.path.to_string_lossy().into_owned(),
-            model: Some(d.model),
+            // lsblk's MODEL and IPA's sysfs `vendor` are null when absent
+            // (virtio disks have no model, NVMe no vendor).
+            model: Some(d.model).filter(|m| !m.is_empty()),
             size: d.size,
             rotational: d.rotational,
             wwn: d.wwn,
             serial: d.serial,
-            vendor: Some(d.vendor),
+            vendor: Some(d.vendor).filter(|v| !v.is_empty()),
             wwn_with_extension: d.wwn_with_extension,
             wwn_vendor_extension: d.wwn_vendor_extension,
             hctl: d.hctl,
@@ -132,7 +143,7 @@ pub fn collect(
     } else {
         net::Addresses::new()
     };
-    let dmi = fs::read(roots.sysfs.join("firmware/dmi/tables/DMI"))
+    let dmi = fs::read(roots.sysfs.join(DMI_TABLE))
         .map(|t| smbios::parse(&t))
         .unwrap_or_default();
     let total = fs::read_to_string(roots.procfs.join("meminfo"))
@@ -168,7 +179,7 @@ pub fn collect(
             },
         },
         boot: Boot {
-            current_boot_mode: if roots.sysfs.join("firmware/efi").exists() {
+            current_boot_mode: if roots.sysfs.join(EFI_DIR).exists() {
                 "uefi"
             } else {
                 "bios"
@@ -177,6 +188,20 @@ pub fn collect(
             pxe_interface: bootif.map(str::to_string),
         },
         hostname: hostname.to_string(),
+    }
+}
+
+/// A captured machine under `agent/tests/fixtures/hardware/`.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Roots {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hardware")
+        .join(name);
+    assert!(base.is_dir(), "no fixture {}", base.display());
+    Roots {
+        sysfs: base.join("sys"),
+        procfs: base.join("proc"),
+        dev: base.join("dev"),
     }
 }
 
@@ -269,14 +294,7 @@ mod tests {
     /// This project's CI machine, captured with `scripts/capture-hardware-fixture`.
     #[test]
     fn captured_ci_vm() {
-        let base =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hardware/ferrite-ci-vm");
-        let roots = Roots {
-            sysfs: base.join("sys"),
-            procfs: base.join("proc"),
-            dev: base.join("dev"),
-        };
-        let inv = collect(&roots, None, "ci", "x86_64");
+        let inv = collect(&fixture("ferrite-ci-vm"), None, "ci", "x86_64");
         let names: Vec<_> = inv.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["eth0"], "ifb*/lo are virtual");
         let eth0 = &inv.interfaces[0];
@@ -295,5 +313,179 @@ mod tests {
         assert_eq!(inv.boot.current_boot_mode, "bios");
         assert!(inv.memory.total > 20 << 30);
         assert_eq!(inv.memory.physical_mb, None, "this VM has no SMBIOS table");
+    }
+
+    /// A QEMU guest captured by the ramdisk's PID 1
+    /// (`scripts/capture-qemu-fixture`): NVMe (multipath-capable, so the
+    /// kernel also shows the hidden path device `nvme0c0n1`), virtio and
+    /// virtio-SCSI disks, two virtio-net NICs and a vmxnet3, two sockets,
+    /// SMBIOS strings from `-smbios`. No udev in the ramdisk: no by-path.
+    #[test]
+    fn captured_qemu_nvme_multinic() {
+        let inv = collect(
+            &fixture("qemu-nvme-multinic"),
+            Some("01-52-54-00-fe-00-01"),
+            "node",
+            "x86_64",
+        );
+        let nics: Vec<_> = inv
+            .interfaces
+            .iter()
+            .map(|i| {
+                (
+                    i.name.as_str(),
+                    i.mac_address.as_str(),
+                    i.driver.as_deref(),
+                    i.pci_address.as_deref(),
+                    i.vendor.as_deref(),
+                    i.product.as_deref(),
+                    i.speed_mbps,
+                    i.has_carrier,
+                )
+            })
+            .collect();
+        assert_eq!(
+            nics,
+            [
+                (
+                    "eth0",
+                    "52:54:00:fe:00:01",
+                    Some("virtio_net"),
+                    Some("0000:00:08.0"),
+                    Some("0x1af4"),
+                    Some("0x0001"),
+                    None,
+                    true
+                ),
+                (
+                    "eth1",
+                    "52:54:00:fe:00:02",
+                    Some("virtio_net"),
+                    Some("0000:00:09.0"),
+                    Some("0x1af4"),
+                    Some("0x0001"),
+                    None,
+                    true
+                ),
+                (
+                    "eth2",
+                    "52:54:00:fe:00:03",
+                    Some("vmxnet3"),
+                    Some("0000:00:0a.0"),
+                    Some("0x15ad"),
+                    Some("0x07b0"),
+                    Some(1000),
+                    true
+                ),
+            ],
+            "lo is left out; virtio-net reports no speed"
+        );
+
+        let names: Vec<_> = inv.disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["/dev/nvme0n1", "/dev/sda", "/dev/vda", "/dev/vdb"],
+            "the hidden NVMe path device nvme0c0n1 is not a disk"
+        );
+        let nvme = &inv.disks[0];
+        assert_eq!(nvme.model.as_deref(), Some("QEMU NVMe Ctrl"));
+        assert_eq!(nvme.serial.as_deref(), Some("FERRITE-NVME-1"));
+        assert_eq!(nvme.size, 8 << 30);
+        assert!(!nvme.rotational);
+        assert_eq!(nvme.tran.as_deref(), Some("nvme"));
+        assert_eq!(
+            nvme.wwn.as_deref(),
+            Some("nvme.1b36-464552524954452d4e564d452d31-51454d55204e564d65204374726c-00000001"),
+            "the namespace's wwid (vendor 1b36, serial, model, nsid 1), as udev's ID_WWN"
+        );
+        assert_eq!(
+            (
+                nvme.wwn_with_extension.as_deref(),
+                nvme.vendor.as_deref(),
+                nvme.hctl.as_deref(),
+                nvme.by_path.as_deref()
+            ),
+            (None, None, None, None)
+        );
+        assert_eq!((nvme.logical_sectors, nvme.physical_sectors), (512, 512));
+
+        let sda = &inv.disks[1];
+        assert_eq!(
+            (
+                sda.vendor.as_deref(),
+                sda.model.as_deref(),
+                sda.serial.as_deref()
+            ),
+            (Some("FERRITE"), Some("SCSI-DISK"), Some("FERRITE-SCSI-1"))
+        );
+        assert_eq!(sda.wwn.as_deref(), Some("0x5000c50015ea71ac"));
+        assert_eq!(
+            sda.wwn_with_extension.as_deref(),
+            Some("0x5000c50015ea71ac")
+        );
+        assert_eq!(sda.hctl.as_deref(), Some("0:0:0:0"));
+        assert_eq!(sda.size, 16 << 30);
+        assert!(sda.rotational);
+        assert_eq!(sda.tran, None, "virtio-scsi has no lsblk transport");
+
+        let vda = &inv.disks[2];
+        assert_eq!(
+            (
+                vda.serial.as_deref(),
+                vda.model.as_deref(),
+                vda.vendor.as_deref(),
+                vda.size
+            ),
+            (Some("FERRITE-VD-1"), None, Some("0x1af4"), 12 << 30)
+        );
+        assert_eq!(inv.disks[3].serial.as_deref(), Some("FERRITE-CAPTURE"));
+        assert_eq!(inv.disks[3].size, 64 << 20);
+        assert_eq!(
+            guess_root_disk(&inv.disks).unwrap().name,
+            "/dev/nvme0n1",
+            "8 GiB: the smallest disk of at least 4 GiB (vdb has 64 MiB)"
+        );
+
+        assert_eq!(inv.cpu.count, 2);
+        assert_eq!(inv.cpu.socket_count, 2);
+        assert_eq!(
+            inv.cpu.model_name.as_deref(),
+            Some("QEMU Virtual CPU version 2.5+")
+        );
+        assert!(
+            inv.cpu.flags.iter().any(|f| f == "lm"),
+            "{:?}",
+            inv.cpu.flags
+        );
+
+        let sv = &inv.system_vendor;
+        assert_eq!(sv.manufacturer.as_deref(), Some("Ferrite Labs"));
+        assert_eq!(sv.product_name.as_deref(), Some("FX-1000 Test Node"));
+        assert_eq!(sv.serial_number.as_deref(), Some("FERRITE-SN-0001"));
+        assert_eq!(sv.firmware.vendor.as_deref(), Some("Ferrite Firmware Inc."));
+        assert_eq!(sv.firmware.version.as_deref(), Some("FW-2.7.1"));
+        assert_eq!(sv.firmware.build_date.as_deref(), Some("11/20/2026"));
+
+        assert_eq!(inv.memory.physical_mb, Some(256), "-m 256: SMBIOS type 17");
+        assert!(inv.memory.total > 200 << 20 && inv.memory.total < 256 << 20);
+        assert_eq!(inv.boot.current_boot_mode, "bios");
+    }
+
+    /// Every captured machine's inventory has IPA's JSON shape, key for key.
+    #[test]
+    fn captured_fixtures_have_ipas_json_shape() {
+        for name in ["ferrite-ci-vm", "qemu-nvme-multinic"] {
+            let inv = collect(&fixture(name), Some("01-52-54-00-fe-00-01"), "h", "x86_64");
+            assert!(
+                !inv.disks.is_empty() && !inv.interfaces.is_empty(),
+                "{name}"
+            );
+            let json = serde_json::to_value(&inv).unwrap();
+            assert_eq!(
+                ferrite_protocol::inventory::ipa_shape_mismatches(&json),
+                Vec::<String>::new(),
+                "{name}"
+            );
+        }
     }
 }

@@ -26,6 +26,22 @@ fn is_pci_address(s: &str) -> bool {
         && s.chars().filter(|c| c.is_ascii_hexdigit()).count() == 9
 }
 
+/// What [`collect`] (and the lookup's and PID 1's NIC lists) read under
+/// `<sysfs>/class/net/<name>/`; the hardware capture records exactly these.
+pub const SYSFS_NET_FILES: &[&str] = &[
+    "address",
+    "type",
+    "ifindex",
+    "carrier",
+    "speed",
+    "device/vendor",
+    "device/device",
+];
+/// Links it follows: the device (its PCI address) and its driver's name.
+pub const SYSFS_NET_LINKS: &[&str] = &["device", "device/driver"];
+/// Directories whose existence it checks.
+pub const SYSFS_NET_MARKERS: &[&str] = &["bonding"];
+
 /// Addresses per interface: (first IPv4, first global-or-any IPv6).
 pub type Addresses = BTreeMap<String, (Option<String>, Option<String>)>;
 
