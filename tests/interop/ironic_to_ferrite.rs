@@ -233,6 +233,50 @@ async fn ironic_drives_ferrite_agent() {
         "{inventory}"
     );
 
+    // 6. a deploy with a wrong checksum fails cleanly: Ironic reports the
+    // agent's error, fetches its logs, and nothing of the image is left.
+    ironic.provision(&uuid, "provide").await;
+    ironic.wait_state(&uuid, "clean wait", WAIT).await;
+    let agent = boot(&recorder, &disk, &[]);
+    ironic.wait_state(&uuid, "available", WAIT).await;
+    drop(agent);
+    let ops = json!([
+        {"op": "add", "path": "/instance_info/image_source", "value": format!("{}/a.qcow2", server.url)},
+        {"op": "add", "path": "/instance_info/image_checksum", "value": "0".repeat(64)},
+        {"op": "add", "path": "/instance_info/image_disk_format", "value": "qcow2"},
+    ]);
+    ironic.patch_node(&uuid, ops).await;
+    ironic.provision(&uuid, "active").await;
+    ironic.wait_state(&uuid, "wait call-back", WAIT).await;
+    let agent = boot(&recorder, &disk, &[]);
+    let failed = ironic.wait_state(&uuid, "deploy failed", WAIT).await;
+    drop(agent);
+    let error = failed["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("write_image") && error.to_lowercase().contains("checksum"),
+        "{error}"
+    );
+    assert!(
+        head(&disk.path, 1 << 20).iter().all(|b| *b == 0),
+        "image bytes left on a failed deploy"
+    );
+    // Ironic stored the agent's logs (log.collect_system_logs) as a tarball.
+    let logs: Vec<_> = std::fs::read_dir(ironic.dir.path().join("state/deploy-logs"))
+        .expect("deploy-logs")
+        .flatten()
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(logs[0].path())
+        .output()
+        .expect("tar");
+    assert!(
+        listing.status.success(),
+        "Ironic's copy of the logs is not a tar.gz"
+    );
+    assert!(!listing.stdout.is_empty());
+
     // What went over the wire, both ways.
     let exchanges = recorder.exchanges();
     let path = save_recording(&recorder, "ironic-39-to-ferrite-agent");
@@ -253,6 +297,7 @@ async fn ironic_drives_ferrite_agent() {
         "standby.get_partition_uuids",
         "image.install_bootloader",
         "standby.power_off",
+        "log.collect_system_logs",
     ] {
         assert!(names.contains(&want), "Ironic never sent {want}: {names:?}");
     }
