@@ -5,5 +5,6 @@
 mod archive;
 mod dhcp;
 mod e2e;
+mod grub;
 mod power;
 mod qemu;
