@@ -45,7 +45,7 @@ pub(crate) struct Machine {
     mac: String,
     uefi: bool,
     pub(crate) disk: PathBuf,
-    vars: PathBuf,
+    pub(crate) vars: PathBuf,
     agent_port: u16,
     conductor_port: u16,
     boots: u32,

@@ -1,14 +1,20 @@
 //! A partition image whose root is a real Debian (debootstrap bookworm:
-//! cloud kernel, initramfs-tools, GRUB for BIOS, no boot loader installed)
-//! deployed by ferrite-conductor to a BIOS QEMU machine, with
-//! `[conductor]enable_bios_bootloader_install` on. The agent lays out the
-//! disk, streams the ext4 root into its partition and runs the image's own
-//! `grub-install --target=i386-pc` and `grub-mkconfig` in a chroot against
-//! the machine's virtio disk. On the next power-on the conductor sends the
-//! machine to its disk, and the serial console must show GRUB's menu,
-//! GRUB loading the image's kernel and initrd, and the image's init
-//! printing a marker with the command line grub-mkconfig made
-//! (`BOOT_IMAGE=/boot/vmlinuz-<version> root=UUID=<the root's UUID>`).
+//! cloud kernel, initramfs-tools, GRUB for BIOS and UEFI, no boot loader
+//! installed) deployed by ferrite-conductor to a QEMU machine.
+//!
+//! BIOS (SeaBIOS), with `[conductor]enable_bios_bootloader_install` on: the
+//! agent lays out the disk (msdos), streams the ext4 root into its
+//! partition and runs the image's own `grub-install --target=i386-pc` and
+//! `grub-mkconfig` in a chroot against the machine's virtio disk.
+//! UEFI (OVMF): the agent adds and formats the ESP, runs the image's
+//! `grub-install --target=x86_64-efi` with the ESP on /boot/efi, and writes
+//! the NVRAM entry for `\EFI\debian\grubx64.efi`.
+//!
+//! On the next power-on the conductor sends the machine to its disk, and
+//! the serial console must show GRUB's menu, GRUB loading the image's
+//! kernel and initrd, and the image's init printing a marker with the
+//! command line grub-mkconfig made (`BOOT_IMAGE=/boot/vmlinuz-<version>
+//! root=UUID=<the root's UUID>`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +65,43 @@ fn bootable_partition(mbr: &[u8]) -> Option<(u64, u64)> {
     })
 }
 
+/// The GPT partition that starts last (root, as Ironic lays the disk out)
+/// and the ESP: (start, length) in bytes.
+fn gpt_root_and_esp(disk: &Path) -> ((u64, u64), (u64, u64)) {
+    let f = std::fs::File::open(disk).unwrap();
+    let read = |offset: u64, len: usize| {
+        let mut b = vec![0u8; len];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, offset).unwrap();
+        b
+    };
+    let header = read(512, 92);
+    assert_eq!(&header[..8], b"EFI PART", "no GPT on the disk");
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let (lba, count, size) = (
+        u64_at(&header, 72),
+        u32_at(&header, 80) as usize,
+        u32_at(&header, 84) as usize,
+    );
+    let entries = read(lba * 512, count * size);
+    // C12A7328-F81F-11D2-BA4B-00A0C93EC93B, as stored (mixed endian).
+    const ESP: [u8; 16] = [
+        0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9,
+        0x3b,
+    ];
+    let parts: Vec<(bool, u64, u64)> = entries
+        .chunks(size)
+        .filter(|e| e[..16].iter().any(|&b| b != 0))
+        .map(|e| {
+            let (first, last) = (u64_at(e, 32), u64_at(e, 40));
+            (e[..16] == ESP, first * 512, (last - first + 1) * 512)
+        })
+        .collect();
+    let root = parts.iter().max_by_key(|p| p.1).expect("no partitions");
+    let esp = parts.iter().find(|p| p.0).expect("no ESP");
+    ((root.1, root.2), (esp.1, esp.2))
+}
+
 /// A file of the ext4 filesystem at `offset` in `disk`, read with debugfs
 /// (no loop device, nothing mounted).
 fn ext4_file(disk: &Path, offset: u64, path: &str) -> String {
@@ -70,8 +113,7 @@ fn ext4_file(disk: &Path, offset: u64, path: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bios_partition_image_boots_through_its_own_grub() {
+async fn deploy_debian_and_boot(uefi: bool) {
     let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
     let (images, info) = grub_image();
     let kernel = &info["kernel"];
@@ -81,10 +123,21 @@ async fn bios_partition_image_boots_through_its_own_grub() {
         .unwrap()
         .trim()
         .to_string();
-    let c = conductor_serving(images, &["--enable-bios-bootloader-install", "true"]).await;
+    // BIOS needs the operator's consent (Ironic's default is off); UEFI does not.
+    let extra: &[&str] = if uefi {
+        &[]
+    } else {
+        &["--enable-bios-bootloader-install", "true"]
+    };
+    let c = conductor_serving(images, extra).await;
     let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut machine = Machine::new(dir.path(), "52:54:00:e2:e0:04", false, port);
+    let (mac, mode, tag) = if uefi {
+        ("52:54:00:e2:e0:05", "uefi", "grub-uefi")
+    } else {
+        ("52:54:00:e2:e0:04", "bios", "grub-bios")
+    };
+    let mut machine = Machine::new(dir.path(), mac, uefi, port);
     // A partition image as Ironic takes it: image_type=partition and the
     // root partition's size; no kernel/ramdisk (local boot only).
     let uuid = enroll_with(
@@ -93,13 +146,12 @@ async fn bios_partition_image_boots_through_its_own_grub() {
         json!({"image_source": format!("http://10.0.2.100/images/{IMAGE}"),
                "image_checksum": checksum, "image_disk_format": "qcow2",
                "image_type": "partition", "root_gb": 1,
-               "capabilities": "boot_mode:bios"}),
+               "capabilities": format!("boot_mode:{mode}")}),
     )
     .await;
     verb(&c, &uuid, "active").await;
     wait_states(&c, &uuid, &["wait call-back"], Duration::from_secs(30)).await;
 
-    let tag = "grub-bios";
     let (mut vm, started) = machine.power_on();
     wait_for("the first heartbeat", Duration::from_secs(240), || {
         let n = c.node(&uuid);
@@ -141,8 +193,9 @@ async fn bios_partition_image_boots_through_its_own_grub() {
         .expect("the VM did not power off after the deploy");
     drop(vm);
     let deploy_log = std::fs::read_to_string(dir.path().join("serial-1.log")).unwrap_or_default();
+    let target = if uefi { "x86_64-efi" } else { "i386-pc" };
     assert!(
-        deploy_log.contains("grub-install --target=i386-pc"),
+        deploy_log.contains(&format!("grub-install --target={target}")),
         "the agent did not run grub-install (serial log of the deploy kept as e2e-{tag}/serial-1.log)"
     );
     eprintln!(
@@ -150,23 +203,50 @@ async fn bios_partition_image_boots_through_its_own_grub() {
         started.elapsed().as_secs_f64()
     );
 
-    // The disk, seen from the host: GRUB's boot code in the MBR, root as the
-    // bootable partition, and a grub.cfg made at deploy time that boots the
-    // image's kernel from its root by UUID.
-    let mut mbr = vec![0u8; 512];
-    std::os::unix::fs::FileExt::read_exact_at(
-        &std::fs::File::open(&machine.disk).unwrap(),
-        &mut mbr,
-        0,
-    )
-    .unwrap();
-    assert_eq!(&mbr[510..], &[0x55, 0xaa], "no MBR signature");
-    assert!(
-        mbr[..440].windows(4).any(|w| w == b"GRUB"),
-        "no GRUB boot code in the MBR"
-    );
-    let (root_start, root_len) = bootable_partition(&mbr).expect("no bootable partition");
-    assert_eq!(root_len, 1 << 30, "root partition is not root_gb=1");
+    // The disk, seen from the host. BIOS: GRUB's boot code in the MBR, root
+    // the bootable partition. UEFI: GRUB in the ESP (under the image's
+    // distribution and the removable path) and an NVRAM entry for it. Both:
+    // a grub.cfg made at deploy time that boots the image's kernel from
+    // its root by UUID.
+    let root_start = if uefi {
+        let ((root_start, root_len), (esp_start, _)) = gpt_root_and_esp(&machine.disk);
+        assert_eq!(root_len, 1 << 30, "root partition is not root_gb=1");
+        let esp = format!("{}@@{esp_start}", machine.disk.display());
+        for dir in ["::/EFI/debian", "::/EFI/BOOT"] {
+            let out = Command::new("mdir")
+                .args(["-b", "-i", &esp, dir])
+                .output()
+                .expect("mdir (mtools)");
+            let listing = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+            assert!(
+                listing.contains("grubx64.efi") || listing.contains("bootx64.efi"),
+                "no GRUB in {dir} of the ESP: {listing}"
+            );
+        }
+        let vars = std::fs::read(&machine.vars).unwrap();
+        let label: Vec<u8> = "debian".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(
+            vars.windows(label.len()).any(|w| w == label.as_slice()),
+            "no boot entry labelled debian in the NVRAM"
+        );
+        root_start
+    } else {
+        let mut mbr = vec![0u8; 512];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &std::fs::File::open(&machine.disk).unwrap(),
+            &mut mbr,
+            0,
+        )
+        .unwrap();
+        assert_eq!(&mbr[510..], &[0x55, 0xaa], "no MBR signature");
+        assert!(
+            mbr[..440].windows(4).any(|w| w == b"GRUB"),
+            "no GRUB boot code in the MBR"
+        );
+        let (root_start, root_len) = bootable_partition(&mbr).expect("no bootable partition");
+        assert_eq!(root_len, 1 << 30, "root partition is not root_gb=1");
+        root_start
+    };
     let grub_cfg = ext4_file(&machine.disk, root_start, "/boot/grub/grub.cfg");
     assert!(
         grub_cfg.contains(&format!("/boot/vmlinuz-{kernel}"))
@@ -196,9 +276,23 @@ async fn bios_partition_image_boots_through_its_own_grub() {
     // GRUB (its boot code in the MBR, core.img, the menu it draws on the
     // serial line, the messages of the entry grub-mkconfig wrote) loaded
     // the image's kernel and initrd ...
+    if uefi {
+        // OVMF started the NVRAM entry the agent wrote for the image's GRUB.
+        assert!(
+            serial.contains("starting Boot")
+                && serial.contains("\"debian\" from HD(")
+                && serial.contains("\\EFI\\debian\\grubx64.efi"),
+            "firmware did not start the image's GRUB through its NVRAM entry:\n{serial}"
+        );
+    } else {
+        assert!(
+            serial.contains("GRUB loading."),
+            "GRUB's boot code did not run:\n{serial}"
+        );
+    }
     assert!(
-        serial.contains("GRUB loading.") && serial.contains("Welcome to GRUB!"),
-        "GRUB's boot code did not run:\n{serial}"
+        serial.contains("Welcome to GRUB!"),
+        "GRUB did not start:\n{serial}"
     );
     assert!(serial.contains("GNU GRUB"), "no GRUB menu:\n{serial}");
     assert!(
@@ -217,4 +311,14 @@ async fn bios_partition_image_boots_through_its_own_grub() {
     );
     let node = c.node(&uuid).await;
     assert_eq!(node["provision_state"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bios_partition_image_boots_through_its_own_grub() {
+    deploy_debian_and_boot(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uefi_partition_image_boots_through_its_own_grub() {
+    deploy_debian_and_boot(true).await;
 }
