@@ -40,19 +40,19 @@ fn test_images() -> &'static PathBuf {
 }
 
 /// One virtual machine: its disk and (UEFI) NVRAM persist across power cycles.
-struct Machine {
+pub(crate) struct Machine {
     dir: PathBuf,
     mac: String,
     uefi: bool,
-    disk: PathBuf,
-    vars: PathBuf,
+    pub(crate) disk: PathBuf,
+    pub(crate) vars: PathBuf,
     agent_port: u16,
     conductor_port: u16,
     boots: u32,
 }
 
 impl Machine {
-    fn new(dir: &Path, mac: &str, uefi: bool, conductor_port: u16) -> Self {
+    pub(crate) fn new(dir: &Path, mac: &str, uefi: bool, conductor_port: u16) -> Self {
         let disk = dir.join("disk.raw");
         // Root device selection wants at least 4 GiB (sparse).
         std::fs::File::create(&disk)
@@ -86,7 +86,7 @@ impl Machine {
     }
 
     /// Power on: network first, then the disk (bootindex), as a PXE fleet is set up.
-    fn power_on(&mut self) -> (Proc, Instant) {
+    pub(crate) fn power_on(&mut self) -> (Proc, Instant) {
         self.boots += 1;
         let netdev = format!(
             "user,id=n0,restrict=on,bootfile=http://10.0.2.100/boot/boot.ipxe,\
@@ -125,7 +125,7 @@ impl Machine {
 }
 
 /// Keep serial logs where CI can collect them (always; they are small).
-fn keep_logs(machine: &Machine, tag: &str) {
+pub(crate) fn keep_logs(machine: &Machine, tag: &str) {
     let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{tag}"));
     let _ = std::fs::create_dir_all(&dest);
     for i in 1..=machine.boots {
@@ -135,7 +135,12 @@ fn keep_logs(machine: &Machine, tag: &str) {
 }
 
 /// Wait for one of `states`; log the states the node passes through.
-async fn wait_states(c: &Conductor, uuid: &str, states: &[&str], within: Duration) -> Value {
+pub(crate) async fn wait_states(
+    c: &Conductor,
+    uuid: &str,
+    states: &[&str],
+    within: Duration,
+) -> Value {
     let mut last = String::new();
     let deadline = Instant::now() + within;
     loop {
@@ -161,10 +166,16 @@ async fn wait_states(c: &Conductor, uuid: &str, states: &[&str], within: Duratio
 }
 
 async fn conductor() -> Conductor {
+    conductor_serving(test_images(), &[]).await
+}
+
+/// The conductor the QEMU machines talk to: the ramdisk from this tree,
+/// `images` served at /images/, plus `extra` options.
+pub(crate) async fn conductor_serving(images: &Path, extra: &[&str]) -> Conductor {
     let (kernel, _) = ramdisk();
     let boot_dir = kernel.parent().unwrap().display().to_string();
-    let images = test_images().display().to_string();
-    Conductor::start(&[
+    let images = images.display().to_string();
+    let mut args = vec![
         "--public-url",
         "http://10.0.2.100",
         "--boot-dir",
@@ -175,18 +186,30 @@ async fn conductor() -> Conductor {
         "10",
         "--periodic-interval",
         "2",
-    ])
-    .await
+    ];
+    args.extend_from_slice(extra);
+    Conductor::start(&args).await
 }
 
 /// A provision verb the conductor must accept.
-async fn verb(c: &Conductor, uuid: &str, target: &str) {
+pub(crate) async fn verb(c: &Conductor, uuid: &str, target: &str) {
     let (code, body) = c.act(uuid, json!({"target": target})).await;
     assert_eq!(code, 202, "{target}: {body}");
 }
 
 /// A node for `machine`, taken to `available`, with `image` as its instance image.
 async fn enroll(c: &Conductor, machine: &Machine, image: &str, checksum: &str) -> String {
+    enroll_with(
+        c,
+        machine,
+        json!({"image_source": format!("http://10.0.2.100/images/{image}"),
+               "image_checksum": checksum, "image_disk_format": "qcow2"}),
+    )
+    .await
+}
+
+/// A node for `machine`, taken to `available`, with this `instance_info`.
+pub(crate) async fn enroll_with(c: &Conductor, machine: &Machine, instance_info: Value) -> String {
     let mut node = json!({"driver": "fake-hardware", "name": format!("vm-{}", machine.mac.replace(':', "")),
         "automated_clean": false,
         "driver_info": {"kernel_append_params": machine.kernel_params()}});
@@ -204,9 +227,7 @@ async fn enroll(c: &Conductor, machine: &Machine, image: &str, checksum: &str) -
     wait_states(c, &uuid, &["available"], Duration::from_secs(30)).await;
     c.patch_node(
         &uuid,
-        json!([{"op": "add", "path": "/instance_info", "value": {
-            "image_source": format!("http://10.0.2.100/images/{image}"),
-            "image_checksum": checksum, "image_disk_format": "qcow2"}}]),
+        json!([{"op": "add", "path": "/instance_info", "value": instance_info}]),
     )
     .await;
     uuid

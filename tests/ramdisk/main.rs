@@ -6,5 +6,6 @@ mod archive;
 mod capture;
 mod dhcp;
 mod e2e;
+mod grub;
 mod power;
 mod qemu;

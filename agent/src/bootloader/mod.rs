@@ -13,6 +13,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::disk::fsinfo::{self, FsInfo};
+use crate::disk::links;
 use crate::disk::partitions::{self, Partition, PartitionTable, TableKind};
 use crate::disk::region::Region;
 use crate::errors::RestError;
@@ -100,6 +101,9 @@ pub struct Environment<'a> {
     pub sysfs_root: &'a Path,
     /// `[conductor]enable_bios_bootloader_install`, pushed through lookup.
     pub bios_install_allowed: bool,
+    /// The agent owns `/dev` (the ramdisk, no udev): make the
+    /// `/dev/disk/by-uuid` and `by-partuuid` links the image's tools expect.
+    pub make_dev_links: bool,
 }
 
 /// A disk's partitions with their filesystems and device nodes.
@@ -163,6 +167,21 @@ impl DiskView {
             .iter()
             .find(|p| p.is_esp())
             .or_else(|| hint.and_then(|u| self.by_uuid(u)))
+    }
+
+    /// udev's `/dev/disk/by-uuid` and `by-partuuid` links for this disk.
+    fn dev_links(&self) -> Vec<links::Link> {
+        let mut out = Vec::new();
+        for p in &self.table.partitions {
+            let Some(node) = self.node(p.number) else {
+                continue;
+            };
+            if let Some(uuid) = self.fs(p.number).and_then(|f| f.uuid.as_deref()) {
+                out.push(links::Link::by_uuid(uuid, node));
+            }
+            out.push(links::Link::by_partuuid(&p.part_uuid, node));
+        }
+        out
     }
 
     fn describe(&self) -> String {
@@ -294,6 +313,16 @@ fn install_grub(env: &Environment, view: &DiskView, req: &Request) -> Result<Str
         mounts.mount(root_node, &point, root_fs.fstype)?;
         for fs in ["dev", "proc", "sys", "run"] {
             mounts.bind(&Path::new("/").join(fs), &point.join(fs))?;
+        }
+        if env.make_dev_links {
+            // Without them grub-mkconfig names root by the ramdisk's device
+            // name (root=/dev/vda1) instead of root=UUID=...
+            let made = links::ensure(Path::new("/dev"), &view.dev_links())
+                .map_err(|e| format!("making /dev/disk links: {e}"))?;
+            info!(
+                links = made.len(),
+                "/dev/disk links made for the image's tools"
+            );
         }
         if let Some(esp) = esp {
             let node = view

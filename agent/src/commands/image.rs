@@ -20,6 +20,8 @@ pub fn register(reg: &mut Registry) {
                 bios_install_allowed: ctx
                     .lookup_config()
                     .is_some_and(|c| c.enable_bios_bootloader_install),
+                // Only where no udev manages /dev: never on a host.
+                make_dev_links: crate::power::in_ramdisk(),
             };
             install_bootloader(&env, &request).map(|_| Value::Null)
         },

@@ -1,6 +1,7 @@
-//! Filesystems on partitions, by the mkfs tools (the issue allows shelling
-//! out for these). A partition without a device node is formatted through
-//! its disk at an offset, which only the FAT and ext tools can do.
+//! Filesystems on partitions: FAT natively (the ESP: the deploy ramdisk
+//! has no mkfs.vfat), the others by the mkfs tools (the issue allows
+//! shelling out for these). A partition without a device node is formatted
+//! through its disk at an offset, which only FAT and the ext tools can do.
 
 use std::process::Command;
 
@@ -26,6 +27,56 @@ pub enum MkfsError {
     NoNode(String, String),
     #[error("unsupported filesystem {0:?}")]
     Unsupported(String),
+    #[error("FAT label {0:?}: at most 11 ASCII characters")]
+    FatLabel(String),
+    #[error("formatting {target} as FAT: {source}")]
+    Fat {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `mkfs.vfat -n <label>` natively: FAT12/16/32 and the cluster size
+/// chosen from the size as mkfs.fat does (the 550 MiB ESP is FAT32, 4 KiB
+/// clusters), a random volume ID, the label in the boot sector and the
+/// root directory.
+pub fn make_fat(region: &Region, label: &str) -> Result<(), MkfsError> {
+    let target = region.path().display().to_string();
+    if label.len() > 11 || !label.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        return Err(MkfsError::FatLabel(label.to_string()));
+    }
+    let mut volume_label = [b' '; 11];
+    volume_label[..label.len()].copy_from_slice(label.as_bytes());
+    let volume_id = u32::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..4].try_into().unwrap());
+    let fat_error = |source| MkfsError::Fat {
+        target: target.clone(),
+        source,
+    };
+    let (path, start) = match &region.node {
+        Some(node) => (node.clone(), 0),
+        None => (region.disk.clone(), region.offset),
+    };
+    tracing::info!(target = %target, label, "making a FAT filesystem");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(fat_error)?;
+    let slice = fscommon::StreamSlice::new(
+        file.try_clone().map_err(fat_error)?,
+        start,
+        start + region.len,
+    )
+    .map_err(fat_error)?;
+    fatfs::format_volume(
+        slice,
+        fatfs::FormatVolumeOptions::new()
+            .volume_label(volume_label)
+            .volume_id(volume_id),
+    )
+    .map_err(fat_error)?;
+    file.sync_all().map_err(fat_error)
 }
 
 fn run(mut cmd: Command, target: &str) -> Result<(), MkfsError> {
@@ -61,20 +112,11 @@ pub fn mkfs(region: &Region, fstype: &str, label: &str) -> Result<(), MkfsError>
     {
         return Err(MkfsError::Unsupported(fstype));
     }
+    if matches!(fstype.as_str(), "vfat" | "fat" | "msdos") {
+        return make_fat(region, label);
+    }
     let mut cmd = Command::new(format!("mkfs.{fstype}"));
     match fstype.as_str() {
-        "vfat" | "fat" | "msdos" => {
-            cmd.args(["-n", label]);
-            match &region.node {
-                Some(node) => cmd.arg(node),
-                // -I: the target is a whole disk; the offset is in sectors, the size in KiB.
-                None => cmd
-                    .arg("-I")
-                    .arg(format!("--offset={}", region.offset / 512))
-                    .arg(&region.disk)
-                    .arg((region.len / 1024).to_string()),
-            };
-        }
         "ext2" | "ext3" | "ext4" => {
             cmd.args(["-F", "-q", "-L", label]);
             match &region.node {
@@ -151,5 +193,63 @@ mod tests {
         let Err(MkfsError::NoNode(..)) = mkfs(&eph, "xfs", "x") else {
             panic!("xfs cannot work by offset");
         };
+    }
+
+    /// The ESP as Ironic sizes it (550 MiB): FAT32, clean for fsck.fat,
+    /// seen by blkid and by the FAT reader the bootloader code uses.
+    #[test]
+    fn native_fat32_esp_is_what_the_tools_expect() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("esp");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(550 << 20)
+            .unwrap();
+        let mut region = Region::new(&img, 1, 0, 550 << 20);
+        region.node = Some(img.clone());
+        mkfs(&region, "vfat", "efi-part").unwrap();
+        let info = fsinfo::probe(&region).unwrap().unwrap();
+        assert_eq!(
+            (info.fstype, info.label.as_deref()),
+            ("vfat", Some("efi-part"))
+        );
+        let fs = fatfs::FileSystem::new(
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open(&img)
+                .unwrap(),
+            fatfs::FsOptions::new(),
+        )
+        .unwrap();
+        assert_eq!(fs.fat_type(), fatfs::FatType::Fat32);
+        drop(fs);
+        if let Ok(out) = Command::new("fsck.fat").arg("-n").arg(&img).output() {
+            assert!(
+                out.status.success(),
+                "fsck.fat: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if let Ok(out) = Command::new("blkid")
+            .args(["-p", "-o", "export"])
+            .arg(&img)
+            .output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("TYPE=vfat") && text.contains("VERSION=FAT32"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("UUID={}", info.uuid.unwrap())),
+                "{text}"
+            );
+        }
+        assert!(matches!(
+            mkfs(&region, "vfat", "much-too-long-label"),
+            Err(MkfsError::FatLabel(_))
+        ));
     }
 }

@@ -8,6 +8,7 @@ pub mod gpt_edit;
 pub mod hints;
 pub mod ioctl;
 pub mod layout;
+pub mod links;
 pub mod mkfs;
 pub mod partitions;
 pub mod region;
