@@ -8,7 +8,7 @@
 //! IPA emits must survive our types unchanged (so we emit it the same way).
 
 use ferrite_protocol::inspection::{InspectionData, InspectionResponse};
-use ferrite_protocol::inventory::Inventory;
+use ferrite_protocol::inventory::{ipa_shape_mismatches, Inventory};
 use ferrite_protocol::node::{Node, Port};
 use ferrite_protocol::steps::{CleanStepsResult, DeployStepsResult, Step};
 use ferrite_protocol::{
@@ -216,6 +216,8 @@ fn what_ipa_emits_survives_our_types() {
             }
             "poll.get_hardware_info" => {
                 let _: Inventory = round_trip("IPA's inventory", &value);
+                // The key lists we hold for IPA are the real IPA's.
+                assert_eq!(ipa_shape_mismatches(&value), Vec::<String>::new());
             }
             _ => {}
         }

@@ -10,12 +10,11 @@ use std::time::Duration;
 use ferrite_tests::{bin, wait_exit, Proc};
 use serde_json::Value;
 
-use crate::qemu::{ramdisk, ONE_VM_AT_A_TIME};
+use crate::qemu::{direct_boot, ONE_VM_AT_A_TIME};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pid1_captures_the_hardware_onto_a_disk_and_powers_off() {
     let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
-    let (kernel, initrd) = ramdisk();
     let dir = tempfile::tempdir().unwrap();
     let disk = |name: &str, size: u64| {
         let p = dir.path().join(name);
@@ -26,23 +25,11 @@ async fn pid1_captures_the_hardware_onto_a_disk_and_powers_off() {
     };
     let nvme = disk("nvme.raw", 6 << 30);
     let capture = disk("capture.raw", 16 << 20);
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "256", "-smp", "2"])
-        .args([
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 ferrite-capture-hardware=/dev/vda",
-        ])
+    let mut cmd = direct_boot(
+        256,
+        "console=ttyS0 panic=-1 ferrite-capture-hardware=/dev/vda",
+    );
+    cmd.args(["-smp", "2"])
         .args(["-smbios", "type=1,manufacturer=Ferrite Test,serial=CAP-1"])
         .args([
             "-drive",

@@ -240,6 +240,35 @@ fn checksum_of(image: &str) -> String {
         .to_string()
 }
 
+/// Power the machine on for its deploy: wait for the agent's first
+/// heartbeat (timed) and for the deploy to end, active or failed. Returns
+/// the machine, the node, and when it was powered on.
+pub async fn power_on_and_deploy(
+    c: &Conductor,
+    uuid: &str,
+    machine: &mut Machine,
+    tag: &str,
+    within: Duration,
+) -> (Proc, Value, Instant) {
+    let (vm, started) = machine.power_on();
+    wait_for("the first heartbeat", Duration::from_secs(240), || {
+        let n = c.node(uuid);
+        async move {
+            let n = n.await;
+            n["driver_internal_info"]["agent_last_heartbeat"]
+                .is_string()
+                .then_some(())
+        }
+    })
+    .await;
+    eprintln!(
+        "{tag}: QEMU start -> first heartbeat {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let done = wait_states(c, uuid, &["active", "deploy failed"], within).await;
+    (vm, done, started)
+}
+
 async fn deploy_and_boot(uefi: bool) {
     let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
     let c = conductor().await;
@@ -256,29 +285,9 @@ async fn deploy_and_boot(uefi: bool) {
     wait_states(&c, &uuid, &["wait call-back"], Duration::from_secs(30)).await;
 
     // Power on: PXE → iPXE → the conductor's script → ramdisk → agent.
-    let (mut vm, started) = machine.power_on();
     let tag = if uefi { "uefi" } else { "bios" };
-    wait_for("the first heartbeat", Duration::from_secs(240), || {
-        let n = c.node(&uuid);
-        async move {
-            let n = n.await;
-            n["driver_internal_info"]["agent_last_heartbeat"]
-                .is_string()
-                .then_some(())
-        }
-    })
-    .await;
-    eprintln!(
-        "{tag}: QEMU start -> first heartbeat {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let done = wait_states(
-        &c,
-        &uuid,
-        &["active", "deploy failed"],
-        Duration::from_secs(300),
-    )
-    .await;
+    let (mut vm, done, started) =
+        power_on_and_deploy(&c, &uuid, &mut machine, tag, Duration::from_secs(300)).await;
     keep_logs(&machine, tag);
     assert_eq!(
         done["provision_state"], "active",

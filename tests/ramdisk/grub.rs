@@ -22,10 +22,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ferrite_tests::{wait_exit, wait_for};
+use ferrite_tests::wait_exit;
 use serde_json::json;
 
-use crate::e2e::{conductor_serving, enroll_with, keep_logs, verb, wait_states, Machine};
+use crate::e2e::{
+    conductor_serving, enroll_with, keep_logs, power_on_and_deploy, verb, wait_states, Machine,
+};
 use crate::qemu::{workspace, ONE_VM_AT_A_TIME};
 
 const IMAGE: &str = "debian-grub.qcow2";
@@ -152,28 +154,8 @@ async fn deploy_debian_and_boot(uefi: bool) {
     verb(&c, &uuid, "active").await;
     wait_states(&c, &uuid, &["wait call-back"], Duration::from_secs(30)).await;
 
-    let (mut vm, started) = machine.power_on();
-    wait_for("the first heartbeat", Duration::from_secs(240), || {
-        let n = c.node(&uuid);
-        async move {
-            let n = n.await;
-            n["driver_internal_info"]["agent_last_heartbeat"]
-                .is_string()
-                .then_some(())
-        }
-    })
-    .await;
-    eprintln!(
-        "{tag}: QEMU start -> first heartbeat {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let done = wait_states(
-        &c,
-        &uuid,
-        &["active", "deploy failed"],
-        Duration::from_secs(600),
-    )
-    .await;
+    let (mut vm, done, started) =
+        power_on_and_deploy(&c, &uuid, &mut machine, tag, Duration::from_secs(600)).await;
     keep_logs(&machine, tag);
     assert_eq!(
         done["provision_state"], "active",

@@ -57,7 +57,6 @@ struct Vm {
 
 impl Vm {
     fn boot(dir: &Path, conductor_port: u16, memory_mib: u32) -> Self {
-        let (kernel, initrd) = ramdisk();
         let fwd = dir.join("fwd.py");
         std::fs::write(&fwd, FORWARDER).unwrap();
         let disk = dir.join("disk.raw");
@@ -76,21 +75,8 @@ impl Vm {
              guestfwd=tcp:10.0.2.100:80-cmd:python3 {} {conductor_port}",
             fwd.display()
         );
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-m", &memory_mib.to_string()])
-            .args([
-                "-nographic",
-                "-no-reboot",
-                "-nodefaults",
-                "-serial",
-                "stdio",
-            ])
-            .arg("-kernel")
-            .arg(kernel)
-            .arg("-initrd")
-            .arg(initrd)
-            .args(["-append", &append])
-            .args(["-netdev", &netdev])
+        let mut cmd = direct_boot(memory_mib, &append);
+        cmd.args(["-netdev", &netdev])
             .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
             .args([
                 "-drive",
@@ -104,6 +90,27 @@ impl Vm {
             agent_port,
         }
     }
+}
+
+/// QEMU (TCG, serial on stdout, no default devices) booting the deploy
+/// ramdisk directly with `append`; the caller adds disks and NICs.
+pub fn direct_boot(memory_mib: u32, append: &str) -> Command {
+    let (kernel, initrd) = ramdisk();
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-m", &memory_mib.to_string()])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-nodefaults",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", append]);
+    cmd
 }
 
 impl Drop for Vm {
