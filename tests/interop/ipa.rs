@@ -70,12 +70,13 @@ const REFUSED: &[&str] = &[
     "qemu-img",
 ];
 
-/// The host's NICs with a MAC (IPA looks up with the host's own).
+/// The host's physical NICs' MACs: IPA looks up with those (it skips
+/// interfaces without a device, such as lo or ifb).
 fn host_macs() -> Vec<String> {
     let mut macs: Vec<String> = std::fs::read_dir("/sys/class/net")
         .expect("/sys/class/net")
         .flatten()
-        .filter(|e| e.file_name() != "lo")
+        .filter(|e| e.path().join("device").exists())
         .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
         .map(|m| m.trim().to_string())
         .filter(|m| !m.is_empty() && m != "00:00:00:00:00:00")
@@ -162,7 +163,7 @@ impl Drop for Ipa {
 #[tokio::test(flavor = "multi_thread")]
 async fn ipa_works_with_ferrite_conductor() {
     let macs = host_macs();
-    assert!(!macs.is_empty(), "the host has no NIC with a MAC");
+    assert!(!macs.is_empty(), "the host has no physical NIC");
     let conductor = Conductor::start(&[
         "--fast-track",
         "true",
@@ -180,7 +181,9 @@ async fn ipa_works_with_ferrite_conductor() {
         .create_node(json!({"driver": "fake-hardware", "name": "ipa-host"}))
         .await;
     let uuid = node["uuid"].as_str().expect("uuid").to_string();
-    conductor.create_port(&uuid, &macs[0]).await;
+    for mac in &macs {
+        conductor.create_port(&uuid, mac).await;
+    }
     conductor.act(&uuid, json!({"target": "manage"})).await;
     conductor
         .wait_state(&uuid, "manageable", Duration::from_secs(60))
