@@ -303,6 +303,15 @@ impl Conductor {
             .map(str::to_string)
     }
 
+    /// Wait for a heartbeat over TLS: the certificate the agent sent.
+    pub async fn wait_agent_certificate(&self, uuid: &str, within: Duration) -> String {
+        wait_for("the agent certificate at the conductor", within, || {
+            let pem = self.agent_certificate(uuid);
+            async move { pem }
+        })
+        .await
+    }
+
     /// The certificate the agent sent, as the conductor stored it.
     pub fn agent_certificate(&self, uuid: &str) -> Option<String> {
         fs::read_to_string(
@@ -429,15 +438,9 @@ impl Pair {
         let uuid = node["uuid"].as_str().expect("uuid").to_string();
         conductor.create_port(&uuid, mac).await;
         let agent = Agent::start(&conductor.url, &[mac], agent_params);
-        let pem = wait_for(
-            "the agent certificate at the conductor",
-            Duration::from_secs(60),
-            || {
-                let pem = conductor.agent_certificate(&uuid);
-                async move { pem }
-            },
-        )
-        .await;
+        let pem = conductor
+            .wait_agent_certificate(&uuid, Duration::from_secs(60))
+            .await;
         Self {
             conductor,
             agent,

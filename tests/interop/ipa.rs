@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use ferrite_protocol::inventory::Inventory;
 use ferrite_tests::recorder::Recorder;
-use ferrite_tests::{agent_client, free_port, wait_for, AgentApi, Conductor, Proc};
+use ferrite_tests::{agent_client, free_port, AgentApi, Conductor, Proc};
 use serde_json::{json, Value};
 
 use crate::ironic::venv_bin;
@@ -221,15 +221,9 @@ async fn ipa_works_with_ferrite_conductor() {
 
     // Lookup (fast track: a manageable node may be looked up), token,
     // heartbeat over IPA's auto-TLS.
-    wait_for(
-        "IPA's heartbeat with its certificate",
-        Duration::from_secs(120),
-        || {
-            let pem = conductor.agent_certificate(&uuid);
-            async move { pem }
-        },
-    )
-    .await;
+    conductor
+        .wait_agent_certificate(&uuid, Duration::from_secs(120))
+        .await;
     let agent_url = conductor.wait_agent(&uuid).await;
     assert!(agent_url.starts_with("https://"), "{agent_url}");
 
