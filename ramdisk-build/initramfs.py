@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Helpers for ramdisk-build/build (stdlib only, deterministic output).
 
-  initramfs.py modules KROOT KVER LIST ROOTFS
-      Copy the modules named in LIST (and everything they depend on) from an
-      unpacked kernel package into ROOTFS/lib/modules/KVER, decompressed, with
-      a depmod-format modules.dep; write the resolved list to
-      ROOTFS/etc/ferrite/modules.list.
+  initramfs.py modules KROOT KVER PROFILE_DIR PROFILE ROOTFS [FIRMWARE_ROOT...]
+      Copy the modules the profile PROFILE_DIR/PROFILE.list names (and
+      everything they depend on) from an unpacked kernel package into
+      ROOTFS/lib/modules/KVER, decompressed, with depmod-format modules.dep,
+      modules.alias and modules.softdep; write the base list's modules (loaded
+      at every boot) to ROOTFS/etc/ferrite/modules.list; copy the firmware
+      files the shipped modules name from FIRMWARE_ROOTs to ROOTFS/lib/firmware.
+  initramfs.py profile-firmware PROFILE_DIR PROFILE
+      Print the Debian firmware packages the profile names.
   initramfs.py cpio ROOTFS OUT
       Write ROOTFS as a newc cpio archive: sorted paths, owner 0:0, mtime
       $SOURCE_DATE_EPOCH, normalised modes, plus /dev/console and /dev/null
@@ -13,13 +17,12 @@
 """
 import lzma
 import os
-import re
+import struct
 import shutil
 import stat
 import subprocess
 import sys
 
-DEPENDS = re.compile(rb"(?:^|\0)depends=([^\0]*)\0")
 EXTS = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")
 
 
@@ -47,7 +50,97 @@ def read_module(path):
         return f.read()
 
 
-def modules(kroot, kver, list_path, rootfs):
+def modinfo(blob, what):
+    """The `.modinfo` section of a module (an ELF64 little-endian object,
+    as on x86_64 and arm64) as (key, value) pairs, in order."""
+    if blob[:4] != b"\x7fELF" or blob[4] != 2 or blob[5] != 1:
+        sys.exit(f"{what}: not an ELF64 little-endian module")
+    shoff, = struct.unpack_from("<Q", blob, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", blob, 0x3A)
+
+    def section(i):
+        off = shoff + i * shentsize
+        name, = struct.unpack_from("<I", blob, off)
+        offset, size = struct.unpack_from("<QQ", blob, off + 0x18)
+        return name, offset, size
+
+    _, str_off, str_size = section(shstrndx)
+    names = blob[str_off : str_off + str_size]
+    for i in range(shnum):
+        name, offset, size = section(i)
+        if names[name : names.index(b"\0", name)] == b".modinfo":
+            pairs = []
+            for entry in blob[offset : offset + size].split(b"\0"):
+                key, sep, value = entry.partition(b"=")
+                if sep:
+                    pairs.append((key.decode(), value.decode("utf-8", "replace")))
+            return pairs
+    return []
+
+
+# Buses whose unmatched devices PID 1 reports with the driver they need.
+UNSHIPPED_BUSES = ("pci:", "usb:", "virtio:", "scsi:")
+
+
+def kernel_aliases(kroot, moddir, index):
+    """Every (alias, module) of the kernel package, cached in KROOT: reading
+    all of its modules takes seconds."""
+    cache = os.path.join(kroot, ".ferrite-modules.alias")
+    if not os.path.exists(cache):
+        tmp = cache + ".tmp"
+        with open(tmp, "w") as f:
+            for name in sorted(index):
+                blob = read_module(os.path.join(moddir, index[name]))
+                for k, v in modinfo(blob, index[name]):
+                    if k == "alias":
+                        f.write(f"{v} {name}\n")
+        os.replace(tmp, cache)
+    with open(cache) as f:
+        return [tuple(line.split()) for line in f if len(line.split()) == 2]
+
+
+def read_profile(profile_dir, name, seen=None):
+    """A profile's module names (in order, each once), the names its `base`
+    include brings (loaded at every boot), and its firmware packages.
+    Lines: a module name, `@include <profile>`, `@firmware <package>`, `#`
+    comments."""
+    seen = seen if seen is not None else []
+    if name in seen:
+        sys.exit(f"profile include cycle: {' -> '.join(seen + [name])}")
+    path = os.path.join(profile_dir, name + ".list")
+    if not os.path.exists(path):
+        sys.exit(f"no profile {name!r} ({path})")
+    mods, boot, firmware = [], [], []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.split("#")[0].strip()
+            if not line:
+                continue
+            if line.startswith("@"):
+                word, _, arg = line.partition(" ")
+                arg = arg.strip()
+                if word == "@include" and arg:
+                    m, b, fw = read_profile(profile_dir, arg, seen + [name])
+                    mods += m
+                    boot += m if arg == "base" else b
+                    firmware += fw
+                elif word == "@firmware" and arg:
+                    firmware.append(arg)
+                else:
+                    sys.exit(f"{path}:{n}: unknown directive {line!r}")
+            else:
+                mods.append(mod_name(line))
+    dedup = lambda xs: list(dict.fromkeys(xs))
+    return dedup(mods), dedup(boot), dedup(firmware)
+
+
+def profile_firmware(profile_dir, name):
+    """Print the Debian firmware packages a profile names, one a line."""
+    for pkg in read_profile(profile_dir, name)[2]:
+        print(pkg)
+
+
+def modules(kroot, kver, profile_dir, profile, rootfs, *firmware_roots):
     moddir = os.path.join(kroot, "lib/modules", kver)
     index = {}
     for dirpath, _, files in os.walk(os.path.join(moddir, "kernel")):
@@ -60,11 +153,9 @@ def modules(kroot, kver, list_path, rootfs):
     if os.path.exists(bpath):
         with open(bpath) as f:
             builtin = {mod_name(l.strip()) for l in f if l.strip()}
-    with open(list_path) as f:
-        wanted = [l.split("#")[0].strip() for l in f]
-    wanted = [mod_name(w) for w in wanted if w]
+    wanted, boot, _ = read_profile(profile_dir, profile)
 
-    data, deps = {}, {}
+    data, deps, info, soft = {}, {}, {}, []
 
     def visit(name, stack):
         if name in deps or name in builtin:
@@ -74,12 +165,19 @@ def modules(kroot, kver, list_path, rootfs):
         if name not in index:
             raise KeyError(name)
         blob = read_module(os.path.join(moddir, index[name]))
-        m = DEPENDS.search(blob)
-        direct = [mod_name(d) for d in m.group(1).decode().split(",") if d] if m else []
+        pairs = modinfo(blob, index[name])
+        direct = [mod_name(d) for k, v in pairs if k == "depends" for d in v.split(",") if d]
         for d in direct:
             visit(d, stack + [name])
+        # Soft dependencies (`softdep=pre: crc32c post: ...`) ship too (the
+        # loader reads them from modules.softdep); they may point back at
+        # this module, so they are visited once the hard ones are done.
+        for k, v in pairs:
+            if k == "softdep":
+                soft.extend(v.replace("pre:", " ").replace("post:", " ").split())
         data[name] = blob
         deps[name] = direct
+        info[name] = pairs
 
     resolved, missing, inkernel = [], [], []
     for w in wanted:
@@ -91,6 +189,17 @@ def modules(kroot, kver, list_path, rootfs):
             resolved.append(w)
         except KeyError as e:
             missing.append(f"{w} (needs {e.args[0]})" if e.args[0] != w else w)
+    # Soft dependencies name modules or aliases (`crc32c`, `crypto-crc32c`).
+    by_alias = {}
+    for pattern, name in kernel_aliases(kroot, moddir, index):
+        by_alias.setdefault(pattern, []).append(name)
+    while soft:
+        want = soft.pop()
+        for name in [mod_name(want)] if mod_name(want) in index else by_alias.get(want, []):
+            try:
+                visit(name, [])
+            except KeyError:
+                pass  # a soft dependency this kernel lacks: modprobe skips it too
 
     def plain(name):
         rel = index[name]
@@ -112,19 +221,79 @@ def modules(kroot, kver, list_path, rootfs):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(blob)
+    order = sorted(deps, key=plain)
     with open(os.path.join(dest, "modules.dep"), "w") as f:
-        for name in sorted(deps, key=plain):
+        for name in order:
             f.write(f"{plain(name)}:{''.join(' ' + plain(d) for d in closure(name, []))}\n")
+    # depmod's modules.alias: what PID 1 matches each device's modalias with.
+    aliases = 0
+    with open(os.path.join(dest, "modules.alias"), "w") as f:
+        f.write("# Aliases extracted from modules\n")
+        for name in order:
+            for k, v in info[name]:
+                if k == "alias":
+                    f.write(f"alias {v} {name}\n")
+                    aliases += 1
+    # The aliases of the kernel's other modules, for the devices a machine
+    # may have that need a driver: PID 1 names the missing driver in its log.
+    unshipped = 0
+    with open(os.path.join(dest, "modules.alias.unshipped"), "w") as f:
+        f.write("# Aliases of the kernel's modules this ramdisk does not ship\n")
+        for pattern, name in kernel_aliases(kroot, moddir, index):
+            if name not in deps and pattern.startswith(UNSHIPPED_BUSES):
+                f.write(f"alias {pattern} {name}\n")
+                unshipped += 1
+    with open(os.path.join(dest, "modules.softdep"), "w") as f:
+        f.write("# Soft dependencies extracted from modules themselves.\n")
+        for name in order:
+            for k, v in info[name]:
+                if k == "softdep":
+                    f.write(f"softdep {name} {v}\n")
     if os.path.exists(bpath):
         shutil.copyfile(bpath, os.path.join(dest, "modules.builtin"))
     os.makedirs(os.path.join(rootfs, "etc/ferrite"), exist_ok=True)
     with open(os.path.join(rootfs, "etc/ferrite/modules.list"), "w") as f:
-        f.write("# resolved by ramdisk-build from initramfs/etc/ferrite/modules.list\n")
-        f.writelines(w + "\n" for w in resolved)
-    print(f"modules: {len(resolved)} listed -> {len(data)} files "
-          f"({sum(map(len, data.values()))} bytes); built in: {' '.join(inkernel) or '-'}")
+        f.write(f"# loaded at every boot (profile {profile}: ramdisk-build/profiles/base.list);\n")
+        f.write("# every other module loads when a device's modalias asks for it\n")
+        f.writelines(w + "\n" for w in resolved if w in boot)
+
+    # Firmware: the files shipped modules name (`firmware=`), from the
+    # profile's firmware packages. Symlinks (ice.pkg -> ice-1.3.x.pkg) are
+    # resolved: the ramdisk holds the file under the name the driver asks.
+    fw_found, fw_missing, fw_bytes = [], [], 0
+    for name in order:
+        for k, v in info[name]:
+            if k != "firmware":
+                continue
+            src = next(
+                (os.path.join(r, v) for r in firmware_roots
+                 if os.path.isfile(os.path.join(r, v))),
+                None,
+            )
+            if src is None:
+                fw_missing.append(f"{v} ({name})")
+                continue
+            out = os.path.join(rootfs, "lib/firmware", v)
+            if os.path.exists(out):
+                continue
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            shutil.copyfile(src, out)
+            fw_found.append(v)
+            fw_bytes += os.path.getsize(out)
+
+    print(f"modules: profile {profile}: {len(resolved)} listed -> {len(data)} files "
+          f"({sum(map(len, data.values()))} bytes), {aliases} aliases "
+          f"(+{unshipped} of modules not shipped), "
+          f"{len([w for w in resolved if w in boot])} loaded at boot")
+    if inkernel:
+        print(f"modules: built into kernel {kver}: {' '.join(inkernel)}")
     if missing:
         print(f"modules: not in kernel {kver}, skipped: {' '.join(missing)}")
+    if firmware_roots:
+        print(f"firmware: {len(fw_found)} files ({fw_bytes} bytes) for the shipped modules")
+        if fw_missing:
+            print(f"firmware: not in the profile's packages ({len(fw_missing)}): "
+                  f"{' '.join(sorted(fw_missing))}")
 
 
 def cpio(rootfs, out):
@@ -170,8 +339,10 @@ def cpio(rootfs, out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "modules":
+    if len(sys.argv) >= 7 and sys.argv[1] == "modules":
         modules(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "profile-firmware":
+        profile_firmware(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "cpio":
         cpio(*sys.argv[2:])
     else:
