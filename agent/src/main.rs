@@ -91,6 +91,13 @@ fn main() -> anyhow::Result<()> {
     if std::process::id() == 1 {
         ferrite_agent::init::run();
     }
+    // The kernel's request_module() runs /sbin/modprobe (a link to this
+    // binary in the ramdisk) for filesystems, crypto and the like.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some("modprobe".as_ref()) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        std::process::exit(ferrite_agent::init::modules::modprobe::main(&args));
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Inventory { skip_bmc, lldp }) => {

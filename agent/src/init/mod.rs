@@ -5,6 +5,8 @@
 //! here is logged and the agent is started anyway: it retries its lookup
 //! and the console shows what went wrong.
 
+pub mod devices;
+pub mod firmware;
 pub mod modules;
 pub mod mounts;
 pub mod net;
@@ -17,7 +19,9 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-/// The module list the ramdisk build writes (names, one a line).
+/// The modules loaded at every boot (names, one a line; the ramdisk build
+/// writes it from `ramdisk-build/profiles/base.list`). Every other module
+/// loads when a device's modalias asks for it.
 pub const MODULES_LIST: &str = "/etc/ferrite/modules.list";
 /// Set in the agent's environment so it knows it runs under this init.
 pub const CHILD_MARKER: &str = "FERRITE_INIT_CHILD";
@@ -44,9 +48,16 @@ pub fn run() -> ! {
             BTreeMap::new()
         });
 
-    match modules::load_listed(Path::new(MODULES_LIST)) {
-        Ok(loaded) => info!("loaded {} kernel modules", loaded),
-        Err(e) => error!("kernel modules: {e:#}"),
+    firmware::watch_kernel_log();
+    let settled = devices::start("/sys".into(), MODULES_LIST.into());
+    if let Some(s) = devices::wait_settled(&settled, DRIVERS_BUDGET) {
+        info!(
+            "drivers: {} modules for {} devices in {} coldplug passes; {} devices without a driver",
+            s.coldplug.loaded,
+            s.coldplug.devices,
+            s.coldplug.passes,
+            s.coldplug.unmatched.len()
+        );
     }
     match mounts::mount_efivarfs() {
         Ok(true) => info!("UEFI boot: efivarfs mounted"),
@@ -80,5 +91,7 @@ pub fn run() -> ! {
     supervise::run()
 }
 
+/// How long PID 1 waits for the drivers of the devices present at boot.
+const DRIVERS_BUDGET: Duration = Duration::from_secs(60);
 /// How long PID 1 waits for NICs and DHCP before starting the agent.
 const NET_BUDGET: Duration = Duration::from_secs(60);

@@ -1,14 +1,8 @@
-//! Kernel modules without modprobe: read `modules.dep` (depmod's format,
-//! written by the ramdisk build), resolve each listed module's
-//! dependencies, and load them in order with finit_module(2).
+//! `modules.dep` (depmod's format, written by the ramdisk build) and
+//! `modules.builtin`: where each module's file is and what it needs first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-
-use nix::errno::Errno;
-use nix::kmod::{finit_module, ModuleInitFlags};
-use tracing::{debug, warn};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModuleError {
@@ -69,6 +63,15 @@ impl ModuleIndex {
             .map(module_name)
             .collect();
         Ok(Self { modules, builtin })
+    }
+
+    /// Whether `name` is a module file here (not built in, not unknown).
+    pub fn has(&self, name: &str) -> bool {
+        self.modules.contains_key(&module_name(name))
+    }
+
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.builtin.contains(&module_name(name))
     }
 
     pub fn read(dir: &Path) -> Result<Self, ModuleError> {
@@ -145,54 +148,6 @@ pub fn parse_list(text: &str) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-/// Load every module in `list` (and its dependencies) from
-/// `/lib/modules/$(uname -r)`; returns how many were loaded. A module that
-/// fails is logged and skipped: one odd NIC driver must not stop the rest.
-pub fn load_listed(list: &Path) -> anyhow::Result<usize> {
-    use anyhow::Context;
-    let text =
-        std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
-    let release = nix::sys::utsname::uname()
-        .context("uname")?
-        .release()
-        .to_string_lossy()
-        .into_owned();
-    let dir = Path::new("/lib/modules").join(&release);
-    let index = ModuleIndex::read(&dir)?;
-    let mut loaded = 0;
-    for name in parse_list(&text) {
-        let order = match index.load_order(&[&name]) {
-            Ok(o) => o,
-            Err(e) => {
-                warn!("{e}");
-                continue;
-            }
-        };
-        for rel in order {
-            let path = dir.join(&rel);
-            match load(&path) {
-                Ok(true) => {
-                    debug!("loaded {}", rel.display());
-                    loaded += 1;
-                }
-                Ok(false) => {}
-                Err(e) => warn!("loading {}: {e:#}", path.display()),
-            }
-        }
-    }
-    Ok(loaded)
-}
-
-/// finit_module(2); `Ok(false)` if it was already loaded.
-fn load(path: &Path) -> anyhow::Result<bool> {
-    let file = File::open(path)?;
-    match finit_module(&file, c"", ModuleInitFlags::empty()) {
-        Ok(()) => Ok(true),
-        Err(Errno::EEXIST) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 #[cfg(test)]
