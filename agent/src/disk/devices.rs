@@ -119,10 +119,24 @@ fn serial_of(dir: &Path) -> Option<String> {
             return Some(s);
         }
     }
-    let page = fs::read(dir.join("device/vpd_pg80")).ok()?;
-    let len = *page.get(3)? as usize;
-    let raw = page.get(4..4 + len)?;
-    non_empty(String::from_utf8_lossy(raw).trim().to_string())
+    let from_vpd = fs::read(dir.join("device/vpd_pg80")).ok().and_then(|page| {
+        let len = *page.get(3)? as usize;
+        let raw = page.get(4..4 + len)?;
+        non_empty(String::from_utf8_lossy(raw).trim().to_string())
+    });
+    from_vpd.or_else(|| usb_serial(dir))
+}
+
+/// USB mass storage skips VPD pages; udev's `ID_SERIAL_SHORT` is then the
+/// USB device's own serial string, in the first ancestor that is a USB
+/// device (the one with `idVendor`).
+fn usb_serial(dir: &Path) -> Option<String> {
+    let device = fs::canonicalize(dir.join("device")).ok()?;
+    device
+        .ancestors()
+        .take(12)
+        .find(|d| d.join("idVendor").is_file())
+        .and_then(|usb| non_empty(read_trim(&usb.join("serial"))))
 }
 
 /// udev's `ID_WWN` family from sysfs `wwid`: `naa.<hex>` → `0x<first 16 hex>`
@@ -277,6 +291,22 @@ mod tests {
         fs::write(d.join("size"), format!("{sectors}\n")).unwrap();
         fs::write(d.join("ro"), if ro { "1\n" } else { "0\n" }).unwrap();
         fs::write(d.join("queue/rotational"), "0\n").unwrap();
+    }
+
+    #[test]
+    fn usb_disks_take_the_usb_device_serial() {
+        let sys = tempfile::tempdir().unwrap();
+        let dev = tempfile::tempdir().unwrap();
+        disk(sys.path(), "sdb", 100 << 21, false);
+        let usb = sys.path().join("devices/pci0000:00/0000:00:04.0/usb2/2-1");
+        let scsi = usb.join("2-1:1.0/host3/target3:0:0/3:0:0:0");
+        fs::create_dir_all(&scsi).unwrap();
+        fs::write(usb.join("idVendor"), "46f4\n").unwrap();
+        fs::write(usb.join("serial"), "FERRITE-USB-6\n").unwrap();
+        let sdb = sys.path().join("block/sdb");
+        std::os::unix::fs::symlink(&scsi, sdb.join("device")).unwrap();
+        let devs = list_block_devices(sys.path(), dev.path(), &DiskPolicy::All);
+        assert_eq!(devs[0].serial.as_deref(), Some("FERRITE-USB-6"));
     }
 
     #[test]
