@@ -14,6 +14,7 @@ use crate::api::runner::CommandRunner;
 use crate::api::{self, ApiState};
 use crate::commands;
 use crate::config::{Config, TlsVersion};
+use crate::hardware::disk_wait::{cache_node, wait_for_disks};
 use crate::hardware::generic::GenericHardwareManager;
 use crate::hardware::nics::list_nics;
 use crate::hardware::HardwareManagers;
@@ -40,6 +41,21 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
         "ferrite-agent starting"
     );
 
+    // IPA's hardware manager initialization: wait for a disk a deploy
+    // could use (no node yet: the smallest-disk rule) ...
+    let init_ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || wait_for_disks(&init_ctx.config, None))
+        .await
+        .context("waiting for the root device")?;
+    // ... then the operator's pause (IPA sleeps after the managers are up).
+    if !cfg.hardware_initialization_delay.is_zero() {
+        info!(
+            "Waiting {} seconds before proceeding",
+            cfg.hardware_initialization_delay.as_secs()
+        );
+        tokio::time::sleep(cfg.hardware_initialization_delay).await;
+    }
+
     let macs = wait_for_macs(cfg).await?;
     // Before lookup: an unknown node has no ports until inspection adds them.
     let inspected_uuid = crate::ironic::inspection::inspect(&ctx).await;
@@ -59,7 +75,12 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
     )
     .await?;
     let node_uuid = found.node.uuid.clone();
-    ctx.set_node(found.node.clone());
+    // A new node: wait for the disk its root device hints name.
+    let lookup_ctx = ctx.clone();
+    let node = found.node.clone();
+    tokio::task::spawn_blocking(move || cache_node(&lookup_ctx, node))
+        .await
+        .context("waiting for the node's root device")?;
     if let Some(config) = &found.config {
         ctx.set_lookup_config(config.clone());
     }

@@ -88,6 +88,14 @@ pub struct Config {
     pub image_download_retries: u32,
     /// `ipa-image-download-connection-retry-interval`.
     pub image_download_retry_interval: Duration,
+    /// `ipa-hardware-initialization-delay`: a pause once the hardware
+    /// managers are up, before anything else (slow RAID drivers).
+    pub hardware_initialization_delay: Duration,
+    /// `ipa-disk-wait-attempts`: how often to look for the root disk (0:
+    /// not at all).
+    pub disk_wait_attempts: u32,
+    /// `ipa-disk-wait-delay`: the pause between two looks.
+    pub disk_wait_delay: Duration,
     /// `ferrite-allow-power`: what `standby.power_off`/`run_image` may do
     /// outside the ramdisk's init (refuse, reboot(2), or end the process).
     pub power_policy: crate::power::PowerPolicy,
@@ -148,6 +156,9 @@ impl Default for Config {
             image_download_timeout: Duration::from_secs(60),
             image_download_retries: 9,
             image_download_retry_interval: Duration::from_secs(10),
+            hardware_initialization_delay: Duration::ZERO,
+            disk_wait_attempts: 10,
+            disk_wait_delay: Duration::from_secs(3),
             power_policy: crate::power::PowerPolicy::Refuse,
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
@@ -275,6 +286,23 @@ impl Config {
             "ipa-image-download-connection-retry-interval" => {
                 self.image_download_retry_interval =
                     parse_secs("ipa-image-download-connection-retry-interval", value, true)?
+            }
+            // IPA's IntOpts (min 0): whole seconds and counts.
+            "ipa-hardware-initialization-delay" => {
+                self.hardware_initialization_delay =
+                    parse_secs("ipa-hardware-initialization-delay", value, false)?
+            }
+            "ipa-disk-wait-attempts" => {
+                self.disk_wait_attempts = value.parse().map_err(|_| {
+                    invalid(
+                        "ipa-disk-wait-attempts",
+                        value,
+                        "expected a whole number".into(),
+                    )
+                })?
+            }
+            "ipa-disk-wait-delay" => {
+                self.disk_wait_delay = parse_secs("ipa-disk-wait-delay", value, false)?
             }
             _ => {}
         }
@@ -404,7 +432,7 @@ fn parse_secs(param: &'static str, value: &str, fractional: bool) -> Result<Dura
             "expected a non-negative number of seconds".into(),
         ));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| invalid(param, value, "too many seconds".into()))
 }
 
 fn parse_urls(param: &'static str, value: &str) -> Result<Vec<Url>, ConfigError> {
@@ -523,6 +551,28 @@ mod tests {
         assert_eq!(c.listen_port, 9999);
         assert_eq!(c.lookup_timeout, Duration::from_secs(600));
         assert!(c.auto_tls && !c.insecure);
+        // IPA's disk wait: 10 looks, 3 s apart; no initialization delay.
+        assert_eq!(c.disk_wait_attempts, 10);
+        assert_eq!(c.disk_wait_delay, Duration::from_secs(3));
+        assert_eq!(c.hardware_initialization_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn disk_wait_and_initialization_delay() {
+        let c = cfg(
+            "ipa-api-url=http://h ipa-disk-wait-attempts=30 ipa-disk-wait-delay=1 \
+            ipa-hardware-initialization-delay=5",
+        )
+        .unwrap();
+        assert_eq!(c.disk_wait_attempts, 30);
+        assert_eq!(c.disk_wait_delay, Duration::from_secs(1));
+        assert_eq!(c.hardware_initialization_delay, Duration::from_secs(5));
+        let off =
+            cfg("ipa-api-url=http://h ipa-disk-wait-attempts=0 ipa-disk-wait-delay=0").unwrap();
+        assert_eq!(
+            (off.disk_wait_attempts, off.disk_wait_delay),
+            (0, Duration::ZERO)
+        );
     }
 
     #[test]
@@ -551,6 +601,22 @@ mod tests {
             (
                 "ipa-api-url=http://h ipa-ironic-api-version=x",
                 "ipa-ironic-api-version",
+            ),
+            (
+                "ipa-api-url=http://h ipa-disk-wait-attempts=-1",
+                "ipa-disk-wait-attempts",
+            ),
+            (
+                "ipa-api-url=http://h ipa-disk-wait-delay=0.5",
+                "ipa-disk-wait-delay",
+            ),
+            (
+                "ipa-api-url=http://h ipa-disk-wait-delay=1e300",
+                "ipa-disk-wait-delay",
+            ),
+            (
+                "ipa-api-url=http://h ipa-hardware-initialization-delay=soon",
+                "ipa-hardware-initialization-delay",
             ),
         ] {
             match cfg(line) {

@@ -356,9 +356,13 @@ impl Agent {
             }
         }
         let port = free_port();
+        // These machines have their disks (loop devices, often smaller than
+        // the 4 GiB a deploy without hints needs) from the start: the agent
+        // looks for its root disk as IPA does, without the pauses between
+        // looks (tests/ramdisk/slow_disk.rs covers a disk that comes late).
         let cmdline = format!(
             "console=ttyS0 ipa-api-url={api_url} ipa-listen-host=127.0.0.1 ipa-listen-port={port} \
-             ipa-advertise-host=127.0.0.1 ipa-advertise-port={port} {}",
+             ipa-advertise-host=127.0.0.1 ipa-advertise-port={port} ipa-disk-wait-delay=0 {}",
             extra_params.join(" ")
         );
         let mut cmd = Command::new(bin("ferrite-agent"));

@@ -210,17 +210,29 @@ async fn enroll(c: &Conductor, machine: &Machine, image: &str, checksum: &str) -
 
 /// A node for `machine`, taken to `available`, with this `instance_info`.
 pub(crate) async fn enroll_with(c: &Conductor, machine: &Machine, instance_info: Value) -> String {
-    let mut node = json!({"driver": "fake-hardware", "name": format!("vm-{}", machine.mac.replace(':', "")),
-        "automated_clean": false,
-        "driver_info": {"kernel_append_params": machine.kernel_params()}});
+    let mut node = json!({"driver_info": {"kernel_append_params": machine.kernel_params()}});
     if machine.uefi {
         node["properties"] = json!({"capabilities": "boot_mode:uefi"});
     }
+    enroll_node(c, &machine.mac, node, instance_info).await
+}
+
+/// A `fake-hardware` node with a port for `mac` and the fields in `node`
+/// (no automated cleaning), taken to `available`, with this `instance_info`.
+pub(crate) async fn enroll_node(
+    c: &Conductor,
+    mac: &str,
+    mut node: Value,
+    instance_info: Value,
+) -> String {
+    node["driver"] = json!("fake-hardware");
+    node["name"] = json!(format!("vm-{}", mac.replace(':', "")));
+    node["automated_clean"] = json!(false);
     let uuid = c.create_node(node).await["uuid"]
         .as_str()
         .unwrap()
         .to_string();
-    c.create_port(&uuid, &machine.mac).await;
+    c.create_port(&uuid, mac).await;
     verb(c, &uuid, "manage").await;
     wait_states(c, &uuid, &["manageable"], Duration::from_secs(30)).await;
     verb(c, &uuid, "provide").await;

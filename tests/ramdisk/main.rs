@@ -1,11 +1,14 @@
 //! The deploy ramdisk: PID 1's DHCP client against dnsmasq in a network
 //! namespace, and the whole ramdisk booted in QEMU against the real
-//! conductor. Both need root (namespaces; scripts/test runs as root).
+//! conductor (also with a BMC, and with a disk that comes late). Both
+//! need root (namespaces; scripts/test runs as root).
 
 mod archive;
+mod bmc;
 mod capture;
 mod dhcp;
 mod e2e;
 mod grub;
 mod power;
 mod qemu;
+mod slow_disk;

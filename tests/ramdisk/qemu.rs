@@ -35,59 +35,126 @@ pub(crate) fn workspace() -> PathBuf {
 /// package is cached; the agent build is a no-op when fresh).
 pub(crate) fn ramdisk() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| build_ramdisk(&workspace().join("build/ramdisk"), None))
+}
+
+/// The same ramdisk on Debian's generic kernel (what `linux-image-amd64`
+/// depends on), in its own directory: the cloud kernel has no IPMI.
+pub(crate) fn generic_ramdisk() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let out = workspace().join("build/ramdisk");
-        let status = Command::new(workspace().join("ramdisk-build/build"))
-            .env("OUT", &out)
-            .status()
-            .expect("running ramdisk-build/build");
-        assert!(status.success(), "ramdisk-build/build failed");
-        (out.join("deploy.kernel"), out.join("deploy.initramfs"))
+        let pkg = kernel_package("linux-image-amd64");
+        build_ramdisk(&workspace().join("build/ramdisk-generic"), Some(&pkg))
     })
+}
+
+/// The versioned kernel package a Debian metapackage depends on.
+fn kernel_package(meta: &str) -> String {
+    let out = Command::new("apt-cache")
+        .args(["depends", meta])
+        .output()
+        .expect("running apt-cache");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| {
+            p.starts_with("linux-image-") && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
+        })
+        .unwrap_or_else(|| panic!("cannot resolve {meta} (apt-get update?)"))
+        .to_string()
+}
+
+fn build_ramdisk(out: &Path, kernel_pkg: Option<&str>) -> (PathBuf, PathBuf) {
+    let mut cmd = Command::new(workspace().join("ramdisk-build/build"));
+    cmd.env("OUT", out);
+    if let Some(pkg) = kernel_pkg {
+        cmd.env("KERNEL_PKG", pkg);
+    }
+    let status = cmd.status().expect("running ramdisk-build/build");
+    assert!(status.success(), "ramdisk-build/build failed");
+    (out.join("deploy.kernel"), out.join("deploy.initramfs"))
 }
 
 /// slirp runs this per guest connection to 10.0.2.100:80 (shared with scripts/demo).
 pub(crate) const FORWARDER: &str = include_str!("../../scripts/guestfwd-relay.py");
 
-struct Vm {
-    proc: Proc,
-    started: Instant,
-    agent_port: u16,
+/// A machine booted straight into a ramdisk (no firmware, no PXE) on the
+/// sealed network, its agent pointed at the conductor.
+pub(crate) struct Vm {
+    pub(crate) proc: Proc,
+    pub(crate) started: Instant,
+    pub(crate) agent_port: u16,
+    keep_as: String,
+}
+
+/// What differs between the direct-boot machines.
+pub(crate) struct DirectBoot<'a> {
+    pub(crate) ramdisk: &'a (PathBuf, PathBuf),
+    pub(crate) memory_mib: u32,
+    pub(crate) mac: &'a str,
+    /// Kernel parameters after the ones that reach the conductor.
+    pub(crate) params: &'a str,
+    /// QEMU arguments: disks, controllers, other devices.
+    pub(crate) devices: Vec<String>,
+    /// The serial log's name in the target tmpdir (kept pass or fail).
+    pub(crate) keep_as: &'a str,
 }
 
 impl Vm {
     fn boot(dir: &Path, conductor_port: u16, memory_mib: u32) -> Self {
-        let fwd = dir.join("fwd.py");
-        std::fs::write(&fwd, FORWARDER).unwrap();
+        // A disk a deploy could use (4 GiB or more, sparse): the agent
+        // finds its root device at once.
         let disk = dir.join("disk.raw");
         std::fs::File::create(&disk)
-            .and_then(|f| f.set_len(64 << 20))
+            .and_then(|f| f.set_len(5 << 30))
             .unwrap();
+        Self::boot_direct(
+            dir,
+            conductor_port,
+            DirectBoot {
+                ramdisk: ramdisk(),
+                memory_mib,
+                mac: MAC,
+                params: "",
+                devices: vec![
+                    "-drive".into(),
+                    format!("file={},format=raw,if=virtio", disk.display()),
+                ],
+                keep_as: "qemu-serial.log",
+            },
+        )
+    }
+
+    pub(crate) fn boot_direct(dir: &Path, conductor_port: u16, spec: DirectBoot) -> Self {
+        let fwd = dir.join("fwd.py");
+        std::fs::write(&fwd, FORWARDER).unwrap();
         let agent_port = free_port();
         let append = format!(
             "console=ttyS0 panic=-1 ipa-api-url=http://10.0.2.100 \
              BOOTIF=01-{} ipa-advertise-host=127.0.0.1 ipa-advertise-port={agent_port} \
-             ipa-lookup-interval=1",
-            MAC.replace(':', "-")
+             ipa-lookup-interval=1 {}",
+            spec.mac.replace(':', "-"),
+            spec.params
         );
         let netdev = format!(
             "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{agent_port}-:9999,\
              guestfwd=tcp:10.0.2.100:80-cmd:python3 {} {conductor_port}",
             fwd.display()
         );
-        let mut cmd = direct_boot(memory_mib, &append);
+        let mut cmd = direct_boot_from(spec.ramdisk, spec.memory_mib, &append);
         cmd.args(["-netdev", &netdev])
-            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
             .args([
-                "-drive",
-                &format!("file={},format=raw,if=virtio", disk.display()),
-            ]);
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={}", spec.mac),
+            ])
+            .args(&spec.devices);
         let started = Instant::now();
         let proc = Proc::spawn(cmd, dir.join("serial.log"));
         Self {
             proc,
             started,
             agent_port,
+            keep_as: spec.keep_as.to_string(),
         }
     }
 }
@@ -95,7 +162,15 @@ impl Vm {
 /// QEMU (TCG, serial on stdout, no default devices) booting the deploy
 /// ramdisk directly with `append`; the caller adds disks and NICs.
 pub fn direct_boot(memory_mib: u32, append: &str) -> Command {
-    let (kernel, initrd) = ramdisk();
+    direct_boot_from(ramdisk(), memory_mib, append)
+}
+
+/// [`direct_boot`] of a given kernel and initramfs.
+pub(crate) fn direct_boot_from(
+    (kernel, initrd): &(PathBuf, PathBuf),
+    memory_mib: u32,
+    append: &str,
+) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-m", &memory_mib.to_string()])
         .args([
@@ -116,7 +191,7 @@ pub fn direct_boot(memory_mib: u32, append: &str) -> Command {
 impl Drop for Vm {
     /// Keep the serial log (pass or fail) where CI can pick it up.
     fn drop(&mut self) {
-        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu-serial.log");
+        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&self.keep_as);
         let _ = std::fs::copy(&self.proc.log, &dest);
         eprintln!("serial log: {}", dest.display());
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::api::registry::{object_param, Mode, Params, Registry};
 use crate::api::runner::CommandProgress;
 use crate::errors::RestError;
+use crate::hardware::disk_wait::cache_command_node;
 use crate::hardware::{StepCall, StepKind};
 use crate::state::AgentContext;
 
@@ -16,7 +17,12 @@ pub fn register(reg: &mut Registry, kind: StepKind) {
     let ext = kind.word();
     let get = format!("get_{ext}_steps");
     let execute = format!("execute_{ext}_step");
-    reg.blocking(ext, &get, Mode::Sync, move |ctx, _params, _progress| {
+    reg.blocking(ext, &get, Mode::Sync, move |ctx, params, _progress| {
+        // IPA's cache_node: a node it did not have makes it wait for that
+        // node's root disk first.
+        if let Some(Value::Object(node)) = params.get("node") {
+            cache_command_node(&ctx, node);
+        }
         Ok(json!({
             format!("{}_steps", kind.word()): ctx.hardware.steps(kind),
             "hardware_manager_version": ctx.hardware.versions(),
@@ -61,13 +67,15 @@ fn execute_step(
         .remove("step")
         .and_then(|s| s.as_object().cloned())
         .ok_or_else(|| RestError::invalid_params("missing step"))?;
-    managers.check_versions(params.get(&format!("{word}_version")))?;
-    params.remove(&format!("{word}_version"));
-
     let node = match params.remove("node") {
         Some(Value::Object(n)) => n,
         _ => Map::new(),
     };
+    // IPA caches the node before it compares versions.
+    cache_command_node(&ctx, &node);
+    managers.check_versions(params.get(&format!("{word}_version")))?;
+    params.remove(&format!("{word}_version"));
+
     let ports = match params.remove("ports") {
         Some(Value::Array(p)) => p,
         _ => Vec::new(),

@@ -3,6 +3,7 @@
 
 pub mod burnin;
 pub mod capture;
+pub mod disk_wait;
 pub mod generic;
 pub mod inventory;
 pub mod manager;

@@ -13,7 +13,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// The BMC facts of the inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -256,11 +256,19 @@ pub fn collect(dev: &Path) -> BmcInfo {
         warn!(error = %e, "Cannot get BMC {what}");
         None
     };
-    BmcInfo {
+    let info = BmcInfo {
         address: bmc_address(&mut device).map_or_else(|e| warn_none("address", e), Some),
         v6address: bmc_v6address(&mut device).map_or_else(|e| warn_none("v6 address", e), Some),
         mac: bmc_mac(&mut device).unwrap_or_else(|e| warn_none("MAC address", e)),
-    }
+    };
+    info!(
+        device = %path.display(),
+        address = ?info.address,
+        v6address = ?info.v6address,
+        mac = ?info.mac,
+        "asked the BMC for its addresses"
+    );
+    info
 }
 
 // ---- the Linux IPMI device (`<linux/ipmi.h>`) ----
