@@ -1,10 +1,11 @@
 //! The BMC in the inventory: QEMU's simulated BMC (`ipmi-bmc-sim`) behind
-//! a KCS system interface (`isa-ipmi-kcs`), the ramdisk on Debian's generic
-//! kernel (the cloud kernel has no IPMI). PID 1 loads `ipmi_msghandler`,
-//! `ipmi_devintf` and `ipmi_si` from modules.list, `ipmi_si` finds the KCS
-//! interface the firmware tables describe, devtmpfs makes `/dev/ipmi0`
-//! (there is no udev), and the agent's inspection asks the BMC for its LAN
-//! channels; the inventory is read back through the conductor's API.
+//! a KCS system interface (`isa-ipmi-kcs`), the server ramdisk. PID 1 loads
+//! `ipmi_si` because the ACPI device QEMU describes (IPI0001) asks for it by
+//! modalias, `ipmi_msghandler` as its dependency and `ipmi_devintf` as the
+//! handler's soft dependency (and from the boot list); devtmpfs makes
+//! `/dev/ipmi0` (there is no udev), and the agent's inspection asks the BMC
+//! for its LAN channels; the inventory is read back through the conductor's
+//! API.
 //!
 //! What QEMU's BMC answers (hw/ipmi/ipmi_bmc_sim.c, QEMU 10.0): Get
 //! Device ID with its `mfg_id`/`product_id` properties and Device ID 0x20;
@@ -25,14 +26,14 @@ use ferrite_tests::{wait_for, Conductor};
 use serde_json::{json, Value};
 
 use crate::e2e::{verb, wait_states};
-use crate::qemu::{generic_ramdisk, DirectBoot, Vm, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk, DirectBoot, Vm, ONE_VM_AT_A_TIME};
 
 const MAC: &str = "52:54:00:b3:c0:01";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipmi_si_finds_qemus_kcs_bmc_and_the_inventory_reports_what_it_answers() {
     let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
-    let ramdisk = generic_ramdisk();
+    let ramdisk = ramdisk();
     let c = Conductor::start(&["--fast-track", "true"]).await;
     let uuid = c
         .create_node(json!({"driver": "fake-hardware", "name": "bmc-0"}))
@@ -58,7 +59,9 @@ async fn ipmi_si_finds_qemus_kcs_bmc_and_the_inventory_reports_what_it_answers()
         DirectBoot {
             ramdisk,
             memory_mib: 512,
+            nic: "virtio-net-pci",
             mac: MAC,
+            bootif: true,
             params: "ipa-inspection-callback-url=http://10.0.2.100/v1/continue_inspection",
             devices: [
                 "-device",

@@ -1,6 +1,7 @@
 //! The deploy ramdisk: PID 1's DHCP client against dnsmasq in a network
 //! namespace, and the whole ramdisk booted in QEMU against the real
-//! conductor (also with a BMC, and with a disk that comes late). Both
+//! conductor (the hardware matrix of NIC and disk models, a BMC, a disk
+//! that comes late). Both
 //! need root (namespaces; scripts/test runs as root).
 
 mod archive;
@@ -9,6 +10,7 @@ mod capture;
 mod dhcp;
 mod e2e;
 mod grub;
+mod hardware;
 mod power;
 mod qemu;
 mod slow_disk;

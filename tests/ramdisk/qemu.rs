@@ -32,46 +32,29 @@ pub(crate) fn workspace() -> PathBuf {
 }
 
 /// Build the ramdisk from the current tree once per test run (the kernel
-/// package is cached; the agent build is a no-op when fresh).
+/// package is cached; the agent build is a no-op when fresh): the default
+/// `server` profile on Debian's generic kernel.
 pub(crate) fn ramdisk() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| build_ramdisk(&workspace().join("build/ramdisk"), None))
+    BUILT.get_or_init(|| build_ramdisk("server", &workspace().join("build/ramdisk")))
 }
 
-/// The same ramdisk on Debian's generic kernel (what `linux-image-amd64`
-/// depends on), in its own directory: the cloud kernel has no IPMI.
-pub(crate) fn generic_ramdisk() -> &'static (PathBuf, PathBuf) {
+/// The `virtual` profile (no physical-hardware drivers, no firmware).
+pub(crate) fn virtual_ramdisk() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let pkg = kernel_package("linux-image-amd64");
-        build_ramdisk(&workspace().join("build/ramdisk-generic"), Some(&pkg))
-    })
+    BUILT.get_or_init(|| build_ramdisk("virtual", &workspace().join("build/ramdisk-virtual")))
 }
 
-/// The versioned kernel package a Debian metapackage depends on.
-fn kernel_package(meta: &str) -> String {
-    let out = Command::new("apt-cache")
-        .args(["depends", meta])
-        .output()
-        .expect("running apt-cache");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| {
-            p.starts_with("linux-image-") && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
-        })
-        .unwrap_or_else(|| panic!("cannot resolve {meta} (apt-get update?)"))
-        .to_string()
-}
-
-fn build_ramdisk(out: &Path, kernel_pkg: Option<&str>) -> (PathBuf, PathBuf) {
-    let mut cmd = Command::new(workspace().join("ramdisk-build/build"));
-    cmd.env("OUT", out);
-    if let Some(pkg) = kernel_pkg {
-        cmd.env("KERNEL_PKG", pkg);
-    }
-    let status = cmd.status().expect("running ramdisk-build/build");
-    assert!(status.success(), "ramdisk-build/build failed");
+fn build_ramdisk(profile: &str, out: &Path) -> (PathBuf, PathBuf) {
+    let status = Command::new(workspace().join("ramdisk-build/build"))
+        .env("PROFILE", profile)
+        .env("OUT", out)
+        .status()
+        .expect("running ramdisk-build/build");
+    assert!(
+        status.success(),
+        "ramdisk-build/build PROFILE={profile} failed"
+    );
     (out.join("deploy.kernel"), out.join("deploy.initramfs"))
 }
 
@@ -91,7 +74,12 @@ pub(crate) struct Vm {
 pub(crate) struct DirectBoot<'a> {
     pub(crate) ramdisk: &'a (PathBuf, PathBuf),
     pub(crate) memory_mib: u32,
+    /// The NIC's QEMU model (`virtio-net-pci`, `e1000e`, ...).
+    pub(crate) nic: &'a str,
     pub(crate) mac: &'a str,
+    /// Name the NIC in `BOOTIF`, as PXE does; without it PID 1 and the
+    /// agent find the NIC themselves.
+    pub(crate) bootif: bool,
     /// Kernel parameters after the ones that reach the conductor.
     pub(crate) params: &'a str,
     /// QEMU arguments: disks, controllers, other devices.
@@ -114,7 +102,9 @@ impl Vm {
             DirectBoot {
                 ramdisk: ramdisk(),
                 memory_mib,
+                nic: "virtio-net-pci",
                 mac: MAC,
+                bootif: true,
                 params: "",
                 devices: vec![
                     "-drive".into(),
@@ -129,11 +119,15 @@ impl Vm {
         let fwd = dir.join("fwd.py");
         std::fs::write(&fwd, FORWARDER).unwrap();
         let agent_port = free_port();
+        let bootif = if spec.bootif {
+            format!("BOOTIF=01-{}", spec.mac.replace(':', "-"))
+        } else {
+            String::new()
+        };
         let append = format!(
             "console=ttyS0 panic=-1 ipa-api-url=http://10.0.2.100 \
-             BOOTIF=01-{} ipa-advertise-host=127.0.0.1 ipa-advertise-port={agent_port} \
+             {bootif} ipa-advertise-host=127.0.0.1 ipa-advertise-port={agent_port} \
              ipa-lookup-interval=1 {}",
-            spec.mac.replace(':', "-"),
             spec.params
         );
         let netdev = format!(
@@ -145,7 +139,7 @@ impl Vm {
         cmd.args(["-netdev", &netdev])
             .args([
                 "-device",
-                &format!("virtio-net-pci,netdev=n0,mac={}", spec.mac),
+                &format!("{},netdev=n0,mac={}", spec.nic, spec.mac),
             ])
             .args(&spec.devices);
         let started = Instant::now();

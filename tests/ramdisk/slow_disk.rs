@@ -134,7 +134,9 @@ async fn a_disk_attached_after_boot_is_waited_for_and_receives_the_image() {
         DirectBoot {
             ramdisk: ramdisk(),
             memory_mib: 512,
+            nic: "virtio-net-pci",
             mac: MAC,
+            bootif: true,
             params: "ipa-disk-wait-attempts=30 ipa-disk-wait-delay=2 \
                      ipa-hardware-initialization-delay=3",
             devices: vec![

@@ -1,0 +1,451 @@
+//! The server ramdisk on the hardware QEMU can emulate. Each machine has
+//! one NIC model and one disk controller model, so every model is once the
+//! machine's only NIC or only disk: PID 1 must load its driver by modalias
+//! (nothing names it), the agent must look up and heartbeat through that
+//! NIC, and the inventory (IPA's `get_hardware_info`, as Ironic asks it)
+//! must list the NIC's MAC and the disk's size and serial. On the AHCI and
+//! MegaRAID machines the conductor then deploys a whole-disk image to that
+//! disk (fast track: the running agent does it), compared from the host
+//! afterwards.
+//!
+//! The `virtual` profile boots once more with devices it lacks a driver or
+//! firmware for: both are named in the log and the agent still runs.
+//!
+//! Direct kernel boot (PXE is not what this proves) on a sealed network,
+//! one VM at a time.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ferrite_tests::{agent_client, wait_exit, wait_for, AgentApi, Conductor};
+use serde_json::{json, Value};
+
+use crate::e2e::{conductor_serving, verb, wait_states};
+use crate::qemu::{ramdisk, virtual_ramdisk, workspace, DirectBoot, Vm, ONE_VM_AT_A_TIME};
+
+/// Disks are 5 GiB (sparse): the root device rule wants at least 4 GiB.
+const DISK_BYTES: u64 = 5 << 30;
+
+/// A disk controller and the way QEMU attaches a disk to it.
+#[derive(Debug, Clone, Copy)]
+enum Disk {
+    Ahci,
+    Nvme,
+    Megasas,
+    Lsi,
+    VirtioScsi,
+    UsbStorage,
+}
+
+impl Disk {
+    /// QEMU arguments for the controller and `drive` id `d0` on it.
+    fn args(self, serial: &str) -> Vec<String> {
+        let controller = |dev: &str, id: &str| vec!["-device".into(), format!("{dev},id={id}")];
+        let (mut args, disk) = match self {
+            Disk::Ahci => (
+                controller("ich9-ahci", "hba"),
+                format!("ide-hd,drive=d0,bus=hba.0,serial={serial}"),
+            ),
+            Disk::Nvme => (vec![], format!("nvme,drive=d0,serial={serial}")),
+            Disk::Megasas => (
+                controller("megasas", "hba"),
+                format!("scsi-hd,drive=d0,bus=hba.0,serial={serial}"),
+            ),
+            Disk::Lsi => (
+                controller("lsi53c895a", "hba"),
+                format!("scsi-hd,drive=d0,bus=hba.0,serial={serial}"),
+            ),
+            Disk::VirtioScsi => (
+                controller("virtio-scsi-pci", "hba"),
+                format!("scsi-hd,drive=d0,bus=hba.0,serial={serial}"),
+            ),
+            Disk::UsbStorage => (
+                controller("qemu-xhci", "hba"),
+                format!("usb-storage,drive=d0,bus=hba.0,serial={serial}"),
+            ),
+        };
+        args.extend(["-device".into(), disk]);
+        args
+    }
+
+    /// The driver it needs (names the case in logs).
+    fn driver(self) -> &'static str {
+        match self {
+            Disk::Ahci => "ahci",
+            Disk::Nvme => "nvme",
+            Disk::Megasas => "megaraid_sas",
+            Disk::Lsi => "sym53c8xx",
+            Disk::VirtioScsi => "virtio_scsi",
+            Disk::UsbStorage => "usb-storage",
+        }
+    }
+}
+
+/// Guest memory: 512 MiB, or `FERRITE_TEST_VM_MIB` (scripts/bench-ramdisk
+/// looks for the smallest that still deploys).
+fn memory_mib() -> u32 {
+    std::env::var("FERRITE_TEST_VM_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
+/// The ramdisk the matrix boots: the `server` profile, or
+/// `FERRITE_TEST_PROFILE=virtual` (scripts/bench-ramdisk).
+fn matrix_ramdisk() -> &'static (PathBuf, PathBuf) {
+    match std::env::var("FERRITE_TEST_PROFILE").as_deref() {
+        Ok("virtual") => virtual_ramdisk(),
+        _ => ramdisk(),
+    }
+}
+
+/// A machine under test: QEMU with one NIC and one disk, direct-booting a
+/// ramdisk that calls back to `conductor_port`; no BOOTIF, so nothing tells
+/// PID 1 which driver or NIC to use.
+struct Machine {
+    vm: Vm,
+    disk: PathBuf,
+}
+
+impl Machine {
+    fn boot(
+        dir: &Path,
+        ramdisk: &(PathBuf, PathBuf),
+        conductor_port: u16,
+        (nic, mac): (&str, &str),
+        devices: Vec<String>,
+        tag: &str,
+    ) -> Self {
+        let disk = dir.join("disk.raw");
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(DISK_BYTES))
+            .unwrap();
+        let mut all = vec![
+            "-drive".to_string(),
+            format!("file={},format=raw,if=none,id=d0", disk.display()),
+        ];
+        all.extend(devices);
+        let keep_as = format!("hardware-{tag}.log");
+        let vm = Vm::boot_direct(
+            dir,
+            conductor_port,
+            DirectBoot {
+                ramdisk,
+                memory_mib: memory_mib(),
+                nic,
+                mac,
+                bootif: false,
+                params: "",
+                devices: all,
+                keep_as: &keep_as,
+            },
+        );
+        Self { vm, disk }
+    }
+
+    /// The agent's command API, once the conductor holds its certificate.
+    async fn api(&self, conductor: &Conductor, uuid: &str) -> AgentApi {
+        let pem = conductor
+            .wait_agent_certificate(uuid, Duration::from_secs(60))
+            .await;
+        AgentApi {
+            client: agent_client(Some(&pem)).unwrap(),
+            base: format!("https://127.0.0.1:{}", self.vm.agent_port),
+            token: conductor.agent_token(uuid).expect("token"),
+        }
+    }
+}
+
+/// Wait for the first heartbeat of `uuid`; returns seconds since QEMU
+/// started. A machine that stops first fails at once, with its log.
+async fn first_heartbeat(conductor: &Conductor, uuid: &str, vm: &mut Vm) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let node = conductor.node(uuid).await;
+        if node["driver_internal_info"]["agent_last_heartbeat"].is_string() {
+            return vm.started.elapsed().as_secs_f64();
+        }
+        if let Some(status) = vm.proc.exited() {
+            panic!(
+                "QEMU exited ({status}) before a heartbeat:\n{}",
+                vm.proc.log_text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat within 240 s:\n{}",
+            vm.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// When the kernel handed over to `/init`, in seconds of its uptime
+/// (`[    3.177726] Run /init as init process`); NaN if it did not.
+fn kernel_boot_secs(serial: &str) -> f64 {
+    serial
+        .lines()
+        .find(|l| l.contains("] Run /init as init process"))
+        .and_then(|l| l.split_once(']'))
+        .and_then(|(ts, _)| ts.trim_start_matches('[').trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// `system.get_hardware_info` as Ironic runs it, retried while the agent
+/// is busy with the conductor's first command.
+async fn inventory(api: &AgentApi) -> Value {
+    let res = wait_for("get_hardware_info", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let res = api.run("system.get_hardware_info", json!({})).await;
+            let busy = res["faultstring"]
+                .as_str()
+                .is_some_and(|f| f.contains("Agent is busy"));
+            (!busy).then_some(res)
+        }
+    })
+    .await;
+    assert_eq!(res["command_status"], "SUCCEEDED", "{res}");
+    res["command_result"].clone()
+}
+
+/// The inventory lists the NIC by its MAC and the disk by size and serial.
+fn assert_inventory(inv: &Value, mac: &str, serial: &str, log: &str) {
+    let nics = inv["interfaces"].as_array().expect("interfaces");
+    assert!(
+        nics.iter().any(|n| n["mac_address"] == mac),
+        "no NIC {mac} in {nics:?}\n{log}"
+    );
+    let disks = inv["disks"].as_array().expect("disks");
+    let disk = disks
+        .iter()
+        .find(|d| d["serial"] == serial)
+        .unwrap_or_else(|| panic!("no disk with serial {serial} in {disks:?}\n{log}"));
+    assert_eq!(disk["size"], DISK_BYTES, "{disk}");
+}
+
+/// One machine: boot, heartbeat, inventory. A deploy follows when `image`
+/// is given (the node is then taken through the conductor's deploy).
+async fn boot_case(nic_model: &str, disk: Disk, n: u8, image: Option<&TestImage>) {
+    let _slot = ONE_VM_AT_A_TIME.lock().await;
+    let mac = format!("52:54:00:a5:00:{n:02x}");
+    // QEMU caps SCSI serials at 20 characters.
+    let serial = format!("FERRITE-HW-{n}");
+    let tag = format!("{nic_model}-{}", disk.driver());
+    let conductor = match image {
+        Some(img) => conductor_serving(&img.dir, &["--fast-track", "true"]).await,
+        None => Conductor::start(&["--fast-track", "true"]).await,
+    };
+    let uuid = conductor
+        .create_node(json!({"driver": "fake-hardware", "name": format!("hw-{n}"),
+            "automated_clean": false}))
+        .await["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    conductor.create_port(&uuid, &mac).await;
+    if let Some(img) = image {
+        verb(&conductor, &uuid, "manage").await;
+        wait_states(&conductor, &uuid, &["manageable"], Duration::from_secs(30)).await;
+        verb(&conductor, &uuid, "provide").await;
+        wait_states(&conductor, &uuid, &["available"], Duration::from_secs(30)).await;
+        conductor
+            .patch_node(
+                &uuid,
+                json!([{"op": "add", "path": "/instance_info", "value": {
+                    "image_source": "http://10.0.2.100/images/disk.qcow2",
+                    "image_checksum": img.sha256, "image_disk_format": "qcow2"}}]),
+            )
+            .await;
+    }
+    let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut machine = Machine::boot(
+        dir.path(),
+        matrix_ramdisk(),
+        port,
+        (nic_model, &mac),
+        disk.args(&serial),
+        &tag,
+    );
+    let secs = first_heartbeat(&conductor, &uuid, &mut machine.vm).await;
+    let kernel = kernel_boot_secs(&machine.vm.proc.log_text());
+    eprintln!(
+        "{tag}: QEMU start -> first heartbeat {secs:.1} s (the kernel started /init at {kernel:.1} s of its uptime)"
+    );
+
+    let api = machine.api(&conductor, &uuid).await;
+    let inv = inventory(&api).await;
+    let serial_log = machine.vm.proc.log_text();
+    assert_inventory(&inv, &mac, &serial, &serial_log);
+    assert!(
+        serial_log.contains("coldplug passes"),
+        "PID 1 did not coldplug:\n{serial_log}"
+    );
+
+    if let Some(img) = image {
+        // Fast track: the agent that just heartbeated does the deploy.
+        verb(&conductor, &uuid, "active").await;
+        let node = wait_states(
+            &conductor,
+            &uuid,
+            &["active", "deploy failed"],
+            Duration::from_secs(300),
+        )
+        .await;
+        assert_eq!(node["provision_state"], "active", "{}", node["last_error"]);
+        wait_exit(&mut machine.vm.proc, Duration::from_secs(60))
+            .await
+            .expect("the agent powers the machine off after the deploy");
+        img.assert_written(&machine.disk);
+    }
+}
+
+/// A qcow2 whole-disk image of random bytes (made by qemu-img) and its
+/// raw guest bytes, served by the conductor at /images/disk.qcow2.
+struct TestImage {
+    dir: PathBuf,
+    raw: Vec<u8>,
+    sha256: String,
+}
+
+impl TestImage {
+    fn get() -> &'static TestImage {
+        static IMAGE: OnceLock<TestImage> = OnceLock::new();
+        IMAGE.get_or_init(|| {
+            let dir = workspace().join("build/hardware-image");
+            std::fs::create_dir_all(&dir).unwrap();
+            // 24 MiB: random, a zero run, random again (a qcow2 with a hole).
+            let mut raw = vec![0u8; 24 << 20];
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            for (i, chunk) in raw.chunks_mut(8).enumerate() {
+                if (8 << 17..16 << 17).contains(&i) {
+                    continue;
+                }
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+            let raw_path = dir.join("disk.raw");
+            std::fs::write(&raw_path, &raw).unwrap();
+            let qcow2 = dir.join("disk.qcow2");
+            let status = Command::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", "qcow2"])
+                .arg(&raw_path)
+                .arg(&qcow2)
+                .status()
+                .expect("qemu-img");
+            assert!(status.success());
+            std::fs::remove_file(&raw_path).unwrap();
+            let out = Command::new("sha256sum").arg(&qcow2).output().unwrap();
+            let sha256 = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+            TestImage { dir, raw, sha256 }
+        })
+    }
+
+    /// The disk starts with the image's bytes.
+    fn assert_written(&self, disk: &Path) {
+        use std::io::Read;
+        let mut head = vec![0u8; self.raw.len()];
+        std::fs::File::open(disk)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .unwrap();
+        assert!(head == self.raw, "the disk does not hold the image's bytes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e1000_and_ahci_deploy() {
+    boot_case("e1000", Disk::Ahci, 1, Some(TestImage::get())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e1000e_and_megasas_deploy() {
+    boot_case("e1000e", Disk::Megasas, 2, Some(TestImage::get())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn igb_and_nvme() {
+    boot_case("igb", Disk::Nvme, 3, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vmxnet3_and_lsi_scsi() {
+    boot_case("vmxnet3", Disk::Lsi, 4, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtl8139_and_virtio_scsi() {
+    boot_case("rtl8139", Disk::VirtioScsi, 5, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn virtio_net_and_usb_storage() {
+    boot_case("virtio-net-pci", Disk::UsbStorage, 6, None).await;
+}
+
+/// A MegaRAID controller, whose driver the `virtual` profile does not ship,
+/// and an Intel 82551 NIC, whose e100 driver it ships without the microcode
+/// the driver asks for: both are logged by name, and the agent still looks
+/// up and heartbeats through its virtio NIC.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_driver_and_missing_firmware_are_logged_and_the_agent_runs() {
+    let _slot = ONE_VM_AT_A_TIME.lock().await;
+    let mac = "52:54:00:a5:00:10";
+    let conductor = Conductor::start(&["--fast-track", "true"]).await;
+    let uuid = conductor
+        .create_node(json!({"driver": "fake-hardware", "name": "hw-bad"}))
+        .await["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    conductor.create_port(&uuid, mac).await;
+    let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let devices = [
+        "-device",
+        "megasas",
+        "-device",
+        "i82551,mac=52:54:00:a5:00:11",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut machine = Machine::boot(
+        dir.path(),
+        virtual_ramdisk(),
+        port,
+        ("virtio-net-pci", mac),
+        devices,
+        "virtual-bad-input",
+    );
+    first_heartbeat(&conductor, &uuid, &mut machine.vm).await;
+    let vm = &machine.vm;
+    // The e100 asks for its microcode when its link comes up, which PID 1
+    // does for every NIC without BOOTIF.
+    let log = wait_for(
+        "the missing firmware warning",
+        Duration::from_secs(60),
+        || {
+            let log = vm.proc.log_text();
+            async move { log.contains("firmware e100/").then_some(log) }
+        },
+    )
+    .await;
+    assert!(
+        log.contains("modalias pci:v00001000d00000060")
+            && log.contains("the kernel's megaraid_sas would drive it"),
+        "no line naming the missing driver and modalias:\n{log}"
+    );
+    assert!(
+        log.contains("firmware e100/d102e_ucode.bin is missing for driver e100"),
+        "no line naming the missing firmware and its driver:\n{log}"
+    );
+    assert!(!log.contains("Kernel panic"), "{log}");
+}
