@@ -3,6 +3,7 @@
 //! conductor. Both need root (namespaces; scripts/test runs as root).
 
 mod archive;
+mod arm64;
 mod capture;
 mod dhcp;
 mod e2e;

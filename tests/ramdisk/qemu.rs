@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ferrite_tests::{agent_client, free_port, wait_exit, wait_for, AgentApi, Conductor, Proc};
 use serde_json::json;
 
-const MAC: &str = "52:54:00:12:34:56";
+pub(crate) const MAC: &str = "52:54:00:12:34:56";
 
 /// QEMU under TCG pins a core per VM and this machine has two: the VM
 /// tests run one at a time (each holds this for its whole run).
@@ -31,17 +31,81 @@ pub(crate) fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The machines the ramdisk is built for and booted on (`ARCH=` of
+/// ramdisk-build/build).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `qemu-system-x86_64`, the default PC machine.
+    X86_64,
+    /// `qemu-system-aarch64 -M virt -cpu max`: no firmware, no SMBIOS.
+    Arm64,
+}
+
+impl Arch {
+    fn qemu(self) -> &'static str {
+        match self {
+            Self::X86_64 => "qemu-system-x86_64",
+            Self::Arm64 => "qemu-system-aarch64",
+        }
+    }
+
+    fn machine_args(self) -> &'static [&'static str] {
+        match self {
+            Self::X86_64 => &[],
+            Self::Arm64 => &["-M", "virt", "-cpu", "max"],
+        }
+    }
+
+    /// The kernel's name for the first serial port (what `-serial stdio` is).
+    pub fn console(self) -> &'static str {
+        match self {
+            Self::X86_64 => "ttyS0",
+            Self::Arm64 => "ttyAMA0",
+        }
+    }
+
+    fn out_dir(self) -> &'static str {
+        match self {
+            Self::X86_64 => "build/ramdisk",
+            Self::Arm64 => "build/ramdisk-arm64",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Arm64 => "arm64",
+        }
+    }
+}
+
 /// Build the ramdisk from the current tree once per test run (the kernel
 /// package is cached; the agent build is a no-op when fresh).
 pub(crate) fn ramdisk() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = workspace().join("build/ramdisk");
+    ramdisk_for(Arch::X86_64)
+}
+
+/// The ramdisk for `arch`, built once per test run.
+pub(crate) fn ramdisk_for(arch: Arch) -> &'static (PathBuf, PathBuf) {
+    static X86_64: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    static ARM64: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    let cell = match arch {
+        Arch::X86_64 => &X86_64,
+        Arch::Arm64 => &ARM64,
+    };
+    cell.get_or_init(|| {
+        let out = workspace().join(arch.out_dir());
+        let started = Instant::now();
         let status = Command::new(workspace().join("ramdisk-build/build"))
+            .env("ARCH", arch.name())
             .env("OUT", &out)
             .status()
             .expect("running ramdisk-build/build");
-        assert!(status.success(), "ramdisk-build/build failed");
+        assert!(status.success(), "ramdisk-build/build ({arch:?}) failed");
+        eprintln!(
+            "{arch:?} ramdisk ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         (out.join("deploy.kernel"), out.join("deploy.initramfs"))
     })
 }
@@ -49,14 +113,25 @@ pub(crate) fn ramdisk() -> &'static (PathBuf, PathBuf) {
 /// slirp runs this per guest connection to 10.0.2.100:80 (shared with scripts/demo).
 pub(crate) const FORWARDER: &str = include_str!("../../scripts/guestfwd-relay.py");
 
-struct Vm {
-    proc: Proc,
-    started: Instant,
-    agent_port: u16,
+/// A booted ramdisk on a sealed network: a virtio NIC with [`MAC`] and a
+/// 64 MiB virtio disk; the guest reaches the conductor at 10.0.2.100:80,
+/// the host the agent at 127.0.0.1:`agent_port`.
+pub(crate) struct Vm {
+    pub(crate) proc: Proc,
+    pub(crate) started: Instant,
+    pub(crate) agent_port: u16,
+    arch: Arch,
 }
 
 impl Vm {
-    fn boot(dir: &Path, conductor_port: u16, memory_mib: u32) -> Self {
+    /// `extra` is appended to the kernel command line.
+    pub(crate) fn boot(
+        arch: Arch,
+        dir: &Path,
+        conductor_port: u16,
+        memory_mib: u32,
+        extra: &str,
+    ) -> Self {
         let fwd = dir.join("fwd.py");
         std::fs::write(&fwd, FORWARDER).unwrap();
         let disk = dir.join("disk.raw");
@@ -65,9 +140,10 @@ impl Vm {
             .unwrap();
         let agent_port = free_port();
         let append = format!(
-            "console=ttyS0 panic=-1 ipa-api-url=http://10.0.2.100 \
+            "console={} panic=-1 ipa-api-url=http://10.0.2.100 \
              BOOTIF=01-{} ipa-advertise-host=127.0.0.1 ipa-advertise-port={agent_port} \
-             ipa-lookup-interval=1",
+             ipa-lookup-interval=1 {extra}",
+            arch.console(),
             MAC.replace(':', "-")
         );
         let netdev = format!(
@@ -75,7 +151,7 @@ impl Vm {
              guestfwd=tcp:10.0.2.100:80-cmd:python3 {} {conductor_port}",
             fwd.display()
         );
-        let mut cmd = direct_boot(memory_mib, &append);
+        let mut cmd = direct_boot_on(arch, memory_mib, &append);
         cmd.args(["-netdev", &netdev])
             .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
             .args([
@@ -88,6 +164,7 @@ impl Vm {
             proc,
             started,
             agent_port,
+            arch,
         }
     }
 }
@@ -95,9 +172,15 @@ impl Vm {
 /// QEMU (TCG, serial on stdout, no default devices) booting the deploy
 /// ramdisk directly with `append`; the caller adds disks and NICs.
 pub fn direct_boot(memory_mib: u32, append: &str) -> Command {
-    let (kernel, initrd) = ramdisk();
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", &memory_mib.to_string()])
+    direct_boot_on(Arch::X86_64, memory_mib, append)
+}
+
+/// [`direct_boot`] of the ramdisk for `arch` on its QEMU machine.
+pub fn direct_boot_on(arch: Arch, memory_mib: u32, append: &str) -> Command {
+    let (kernel, initrd) = ramdisk_for(arch);
+    let mut cmd = Command::new(arch.qemu());
+    cmd.args(arch.machine_args())
+        .args(["-accel", "tcg", "-m", &memory_mib.to_string()])
         .args([
             "-nographic",
             "-no-reboot",
@@ -116,7 +199,11 @@ pub fn direct_boot(memory_mib: u32, append: &str) -> Command {
 impl Drop for Vm {
     /// Keep the serial log (pass or fail) where CI can pick it up.
     fn drop(&mut self) {
-        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu-serial.log");
+        let name = match self.arch {
+            Arch::X86_64 => "qemu-serial.log",
+            Arch::Arm64 => "qemu-arm64-serial.log",
+        };
+        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
         let _ = std::fs::copy(&self.proc.log, &dest);
         eprintln!("serial log: {}", dest.display());
     }
@@ -134,7 +221,7 @@ async fn ramdisk_boots_heartbeats_and_powers_off() {
     let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = Vm::boot(dir.path(), port, 512);
+    let mut vm = Vm::boot(Arch::X86_64, dir.path(), port, 512, "");
     {
         // Lookup and heartbeat through the sealed network.
         let internal = wait_for("the first heartbeat", Duration::from_secs(180), || {
