@@ -4,7 +4,9 @@
 //! the real conductor. The node goes through in-band inspection first, so
 //! the conductor stores what the agent saw: the inventory must say
 //! `aarch64` and show the virtio disk and NIC; then lookup and heartbeat
-//! (fast track), and `standby.power_off` stops the VM (PSCI).
+//! (fast track), a manual clean (`erase_devices_metadata`: the block ioctls
+//! of an aarch64 build) wipes the GPT header put on the disk, and
+//! `standby.power_off` stops the VM (PSCI).
 //!
 //! Same sealed network as the x86 smoke test (tests/ramdisk/qemu.rs). TCG
 //! emulates aarch64 on x86 (no KVM), so the timeouts are generous; the test
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use ferrite_tests::{agent_client, wait_exit, wait_for, AgentApi, Conductor};
 use serde_json::{json, Value};
 
-use crate::qemu::{ramdisk_for, Arch, Vm, MAC, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk_for, Arch, Vm, DISK, MAC, ONE_VM_AT_A_TIME};
 
 /// QEMU start to the first heartbeat took 5 s on the 2-core development
 /// machine (the x86 smoke test allows 180 s for about 3 s); the bound
@@ -48,6 +50,9 @@ async fn arm64_ramdisk_inspects_heartbeats_and_reports_aarch64() {
     let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
+    // Metadata for the clean step to erase: a GPT header's signature.
+    let disk = dir.path().join(DISK);
+    std::fs::write(&disk, [&[0u8; 512][..], b"EFI PART"].concat()).unwrap();
     let mut vm = Vm::boot(
         Arch::Arm64,
         dir.path(),
@@ -127,6 +132,23 @@ async fn arm64_ramdisk_inspects_heartbeats_and_reports_aarch64() {
     assert!(
         inv["memory"]["total"].as_u64().unwrap_or(0) > 256 << 20,
         "{inv}"
+    );
+
+    // Manual cleaning through the conductor: the agent erases the disk's
+    // metadata.
+    let steps = json!([{"interface": "deploy", "step": "erase_devices_metadata"}]);
+    let (code, body) = conductor
+        .act(&uuid, json!({"target": "clean", "clean_steps": steps}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let cleaned = conductor
+        .wait_state(&uuid, "manageable", Duration::from_secs(180))
+        .await;
+    assert_eq!(cleaned["last_error"], Value::Null, "{cleaned}");
+    let head = std::fs::read(&disk).unwrap();
+    assert!(
+        head[..4096].iter().all(|&b| b == 0),
+        "the GPT header was not erased"
     );
 
     // standby.power_off through the agent's API: PSCI SYSTEM_OFF ends QEMU.

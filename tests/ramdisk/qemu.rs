@@ -19,6 +19,8 @@ use ferrite_tests::{agent_client, free_port, wait_exit, wait_for, AgentApi, Cond
 use serde_json::json;
 
 pub(crate) const MAC: &str = "52:54:00:12:34:56";
+/// The VM's 64 MiB disk in the directory given to [`Vm::boot`].
+pub(crate) const DISK: &str = "disk.raw";
 
 /// QEMU under TCG pins a core per VM and this machine has two: the VM
 /// tests run one at a time (each holds this for its whole run).
@@ -114,7 +116,7 @@ pub(crate) fn ramdisk_for(arch: Arch) -> &'static (PathBuf, PathBuf) {
 pub(crate) const FORWARDER: &str = include_str!("../../scripts/guestfwd-relay.py");
 
 /// A booted ramdisk on a sealed network: a virtio NIC with [`MAC`] and a
-/// 64 MiB virtio disk; the guest reaches the conductor at 10.0.2.100:80,
+/// 64 MiB virtio disk ([`DISK`]); the guest reaches the conductor at 10.0.2.100:80,
 /// the host the agent at 127.0.0.1:`agent_port`.
 pub(crate) struct Vm {
     pub(crate) proc: Proc,
@@ -134,8 +136,13 @@ impl Vm {
     ) -> Self {
         let fwd = dir.join("fwd.py");
         std::fs::write(&fwd, FORWARDER).unwrap();
-        let disk = dir.join("disk.raw");
-        std::fs::File::create(&disk)
+        // Kept if the caller wrote something there first.
+        let disk = dir.join(DISK);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&disk)
             .and_then(|f| f.set_len(64 << 20))
             .unwrap();
         let agent_port = free_port();
