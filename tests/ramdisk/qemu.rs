@@ -98,11 +98,28 @@ pub(crate) fn ramdisk_for(arch: Arch) -> &'static (PathBuf, PathBuf) {
     cell.get_or_init(|| {
         let out = workspace().join(arch.out_dir());
         let started = Instant::now();
-        let status = Command::new(workspace().join("ramdisk-build/build"))
-            .env("ARCH", arch.name())
-            .env("OUT", &out)
-            .status()
-            .expect("running ramdisk-build/build");
+        let mut build = Command::new(workspace().join("ramdisk-build/build"));
+        build.env("ARCH", arch.name()).env("OUT", &out);
+        // What cargo sets for this test binary would reach the agent's
+        // build: ring's build script reruns when CARGO_MANIFEST_DIR differs,
+        // relinking the agent that scripts/test has just built.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || key.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&key.as_ref())
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
+        let status = build.status().expect("running ramdisk-build/build");
         assert!(status.success(), "ramdisk-build/build ({arch:?}) failed");
         eprintln!(
             "{arch:?} ramdisk ready in {:.1} s",
