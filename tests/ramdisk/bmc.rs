@@ -26,7 +26,7 @@ use ferrite_tests::{wait_for, Conductor};
 use serde_json::{json, Value};
 
 use crate::e2e::{verb, wait_states};
-use crate::qemu::{ramdisk, DirectBoot, Vm, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk, Arch, DirectBoot, Vm, ONE_VM_AT_A_TIME};
 
 const MAC: &str = "52:54:00:b3:c0:01";
 
@@ -57,6 +57,7 @@ async fn ipmi_si_finds_qemus_kcs_bmc_and_the_inventory_reports_what_it_answers()
         dir.path(),
         port,
         DirectBoot {
+            arch: Arch::X86_64,
             ramdisk,
             memory_mib: 512,
             nic: "virtio-net-pci",

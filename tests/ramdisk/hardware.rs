@@ -23,7 +23,7 @@ use ferrite_tests::{agent_client, wait_exit, wait_for, AgentApi, Conductor};
 use serde_json::{json, Value};
 
 use crate::e2e::{conductor_serving, verb, wait_states};
-use crate::qemu::{ramdisk, virtual_ramdisk, workspace, DirectBoot, Vm, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk, virtual_ramdisk, workspace, Arch, DirectBoot, Vm, ONE_VM_AT_A_TIME};
 
 /// Disks are 5 GiB (sparse): the root device rule wants at least 4 GiB.
 const DISK_BYTES: u64 = 5 << 30;
@@ -132,6 +132,7 @@ impl Machine {
             dir,
             conductor_port,
             DirectBoot {
+                arch: Arch::X86_64,
                 ramdisk,
                 memory_mib: memory_mib(),
                 nic,

@@ -1,10 +1,11 @@
 //! The deploy ramdisk: PID 1's DHCP client against dnsmasq in a network
 //! namespace, and the whole ramdisk booted in QEMU against the real
 //! conductor (the hardware matrix of NIC and disk models, a BMC, a disk
-//! that comes late). Both
-//! need root (namespaces; scripts/test runs as root).
+//! that comes late, arm64). Both need root (namespaces; scripts/test runs
+//! as root).
 
 mod archive;
+mod arm64;
 mod bmc;
 mod capture;
 mod dhcp;

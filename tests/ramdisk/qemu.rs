@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ferrite_tests::{agent_client, free_port, wait_exit, wait_for, AgentApi, Conductor, Proc};
 use serde_json::json;
 
-const MAC: &str = "52:54:00:12:34:56";
+pub(crate) const MAC: &str = "52:54:00:12:34:56";
 
 /// QEMU under TCG pins a core per VM and this machine has two: the VM
 /// tests run one at a time (each holds this for its whole run).
@@ -31,29 +31,112 @@ pub(crate) fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The machines the ramdisk is built for and booted on (`ARCH=` of
+/// ramdisk-build/build).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `qemu-system-x86_64`, the default PC machine.
+    X86_64,
+    /// `qemu-system-aarch64 -M virt -cpu max`: no firmware, no SMBIOS.
+    Arm64,
+}
+
+impl Arch {
+    fn qemu(self) -> &'static str {
+        match self {
+            Self::X86_64 => "qemu-system-x86_64",
+            Self::Arm64 => "qemu-system-aarch64",
+        }
+    }
+
+    fn machine_args(self) -> &'static [&'static str] {
+        match self {
+            Self::X86_64 => &[],
+            Self::Arm64 => &["-M", "virt", "-cpu", "max"],
+        }
+    }
+
+    /// The kernel's name for the first serial port (what `-serial stdio` is).
+    pub fn console(self) -> &'static str {
+        match self {
+            Self::X86_64 => "ttyS0",
+            Self::Arm64 => "ttyAMA0",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Arm64 => "arm64",
+        }
+    }
+}
+
 /// Build the ramdisk from the current tree once per test run (the kernel
 /// package is cached; the agent build is a no-op when fresh): the default
 /// `server` profile on Debian's generic kernel.
 pub(crate) fn ramdisk() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| build_ramdisk("server", &workspace().join("build/ramdisk")))
+    ramdisk_for(Arch::X86_64)
 }
 
-/// The `virtual` profile (no physical-hardware drivers, no firmware).
+/// The server ramdisk for `arch`, built once per test run.
+pub(crate) fn ramdisk_for(arch: Arch) -> &'static (PathBuf, PathBuf) {
+    static X86_64: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    static ARM64: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    let (cell, out) = match arch {
+        Arch::X86_64 => (&X86_64, "build/ramdisk"),
+        Arch::Arm64 => (&ARM64, "build/ramdisk-arm64"),
+    };
+    cell.get_or_init(|| build_ramdisk(arch, "server", &workspace().join(out)))
+}
+
+/// The x86_64 `virtual` profile (no physical-hardware drivers, no firmware).
 pub(crate) fn virtual_ramdisk() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| build_ramdisk("virtual", &workspace().join("build/ramdisk-virtual")))
+    BUILT.get_or_init(|| {
+        build_ramdisk(
+            Arch::X86_64,
+            "virtual",
+            &workspace().join("build/ramdisk-virtual"),
+        )
+    })
 }
 
-fn build_ramdisk(profile: &str, out: &Path) -> (PathBuf, PathBuf) {
-    let status = Command::new(workspace().join("ramdisk-build/build"))
+fn build_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, PathBuf) {
+    let started = Instant::now();
+    let mut build = Command::new(workspace().join("ramdisk-build/build"));
+    build
+        .env("ARCH", arch.name())
         .env("PROFILE", profile)
-        .env("OUT", out)
-        .status()
-        .expect("running ramdisk-build/build");
+        .env("OUT", out);
+    // What cargo sets for this test binary would reach the agent's build:
+    // ring's build script reruns when CARGO_MANIFEST_DIR differs, relinking
+    // the agent that scripts/test has just built.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || key.starts_with("CARGO_BIN_EXE_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            build.env_remove(key.as_ref());
+        }
+    }
+    let status = build.status().expect("running ramdisk-build/build");
     assert!(
         status.success(),
-        "ramdisk-build/build PROFILE={profile} failed"
+        "ramdisk-build/build ARCH={} PROFILE={profile} failed",
+        arch.name()
+    );
+    eprintln!(
+        "{arch:?} {profile} ramdisk ready in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     (out.join("deploy.kernel"), out.join("deploy.initramfs"))
 }
@@ -72,6 +155,7 @@ pub(crate) struct Vm {
 
 /// What differs between the direct-boot machines.
 pub(crate) struct DirectBoot<'a> {
+    pub(crate) arch: Arch,
     pub(crate) ramdisk: &'a (PathBuf, PathBuf),
     pub(crate) memory_mib: u32,
     /// The NIC's QEMU model (`virtio-net-pci`, `e1000e`, ...).
@@ -100,6 +184,7 @@ impl Vm {
             dir,
             conductor_port,
             DirectBoot {
+                arch: Arch::X86_64,
                 ramdisk: ramdisk(),
                 memory_mib,
                 nic: "virtio-net-pci",
@@ -125,9 +210,10 @@ impl Vm {
             String::new()
         };
         let append = format!(
-            "console=ttyS0 panic=-1 ipa-api-url=http://10.0.2.100 \
+            "console={} panic=-1 ipa-api-url=http://10.0.2.100 \
              {bootif} ipa-advertise-host=127.0.0.1 ipa-advertise-port={agent_port} \
              ipa-lookup-interval=1 {}",
+            spec.arch.console(),
             spec.params
         );
         let netdev = format!(
@@ -135,7 +221,7 @@ impl Vm {
              guestfwd=tcp:10.0.2.100:80-cmd:python3 {} {conductor_port}",
             fwd.display()
         );
-        let mut cmd = direct_boot_from(spec.ramdisk, spec.memory_mib, &append);
+        let mut cmd = direct_boot_from(spec.arch, spec.ramdisk, spec.memory_mib, &append);
         cmd.args(["-netdev", &netdev])
             .args([
                 "-device",
@@ -156,17 +242,19 @@ impl Vm {
 /// QEMU (TCG, serial on stdout, no default devices) booting the deploy
 /// ramdisk directly with `append`; the caller adds disks and NICs.
 pub fn direct_boot(memory_mib: u32, append: &str) -> Command {
-    direct_boot_from(ramdisk(), memory_mib, append)
+    direct_boot_from(Arch::X86_64, ramdisk(), memory_mib, append)
 }
 
-/// [`direct_boot`] of a given kernel and initramfs.
+/// [`direct_boot`] of a given machine, kernel and initramfs.
 pub(crate) fn direct_boot_from(
+    arch: Arch,
     (kernel, initrd): &(PathBuf, PathBuf),
     memory_mib: u32,
     append: &str,
 ) -> Command {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", &memory_mib.to_string()])
+    let mut cmd = Command::new(arch.qemu());
+    cmd.args(arch.machine_args())
+        .args(["-accel", "tcg", "-m", &memory_mib.to_string()])
         .args([
             "-nographic",
             "-no-reboot",

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::e2e::{conductor_serving, enroll_node, verb, wait_states};
-use crate::qemu::{ramdisk, DirectBoot, Vm, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk, Arch, DirectBoot, Vm, ONE_VM_AT_A_TIME};
 
 const MAC: &str = "52:54:00:5d:15:01";
 /// The image: 8 MiB, a readable first sector, then a deterministic pattern.
@@ -132,6 +132,7 @@ async fn a_disk_attached_after_boot_is_waited_for_and_receives_the_image() {
         dir.path(),
         port,
         DirectBoot {
+            arch: Arch::X86_64,
             ramdisk: ramdisk(),
             memory_mib: 512,
             nic: "virtio-net-pci",

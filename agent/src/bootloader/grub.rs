@@ -75,24 +75,84 @@ pub fn run_in_root(root: &Path, program: &str, args: &[&str]) -> Result<(), Stri
     }
 }
 
+/// What GRUB and UEFI call a CPU architecture. The image is for the
+/// machine the agent runs on, and the agent is built for it, so the
+/// agent's own architecture (`std::env::consts::ARCH`) chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirmwareArch {
+    /// `grub-install --target` for UEFI.
+    pub grub_efi: &'static str,
+    /// For BIOS, where the architecture has one.
+    pub grub_bios: Option<&'static str>,
+    /// The UEFI loader name suffix: `BOOTX64.EFI`, `grubaa64.efi`.
+    pub efi_suffix: &'static str,
+}
+
+impl FirmwareArch {
+    /// `arch` as `uname -m` spells it; `None` for architectures the agent
+    /// has no bootloader names for.
+    pub fn of(arch: &str) -> Option<Self> {
+        match arch {
+            "x86_64" => Some(Self {
+                grub_efi: "x86_64-efi",
+                grub_bios: Some("i386-pc"),
+                efi_suffix: "x64",
+            }),
+            "aarch64" => Some(Self {
+                grub_efi: "arm64-efi",
+                grub_bios: None,
+                efi_suffix: "aa64",
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn this_machine() -> Result<Self, String> {
+        let arch = std::env::consts::ARCH;
+        Self::of(arch).ok_or_else(|| format!("no GRUB platform known for {arch}"))
+    }
+
+    /// The removable-media loader path firmware falls back to.
+    pub fn removable_loader(&self) -> String {
+        format!("\\EFI\\BOOT\\BOOT{}.EFI", self.efi_suffix.to_uppercase())
+    }
+}
+
 /// BIOS: GRUB's boot code into the disk's MBR, core.img into the BIOS boot
 /// partition (GPT) or the post-MBR gap (MBR).
-pub fn install_bios(root: &Path, tools: &GrubTools, disk: &Path) -> Result<(), String> {
+pub fn install_bios(
+    root: &Path,
+    tools: &GrubTools,
+    arch: FirmwareArch,
+    disk: &Path,
+) -> Result<(), String> {
+    let target = arch.grub_bios.ok_or_else(|| {
+        format!(
+            "there is no BIOS boot on {}: deploy with boot_mode uefi",
+            std::env::consts::ARCH
+        )
+    })?;
     let disk = disk.display().to_string();
-    run_in_root(root, &tools.install, &["--target=i386-pc", &disk])
+    run_in_root(
+        root,
+        &tools.install,
+        &[&format!("--target={target}"), &disk],
+    )
 }
 
 /// UEFI: GRUB into the ESP mounted at `/boot/efi`, under the distribution's
-/// directory and as the removable-media fallback (`\EFI\BOOT\BOOTX64.EFI`)
-/// so firmware without our NVRAM entry still boots it. NVRAM is written
-/// natively by the caller, hence `--no-nvram`.
-pub fn install_uefi(root: &Path, tools: &GrubTools, bootloader_id: &str) -> Result<(), String> {
+/// directory and as the removable-media fallback (`\EFI\BOOT\BOOTX64.EFI`,
+/// `BOOTAA64.EFI`) so firmware without our NVRAM entry still boots it. NVRAM
+/// is written natively by the caller, hence `--no-nvram`.
+pub fn install_uefi(
+    root: &Path,
+    tools: &GrubTools,
+    arch: FirmwareArch,
+    bootloader_id: &str,
+) -> Result<(), String> {
     let id = format!("--bootloader-id={bootloader_id}");
-    let common = [
-        "--target=x86_64-efi",
-        "--efi-directory=/boot/efi",
-        "--no-nvram",
-    ];
+    let target = format!("--target={}", arch.grub_efi);
+    let common = [target.as_str(), "--efi-directory=/boot/efi", "--no-nvram"];
     let mut args: Vec<&str> = common.to_vec();
     args.push(&id);
     run_in_root(root, &tools.install, &args)?;
@@ -124,6 +184,29 @@ pub fn distribution_id(root: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firmware_names_per_architecture() {
+        let x86 = FirmwareArch::of("x86_64").unwrap();
+        assert_eq!(
+            (x86.grub_efi, x86.grub_bios),
+            ("x86_64-efi", Some("i386-pc"))
+        );
+        assert_eq!(x86.removable_loader(), r"\EFI\BOOT\BOOTX64.EFI");
+        let arm = FirmwareArch::of("aarch64").unwrap();
+        assert_eq!((arm.grub_efi, arm.grub_bios), ("arm64-efi", None));
+        assert_eq!(arm.removable_loader(), r"\EFI\BOOT\BOOTAA64.EFI");
+        assert_eq!(FirmwareArch::of("riscv64"), None);
+        assert!(FirmwareArch::this_machine().is_ok());
+        let d = tempfile::tempdir().unwrap();
+        let tools = GrubTools {
+            install: "/usr/sbin/grub-install".into(),
+            mkconfig: "/usr/sbin/grub-mkconfig".into(),
+            config: "/boot/grub/grub.cfg".into(),
+        };
+        let err = install_bios(d.path(), &tools, arm, Path::new("/dev/vda")).unwrap_err();
+        assert!(err.contains("boot_mode uefi"), "{err}");
+    }
 
     #[test]
     fn finds_grub2_before_grub() {

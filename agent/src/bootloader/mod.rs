@@ -334,10 +334,11 @@ fn install_grub(env: &Environment, view: &DiskView, req: &Request) -> Result<Str
             "the image has no grub-install/grub2-install and grub-mkconfig".to_string()
         })?;
         let id = grub::distribution_id(&point).unwrap_or_else(|| "ironic".into());
+        let arch = grub::FirmwareArch::this_machine()?;
         if uefi {
-            grub::install_uefi(&point, &tools, &id)?;
+            grub::install_uefi(&point, &tools, arch, &id)?;
         } else {
-            grub::install_bios(&point, &tools, env.disk)?;
+            grub::install_bios(&point, &tools, arch, env.disk)?;
         }
         grub::make_config(&point, &tools)?;
         nix::unistd::sync();
@@ -352,9 +353,14 @@ fn install_grub(env: &Environment, view: &DiskView, req: &Request) -> Result<Str
 
 /// What grub-install put under `\EFI\<id>`: shim when the image has it
 /// (Secure Boot), else GRUB itself.
-fn installed_loader(env: &Environment, esp: &Partition, id: &str) -> std::io::Result<efi::Loader> {
-    for name in ["shimx64.efi", "grubx64.efi"] {
-        let path = format!("\\EFI\\{id}\\{name}");
+fn installed_loader(
+    env: &Environment,
+    esp: &Partition,
+    arch: grub::FirmwareArch,
+    id: &str,
+) -> std::io::Result<efi::Loader> {
+    for name in ["shim", "grub"] {
+        let path = format!("\\EFI\\{id}\\{name}{}.efi", arch.efi_suffix);
         if efi::loaders::exists(env.disk, esp.start, esp.len, &path)? {
             return Ok(efi::Loader {
                 path,
@@ -363,7 +369,7 @@ fn installed_loader(env: &Environment, esp: &Partition, id: &str) -> std::io::Re
         }
     }
     Ok(efi::Loader {
-        path: "\\EFI\\BOOT\\BOOTX64.EFI".into(),
+        path: arch.removable_loader(),
         label: id.to_string(),
     })
 }
@@ -414,11 +420,12 @@ pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, Res
         if current == BootMode::Uefi {
             let view = DiskView::read(env)?;
             let esp = find_esp(env, &view, req)?;
-            let loader = installed_loader(env, esp, &id)
+            let arch = grub::FirmwareArch::this_machine().map_err(RestError::command_execution)?;
+            let loader = installed_loader(env, esp, arch, &id)
                 .map_err(|e| RestError::command_execution(format!("reading the ESP: {e}")))?;
             register_loaders(env, &view, esp, &[loader]).map_err(RestError::command_execution)?;
         } else {
-            warn!("not booted in UEFI mode: no NVRAM entry written; firmware will use \\EFI\\BOOT\\BOOTX64.EFI");
+            warn!("not booted in UEFI mode: no NVRAM entry written; firmware will use the removable-media loader (\\EFI\\BOOT\\BOOT<arch>.EFI)");
         }
     }
     Ok(Value::Null)

@@ -520,7 +520,7 @@ mod tests {
     /// directory and through a tar.
     #[test]
     fn recapturing_a_fixture_keeps_its_inventory() {
-        for name in ["ferrite-ci-vm", "qemu-nvme-multinic"] {
+        for name in ["ferrite-ci-vm", "qemu-nvme-multinic", "qemu-virt-arm64"] {
             recapture(name);
         }
     }

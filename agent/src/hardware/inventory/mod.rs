@@ -471,10 +471,78 @@ mod tests {
         assert_eq!(inv.boot.current_boot_mode, "bios");
     }
 
+    /// The arm64 ramdisk on QEMU `virt` (TCG, `-cpu max`, `-smp 2`, 512 MiB,
+    /// direct kernel boot: no firmware, so no SMBIOS and no EFI), captured by
+    /// its PID 1 onto the first virtio disk (16 MiB; the second is 64 MiB):
+    ///   qemu-system-aarch64 -M virt -cpu max -accel tcg -m 512 -smp 2 -nodefaults
+    ///     -kernel deploy.kernel -initrd deploy.initramfs
+    ///     -append "console=ttyAMA0 ferrite-capture-hardware=/dev/vda"
+    ///     -device virtio-blk-pci (capture, then disk)
+    ///     -device virtio-net-pci,mac=52:54:00:a6:40:01 (sealed slirp)
+    #[test]
+    fn captured_qemu_virt_arm64() {
+        let inv = collect(
+            &fixture("qemu-virt-arm64"),
+            Some("01-52-54-00-a6-40-01"),
+            "node",
+            "aarch64",
+        );
+        assert_eq!(inv.cpu.architecture, "aarch64");
+        assert_eq!(inv.cpu.count, 2);
+        assert_eq!(inv.cpu.model_name, None, "implementer 0: no name");
+        assert_eq!(inv.cpu.frequency, None);
+        let nics: Vec<_> = inv
+            .interfaces
+            .iter()
+            .map(|i| {
+                (
+                    i.name.as_str(),
+                    i.mac_address.as_str(),
+                    i.driver.as_deref(),
+                    i.pci_address.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            nics,
+            [(
+                "eth0",
+                "52:54:00:a6:40:01",
+                Some("virtio_net"),
+                Some("0000:00:03.0")
+            )]
+        );
+        let disks: Vec<_> = inv
+            .disks
+            .iter()
+            .map(|d| (d.name.as_str(), d.size, d.vendor.as_deref()))
+            .collect();
+        assert_eq!(
+            disks,
+            [
+                ("/dev/vda", 16 << 20, Some("0x1af4")),
+                ("/dev/vdb", 64 << 20, Some("0x1af4"))
+            ]
+        );
+        let sv = &inv.system_vendor;
+        assert_eq!(
+            (&sv.manufacturer, &sv.product_name, &sv.firmware.vendor),
+            (&None, &None, &None),
+            "no SMBIOS on virt without firmware"
+        );
+        assert_eq!(inv.memory.total, 486532 * 1024);
+        assert_eq!(
+            inv.memory.physical_mb,
+            Some(512),
+            "4 memory blocks of 128 MiB"
+        );
+        assert_eq!(inv.boot.current_boot_mode, "bios", "no /sys/firmware/efi");
+    }
+
     /// Every captured machine's inventory has IPA's JSON shape, key for key.
     #[test]
     fn captured_fixtures_have_ipas_json_shape() {
-        for name in ["ferrite-ci-vm", "qemu-nvme-multinic"] {
+        for name in ["ferrite-ci-vm", "qemu-nvme-multinic", "qemu-virt-arm64"] {
             let inv = collect(&fixture(name), Some("01-52-54-00-fe-00-01"), "h", "x86_64");
             assert!(
                 !inv.disks.is_empty() && !inv.interfaces.is_empty(),
