@@ -28,6 +28,8 @@ pub const CHILD_MARKER: &str = "FERRITE_INIT_CHILD";
 
 /// Run as PID 1; never returns.
 pub fn run() -> ! {
+    // First: every thread started from here on inherits the mask.
+    supervise::block_signals();
     let mount_errors = mounts::mount_all();
     mounts::ensure_console();
     let _ = tracing_subscriber::fmt()

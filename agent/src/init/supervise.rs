@@ -19,7 +19,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// An agent that ran this long was healthy: restart it at once next time.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
-pub fn run() -> ! {
+/// The signals PID 1 acts on: children, and power requests.
+fn handled_signals() -> SigSet {
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -30,10 +31,23 @@ pub fn run() -> ! {
     ] {
         mask.add(s);
     }
-    // Blocked signals wait in the signalfd (the child unblocks them).
-    if let Err(e) = mask.thread_block() {
+    mask
+}
+
+/// Block the handled signals in the calling thread, before PID 1 starts
+/// any other: threads inherit the mask, and a power signal delivered to a
+/// thread that does not block it would kill init (a kernel panic). Blocked,
+/// they wait for the signalfd [`run`] opens.
+pub fn block_signals() {
+    if let Err(e) = handled_signals().thread_block() {
         error!("blocking signals: {e}");
     }
+}
+
+pub fn run() -> ! {
+    let mask = handled_signals();
+    // Blocked signals wait in the signalfd (the child unblocks them).
+    block_signals();
     let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
         Ok(fd) => Some(fd),
         Err(e) => {
