@@ -34,9 +34,21 @@ pub async fn configure(
             None
         }
     });
-    let nics = wait_for_nics(sysfs, boot_mac.as_deref(), deadline).await?;
-    for nic in &nics {
-        link::set_up(&handle, nic.ifindex).await?;
+    let found = wait_for_nics(sysfs, boot_mac.as_deref(), deadline).await?;
+    // A NIC whose driver cannot open it (its firmware is missing, say) is
+    // left out; the others still get their addresses.
+    let mut nics = Vec::new();
+    for nic in found {
+        match link::set_up(&handle, nic.ifindex).await {
+            Ok(()) => nics.push(nic),
+            Err(e) => warn!(
+                "{}: cannot bring the link up, leaving it out: {e:#}",
+                nic.name
+            ),
+        }
+    }
+    if nics.is_empty() {
+        bail!("no NIC could be brought up");
     }
     // Carrier follows link-up after autonegotiation; a wired NIC takes a
     // few seconds, virtio none.
