@@ -290,6 +290,17 @@ impl Conductor {
 
     /// The unmasked agent token, read from the conductor's SQLite file (the
     /// API masks it, as Ironic does).
+    /// `GET /v1/nodes/{uuid}/inventory`: what inspection stored.
+    pub async fn inventory(&self, uuid: &str) -> Value {
+        let resp = self
+            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}/inventory"))
+            .send()
+            .await
+            .expect("GET inventory");
+        assert_eq!(resp.status(), 200, "GET /v1/nodes/{uuid}/inventory");
+        resp.json().await.expect("inventory json")
+    }
+
     pub fn agent_token(&self, uuid: &str) -> Option<String> {
         let conn = rusqlite::Connection::open(self.data_dir().join("ferrite.sqlite")).ok()?;
         let data: String = conn
@@ -494,8 +505,14 @@ impl AgentApi {
     /// busy with another command (409, e.g. the conductor's
     /// `get_clean_steps` after a heartbeat), retry as Ironic does.
     pub async fn run(&self, name: &str, params: Value) -> Value {
+        self.run_within(name, params, Duration::from_secs(30)).await
+    }
+
+    /// [`AgentApi::run`], retrying for up to `within` while the agent is busy
+    /// (a ramdisk under TCG can take longer over its first commands).
+    pub async fn run_within(&self, name: &str, params: Value, within: Duration) -> Value {
         let body = json!({"name": name, "params": params});
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + within;
         loop {
             let (code, result) = self.post("&wait=true", body.clone()).await;
             if code != 409 || Instant::now() > deadline {

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrite_tests::{agent_client, wait_exit, wait_for, AgentApi, Conductor};
+use ferrite_tests::Conductor;
 use serde_json::{json, Value};
 
 use crate::qemu::{ramdisk_for, Arch, DirectBoot, Vm, MAC, ONE_VM_AT_A_TIME};
@@ -78,16 +78,9 @@ async fn arm64_ramdisk_inspects_heartbeats_and_reports_aarch64() {
             keep_as: "qemu-arm64-serial.log",
         },
     );
-    let internal = wait_for("the first heartbeat", BOOT_TO_HEARTBEAT, || {
-        let c = &conductor;
-        let uuid = uuid.clone();
-        async move {
-            let n = c.node(&uuid).await;
-            let i = n["driver_internal_info"].clone();
-            i["agent_last_heartbeat"].is_string().then_some(i)
-        }
-    })
-    .await;
+    let internal = vm
+        .wait_heartbeat(&conductor, &uuid, BOOT_TO_HEARTBEAT)
+        .await;
     let heartbeat = vm.started.elapsed();
     eprintln!(
         "arm64: QEMU start -> first heartbeat: {:.1} s",
@@ -111,13 +104,7 @@ async fn arm64_ramdisk_inspects_heartbeats_and_reports_aarch64() {
     assert_eq!(node["provision_state"], "manageable", "{node}");
     assert_eq!(node["last_error"], Value::Null, "{node}");
     assert_eq!(node["properties"]["cpu_arch"], "aarch64", "{node}");
-    let resp = conductor
-        .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}/inventory"))
-        .send()
-        .await
-        .expect("GET inventory");
-    assert_eq!(resp.status(), 200);
-    let stored: Value = resp.json().await.expect("inventory json");
+    let stored = conductor.inventory(&uuid).await;
     let inv = &stored["inventory"];
     eprintln!("arm64 inventory: {inv}");
     assert_eq!(inv["cpu"]["architecture"], "aarch64", "{inv}");
@@ -169,32 +156,8 @@ async fn arm64_ramdisk_inspects_heartbeats_and_reports_aarch64() {
     );
 
     // standby.power_off through the agent's API: PSCI SYSTEM_OFF ends QEMU.
-    let pem = conductor
-        .wait_agent_certificate(&uuid, Duration::from_secs(60))
-        .await;
-    let api = AgentApi {
-        client: agent_client(Some(&pem)).unwrap(),
-        base: format!("https://127.0.0.1:{}", vm.agent_port),
-        token: conductor.agent_token(&uuid).expect("token"),
-    };
-    let res = wait_for("power_off to be accepted", Duration::from_secs(120), || {
-        let api = api.clone();
-        async move {
-            let res = api.run("standby.power_off", json!({})).await;
-            let busy = res["faultstring"]
-                .as_str()
-                .is_some_and(|f| f.contains("Agent is busy"));
-            (!busy).then_some(res)
-        }
-    })
-    .await;
-    assert_eq!(res["command_status"], "SUCCEEDED", "{res}");
-    let status = wait_exit(&mut vm.proc, Duration::from_secs(120))
-        .await
-        .expect("QEMU did not exit after power_off");
-    assert!(status.success(), "{status:?}");
-    let serial = vm.proc.log_text();
-    assert!(!serial.contains("Kernel panic"), "{serial}");
+    let api = vm.agent_api(&conductor, &uuid).await;
+    vm.power_off(&api, Duration::from_secs(120)).await;
     eprintln!(
         "arm64: QEMU ran {:.1} s; test (with the ramdisk build) {:.1} s",
         vm.started.elapsed().as_secs_f64(),

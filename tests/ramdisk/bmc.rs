@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use ferrite_tests::{wait_for, Conductor};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::e2e::{verb, wait_states};
 use crate::qemu::{ramdisk, Arch, DirectBoot, Vm, ONE_VM_AT_A_TIME};
@@ -109,13 +109,7 @@ async fn ipmi_si_finds_qemus_kcs_bmc_and_the_inventory_reports_what_it_answers()
         vm.started.elapsed().as_secs_f64()
     );
 
-    let resp = c
-        .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}/inventory"))
-        .send()
-        .await
-        .expect("GET inventory");
-    assert_eq!(resp.status(), 200);
-    let stored: Value = resp.json().await.expect("inventory JSON");
+    let stored = c.inventory(&uuid).await;
     let inv = &stored["inventory"];
     let serial = vm.proc.log_text();
     assert_eq!(inv["bmc_address"], "0.0.0.0", "{inv}\n{serial}");

@@ -17,9 +17,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferrite_tests::{agent_client, wait_exit, wait_for, AgentApi, Conductor};
+use ferrite_tests::{wait_exit, wait_for, AgentApi, Conductor};
 use serde_json::{json, Value};
 
 use crate::e2e::{conductor_serving, verb, wait_states};
@@ -145,42 +145,6 @@ impl Machine {
         );
         Self { vm, disk }
     }
-
-    /// The agent's command API, once the conductor holds its certificate.
-    async fn api(&self, conductor: &Conductor, uuid: &str) -> AgentApi {
-        let pem = conductor
-            .wait_agent_certificate(uuid, Duration::from_secs(60))
-            .await;
-        AgentApi {
-            client: agent_client(Some(&pem)).unwrap(),
-            base: format!("https://127.0.0.1:{}", self.vm.agent_port),
-            token: conductor.agent_token(uuid).expect("token"),
-        }
-    }
-}
-
-/// Wait for the first heartbeat of `uuid`; returns seconds since QEMU
-/// started. A machine that stops first fails at once, with its log.
-async fn first_heartbeat(conductor: &Conductor, uuid: &str, vm: &mut Vm) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let node = conductor.node(uuid).await;
-        if node["driver_internal_info"]["agent_last_heartbeat"].is_string() {
-            return vm.started.elapsed().as_secs_f64();
-        }
-        if let Some(status) = vm.proc.exited() {
-            panic!(
-                "QEMU exited ({status}) before a heartbeat:\n{}",
-                vm.proc.log_text()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no heartbeat within 240 s:\n{}",
-            vm.proc.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// When the kernel handed over to `/init`, in seconds of its uptime
@@ -197,17 +161,13 @@ fn kernel_boot_secs(serial: &str) -> f64 {
 /// `system.get_hardware_info` as Ironic runs it, retried while the agent
 /// is busy with the conductor's first command.
 async fn inventory(api: &AgentApi) -> Value {
-    let res = wait_for("get_hardware_info", Duration::from_secs(60), || {
-        let api = api.clone();
-        async move {
-            let res = api.run("system.get_hardware_info", json!({})).await;
-            let busy = res["faultstring"]
-                .as_str()
-                .is_some_and(|f| f.contains("Agent is busy"));
-            (!busy).then_some(res)
-        }
-    })
-    .await;
+    let res = api
+        .run_within(
+            "system.get_hardware_info",
+            json!({}),
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(res["command_status"], "SUCCEEDED", "{res}");
     res["command_result"].clone()
 }
@@ -271,13 +231,17 @@ async fn boot_case(nic_model: &str, disk: Disk, n: u8, image: Option<&TestImage>
         disk.args(&serial),
         &tag,
     );
-    let secs = first_heartbeat(&conductor, &uuid, &mut machine.vm).await;
+    machine
+        .vm
+        .wait_heartbeat(&conductor, &uuid, Duration::from_secs(240))
+        .await;
+    let secs = machine.vm.started.elapsed().as_secs_f64();
     let kernel = kernel_boot_secs(&machine.vm.proc.log_text());
     eprintln!(
         "{tag}: QEMU start -> first heartbeat {secs:.1} s (the kernel started /init at {kernel:.1} s of its uptime)"
     );
 
-    let api = machine.api(&conductor, &uuid).await;
+    let api = machine.vm.agent_api(&conductor, &uuid).await;
     let inv = inventory(&api).await;
     let serial_log = machine.vm.proc.log_text();
     assert_inventory(&inv, &mac, &serial, &serial_log);
@@ -426,7 +390,10 @@ async fn missing_driver_and_missing_firmware_are_logged_and_the_agent_runs() {
         devices,
         "virtual-bad-input",
     );
-    first_heartbeat(&conductor, &uuid, &mut machine.vm).await;
+    machine
+        .vm
+        .wait_heartbeat(&conductor, &uuid, Duration::from_secs(240))
+        .await;
     let vm = &machine.vm;
     // The e100 asks for its microcode when its link comes up, which PID 1
     // does for every NIC without BOOTIF.

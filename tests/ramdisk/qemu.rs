@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ferrite_tests::{agent_client, free_port, wait_exit, wait_for, AgentApi, Conductor, Proc};
+use ferrite_tests::{agent_client, free_port, wait_exit, AgentApi, Conductor, Proc};
 use serde_json::json;
 
 pub(crate) const MAC: &str = "52:54:00:12:34:56";
@@ -239,6 +239,66 @@ impl Vm {
     }
 }
 
+impl Vm {
+    /// Wait for the agent's first heartbeat at the conductor; returns the
+    /// node's `driver_internal_info`. A machine that stops first fails the
+    /// test at once, with its serial log.
+    pub(crate) async fn wait_heartbeat(
+        &mut self,
+        conductor: &Conductor,
+        uuid: &str,
+        within: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let internal = conductor.node(uuid).await["driver_internal_info"].clone();
+            if internal["agent_last_heartbeat"].is_string() {
+                return internal;
+            }
+            if let Some(status) = self.proc.exited() {
+                panic!(
+                    "QEMU exited ({status}) before a heartbeat:\n{}",
+                    self.proc.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no heartbeat within {within:?}:\n{}",
+                self.proc.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The agent's command API, once the conductor holds its certificate.
+    pub(crate) async fn agent_api(&self, conductor: &Conductor, uuid: &str) -> AgentApi {
+        let pem = conductor
+            .wait_agent_certificate(uuid, Duration::from_secs(60))
+            .await;
+        AgentApi {
+            client: agent_client(Some(&pem)).unwrap(),
+            base: format!("https://127.0.0.1:{}", self.agent_port),
+            token: conductor.agent_token(uuid).expect("token"),
+        }
+    }
+
+    /// `standby.power_off` through the agent's API, as the conductor does
+    /// (retried while the agent is busy with the conductor's first
+    /// command): QEMU must then exit cleanly, without a kernel panic.
+    pub(crate) async fn power_off(&mut self, api: &AgentApi, within: Duration) {
+        let res = api.run_within("standby.power_off", json!({}), within).await;
+        assert_eq!(res["command_status"], "SUCCEEDED", "{res}");
+        let status = wait_exit(&mut self.proc, within)
+            .await
+            .expect("QEMU did not exit after power_off");
+        // A guest poweroff ends QEMU with 0 (a panic would too, but then
+        // the log says so).
+        assert!(status.success(), "{status:?}");
+        let serial = self.proc.log_text();
+        assert!(!serial.contains("Kernel panic"), "{serial}");
+    }
+}
+
 /// QEMU (TCG, serial on stdout, no default devices) booting the deploy
 /// ramdisk directly with `append`; the caller adds disks and NICs.
 pub fn direct_boot(memory_mib: u32, append: &str) -> Command {
@@ -294,16 +354,9 @@ async fn ramdisk_boots_heartbeats_and_powers_off() {
     let mut vm = Vm::boot(dir.path(), port, 512);
     {
         // Lookup and heartbeat through the sealed network.
-        let internal = wait_for("the first heartbeat", Duration::from_secs(180), || {
-            let c = &conductor;
-            let uuid = uuid.clone();
-            async move {
-                let n = c.node(&uuid).await;
-                let i = n["driver_internal_info"].clone();
-                i["agent_last_heartbeat"].is_string().then_some(i)
-            }
-        })
-        .await;
+        let internal = vm
+            .wait_heartbeat(&conductor, &uuid, Duration::from_secs(180))
+            .await;
         eprintln!(
             "QEMU start -> first heartbeat: {:.1} s",
             vm.started.elapsed().as_secs_f64()
@@ -321,36 +374,8 @@ async fn ramdisk_boots_heartbeats_and_powers_off() {
         assert!(serial.contains("agent started, pid"), "{serial}");
 
         // standby.power_off through the agent's API, as the conductor does.
-        let pem = wait_for("the agent certificate", Duration::from_secs(30), || {
-            let pem = conductor.agent_certificate(&uuid);
-            async move { pem }
-        })
-        .await;
-        let api = AgentApi {
-            client: agent_client(Some(&pem)).unwrap(),
-            base: format!("https://127.0.0.1:{}", vm.agent_port),
-            token: conductor.agent_token(&uuid).expect("token"),
-        };
-        // The conductor's first act on a heartbeat is get_clean_steps:
-        // wait until the agent is no longer busy with it.
-        let res = wait_for("power_off to be accepted", Duration::from_secs(60), || {
-            let api = api.clone();
-            async move {
-                let res = api.run("standby.power_off", json!({})).await;
-                let busy = res["faultstring"]
-                    .as_str()
-                    .is_some_and(|f| f.contains("Agent is busy"));
-                (!busy).then_some(res)
-            }
-        })
-        .await;
-        assert_eq!(res["command_status"], "SUCCEEDED", "{res}");
-        let status = wait_exit(&mut vm.proc, Duration::from_secs(60))
-            .await
-            .expect("QEMU did not exit after power_off");
-        // A guest poweroff ends QEMU with 0 (a panic would too, but then
-        // the log says so).
-        assert!(status.success(), "{status:?}");
+        let api = vm.agent_api(&conductor, &uuid).await;
+        vm.power_off(&api, Duration::from_secs(60)).await;
         let serial = vm.proc.log_text();
         assert!(serial.contains("PowerOff now"), "{serial}");
         assert!(!serial.contains("Kernel panic"), "{serial}");
