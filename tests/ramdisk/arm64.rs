@@ -121,7 +121,7 @@ async fn arm64_ramdisk_inspects_heartbeats_and_reports_aarch64() {
     assert!(
         disks
             .iter()
-            .any(|d| d["name"] == "/dev/vda" && d["size"] == 64u64 << 20),
+            .any(|d| d["name"] == "/dev/vda" && d["size"] == 5u64 << 30),
         "{inv}"
     );
     let nics = inv["interfaces"].as_array().expect("interfaces");
