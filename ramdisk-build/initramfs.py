@@ -225,30 +225,26 @@ def modules(kroot, kver, profile_dir, profile, rootfs, *firmware_roots):
     with open(os.path.join(dest, "modules.dep"), "w") as f:
         for name in order:
             f.write(f"{plain(name)}:{''.join(' ' + plain(d) for d in closure(name, []))}\n")
+    def table(name, header, line, rows):
+        """A depmod-format file: `line(module, value)` for each row."""
+        with open(os.path.join(dest, name), "w") as f:
+            f.write(header + "\n")
+            f.writelines(line(m, v) + "\n" for m, v in rows)
+        return len(rows)
+
+    shipped = lambda key: [(m, v) for m in order for k, v in info[m] if k == key]
     # depmod's modules.alias: what PID 1 matches each device's modalias with.
-    aliases = 0
-    with open(os.path.join(dest, "modules.alias"), "w") as f:
-        f.write("# Aliases extracted from modules\n")
-        for name in order:
-            for k, v in info[name]:
-                if k == "alias":
-                    f.write(f"alias {v} {name}\n")
-                    aliases += 1
+    aliases = table("modules.alias", "# Aliases extracted from modules",
+                    lambda m, v: f"alias {v} {m}", shipped("alias"))
     # The aliases of the kernel's other modules, for the devices a machine
     # may have that need a driver: PID 1 names the missing driver in its log.
-    unshipped = 0
-    with open(os.path.join(dest, "modules.alias.unshipped"), "w") as f:
-        f.write("# Aliases of the kernel's modules this ramdisk does not ship\n")
-        for pattern, name in kernel_aliases(kroot, moddir, index):
-            if name not in deps and pattern.startswith(UNSHIPPED_BUSES):
-                f.write(f"alias {pattern} {name}\n")
-                unshipped += 1
-    with open(os.path.join(dest, "modules.softdep"), "w") as f:
-        f.write("# Soft dependencies extracted from modules themselves.\n")
-        for name in order:
-            for k, v in info[name]:
-                if k == "softdep":
-                    f.write(f"softdep {name} {v}\n")
+    unshipped = table("modules.alias.unshipped",
+                      "# Aliases of the kernel's modules this ramdisk does not ship",
+                      lambda m, v: f"alias {v} {m}",
+                      [(m, p) for p, m in kernel_aliases(kroot, moddir, index)
+                       if m not in deps and p.startswith(UNSHIPPED_BUSES)])
+    table("modules.softdep", "# Soft dependencies extracted from modules themselves.",
+          lambda m, v: f"softdep {m} {v}", shipped("softdep"))
     if os.path.exists(bpath):
         shutil.copyfile(bpath, os.path.join(dest, "modules.builtin"))
     os.makedirs(os.path.join(rootfs, "etc/ferrite"), exist_ok=True)

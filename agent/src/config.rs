@@ -275,13 +275,8 @@ impl Config {
                     parse_secs("ipa-image-download-connection-timeout", value, true)?
             }
             "ipa-image-download-connection-retries" => {
-                self.image_download_retries = value.parse().map_err(|_| {
-                    invalid(
-                        "ipa-image-download-connection-retries",
-                        value,
-                        "expected a whole number".into(),
-                    )
-                })?
+                self.image_download_retries =
+                    parse_count("ipa-image-download-connection-retries", value)?
             }
             "ipa-image-download-connection-retry-interval" => {
                 self.image_download_retry_interval =
@@ -293,13 +288,7 @@ impl Config {
                     parse_secs("ipa-hardware-initialization-delay", value, false)?
             }
             "ipa-disk-wait-attempts" => {
-                self.disk_wait_attempts = value.parse().map_err(|_| {
-                    invalid(
-                        "ipa-disk-wait-attempts",
-                        value,
-                        "expected a whole number".into(),
-                    )
-                })?
+                self.disk_wait_attempts = parse_count("ipa-disk-wait-attempts", value)?
             }
             "ipa-disk-wait-delay" => {
                 self.disk_wait_delay = parse_secs("ipa-disk-wait-delay", value, false)?
@@ -419,6 +408,13 @@ fn parse_port(param: &'static str, value: &str) -> Result<u16, ConfigError> {
         )),
         Ok(port) => Ok(port),
     }
+}
+
+/// A count (IPA's IntOpt with min 0): a whole number.
+fn parse_count<T: std::str::FromStr>(param: &'static str, value: &str) -> Result<T, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(param, value, "expected a whole number".into()))
 }
 
 fn parse_secs(param: &'static str, value: &str, fractional: bool) -> Result<Duration, ConfigError> {
