@@ -2,6 +2,7 @@
 //! the node up, take the token, start the API (auto-TLS), heartbeat.
 
 use std::net::{IpAddr, UdpSocket};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ use crate::tls::AgentCertificate;
 /// IPA waits this long for any NIC to show a MAC.
 const NIC_WAIT: Duration = Duration::from_secs(60);
 const NIC_POLL: Duration = Duration::from_secs(5);
+/// How long the agent waits for PID 1 to bring the network up.
+const NETWORK_WAIT: Duration = Duration::from_secs(60);
 /// IPA's `ip_lookup_attempts` × `ip_lookup_sleep`.
 const IP_LOOKUP_ATTEMPTS: u32 = 6;
 const IP_LOOKUP_SLEEP: Duration = Duration::from_secs(10);
@@ -41,6 +44,12 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
         "ferrite-agent starting"
     );
 
+    crate::timeline::mark("agent started");
+    // The TLS key takes a while on a slow CPU: make it while PID 1 runs
+    // DHCP and the disks are found.
+    let early_key = cfg
+        .auto_tls
+        .then(|| tokio::task::spawn_blocking(crate::tls::generate_key));
     // IPA's hardware manager initialization: wait for a disk a deploy
     // could use (no node yet: the smallest-disk rule) ...
     let init_ctx = ctx.clone();
@@ -57,6 +66,15 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
     }
 
     let macs = wait_for_macs(cfg).await?;
+    // PID 1 started us before the network was up; wait for its word.
+    if crate::power::supervised_by_init() {
+        let ready = Path::new(crate::init::handoff::NETWORK_READY);
+        if crate::init::handoff::wait_network(ready, NETWORK_WAIT).await {
+            crate::timeline::mark("network ready");
+        } else {
+            warn!("no address after {NETWORK_WAIT:?}; calling Ironic anyway, and retrying");
+        }
+    }
     // Before lookup: an unknown node has no ports until inspection adds them.
     let inspected_uuid = crate::ironic::inspection::inspect(&ctx).await;
     if cfg.api_urls.is_empty() {
@@ -74,6 +92,7 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
         cfg.lookup_interval,
     )
     .await?;
+    crate::timeline::mark("lookup");
     let node_uuid = found.node.uuid.clone();
     // A new node: wait for the disk its root device hints name.
     let lookup_ctx = ctx.clone();
@@ -98,7 +117,11 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
         let hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "ferrite-agent".into());
-        let cert = AgentCertificate::generate(advertise_ip, &hostname)?;
+        let key = match early_key {
+            Some(job) => job.await.context("generating the TLS key")??,
+            None => crate::tls::generate_key()?,
+        };
+        let cert = AgentCertificate::sign(key, advertise_ip, &hostname)?;
         if let Err(e) = cert.write_files(&cfg.run_dir) {
             warn!(error = %e, "cannot keep a copy of the agent certificate");
         }

@@ -17,4 +17,5 @@ pub mod ironic;
 pub mod logbuf;
 pub mod power;
 pub mod state;
+pub mod timeline;
 pub mod tls;

@@ -28,11 +28,21 @@ pub struct AgentCertificate {
     key_der: Vec<u8>,
 }
 
+/// The agent's key: EC P-384, IPA's default curve.
+pub fn generate_key() -> anyhow::Result<KeyPair> {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).context("generating the EC P-384 key")
+}
+
 impl AgentCertificate {
     /// EC P-384 key (IPA's default curve), CN = hostname, SAN = `ip`.
     pub fn generate(ip: IpAddr, hostname: &str) -> anyhow::Result<Self> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
-            .context("generating the EC P-384 key")?;
+        Self::sign(generate_key()?, ip, hostname)
+    }
+
+    /// The certificate for a key made earlier: the ramdisk makes its key
+    /// while DHCP runs, and signs once it knows its address (and the clock
+    /// is set: the validity starts now).
+    pub fn sign(key: KeyPair, ip: IpAddr, hostname: &str) -> anyhow::Result<Self> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, hostname);

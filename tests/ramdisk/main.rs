@@ -7,6 +7,7 @@
 mod archive;
 mod arm64;
 mod bmc;
+mod boot_timeline;
 mod capture;
 mod dhcp;
 mod e2e;

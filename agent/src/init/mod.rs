@@ -7,6 +7,7 @@
 
 pub mod devices;
 pub mod firmware;
+pub mod handoff;
 pub mod modules;
 pub mod mounts;
 pub mod net;
@@ -38,6 +39,7 @@ pub fn run() -> ! {
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_writer(std::io::stderr)
         .try_init();
+    crate::timeline::begin(Path::new(crate::timeline::PATH));
     info!("ferrite-init {} starting", env!("CARGO_PKG_VERSION"));
     for e in mount_errors {
         error!("{e:#}");
@@ -53,6 +55,7 @@ pub fn run() -> ! {
     firmware::watch_kernel_log();
     let settled = devices::start("/sys".into(), MODULES_LIST.into());
     if let Some(s) = devices::wait_settled(&settled, DRIVERS_BUDGET) {
+        crate::timeline::mark("drivers");
         info!(
             "drivers: {} modules for {} devices in {} coldplug passes; {} devices without a driver",
             s.coldplug.loaded,
@@ -75,22 +78,54 @@ pub fn run() -> ! {
         power::shutdown(crate::power::PowerAction::PowerOff);
     }
 
-    let bootif = params.get("BOOTIF").map(String::as_str);
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => {
-            if let Err(e) = rt.block_on(net::configure(Path::new("/sys"), bootif, NET_BUDGET)) {
-                error!("network: {e:#}; the agent starts anyway and keeps retrying its lookup");
-            }
-        }
-        Err(e) => error!("network: no runtime: {e}"),
-    }
+    // The agent starts now, alongside DHCP: it finds its disks and makes
+    // its key meanwhile, and waits for `handoff::NETWORK_READY` to call
+    // Ironic.
+    start_network(params.get("BOOTIF").cloned());
     if let Err(e) = nix::unistd::sethostname("ferrite") {
         warn!("sethostname: {e}");
     }
     supervise::run()
+}
+
+/// Bring the network up on its own thread; announce the first address to
+/// the agent.
+fn start_network(bootif: Option<String>) {
+    let spawned = std::thread::Builder::new()
+        .name("ferrite-net".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!("network: no runtime: {e}");
+                    return;
+                }
+            };
+            match rt.block_on(net::configure(
+                Path::new("/sys"),
+                bootif.as_deref(),
+                NET_BUDGET,
+            )) {
+                Ok(leases) => {
+                    let summary = leases
+                        .iter()
+                        .map(|(nic, lease)| format!("{} {}", nic.name, lease.address))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    crate::timeline::mark(&format!("address ({summary})"));
+                    handoff::announce_network(Path::new(handoff::NETWORK_READY), &summary);
+                }
+                Err(e) => {
+                    error!("network: {e:#}; the agent keeps retrying its lookup")
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        error!("network thread: {e}");
+    }
 }
 
 /// How long PID 1 waits for the drivers of the devices present at boot.

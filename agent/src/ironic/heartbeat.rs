@@ -9,7 +9,7 @@ use ferrite_protocol::{ApiVersion, HeartbeatRequest, AGENT_VERSION};
 use rand::Rng;
 use reqwest::StatusCode;
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::client::IronicClient;
 use crate::state::AgentContext;
@@ -30,6 +30,7 @@ impl Heartbeater {
     pub async fn run(self) {
         let mut next = Instant::now();
         let mut last_sent: Option<Instant> = None;
+        let mut first_through = false;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
@@ -41,6 +42,13 @@ impl Heartbeater {
                 _ = self.ctx.lockdown_entered() => return,
             }
             let ok = self.beat().await;
+            if ok && !first_through {
+                first_through = true;
+                crate::timeline::mark("first heartbeat");
+                if let Some(line) = crate::timeline::report() {
+                    info!("boot timeline: {line}");
+                }
+            }
             let now = Instant::now();
             last_sent = Some(now);
             next = now
