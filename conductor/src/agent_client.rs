@@ -34,6 +34,8 @@ pub enum AgentClientError {
     CommandFailed { name: String, detail: String },
     #[error("agent command {0} did not finish in time")]
     Timeout(String),
+    #[error("the agent's reply is larger than the {limit} byte limit")]
+    TooLarge { limit: usize },
 }
 
 pub struct AgentClient {
@@ -104,6 +106,28 @@ impl AgentClient {
         params: Map<String, Value>,
         wait: bool,
     ) -> Result<CommandResult, AgentClientError> {
+        self.run_inner(name, params, wait, None).await
+    }
+
+    /// [`AgentClient::run`] reading at most `limit` bytes of reply (for
+    /// commands whose result is large, as `log.collect_system_logs`).
+    pub async fn run_limited(
+        &self,
+        name: &str,
+        params: Map<String, Value>,
+        wait: bool,
+        limit: usize,
+    ) -> Result<CommandResult, AgentClientError> {
+        self.run_inner(name, params, wait, Some(limit)).await
+    }
+
+    async fn run_inner(
+        &self,
+        name: &str,
+        params: Map<String, Value>,
+        wait: bool,
+        limit: Option<usize>,
+    ) -> Result<CommandResult, AgentClientError> {
         let body = CommandRequest::new(name, params);
         let mut last = String::new();
         for attempt in 1..=self.max_attempts {
@@ -115,7 +139,7 @@ impl AgentClient {
                 .send()
                 .await;
             match sent {
-                Ok(resp) => return decode_command(resp).await,
+                Ok(resp) => return decode_command(resp, limit).await,
                 Err(e) => {
                     last = e.to_string();
                     warn!(command = name, attempt, error = %e, "agent command request failed");
@@ -249,9 +273,39 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, AgentClient
     })
 }
 
-async fn decode_command(resp: reqwest::Response) -> Result<CommandResult, AgentClientError> {
+async fn decode_command(
+    resp: reqwest::Response,
+    limit: Option<usize>,
+) -> Result<CommandResult, AgentClientError> {
     let resp = check(resp).await?;
-    resp.json()
+    let Some(limit) = limit else {
+        return resp
+            .json()
+            .await
+            .map_err(|e| AgentClientError::Decode(e.to_string()));
+    };
+    let bytes = read_limited(resp, limit).await?;
+    serde_json::from_slice(&bytes).map_err(|e| AgentClientError::Decode(e.to_string()))
+}
+
+/// The reply body, refused as soon as it passes `limit` bytes.
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, AgentClientError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(AgentClientError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| AgentClientError::Decode(e.to_string()))
+        .map_err(|e| AgentClientError::Decode(format!("reading the reply: {e}")))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(AgentClientError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
