@@ -141,8 +141,8 @@ impl AgentClient {
             match sent {
                 Ok(resp) => return decode_command(resp, limit).await,
                 Err(e) => {
-                    last = e.to_string();
-                    warn!(command = name, attempt, error = %e, "agent command request failed");
+                    last = describe(e);
+                    warn!(command = name, attempt, error = %last, "agent command request failed");
                     // The reply may be lost while the command runs: Ironic's guard.
                     if let Ok(cmds) = self.commands().await {
                         if let Some(current) = cmds.last() {
@@ -178,10 +178,10 @@ impl AgentClient {
                     let list: CommandList = resp
                         .json()
                         .await
-                        .map_err(|e| AgentClientError::Decode(e.to_string()))?;
+                        .map_err(|e| AgentClientError::Decode(describe(e)))?;
                     return Ok(list.commands);
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = describe(e),
             }
         }
         Err(AgentClientError::Connection {
@@ -227,6 +227,20 @@ impl AgentClient {
         serde_json::from_value(result.command_result.unwrap_or(Value::Null))
             .map_err(|e| AgentClientError::Decode(format!("get_clean_steps result: {e}")))
     }
+}
+
+/// A reqwest error with its causes, without the URL: its query holds the
+/// agent token, and these texts reach `last_error` and the logs.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn as_map(v: Value) -> Map<String, Value> {
@@ -282,7 +296,7 @@ async fn decode_command(
         return resp
             .json()
             .await
-            .map_err(|e| AgentClientError::Decode(e.to_string()));
+            .map_err(|e| AgentClientError::Decode(describe(e)));
     };
     let bytes = read_limited(resp, limit).await?;
     serde_json::from_slice(&bytes).map_err(|e| AgentClientError::Decode(e.to_string()))
@@ -300,7 +314,7 @@ async fn read_limited(
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| AgentClientError::Decode(format!("reading the reply: {e}")))?
+        .map_err(|e| AgentClientError::Decode(format!("reading the reply: {}", describe(e))))?
     {
         if body.len() + chunk.len() > limit {
             return Err(AgentClientError::TooLarge { limit });
