@@ -242,7 +242,7 @@ async fn bad_or_missing_logs_do_not_mask_the_failure() {
     let asked = recorder
         .exchanges()
         .iter()
-        .filter(|e| e.body["name"] == Value::from("log.collect_system_logs"))
+        .filter(|e| e.body["name"] == "log.collect_system_logs")
         .count();
     assert_eq!(
         asked, 1,
