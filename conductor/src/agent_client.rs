@@ -34,6 +34,8 @@ pub enum AgentClientError {
     CommandFailed { name: String, detail: String },
     #[error("agent command {0} did not finish in time")]
     Timeout(String),
+    #[error("the agent's reply is larger than the {limit} byte limit")]
+    TooLarge { limit: usize },
 }
 
 pub struct AgentClient {
@@ -104,6 +106,28 @@ impl AgentClient {
         params: Map<String, Value>,
         wait: bool,
     ) -> Result<CommandResult, AgentClientError> {
+        self.run_inner(name, params, wait, None).await
+    }
+
+    /// [`AgentClient::run`] reading at most `limit` bytes of reply (for
+    /// commands whose result is large, as `log.collect_system_logs`).
+    pub async fn run_limited(
+        &self,
+        name: &str,
+        params: Map<String, Value>,
+        wait: bool,
+        limit: usize,
+    ) -> Result<CommandResult, AgentClientError> {
+        self.run_inner(name, params, wait, Some(limit)).await
+    }
+
+    async fn run_inner(
+        &self,
+        name: &str,
+        params: Map<String, Value>,
+        wait: bool,
+        limit: Option<usize>,
+    ) -> Result<CommandResult, AgentClientError> {
         let body = CommandRequest::new(name, params);
         let mut last = String::new();
         for attempt in 1..=self.max_attempts {
@@ -115,10 +139,10 @@ impl AgentClient {
                 .send()
                 .await;
             match sent {
-                Ok(resp) => return decode_command(resp).await,
+                Ok(resp) => return decode_command(resp, limit).await,
                 Err(e) => {
-                    last = e.to_string();
-                    warn!(command = name, attempt, error = %e, "agent command request failed");
+                    last = describe(e);
+                    warn!(command = name, attempt, error = %last, "agent command request failed");
                     // The reply may be lost while the command runs: Ironic's guard.
                     if let Ok(cmds) = self.commands().await {
                         if let Some(current) = cmds.last() {
@@ -154,10 +178,10 @@ impl AgentClient {
                     let list: CommandList = resp
                         .json()
                         .await
-                        .map_err(|e| AgentClientError::Decode(e.to_string()))?;
+                        .map_err(|e| AgentClientError::Decode(describe(e)))?;
                     return Ok(list.commands);
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = describe(e),
             }
         }
         Err(AgentClientError::Connection {
@@ -205,6 +229,20 @@ impl AgentClient {
     }
 }
 
+/// A reqwest error with its causes, without the URL: its query holds the
+/// agent token, and these texts reach `last_error` and the logs.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn as_map(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -249,9 +287,39 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, AgentClient
     })
 }
 
-async fn decode_command(resp: reqwest::Response) -> Result<CommandResult, AgentClientError> {
+async fn decode_command(
+    resp: reqwest::Response,
+    limit: Option<usize>,
+) -> Result<CommandResult, AgentClientError> {
     let resp = check(resp).await?;
-    resp.json()
+    let Some(limit) = limit else {
+        return resp
+            .json()
+            .await
+            .map_err(|e| AgentClientError::Decode(describe(e)));
+    };
+    let bytes = read_limited(resp, limit).await?;
+    serde_json::from_slice(&bytes).map_err(|e| AgentClientError::Decode(e.to_string()))
+}
+
+/// The reply body, refused as soon as it passes `limit` bytes.
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, AgentClientError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(AgentClientError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| AgentClientError::Decode(e.to_string()))
+        .map_err(|e| AgentClientError::Decode(format!("reading the reply: {}", describe(e))))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(AgentClientError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

@@ -5,7 +5,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+/// `[agent]deploy_logs_collect`: when the ramdisk's logs are fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeployLogsCollect {
+    /// At the end of every deploy and clean, and when one fails.
+    #[value(name = "always")]
+    Always,
+    /// When a deploy or clean step fails (Ironic's default).
+    #[value(name = "on_failure")]
+    OnFailure,
+    #[value(name = "never")]
+    Never,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ConductorConfig {
@@ -101,6 +114,15 @@ pub struct ConductorConfig {
     #[arg(long, env = "FERRITE_INSPECTOR_ADD_PORTS", default_value = "pxe",
           value_parser = ["pxe", "active", "all", "disabled"])]
     pub inspector_add_ports: String,
+    /// `[agent]deploy_logs_collect`: `always`, `on_failure` or `never`: when
+    /// to fetch the ramdisk's logs (`log.collect_system_logs`) and keep them.
+    #[arg(long, env = "FERRITE_DEPLOY_LOGS_COLLECT", value_enum,
+          default_value_t = DeployLogsCollect::OnFailure)]
+    pub deploy_logs_collect: DeployLogsCollect,
+    /// `[agent]deploy_logs_local_path`: where the logs go.
+    /// Default: <data-dir>/ramdisk-logs.
+    #[arg(long, env = "FERRITE_DEPLOY_LOGS_LOCAL_PATH")]
+    pub deploy_logs_local_path: Option<PathBuf>,
 }
 
 impl ConductorConfig {
@@ -134,6 +156,12 @@ impl ConductorConfig {
         self.images_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("images"))
+    }
+
+    pub fn deploy_logs_dir(&self) -> PathBuf {
+        self.deploy_logs_local_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("ramdisk-logs"))
     }
 
     pub fn certificates_dir(&self) -> PathBuf {

@@ -11,6 +11,7 @@ pub mod drivers;
 pub mod flows;
 pub mod fsm;
 pub mod power;
+pub mod ramdisk_logs;
 pub mod store;
 pub mod time;
 

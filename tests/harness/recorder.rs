@@ -8,8 +8,11 @@
 //! `agent_verify_ca` its own certificate, while the recorder talks to the
 //! real agent trusting the agent's certificate. The recording keeps the
 //! bodies as the agent sent them.
+//!
+//! Loopback tests also use it to spoil one agent command's reply
+//! ([`CommandFault`]) between the real conductor and the real agent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -21,6 +24,18 @@ use axum::response::Response;
 use axum::Router;
 use serde::Serialize;
 use serde_json::Value;
+
+/// What the recorder does to the conductor's call of one agent command.
+#[derive(Debug, Clone)]
+pub enum CommandFault {
+    /// Relay it, then put this in place of the reply's `command_result`
+    /// (the recording keeps what the agent sent).
+    ReplaceResult(Value),
+    /// Relay nothing and close the connection without an answer, as an
+    /// agent that died (its body fails at once, so the server never sends
+    /// the status line).
+    Hangup,
+}
 
 /// One request and its reply.
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +67,7 @@ struct Shared {
     http_callback: String,
     pem: String,
     plain: reqwest::Client,
+    faults: Mutex<HashMap<String, CommandFault>>,
 }
 
 pub struct Recorder {
@@ -110,6 +126,7 @@ impl Recorder {
                 .use_rustls_tls()
                 .build()
                 .expect("client"),
+            faults: Mutex::new(HashMap::new()),
         });
         let api_url = format!("http://{}", api.local_addr().unwrap());
         let to_conductor = Router::new()
@@ -149,6 +166,16 @@ impl Recorder {
         }
     }
 
+    /// From now on, apply `fault` to every call of the agent command `name`
+    /// (e.g. `log.collect_system_logs`).
+    pub fn fault_command(&self, name: &str, fault: CommandFault) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), fault);
+    }
+
     pub fn exchanges(&self) -> Vec<Exchange> {
         self.shared.exchanges.lock().unwrap().clone()
     }
@@ -180,6 +207,7 @@ async fn relay(
     base: &str,
     req: Request,
     rewrite: impl FnOnce(&mut Value),
+    rewrite_reply: impl FnOnce(&mut Value),
 ) -> Result<Response, (StatusCode, String)> {
     let (parts, body) = req.into_parts();
     let bytes = to_bytes(body, 256 << 20)
@@ -228,6 +256,14 @@ async fn relay(
         status: status.as_u16(),
         response: as_json(&reply_body),
     });
+    let reply_json = as_json(&reply_body);
+    let mut spoiled = reply_json.clone();
+    rewrite_reply(&mut spoiled);
+    let reply_body = if spoiled == reply_json {
+        reply_body.to_vec()
+    } else {
+        serde_json::to_vec(&spoiled).expect("json")
+    };
     let mut resp = Response::builder().status(status.as_u16());
     for (k, v) in reply_headers {
         resp = resp.header(k, v);
@@ -242,11 +278,19 @@ async fn agent_to_conductor(
     let heartbeat = req.uri().path().starts_with("/v1/heartbeat/");
     let base = shared.conductor.clone();
     let client = shared.plain.clone();
-    relay(&shared, "agent", &client, &base, req, |body| {
-        if heartbeat {
-            divert_callback(&shared, body);
-        }
-    })
+    relay(
+        &shared,
+        "agent",
+        &client,
+        &base,
+        req,
+        |body| {
+            if heartbeat {
+                divert_callback(&shared, body);
+            }
+        },
+        |_| {},
+    )
     .await
 }
 
@@ -291,6 +335,24 @@ async fn conductor_to_agent(
         StatusCode::BAD_GATEWAY,
         "no agent has heartbeated yet".to_string(),
     ))?;
+    // The command's name, to find a fault for it.
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, 256 << 20)
+        .await
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    let name = as_json(&bytes)["name"].as_str().map(str::to_string);
+    let fault = name.and_then(|n| shared.faults.lock().unwrap().get(&n).cloned());
+    if let Some(CommandFault::Hangup) = fault {
+        let cut = futures_util::stream::once(async {
+            Err::<bytes::Bytes, _>(std::io::Error::other("the agent hung up"))
+        });
+        return Ok(Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(Body::from_stream(cut))
+            .expect("response"));
+    }
+    let req = Request::from_parts(parts, Body::from(bytes));
     relay(
         &shared,
         "conductor",
@@ -298,6 +360,11 @@ async fn conductor_to_agent(
         upstream.url.trim_end_matches('/'),
         req,
         |_| {},
+        |reply| {
+            if let Some(CommandFault::ReplaceResult(v)) = fault {
+                reply["command_result"] = v;
+            }
+        },
     )
     .await
 }

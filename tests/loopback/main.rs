@@ -8,6 +8,7 @@ mod flows;
 mod inspection;
 mod ipmi;
 mod lookup_heartbeat;
+mod ramdisk_logs;
 mod redfish;
 
 use ferrite_tests::{Agent, Conductor};

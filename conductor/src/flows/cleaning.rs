@@ -8,7 +8,7 @@ use ferrite_protocol::CommandStatus;
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{power, steps_cache, transition, Flows};
+use super::{logs, power, steps_cache, transition, Flows};
 use crate::agent_client::AgentClient;
 use crate::fsm::{self, Event};
 use crate::power::PowerAction;
@@ -168,14 +168,12 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     ) {
         let commands = client.commands().await?;
         let Some(cmd) = commands.iter().rev().find(|c| c.id == id) else {
-            transition::fail(
-                flows,
-                uuid,
-                &format!(
-                    "Agent lost the running clean step {} (was the ramdisk rebooted?)",
-                    steps.get(i).cloned().unwrap_or_default()
-                ),
-            )?;
+            let message = format!(
+                "Agent lost the running clean step {} (was the ramdisk rebooted?)",
+                steps.get(i).cloned().unwrap_or_default()
+            );
+            let message = logs::on_failure(flows, &node, Some(logs::CLEANING), message).await;
+            transition::fail(flows, uuid, &message)?;
             return Ok(());
         };
         match cmd.command_status {
@@ -203,14 +201,12 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|e| e.summary().to_string())
                     .unwrap_or_default();
-                transition::fail(
-                    flows,
-                    uuid,
-                    &format!(
-                        "Agent returned error for clean step {} on node {uuid} : {detail}.",
-                        steps[i]
-                    ),
-                )?;
+                let message = format!(
+                    "Agent returned error for clean step {} on node {uuid} : {detail}.",
+                    steps[i]
+                );
+                let message = logs::on_failure(flows, &node, Some(logs::CLEANING), message).await;
+                transition::fail(flows, uuid, &message)?;
                 power::set_power(&flows.store, &node, PowerAction::Off)
                     .await
                     .ok();
@@ -249,6 +245,8 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         transition::fire(flows, uuid, Event::Resume, |_| {})?;
     }
     let node = flows.store.get_node(uuid)?;
+    // Ironic keeps the logs with `always` before tearing cleaning down.
+    logs::on_success(flows, &node, Some(logs::CLEANING)).await;
     if !flows.config.fast_track {
         if let Err(e) = power::set_power(&flows.store, &node, PowerAction::Off).await {
             transition::fail(

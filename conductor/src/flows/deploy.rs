@@ -8,7 +8,7 @@ use ferrite_protocol::CommandStatus;
 use serde_json::{json, Map, Value};
 use tracing::info;
 
-use super::{power, transition, Flows};
+use super::{logs, power, transition, Flows};
 use crate::agent_client::AgentClient;
 use crate::fsm::Event;
 use crate::power::{BootDevice, PowerAction};
@@ -177,11 +177,12 @@ fn set_phase(
     Ok(())
 }
 
-/// `deploy failed`, then power off as Ironic's
-/// `[deploy]power_off_after_deploy_failure` (default on) does: through the
-/// agent first (it syncs; it is the only way for machines whose power the
-/// conductor does not drive), then the power driver.
+/// The agent's logs (`deploy_logs_collect`), `deploy failed`, then power
+/// off as Ironic's `[deploy]power_off_after_deploy_failure` (default on)
+/// does: through the agent first (it syncs; it is the only way for machines
+/// whose power the conductor does not drive), then the power driver.
 async fn fail_deploy(flows: &Flows, node: &Node, message: String) -> anyhow::Result<()> {
+    let message = logs::on_failure(flows, node, None, message).await;
     transition::fail(flows, &node.uuid, &message)?;
     if let Ok(client) = AgentClient::for_node(&node.driver_internal_info, &flows.config) {
         if let Err(e) = client.run("standby.power_off", Map::new(), false).await {
@@ -328,6 +329,8 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         transition::fire(flows, uuid, Event::Resume, |_| {})?;
     }
     if let Ok(client) = AgentClient::for_node(&node.driver_internal_info, &flows.config) {
+        // Ironic's tear_down_agent keeps the logs first with `always`.
+        logs::on_success(flows, node, None).await;
         if let Err(e) = client.run("standby.sync", Map::new(), true).await {
             tracing::warn!(node = %uuid, error = %e, "sync through the agent failed");
         }

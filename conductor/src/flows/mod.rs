@@ -6,6 +6,7 @@
 
 mod cleaning;
 mod deploy;
+mod logs;
 mod power;
 mod steps_cache;
 pub mod transition;
