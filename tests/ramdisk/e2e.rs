@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ferrite_tests::{free_port, wait_exit, wait_for, Conductor, Proc};
 use serde_json::{json, Value};
 
-use crate::qemu::{ramdisk, workspace, FORWARDER, ONE_VM_AT_A_TIME};
+use crate::qemu::{guestfwd_to, ramdisk, workspace, ONE_VM_AT_A_TIME};
 
 const MARKER: &str = "FERRITE-DEPLOYED-IMAGE-BOOTED";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -62,7 +62,6 @@ impl Machine {
         if uefi {
             std::fs::copy(OVMF_VARS, &vars).expect("OVMF (scripts/setup installs ovmf)");
         }
-        std::fs::write(dir.join("fwd.py"), FORWARDER).unwrap();
         Self {
             dir: dir.to_path_buf(),
             mac: mac.to_string(),
@@ -90,10 +89,9 @@ impl Machine {
         self.boots += 1;
         let netdev = format!(
             "user,id=n0,restrict=on,bootfile=http://10.0.2.100/boot/boot.ipxe,\
-             hostfwd=tcp:127.0.0.1:{}-:9999,guestfwd=tcp:10.0.2.100:80-cmd:python3 {} {}",
+             hostfwd=tcp:127.0.0.1:{}-:9999,guestfwd=tcp:10.0.2.100:80-{}",
             self.agent_port,
-            self.dir.join("fwd.py").display(),
-            self.conductor_port
+            guestfwd_to(self.conductor_port)
         );
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])

@@ -142,7 +142,14 @@ fn build_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// slirp runs this per guest connection to 10.0.2.100:80 (shared with scripts/demo).
-pub(crate) const FORWARDER: &str = include_str!("../../scripts/guestfwd-relay.py");
+/// The `guestfwd` target that relays the sealed guest's 10.0.2.100:80 to
+/// the conductor on 127.0.0.1:`port` (one relay process per connection).
+pub(crate) fn guestfwd_to(port: u16) -> String {
+    format!(
+        "cmd:{} {port}",
+        ferrite_tests::bin("ferrite-test-guestfwd").display()
+    )
+}
 
 /// A machine booted straight into a ramdisk (no firmware, no PXE) on the
 /// sealed network, its agent pointed at the conductor.
@@ -201,8 +208,6 @@ impl Vm {
     }
 
     pub(crate) fn boot_direct(dir: &Path, conductor_port: u16, spec: DirectBoot) -> Self {
-        let fwd = dir.join("fwd.py");
-        std::fs::write(&fwd, FORWARDER).unwrap();
         let agent_port = free_port();
         let bootif = if spec.bootif {
             format!("BOOTIF=01-{}", spec.mac.replace(':', "-"))
@@ -218,8 +223,8 @@ impl Vm {
         );
         let netdev = format!(
             "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{agent_port}-:9999,\
-             guestfwd=tcp:10.0.2.100:80-cmd:python3 {} {conductor_port}",
-            fwd.display()
+             guestfwd=tcp:10.0.2.100:80-{}",
+            guestfwd_to(conductor_port)
         );
         let mut cmd = direct_boot_from(spec.arch, spec.ramdisk, spec.memory_mib, &append);
         cmd.args(["-netdev", &netdev])

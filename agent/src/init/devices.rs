@@ -49,7 +49,7 @@ fn run(sysfs: &Path, boot_list: &Path, tx: mpsc::Sender<Settled>) {
     let events = uevent::UeventSocket::open()
         .map_err(|e| warn!("uevents: {e}; devices added later get no driver"))
         .ok();
-    let mut loader = match Loader::for_running_kernel() {
+    let loader = match Loader::for_running_kernel() {
         Ok(l) => l,
         Err(e) => {
             error!("kernel modules: {e:#}");
@@ -58,31 +58,35 @@ fn run(sysfs: &Path, boot_list: &Path, tx: mpsc::Sender<Settled>) {
         }
     };
     // Devices first: the NIC's driver is what the first heartbeat waits on.
-    let report = coldplug::coldplug(&mut loader, sysfs);
+    let report = coldplug::coldplug(&loader, sysfs);
     for device in &report.unmatched {
         coldplug::log_unmatched(&loader, device);
     }
     let _ = tx.send(Settled { coldplug: report });
     // Then the boot list (filesystems, md, dm: nothing until a deploy needs
-    // them, and the kernel's own requests load them on demand meanwhile).
-    match load_listed(&mut loader, boot_list) {
+    // them, and the kernel's own requests load them on demand meanwhile),
+    // at the lowest priority: on a small machine it would otherwise take
+    // the CPU from DHCP and the agent's first call to Ironic.
+    set_thread_nice(19);
+    match load_listed(&loader, boot_list) {
         Ok(n) => info!("drivers: {n} modules from the boot list"),
         Err(e) => error!("kernel modules: {e:#}"),
     }
+    set_thread_nice(0);
     let Some(events) = events else { return };
     let mut failures = 0u32;
     loop {
         match events.next() {
             Ok(Some(ev)) => {
                 failures = 0;
-                handle(&mut loader, sysfs, &ev);
+                handle(&loader, sysfs, &ev);
             }
             Ok(None) => {}
             Err(e) => {
                 // ENOBUFS: events were dropped in a burst; rescan for them.
                 failures += 1;
                 warn!("uevents: {e}; rescanning devices");
-                let report = coldplug::coldplug(&mut loader, sysfs);
+                let report = coldplug::coldplug(&loader, sysfs);
                 for device in &report.unmatched {
                     coldplug::log_unmatched(&loader, device);
                 }
@@ -96,7 +100,7 @@ fn run(sysfs: &Path, boot_list: &Path, tx: mpsc::Sender<Settled>) {
     }
 }
 
-fn handle(loader: &mut Loader, sysfs: &Path, ev: &uevent::Uevent) {
+fn handle(loader: &Loader, sysfs: &Path, ev: &uevent::Uevent) {
     if ev.action != "add" {
         return;
     }
@@ -128,5 +132,14 @@ fn handle(loader: &mut Loader, sysfs: &Path, ev: &uevent::Uevent) {
             ev.devpath,
             modules.join(" ")
         );
+    }
+}
+
+/// This thread's nice value (Linux keeps one per thread).
+fn set_thread_nice(nice: i32) {
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    // SAFETY: setpriority has no memory effects.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
+        debug!("setpriority({nice}): {}", std::io::Error::last_os_error());
     }
 }

@@ -54,6 +54,12 @@ pub fn run() -> ! {
 
     firmware::watch_kernel_log();
     let settled = devices::start("/sys".into(), MODULES_LIST.into());
+    // DHCP starts as soon as the NIC's driver is in, while the rest of the
+    // drivers load (a hardware capture needs no network).
+    let capture = params.get(crate::hardware::capture::CMDLINE_PARAM);
+    if capture.is_none() {
+        start_network(params.get("BOOTIF").cloned());
+    }
     if let Some(s) = devices::wait_settled(&settled, DRIVERS_BUDGET) {
         crate::timeline::mark("drivers");
         info!(
@@ -71,7 +77,7 @@ pub fn run() -> ! {
     }
 
     // A hardware capture instead of the agent: write it, power off.
-    if let Some(target) = params.get(crate::hardware::capture::CMDLINE_PARAM) {
+    if let Some(target) = capture {
         if let Err(e) = crate::hardware::capture::run_as_init(Path::new(target)) {
             error!("hardware capture: {e:#}");
         }
@@ -81,7 +87,6 @@ pub fn run() -> ! {
     // The agent starts now, alongside DHCP: it finds its disks and makes
     // its key meanwhile, and waits for `handoff::NETWORK_READY` to call
     // Ironic.
-    start_network(params.get("BOOTIF").cloned());
     if let Err(e) = nix::unistd::sethostname("ferrite") {
         warn!("sethostname: {e}");
     }

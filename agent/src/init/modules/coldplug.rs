@@ -81,9 +81,15 @@ pub struct Report {
     pub unmatched: Vec<Device>,
 }
 
+/// Threads loading drivers at once. Module loading is mostly the driver's
+/// probe, which often sleeps (ATA ports time out, NICs reset): more threads
+/// than CPUs still help.
+const LOADERS: usize = 8;
+
 /// Load drivers for every device in `sysfs`, pass after pass, until a pass
-/// finds no modalias it has not seen (or `MAX_PASSES`).
-pub fn coldplug(loader: &mut Loader, sysfs: &Path) -> Report {
+/// finds no modalias it has not seen (or `MAX_PASSES`). Within a pass the
+/// devices' drivers load in parallel.
+pub fn coldplug(loader: &Loader, sysfs: &Path) -> Report {
     let mut seen = BTreeSet::new();
     let mut report = Report::default();
     let before = loader.loaded();
@@ -96,8 +102,7 @@ pub fn coldplug(loader: &mut Loader, sysfs: &Path) -> Report {
             break;
         }
         report.passes += 1;
-        for device in fresh {
-            let modules = loader.load_for_device(&device.modalias);
+        for (device, modules) in load_all(loader, fresh) {
             if modules.is_empty() && !device.bound {
                 report.unmatched.push(device);
             } else if !modules.is_empty() {
@@ -108,6 +113,29 @@ pub fn coldplug(loader: &mut Loader, sysfs: &Path) -> Report {
     report.devices = seen.len();
     report.loaded = loader.loaded() - before;
     report
+}
+
+/// Each device with the modules that drive it, loaded by up to `LOADERS`
+/// threads taking devices from one queue (in scan order).
+fn load_all(loader: &Loader, devices: Vec<Device>) -> Vec<(Device, Vec<String>)> {
+    let count = devices.len();
+    let queue = std::sync::Mutex::new(devices.into_iter().enumerate());
+    let done = std::sync::Mutex::new(Vec::with_capacity(count));
+    std::thread::scope(|s| {
+        for _ in 0..LOADERS.min(count) {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some((i, device)) = next else { break };
+                let modules = loader.load_for_device(&device.modalias);
+                done.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((i, device, modules));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(i, _, _)| *i);
+    done.into_iter().map(|(_, d, m)| (d, m)).collect()
 }
 
 /// Log a device without a driver: a warning, with the driver's name, when
@@ -203,8 +231,8 @@ mod tests {
             "pci:v00008086d00001237",
             true,
         );
-        let mut loader = Loader::open(&moddir).unwrap();
-        let report = coldplug(&mut loader, &sys);
+        let loader = Loader::open(&moddir).unwrap();
+        let report = coldplug(&loader, &sys);
         assert_eq!(report.passes, 1);
         assert_eq!(report.devices, 2);
         assert_eq!(report.loaded, 0);

@@ -12,8 +12,12 @@ pub mod modprobe;
 pub mod softdep;
 pub mod uevent;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::thread::ThreadId;
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
@@ -26,19 +30,34 @@ pub use softdep::SoftDep;
 /// logged with the driver it would need.
 pub const UNSHIPPED_ALIASES: &str = "modules.alias.unshipped";
 
+/// How long a thread waits for another one to finish loading a module it
+/// needs: the kernel's own wait for a module that is still initialising
+/// (`resolve_symbol_wait`) is 30 s too.
+const DEPENDENCY_WAIT: Duration = Duration::from_secs(30);
+
+/// A module's progress: being loaded (by which thread), or done (loaded,
+/// found loaded, or failed: each is tried once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    Loading(ThreadId),
+    Done,
+}
+
 /// Everything needed to load a module by name or by device: the tables
-/// read once, and what has been loaded (or tried) so far.
+/// read once, and what has been loaded (or tried) so far. Shared by
+/// threads: coldplug loads the drivers of different devices at once, so a
+/// slow probe (an ATA port timing out) does not hold the NIC's driver up.
 #[derive(Debug)]
 pub struct Loader {
     dir: PathBuf,
     index: ModuleIndex,
     aliases: AliasTable,
     /// Read on first use: it is only for log lines, and large.
-    unshipped: std::cell::OnceCell<AliasTable>,
+    unshipped: OnceLock<AliasTable>,
     softdeps: BTreeMap<String, SoftDep>,
-    /// Modules loaded, found loaded, or failed: each is tried once.
-    tried: BTreeSet<String>,
-    loaded: usize,
+    progress: Mutex<BTreeMap<String, Progress>>,
+    finished: Condvar,
+    loaded: AtomicUsize,
 }
 
 impl Loader {
@@ -50,10 +69,11 @@ impl Loader {
             dir: dir.to_path_buf(),
             index: ModuleIndex::read(dir)?,
             aliases: AliasTable::parse(&optional("modules.alias")),
-            unshipped: std::cell::OnceCell::new(),
+            unshipped: OnceLock::new(),
             softdeps: softdep::parse(&optional("modules.softdep")),
-            tried: BTreeSet::new(),
-            loaded: 0,
+            progress: Mutex::new(BTreeMap::new()),
+            finished: Condvar::new(),
+            loaded: AtomicUsize::new(0),
         })
     }
 
@@ -70,7 +90,7 @@ impl Loader {
 
     /// How many module files have been loaded so far.
     pub fn loaded(&self) -> usize {
-        self.loaded
+        self.loaded.load(Ordering::Relaxed)
     }
 
     pub fn aliases(&self) -> &AliasTable {
@@ -99,7 +119,7 @@ impl Loader {
     /// Load `name` (a module name or an alias), its dependencies and soft
     /// dependencies. Failures are logged, not returned: one odd driver must
     /// not stop the rest. Returns the module files loaded.
-    pub fn load(&mut self, name: &str) -> usize {
+    pub fn load(&self, name: &str) -> usize {
         let module = module_name(name);
         if self.index.has(&module) || self.index.is_builtin(&module) {
             return self.load_module(&module);
@@ -113,7 +133,7 @@ impl Loader {
     }
 
     /// Load every module that drives `modalias`; returns their names.
-    pub fn load_for_device(&mut self, modalias: &str) -> Vec<String> {
+    pub fn load_for_device(&self, modalias: &str) -> Vec<String> {
         let modules = self.aliases.lookup(modalias);
         for m in &modules {
             self.load_module(m);
@@ -123,10 +143,44 @@ impl Loader {
 
     /// One module after its soft `pre:` dependencies and its dependencies
     /// (each of which gets the same treatment), then its `post:` ones.
-    fn load_module(&mut self, name: &str) -> usize {
-        if !self.tried.insert(name.to_string()) {
+    fn load_module(&self, name: &str) -> usize {
+        if !self.claim(name) {
             return 0;
         }
+        let count = self.load_claimed(name);
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.insert(name.to_string(), Progress::Done);
+        self.finished.notify_all();
+        count
+    }
+
+    /// True if this thread is to load `name`. If another thread is loading
+    /// it, wait until it is done (the caller needs it loaded), at most
+    /// `DEPENDENCY_WAIT`; a soft-dependency cycle back to this thread's own
+    /// work returns at once.
+    fn claim(&self, name: &str) -> bool {
+        let me = std::thread::current().id();
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut progress, timeout) = self
+            .finished
+            .wait_timeout_while(
+                progress,
+                DEPENDENCY_WAIT,
+                |p| matches!(p.get(name), Some(Progress::Loading(owner)) if *owner != me),
+            )
+            .unwrap_or_else(|e| e.into_inner());
+        if timeout.timed_out() {
+            warn!("module {name}: still loading on another thread after {DEPENDENCY_WAIT:?}");
+            return false;
+        }
+        if progress.contains_key(name) {
+            return false;
+        }
+        progress.insert(name.to_string(), Progress::Loading(me));
+        true
+    }
+
+    fn load_claimed(&self, name: &str) -> usize {
         let soft = self.softdeps.get(name).cloned().unwrap_or_default();
         let mut count: usize = soft.pre.iter().map(|p| self.load(p)).sum();
         let order = match self.index.load_order(&[name]) {
@@ -145,7 +199,7 @@ impl Loader {
             match load::load_file(&self.dir.join(&rel)) {
                 Ok(true) => {
                     debug!("loaded {}", rel.display());
-                    self.loaded += 1;
+                    self.loaded.fetch_add(1, Ordering::Relaxed);
                     count += 1;
                 }
                 Ok(false) => {}
@@ -163,7 +217,7 @@ impl Loader {
 }
 
 /// Load every module named in the boot list (`/etc/ferrite/modules.list`).
-pub fn load_listed(loader: &mut Loader, list: &Path) -> anyhow::Result<usize> {
+pub fn load_listed(loader: &Loader, list: &Path) -> anyhow::Result<usize> {
     use anyhow::Context;
     let text =
         std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;

@@ -18,7 +18,7 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("usage: modprobe [-q] [--] MODULE");
         return 1;
     }
-    let mut loader = match Loader::for_running_kernel() {
+    let loader = match Loader::for_running_kernel() {
         Ok(l) => l,
         Err(e) => {
             eprintln!("modprobe: {e:#}");
