@@ -75,17 +75,18 @@ pub fn run() -> ! {
         power::shutdown(crate::power::PowerAction::PowerOff);
     }
 
-    let bootif = params.get("BOOTIF").map(String::as_str);
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => {
-            if let Err(e) = rt.block_on(net::configure(Path::new("/sys"), bootif, NET_BUDGET)) {
-                error!("network: {e:#}; the agent starts anyway and keeps retrying its lookup");
-            }
-        }
-        Err(e) => error!("network: no runtime: {e}"),
+    // The network manager runs for the ramdisk's whole life (it renews
+    // the leases); the agent starts once the API is reachable.
+    let net_params = net::NetParams::from_cmdline(&params);
+    let budget = net_params.ready_budget();
+    let net = net::start(net_params);
+    match net.wait_ready(budget) {
+        Some(ready) => info!("network: {} on {}", ready.address, ready.iface),
+        None => error!(
+            "network: no address within {} s; the agent starts anyway and keeps retrying \
+             its lookup while DHCP keeps trying",
+            budget.as_secs()
+        ),
     }
     if let Err(e) = nix::unistd::sethostname("ferrite") {
         warn!("sethostname: {e}");
@@ -95,5 +96,3 @@ pub fn run() -> ! {
 
 /// How long PID 1 waits for the drivers of the devices present at boot.
 const DRIVERS_BUDGET: Duration = Duration::from_secs(60);
-/// How long PID 1 waits for NICs and DHCP before starting the agent.
-const NET_BUDGET: Duration = Duration::from_secs(60);
