@@ -417,7 +417,11 @@ fn parse_count<T: std::str::FromStr>(param: &'static str, value: &str) -> Result
         .map_err(|_| invalid(param, value, "expected a whole number".into()))
 }
 
-fn parse_secs(param: &'static str, value: &str, fractional: bool) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_secs(
+    param: &'static str,
+    value: &str,
+    fractional: bool,
+) -> Result<Duration, ConfigError> {
     let secs: f64 = value
         .parse()
         .map_err(|_| invalid(param, value, "expected a number of seconds".into()))?;

@@ -13,6 +13,7 @@ mod dhcp;
 mod e2e;
 mod grub;
 mod hardware;
+mod multi_nic;
 mod power;
 mod qemu;
 mod slow_disk;

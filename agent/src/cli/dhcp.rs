@@ -1,25 +1,33 @@
-//! `ferrite-agent dhcp --interface IF [--apply]`: PID 1's DHCP client on
-//! one interface, for debugging and for the network-namespace test. It
-//! sets the link up; `--apply` also configures the lease.
+//! `ferrite-agent dhcp --interface IF [--apply] [--keep-for SECS]`: PID 1's
+//! DHCP client on one interface, for debugging and for the
+//! network-namespace tests. It sets the link up, prints the lease as JSON;
+//! `--apply` also configures it, and `--keep-for` then keeps it for that
+//! long with PID 1's renewal state machine, printing one JSON line per
+//! state change.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::init::net::{apply_lease, dhcp, link};
+use crate::init::net::{dhcp, link, v4};
 
 #[derive(clap::Args, Debug)]
 pub struct DhcpArgs {
     /// The interface to run DHCP on.
     #[arg(long)]
     pub interface: String,
-    /// Give up after this many seconds.
+    /// Give up after this many seconds without a lease.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
     /// Put the address and default route on the interface.
     #[arg(long)]
     pub apply: bool,
+    /// Keep the lease (renewing, rebinding, starting over) for this many
+    /// seconds, then exit; implies --apply.
+    #[arg(long, value_name = "SECS")]
+    pub keep_for: Option<u64>,
 }
 
 pub fn run(args: DhcpArgs) -> anyhow::Result<()> {
@@ -41,12 +49,9 @@ pub fn run(args: DhcpArgs) -> anyhow::Result<()> {
         let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
         tokio::spawn(conn);
         link::set_up(&handle, nic.ifindex).await?;
-        let lease = dhcp::obtain(
-            &nic.name,
-            &nic.mac_bytes(),
-            Duration::from_secs(args.timeout),
-        )
-        .await?;
+        let mut client = dhcp::Client::new(&nic.name, &nic.mac_bytes())?;
+        let acked = client.obtain(Duration::from_secs(args.timeout)).await?;
+        let lease = &acked.lease;
         println!(
             "{}",
             serde_json::json!({
@@ -55,12 +60,29 @@ pub fn run(args: DhcpArgs) -> anyhow::Result<()> {
                 "prefix_len": lease.prefix_len,
                 "routers": lease.routers.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                 "dns": lease.dns.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                "domain": lease.domain,
+                "search": lease.search,
                 "server": lease.server.to_string(),
                 "lease_secs": lease.lease_secs,
+                "renew_secs": lease.renew_secs,
+                "rebind_secs": lease.rebind_secs,
             })
         );
-        if args.apply {
-            apply_lease(&handle, &nic, &lease, true).await?;
+        let machine = v4::V4 {
+            nic: nic.clone(),
+            handle,
+            route: Arc::new(v4::DefaultRoute::default()),
+            observer: Arc::new(|nic: &link::Nic, event: &v4::Event| {
+                println!("{}", event.to_json(&nic.name))
+            }),
+        };
+        match args.keep_for {
+            Some(secs) => {
+                let keep = machine.keep(&mut client, acked);
+                let _ = tokio::time::timeout(Duration::from_secs(secs), keep).await;
+            }
+            None if args.apply => machine.apply(&acked.lease, None).await,
+            None => {}
         }
         anyhow::Ok(())
     })

@@ -58,7 +58,7 @@ pub fn run() -> ! {
     // drivers load (a hardware capture needs no network).
     let capture = params.get(crate::hardware::capture::CMDLINE_PARAM);
     if capture.is_none() {
-        start_network(params.get("BOOTIF").cloned());
+        start_network(&params);
     }
     if let Some(s) = devices::wait_settled(&settled, DRIVERS_BUDGET) {
         crate::timeline::mark("drivers");
@@ -93,47 +93,30 @@ pub fn run() -> ! {
     supervise::run()
 }
 
-/// Bring the network up on its own thread; announce the first address to
-/// the agent.
-fn start_network(bootif: Option<String>) {
+/// Start PID 1's network manager (it runs for the ramdisk's whole life and
+/// renews the leases), and tell the agent once the first address is on.
+fn start_network(params: &BTreeMap<String, String>) {
+    let net_params = net::NetParams::from_cmdline(params);
+    let budget = net_params.ready_budget();
+    let net = net::start(net_params);
     let spawned = std::thread::Builder::new()
-        .name("ferrite-net".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    error!("network: no runtime: {e}");
-                    return;
-                }
-            };
-            match rt.block_on(net::configure(
-                Path::new("/sys"),
-                bootif.as_deref(),
-                NET_BUDGET,
-            )) {
-                Ok(leases) => {
-                    let summary = leases
-                        .iter()
-                        .map(|(nic, lease)| format!("{} {}", nic.name, lease.address))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    crate::timeline::mark(&format!("address ({summary})"));
-                    handoff::announce_network(Path::new(handoff::NETWORK_READY), &summary);
-                }
-                Err(e) => {
-                    error!("network: {e:#}; the agent keeps retrying its lookup")
-                }
+        .name("net-ready".into())
+        .spawn(move || match net.wait_ready(budget) {
+            Some(ready) => {
+                let summary = format!("{} {}", ready.iface, ready.address);
+                crate::timeline::mark(&format!("address ({summary})"));
+                handoff::announce_network(Path::new(handoff::NETWORK_READY), &summary);
             }
+            None => error!(
+                "network: no address within {} s; the agent calls Ironic anyway and keeps \
+                 retrying its lookup while DHCP keeps trying",
+                budget.as_secs()
+            ),
         });
     if let Err(e) = spawned {
-        error!("network thread: {e}");
+        error!("network: {e}");
     }
 }
 
 /// How long PID 1 waits for the drivers of the devices present at boot.
 const DRIVERS_BUDGET: Duration = Duration::from_secs(60);
-/// How long PID 1 waits for NICs and DHCP before starting the agent.
-const NET_BUDGET: Duration = Duration::from_secs(60);

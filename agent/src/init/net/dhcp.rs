@@ -1,6 +1,9 @@
-//! A DHCPv4 client (RFC 2131's DISCOVER → OFFER → REQUEST → ACK) on a UDP
-//! socket bound to one interface. The interface has no address yet, so we
-//! ask servers to broadcast their replies (the BROADCAST flag).
+//! DHCPv4 on the wire (RFC 2131): the client's packets, the server's
+//! replies parsed into types, and the exchanges over a UDP socket bound to
+//! one interface: DISCOVER → OFFER → REQUEST → ACK to get a lease, and the
+//! REQUEST with `ciaddr` that renews or rebinds it. The lease's life (T1,
+//! T2, expiry) is in `v4.rs`. Before the interface has an address, servers
+//! are asked to broadcast their replies (the BROADCAST flag).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -11,7 +14,7 @@ use dhcproto::{Decodable, Decoder, Encodable};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use tokio::net::UdpSocket;
 use tokio::time::{timeout_at, Instant};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DhcpError {
@@ -25,8 +28,13 @@ pub enum DhcpError {
     BadMask(Ipv4Addr),
     #[error("the server refused the request (DHCPNAK)")]
     Nak,
-    #[error("no DHCP answer on {iface} within {secs} s")]
-    Timeout { iface: String, secs: u64 },
+    /// `detail` says what did come back (bad replies, NAKs), if anything.
+    #[error("no DHCP answer on {iface} within {secs} s{detail}")]
+    Timeout {
+        iface: String,
+        secs: u64,
+        detail: String,
+    },
     #[error("DHCP socket on {iface}: {reason}")]
     Socket { iface: String, reason: String },
 }
@@ -39,7 +47,16 @@ pub struct Lease {
     pub routers: Vec<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub server: Ipv4Addr,
+    /// Option 51; `None` (no option) and 0xffffffff never expire.
     pub lease_secs: Option<u32>,
+    /// Option 58 (T1).
+    pub renew_secs: Option<u32>,
+    /// Option 59 (T2).
+    pub rebind_secs: Option<u32>,
+    /// Option 15.
+    pub domain: Option<String>,
+    /// Option 119 (RFC 3397), without trailing dots.
+    pub search: Vec<String>,
 }
 
 /// A server's reply, as far as the client cares.
@@ -50,19 +67,25 @@ pub enum Reply {
     Nak,
 }
 
-const PARAMS: [OptionCode; 5] = [
+const PARAMS: [OptionCode; 9] = [
     OptionCode::SubnetMask,
     OptionCode::Router,
     OptionCode::DomainNameServer,
+    OptionCode::DomainName,
+    OptionCode::DomainSearch,
     OptionCode::AddressLeaseTime,
+    OptionCode::Renewal,
+    OptionCode::Rebinding,
     OptionCode::ServerIdentifier,
 ];
 
-fn base(xid: u32, mac: &[u8], kind: MessageType) -> Message {
+fn base(xid: u32, mac: &[u8], kind: MessageType, broadcast: bool) -> Message {
     let zero = Ipv4Addr::UNSPECIFIED;
     let mut msg = Message::new_with_id(xid, zero, zero, zero, zero, &mac[..mac.len().min(16)]);
-    msg.set_opcode(Opcode::BootRequest)
-        .set_flags(Flags::default().set_broadcast());
+    msg.set_opcode(Opcode::BootRequest);
+    if broadcast {
+        msg.set_flags(Flags::default().set_broadcast());
+    }
     let opts = msg.opts_mut();
     opts.insert(DhcpOption::MessageType(kind));
     let mut client_id = vec![1u8];
@@ -79,15 +102,25 @@ fn encode(msg: &Message) -> Vec<u8> {
 }
 
 pub fn discover(xid: u32, mac: &[u8]) -> Vec<u8> {
-    encode(&base(xid, mac, MessageType::Discover))
+    encode(&base(xid, mac, MessageType::Discover, true))
 }
 
 /// REQUEST in SELECTING state: the offered address and the chosen server.
 pub fn request(xid: u32, mac: &[u8], address: Ipv4Addr, server: Ipv4Addr) -> Vec<u8> {
-    let mut msg = base(xid, mac, MessageType::Request);
+    let mut msg = base(xid, mac, MessageType::Request, true);
     msg.opts_mut()
         .insert(DhcpOption::RequestedIpAddress(address));
     msg.opts_mut().insert(DhcpOption::ServerIdentifier(server));
+    encode(&msg)
+}
+
+/// REQUEST in RENEWING (unicast to the server) or REBINDING (broadcast)
+/// state, RFC 2131 table 4: `ciaddr` is the leased address, and neither
+/// the server identifier nor the requested address is sent. The address
+/// is configured, so replies can come unicast: no BROADCAST flag.
+pub fn request_extend(xid: u32, mac: &[u8], ciaddr: Ipv4Addr) -> Vec<u8> {
+    let mut msg = base(xid, mac, MessageType::Request, false);
+    msg.set_ciaddr(ciaddr);
     encode(&msg)
 }
 
@@ -106,6 +139,12 @@ pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8]) -> Result<Reply, DhcpErro
         Some(DhcpOption::ServerIdentifier(s)) => *s,
         _ => msg.siaddr(),
     };
+    let secs = |code| match opts.get(code) {
+        Some(
+            DhcpOption::AddressLeaseTime(s) | DhcpOption::Renewal(s) | DhcpOption::Rebinding(s),
+        ) => Some(*s),
+        _ => None,
+    };
     match opts.msg_type() {
         Some(MessageType::Offer) => Ok(Reply::Offer {
             address: nonzero(msg.yiaddr(), "an offered address (yiaddr)")?,
@@ -121,20 +160,44 @@ pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8]) -> Result<Reply, DhcpErro
                 Some(DhcpOption::Router(r)) | Some(DhcpOption::DomainNameServer(r)) => r.clone(),
                 _ => Vec::new(),
             };
+            let domain = match opts.get(OptionCode::DomainName) {
+                Some(DhcpOption::DomainName(d)) => domain_name(d),
+                _ => None,
+            };
+            let search = match opts.get(OptionCode::DomainSearch) {
+                Some(DhcpOption::DomainSearch(names)) => names
+                    .iter()
+                    .filter_map(|n| domain_name(&n.to_utf8()))
+                    .collect(),
+                _ => Vec::new(),
+            };
             Ok(Reply::Ack(Lease {
                 address: nonzero(msg.yiaddr(), "an address (yiaddr)")?,
                 prefix_len: prefix_len(mask)?,
                 routers: ips(OptionCode::Router),
                 dns: ips(OptionCode::DomainNameServer),
                 server,
-                lease_secs: match opts.get(OptionCode::AddressLeaseTime) {
-                    Some(DhcpOption::AddressLeaseTime(s)) => Some(*s),
-                    _ => None,
-                },
+                lease_secs: secs(OptionCode::AddressLeaseTime),
+                renew_secs: secs(OptionCode::Renewal),
+                rebind_secs: secs(OptionCode::Rebinding),
+                domain,
+                search,
             }))
         }
         _ => Err(DhcpError::Missing("a known message type")),
     }
+}
+
+/// A domain as resolv.conf can hold it: printable, no spaces, no trailing
+/// dot; anything else from the wire is dropped.
+fn domain_name(raw: &str) -> Option<String> {
+    let name = raw.trim_end_matches('.');
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    ok.then(|| name.to_string())
 }
 
 fn nonzero(ip: Ipv4Addr, what: &'static str) -> Result<Ipv4Addr, DhcpError> {
@@ -182,74 +245,217 @@ fn client_socket(iface: &str) -> Result<UdpSocket, DhcpError> {
     UdpSocket::from_std(std_sock).map_err(|e| err(e.to_string()))
 }
 
-/// Get a lease on `iface` (retransmitting every 2 s, as RFC 2131 suggests
-/// with backoff), or time out after `budget`.
-pub async fn obtain(iface: &str, mac: &[u8], budget: Duration) -> Result<Lease, DhcpError> {
-    let sock = client_socket(iface)?;
-    let deadline = Instant::now() + budget;
-    let server_port = SocketAddr::from((Ipv4Addr::BROADCAST, 67));
-    let timeout = || DhcpError::Timeout {
-        iface: iface.to_string(),
-        secs: budget.as_secs(),
-    };
-    let io = |e: std::io::Error| DhcpError::Socket {
-        iface: iface.to_string(),
-        reason: e.to_string(),
-    };
-    let mut buf = vec![0u8; 1500];
-    let mut wait = Duration::from_secs(1);
-    // One xid for all retransmissions, so a slow server's offer (dnsmasq
-    // pings the address first) still matches; a new one after a NAK.
-    let mut xid: u32 = rand::random();
-    loop {
-        // SELECTING: take the first offer.
-        sock.send_to(&discover(xid, mac), server_port)
-            .await
-            .map_err(io)?;
-        debug!("{iface}: DHCPDISCOVER xid {xid:#x}");
-        let round = (Instant::now() + wait).min(deadline);
-        wait = (wait * 2).min(Duration::from_secs(8));
-        let offer = loop {
-            let Ok(got) = timeout_at(round, sock.recv_from(&mut buf)).await else {
-                break None;
-            };
-            let (n, _) = got.map_err(io)?;
-            match parse_reply(&buf[..n], xid, mac) {
-                Ok(Reply::Offer { address, server }) => break Some((address, server)),
-                Ok(_) | Err(DhcpError::NotOurs) => continue,
-                Err(e) => debug!("{iface}: ignoring a reply: {e}"),
-            }
-        };
-        let Some((address, server)) = offer else {
-            if Instant::now() >= deadline {
-                return Err(timeout());
-            }
-            continue;
-        };
-        info!("{iface}: offered {address} by {server}");
-        // REQUESTING: the ACK (or NAK) for this offer.
-        sock.send_to(&request(xid, mac, address, server), server_port)
-            .await
-            .map_err(io)?;
-        let round = (Instant::now() + Duration::from_secs(4)).min(deadline);
+/// What came back in one round that was not what we waited for; turned
+/// into one warning per round (a flood of garbage must not flood the log)
+/// and into the timeout's detail.
+#[derive(Default)]
+struct Unusable {
+    bad: u32,
+    naks: u32,
+    last: Option<String>,
+}
+
+impl Unusable {
+    fn bad(&mut self, iface: &str, from: SocketAddr, e: &DhcpError, round_first: &mut bool) {
+        self.bad += 1;
+        self.last = Some(format!("{e} (from {from})"));
+        if std::mem::take(round_first) {
+            warn!("{iface}: ignoring a bad DHCP reply from {from}: {e}");
+        } else {
+            debug!("{iface}: ignoring a bad DHCP reply from {from}: {e}");
+        }
+    }
+
+    fn detail(&self) -> String {
+        let mut parts = Vec::new();
+        if self.naks > 0 {
+            parts.push(format!("{} DHCPNAK", self.naks));
+        }
+        if let (n @ 1.., Some(last)) = (self.bad, &self.last) {
+            parts.push(format!("{n} unusable replies, the last: {last}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        }
+    }
+}
+
+/// A lease acknowledged by a server, and when its REQUEST went out (T1,
+/// T2 and expiry count from then, RFC 2131 §4.4.1).
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub lease: Lease,
+    pub sent: Instant,
+}
+
+/// The outcome of one RENEWING/REBINDING transmission.
+#[derive(Debug)]
+pub enum Extended {
+    Ack(Acked),
+    Nak,
+    /// Nothing usable before the round's end.
+    NoAnswer,
+}
+
+/// One interface's DHCP socket, with its fixed 1500-byte receive buffer
+/// (a longer datagram is truncated, then fails to parse).
+pub struct Client {
+    iface: String,
+    mac: Vec<u8>,
+    sock: UdpSocket,
+    buf: Box<[u8; 1500]>,
+}
+
+impl Client {
+    pub fn new(iface: &str, mac: &[u8]) -> Result<Self, DhcpError> {
+        Ok(Self {
+            iface: iface.to_string(),
+            mac: mac.to_vec(),
+            sock: client_socket(iface)?,
+            buf: Box::new([0; 1500]),
+        })
+    }
+
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    fn io(&self, e: std::io::Error) -> DhcpError {
+        DhcpError::Socket {
+            iface: self.iface.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Wait until `until` for a reply to `xid`; bad ones are counted.
+    async fn recv(
+        &mut self,
+        xid: u32,
+        until: Instant,
+        unusable: &mut Unusable,
+        round_first: &mut bool,
+    ) -> Result<Option<Reply>, DhcpError> {
         loop {
-            let Ok(got) = timeout_at(round, sock.recv_from(&mut buf)).await else {
-                break;
+            let Ok(got) = timeout_at(until, self.sock.recv_from(&mut self.buf[..])).await else {
+                return Ok(None);
             };
-            let (n, _) = got.map_err(io)?;
-            match parse_reply(&buf[..n], xid, mac) {
-                Ok(Reply::Ack(lease)) => return Ok(lease),
-                Ok(Reply::Nak) => {
-                    info!("{iface}: DHCPNAK, starting over");
-                    xid = rand::random();
-                    break;
-                }
-                Ok(Reply::Offer { .. }) | Err(DhcpError::NotOurs) => continue,
-                Err(e) => debug!("{iface}: ignoring a reply: {e}"),
+            let (n, from) = got.map_err(|e| self.io(e))?;
+            match parse_reply(&self.buf[..n], xid, &self.mac) {
+                Ok(reply) => return Ok(Some(reply)),
+                Err(DhcpError::NotOurs) => continue,
+                Err(e) => unusable.bad(&self.iface, from, &e, round_first),
             }
         }
-        if Instant::now() >= deadline {
-            return Err(timeout());
+    }
+
+    /// Get a lease (INIT → SELECTING → REQUESTING), retransmitting with
+    /// RFC 2131's doubling backoff (1, 2, 4, 8, 8... s), or time out after
+    /// `budget`.
+    pub async fn obtain(&mut self, budget: Duration) -> Result<Acked, DhcpError> {
+        let deadline = Instant::now() + budget;
+        let to_servers = SocketAddr::from((Ipv4Addr::BROADCAST, 67));
+        let mut unusable = Unusable::default();
+        let mut wait = Duration::from_secs(1);
+        // One xid for all retransmissions, so a slow server's offer (dnsmasq
+        // pings the address first) still matches; a new one after a NAK.
+        let mut xid: u32 = rand::random();
+        let iface = self.iface.clone();
+        loop {
+            // SELECTING: take the first offer.
+            let discover = discover(xid, &self.mac);
+            self.sock
+                .send_to(&discover, to_servers)
+                .await
+                .map_err(|e| self.io(e))?;
+            debug!("{iface}: DHCPDISCOVER xid {xid:#x}");
+            let round = (Instant::now() + wait).min(deadline);
+            wait = (wait * 2).min(Duration::from_secs(8));
+            let mut first = true;
+            let offer = loop {
+                match self.recv(xid, round, &mut unusable, &mut first).await? {
+                    Some(Reply::Offer { address, server }) => break Some((address, server)),
+                    Some(Reply::Nak) => {
+                        unusable.naks += 1;
+                        warn!("{iface}: DHCPNAK in answer to DHCPDISCOVER, ignored");
+                    }
+                    Some(Reply::Ack(_)) => debug!("{iface}: unsolicited DHCPACK ignored"),
+                    None => break None,
+                }
+            };
+            if let Some((address, server)) = offer {
+                info!("{iface}: offered {address} by {server}");
+                // REQUESTING: the ACK (or NAK) for this offer.
+                let sent = Instant::now();
+                self.sock
+                    .send_to(&request(xid, &self.mac, address, server), to_servers)
+                    .await
+                    .map_err(|e| self.io(e))?;
+                let round = (sent + Duration::from_secs(4)).min(deadline);
+                let mut first = true;
+                loop {
+                    match self.recv(xid, round, &mut unusable, &mut first).await? {
+                        Some(Reply::Ack(lease)) => return Ok(Acked { lease, sent }),
+                        Some(Reply::Nak) => {
+                            unusable.naks += 1;
+                            warn!(
+                                "{iface}: DHCPNAK from {server} for {address}; starting over \
+                                 with DHCPDISCOVER in {} s",
+                                wait.as_secs()
+                            );
+                            // Not at once: a server that NAKs everything
+                            // would otherwise get a packet storm.
+                            tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+                            xid = rand::random();
+                            break;
+                        }
+                        Some(Reply::Offer { .. }) => continue,
+                        None => break,
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(DhcpError::Timeout {
+                    iface,
+                    secs: budget.as_secs(),
+                    detail: unusable.detail(),
+                });
+            }
+        }
+    }
+
+    /// One RENEWING (`to` = the server, unicast) or REBINDING (`to` =
+    /// broadcast) transmission for `ciaddr`, waiting for its answer until
+    /// `until`.
+    pub async fn extend(
+        &mut self,
+        ciaddr: Ipv4Addr,
+        to: Ipv4Addr,
+        until: Instant,
+    ) -> Result<Extended, DhcpError> {
+        let xid: u32 = rand::random();
+        let sent = Instant::now();
+        self.sock
+            .send_to(
+                &request_extend(xid, &self.mac, ciaddr),
+                SocketAddr::from((to, 67)),
+            )
+            .await
+            .map_err(|e| self.io(e))?;
+        debug!(
+            "{}: DHCPREQUEST for {ciaddr} to {to} xid {xid:#x}",
+            self.iface
+        );
+        let mut unusable = Unusable::default();
+        let mut first = true;
+        loop {
+            match self.recv(xid, until, &mut unusable, &mut first).await? {
+                Some(Reply::Ack(lease)) => return Ok(Extended::Ack(Acked { lease, sent })),
+                Some(Reply::Nak) => return Ok(Extended::Nak),
+                Some(Reply::Offer { .. }) => continue,
+                None => return Ok(Extended::NoAnswer),
+            }
         }
     }
 }
@@ -307,6 +513,76 @@ mod tests {
     }
 
     #[test]
+    fn renew_and_rebind_requests_follow_rfc2131_table_4() {
+        let r = Message::decode(&mut Decoder::new(&request_extend(
+            11,
+            &MAC,
+            Ip::new(10, 0, 2, 15),
+        )))
+        .unwrap();
+        assert_eq!(r.opcode(), Opcode::BootRequest);
+        assert_eq!(r.xid(), 11);
+        assert_eq!(r.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!(r.ciaddr(), Ip::new(10, 0, 2, 15), "ciaddr MUST be set");
+        assert_eq!(r.opts().get(OptionCode::ServerIdentifier), None);
+        assert_eq!(r.opts().get(OptionCode::RequestedIpAddress), None);
+        assert!(
+            !r.flags().broadcast(),
+            "the client can take unicast replies"
+        );
+        assert_eq!(r.chaddr(), &MAC);
+        match r.opts().get(OptionCode::ParameterRequestList) {
+            Some(DhcpOption::ParameterRequestList(p)) => assert!(
+                p.contains(&OptionCode::Renewal)
+                    && p.contains(&OptionCode::Rebinding)
+                    && p.contains(&OptionCode::DomainSearch)
+            ),
+            other => panic!("no parameter list: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ack_carries_timers_and_search_domains() {
+        let bytes = reply(
+            9,
+            MessageType::Ack,
+            vec![
+                DhcpOption::SubnetMask(Ip::new(255, 255, 255, 0)),
+                DhcpOption::AddressLeaseTime(120),
+                DhcpOption::Renewal(10),
+                DhcpOption::Rebinding(30),
+                DhcpOption::DomainName("lab.example.".into()),
+                DhcpOption::DomainSearch(vec![
+                    "a.example".parse().unwrap(),
+                    "b.example.".parse().unwrap(),
+                ]),
+            ],
+        );
+        let Ok(Reply::Ack(l)) = parse_reply(&bytes, 9, &MAC) else {
+            panic!("not an ACK");
+        };
+        assert_eq!(
+            (l.lease_secs, l.renew_secs, l.rebind_secs),
+            (Some(120), Some(10), Some(30))
+        );
+        assert_eq!(l.domain.as_deref(), Some("lab.example"));
+        assert_eq!(l.search, vec!["a.example", "b.example"]);
+        // A domain resolv.conf cannot hold is dropped, not written.
+        let bytes = reply(
+            9,
+            MessageType::Ack,
+            vec![
+                DhcpOption::SubnetMask(Ip::new(255, 255, 255, 0)),
+                DhcpOption::DomainName("evil\nnameserver 6.6.6.6".into()),
+            ],
+        );
+        let Ok(Reply::Ack(l)) = parse_reply(&bytes, 9, &MAC) else {
+            panic!("not an ACK");
+        };
+        assert_eq!(l.domain, None);
+    }
+
+    #[test]
     fn ack_becomes_a_lease() {
         let bytes = reply(
             9,
@@ -328,6 +604,10 @@ mod tests {
                 dns: vec![Ip::new(10, 0, 2, 3)],
                 server: Ip::new(10, 0, 2, 2),
                 lease_secs: Some(86400),
+                renew_secs: None,
+                rebind_secs: None,
+                domain: None,
+                search: Vec::new(),
             }))
         );
     }

@@ -5,7 +5,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::Context;
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::packet_route::address::{AddressAttribute, CacheInfo};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nic {
@@ -74,19 +75,50 @@ pub async fn set_up(handle: &Handle, ifindex: u32) -> anyhow::Result<()> {
         .with_context(|| format!("setting link {ifindex} up"))
 }
 
+/// Add or update (`replace`: a renewal never drops the address)
+/// `addr/prefix_len`, with the lease's remaining time as its valid and
+/// preferred lifetime (`None`: forever), as `ip addr replace ... valid_lft`.
 pub async fn add_address(
     handle: &Handle,
     ifindex: u32,
     addr: Ipv4Addr,
     prefix_len: u8,
+    lifetime_secs: Option<u32>,
 ) -> anyhow::Result<()> {
-    handle
+    let mut req = handle
         .address()
         .add(ifindex, addr.into(), prefix_len)
-        .replace()
-        .execute()
+        .replace();
+    if let Some(secs) = lifetime_secs {
+        let mut info = CacheInfo::default();
+        info.ifa_preferred = secs;
+        info.ifa_valid = secs;
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo(info));
+    }
+    req.execute()
         .await
         .with_context(|| format!("adding {addr}/{prefix_len} to link {ifindex}"))
+}
+
+/// Remove `addr/prefix_len`; the kernel drops the routes through it with it.
+pub async fn del_address(
+    handle: &Handle,
+    ifindex: u32,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+) -> anyhow::Result<()> {
+    let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+        .index(ifindex)
+        .address(addr, prefix_len)
+        .build();
+    handle
+        .address()
+        .del(msg)
+        .execute()
+        .await
+        .with_context(|| format!("removing {addr}/{prefix_len} from link {ifindex}"))
 }
 
 pub async fn add_default_route(handle: &Handle, ifindex: u32, gw: Ipv4Addr) -> anyhow::Result<()> {
