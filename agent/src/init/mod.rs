@@ -103,6 +103,7 @@ fn start_network(params: &BTreeMap<String, String>) {
         .name("net-ready".into())
         .spawn(move || match net.wait_ready(budget) {
             Some(ready) => {
+                info!("network: {} on {}", ready.address, ready.iface);
                 let summary = format!("{} {}", ready.iface, ready.address);
                 crate::timeline::mark(&format!("address ({summary})"));
                 handoff::announce_network(Path::new(handoff::NETWORK_READY), &summary);

@@ -60,6 +60,23 @@ pub fn has_carrier(sysfs: &Path, name: &str) -> bool {
     read(&sysfs.join("class/net").join(name).join("carrier")).as_deref() == Some("1")
 }
 
+/// Wait until the kernel runs the link (`operstate` up, or `unknown` for
+/// drivers that do not report it), polling every 10 ms, at most `budget`;
+/// true if it does.
+pub async fn wait_operational(sysfs: &Path, name: &str, budget: std::time::Duration) -> bool {
+    let path = sysfs.join("class/net").join(name).join("operstate");
+    let deadline = tokio::time::Instant::now() + budget;
+    loop {
+        if matches!(read(&path).as_deref(), Some("up" | "unknown")) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 pub fn ifindex(sysfs: &Path, name: &str) -> Option<u32> {
     read(&sysfs.join("class/net").join(name).join("ifindex"))?
         .parse()

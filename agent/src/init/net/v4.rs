@@ -6,6 +6,7 @@
 //! `ferrite-agent dhcp --keep-for` run this same code.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -171,6 +172,10 @@ impl DefaultRoute {
 pub type Observer = Arc<dyn Fn(&Nic, &Event) + Send + Sync>;
 
 /// DHCPv4 on one NIC, applying its leases over rtnetlink.
+/// How long DHCP waits for the link to run before trying anyway (a NIC
+/// without carrier may still be BOOTIF's).
+const OPERATIONAL_WAIT: Duration = Duration::from_secs(3);
+
 pub struct V4 {
     pub nic: Nic,
     pub handle: Handle,
@@ -202,6 +207,10 @@ impl V4 {
                 }
             }
         };
+        // A packet sent before the kernel has the link running is dropped
+        // (its queue is a no-op until then, up to a second after link-up):
+        // the first DISCOVER would then cost a whole retransmission wait.
+        super::link::wait_operational(Path::new("/sys"), &self.nic.name, OPERATIONAL_WAIT).await;
         let first = self.acquire(&mut client, first_budget).await;
         self.keep(&mut client, first).await
     }
