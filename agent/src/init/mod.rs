@@ -75,6 +75,9 @@ pub fn run() -> ! {
         power::shutdown(crate::power::PowerAction::PowerOff);
     }
 
+    // IPv6 and VLANs (branch net6): their own thread, alongside DHCPv4.
+    net::extras::start("/sys".into(), &params);
+
     let bootif = params.get("BOOTIF").map(String::as_str);
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -4,6 +4,15 @@
 pub mod dhcp;
 pub mod link;
 
+// IPv6 and VLANs (branch net6): self-contained entry points, see
+// `ipv6::run_v6` and `vlan::bring_up`.
+pub mod dhcpv6;
+pub mod extras;
+pub mod ipv6;
+pub mod resolv;
+pub mod slaac;
+pub mod vlan;
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
