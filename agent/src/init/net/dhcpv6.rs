@@ -101,6 +101,17 @@ pub enum Outgoing<'a> {
     Rebind(&'a Lease6),
 }
 
+impl Outgoing<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outgoing::Solicit => "SOLICIT",
+            Outgoing::Request(_) => "REQUEST",
+            Outgoing::Renew(_) => "RENEW",
+            Outgoing::Rebind(_) => "REBIND",
+        }
+    }
+}
+
 /// Encode one client message; `elapsed` is in hundredths of a second since
 /// the exchange began (RFC 8415 §21.9).
 pub fn build(kind: &Outgoing, xid: u32, id: &ClientId, elapsed: Duration) -> Vec<u8> {
@@ -376,11 +387,11 @@ impl Client {
             let bytes = build(&kind, xid, &self.id, started.elapsed());
             // Right after link-up the link-local address is still in DAD
             // and sending fails; the next retransmission will do.
-            if let Err(e) = self.sock.send_to(&bytes, self.dest).await {
-                debug!("{}: sending DHCPv6 {want:?} request: {e}", self.iface);
+            match self.sock.send_to(&bytes, self.dest).await {
+                Ok(_) => debug!("{}: DHCPv6 {} xid {xid:#x}", self.iface, kind.name()),
+                Err(e) => debug!("{}: sending DHCPv6 {}: {e}", self.iface, kind.name()),
             }
             sent += 1;
-            debug!("{}: DHCPv6 {kind:?} xid {xid:#x}", self.iface);
             let round = (Instant::now() + backoff.next()).min(deadline);
             loop {
                 let Ok(got) = timeout_at(round, self.sock.recv_from(&mut buf)).await else {
@@ -392,7 +403,9 @@ impl Client {
                 })?;
                 match parse(&buf[..n], xid, &self.id) {
                     Ok((t, lease)) if t == want => {
-                        if want != MessageType::Advertise || lease.preference == 255 {
+                        // RFC 8415 §18.2.1: Advertises are compared only
+                        // during the first timeout; later the first wins.
+                        if want != MessageType::Advertise || lease.preference == 255 || sent > 1 {
                             return Ok(Some(lease));
                         }
                         if best
@@ -690,10 +703,12 @@ mod tests {
             parse(&[2, 0, 0], 0, &id),
             Err(Dhcp6Error::Malformed(_))
         ));
-        assert!(matches!(
+        // A client id running past the end is dropped by the codec: the
+        // message is then nobody's.
+        assert_eq!(
             parse(&[7, 0, 0, 3, 0, 1, 0, 200, 1], 3, &id),
-            Err(Dhcp6Error::Malformed(_))
-        ));
+            Err(Dhcp6Error::NotOurs)
+        );
 
         let no_addrs = server_msg(
             MessageType::Advertise,
