@@ -12,6 +12,8 @@ mod dhcp;
 mod e2e;
 mod grub;
 mod hardware;
+mod ipv6_only;
+mod net6;
 mod power;
 mod qemu;
 mod slow_disk;
