@@ -295,7 +295,7 @@ impl Backoff {
     }
 
     /// The next timeout; `rand` is in [-0.1, 0.1] (caller's randomness).
-    pub fn next_with(&mut self, rand: f64) -> Duration {
+    pub fn step_with(&mut self, rand: f64) -> Duration {
         let rand = rand.clamp(-0.1, 0.1);
         if self.first {
             self.first = false;
@@ -310,8 +310,8 @@ impl Backoff {
         self.rt
     }
 
-    pub fn next(&mut self) -> Duration {
-        self.next_with(rand::random::<f64>() * 0.2 - 0.1)
+    pub fn step(&mut self) -> Duration {
+        self.step_with(rand::random::<f64>() * 0.2 - 0.1)
     }
 }
 
@@ -392,7 +392,7 @@ impl Client {
                 Err(e) => debug!("{}: sending DHCPv6 {}: {e}", self.iface, kind.name()),
             }
             sent += 1;
-            let round = (Instant::now() + backoff.next()).min(deadline);
+            let round = (Instant::now() + backoff.step()).min(deadline);
             loop {
                 let Ok(got) = timeout_at(round, self.sock.recv_from(&mut buf)).await else {
                     break;
@@ -762,15 +762,15 @@ mod tests {
         let ms = |d: Duration| d.as_millis();
         let mut sol = Backoff::new(Duration::from_secs(1), Duration::from_secs(60), true);
         // The first Solicit timeout is at least IRT, even with negative jitter.
-        assert_eq!(ms(sol.next_with(-0.1)), 1100);
-        assert_eq!(ms(sol.next_with(0.0)), 2200);
+        assert_eq!(ms(sol.step_with(-0.1)), 1100);
+        assert_eq!(ms(sol.step_with(0.0)), 2200);
         let mut req = Backoff::new(Duration::from_secs(1), Duration::from_secs(30), false);
-        assert_eq!(ms(req.next_with(-0.1)), 900);
+        assert_eq!(ms(req.step_with(-0.1)), 900);
         for _ in 0..10 {
-            req.next_with(0.1);
+            req.step_with(0.1);
         }
         // Capped at MRT (±10 %).
-        assert_eq!(ms(req.next_with(0.1)), 33000);
-        assert_eq!(ms(req.next_with(5.0)), 33000, "jitter is clamped");
+        assert_eq!(ms(req.step_with(0.1)), 33000);
+        assert_eq!(ms(req.step_with(5.0)), 33000, "jitter is clamped");
     }
 }
