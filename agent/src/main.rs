@@ -56,6 +56,8 @@ enum Command {
     CaptureHardware(ferrite_agent::cli::capture::CaptureArgs),
     /// Run the ramdisk's DHCP client on one interface and print the lease.
     Dhcp(ferrite_agent::cli::dhcp::DhcpArgs),
+    /// Bring up IPv6 and/or VLAN interfaces as PID 1 does, and print the addresses.
+    NetUp(ferrite_agent::cli::net_up::NetUpArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -140,6 +142,14 @@ fn main() -> anyhow::Result<()> {
             ferrite_agent::logbuf::init(true);
             if let Err(e) = ferrite_agent::cli::dhcp::run(args) {
                 eprintln!("ferrite-agent dhcp: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Some(Command::NetUp(args)) => {
+            ferrite_agent::logbuf::init(true);
+            if let Err(e) = ferrite_agent::cli::net_up::run(args) {
+                eprintln!("ferrite-agent net-up: {e:#}");
                 std::process::exit(1);
             }
             return Ok(());

@@ -99,6 +99,7 @@ pub struct Conductor {
     pub url: String,
     pub dir: TempDir,
     pub http: reqwest::Client,
+    host: String,
     port: u16,
     flags: Vec<String>,
     runs: u32,
@@ -107,15 +108,21 @@ pub struct Conductor {
 impl Conductor {
     /// Start with extra flags (e.g. `--fast-track true`); returns once the API answers.
     pub async fn start(flags: &[&str]) -> Self {
+        Self::start_on("127.0.0.1", flags).await
+    }
+
+    /// [`Conductor::start`] listening on `host` (an IPv6 one in brackets).
+    pub async fn start_on(host: &str, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-        let proc = Self::spawn(dir.path(), port, &flags, "conductor.log");
+        let proc = Self::spawn(dir.path(), host, port, &flags, "conductor.log");
         let conductor = Self {
             proc,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{host}:{port}"),
             dir,
             http: reqwest::Client::new(),
+            host: host.to_string(),
             port,
             flags,
             runs: 1,
@@ -124,10 +131,10 @@ impl Conductor {
         conductor
     }
 
-    fn spawn(dir: &Path, port: u16, flags: &[String], log: &str) -> Proc {
+    fn spawn(dir: &Path, host: &str, port: u16, flags: &[String], log: &str) -> Proc {
         let mut cmd = Command::new(bin("ferrite-conductor"));
         cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("{host}:{port}"))
             .arg("--data-dir")
             .arg(dir)
             .arg("--host")
@@ -162,7 +169,8 @@ impl Conductor {
         let _ = self.proc.child.wait();
         self.runs += 1;
         let log = format!("conductor-{}.log", self.runs);
-        self.proc = Self::spawn(self.dir.path(), self.port, &self.flags, &log);
+        let host = self.host.clone();
+        self.proc = Self::spawn(self.dir.path(), &host, self.port, &self.flags, &log);
         self.wait_ready().await;
     }
 

@@ -12,14 +12,14 @@ use ferrite_tests::{bin, Proc};
 use serde_json::Value;
 
 /// Two namespaces joined by a veth pair, removed (with the pair) on drop.
-struct Netns {
-    server: String,
-    client: String,
-    client_if: String,
-    server_if: String,
+pub(crate) struct Netns {
+    pub(crate) server: String,
+    pub(crate) client: String,
+    pub(crate) client_if: String,
+    pub(crate) server_if: String,
 }
 
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("running ip");
     assert!(
         out.status.success(),
@@ -30,7 +30,7 @@ fn ip(args: &[&str]) {
 }
 
 impl Netns {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let id = format!("{}{tag}", std::process::id() % 100_000);
         let n = Self {
             server: format!("ferrite-dhcp-s{id}"),
@@ -106,7 +106,7 @@ impl Netns {
             .expect("running ferrite-agent dhcp")
     }
 
-    fn in_client(&self, args: &[&str]) -> String {
+    pub(crate) fn in_client(&self, args: &[&str]) -> String {
         let out = Command::new("ip")
             .args(["-n", &self.client])
             .args(args)

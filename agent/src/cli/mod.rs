@@ -2,4 +2,5 @@
 
 pub mod capture;
 pub mod dhcp;
+pub mod net_up;
 pub mod write_image;

@@ -13,10 +13,14 @@
 //! [`start_nic`] and report addresses through [`AddressNotifier`].
 
 pub mod dhcp;
+pub mod dhcpv6;
+pub mod ipv6;
 pub mod lease;
 pub mod link;
 pub mod resolv;
+pub mod slaac;
 pub mod v4;
+pub mod vlan;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -36,6 +40,8 @@ const DEFAULT_LINK_WAIT: Duration = Duration::from_secs(30);
 /// The first DHCP attempt on a NIC lasts this long; later ones continue in
 /// the background (see `v4.rs`).
 const DHCP_FIRST_BUDGET: Duration = Duration::from_secs(30);
+/// IPA's `lldp_timeout` default.
+const DEFAULT_LLDP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The network's kernel parameters, parsed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +56,14 @@ pub struct NetParams {
     pub link_wait: Duration,
     /// The first DHCP attempt's budget on each NIC.
     pub dhcp_budget: Duration,
+    /// `ipa-enable-vlan-interfaces` (`all`, `nic`, `nic.vid`, comma list).
+    pub vlans: Option<String>,
+    /// `ipa-lldp-timeout`: how long to listen for the LLDP frames that
+    /// name a NIC's VLANs.
+    pub lldp_timeout: Duration,
+    /// Whether `ipa-api-url`'s host is an IPv6 literal (`None`: a name,
+    /// or no URL): the family whose address makes the machine ready.
+    pub api_ipv6: Option<bool>,
     /// sysfs, `/sys` but for tests.
     pub sysfs: PathBuf,
 }
@@ -61,6 +75,9 @@ impl Default for NetParams {
             all_interfaces: false,
             link_wait: DEFAULT_LINK_WAIT,
             dhcp_budget: DHCP_FIRST_BUDGET,
+            vlans: None,
+            lldp_timeout: DEFAULT_LLDP_TIMEOUT,
+            api_ipv6: None,
             sysfs: PathBuf::from("/sys"),
         }
     }
@@ -81,6 +98,24 @@ impl NetParams {
             match crate::config::bool_word(v) {
                 Some(b) => p.all_interfaces = b,
                 None => warn!("ipa-inspection-dhcp-all-interfaces={v:?} is not a boolean; ignored"),
+            }
+        }
+        p.api_ipv6 = params
+            .get("ipa-api-url")
+            .and_then(|urls| urls.split(',').next())
+            .and_then(|u| url::Url::parse(u.trim()).ok())
+            .and_then(|u| match u.host() {
+                Some(url::Host::Ipv4(_)) => Some(false),
+                Some(url::Host::Ipv6(_)) => Some(true),
+                _ => None,
+            });
+        if let Some(v) = params.get("ipa-enable-vlan-interfaces") {
+            p.vlans = Some(v.trim().to_string()).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = params.get("ipa-lldp-timeout") {
+            match crate::config::parse_secs("ipa-lldp-timeout", v, true) {
+                Ok(d) => p.lldp_timeout = d,
+                Err(e) => warn!("{e}; using {} s", DEFAULT_LLDP_TIMEOUT.as_secs()),
             }
         }
         if let Some(v) = params.get(LINK_WAIT_PARAM) {
@@ -110,6 +145,10 @@ pub struct Ready {
 struct ReadyState {
     /// With BOOTIF, only that NIC's addresses make the machine ready.
     only_mac: Mutex<Option<String>>,
+    /// With an IP literal in `ipa-api-url`, only an address of its family
+    /// does: on a dual-stack network a SLAAC address often comes before
+    /// the IPv4 lease an IPv4 API needs.
+    api_ipv6: Option<bool>,
     ready: Mutex<Option<Ready>>,
     changed: Condvar,
 }
@@ -151,7 +190,12 @@ impl AddressNotifier {
             .only_mac
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if only.as_ref().is_some_and(|mac| *mac != nic.mac) {
+        if only.as_ref().is_some_and(|mac| *mac != nic.mac)
+            || self
+                .state
+                .api_ipv6
+                .is_some_and(|v6| v6 != address.is_ipv6())
+        {
             return;
         }
         let mut ready = self.state.ready.lock().unwrap_or_else(|e| e.into_inner());
@@ -176,7 +220,10 @@ impl AddressNotifier {
 
 /// Start the network manager's thread; returns at once.
 pub fn start(params: NetParams) -> NetHandle {
-    let state = Arc::new(ReadyState::default());
+    let state = Arc::new(ReadyState {
+        api_ipv6: params.api_ipv6,
+        ..ReadyState::default()
+    });
     let notifier = AddressNotifier {
         state: state.clone(),
     };
@@ -240,7 +287,49 @@ pub fn start_nic(ctx: NicContext) {
         observer,
     };
     tokio::spawn(client.run(ctx.params.dhcp_budget));
-    // Further sources (DHCPv6/SLAAC, VLAN sub-interfaces) go here.
+    // IPv6: SLAAC (the kernel's, watched) and stateful DHCPv6.
+    tokio::spawn(async move {
+        let opts = ipv6::V6Options {
+            resolv: Some(ctx.resolv.clone()),
+            ..ipv6::V6Options::default()
+        };
+        let notifier = ctx.notifier.clone();
+        let nic = ctx.nic.clone();
+        ipv6::run_v6(&ctx.handle, &ctx.nic, &opts, move |address| {
+            notifier.address_applied(&nic, &nic.name, address)
+        })
+        .await
+    });
+}
+
+/// `ipa-enable-vlan-interfaces`: once the NICs it names are there, create
+/// the VLAN sub-interfaces (learning IDs from LLDP where asked) and run
+/// every address source on each, as on a NIC.
+async fn start_vlans(template: NicContext, spec: String) {
+    let params = template.params.clone();
+    let deadline = Instant::now() + params.link_wait;
+    let nics = loop {
+        let nics = link::physical_nics(&params.sysfs);
+        let all_named = vlan::named_parents(&spec)
+            .iter()
+            .all(|name| nics.iter().any(|n| &n.name == name));
+        if (!nics.is_empty() && all_named) || Instant::now() >= deadline {
+            break nics;
+        }
+        sleep(Duration::from_millis(100)).await;
+    };
+    for nic in &nics {
+        if let Err(e) = link::set_up(&template.handle, nic.ifindex).await {
+            warn!("{}: {e:#}", nic.name);
+        }
+    }
+    for vlan_nic in vlan::create_all(&template.handle, &nics, &spec, params.lldp_timeout).await {
+        info!("{}: VLAN interface up, starting DHCP", vlan_nic.name);
+        start_nic(NicContext {
+            nic: vlan_nic,
+            ..template.clone()
+        });
+    }
 }
 
 /// The manager's main task: never returns.
@@ -277,6 +366,21 @@ async fn manage(params: NetParams, notifier: AddressNotifier) {
             route: route.clone(),
         })
     };
+    if let Some(spec) = params.vlans.clone() {
+        let template = NicContext {
+            nic: Nic {
+                name: String::new(),
+                ifindex: 0,
+                mac: String::new(),
+            },
+            handle: handle.clone(),
+            params: params.clone(),
+            notifier: notifier.clone(),
+            resolv: resolv.clone(),
+            route: route.clone(),
+        };
+        tokio::spawn(start_vlans(template, spec));
+    }
     watch_links(&sysfs, &params, &handle, &notifier, start).await
 }
 
@@ -430,5 +534,43 @@ mod tests {
         };
         assert_eq!(handle.wait_ready(Duration::ZERO), Some(ready.clone()));
         assert_eq!(handle.wait_ready(Duration::from_secs(60)), Some(ready));
+    }
+
+    #[test]
+    fn readiness_needs_the_api_urls_family() {
+        let mut params = BTreeMap::new();
+        params.insert(
+            "ipa-api-url".to_string(),
+            "http://10.0.2.100:6385".to_string(),
+        );
+        assert_eq!(NetParams::from_cmdline(&params).api_ipv6, Some(false));
+        params.insert(
+            "ipa-api-url".to_string(),
+            "http://[fd00::1]:6385,http://10.0.0.1".to_string(),
+        );
+        assert_eq!(NetParams::from_cmdline(&params).api_ipv6, Some(true));
+        params.insert(
+            "ipa-api-url".to_string(),
+            "http://ironic.example:6385".to_string(),
+        );
+        assert_eq!(NetParams::from_cmdline(&params).api_ipv6, None);
+
+        let state = Arc::new(ReadyState {
+            api_ipv6: Some(false),
+            ..ReadyState::default()
+        });
+        let handle = NetHandle {
+            state: state.clone(),
+        };
+        let notifier = AddressNotifier { state };
+        let eth0 = nic("eth0", "52:54:00:00:00:01");
+        // A SLAAC address first: not what an IPv4 API needs.
+        notifier.address_applied(&eth0, "eth0", "fec0::5054:ff:fe00:1".parse().unwrap());
+        assert_eq!(handle.wait_ready(Duration::ZERO), None);
+        notifier.address_applied(&eth0, "eth0", "10.0.2.15".parse().unwrap());
+        assert_eq!(
+            handle.wait_ready(Duration::ZERO).map(|r| r.address),
+            Some("10.0.2.15".parse().unwrap())
+        );
     }
 }

@@ -15,6 +15,7 @@ pub struct Dns {
     pub search: Vec<String>,
 }
 
+#[derive(Debug)]
 pub struct Resolv {
     path: PathBuf,
     sources: Mutex<BTreeMap<String, Dns>>,
