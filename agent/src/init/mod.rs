@@ -5,6 +5,8 @@
 //! here is logged and the agent is started anyway: it retries its lookup
 //! and the console shows what went wrong.
 
+pub mod clock;
+pub mod debug_shell;
 pub mod devices;
 pub mod firmware;
 pub mod modules;
@@ -13,7 +15,6 @@ pub mod net;
 pub mod power;
 pub mod supervise;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -32,23 +33,34 @@ pub fn run() -> ! {
     supervise::block_signals();
     let mount_errors = mounts::mount_all();
     mounts::ensure_console();
+    let cmdline = std::fs::read_to_string("/proc/cmdline");
+    let params = cmdline
+        .as_ref()
+        .map(|c| crate::config::parse_cmdline(c))
+        .unwrap_or_default();
+    // ipa-debug: debug level, on every console (the agent does the same).
+    let debug = params
+        .get("ipa-debug")
+        .and_then(|v| crate::config::bool_word(v))
+        .unwrap_or(false);
     let _ = tracing_subscriber::fmt()
         .with_ansi(false)
         .with_target(false)
         .with_timer(tracing_subscriber::fmt::time::uptime())
-        .with_writer(std::io::stderr)
+        .with_max_level(if debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
+        .with_writer(crate::consoles::Console::choose(debug))
         .try_init();
     info!("ferrite-init {} starting", env!("CARGO_PKG_VERSION"));
     for e in mount_errors {
         error!("{e:#}");
     }
-
-    let params = std::fs::read_to_string("/proc/cmdline")
-        .map(|c| crate::config::parse_cmdline(&c))
-        .unwrap_or_else(|e| {
-            error!("reading /proc/cmdline: {e}");
-            BTreeMap::new()
-        });
+    if let Err(e) = &cmdline {
+        error!("reading /proc/cmdline: {e}");
+    }
 
     firmware::watch_kernel_log();
     let settled = devices::start("/sys".into(), MODULES_LIST.into());
@@ -84,13 +96,16 @@ pub fn run() -> ! {
             if let Err(e) = rt.block_on(net::configure(Path::new("/sys"), bootif, NET_BUDGET)) {
                 error!("network: {e:#}; the agent starts anyway and keeps retrying its lookup");
             }
+            // Hook: once the first address is up, before the agent (its
+            // auto-TLS certificate is dated from this clock).
+            rt.block_on(clock::at_boot(&params));
         }
         Err(e) => error!("network: no runtime: {e}"),
     }
     if let Err(e) = nix::unistd::sethostname("ferrite") {
         warn!("sethostname: {e}");
     }
-    supervise::run()
+    supervise::run(debug_shell::DebugShell::from_params(&params))
 }
 
 /// How long PID 1 waits for the drivers of the devices present at boot.
