@@ -8,6 +8,7 @@ mod archive;
 mod arm64;
 mod bmc;
 mod capture;
+mod clock_debug;
 mod dhcp;
 mod e2e;
 mod grub;
