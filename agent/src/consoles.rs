@@ -29,6 +29,13 @@ pub fn parse_proc_consoles(text: &str) -> Vec<String> {
         .collect()
 }
 
+fn open_console(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// Where log lines go: every console, or stderr.
 #[derive(Clone)]
 pub struct Fanout {
@@ -58,20 +65,18 @@ impl Fanout {
         let text = std::fs::read_to_string(proc_consoles).ok()?;
         let mut consoles = Vec::new();
         for name in parse_proc_consoles(&text) {
-            let opened = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
-                .open(dev.join(&name));
-            if let Ok(f) = opened {
-                consoles.push((name, f));
+            let path = dev.join(&name);
+            if let Ok(f) = open_console(&path) {
+                consoles.push((name, path, f));
             }
         }
         if consoles.is_empty() {
             return None;
         }
-        let names = consoles.iter().map(|(n, _)| n.clone()).collect();
+        let names = consoles.iter().map(|(n, _, _)| n.clone()).collect();
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
-        let files: Vec<File> = consoles.into_iter().map(|(_, f)| f).collect();
+        let files: Vec<(std::path::PathBuf, File)> =
+            consoles.into_iter().map(|(_, p, f)| (p, f)).collect();
         let pending = Arc::new(AtomicUsize::new(0));
         let written = pending.clone();
         std::thread::Builder::new()
@@ -79,10 +84,19 @@ impl Fanout {
             .spawn(move || {
                 let mut files = files;
                 while let Ok(line) = rx.recv() {
-                    for f in &mut files {
+                    for (path, f) in &mut files {
                         // Non-blocking: a console whose buffer is full loses
                         // (the rest of) this line.
-                        let _ = f.write_all(&line);
+                        if let Err(e) = f.write_all(&line) {
+                            // EIO: the tty was hung up (the debug shell, its
+                            // session leader, exited); a new open works.
+                            if e.raw_os_error() == Some(libc::EIO) {
+                                if let Ok(new) = open_console(path) {
+                                    *f = new;
+                                    let _ = f.write_all(&line);
+                                }
+                            }
+                        }
                     }
                     written.fetch_sub(1, Ordering::Release);
                 }

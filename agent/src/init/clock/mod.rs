@@ -73,7 +73,8 @@ impl FromStr for NtpServer {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        let bracketed = v.starts_with('[');
+        if (bracketed || host.contains(':')) && host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(bad("not an IPv6 address"));
         }
         if !host
