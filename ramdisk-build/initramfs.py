@@ -10,6 +10,9 @@
       files the shipped modules name from FIRMWARE_ROOTs to ROOTFS/lib/firmware.
   initramfs.py profile-firmware PROFILE_DIR PROFILE
       Print the Debian firmware packages the profile names.
+  initramfs.py profile-files PROFILE_DIR PROFILE
+      Print the profile's `@file <package> <path>` lines (files copied from
+      Debian packages of the target architecture, e.g. a static busybox).
   initramfs.py cpio ROOTFS OUT
       Write ROOTFS as a newc cpio archive: sorted paths, owner 0:0, mtime
       $SOURCE_DATE_EPOCH, normalised modes, plus /dev/console and /dev/null
@@ -102,15 +105,15 @@ def kernel_aliases(kroot, moddir, index):
 def read_profile(profile_dir, name, seen=None):
     """A profile's module names (in order, each once), the names its `base`
     include brings (loaded at every boot), and its firmware packages.
-    Lines: a module name, `@include <profile>`, `@firmware <package>`, `#`
-    comments."""
+    Lines: a module name, `@include <profile>`, `@firmware <package>`,
+    `@file <package> <path>`, `#` comments."""
     seen = seen if seen is not None else []
     if name in seen:
         sys.exit(f"profile include cycle: {' -> '.join(seen + [name])}")
     path = os.path.join(profile_dir, name + ".list")
     if not os.path.exists(path):
         sys.exit(f"no profile {name!r} ({path})")
-    mods, boot, firmware = [], [], []
+    mods, boot, firmware, files = [], [], [], []
     with open(path) as f:
         for n, line in enumerate(f, 1):
             line = line.split("#")[0].strip()
@@ -120,24 +123,36 @@ def read_profile(profile_dir, name, seen=None):
                 word, _, arg = line.partition(" ")
                 arg = arg.strip()
                 if word == "@include" and arg:
-                    m, b, fw = read_profile(profile_dir, arg, seen + [name])
+                    m, b, fw, fl = read_profile(profile_dir, arg, seen + [name])
                     mods += m
                     boot += m if arg == "base" else b
                     firmware += fw
+                    files += fl
                 elif word == "@firmware" and arg:
                     firmware.append(arg)
+                elif word == "@file" and len(arg.split()) == 2:
+                    pkg, fpath = arg.split()
+                    if os.path.isabs(fpath) or ".." in fpath.split("/"):
+                        sys.exit(f"{path}:{n}: @file path must be relative, without '..': {fpath!r}")
+                    files.append(f"{pkg} {fpath}")
                 else:
                     sys.exit(f"{path}:{n}: unknown directive {line!r}")
             else:
                 mods.append(mod_name(line))
     dedup = lambda xs: list(dict.fromkeys(xs))
-    return dedup(mods), dedup(boot), dedup(firmware)
+    return dedup(mods), dedup(boot), dedup(firmware), dedup(files)
 
 
 def profile_firmware(profile_dir, name):
     """Print the Debian firmware packages a profile names, one a line."""
     for pkg in read_profile(profile_dir, name)[2]:
         print(pkg)
+
+
+def profile_files(profile_dir, name):
+    """Print the `<package> <path>` pairs of a profile's `@file` lines."""
+    for line in read_profile(profile_dir, name)[3]:
+        print(line)
 
 
 def modules(kroot, kver, profile_dir, profile, rootfs, *firmware_roots):
@@ -153,7 +168,7 @@ def modules(kroot, kver, profile_dir, profile, rootfs, *firmware_roots):
     if os.path.exists(bpath):
         with open(bpath) as f:
             builtin = {mod_name(l.strip()) for l in f if l.strip()}
-    wanted, boot, _ = read_profile(profile_dir, profile)
+    wanted, boot, _, _ = read_profile(profile_dir, profile)
 
     data, deps, info, soft = {}, {}, {}, []
 
@@ -339,6 +354,8 @@ if __name__ == "__main__":
         modules(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "profile-firmware":
         profile_firmware(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "profile-files":
+        profile_files(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "cpio":
         cpio(*sys.argv[2:])
     else:

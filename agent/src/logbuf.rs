@@ -6,8 +6,13 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use std::path::Path;
+
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
+
+use crate::consoles::Console;
+use crate::logfile::{self, LogFile, AGENT_LOG};
 
 /// Keep at most this much log text; the oldest lines go first.
 const LOG_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -36,16 +41,30 @@ impl LogBuffer {
     }
 }
 
-/// A writer that tees each formatted event to stderr and the buffer.
+/// Where each formatted event goes besides the buffer.
+#[derive(Clone, Default)]
+struct Sinks {
+    /// stderr, or every console with `ipa-debug` in the ramdisk.
+    console: Console,
+    /// The ramdisk's log file, for the debug shell.
+    file: Option<LogFile>,
+}
+
+/// A writer that tees each formatted event to the console, the log file
+/// and the buffer.
 pub struct TeeWriter {
     buffer: LogBuffer,
+    sinks: Sinks,
 }
 
 impl Write for TeeWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.buffer.append(data);
         // The console may be gone (closed serial port); the buffer still has it.
-        let _ = io::stderr().write_all(data);
+        self.sinks.console.write_line(data);
+        if let Some(f) = &self.sinks.file {
+            f.append(data);
+        }
         Ok(data.len())
     }
 
@@ -54,12 +73,18 @@ impl Write for TeeWriter {
     }
 }
 
-impl<'a> MakeWriter<'a> for LogBuffer {
+struct MakeTee {
+    buffer: LogBuffer,
+    sinks: Sinks,
+}
+
+impl<'a> MakeWriter<'a> for MakeTee {
     type Writer = TeeWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
         TeeWriter {
-            buffer: self.clone(),
+            buffer: self.buffer.clone(),
+            sinks: self.sinks.clone(),
         }
     }
 }
@@ -71,10 +96,22 @@ pub fn init(debug: bool) -> LogBuffer {
     let filter = EnvFilter::try_from_env("FERRITE_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!("{default},hyper=info,rustls=info,reqwest=info"))
     });
+    // Under ferrite's init: the log file, and with ipa-debug every console.
+    let sinks = if crate::power::supervised_by_init() {
+        Sinks {
+            console: Console::choose(debug),
+            file: LogFile::create(Path::new(AGENT_LOG), logfile::MAX_BYTES).ok(),
+        }
+    } else {
+        Sinks::default()
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(buffer.clone())
+        .with_writer(MakeTee {
+            buffer: buffer.clone(),
+            sinks,
+        })
         .try_init();
     buffer
 }

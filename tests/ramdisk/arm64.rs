@@ -76,6 +76,7 @@ async fn arm64_ramdisk_inspects_heartbeats_and_reports_aarch64() {
                 format!("file={},format=raw,if=virtio", disk.display()),
             ],
             keep_as: "qemu-arm64-serial.log",
+            open_net: false,
         },
     );
     let internal = vm

@@ -78,6 +78,7 @@ async fn ipmi_si_finds_qemus_kcs_bmc_and_the_inventory_reports_what_it_answers()
             .map(String::from)
             .to_vec(),
             keep_as: "bmc-serial.log",
+            open_net: false,
         },
     );
 

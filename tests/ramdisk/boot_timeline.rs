@@ -80,6 +80,7 @@ async fn boot_once(ramdisk: &(PathBuf, PathBuf), tag: &str) -> Timeline {
                 format!("file={},format=raw,if=virtio", disk.display()),
             ],
             keep_as: &format!("boot-timeline-{tag}.log"),
+            open_net: false,
         },
     );
     vm.wait_heartbeat(&conductor, &uuid, Duration::from_secs(180))

@@ -141,6 +141,7 @@ impl Machine {
                 params: "",
                 devices: all,
                 keep_as: &keep_as,
+                open_net: false,
             },
         );
         Self { vm, disk }

@@ -9,6 +9,7 @@ mod arm64;
 mod bmc;
 mod boot_timeline;
 mod capture;
+mod clock_debug;
 mod dhcp;
 mod e2e;
 mod grub;

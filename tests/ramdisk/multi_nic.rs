@@ -51,6 +51,7 @@ fn boot(dir: &Path, conductor_port: u16, mac: &str, on_net: u8, bootif: bool, ta
             params: "ferrite-link-wait=5",
             devices,
             keep_as: &format!("multi-nic-{tag}.log"),
+            open_net: false,
         },
     )
 }

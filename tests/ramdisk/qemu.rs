@@ -102,7 +102,7 @@ pub(crate) fn virtual_ramdisk() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-fn build_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn build_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, PathBuf) {
     let started = Instant::now();
     let mut build = Command::new(workspace().join("ramdisk-build/build"));
     build
@@ -177,6 +177,11 @@ pub(crate) struct DirectBoot<'a> {
     pub(crate) devices: Vec<String>,
     /// The serial log's name in the target tmpdir (kept pass or fail).
     pub(crate) keep_as: &'a str,
+    /// slirp without `restrict=on`, which drops every guest datagram but
+    /// DHCP and TFTP: the SNTP test's guest must reach 10.0.2.2 over UDP.
+    /// The guest can then reach beyond the host, so only a test whose
+    /// guest is pointed at nothing but 10.0.2.x may ask for it.
+    pub(crate) open_net: bool,
 }
 
 impl Vm {
@@ -203,6 +208,7 @@ impl Vm {
                     format!("file={},format=raw,if=virtio", disk.display()),
                 ],
                 keep_as: "qemu-serial.log",
+                open_net: false,
             },
         )
     }
@@ -221,8 +227,9 @@ impl Vm {
             spec.arch.console(),
             spec.params
         );
+        let restrict = if spec.open_net { "off" } else { "on" };
         let netdev = format!(
-            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{agent_port}-:9999,\
+            "user,id=n0,restrict={restrict},hostfwd=tcp:127.0.0.1:{agent_port}-:9999,\
              guestfwd=tcp:10.0.2.100:80-{}",
             guestfwd_to(conductor_port)
         );

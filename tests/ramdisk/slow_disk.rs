@@ -147,6 +147,7 @@ async fn a_disk_attached_after_boot_is_waited_for_and_receives_the_image() {
                 format!("unix:{},server=on,wait=off", socket.display()),
             ],
             keep_as: "slow-disk-serial.log",
+            open_net: false,
         },
     );
 

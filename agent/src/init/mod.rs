@@ -5,6 +5,8 @@
 //! here is logged and the agent is started anyway: it retries its lookup
 //! and the console shows what went wrong.
 
+pub mod clock;
+pub mod debug_shell;
 pub mod devices;
 pub mod firmware;
 pub mod handoff;
@@ -33,24 +35,35 @@ pub fn run() -> ! {
     supervise::block_signals();
     let mount_errors = mounts::mount_all();
     mounts::ensure_console();
+    let cmdline = std::fs::read_to_string("/proc/cmdline");
+    let params = cmdline
+        .as_ref()
+        .map(|c| crate::config::parse_cmdline(c))
+        .unwrap_or_default();
+    // ipa-debug: debug level, on every console (the agent does the same).
+    let debug = params
+        .get("ipa-debug")
+        .and_then(|v| crate::config::bool_word(v))
+        .unwrap_or(false);
     let _ = tracing_subscriber::fmt()
         .with_ansi(false)
         .with_target(false)
         .with_timer(tracing_subscriber::fmt::time::uptime())
-        .with_writer(std::io::stderr)
+        .with_max_level(if debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
+        .with_writer(crate::consoles::Console::choose(debug))
         .try_init();
     crate::timeline::begin(Path::new(crate::timeline::PATH));
     info!("ferrite-init {} starting", env!("CARGO_PKG_VERSION"));
     for e in mount_errors {
         error!("{e:#}");
     }
-
-    let params = std::fs::read_to_string("/proc/cmdline")
-        .map(|c| crate::config::parse_cmdline(&c))
-        .unwrap_or_else(|e| {
-            error!("reading /proc/cmdline: {e}");
-            BTreeMap::new()
-        });
+    if let Err(e) = &cmdline {
+        error!("reading /proc/cmdline: {e}");
+    }
 
     firmware::watch_kernel_log();
     let settled = devices::start("/sys".into(), MODULES_LIST.into());
@@ -90,13 +103,14 @@ pub fn run() -> ! {
     if let Err(e) = nix::unistd::sethostname("ferrite") {
         warn!("sethostname: {e}");
     }
-    supervise::run()
+    supervise::run(debug_shell::DebugShell::from_params(&params))
 }
 
 /// Start PID 1's network manager (it runs for the ramdisk's whole life and
 /// renews the leases), and tell the agent once the first address is on.
 fn start_network(params: &BTreeMap<String, String>) {
     let net_params = net::NetParams::from_cmdline(params);
+    let params = params.clone();
     let budget = net_params.ready_budget();
     let net = net::start(net_params);
     let spawned = std::thread::Builder::new()
@@ -106,6 +120,18 @@ fn start_network(params: &BTreeMap<String, String>) {
                 info!("network: {} on {}", ready.address, ready.iface);
                 let summary = format!("{} {}", ready.iface, ready.address);
                 crate::timeline::mark(&format!("address ({summary})"));
+                // The clock before the agent calls Ironic: its auto-TLS
+                // certificate is dated from it.
+                if params.contains_key(clock::PARAM) {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(clock::at_boot(&params)),
+                        Err(e) => error!("clock: no runtime: {e}"),
+                    }
+                    crate::timeline::mark("clock");
+                }
                 handoff::announce_network(Path::new(handoff::NETWORK_READY), &summary);
             }
             None => error!(

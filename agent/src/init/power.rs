@@ -27,7 +27,11 @@ pub fn shutdown(action: PowerAction) -> ! {
         reap_until(Instant::now() + Duration::from_secs(1));
     }
     nix::unistd::sync();
+    // As IPA's `hwclock --systohc`; bounded, and only logged if it fails.
+    super::clock::rtc::save_at_shutdown();
     info!("{action:?} now");
+    // ipa-debug's console writer: let the last lines out first.
+    crate::consoles::flush(Duration::from_millis(500));
     let err = nix::sys::reboot::reboot(action.reboot_mode());
     // Only reachable if the kernel refused: PID 1 must not exit.
     error!("reboot(2) failed: {err:?}");

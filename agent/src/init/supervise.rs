@@ -44,7 +44,8 @@ pub fn block_signals() {
     }
 }
 
-pub fn run() -> ! {
+/// `shell`: the debug shell to run and respawn beside the agent, if any.
+pub fn run(mut shell: Option<super::debug_shell::DebugShell>) -> ! {
     let mask = handled_signals();
     // Blocked signals wait in the signalfd (the child unblocks them).
     block_signals();
@@ -57,9 +58,15 @@ pub fn run() -> ! {
     };
     let mut agent = Agent::default();
     agent.start();
+    if let Some(shell) = shell.as_mut() {
+        shell.start();
+    }
     loop {
-        let timeout = agent
-            .restart_at
+        let next = [agent.restart_at, shell.as_ref().and_then(|s| s.due())]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = next
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(5))
             .min(Duration::from_secs(5));
@@ -81,9 +88,16 @@ pub fn run() -> ! {
         } else {
             std::thread::sleep(Duration::from_millis(200));
         }
-        agent.reap();
+        agent.reap(|pid| {
+            if let Some(shell) = shell.as_mut() {
+                shell.reaped(pid);
+            }
+        });
         if agent.restart_at.is_some_and(|t| Instant::now() >= t) {
             agent.start();
+        }
+        if let Some(shell) = shell.as_mut() {
+            shell.tick();
         }
     }
 }
@@ -140,7 +154,8 @@ impl Agent {
     }
 
     /// Collect every exited child: ours and orphans reparented to PID 1.
-    fn reap(&mut self) {
+    /// `other` hears of every other child that ended.
+    fn reap(&mut self, mut other: impl FnMut(i32)) {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
@@ -151,6 +166,8 @@ impl Agent {
                         error!("the agent ended ({status:?})");
                         self.pid = None;
                         self.schedule_restart();
+                    } else if let Some(pid) = pid {
+                        other(pid);
                     }
                 }
                 Err(Errno::EINTR) => continue,
