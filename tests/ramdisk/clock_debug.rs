@@ -203,11 +203,13 @@ async fn sntp_fixes_the_clock_before_lookup_and_power_off_writes_the_rtc() {
     let serial = vm.proc.log_text();
     let synced = line_of(&serial, &format!("clock: set from 10.0.2.2:{ntp_port}"))
         .unwrap_or_else(|| panic!("no clock sync line:\n{serial}"));
-    let started = line_of(&serial, "agent started, pid").expect("agent started");
-    let looked_up = line_of(&serial, "serving the agent API").expect("lookup");
+    // The agent starts alongside DHCP, but calls Ironic (and dates its
+    // certificate) only once PID 1 has set the clock.
+    let looked_up = line_of(&serial, "lookup succeeded").expect("lookup");
+    let serving = line_of(&serial, "serving the agent API").expect("serving");
     assert!(
-        synced < started && started < looked_up,
-        "sync must come before the agent:\n{serial}"
+        synced < looked_up && looked_up < serving,
+        "sync must come before the agent calls Ironic:\n{serial}"
     );
     assert!(requests.load(Ordering::Relaxed) >= 1);
     let stepped = serial.lines().nth(synced).unwrap().to_string();
