@@ -5,13 +5,11 @@
 //! T2, expiry) is in `v4.rs`. Before the interface has an address, servers
 //! are asked to broadcast their replies (the BROADCAST flag).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use tokio::net::UdpSocket;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
@@ -220,29 +218,12 @@ pub fn prefix_len(mask: Ipv4Addr) -> Result<u8, DhcpError> {
 
 /// A UDP socket on port 68 that only sees and sends on `iface`.
 fn client_socket(iface: &str) -> Result<UdpSocket, DhcpError> {
-    let err = |reason: String| DhcpError::Socket {
-        iface: iface.to_string(),
-        reason,
-    };
-    let fd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(|e| err(format!("socket: {e}")))?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err(e.to_string()))?;
-    socket::setsockopt(&fd, sockopt::Broadcast, &true).map_err(|e| err(e.to_string()))?;
-    socket::setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(iface))
-        .map_err(|e| err(format!("SO_BINDTODEVICE: {e}")))?;
-    socket::bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)),
-    )
-    .map_err(|e| err(format!("bind to port 68: {e}")))?;
-    // SAFETY: we own `fd` and hand it over.
-    let std_sock = unsafe { std::net::UdpSocket::from_raw_fd(fd.into_raw_fd()) };
-    UdpSocket::from_std(std_sock).map_err(|e| err(e.to_string()))
+    super::udp::bound_to(iface, super::udp::ClientPort::V4(68)).map_err(|reason| {
+        DhcpError::Socket {
+            iface: iface.to_string(),
+            reason,
+        }
+    })
 }
 
 /// What came back in one round that was not what we waited for; turned

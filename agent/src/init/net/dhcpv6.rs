@@ -4,14 +4,13 @@
 //! exchanges with the RFC's retransmission rules, every wait bounded.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::time::Duration;
 
 use dhcproto::v6::{
     DhcpOption, IAAddr, Message, MessageType, OptionCode, Status, StatusCode, IANA, ORO,
 };
 use dhcproto::{Decodable, Decoder, Encodable};
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn6};
+
 use tokio::net::UdpSocket;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
@@ -322,29 +321,12 @@ const REQ_MAX_RC: u32 = 10;
 
 /// A UDP socket on [::]:546 that only sees and sends on `iface`.
 pub fn client_socket(iface: &str) -> Result<UdpSocket, Dhcp6Error> {
-    let err = |reason: String| Dhcp6Error::Socket {
-        iface: iface.to_string(),
-        reason,
-    };
-    let fd = socket::socket(
-        AddressFamily::Inet6,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(|e| err(format!("socket: {e}")))?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err(e.to_string()))?;
-    socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| err(e.to_string()))?;
-    socket::setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(iface))
-        .map_err(|e| err(format!("SO_BINDTODEVICE: {e}")))?;
-    socket::bind(
-        fd.as_raw_fd(),
-        &SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, CLIENT_PORT, 0, 0)),
-    )
-    .map_err(|e| err(format!("bind to port {CLIENT_PORT}: {e}")))?;
-    // SAFETY: we own `fd` and hand it over.
-    let std_sock = unsafe { std::net::UdpSocket::from_raw_fd(fd.into_raw_fd()) };
-    UdpSocket::from_std(std_sock).map_err(|e| err(e.to_string()))
+    super::udp::bound_to(iface, super::udp::ClientPort::V6(CLIENT_PORT)).map_err(|reason| {
+        Dhcp6Error::Socket {
+            iface: iface.to_string(),
+            reason,
+        }
+    })
 }
 
 /// One interface's client: its socket, identity and the multicast

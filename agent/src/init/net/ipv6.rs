@@ -8,14 +8,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
-use rtnetlink::packet_route::address::{AddressAttribute, CacheInfo};
 use rtnetlink::Handle;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 
 use super::dhcpv6::{self, Client, Lease6};
-use super::link::Nic;
+use super::link::{self, Nic};
 use super::resolv::{Dns, Resolv};
 use super::slaac;
 
@@ -141,35 +139,21 @@ pub async fn apply(
         );
     }
     for a in &lease.addresses {
-        add_address(handle, nic.ifindex, a.addr, 128, a.preferred, a.valid).await?;
+        link::add_address(
+            handle,
+            nic.ifindex,
+            a.addr.into(),
+            128,
+            Some(link::Lifetimes {
+                preferred: a.preferred,
+                valid: a.valid,
+            }),
+        )
+        .await?;
         info!(
             "{}: {}/128 from DHCPv6 (preferred {} s, valid {} s, T1 {} s, T2 {} s, DNS {:?}, search {:?})",
             nic.name, a.addr, a.preferred, a.valid, lease.t1, lease.t2, lease.dns, lease.search
         );
     }
     Ok(())
-}
-
-/// `ip -6 addr replace ADDR/PLEN dev IF preferred_lft P valid_lft V`.
-pub async fn add_address(
-    handle: &Handle,
-    ifindex: u32,
-    addr: Ipv6Addr,
-    prefix_len: u8,
-    preferred: u32,
-    valid: u32,
-) -> anyhow::Result<()> {
-    let mut req = handle
-        .address()
-        .add(ifindex, addr.into(), prefix_len)
-        .replace();
-    let mut info = CacheInfo::default();
-    info.ifa_preferred = preferred;
-    info.ifa_valid = valid;
-    req.message_mut()
-        .attributes
-        .push(AddressAttribute::CacheInfo(info));
-    req.execute()
-        .await
-        .with_context(|| format!("adding {addr}/{prefix_len} to link {ifindex}"))
 }

@@ -1,7 +1,7 @@
 //! NICs: found in sysfs, configured over rtnetlink (no `ip` binary in the
 //! ramdisk).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use anyhow::Context;
@@ -92,24 +92,39 @@ pub async fn set_up(handle: &Handle, ifindex: u32) -> anyhow::Result<()> {
         .with_context(|| format!("setting link {ifindex} up"))
 }
 
+/// Lifetimes of an address, in seconds (`ip addr ... preferred_lft P
+/// valid_lft V`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub preferred: u32,
+    pub valid: u32,
+}
+
+impl Lifetimes {
+    /// A DHCPv4 lease: valid and preferred for its remaining time.
+    pub fn lease(secs: u32) -> Self {
+        Self {
+            preferred: secs,
+            valid: secs,
+        }
+    }
+}
+
 /// Add or update (`replace`: a renewal never drops the address)
-/// `addr/prefix_len`, with the lease's remaining time as its valid and
-/// preferred lifetime (`None`: forever), as `ip addr replace ... valid_lft`.
+/// `addr/prefix_len` with its lifetimes (`None`: forever), as
+/// `ip addr replace ... preferred_lft P valid_lft V`.
 pub async fn add_address(
     handle: &Handle,
     ifindex: u32,
-    addr: Ipv4Addr,
+    addr: IpAddr,
     prefix_len: u8,
-    lifetime_secs: Option<u32>,
+    lifetimes: Option<Lifetimes>,
 ) -> anyhow::Result<()> {
-    let mut req = handle
-        .address()
-        .add(ifindex, addr.into(), prefix_len)
-        .replace();
-    if let Some(secs) = lifetime_secs {
+    let mut req = handle.address().add(ifindex, addr, prefix_len).replace();
+    if let Some(l) = lifetimes {
         let mut info = CacheInfo::default();
-        info.ifa_preferred = secs;
-        info.ifa_valid = secs;
+        info.ifa_preferred = l.preferred;
+        info.ifa_valid = l.valid;
         req.message_mut()
             .attributes
             .push(AddressAttribute::CacheInfo(info));

@@ -19,6 +19,7 @@ pub mod lease;
 pub mod link;
 pub mod resolv;
 pub mod slaac;
+pub mod udp;
 pub mod v4;
 pub mod vlan;
 

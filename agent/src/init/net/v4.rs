@@ -172,6 +172,12 @@ impl DefaultRoute {
 pub type Observer = Arc<dyn Fn(&Nic, &Event) + Send + Sync>;
 
 /// DHCPv4 on one NIC, applying its leases over rtnetlink.
+/// A lease's address lifetimes: its whole length (`None`: infinite).
+pub fn lease_lifetimes(lease: &Lease) -> Option<link::Lifetimes> {
+    Timers::of(lease.lease_secs, None, None)
+        .map(|t| link::Lifetimes::lease(t.expiry.as_secs() as u32))
+}
+
 /// How long DHCP waits for the link to run before trying anyway (a NIC
 /// without carrier may still be BOOTIF's).
 const OPERATIONAL_WAIT: Duration = Duration::from_secs(3);
@@ -320,13 +326,12 @@ impl V4 {
                 self.remove(old).await;
             }
         }
-        let lifetime = Timers::of(lease.lease_secs, None, None).map(|t| t.expiry.as_secs() as u32);
         let res = link::add_address(
             &self.handle,
             nic.ifindex,
-            lease.address,
+            lease.address.into(),
             lease.prefix_len,
-            lifetime,
+            lease_lifetimes(lease),
         )
         .await;
         if let Err(e) = res {

@@ -262,9 +262,9 @@ pub async fn bring_up(
             super::link::add_address(
                 handle,
                 vlan.ifindex,
-                lease.address,
+                lease.address.into(),
                 lease.prefix_len,
-                lease.lease_secs,
+                super::v4::lease_lifetimes(&lease),
             )
             .await?;
             anyhow::Ok((vlan, lease))
