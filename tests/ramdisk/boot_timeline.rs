@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferrite_tests::Conductor;
 use serde_json::json;
 
-use crate::qemu::{ramdisk, virtual_ramdisk, Arch, DirectBoot, Vm, MAC, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk, virtual_ramdisk, Vm, MAC, ONE_VM_AT_A_TIME};
 
 /// The numbers of a `boot timeline:` line: the kernel's share (to /init)
 /// and /init to the first heartbeat, in seconds; with the steps between.
@@ -60,29 +60,8 @@ async fn boot_once(ramdisk: &(PathBuf, PathBuf), tag: &str) -> Timeline {
     conductor.create_port(&uuid, MAC).await;
     let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.raw");
-    std::fs::File::create(&disk)
-        .and_then(|f| f.set_len(5 << 30))
-        .unwrap();
-    let mut vm = Vm::boot_direct(
-        dir.path(),
-        port,
-        DirectBoot {
-            arch: Arch::X86_64,
-            ramdisk,
-            memory_mib: 512,
-            nic: "virtio-net-pci",
-            mac: MAC,
-            bootif: true,
-            params: "",
-            devices: vec![
-                "-drive".into(),
-                format!("file={},format=raw,if=virtio", disk.display()),
-            ],
-            keep_as: &format!("boot-timeline-{tag}.log"),
-            open_net: false,
-        },
-    );
+    let keep_as = format!("boot-timeline-{tag}.log");
+    let mut vm = Vm::boot_virtio(dir.path(), port, ramdisk, 512, &keep_as);
     vm.wait_heartbeat(&conductor, &uuid, Duration::from_secs(180))
         .await;
     // The line follows the heartbeat's answer by a moment.

@@ -185,7 +185,15 @@ pub(crate) struct DirectBoot<'a> {
 }
 
 impl Vm {
-    fn boot(dir: &Path, conductor_port: u16, memory_mib: u32) -> Self {
+    /// The plain machine: `ramdisk` with a virtio NIC (BOOTIF set, as PXE
+    /// does) and a virtio disk; its serial log kept as `keep_as`.
+    pub(crate) fn boot_virtio(
+        dir: &Path,
+        conductor_port: u16,
+        ramdisk: &(PathBuf, PathBuf),
+        memory_mib: u32,
+        keep_as: &str,
+    ) -> Self {
         // A disk a deploy could use (4 GiB or more, sparse): the agent
         // finds its root device at once.
         let disk = dir.join("disk.raw");
@@ -197,7 +205,7 @@ impl Vm {
             conductor_port,
             DirectBoot {
                 arch: Arch::X86_64,
-                ramdisk: ramdisk(),
+                ramdisk,
                 memory_mib,
                 nic: "virtio-net-pci",
                 mac: MAC,
@@ -207,7 +215,7 @@ impl Vm {
                     "-drive".into(),
                     format!("file={},format=raw,if=virtio", disk.display()),
                 ],
-                keep_as: "qemu-serial.log",
+                keep_as,
                 open_net: false,
             },
         )
@@ -363,7 +371,7 @@ async fn ramdisk_boots_heartbeats_and_powers_off() {
     let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = Vm::boot(dir.path(), port, 512);
+    let mut vm = Vm::boot_virtio(dir.path(), port, ramdisk(), 512, "qemu-serial.log");
     {
         // Lookup and heartbeat through the sealed network.
         let internal = vm

@@ -306,8 +306,12 @@ pub fn start_nic(ctx: NicContext) {
 /// `ipa-enable-vlan-interfaces`: once the NICs it names are there, create
 /// the VLAN sub-interfaces (learning IDs from LLDP where asked) and run
 /// every address source on each, as on a NIC.
-async fn start_vlans(template: NicContext, spec: String) {
-    let params = template.params.clone();
+async fn start_vlans(
+    handle: rtnetlink::Handle,
+    params: Arc<NetParams>,
+    spec: String,
+    start: Arc<dyn Fn(Nic) + Send + Sync>,
+) {
     let deadline = Instant::now() + params.link_wait;
     let nics = loop {
         let nics = link::physical_nics(&params.sysfs);
@@ -320,16 +324,13 @@ async fn start_vlans(template: NicContext, spec: String) {
         sleep(Duration::from_millis(100)).await;
     };
     for nic in &nics {
-        if let Err(e) = link::set_up(&template.handle, nic.ifindex).await {
+        if let Err(e) = link::set_up(&handle, nic.ifindex).await {
             warn!("{}: {e:#}", nic.name);
         }
     }
-    for vlan_nic in vlan::create_all(&template.handle, &nics, &spec, params.lldp_timeout).await {
+    for vlan_nic in vlan::create_all(&handle, &nics, &spec, params.lldp_timeout).await {
         info!("{}: VLAN interface up, starting DHCP", vlan_nic.name);
-        start_nic(NicContext {
-            nic: vlan_nic,
-            ..template.clone()
-        });
+        start(vlan_nic);
     }
 }
 
@@ -357,32 +358,29 @@ async fn manage(params: NetParams, notifier: AddressNotifier) {
     // One resolv.conf view and one default route for all NICs.
     let resolv = Arc::new(resolv::Resolv::new("/etc/resolv.conf"));
     let route = Arc::new(v4::DefaultRoute::default());
-    let start = |nic: Nic| {
-        start_nic(NicContext {
-            nic,
-            handle: handle.clone(),
-            params: params.clone(),
-            notifier: notifier.clone(),
-            resolv: resolv.clone(),
-            route: route.clone(),
+    // Starts every address source on a NIC or a VLAN.
+    let start: Arc<dyn Fn(Nic) + Send + Sync> = {
+        let (handle, params, notifier) = (handle.clone(), params.clone(), notifier.clone());
+        Arc::new(move |nic: Nic| {
+            start_nic(NicContext {
+                nic,
+                handle: handle.clone(),
+                params: params.clone(),
+                notifier: notifier.clone(),
+                resolv: resolv.clone(),
+                route: route.clone(),
+            })
         })
     };
     if let Some(spec) = params.vlans.clone() {
-        let template = NicContext {
-            nic: Nic {
-                name: String::new(),
-                ifindex: 0,
-                mac: String::new(),
-            },
-            handle: handle.clone(),
-            params: params.clone(),
-            notifier: notifier.clone(),
-            resolv: resolv.clone(),
-            route: route.clone(),
-        };
-        tokio::spawn(start_vlans(template, spec));
+        tokio::spawn(start_vlans(
+            handle.clone(),
+            params.clone(),
+            spec,
+            start.clone(),
+        ));
     }
-    watch_links(&sysfs, &params, &handle, &notifier, start).await
+    watch_links(&sysfs, &params, &handle, &notifier, |nic| start(nic)).await
 }
 
 /// NICs appear as their drivers probe; each wanted one is set up, and
