@@ -126,8 +126,11 @@ pub fn api_client_trusting(ca: Option<&Path>) -> reqwest::Client {
         reqwest::header::HeaderValue::from_str(&api_authorization()).expect("header value");
     value.set_sensitive(true);
     let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    // Idle pooled connections are dropped well before the conductor's
+    // header-read timeout closes them, so a request never races that close.
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
+        .pool_idle_timeout(Duration::from_secs(5))
         .default_headers(headers);
     if let Some(ca) = ca {
         let pem = fs::read(ca).expect("reading the CA");

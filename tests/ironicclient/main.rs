@@ -212,7 +212,7 @@ async fn baremetal_cli_needs_credentials_with_http_basic() {
     );
     let err = String::from_utf8_lossy(&anon.stderr);
     assert!(!anon.status.success());
-    assert!(err.contains("Authorization required"), "{err}");
+    assert!(err.contains("Unauthorized (HTTP 401)"), "{err}");
     let (user, good) = (ferrite_tests::API_USER, ferrite_tests::API_PASSWORD);
     let with = |password: &str| {
         cli(
@@ -236,7 +236,7 @@ async fn baremetal_cli_needs_credentials_with_http_basic() {
     let wrong = with("wrong-password");
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success());
-    assert!(err.contains("Incorrect username or password"), "{err}");
+    assert!(err.contains("Unauthorized (HTTP 401)"), "{err}");
     let ok = with(good);
     assert!(
         ok.status.success(),

@@ -299,7 +299,7 @@ fn half_open(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
 #[tokio::test]
 async fn two_thousand_half_open_connections_do_not_starve_a_client() {
     raise_nofile();
-    let c = Conductor::start(&[]).await;
+    let c = Conductor::start(&["--header-read-timeout", "3"]).await;
     let addr = c.url.trim_start_matches("http://").to_string();
     let held = half_open(&addr, 2000);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -314,7 +314,28 @@ async fn two_thousand_half_open_connections_do_not_starve_a_client() {
     assert_eq!(r.status(), 200);
     eprintln!("GET /v1/nodes with 2000 half-open connections: {took:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
-    drop(held);
+    // And the server lets go of them: each is closed once its header-read
+    // deadline passes (a read sees EOF or a reset, not our timeout).
+    let reaped = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        held.into_iter()
+            .filter(|mut s| {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = [0u8; 64];
+                match s.read(&mut buf) {
+                    Ok(0) => true,
+                    Ok(_) => s.read(&mut buf).is_ok_and(|n| n == 0),
+                    Err(e) => {
+                        e.kind() != std::io::ErrorKind::WouldBlock
+                            && e.kind() != std::io::ErrorKind::TimedOut
+                    }
+                }
+            })
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(reaped, 2000, "half-open connections closed by the server");
 }
 
 #[tokio::test]

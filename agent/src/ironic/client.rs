@@ -68,7 +68,10 @@ impl IronicClient {
             .danger_accept_invalid_certs(config.insecure)
             .timeout(config.http_request_timeout)
             .connect_timeout(config.http_request_timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(2);
+            .pool_max_idle_per_host(2)
+            // Below the conductor's header-read timeout (10 s), which also
+            // closes idle connections: never reuse one as it is closed.
+            .pool_idle_timeout(Duration::from_secs(5));
         if let Some(cafile) = &config.cafile {
             for ca in read_cafile(cafile)? {
                 builder = builder.add_root_certificate(ca);
