@@ -39,8 +39,9 @@ pub const REALM: &str = "Basic realm=\"Baremetal API\"";
 /// scripts and boot files (firmware cannot authenticate), and instance
 /// images (Ironic's `http_url` server is a plain web server with no auth).
 pub fn is_public(path: &str) -> bool {
+    // One optional trailing slash, as Ironic's route patterns allow.
     let trimmed = match path.strip_suffix('/') {
-        Some(p) if !p.is_empty() => p,
+        Some(p) if p.starts_with('/') && !p.ends_with('/') => p,
         _ => path,
     };
     matches!(
