@@ -35,6 +35,10 @@ pub struct Config {
     pub bootif_raw: Option<String>,
     /// `ipa-insecure`: skip TLS verification towards Ironic.
     pub insecure: bool,
+    /// `ipa-cafile` (IPA's `cafile`): PEM CA bundle trusted for Ironic,
+    /// besides the public roots; ferrite-conductor's iPXE script puts its
+    /// CA at /etc/ferrite/ca.pem in the initramfs and passes this.
+    pub cafile: Option<PathBuf>,
     /// `ipa-debug`.
     pub debug: bool,
     /// `ipa-agent-token`: pre-shared token (virtual media boots).
@@ -132,6 +136,7 @@ impl Default for Config {
             boot_mac: None,
             bootif_raw: None,
             insecure: false,
+            cafile: None,
             debug: false,
             agent_token: None,
             advertise_host: None,
@@ -201,6 +206,7 @@ impl Config {
                 self.bootif_raw = Some(value.to_string());
             }
             "ipa-insecure" => self.insecure = parse_bool("ipa-insecure", value)?,
+            "ipa-cafile" => self.cafile = non_empty(value).map(PathBuf::from),
             "ipa-debug" => self.debug = parse_bool("ipa-debug", value)?,
             "ipa-agent-token" => self.agent_token = non_empty(value),
             "ipa-advertise-host" => {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::auth::AuthStrategy;
+
 /// `[agent]deploy_logs_collect`: when the ramdisk's logs are fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeployLogsCollect {
@@ -29,6 +31,51 @@ pub struct ConductorConfig {
     /// Defaults to http://<listen>.
     #[arg(long, env = "FERRITE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// `[DEFAULT]auth_strategy`: `http_basic` (users from --htpasswd-file)
+    /// or `noauth` (anyone who reaches the port may do anything: only for
+    /// a closed lab; logged as a warning at start). The ramdisk's and the
+    /// firmware's routes are open either way, as in Ironic.
+    #[arg(long, env = "FERRITE_AUTH_STRATEGY", value_enum, default_value_t = AuthStrategy::HttpBasic)]
+    pub auth_strategy: AuthStrategy,
+    /// `[DEFAULT]http_basic_auth_user_file`: htpasswd file with bcrypt
+    /// entries only (`htpasswd -nB USER`, or `ferrite-conductor htpasswd
+    /// USER`). Default: <data-dir>/htpasswd.
+    #[arg(long, env = "FERRITE_HTPASSWD_FILE")]
+    pub htpasswd_file: Option<PathBuf>,
+    /// PEM certificate chain for HTTPS on --listen (with --tls-key).
+    /// public_url then defaults to https://<listen>.
+    #[arg(long, env = "FERRITE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "FERRITE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA the deploy ramdisk must trust for the API (handed to it by
+    /// the iPXE script as /etc/ferrite/ca.pem). Default: --tls-cert itself
+    /// (right for a self-signed certificate).
+    #[arg(long, env = "FERRITE_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+    /// Plain-HTTP listener for what firmware fetches (iPXE scripts, boot
+    /// files, images) when the API is on TLS, as Ironic's separate
+    /// http_url server. Off when unset (boot files then stay on --listen).
+    #[arg(long, env = "FERRITE_BOOT_HTTP_LISTEN")]
+    pub boot_http_listen: Option<SocketAddr>,
+    /// Base URL firmware reaches the boot files at. Defaults to
+    /// http://<boot-http-listen> when that is set, else public_url.
+    #[arg(long, env = "FERRITE_BOOT_PUBLIC_URL")]
+    pub boot_public_url: Option<String>,
+    /// Seconds a client has to send a request's headers (slow clients,
+    /// half-open connections); also bounds the TLS handshake.
+    #[arg(long, env = "FERRITE_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Seconds to produce a response, reading the request body included;
+    /// streaming a response body (a boot file, an image) is not timed.
+    #[arg(long, env = "FERRITE_REQUEST_TIMEOUT", default_value_t = 60)]
+    pub request_timeout: u64,
+    /// Connections served at once, over all listeners; beyond it new ones
+    /// wait in the kernel's backlog (logged). RLIMIT_NOFILE is raised to
+    /// its hard limit at start so that the cap is reachable.
+    #[arg(long, env = "FERRITE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     /// State directory: the SQLite database and agent certificates live here.
     #[arg(long, env = "FERRITE_DATA_DIR", default_value = "/var/lib/ferrite")]
     pub data_dir: PathBuf,
@@ -127,11 +174,36 @@ pub struct ConductorConfig {
 
 impl ConductorConfig {
     pub fn public_url(&self) -> String {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen))
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// Where firmware fetches iPXE scripts and boot files.
+    pub fn boot_url(&self) -> String {
+        match (&self.boot_public_url, self.boot_http_listen) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Some(listen)) => format!("http://{listen}"),
+            (None, None) => self.public_url(),
+        }
+    }
+
+    pub fn htpasswd_path(&self) -> PathBuf {
+        self.htpasswd_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("htpasswd"))
+    }
+
+    /// The CA ramdisks are given, when the API is on TLS.
+    pub fn tls_ca_path(&self) -> Option<PathBuf> {
+        self.tls_ca.clone().or_else(|| self.tls_cert.clone())
     }
 
     pub fn host_name(&self) -> String {

@@ -4,6 +4,7 @@
 pub mod agent_client;
 pub mod agent_tls;
 pub mod api;
+pub mod auth;
 pub mod boot;
 pub mod config;
 pub mod configdrive;
@@ -12,12 +13,16 @@ pub mod flows;
 pub mod fsm;
 pub mod power;
 pub mod ramdisk_logs;
+pub mod server;
 pub mod store;
 pub mod time;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::Router;
 
 /// Open the store, free locks a previous run of this host left behind,
 /// and serve the API until the process is stopped.
@@ -50,13 +55,64 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting TFTP on {tftp}"))?;
     }
-    let app = api::router(state.clone()).merge(boot::router(state));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "ferrite-conductor API up");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    let auth = match config.auth_strategy {
+        auth::AuthStrategy::HttpBasic => {
+            let path = config.htpasswd_path();
+            let users = auth::BasicAuth::load(&path).with_context(|| {
+                format!(
+                    "auth strategy http_basic needs users in {}; or start with --auth-strategy noauth",
+                    path.display()
+                )
+            })?;
+            tracing::info!(htpasswd = %path.display(), "API authentication: http_basic");
+            Some(Arc::new(users))
+        }
+        auth::AuthStrategy::Noauth => {
+            tracing::warn!("API authentication is OFF (--auth-strategy noauth): anyone who reaches the API may enroll, deploy, power and delete nodes");
+            None
+        }
+    };
+    let mut api_app = api::router(state.clone()).merge(boot::router(state.clone()));
+    if let Some(auth) = auth {
+        api_app = api_app.layer(from_fn_with_state(auth, auth::require));
+    }
+    let request_timeout = Duration::from_secs(config.request_timeout);
+    let limited = |app: Router| {
+        app.layer(from_fn(server::layers::body_limit))
+            .layer(from_fn_with_state(
+                request_timeout,
+                server::layers::request_timeout,
+            ))
+    };
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let mut listeners = vec![server::Listener {
+        tcp: tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?,
+        tls,
+        app: limited(api_app),
+    }];
+    if let Some(boot_listen) = config.boot_http_listen {
+        listeners.push(server::Listener {
+            tcp: tokio::net::TcpListener::bind(boot_listen)
+                .await
+                .with_context(|| format!("listening on {boot_listen} for boot files"))?,
+            tls: None,
+            app: limited(boot::router(state)),
+        });
+        tracing::info!(listen = %boot_listen, "boot files over plain HTTP");
+    } else if config.tls_cert.is_some() {
+        tracing::warn!("the API is on TLS and --boot-http-listen is unset: firmware must fetch boot files over https");
+    }
+    let limits = server::Limits {
+        header_read_timeout: Duration::from_secs(config.header_read_timeout),
+        max_connections: server::limits::raise_nofile(config.max_connections),
+    };
+    tracing::info!(listen = %config.listen, public_url = %config.public_url(), data_dir = %config.data_dir.display(), "ferrite-conductor API up");
+    server::serve(listeners, limits, shutdown_signal())
         .await
         .context("API server failed")
 }

@@ -5,6 +5,7 @@
 pub mod image_server;
 pub mod images;
 pub mod recorder;
+pub mod tls;
 
 use std::fs;
 use std::net::TcpListener;
@@ -94,6 +95,65 @@ impl Drop for Proc {
     }
 }
 
+/// The API user every [`Conductor`] is started with (http_basic).
+pub const API_USER: &str = "ferrite-admin";
+pub const API_PASSWORD: &str = "ferrite-test-password";
+
+/// Write `<dir>/htpasswd` with [`API_USER`] (bcrypt cost 4: fast tests),
+/// where ferrite-conductor looks for it by default.
+pub fn write_htpasswd(dir: &Path) {
+    let line =
+        ferrite_conductor::auth::htpasswd::line(API_USER, API_PASSWORD, 4).expect("bcrypt line");
+    fs::write(dir.join("htpasswd"), format!("{line}\n")).expect("writing htpasswd");
+}
+
+/// `Authorization: Basic` for [`API_USER`].
+pub fn api_authorization() -> String {
+    use base64::Engine;
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(format!("{API_USER}:{API_PASSWORD}"));
+    format!("Basic {token}")
+}
+
+/// A client that sends [`API_USER`]'s credentials on every request.
+pub fn api_client() -> reqwest::Client {
+    api_client_trusting(None)
+}
+
+/// [`api_client`] that also trusts the PEM CA bundle at `ca` (https).
+pub fn api_client_trusting(ca: Option<&Path>) -> reqwest::Client {
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&api_authorization()).expect("header value");
+    value.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    // Idle pooled connections are dropped well before the conductor's
+    // header-read timeout closes them, so a request never races that close.
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .default_headers(headers);
+    if let Some(ca) = ca {
+        let pem = fs::read(ca).expect("reading the CA");
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).expect("CA PEM") {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().expect("client")
+}
+
+/// With `--tls-cert` the API is https; the CA a client must trust is
+/// `--tls-ca`, else the certificate itself.
+fn tls_root(flags: &[String]) -> Option<PathBuf> {
+    let value = |name: &str| {
+        flags
+            .iter()
+            .position(|f| f == name)
+            .and_then(|i| flags.get(i + 1))
+            .map(PathBuf::from)
+    };
+    value("--tls-ca").or_else(|| value("--tls-cert"))
+}
+
 pub struct Conductor {
     pub proc: Proc,
     pub url: String,
@@ -114,14 +174,17 @@ impl Conductor {
     /// [`Conductor::start`] listening on `host` (an IPv6 one in brackets).
     pub async fn start_on(host: &str, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        write_htpasswd(dir.path());
         let port = free_port();
         let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
         let proc = Self::spawn(dir.path(), host, port, &flags, "conductor.log");
+        let root = tls_root(&flags);
+        let scheme = if root.is_some() { "https" } else { "http" };
         let conductor = Self {
             proc,
-            url: format!("http://{host}:{port}"),
+            url: format!("{scheme}://{host}:{port}"),
             dir,
-            http: reqwest::Client::new(),
+            http: api_client_trusting(root.as_deref()),
             host: host.to_string(),
             port,
             flags,

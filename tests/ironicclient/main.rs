@@ -28,7 +28,9 @@ fn run(conductor: &Conductor, args: &[&str]) -> String {
     let out = Command::new(baremetal_cli())
         .args(args)
         .env("OS_ENDPOINT", &conductor.url)
-        .env("OS_AUTH_TYPE", "none")
+        .env("OS_AUTH_TYPE", "http_basic")
+        .env("OS_USERNAME", ferrite_tests::API_USER)
+        .env("OS_PASSWORD", ferrite_tests::API_PASSWORD)
         .env_remove("OS_CLOUD")
         .output()
         .expect("run baremetal");
@@ -135,7 +137,9 @@ async fn baremetal_cli_reads_the_inspected_inventory() {
     let missing = Command::new(baremetal_cli())
         .args(["node", "inventory", "save", "insp-1"])
         .env("OS_ENDPOINT", &conductor.url)
-        .env("OS_AUTH_TYPE", "none")
+        .env("OS_AUTH_TYPE", "http_basic")
+        .env("OS_USERNAME", ferrite_tests::API_USER)
+        .env("OS_PASSWORD", ferrite_tests::API_PASSWORD)
         .env_remove("OS_CLOUD")
         .output()
         .expect("run baremetal");
@@ -185,4 +189,105 @@ async fn baremetal_cli_reads_the_inspected_inventory() {
         &["node", "show", "insp-1", "--fields", "properties"],
     );
     assert_eq!(shown["properties"]["memory_mb"], 2048);
+}
+
+/// The CLI with `args` and only the `env` given (no OS_* from outside).
+fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(baremetal_cli());
+    cmd.args(args);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OS_")) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied())
+        .output()
+        .expect("run baremetal")
+}
+
+#[tokio::test]
+async fn baremetal_cli_needs_credentials_with_http_basic() {
+    let c = Conductor::start(&[]).await;
+    let anon = cli(
+        &["node", "list"],
+        &[("OS_ENDPOINT", &c.url), ("OS_AUTH_TYPE", "none")],
+    );
+    let err = String::from_utf8_lossy(&anon.stderr);
+    assert!(!anon.status.success());
+    assert!(err.contains("Unauthorized (HTTP 401)"), "{err}");
+    let (user, good) = (ferrite_tests::API_USER, ferrite_tests::API_PASSWORD);
+    let with = |password: &str| {
+        cli(
+            &[
+                "--os-auth-type",
+                "http_basic",
+                "--os-endpoint",
+                &c.url,
+                "--os-username",
+                user,
+                "--os-password",
+                password,
+                "node",
+                "list",
+                "-f",
+                "json",
+            ],
+            &[],
+        )
+    };
+    let wrong = with("wrong-password");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success());
+    assert!(err.contains("Unauthorized (HTTP 401)"), "{err}");
+    let ok = with(good);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&ok.stdout).unwrap(),
+        serde_json::json!([])
+    );
+}
+
+#[tokio::test]
+async fn baremetal_cli_over_https_with_the_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = ferrite_tests::tls::ca_and_server(certs.path());
+    let (ca, cert, key) = (
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let c = Conductor::start(&["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &ca]).await;
+    assert!(c.url.starts_with("https://"));
+    let env = [
+        ("OS_ENDPOINT", c.url.as_str()),
+        ("OS_AUTH_TYPE", "http_basic"),
+        ("OS_USERNAME", ferrite_tests::API_USER),
+        ("OS_PASSWORD", ferrite_tests::API_PASSWORD),
+    ];
+    let ok = cli(
+        &[
+            "--os-cacert",
+            &ca,
+            "node",
+            "create",
+            "--driver",
+            "fake-hardware",
+            "--name",
+            "tls-1",
+        ],
+        &env,
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let listed = cli(&["--os-cacert", &ca, "node", "list", "-f", "json"], &env);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("tls-1"));
+    let untrusted = cli(&["node", "list"], &env);
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("SSL") || err.contains("certificate"), "{err}");
 }

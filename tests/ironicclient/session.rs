@@ -169,7 +169,9 @@ async fn operator_session_against_ferrite() {
     let refused = std::process::Command::new(crate::baremetal_cli())
         .args(["node", "undeploy", &uuid])
         .env("OS_ENDPOINT", &c.url)
-        .env("OS_AUTH_TYPE", "none")
+        .env("OS_AUTH_TYPE", "http_basic")
+        .env("OS_USERNAME", ferrite_tests::API_USER)
+        .env("OS_PASSWORD", ferrite_tests::API_PASSWORD)
         .output()
         .unwrap();
     assert!(!refused.status.success());

@@ -39,6 +39,20 @@ impl IronicError {
     }
 }
 
+/// The certificates of an `ipa-cafile` bundle.
+fn read_cafile(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading ipa-cafile {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("parsing ipa-cafile {}", path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate in ipa-cafile {}",
+        path.display()
+    );
+    Ok(certs)
+}
+
 pub struct IronicClient {
     urls: Mutex<Vec<Url>>,
     http: reqwest::Client,
@@ -49,14 +63,21 @@ pub struct IronicClient {
 impl IronicClient {
     /// Build the client and negotiate the API version (or take the pinned one).
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .danger_accept_invalid_certs(config.insecure)
             .timeout(config.http_request_timeout)
             .connect_timeout(config.http_request_timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(2)
-            .build()
-            .context("building the Ironic HTTP client")?;
+            // Below the conductor's header-read timeout (10 s), which also
+            // closes idle connections: never reuse one as it is closed.
+            .pool_idle_timeout(Duration::from_secs(5));
+        if let Some(cafile) = &config.cafile {
+            for ca in read_cafile(cafile)? {
+                builder = builder.add_root_certificate(ca);
+            }
+        }
+        let http = builder.build().context("building the Ironic HTTP client")?;
         let mut client = Self {
             urls: Mutex::new(config.api_urls.clone()),
             http,
@@ -176,6 +197,9 @@ impl IronicClient {
                     return Ok(resp);
                 }
                 Err(e) => {
+                    // The causes say why: refused, timed out, or which
+                    // certificate check failed (ipa-cafile, ipa-insecure).
+                    let e = with_causes(&e);
                     debug!(url = %url, error = %e, "Ironic endpoint unreachable");
                     last_error = format!("{url}: {e}");
                 }
@@ -191,6 +215,18 @@ impl IronicClient {
             urls.insert(0, u);
         }
     }
+}
+
+/// An error and its sources, `a: b: c`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Turn non-2xx replies into errors carrying Ironic's `faultstring`.

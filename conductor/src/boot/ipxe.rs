@@ -11,7 +11,13 @@ pub struct RamdiskBoot {
     pub initramfs_url: String,
     /// Everything after the kernel on its command line.
     pub kernel_params: String,
+    /// The API's CA when it is on TLS: iPXE adds it to the initramfs at
+    /// [`CA_PATH`] (its "magic initrd": an initrd argument is a path).
+    pub ca_url: Option<String>,
 }
+
+/// Where the ramdisk finds the API's CA; the agent reads `ipa-cafile`.
+pub const CA_PATH: &str = "/etc/ferrite/ca.pem";
 
 /// What a node should boot, decided from its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +95,7 @@ pub fn node_script(action: &BootAction) -> String {
              kernel --name deploy.kernel {kernel} initrd=deploy.initramfs {params} || goto retry_kernel_wait\n\
              :retry_initrd\n\
              initrd --name deploy.initramfs {initrd} || goto retry_initrd_wait\n\
-             boot\n\
+             {ca}boot\n\
              :retry_kernel_wait\n\
              sleep 5\n\
              goto retry_kernel\n\
@@ -99,6 +105,11 @@ pub fn node_script(action: &BootAction) -> String {
             kernel = r.kernel_url,
             initrd = r.initramfs_url,
             params = r.kernel_params,
+            ca = r
+                .ca_url
+                .as_ref()
+                .map(|url| format!("initrd --name ca.pem {url} {CA_PATH} mode=644 || goto retry_initrd_wait\n"))
+                .unwrap_or_default(),
         ),
         // BIOS: boot the first disk; UEFI: leave iPXE so firmware boots
         // the next entry (the OS's, written by the agent).
@@ -157,7 +168,9 @@ mod tests {
             kernel_url: "http://h/k".into(),
             initramfs_url: "http://h/i".into(),
             kernel_params: "ipa-api-url=http://h BOOTIF=01-${net0/mac:hexhyp}".into(),
+            ca_url: None,
         }));
+        assert!(!ramdisk.contains("ca.pem"));
         assert!(ramdisk.contains(
             "kernel --name deploy.kernel http://h/k initrd=deploy.initramfs ipa-api-url=http://h BOOTIF=01-${net0/mac:hexhyp} || goto retry_kernel_wait"
         ));

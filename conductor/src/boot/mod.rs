@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
     let images = ServeDir::new(state.config.images_dir());
     Router::new()
         .route("/boot/boot.ipxe", get(entry))
+        .route("/boot/ca.pem", get(ca))
         .route("/boot/node/{file}", get(node_script))
         .nest_service("/boot/files", files)
         .nest_service("/images", images)
@@ -40,7 +41,21 @@ fn ipxe_response(script: String) -> Response {
 }
 
 async fn entry(State(state): State<AppState>) -> Response {
-    ipxe_response(ipxe::entry_script(&state.config.public_url()))
+    ipxe_response(ipxe::entry_script(&state.config.boot_url()))
+}
+
+/// The API's CA, for the ramdisk (public, like any CA certificate).
+async fn ca(State(state): State<AppState>) -> Response {
+    let Some(path) = state.config.tls_ca_path() else {
+        return (StatusCode::NOT_FOUND, "the API is not on TLS\n").into_response();
+    };
+    match tokio::fs::read(&path).await {
+        Ok(pem) => ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response(),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the TLS CA");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the CA\n").into_response()
+        }
+    }
 }
 
 /// `driver_info[key]` when it is a URL iPXE can fetch, else our own file.
@@ -74,17 +89,25 @@ fn kernel_params(state: &AppState, node: &Node, mac: &str) -> String {
             "ipa-inspection-callback-url={public}/v1/continue_inspection"
         ));
     }
+    if cfg.tls_cert.is_some() {
+        params.push(format!("ipa-cafile={}", ipxe::CA_PATH));
+    }
     params.extend(append.split_whitespace().map(str::to_string));
     params.join(" ")
 }
 
 pub fn decide(state: &AppState, node: &Node, mac: &str) -> BootAction {
-    let public = state.config.public_url();
+    let boot = state.config.boot_url();
     if ipxe::wants_ramdisk(&node.provision_state, state.config.fast_track) {
         BootAction::Ramdisk(RamdiskBoot {
-            kernel_url: boot_file_url(node, "deploy_kernel", &public, KERNEL_FILE),
-            initramfs_url: boot_file_url(node, "deploy_ramdisk", &public, INITRAMFS_FILE),
+            kernel_url: boot_file_url(node, "deploy_kernel", &boot, KERNEL_FILE),
+            initramfs_url: boot_file_url(node, "deploy_ramdisk", &boot, INITRAMFS_FILE),
             kernel_params: kernel_params(state, node, mac),
+            ca_url: state
+                .config
+                .tls_cert
+                .is_some()
+                .then(|| format!("{boot}/boot/ca.pem")),
         })
     } else if node.provision_state == crate::fsm::ACTIVE {
         BootAction::LocalDisk

@@ -1,0 +1,151 @@
+//! The listeners: an accept loop of our own over hyper's HTTP/1 server so
+//! that every connection, TLS or plain, API or boot files, shares one cap,
+//! a header-read deadline (which also reaps half-open connections) and a
+//! bounded TLS handshake.
+
+pub mod layers;
+pub mod limits;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use limits::CapLog;
+
+/// How long in-flight requests get to finish at shutdown.
+const DRAIN_AT_SHUTDOWN: Duration = Duration::from_secs(10);
+
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    pub app: Router,
+}
+
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+struct Shared {
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    cap_log: CapLog,
+}
+
+/// Serve every listener until `shutdown` completes, then let in-flight
+/// connections finish (bounded).
+pub async fn serve(
+    listeners: Vec<Listener>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        limits,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        cap_log: CapLog::new(Duration::from_secs(10)),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        loops.spawn(accept_loop(listener, shared.clone(), stop_rx.clone()));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    loops.abort_all();
+    // Every connection holds a slot: all slots back means all done.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_AT_SHUTDOWN, shared.slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at shutdown; closing them");
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: Listener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    loop {
+        let permit = match shared.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shared.cap_log.bite(shared.limits.max_connections);
+                match shared.slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
+        let (stream, peer) = match listener.tcp.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            stream,
+            listener.tls.clone(),
+            listener.app.clone(),
+            shared.limits,
+            permit,
+            stop.clone(),
+        ));
+        tracing::trace!(%peer, "connection accepted");
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: Limits,
+    _permit: OwnedSemaphorePermit,
+    stop: watch::Receiver<bool>,
+) {
+    match tls {
+        None => http(TokioIo::new(stream), app, limits, stop).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => http(TokioIo::new(stream), app, limits, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn http<I>(io: I, app: Router, limits: Limits, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
