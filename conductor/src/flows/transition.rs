@@ -59,6 +59,14 @@ pub fn fire(
         from = n.provision_state.clone();
         apply(n, event)?;
         also(n);
+        // Ironic wipes the agent's token and URL when a flow fails or is
+        // aborted, and when it ends in a state that expects no agent unless
+        // fast track keeps the ramdisk running: a stale agent (or whoever
+        // learnt its token) must not drive the node afterwards.
+        let ended = !fsm::lookup_allowed(&n.provision_state, false);
+        if matches!(event, Event::Fail | Event::Abort) || (ended && !flows.config.fast_track) {
+            wipe_token_and_url(n);
+        }
         Ok(())
     })?;
     let to = &node.provision_state;
@@ -82,6 +90,20 @@ pub fn fire(
         tracing::warn!(node = %uuid, error = %e, "could not record node history");
     }
     Ok(node)
+}
+
+/// Ironic's `wipe_token_and_url` (and the heartbeat time, so that fast
+/// track cannot trust a URL that is gone).
+pub fn wipe_token_and_url(node: &mut Node) {
+    for key in [
+        "agent_secret_token",
+        "agent_secret_token_pregenerated",
+        "agent_url",
+        "agent_verify_ca",
+        "agent_last_heartbeat",
+    ] {
+        node.driver_internal_info.remove(key);
+    }
 }
 
 /// `fail` with Ironic's `last_error`.
