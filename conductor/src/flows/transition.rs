@@ -59,12 +59,14 @@ pub fn fire(
         from = n.provision_state.clone();
         apply(n, event)?;
         also(n);
-        // Ironic wipes the agent's token and URL when a flow fails or is
-        // aborted, and when it ends in a state that expects no agent unless
-        // fast track keeps the ramdisk running: a stale agent (or whoever
-        // learnt its token) must not drive the node afterwards.
-        let ended = !fsm::lookup_allowed(&n.provision_state, false);
-        if matches!(event, Event::Fail | Event::Abort) || (ended && !flows.config.fast_track) {
+        // Ironic (wipe_deploy/cleaning_internal_info, the error handlers)
+        // wipes the agent's token and URL when a flow fails, is aborted or
+        // ends in a state that expects no agent, unless fast track may use
+        // the running ramdisk next: a stale agent (or whoever learnt its
+        // token) must not drive the node afterwards.
+        let ended = matches!(event, Event::Fail | Event::Abort)
+            || !fsm::lookup_allowed(&n.provision_state, false);
+        if ended && !flows.agent_alive(n) {
             wipe_token_and_url(n);
         }
         Ok(())

@@ -142,6 +142,18 @@ pub fn parse_power_status(out: &str) -> Option<&'static str> {
     }
 }
 
+/// The first line of ipmitool's output, cut short: what the BMC answered
+/// must not flow into API errors beyond a status line.
+fn short_line(out: &[u8]) -> String {
+    const MAX: usize = 160;
+    let text = String::from_utf8_lossy(out);
+    let line = text.trim().lines().next().unwrap_or_default();
+    match line.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -166,17 +178,5 @@ mod tests {
             Some(POWER_OFF)
         );
         assert_eq!(parse_power_status("garbage"), None);
-    }
-}
-
-/// The first line of ipmitool's output, cut short: what the BMC answered
-/// must not flow into API errors beyond a status line.
-fn short_line(out: &[u8]) -> String {
-    const MAX: usize = 160;
-    let text = String::from_utf8_lossy(out);
-    let line = text.trim().lines().next().unwrap_or_default();
-    match line.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &line[..cut]),
-        None => line.to_string(),
     }
 }
