@@ -61,12 +61,13 @@ pub fn fire(
         also(n);
         // Ironic (wipe_deploy/cleaning_internal_info, the error handlers)
         // wipes the agent's token and URL when a flow fails, is aborted or
-        // ends in a state that expects no agent, unless fast track may use
-        // the running ramdisk next: a stale agent (or whoever learnt its
-        // token) must not drive the node afterwards.
+        // ends in a state that expects no agent, unless it is
+        // `fast_track_able` (fast track on, no last_error): a stale agent
+        // (or whoever learnt its token) must not drive the node afterwards.
         let ended = matches!(event, Event::Fail | Event::Abort)
             || !fsm::lookup_allowed(&n.provision_state, false);
-        if ended && !flows.agent_alive(n) {
+        let fast_track_able = flows.config.fast_track && n.last_error.is_none();
+        if ended && !fast_track_able {
             wipe_token_and_url(n);
         }
         Ok(())
