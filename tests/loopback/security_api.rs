@@ -520,3 +520,64 @@ async fn the_data_dir_and_database_are_private() {
     }
     assert_eq!(mode(&db), 0o600);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_deploy_step_shows_no_image_credentials_or_config_drive() {
+    use ferrite_tests::image_server::ImageServer;
+    use ferrite_tests::images::{make_raw, sha256_file, LoopDevice};
+    use ferrite_tests::Agent;
+
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_raw(&dir.path().join("disk.raw"), 16 << 20);
+    let sum = sha256_file(&raw);
+    let server = ImageServer::start(dir.path().to_path_buf()).await;
+    server.faults().rate = 1 << 20; // a write that runs long enough to look at
+    let disk = LoopDevice::new(dir.path(), "target.loop", 1 << 30, true);
+    let c = Conductor::start(&["--fast-track", "true"]).await;
+    let node = c
+        .create_node(
+            json!({"driver": "fake-hardware", "name": "step-args", "automated_clean": false}),
+        )
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
+    c.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
+    assert_eq!(c.act(&uuid, json!({"target": "provide"})).await.0, 202);
+    c.wait_state(&uuid, "available", Duration::from_secs(30))
+        .await;
+    let mac = "52:54:00:5e:c0:03";
+    c.create_port(&uuid, mac).await;
+    let disks = format!("ferrite-disks={}", disk.path.display());
+    let _agent = Agent::start(&c.url, &[mac], &[&disks]);
+    c.wait_agent(&uuid).await;
+    let source = server
+        .url_of("disk.raw")
+        .replacen("http://", "http://bob:URL-SECRET@", 1);
+    c.patch_node(
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": source, "image_checksum": sum, "image_disk_format": "raw"}}]),
+    )
+    .await;
+    let deploy = json!({"target": "active",
+                        "configdrive": {"meta_data": {"hostname": "CD-HOSTNAME"}}});
+    assert_eq!(c.act(&uuid, deploy).await.0, 202);
+    let running = wait_for("write_image running", Duration::from_secs(60), || {
+        let n = c.node(&uuid);
+        async move {
+            let n = n.await;
+            (n["deploy_step"]["step"] == "write_image").then_some(n)
+        }
+    })
+    .await;
+    let text = running.to_string();
+    assert!(!text.contains("URL-SECRET"), "{}", running["deploy_step"]);
+    assert!(!text.contains("bob:"), "{}", running["deploy_step"]);
+    assert!(!text.contains("CD-HOSTNAME"), "{}", running["deploy_step"]);
+    let args = &running["deploy_step"]["args"];
+    assert!(args.is_object(), "{running}");
+    if !args["configdrive"].is_null() {
+        assert_eq!(args["configdrive"], "******", "{args}");
+    }
+}
