@@ -581,3 +581,70 @@ async fn a_running_deploy_step_shows_no_image_credentials_or_config_drive() {
         assert_eq!(args["configdrive"], "******", "{args}");
     }
 }
+
+/// Put a node straight into `state` in the conductor's database.
+fn force_state(c: &Conductor, uuid: &str, state: &str) {
+    let db = rusqlite::Connection::open(c.data_dir().join("ferrite.sqlite")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE nodes SET provision_state = ?2, \
+             data = json_set(data, '$.provision_state', ?2) WHERE uuid = ?1",
+            [uuid, state],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+async fn continue_inspection(c: &Conductor, query: &str, body: &Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/continue_inspection{query}", c.url))
+        .header("X-OpenStack-Ironic-API-Version", "1.84")
+        .json(body)
+        .send()
+        .await
+        .expect("continue_inspection");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn continue_inspection_hands_out_no_token_for_a_uuid_and_changes_nothing_outside_inspection()
+{
+    let c = Conductor::start(&[]).await;
+    let inventory = |mac: &str| {
+        json!({"inventory": {"interfaces": [{"name": "eth0", "mac_address": mac,
+                                             "ipv4_address": "192.0.2.10"}],
+                             "cpu": {"count": 8, "architecture": "x86_64"},
+                             "memory": {"physical_mb": 4096}}})
+    };
+
+    // Waiting for inspection, but the caller only names the UUID.
+    let waiting = c
+        .create_node(json!({"driver": "fake-hardware", "name": "insp-wait"}))
+        .await;
+    let waiting = waiting["uuid"].as_str().unwrap().to_string();
+    force_state(&c, &waiting, "inspect wait");
+    let (code, body) = continue_inspection(
+        &c,
+        &format!("?node_uuid={waiting}"),
+        &inventory("52:54:00:5e:c0:10"),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["config"]["agent_token"], Value::Null, "{body}");
+    assert_eq!(c.agent_token(&waiting), None);
+
+    // Not inspecting: refused, no token, no port, no property.
+    let idle = c
+        .create_node(json!({"driver": "fake-hardware", "name": "insp-idle"}))
+        .await;
+    let idle = idle["uuid"].as_str().unwrap().to_string();
+    c.create_port(&idle, "52:54:00:5e:c0:11").await;
+    let (code, body) = continue_inspection(&c, "", &inventory("52:54:00:5e:c0:11")).await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(c.agent_token(&idle), None);
+    let node = c.node(&idle).await;
+    assert_eq!(node["properties"], json!({}), "{node}");
+    let (_, ports) = send(&c, Method::GET, &format!("/v1/nodes/{idle}/ports"), None).await;
+    assert_eq!(ports["ports"].as_array().map(Vec::len), Some(1), "{ports}");
+}
