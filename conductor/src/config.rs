@@ -166,6 +166,12 @@ pub struct ConductorConfig {
     #[arg(long, env = "FERRITE_DEPLOY_LOGS_COLLECT", value_enum,
           default_value_t = DeployLogsCollect::OnFailure)]
     pub deploy_logs_collect: DeployLogsCollect,
+    /// `[conductor]file_url_allowed_paths`: directories `file://` image
+    /// sources may be under, comma-separated. Empty (the default): every
+    /// `file://` source is refused. /dev, /sys, /proc, /boot, /run and /etc
+    /// are refused whatever this says, as in Ironic (OSSA-2025-001).
+    #[arg(long, env = "FERRITE_FILE_URL_ALLOWED_PATHS", value_delimiter = ',')]
+    pub file_url_allowed_paths: Vec<PathBuf>,
     /// `[agent]deploy_logs_local_path`: where the logs go.
     /// Default: <data-dir>/ramdisk-logs.
     #[arg(long, env = "FERRITE_DEPLOY_LOGS_LOCAL_PATH")]

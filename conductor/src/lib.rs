@@ -27,8 +27,7 @@ use axum::Router;
 /// Open the store, free locks a previous run of this host left behind,
 /// and serve the API until the process is stopped.
 pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    private_data_dir(&config)?;
     let store = Arc::new(
         store::Store::open(&config.database_path())
             .with_context(|| format!("opening {}", config.database_path().display()))?,
@@ -115,6 +114,32 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     server::serve(listeners, limits, shutdown_signal())
         .await
         .context("API server failed")
+}
+
+/// The data dir holds the database (BMC passwords, agent tokens) and agent
+/// certificates: 0700, the database and its WAL files 0600, whatever the
+/// umask or an earlier run left. Files made later inherit the umask 077.
+fn private_data_dir(config: &config::ConductorConfig) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))?;
+    let db = config.database_path();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private", path.display()))?;
+        }
+    }
+    let certs = config.certificates_dir();
+    if certs.is_dir() {
+        std::fs::set_permissions(&certs, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", certs.display()))?;
+    }
+    Ok(())
 }
 
 /// SIGINT or SIGTERM: finish in-flight requests, then stop.

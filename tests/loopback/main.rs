@@ -11,6 +11,7 @@ mod ipmi;
 mod lookup_heartbeat;
 mod ramdisk_logs;
 mod redfish;
+mod security_api;
 
 use ferrite_tests::{Agent, Conductor};
 use serde_json::Value;

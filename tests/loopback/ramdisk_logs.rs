@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferrite_tests::image_server::ImageServer;
 use ferrite_tests::images::{make_raw, LoopDevice};
 use ferrite_tests::recorder::{CommandFault, Recorder};
-use ferrite_tests::{Agent, Conductor};
+use ferrite_tests::{wait_for, Agent, Conductor};
 use serde_json::{json, Value};
 
 const INSTANCE: &str = "6f1d3c52-8b0e-4b8e-9d55-0a4f3e1c2b7a";
@@ -83,7 +83,12 @@ async fn deploy_and_fail(c: &Conductor, uuid: &str) -> String {
             && error.to_lowercase().contains("checksum"),
         "{error}"
     );
-    assert_eq!(failed["power_state"], "power off", "{failed}");
+    // The power off follows the failure (Ironic's order): wait for it.
+    wait_for("power off after the failure", WAIT, || {
+        let n = c.node(uuid);
+        async move { (n.await["power_state"] == "power off").then_some(()) }
+    })
+    .await;
     error
 }
 
@@ -136,7 +141,7 @@ async fn failed_deploy_and_clean_keep_the_ramdisk_logs() {
     let bench = Bench::new().await;
     let c = Conductor::start(&["--fast-track", "true"]).await;
     let uuid = node_with_bad_image(&c, &bench, "logs-0", "52:54:00:1c:00:01").await;
-    let _agent = Agent::start(&c.url, &["52:54:00:1c:00:01"], &[&bench.disks_param()]);
+    let agent = Agent::start(&c.url, &["52:54:00:1c:00:01"], &[&bench.disks_param()]);
     c.wait_agent(&uuid).await;
 
     let error = deploy_and_fail(&c, &uuid).await;
@@ -155,6 +160,11 @@ async fn failed_deploy_and_clean_keep_the_ramdisk_logs() {
     c.wait_state(&uuid, "available", WAIT).await;
     assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
     c.wait_state(&uuid, "manageable", WAIT).await;
+    // The failed deploy powered the machine off, which ends its ramdisk and
+    // wipes the token; fake power cannot stop the process, so do it here.
+    drop(agent);
+    let _agent = Agent::start(&c.url, &["52:54:00:1c:00:01"], &[&bench.disks_param()]);
+    c.wait_agent(&uuid).await;
     let steps = json!([{"interface": "deploy", "step": "burnin_cpu",
                         "args": {"agent_burnin_cpu_timeout": "soon"}}]);
     assert_eq!(
@@ -202,7 +212,7 @@ async fn bad_or_missing_logs_do_not_mask_the_failure() {
     let c = Conductor::start(&["--fast-track", "true"]).await;
     let recorder = Recorder::start(&c.url).await;
     let uuid = node_with_bad_image(&c, &bench, "logs-bad", "52:54:00:1c:00:03").await;
-    let _agent = Agent::start(
+    let agent = Agent::start(
         &recorder.api_url,
         &["52:54:00:1c:00:03"],
         &[&bench.disks_param()],
@@ -221,7 +231,16 @@ async fn bad_or_missing_logs_do_not_mask_the_failure() {
     );
     assert!(files_in(&logs_dir).is_empty(), "{:?}", files_in(&logs_dir));
 
-    // Again, the agent gone mid-answer.
+    // Again, the agent gone mid-answer. The failure's power off ended the
+    // ramdisk and wiped its token; fake power cannot stop the process, so a
+    // new one looks the node up once the deploy boots "it".
+    drop(agent);
+    let _agent = Agent::start(
+        &recorder.api_url,
+        &["52:54:00:1c:00:03"],
+        &[&bench.disks_param()],
+    );
+    let token = first_token(c.data_dir().join("ferrite.sqlite"), uuid.clone());
     recorder.fault_command("log.collect_system_logs", CommandFault::Hangup);
     c.patch_node(
         &uuid,
@@ -233,8 +252,11 @@ async fn bad_or_missing_logs_do_not_mask_the_failure() {
         error.contains(". Ramdisk logs could not be collected: agent unreachable at https://"),
         "{error}"
     );
+    let token = token
+        .join()
+        .expect("token watcher")
+        .expect("a token issued");
     // The agent's token is in the URL's query; it stays out of last_error.
-    let token = c.agent_token(&uuid).expect("token");
     assert!(!error.contains(&token), "{error}");
     assert!(files_in(&logs_dir).is_empty());
     // The spoiled call reached the agent and is recorded; the hung-up one
@@ -300,4 +322,29 @@ async fn always_keeps_the_logs_of_a_clean_that_succeeds() {
             .any(|e| e["event"] == named.as_str()),
         "{history}"
     );
+}
+
+/// Watch the conductor's database for the node's next agent token (the
+/// flow wipes it again when it fails, so it must be caught while it lives).
+fn first_token(db: PathBuf, uuid: String) -> std::thread::JoinHandle<Option<String>> {
+    std::thread::spawn(move || {
+        for _ in 0..2400 {
+            let token = rusqlite::Connection::open(&db).ok().and_then(|conn| {
+                let data: String = conn
+                    .query_row("SELECT data FROM nodes WHERE uuid = ?1", [&uuid], |r| {
+                        r.get(0)
+                    })
+                    .ok()?;
+                let node: Value = serde_json::from_str(&data).ok()?;
+                node["driver_internal_info"]["agent_secret_token"]
+                    .as_str()
+                    .map(str::to_string)
+            });
+            if token.is_some() {
+                return token;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
 }

@@ -161,6 +161,12 @@ fn node_bmc_addresses(node: &Node) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether one of `addresses` is a BMC address of the node.
+pub fn bmc_matches(node: &Node, addresses: &[String]) -> bool {
+    let known = node_bmc_addresses(node);
+    addresses.iter().any(|a| known.contains(a))
+}
+
 /// Ironic's `inspect_utils.lookup_node`: by UUID, by port MACs, by BMC
 /// address; any ambiguity or a node in the wrong state is a bare 404.
 pub fn lookup_node(

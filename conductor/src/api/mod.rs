@@ -9,6 +9,7 @@ mod patch;
 mod ports;
 mod ramdisk;
 mod root;
+mod secrets;
 mod states;
 pub mod version;
 pub mod views;

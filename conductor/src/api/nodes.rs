@@ -69,6 +69,7 @@ pub async fn create(
     body: Bytes,
 ) -> ApiResult<Response> {
     let body: Map<String, Value> = parse_body(&body)?;
+    patch::check_bounds(&Value::Object(body.clone()))?;
     if let Some(bad) = body
         .keys()
         .find(|k| !WRITABLE.contains(&k.as_str()) && !CREATE_ONLY.contains(&k.as_str()))
@@ -253,7 +254,7 @@ pub async fn update(
             return Err(ApiError::node_locked(&node.uuid, holder));
         }
         let old_driver = node.driver.clone();
-        let patched: Node = patch::apply(&*node, &body, WRITABLE)?;
+        let patched: Node = patch::apply(&*node, &body, WRITABLE, super::secrets::mask_node_value)?;
         validate(&state, &patched)?;
         *node = patched;
         if node.driver != old_driver {

@@ -167,7 +167,7 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let port = state.store.get_port(&uuid)?;
-    let mut patched: Port = patch::apply(&port, &body, WRITABLE)?;
+    let mut patched: Port = patch::apply(&port, &body, WRITABLE, |_| {})?;
     validate(&state, &mut patched)?;
     patched.updated_at = Some(api_now());
     state.store.update_port(&patched)?;

@@ -50,7 +50,16 @@ pub async fn lookup(
         .get("addresses")
         .map(|a| a.split(',').filter_map(normalize_mac).collect())
         .unwrap_or_default();
-    let node_uuid = params.get("node_uuid").filter(|u| !u.is_empty());
+    // A UUID only: a name would let anyone who can guess one look it up.
+    let node_uuid = params
+        .get("node_uuid")
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            uuid::Uuid::parse_str(u)
+                .map(|u| u.to_string())
+                .map_err(|_| ApiError::bad_request(format!("Expected a UUID for node_uuid: {u}")))
+        })
+        .transpose()?;
     if macs.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request(
             "Incomplete lookup request: at least one valid MAC address in 'addresses' or a 'node_uuid' is required",
@@ -58,7 +67,7 @@ pub async fn lookup(
     }
     // Deliberately the same 404 for "no such node" and "not allowed now".
     let not_found = || ApiError::not_found("The resource could not be found.");
-    let uuid = match node_uuid {
+    let uuid = match &node_uuid {
         Some(uuid) => state.store.get_node(uuid).map_err(|_| not_found())?.uuid,
         None => {
             let mut owners = BTreeSet::new();
@@ -80,12 +89,34 @@ pub async fn lookup(
         return Err(not_found());
     }
 
-    Ok(Json(node_with_token(&state, &uuid, version)?))
+    // The token goes only to a caller that shows one of the node's MACs:
+    // a UUID is not a secret (it is in logs, URLs and the boot script).
+    let issue = owns_a_mac(&state, &uuid, &macs)?;
+    Ok(Json(node_with_token(&state, &uuid, version, issue)?))
+}
+
+/// Whether one of `macs` is a port of the node.
+fn owns_a_mac(state: &AppState, uuid: &str, macs: &[String]) -> ApiResult<bool> {
+    for mac in macs {
+        if state
+            .store
+            .port_by_address(mac)?
+            .is_some_and(|p| p.node_uuid == uuid)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Ironic's `get_node_with_token` + `convert_with_links`: the lookup body,
-/// issuing the agent token on first use (a mask afterwards).
-fn node_with_token(state: &AppState, uuid: &str, version: ApiVersion) -> ApiResult<LookupResponse> {
+/// issuing the agent token on first use (a mask afterwards) when `issue`.
+fn node_with_token(
+    state: &AppState,
+    uuid: &str,
+    version: ApiVersion,
+    issue: bool,
+) -> ApiResult<LookupResponse> {
     let cfg = &state.config;
     let node = state.store.get_node(uuid)?;
     // The token is handed out once per ramdisk boot; later lookups see a mask.
@@ -95,16 +126,20 @@ fn node_with_token(state: &AppState, uuid: &str, version: ApiVersion) -> ApiResu
             if let Some(holder) = &n.reservation {
                 return Err(ApiError::node_locked(&n.uuid, holder));
             }
-            token = Some(match n.driver_internal_info.get(TOKEN_KEY) {
-                Some(_) => MASKED_TOKEN.to_string(),
+            token = match n.driver_internal_info.get(TOKEN_KEY) {
+                Some(_) => Some(MASKED_TOKEN.to_string()),
+                None if !issue => {
+                    info!(node = %n.uuid, "lookup without a MAC of the node: no agent token");
+                    None
+                }
                 None => {
                     let t = new_token();
                     n.driver_internal_info
                         .insert(TOKEN_KEY.into(), Value::String(t.clone()));
                     info!(node = %n.uuid, "agent token issued");
-                    t
+                    Some(t)
                 }
-            });
+            };
             Ok(())
         })?
     } else {
@@ -208,7 +243,10 @@ pub async fn continue_inspection(
     }
     // As Ironic: the token is taken before the (possibly long) processing.
     let answer = if new_style {
-        serde_json::to_value(node_with_token(&state, &node.uuid, version)?)
+        // As lookup: the token only for a ramdisk that shows the node's
+        // MACs or its BMC address, not for one that just names its UUID.
+        let issue = owns_a_mac(&state, &node.uuid, &macs)? || inspection::bmc_matches(&node, &bmc);
+        serde_json::to_value(node_with_token(&state, &node.uuid, version, issue)?)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     } else {
         json!({ "uuid": node.uuid })
@@ -245,7 +283,8 @@ pub async fn heartbeat(
     }
     let certs = state.config.certificates_dir();
     let require_tls = state.config.require_tls;
-    let node = state.store.update_node::<ApiError, _>(&ident, |node| {
+    let fast_track = state.config.fast_track;
+    let updated = state.store.update_node::<ApiError, _>(&ident, |node| {
         let dii = &node.driver_internal_info;
         let recorded_url = dii
             .get("agent_url")
@@ -257,10 +296,15 @@ pub async fn heartbeat(
             }
         }
         let expected = dii.get(TOKEN_KEY).and_then(Value::as_str);
-        if expected.is_none() || expected != hb.agent_token.as_deref() {
+        if !tokens_match(expected, hb.agent_token.as_deref()) {
             return Err(ApiError::bad_request(
                 "Invalid or missing agent token received.",
             ));
+        }
+        // Ironic's heartbeat_allowed: a beat in a state that expects none
+        // is answered (202) but changes nothing.
+        if !fsm::lookup_allowed(&node.provision_state, fast_track) {
+            return Err(ignored_heartbeat());
         }
         if hb.agent_version.is_none() && hb.agent_status.is_none() {
             return Err(ApiError::bad_request(
@@ -312,8 +356,30 @@ pub async fn heartbeat(
         }
         dii.insert("agent_last_heartbeat".into(), Value::String(internal_now()));
         Ok(())
-    })?;
+    });
+    let node = match updated {
+        Err(e) if e.status == StatusCode::ACCEPTED => {
+            info!(node = %ident, "heartbeat in a state that expects none: not taking any action");
+            return Ok(StatusCode::ACCEPTED);
+        }
+        other => other?,
+    };
     debug!(node = %node.uuid, state = %node.provision_state, "heartbeat");
     state.flows.on_heartbeat(node.uuid);
     Ok(StatusCode::ACCEPTED)
+}
+
+/// The marker [`heartbeat`] uses to leave the node untouched (never sent).
+fn ignored_heartbeat() -> ApiError {
+    ApiError::new(StatusCode::ACCEPTED, "heartbeat ignored")
+}
+
+/// Compare the agent's token with the stored one in constant time, so that
+/// response timing tells nothing about how much of a guess was right.
+fn tokens_match(expected: Option<&str>, given: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    match (expected, given) {
+        (Some(e), Some(g)) => e.as_bytes().ct_eq(g.as_bytes()).into(),
+        _ => false,
+    }
 }

@@ -157,6 +157,11 @@ pub async fn power(
     let driver = PowerDriver::for_node(&node).map_err(|e| ApiError::bad_request(e.to_string()))?;
     state.store.update_node::<StoreError, _>(&node.uuid, |n| {
         n.target_power_state = Some(action.result().to_string());
+        // Power off and reboot end the running ramdisk (Ironic's
+        // wipe_internal_info_on_power_off).
+        if action != PowerAction::On {
+            crate::flows::wipe_token_and_url(n);
+        }
         Ok(())
     })?;
     let store = state.store.clone();
@@ -238,7 +243,7 @@ pub async fn validate(
         Ok(_) => ok(),
         Err(e) => bad(e.to_string()),
     };
-    let deploy = match crate::flows::validate_deploy(&node) {
+    let deploy = match crate::flows::validate_deploy(&node, &state.config.file_url_allowed_paths) {
         Ok(()) => ok(),
         Err(e) => bad(e),
     };

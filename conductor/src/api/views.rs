@@ -119,6 +119,7 @@ pub fn node_full(node: &Node, base: &str) -> Map<String, Value> {
         _ => Map::new(),
     };
     mask_node_secrets(&mut map);
+    super::secrets::mask_node_view(&mut map);
     let id = &node.uuid;
     map.insert("links".into(), links(base, "nodes", id, ""));
     for sub in ["ports", "portgroups", "states", "volume"] {

@@ -32,7 +32,8 @@ fn info_str<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
 }
 
 /// Ironic's deploy validation of `instance_info`, with its message.
-pub fn validate(node: &Node) -> Result<(), String> {
+/// `file_allowed` is `[conductor]file_url_allowed_paths`.
+pub fn validate(node: &Node, file_allowed: &[std::path::PathBuf]) -> Result<(), String> {
     let mut missing = Vec::new();
     if info_str(node, "image_source").is_none() {
         missing.push("image_source");
@@ -58,6 +59,14 @@ pub fn validate(node: &Node) -> Result<(), String> {
             "Failed to validate deploy or power info for node {}. Error: image_source {source} is not an http(s) or file URL (this conductor has no image service)",
             node.uuid
         ));
+    }
+    if source.starts_with("file://") {
+        super::file_url::check(source, file_allowed).map_err(|why| {
+            format!(
+                "Failed to validate deploy or power info for node {}. Error: image_source {source} is refused: {why}",
+                node.uuid
+            )
+        })?;
     }
     if info_str(node, "image_checksum").is_none() && info_str(node, "image_os_hash_value").is_none()
     {
@@ -422,13 +431,13 @@ mod tests {
 
     #[test]
     fn validation_and_image_info() {
-        let err = validate(&node(json!({}))).unwrap_err();
+        let err = validate(&node(json!({})), &[]).unwrap_err();
         assert!(err.contains("Missing are: [\"image_source\"]"), "{err}");
         let ok = node(
             json!({"image_source": "http://h/img/disk.qcow2", "image_checksum": "abc",
                              "image_disk_format": "qcow2"}),
         );
-        assert!(validate(&ok).is_ok());
+        assert!(validate(&ok, &[]).is_ok());
         let info = image_info(&ok);
         assert_eq!(info["id"], "disk.qcow2");
         assert_eq!(info["urls"], json!(["http://h/img/disk.qcow2"]));
@@ -443,6 +452,8 @@ mod tests {
         assert_eq!(info["root_mb"], 10240);
         assert_eq!(info["deploy_boot_mode"], "uefi");
         let glance = node(json!({"image_source": "7b2f-glance-id", "image_checksum": "abc"}));
-        assert!(validate(&glance).unwrap_err().contains("not an http(s)"));
+        assert!(validate(&glance, &[])
+            .unwrap_err()
+            .contains("not an http(s)"));
     }
 }

@@ -6,6 +6,7 @@
 
 mod cleaning;
 mod deploy;
+mod file_url;
 mod logs;
 mod power;
 mod steps_cache;
@@ -26,6 +27,7 @@ use transition::TransitionError;
 
 pub use deploy::validate as validate_deploy;
 pub use steps_cache::CACHE_KEY;
+pub use transition::wipe_token_and_url;
 
 pub struct Flows {
     store: Arc<Store>,
@@ -129,7 +131,8 @@ impl Flows {
             .into());
         }
         if event == Event::Deploy || event == Event::Rebuild {
-            deploy::validate(&node).map_err(RequestError::Invalid)?;
+            deploy::validate(&node, &self.config.file_url_allowed_paths)
+                .map_err(RequestError::Invalid)?;
         }
         let lock = self
             .reserve(&node.uuid)
@@ -306,7 +309,12 @@ impl Flows {
             return false;
         };
         let age = chrono::Utc::now().naive_utc() - last;
-        node.driver_internal_info.contains_key("agent_url")
+        // Ironic's fast_track_able: a URL is worth nothing if the machine is
+        // off. `fake` power only records what someone else did, so there the
+        // heartbeat is the evidence.
+        let fake_power = node.power_interface.as_deref().unwrap_or("fake") == "fake";
+        (fake_power || node.power_state.as_deref() == Some(crate::power::POWER_ON))
+            && node.driver_internal_info.contains_key("agent_url")
             && age.num_seconds() < self.config.heartbeat_timeout as i64
     }
 
@@ -476,6 +484,9 @@ impl Flows {
     /// states continue on the next heartbeat by themselves.
     pub fn resume_interrupted(self: &Arc<Self>) -> anyhow::Result<()> {
         for node in self.store.list_nodes(&Default::default())? {
+            if node.fault.as_deref() == Some(crate::store::CORRUPT_FAULT) {
+                continue;
+            }
             let state = node.provision_state.as_str();
             if !matches!(
                 state,

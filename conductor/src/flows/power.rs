@@ -9,6 +9,14 @@ use crate::store::{Store, StoreError};
 /// Run a power action through the node's driver and record the result.
 pub async fn set_power(store: &Store, node: &Node, action: PowerAction) -> anyhow::Result<()> {
     let driver = PowerDriver::for_node(node)?;
+    if action != PowerAction::On {
+        // The ramdisk dies with the power: forget its token and URL first,
+        // so that nothing can use them while the action runs.
+        store.update_node::<StoreError, _>(&node.uuid, |n| {
+            super::transition::wipe_token_and_url(n);
+            Ok(())
+        })?;
+    }
     let state = driver.set_state(action).await?;
     store.update_node::<StoreError, _>(&node.uuid, |n| {
         n.power_state = Some(state.to_string());

@@ -59,6 +59,17 @@ pub fn fire(
         from = n.provision_state.clone();
         apply(n, event)?;
         also(n);
+        // Ironic (wipe_deploy/cleaning_internal_info, the error handlers)
+        // wipes the agent's token and URL when a flow fails, is aborted or
+        // ends in a state that expects no agent, unless it is
+        // `fast_track_able` (fast track on, no last_error): a stale agent
+        // (or whoever learnt its token) must not drive the node afterwards.
+        let ended = matches!(event, Event::Fail | Event::Abort)
+            || !fsm::lookup_allowed(&n.provision_state, false);
+        let fast_track_able = flows.config.fast_track && n.last_error.is_none();
+        if ended && !fast_track_able {
+            wipe_token_and_url(n);
+        }
         Ok(())
     })?;
     let to = &node.provision_state;
@@ -82,6 +93,20 @@ pub fn fire(
         tracing::warn!(node = %uuid, error = %e, "could not record node history");
     }
     Ok(node)
+}
+
+/// Ironic's `wipe_token_and_url` (and the heartbeat time, so that fast
+/// track cannot trust a URL that is gone).
+pub fn wipe_token_and_url(node: &mut Node) {
+    for key in [
+        "agent_secret_token",
+        "agent_secret_token_pregenerated",
+        "agent_url",
+        "agent_verify_ca",
+        "agent_last_heartbeat",
+    ] {
+        node.driver_internal_info.remove(key);
+    }
 }
 
 /// `fail` with Ironic's `last_error`.

@@ -80,7 +80,7 @@ impl Ipmi {
             return Err(PowerError::Failed(format!(
                 "ipmitool {} failed: {}",
                 args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
+                short_line(&out.stderr)
             )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -88,9 +88,12 @@ impl Ipmi {
 
     pub async fn get_state(&self) -> Result<String, PowerError> {
         let out = self.run(&["power", "status"]).await?;
-        parse_power_status(&out)
-            .map(str::to_string)
-            .ok_or_else(|| PowerError::Failed(format!("unexpected ipmitool output: {out}")))
+        parse_power_status(&out).map(str::to_string).ok_or_else(|| {
+            PowerError::Failed(format!(
+                "unexpected ipmitool output: {}",
+                short_line(out.as_bytes())
+            ))
+        })
     }
 
     pub async fn set_state(&self, action: PowerAction) -> Result<(), PowerError> {
@@ -136,6 +139,18 @@ pub fn parse_power_status(out: &str) -> Option<&'static str> {
         Some(POWER_OFF)
     } else {
         None
+    }
+}
+
+/// The first line of ipmitool's output, cut short: what the BMC answered
+/// must not flow into API errors beyond a status line.
+fn short_line(out: &[u8]) -> String {
+    const MAX: usize = 160;
+    let text = String::from_utf8_lossy(out);
+    let line = text.trim().lines().next().unwrap_or_default();
+    match line.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_string(),
     }
 }
 

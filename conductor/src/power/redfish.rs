@@ -6,6 +6,11 @@ use serde_json::{json, Map, Value};
 
 use super::{BootDevice, PowerAction, PowerError, POWER_OFF, POWER_ON};
 
+/// The largest Redfish answer read: a ComputerSystem resource is a few KiB.
+const MAX_BODY: usize = 256 << 10;
+/// Whole-request bound (connect, headers and body), as sushy's timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct Redfish {
     client: reqwest::Client,
     system_url: String,
@@ -56,7 +61,8 @@ impl Redfish {
         };
         let client = reqwest::Client::builder()
             .danger_accept_invalid_certs(!verify)
-            .timeout(Duration::from_secs(60))
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| PowerError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
@@ -75,19 +81,34 @@ impl Redfish {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, PowerError> {
-        let resp = self
+        // Errors name the step and the HTTP status only: the URL may carry
+        // credentials, and a BMC's body is whatever the address in
+        // driver_info pointed at (SSRF), so neither reaches the API.
+        let mut resp = self
             .auth(req)
             .send()
             .await
-            .map_err(|e| PowerError::Failed(format!("Redfish {what}: {e}")))?;
+            .map_err(|e| PowerError::Failed(format!("Redfish {what}: {}", e.without_url())))?;
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
         if !status.is_success() {
             return Err(PowerError::Failed(format!(
-                "Redfish {what} failed with HTTP {status}: {body}"
+                "Redfish {what} failed: the BMC returned HTTP {status}"
             )));
         }
-        Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| PowerError::Failed(format!("Redfish {what}: {}", e.without_url())))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(PowerError::Failed(format!(
+                    "Redfish {what} failed: the BMC's answer is larger than {MAX_BODY} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
     pub async fn get_state(&self) -> Result<String, PowerError> {

@@ -15,7 +15,7 @@ use rusqlite::Connection;
 
 pub use history::HistoryEvent;
 pub use inventory::StoredInventory;
-pub use nodes::NodeQuery;
+pub use nodes::{NodeQuery, CORRUPT_FAULT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -15,15 +15,67 @@ pub struct NodeQuery {
     pub resource_class: Option<String>,
 }
 
-fn node_from_row(row: &Row<'_>) -> rusqlite::Result<(String, Option<String>)> {
-    Ok((row.get("data")?, row.get("reservation")?))
+/// `maintenance_reason`/`fault` of a node whose stored record cannot be read.
+pub const CORRUPT_FAULT: &str = "corrupt record";
+
+/// One row: the JSON document plus the columns kept beside it.
+struct NodeRow {
+    data: String,
+    reservation: Option<String>,
+    uuid: String,
+    name: Option<String>,
+    instance_uuid: Option<String>,
+    provision_state: String,
 }
 
-fn decode((data, reservation): (String, Option<String>)) -> StoreResult<Node> {
-    let mut node: Node = serde_json::from_str(&data)?;
+const COLUMNS: &str = "data, reservation, uuid, name, instance_uuid, provision_state";
+
+fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRow> {
+    Ok(NodeRow {
+        data: row.get("data")?,
+        reservation: row.get("reservation")?,
+        uuid: row.get("uuid")?,
+        name: row.get("name")?,
+        instance_uuid: row.get("instance_uuid")?,
+        provision_state: row.get("provision_state")?,
+    })
+}
+
+fn decode(row: NodeRow) -> StoreResult<Node> {
+    let mut node: Node = serde_json::from_str(&row.data)?;
     // The lock lives only in its column, so that taking it is one atomic UPDATE.
-    node.reservation = reservation;
+    node.reservation = row.reservation;
     Ok(node)
+}
+
+/// For reads: a record that does not parse (written by hand, or by an older
+/// bug) must not take listing or start-up down with it. It is shown from
+/// its columns, in maintenance with the reason, so an operator sees it and
+/// can delete it; writes still refuse it ([`decode`]), so nothing
+/// overwrites the original bytes.
+fn decode_or_degraded(row: NodeRow) -> Node {
+    let columns = Node {
+        uuid: row.uuid.clone(),
+        name: row.name.clone(),
+        instance_uuid: row.instance_uuid.clone(),
+        provision_state: row.provision_state.clone(),
+        reservation: row.reservation.clone(),
+        ..Node::default()
+    };
+    match decode(row) {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::error!(node = %columns.uuid, error = %e, "stored node record is corrupt; showing it degraded");
+            Node {
+                maintenance: true,
+                maintenance_reason: Some(format!(
+                    "The stored record of this node is corrupt ({e}); delete the node and enroll it again"
+                )),
+                fault: Some(CORRUPT_FAULT.into()),
+                ..columns
+            }
+        }
+    }
 }
 
 fn not_found(ident: &str) -> StoreError {
@@ -47,21 +99,21 @@ impl Store {
         let row = self
             .conn()
             .query_row(
-                "SELECT data, reservation FROM nodes WHERE uuid = ?1 OR name = ?1 ORDER BY uuid = ?1 DESC LIMIT 1",
+                &format!("SELECT {COLUMNS} FROM nodes WHERE uuid = ?1 OR name = ?1 ORDER BY uuid = ?1 DESC LIMIT 1"),
                 params![ident],
                 node_from_row,
             )
             .optional()?;
-        decode(row.ok_or_else(|| not_found(ident))?)
+        Ok(decode_or_degraded(row.ok_or_else(|| not_found(ident))?))
     }
 
     pub fn list_nodes(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT data, reservation FROM nodes ORDER BY id")?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM nodes ORDER BY id"))?;
         let rows = stmt.query_map([], node_from_row)?;
         let mut nodes = Vec::new();
         for row in rows {
-            let node = decode(row?)?;
+            let node = decode_or_degraded(row?);
             if query.matches(&node) {
                 nodes.push(node);
             }
@@ -79,7 +131,7 @@ impl Store {
         let tx = conn.transaction().map_err(StoreError::from)?;
         let row = tx
             .query_row(
-                "SELECT data, reservation FROM nodes WHERE uuid = ?1 OR name = ?1 ORDER BY uuid = ?1 DESC LIMIT 1",
+                &format!("SELECT {COLUMNS} FROM nodes WHERE uuid = ?1 OR name = ?1 ORDER BY uuid = ?1 DESC LIMIT 1"),
                 params![ident],
                 node_from_row,
             )
