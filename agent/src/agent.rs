@@ -103,6 +103,8 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
     if let Some(config) = &found.config {
         ctx.set_lookup_config(config.clone());
     }
+    // An earlier agent process of this boot kept its token: we restarted.
+    let restarted = cfg.agent_token.is_none() && crate::token_store::path(&cfg.run_dir).exists();
     if !accept_token(&ctx, &found) {
         error!(
             "FATAL: the agent token was already handed out and this agent has none; locking down"
@@ -117,14 +119,33 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
         let hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "ferrite-agent".into());
-        let key = match early_key {
-            Some(job) => job.await.context("generating the TLS key")??,
-            None => crate::tls::generate_key()?,
+        // A restarted agent (its token kept) serves the certificate Ironic
+        // already recorded: a new one would fail every heartbeat.
+        let kept = if restarted {
+            AgentCertificate::load(&cfg.run_dir).unwrap_or_else(|e| {
+                warn!(error = %e, "cannot reuse the agent certificate");
+                None
+            })
+        } else {
+            None
         };
-        let cert = AgentCertificate::sign(key, advertise_ip, &hostname)?;
-        if let Err(e) = cert.write_files(&cfg.run_dir) {
-            warn!(error = %e, "cannot keep a copy of the agent certificate");
-        }
+        let cert = match kept {
+            Some(cert) => {
+                info!("serving the certificate of the previous agent process");
+                cert
+            }
+            None => {
+                let key = match early_key {
+                    Some(job) => job.await.context("generating the TLS key")??,
+                    None => crate::tls::generate_key()?,
+                };
+                let cert = AgentCertificate::sign(key, advertise_ip, &hostname)?;
+                if let Err(e) = cert.write_files(&cfg.run_dir) {
+                    warn!(error = %e, "cannot keep a copy of the agent certificate");
+                }
+                cert
+            }
+        };
         let min = tls_min_version(cfg, &found);
         (Some(cert.server_config(min)?), Some(cert.cert_pem.clone()))
     } else {
@@ -171,6 +192,7 @@ fn accept_token(ctx: &AgentContext, found: &LookupResponse) -> bool {
         return ctx.token().is_some();
     }
     if token.len() >= MIN_TOKEN_LEN {
+        crate::token_store::save(&ctx.config.run_dir, &token);
         ctx.set_token(token);
     } else {
         warn!(

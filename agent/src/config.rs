@@ -88,6 +88,12 @@ pub struct Config {
     pub disks: Option<DiskPolicy>,
     /// `ipa-image-download-connection-timeout`: connect and between-chunk timeout.
     pub image_download_timeout: Duration,
+    /// `ipa-image-download-max-duration`: the whole download's deadline
+    /// (IPA >= 11.2; zero: none).
+    pub image_download_max_duration: Duration,
+    /// `ferrite-allow-file-images`: image, checksum and config drive sources
+    /// may be local files (standalone use only; Ironic sends http(s)).
+    pub allow_file_images: bool,
     /// `ipa-image-download-connection-retries`.
     pub image_download_retries: u32,
     /// `ipa-image-download-connection-retry-interval`.
@@ -159,6 +165,8 @@ impl Default for Config {
             tls_min_version: None,
             disks: None,
             image_download_timeout: Duration::from_secs(60),
+            image_download_max_duration: Duration::ZERO,
+            allow_file_images: false,
             image_download_retries: 9,
             image_download_retry_interval: Duration::from_secs(10),
             hardware_initialization_delay: Duration::ZERO,
@@ -279,6 +287,13 @@ impl Config {
             "ipa-image-download-connection-timeout" => {
                 self.image_download_timeout =
                     parse_secs("ipa-image-download-connection-timeout", value, true)?
+            }
+            "ipa-image-download-max-duration" => {
+                self.image_download_max_duration =
+                    parse_secs("ipa-image-download-max-duration", value, true)?
+            }
+            "ferrite-allow-file-images" => {
+                self.allow_file_images = parse_bool("ferrite-allow-file-images", value)?
             }
             "ipa-image-download-connection-retries" => {
                 self.image_download_retries =

@@ -110,6 +110,15 @@ impl RestError {
             .with(format!("Download of image {image_id} failed: {msg}"))
     }
 
+    pub fn image_download_timeout(image_id: &str, msg: impl std::fmt::Display) -> Self {
+        Self::base(
+            "ImageDownloadTimeoutError",
+            408,
+            "Timeout reached while downloading image",
+        )
+        .with(format!("Download of image {image_id} failed: {msg}"))
+    }
+
     pub fn image_checksum(image_id: &str, location: &str, expected: &str, actual: &str) -> Self {
         Self::base("ImageChecksumError", 500, "Error verifying image checksum").with(format!(
             "Image failed to verify against checksum. location: {location}; image ID: {image_id}; \

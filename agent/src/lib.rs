@@ -18,6 +18,8 @@ pub mod ironic;
 pub mod logbuf;
 pub mod logfile;
 pub mod power;
+pub mod secret_file;
 pub mod state;
 pub mod timeline;
 pub mod tls;
+pub mod token_store;

@@ -29,7 +29,12 @@ pub struct AgentContext {
 
 impl AgentContext {
     pub fn new(config: Config, logs: LogBuffer, hardware: HardwareManagers) -> Arc<Self> {
-        let token = config.agent_token.clone();
+        // A token from the kernel command line, else one an earlier agent
+        // process of this boot kept (we were restarted).
+        let token = config
+            .agent_token
+            .clone()
+            .or_else(|| crate::token_store::load(&config.run_dir));
         Arc::new(Self {
             config,
             started_at: SystemTime::now()
@@ -139,6 +144,8 @@ pub struct PartitionImage {
     pub partitions: Vec<(String, PathBuf)>,
 }
 
+/// `subtle`'s comparison: no early exit the optimiser could introduce.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }

@@ -63,11 +63,37 @@ impl AgentCertificate {
         })
     }
 
+    /// The certificate an earlier agent process of this boot wrote with
+    /// [`write_files`](Self::write_files): Ironic refuses a heartbeat whose
+    /// `agent_verify_ca` changed, so a restarted agent must keep it.
+    pub fn load(dir: &Path) -> anyhow::Result<Option<Self>> {
+        use rustls::pki_types::pem::PemObject;
+        let Some(key_pem) = crate::secret_file::read_private(&dir.join("agent.key"))? else {
+            return Ok(None);
+        };
+        let cert_pem = match fs::read_to_string(dir.join("agent.crt")) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("reading agent.crt"),
+        };
+        let key_pem = String::from_utf8(key_pem).context("agent.key is not PEM")?;
+        let key = KeyPair::from_pem(&key_pem).context("parsing agent.key")?;
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).context("parsing agent.crt")?;
+        Ok(Some(Self {
+            cert_pem,
+            key_pem,
+            cert_der,
+            key_der: key.serialize_der(),
+        }))
+    }
+
     /// Keep copies where IPA keeps them, for operators poking at a ramdisk.
     pub fn write_files(&self, dir: &Path) -> anyhow::Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         fs::write(dir.join("agent.crt"), &self.cert_pem).context("writing agent.crt")?;
-        fs::write(dir.join("agent.key"), &self.key_pem).context("writing agent.key")?;
+        crate::secret_file::write_private(&dir.join("agent.key"), self.key_pem.as_bytes())
+            .context("writing agent.key")?;
         Ok(())
     }
 

@@ -3,8 +3,10 @@
 //! devices, compared byte for byte with `qemu-img convert -O raw`.
 
 mod agent_commands;
+mod agent_restart;
 mod faults;
 mod formats;
+mod hostile;
 mod loopdev;
 
 use std::path::{Path, PathBuf};
@@ -12,11 +14,14 @@ use std::process::{Command, Output};
 
 use ferrite_tests::bin;
 
-/// `ferrite-agent write-image` with fast retries.
+/// `ferrite-agent write-image` with fast retries (local sources allowed
+/// explicitly, as standalone use must).
 pub fn write_image(source: &str, target: &Path, extra: &[&str]) -> Output {
+    let local = !source.starts_with("http://") && !source.starts_with("https://");
     Command::new(bin("ferrite-agent"))
+        .arg("write-image")
+        .args(local.then_some("--allow-file-images"))
         .args([
-            "write-image",
             "--retries",
             "3",
             "--retry-interval",

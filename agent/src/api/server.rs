@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -199,9 +198,21 @@ async fn get_command(
 async fn run_command(
     State(state): State<ApiState>,
     Query(params): Params,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, Fault> {
     require_token(&state, &params)?;
+    let body = super::body::read_capped(body).await.map_err(|e| match e {
+        super::body::BodyError::TooLarge => Fault::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "413 Request Entity Too Large: the command body exceeds {} bytes",
+                super::body::MAX_BODY
+            ),
+        ),
+        super::body::BodyError::Read(e) => {
+            Fault::bad_request(format!("reading the request body: {e}"))
+        }
+    })?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| Fault::bad_request(format!("Failed to decode JSON object: {e}")))?;
     let (Some(Value::String(name)), Some(Value::Object(cmd_params))) =

@@ -40,6 +40,12 @@ pub struct WriteImageArgs {
     /// Seconds between retries.
     #[arg(long, default_value_t = 10.0)]
     pub retry_interval: f64,
+    /// Allow a local path or file:// URL as the source (ferrite-allow-file-images).
+    #[arg(long)]
+    pub allow_file_images: bool,
+    /// Seconds the whole download may take (0: no limit).
+    #[arg(long, default_value_t = 0.0)]
+    pub max_duration: f64,
     /// Seconds without data before a connection counts as broken.
     #[arg(long, default_value_t = 60.0)]
     pub read_timeout: f64,
@@ -64,6 +70,10 @@ pub fn run(args: WriteImageArgs) -> anyhow::Result<()> {
             retries: args.retries,
             retry_interval: Duration::from_secs_f64(args.retry_interval.max(0.0)),
             read_timeout: Duration::from_secs_f64(args.read_timeout.max(0.1)),
+            allow_file: args.allow_file_images,
+            max_duration: Duration::try_from_secs_f64(args.max_duration)
+                .ok()
+                .filter(|d| !d.is_zero()),
             ..SourceConfig::default()
         },
         window: None,

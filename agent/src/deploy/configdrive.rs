@@ -53,12 +53,14 @@ pub async fn fetch(
                         "Can't download the configdrive content for node {node} from {s}: {e}"
                     ))
                 })?;
-            let body = resp.bytes().await.map_err(|e| {
+            // base64 of the largest drive allowed, plus line breaks.
+            let cap = max.saturating_mul(4) / 3 + (1 << 20);
+            let body = super::body::read_capped(resp, cap).await.map_err(|e| {
                 fail(format!(
                     "Can't download the configdrive content for node {node} from {s}: {e}"
                 ))
             })?;
-            (body.to_vec(), true)
+            (body, true)
         }
         Value::String(s) => (s.as_bytes().to_vec(), false),
         other => {
@@ -151,7 +153,11 @@ fn read_table(disk: &Path, sector: u64) -> Result<Table, RestError> {
     f.read_exact_at(&mut sig, sector)
         .map_err(|e| fail(format!("reading {name}: {e}")))?;
     if &sig == b"EFI PART" {
-        let gpt = Gpt::read(&f, sector)
+        let sectors = crate::disk::ioctl::device_size(&f)
+            .or_else(|_| f.metadata().map(|m| m.len()))
+            .map_err(|e| fail(format!("reading {name}: {e}")))?
+            / sector;
+        let gpt = Gpt::read(&f, sector, sectors)
             .map_err(|e| fail(format!("reading the GPT of {name}: {e}")))?
             .ok_or_else(|| fail(format!("{name} has no valid primary GPT")))?;
         return Ok(Table::Gpt(
@@ -271,16 +277,21 @@ fn add_gpt(disk: &Path, size: u64, sector: u64) -> Result<Region, RestError> {
         .write(true)
         .open(disk)
         .map_err(err)?;
-    let mut gpt = Gpt::read(&file, sector)
+    let mut gpt = Gpt::read(&file, sector, size / sector)
         .map_err(err)?
         .ok_or_else(|| fail(format!("{name} has no valid primary GPT")))?;
-    gpt.relocate_backup(size / sector);
+    gpt.relocate_backup(size / sector).map_err(err)?;
+    // Checked: the GPT is now bounded by the disk, its entries are not.
     let end = (gpt.last_usable() + 1) * sector;
-    let start = (end - WHOLE_DISK_MAX) / MIB * MIB;
+    let start = end
+        .checked_sub(WHOLE_DISK_MAX)
+        .ok_or_else(|| fail(format!("{name} is too small for a config drive")))?
+        / MIB
+        * MIB;
     if let Some(p) = gpt
         .used()
         .iter()
-        .find(|p| (p.last_lba + 1) * sector > start)
+        .find(|p| p.last_lba.saturating_add(1).saturating_mul(sector) > start)
     {
         return Err(fail(format!(
             "no room for a config drive at the end of {name}: partition {} ({:?}) reaches into the last 64 MiB",
@@ -292,6 +303,7 @@ fn add_gpt(disk: &Path, size: u64, sector: u64) -> Result<Region, RestError> {
         .add(gpt::partition_types::LINUX_FS.guid, first, last, LABEL)
         .map_err(err)?;
     gpt.write(&file).map_err(err)?;
+    file.sync_all().map_err(err)?;
     drop(file);
     let spans: Vec<(u32, u64, u64)> = gpt
         .used()
@@ -330,7 +342,11 @@ fn add_mbr(
     } else {
         size / sector * sector
     };
-    let start = (end - WHOLE_DISK_MAX) / MIB * MIB;
+    let start = end
+        .checked_sub(WHOLE_DISK_MAX)
+        .ok_or_else(|| fail(format!("{name} is too small for a config drive")))?
+        / MIB
+        * MIB;
     if let Some(p) = primaries
         .iter()
         .find(|p| p.start + p.len > start && p.start < end)

@@ -8,6 +8,10 @@ use serde_json::{Map, Value};
 use crate::errors::RestError;
 use crate::image::verify::{find_in_checksums_file, Algo, Expected};
 
+/// A checksum file holds one line per image; a few MiB is plenty
+/// (IPA reads the whole file, unbounded).
+pub const CHECKSUM_FILE_MAX: u64 = 4 << 20;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageInfo {
     pub id: String,
@@ -121,19 +125,20 @@ impl ImageInfo {
             ))
         })?;
         let hex = if checksum.starts_with("http://") || checksum.starts_with("https://") {
-            let text = http
+            let resp = http
                 .get(&checksum)
                 .send()
                 .await
                 .and_then(|r| r.error_for_status())
                 .map_err(|e| {
                     RestError::image_download(&self.id, format!("checksum file {checksum}: {e}"))
-                })?
-                .text()
+                })?;
+            let body = super::body::read_capped(resp, CHECKSUM_FILE_MAX)
                 .await
                 .map_err(|e| {
                     RestError::image_download(&self.id, format!("checksum file {checksum}: {e}"))
                 })?;
+            let text = String::from_utf8_lossy(&body);
             let name = self.urls[0]
                 .rsplit('/')
                 .next()

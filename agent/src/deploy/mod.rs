@@ -2,6 +2,7 @@
 //! the whole-disk and partition-image writes behind `standby.prepare_image` and the
 //! `write_image` deploy step.
 
+pub mod body;
 pub mod configdrive;
 pub mod image_info;
 pub mod partition_image;

@@ -36,6 +36,7 @@ fn map_error(info: &ImageInfo, url: &str, target: &str, e: ImageError) -> RestEr
         ImageError::TooLarge { .. } | ImageError::Target { .. } => {
             RestError::image_write(target, e)
         }
+        ImageError::TimedOut(_) => RestError::image_download_timeout(&info.id, e),
         ImageError::Internal(_) => RestError::command_execution(e.to_string()),
     }
 }
@@ -80,6 +81,8 @@ pub fn stream_image(
         retries: cfg.image_download_retries,
         retry_interval: cfg.image_download_retry_interval,
         authorization: info.authorization.clone(),
+        allow_file: cfg.allow_file_images,
+        max_duration: Some(cfg.image_download_max_duration).filter(|d| !d.is_zero()),
     };
     let mut last_error = None;
     for url in &info.urls {

@@ -95,8 +95,13 @@ pub fn prepare_image(
     match crate::disk::gpt_edit::fix_backup(&device.path) {
         Ok(true) => info!(device = %dev, "backup GPT header moved to the end of the disk"),
         Ok(false) => {}
+        // IPA fails the deploy here too (InstanceDeployFailure); an image
+        // whose GPT does not validate is not one to boot.
         Err(e) => {
-            tracing::warn!(device = %dev, error = %e, "the image's GPT could not be fixed up")
+            return Err(RestError::image_write(
+                &dev,
+                format!("the image's GPT could not be fixed up: {e}"),
+            ))
         }
     }
     if let Some(iso) = &iso {

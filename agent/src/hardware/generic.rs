@@ -2,6 +2,7 @@
 //! listed only once they are implemented, so a conductor never schedules a
 //! step this agent cannot run.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +104,13 @@ fn burnin_cpu(call: &StepCall) -> Result<Value, RestError> {
 /// `erase_pstore`: the pstore mount is found in procfs `mounts` (a fixture
 /// tree in tests), so the step never guesses a path.
 fn erase_pstore(call: &StepCall) -> Result<Value, RestError> {
+    // Like power: the host's own crash records are not ours to erase. A
+    // fixture procfs (tests) names its own pstore directory.
+    if !crate::power::in_ramdisk() && call.ctx.config.procfs_root == Path::new("/proc") {
+        return Err(RestError::cleaning(
+            "refusing to erase pstore: the agent is not running as the ramdisk's init (PID 1)",
+        ));
+    }
     let mounts_path = call.ctx.config.procfs_root.join("mounts");
     let mounts = std::fs::read_to_string(&mounts_path)
         .map_err(|e| RestError::cleaning(format!("reading {}: {e}", mounts_path.display())))?;

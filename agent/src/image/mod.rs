@@ -55,6 +55,8 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the download took longer than ipa-image-download-max-duration ({0} s)")]
+    TimedOut(f64),
     #[error("internal error: {0}")]
     Internal(String),
 }

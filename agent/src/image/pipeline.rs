@@ -59,9 +59,40 @@ pub struct WriteReport {
 struct OpSender {
     tx: SyncSender<WriteOp>,
     zero: Option<(u64, u64)>,
+    /// The target's size: decoded output past it fails at once, before a
+    /// run of zeros (a decompression bomb) is ever handed to the writer.
+    capacity: Option<u64>,
+    target: PathBuf,
+    /// A sequential qcow2's virtual size has been checked against the target.
+    header_checked: bool,
 }
 
 impl OpSender {
+    fn check_end(&self, offset: u64, len: u64) -> Result<(), ImageError> {
+        let end = offset.saturating_add(len);
+        match self.capacity {
+            Some(cap) if end > cap => Err(ImageError::TooLarge {
+                needed: end,
+                available: cap,
+                target: self.target.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Feed a qcow2 decoder; once its header is known, refuse a virtual
+    /// size the target cannot hold before anything is written.
+    fn feed(&mut self, dec: &mut StreamDecoder, chunk: Bytes) -> Result<(), ImageError> {
+        dec.feed(chunk, self)?;
+        if !self.header_checked {
+            if let Some(h) = dec.header() {
+                self.check_end(0, h.virtual_size)?;
+                self.header_checked = true;
+            }
+        }
+        Ok(())
+    }
+
     fn send(&mut self, op: WriteOp) -> Result<(), ImageError> {
         self.tx
             .send(op)
@@ -69,6 +100,7 @@ impl OpSender {
     }
 
     fn zero(&mut self, offset: u64, len: u64) -> Result<(), ImageError> {
+        self.check_end(offset, len)?;
         match &mut self.zero {
             Some((s, l)) if *s + *l == offset => *l += len,
             _ => {
@@ -88,6 +120,7 @@ impl OpSender {
 
     /// Raw data: aligned all-zero blocks become zero ranges.
     fn raw(&mut self, offset: u64, data: Bytes) -> Result<(), ImageError> {
+        self.check_end(offset, data.len() as u64)?;
         let mut pos = 0usize;
         while pos < data.len() {
             let abs = offset + pos as u64;
@@ -112,6 +145,7 @@ impl OpSender {
 impl GuestSink for OpSender {
     type Error = ImageError;
     fn write(&mut self, guest: u64, data: Bytes) -> Result<(), ImageError> {
+        self.check_end(guest, data.len() as u64)?;
         self.flush_zero()?;
         self.send(WriteOp::Data {
             offset: guest,
@@ -230,6 +264,8 @@ pub fn write_image(
         _ => {}
     }
 
+    let capacity = target.capacity();
+    let target_path = target.path().to_path_buf();
     let (op_tx, op_rx) = sync_channel::<WriteOp>(OP_QUEUE);
     let writer_progress = progress.clone();
     let writer = std::thread::Builder::new()
@@ -247,6 +283,9 @@ pub fn write_image(
     let mut ops = OpSender {
         tx: op_tx,
         zero: None,
+        capacity,
+        target: target_path,
+        header_checked: false,
     };
 
     let decoded = decode_all(rt, &source, req, &progress, outer, qcow, &mut ops);
@@ -413,7 +452,7 @@ fn decode_all(
                 current: Bytes::new(),
             };
             let mut dec =
-                StreamDecoder::for_missed(header.clone(), Some(downloaded), missed, zeros);
+                StreamDecoder::for_missed(header.clone(), Some(downloaded), missed, zeros)?;
             let fed = (|| {
                 while let Some(c) = chunks.next_chunk() {
                     dec.feed(c, ops)?;
@@ -463,7 +502,7 @@ fn decode_stream(
         Format::Qcow2 => {
             let mut dec = qcow.unwrap_or_else(|| StreamDecoder::sequential(None));
             while let Some(c) = chunks.next_chunk() {
-                dec.feed(c, ops)?;
+                ops.feed(&mut dec, c)?;
             }
             qcow_tail(dec)
         }
@@ -492,7 +531,7 @@ fn decode_stream(
                 let mut dec = StreamDecoder::sequential(None);
                 let mut block = Some(first);
                 while let Some(b) = block {
-                    dec.feed(b, ops)?;
+                    ops.feed(&mut dec, b)?;
                     block = read_block(&mut *reader)?;
                 }
                 let (_, size, tail) = qcow_tail(dec)?;

@@ -20,6 +20,8 @@ use super::ImageError;
 
 /// Chunks handed downstream are about this big.
 pub const CHUNK_BYTES: usize = 1 << 20;
+/// Redirects followed per request (reqwest's default policy).
+const MAX_REDIRECTS: usize = 10;
 /// Bytes fetched by the first (probing) request.
 const PROBE_BYTES: u64 = 64 << 10;
 
@@ -36,6 +38,10 @@ pub struct SourceConfig {
     pub retry_interval: Duration,
     /// `Authorization` header value (`image_request_authorization`).
     pub authorization: Option<String>,
+    /// Local paths and `file://` URLs are allowed (`ferrite-allow-file-images`).
+    pub allow_file: bool,
+    /// The whole download's deadline (`ipa-image-download-max-duration`).
+    pub max_duration: Option<Duration>,
 }
 
 impl Default for SourceConfig {
@@ -48,6 +54,8 @@ impl Default for SourceConfig {
             retries: 9,
             retry_interval: Duration::from_secs(10),
             authorization: None,
+            allow_file: false,
+            max_duration: None,
         }
     }
 }
@@ -57,7 +65,9 @@ pub enum Source {
     Http {
         url: Url,
         client: reqwest::Client,
-        cfg: SourceConfig,
+        cfg: Box<SourceConfig>,
+        /// The whole download ends by then (`max_duration` from parsing).
+        deadline: Option<tokio::time::Instant>,
     },
     File {
         path: PathBuf,
@@ -80,6 +90,7 @@ impl Source {
                 .map_err(|e| ImageError::Source(format!("invalid URL {spec:?}: {e}")))?;
             let mut builder = reqwest::Client::builder()
                 .use_rustls_tls()
+                .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
                 .connect_timeout(cfg.connect_timeout)
                 .danger_accept_invalid_certs(cfg.insecure);
             if let Some(ca) = &cfg.ca_file {
@@ -95,11 +106,26 @@ impl Source {
             let client = builder
                 .build()
                 .map_err(|e| ImageError::Source(format!("HTTP client: {e}")))?;
+            let deadline = cfg
+                .max_duration
+                .filter(|d| !d.is_zero())
+                .and_then(|d| tokio::time::Instant::now().checked_add(d));
             return Ok(Self::Http {
                 url,
                 client,
-                cfg: cfg.clone(),
+                cfg: Box::new(cfg.clone()),
+                deadline,
             });
+        }
+        if !cfg.allow_file {
+            return Err(ImageError::Source(format!(
+                "{spec:?} is not an http(s) URL; local files are refused unless ferrite-allow-file-images=1 is set"
+            )));
+        }
+        if !spec.starts_with("file://") && spec.contains("://") {
+            return Err(ImageError::Source(format!(
+                "{spec:?}: only http(s) URLs, file:// URLs and local paths are supported"
+            )));
         }
         let path = match spec.strip_prefix("file://") {
             Some(p) => PathBuf::from(p),
@@ -128,8 +154,33 @@ impl Source {
         req
     }
 
+    /// Run `fut` within the download's deadline, if it has one.
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, ImageError>>,
+    ) -> Result<T, ImageError> {
+        match self {
+            Self::Http {
+                deadline: Some(deadline),
+                cfg,
+                ..
+            } => tokio::time::timeout_at(*deadline, fut)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ImageError::TimedOut(
+                        cfg.max_duration.unwrap_or_default().as_secs_f64(),
+                    ))
+                }),
+            _ => fut.await,
+        }
+    }
+
     /// Look at the first bytes and learn the size and Range support.
     pub async fn probe(&self) -> Result<Probe, ImageError> {
+        self.bounded(self.probe_unbounded()).await
+    }
+
+    async fn probe_unbounded(&self) -> Result<Probe, ImageError> {
         match self {
             Self::File { path } => {
                 let meta = tokio::fs::metadata(path)
@@ -142,7 +193,9 @@ impl Source {
                     ranges: true,
                 })
             }
-            Self::Http { url, client, cfg } => {
+            Self::Http {
+                url, client, cfg, ..
+            } => {
                 let mut last = String::new();
                 for attempt in 0..=cfg.retries {
                     if attempt > 0 {
@@ -155,6 +208,9 @@ impl Source {
                         .await
                     {
                         Ok(r) => r,
+                        Err(e) if e.is_redirect() => {
+                            return Err(ImageError::Source(redirect_error(url)))
+                        }
                         Err(e) => {
                             last = e.to_string();
                             warn!(url = %url, attempt, error = %e, "image server unreachable");
@@ -192,6 +248,10 @@ impl Source {
 
     /// Exactly `len` bytes at `offset` (qcow2 tables).
     pub async fn read_range(&self, offset: u64, len: u64) -> Result<Bytes, ImageError> {
+        self.bounded(self.read_range_unbounded(offset, len)).await
+    }
+
+    async fn read_range_unbounded(&self, offset: u64, len: u64) -> Result<Bytes, ImageError> {
         match self {
             Self::File { path } => {
                 let path = path.clone();
@@ -208,7 +268,9 @@ impl Source {
                 .await
                 .map_err(|e| ImageError::Internal(e.to_string()))?
             }
-            Self::Http { url, client, cfg } => {
+            Self::Http {
+                url, client, cfg, ..
+            } => {
                 let mut last = String::new();
                 for attempt in 0..=cfg.retries {
                     if attempt > 0 {
@@ -254,11 +316,19 @@ impl Source {
         tx: mpsc::Sender<Bytes>,
         progress: &Progress,
     ) -> Result<u64, ImageError> {
+        self.bounded(self.stream_unbounded(tx, progress)).await
+    }
+
+    async fn stream_unbounded(
+        &self,
+        tx: mpsc::Sender<Bytes>,
+        progress: &Progress,
+    ) -> Result<u64, ImageError> {
         match self {
             Self::File { path } => stream_file(path.clone(), tx, progress).await,
-            Self::Http { url, client, cfg } => {
-                self.stream_http(url, client, cfg, tx, progress).await
-            }
+            Self::Http {
+                url, client, cfg, ..
+            } => self.stream_http(url, client, cfg, tx, progress).await,
         }
     }
 
@@ -283,7 +353,13 @@ impl Source {
                 }
             }
             let outcome: Result<(), Attempt> = async {
-                let resp = req.send().await.map_err(|e| Attempt::Retry(e.to_string()))?;
+                let resp = req.send().await.map_err(|e| {
+                    if e.is_redirect() {
+                        Attempt::Fatal(ImageError::Source(redirect_error(url)))
+                    } else {
+                        Attempt::Retry(e.to_string())
+                    }
+                })?;
                 let status = resp.status();
                 let mut skip: u64 = 0;
                 match status {
@@ -434,6 +510,11 @@ async fn stream_file(
             .await
             .map_err(|_| ImageError::Internal("the image consumer stopped".into()))?;
     }
+}
+
+/// reqwest's own text ("error following redirect") does not say why.
+fn redirect_error(url: &Url) -> String {
+    format!("{url}: too many redirects (more than {MAX_REDIRECTS}), or a redirect loop")
 }
 
 async fn read_prefix(

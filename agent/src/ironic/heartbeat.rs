@@ -95,9 +95,23 @@ impl Heartbeater {
     }
 }
 
+/// The range a lookup's `heartbeat_timeout` is held to: Ironic's default is
+/// 300 s; a day is far beyond any sane setting, and a huge, infinite or NaN
+/// value must not overflow the interval (`Duration::from_secs_f64` panics).
+pub const HEARTBEAT_TIMEOUT_RANGE: (f64, f64) = (5.0, 86_400.0);
+
+/// `heartbeat_timeout` from Ironic, within [`HEARTBEAT_TIMEOUT_RANGE`].
+pub fn clamp_heartbeat_timeout(t: f64) -> f64 {
+    let (lo, hi) = HEARTBEAT_TIMEOUT_RANGE;
+    if t.is_nan() {
+        return ferrite_protocol::lookup::DEFAULT_HEARTBEAT_TIMEOUT;
+    }
+    t.clamp(lo, hi)
+}
+
 pub fn success_interval(heartbeat_timeout: f64) -> Duration {
     let factor = rand::rng().random_range(0.3..=0.6);
-    Duration::from_secs_f64((heartbeat_timeout * factor).max(0.0))
+    Duration::from_secs_f64(clamp_heartbeat_timeout(heartbeat_timeout) * factor)
 }
 
 pub fn error_interval() -> Duration {
@@ -107,6 +121,22 @@ pub fn error_interval() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_heartbeat_timeouts_are_clamped() {
+        for t in [
+            f64::MAX,
+            f64::INFINITY,
+            1e300,
+            f64::NAN,
+            -1.0,
+            f64::NEG_INFINITY,
+            0.0,
+        ] {
+            let s = success_interval(t).as_secs_f64();
+            assert!((1.5..=86_400.0 * 0.6).contains(&s), "{t} -> {s}");
+        }
+    }
 
     #[test]
     fn intervals_stay_in_ipa_ranges() {

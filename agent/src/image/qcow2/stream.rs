@@ -8,13 +8,20 @@
 //! "missed"; the caller streams the file again for those only (this never
 //! happens for `qemu-img convert` output, whose tables precede their data).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 
 use super::header::{Compression, Header};
 use super::map::{parse_l1, parse_l2, push_range, Extent, GuestRange};
 use super::Qcow2Error;
+
+/// Most bytes held at once for tables and compressed clusters, whatever the
+/// image says (the largest L1 table the header allows is 32 MiB).
+pub const MAX_BUFFERED: u64 = 64 << 20;
+/// Most spans waiting for their bytes at once (~100 bytes each): 64 GiB of
+/// 64 KiB compressed clusters whose tables were read ahead.
+pub const MAX_PENDING: usize = 1 << 20;
 
 /// Where decoded guest data goes.
 pub trait GuestSink {
@@ -74,6 +81,11 @@ pub struct StreamDecoder {
     zeros: Vec<GuestRange>,
     missed: Missed,
     guest_bytes: u64,
+    /// Spans in `pending`, and bytes reserved by active buffered spans.
+    pending_count: usize,
+    buffered: u64,
+    /// Host offsets of every L2 table seen: each may serve one L1 entry.
+    l2_seen: HashSet<u64>,
 }
 
 impl StreamDecoder {
@@ -89,6 +101,9 @@ impl StreamDecoder {
             zeros: Vec::new(),
             missed: Missed::default(),
             guest_bytes: 0,
+            pending_count: 0,
+            buffered: 0,
+            l2_seen: HashSet::new(),
         }
     }
 
@@ -117,10 +132,14 @@ impl StreamDecoder {
             .pending
             .remove(&host)
             .ok_or_else(|| Qcow2Error::Corrupt(format!("no L2 table expected at {host:#x}")))?;
+        self.pending_count -= wants.len();
         for (len, want) in wants {
             match want {
                 Want::L2 { l1_index } => self.add_l2(table, l1_index)?,
-                other => self.pending.entry(host).or_default().push((len, other)),
+                other => {
+                    self.pending_count += 1;
+                    self.pending.entry(host).or_default().push((len, other));
+                }
             }
         }
         Ok(())
@@ -132,18 +151,18 @@ impl StreamDecoder {
         file_len: Option<u64>,
         missed: Missed,
         zeros: Vec<GuestRange>,
-    ) -> Self {
+    ) -> Result<Self, Qcow2Error> {
         let mut dec = Self::sequential(file_len);
         dec.header = Some(header);
         dec.zeros = zeros;
         for e in missed.extents {
-            dec.want(e.host(), e.host_len(), Want::Extent(e));
+            dec.want(e.host(), e.host_len(), Want::Extent(e))?;
         }
         for (host, l1_index) in missed.l2_tables {
             let len = dec.cluster();
-            dec.want(host, len, Want::L2 { l1_index });
+            dec.want(host, len, Want::L2 { l1_index })?;
         }
-        dec
+        Ok(dec)
     }
 
     pub fn header(&self) -> Option<&Header> {
@@ -162,16 +181,43 @@ impl StreamDecoder {
             .unwrap_or(512)
     }
 
-    fn want(&mut self, start: u64, len: u64, want: Want) {
+    /// Ask for the span `[start, start + len)`. Shared tables and clusters
+    /// are refused: qemu never writes them, and they are how a tiny file
+    /// makes the decoder hold gigabytes.
+    fn want(&mut self, start: u64, len: u64, want: Want) -> Result<(), Qcow2Error> {
+        if let Want::L2 { .. } = want {
+            if !self.l2_seen.insert(start) {
+                return Err(Qcow2Error::Corrupt(format!(
+                    "the L2 table at {start:#x} is referenced by more than one L1 entry"
+                )));
+            }
+        }
+        let missed = self.missed.extents.len() + self.missed.l2_tables.len();
+        if self.pending_count + missed >= MAX_PENDING {
+            return Err(Qcow2Error::Corrupt(format!(
+                "the tables describe more than {MAX_PENDING} separate spans at once"
+            )));
+        }
         if start < self.pos {
             match want {
                 Want::Extent(e) => self.missed.extents.push(e),
                 Want::L2 { l1_index } => self.missed.l2_tables.push((start, l1_index)),
                 Want::L1 => {}
             }
-            return;
+            return Ok(());
         }
-        self.pending.entry(start).or_default().push((len, want));
+        let wants = self.pending.entry(start).or_default();
+        if let Want::Extent(e) = want {
+            if wants.iter().any(|(_, w)| matches!(w, Want::Extent(_))) {
+                return Err(Qcow2Error::Corrupt(format!(
+                    "host offset {start:#x} holds data for more than one guest offset (guest {:#x})",
+                    e.guest()
+                )));
+            }
+        }
+        wants.push((len, want));
+        self.pending_count += 1;
+        Ok(())
     }
 
     fn plan_l2s(&mut self, l2_offsets: &[Option<u64>]) -> Result<(), Qcow2Error> {
@@ -187,7 +233,7 @@ impl StreamDecoder {
                     *host,
                     header.cluster_size(),
                     Want::L2 { l1_index: i as u64 },
-                ),
+                )?,
                 None => push_range(
                     &mut self.zeros,
                     start,
@@ -208,7 +254,7 @@ impl StreamDecoder {
             push_range(&mut self.zeros, z.start, z.len);
         }
         for e in map.extents {
-            self.want(e.host(), e.host_len(), Want::Extent(e));
+            self.want(e.host(), e.host_len(), Want::Extent(e))?;
         }
         Ok(())
     }
@@ -232,7 +278,7 @@ impl StreamDecoder {
             let l1_off = header.l1_table_offset;
             self.header = Some(header);
             if l1_len > 0 {
-                self.want(l1_off, l1_len, Want::L1);
+                self.want(l1_off, l1_len, Want::L1)?;
             }
             let head = Bytes::from(std::mem::take(&mut self.head));
             return self.process(head, sink);
@@ -250,7 +296,19 @@ impl StreamDecoder {
                     break;
                 }
                 let (span_start, wants) = entry.remove_entry();
+                self.pending_count -= wants.len();
                 for (len, want) in wants {
+                    // Buffered spans reserve their whole length up front.
+                    if !matches!(want, Want::Extent(Extent::Data { .. })) {
+                        self.buffered += len;
+                        if self.buffered > MAX_BUFFERED {
+                            return Err(Qcow2Error::Corrupt(format!(
+                                "tables and compressed clusters would need more than {} MiB buffered at once",
+                                MAX_BUFFERED >> 20
+                            ))
+                            .into());
+                        }
+                    }
                     self.active.push(Active {
                         start: span_start,
                         len,
@@ -300,6 +358,9 @@ impl StreamDecoder {
     }
 
     fn complete<S: GuestSink>(&mut self, done: Active, sink: &mut S) -> Result<(), S::Error> {
+        if !matches!(done.want, Want::Extent(Extent::Data { .. })) {
+            self.buffered -= done.len;
+        }
         match done.want {
             Want::Extent(Extent::Data { .. }) => {}
             Want::Extent(Extent::Compressed { guest, out_len, .. }) => {
@@ -402,4 +463,85 @@ fn decompress(
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Discard;
+    impl GuestSink for Discard {
+        type Error = Qcow2Error;
+        fn write(&mut self, _: u64, _: Bytes) -> Result<(), Qcow2Error> {
+            Ok(())
+        }
+    }
+
+    /// qcow2 v2, 512-byte clusters: L1 at cluster 1, `l2` tables (each a
+    /// list of L2 entries) right after it, then `data` clusters.
+    fn image(vsize: u64, l1: impl Fn(u64, &[u64]) -> u64, l2: &[Vec<u64>]) -> Vec<u8> {
+        let l1_entries = vsize.div_ceil(64 * 512);
+        let l2_base = (512 + l1_entries * 8).div_ceil(512) * 512;
+        let l2_offs: Vec<u64> = (0..l2.len() as u64).map(|i| l2_base + i * 512).collect();
+        let mut f = vec![0u8; (l2_base + l2.len() as u64 * 512 + 64 * 512) as usize];
+        f[..4].copy_from_slice(b"QFI\xfb");
+        f[4..8].copy_from_slice(&2u32.to_be_bytes());
+        f[20..24].copy_from_slice(&9u32.to_be_bytes());
+        f[24..32].copy_from_slice(&vsize.to_be_bytes());
+        f[36..40].copy_from_slice(&(l1_entries as u32).to_be_bytes());
+        f[40..48].copy_from_slice(&512u64.to_be_bytes());
+        for i in 0..l1_entries {
+            let at = (512 + i * 8) as usize;
+            f[at..at + 8].copy_from_slice(&l1(i, &l2_offs).to_be_bytes());
+        }
+        for (t, entries) in l2.iter().enumerate() {
+            for (j, e) in entries.iter().enumerate() {
+                let at = (l2_offs[t] + j as u64 * 8) as usize;
+                f[at..at + 8].copy_from_slice(&e.to_be_bytes());
+            }
+        }
+        f
+    }
+
+    fn decode(file: &[u8]) -> Result<(), Qcow2Error> {
+        let mut dec = StreamDecoder::sequential(None);
+        for c in file.chunks(4096) {
+            dec.feed(Bytes::copy_from_slice(c), &mut Discard)?;
+        }
+        dec.finish().map(|_| ())
+    }
+
+    #[test]
+    fn one_l2_table_for_every_l1_entry_is_refused() {
+        let data = 20 * 512;
+        let file = image(1 << 30, |_, l2| l2[0], &[vec![data]]);
+        let err = decode(&file).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("referenced by more than one L1 entry"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_data_cluster_for_two_guest_clusters_is_refused() {
+        let data = 64 * 512;
+        let file = image(128 * 512, |i, l2| l2[i as usize], &[vec![data], vec![data]]);
+        let err = decode(&file).unwrap_err();
+        assert!(
+            err.to_string().contains("more than one guest offset"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn distinct_tables_decode() {
+        let data = 64 * 512;
+        let file = image(
+            128 * 512,
+            |i, l2| l2[i as usize],
+            &[vec![data], vec![data + 512]],
+        );
+        decode(&file).unwrap();
+    }
 }
