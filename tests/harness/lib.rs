@@ -527,6 +527,22 @@ impl Pair {
         let pem = conductor
             .wait_agent_certificate(&uuid, Duration::from_secs(60))
             .await;
+        // The first heartbeat makes the conductor ask the agent for its
+        // clean steps; a test's own command sent meanwhile would get the
+        // agent's 409 "busy". Start once that exchange is over.
+        // (An agent whose steps can not be fetched never gets there: such a
+        // pair starts after a bounded wait all the same.)
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let node = conductor.node(&uuid).await;
+            if node["driver_internal_info"]
+                .get("agent_cached_clean_steps_refreshed")
+                .is_some()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Self {
             conductor,
             agent,
