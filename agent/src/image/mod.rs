@@ -7,6 +7,7 @@
 //!   (aligned O_DIRECT writes, BLKZEROOUT) ──▶ fsync, partition re-read
 //! ```
 
+pub mod chunk;
 pub mod format;
 pub mod pipeline;
 pub mod progress;

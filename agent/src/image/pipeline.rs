@@ -4,19 +4,21 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::chunk::ChunkPool;
 use super::format::{self, Format};
-use super::progress::Progress;
+use super::progress::{Progress, StageTimes};
 use super::qcow2::map::GuestRange;
-use super::qcow2::{GuestSink, Header, StreamDecoder};
+use super::qcow2::{CompressedCluster, GuestSink, Header, Inflater, StreamDecoder};
 use super::sink::{Target, Window, WriteOp, Writer};
 use super::source::{Probe, Source, SourceConfig, CHUNK_BYTES};
-use super::verify::{Expected, Hasher};
+use super::verify::{Expected, HashThread};
 use super::ImageError;
 
 /// Zero detection granularity for raw data.
@@ -55,6 +57,14 @@ pub struct WriteReport {
     pub passes: u32,
 }
 
+/// All zeros? Folds each 4 KiB with OR, which the compiler vectorises (a
+/// short-circuiting `all` goes byte by byte), and stops at the first
+/// 4 KiB that is not.
+fn is_zero(data: &[u8]) -> bool {
+    data.chunks(4096)
+        .all(|block| block.iter().fold(0u8, |acc, b| acc | b) == 0)
+}
+
 /// Forwards decoded data to the writer, merging runs of zero blocks.
 struct OpSender {
     tx: SyncSender<WriteOp>,
@@ -65,6 +75,9 @@ struct OpSender {
     target: PathBuf,
     /// A sequential qcow2's virtual size has been checked against the target.
     header_checked: bool,
+    /// Compressed qcow2 clusters, inflated on every core (started on the first).
+    inflater: Option<Inflater>,
+    progress: Arc<Progress>,
 }
 
 impl OpSender {
@@ -94,13 +107,38 @@ impl OpSender {
     }
 
     fn send(&mut self, op: WriteOp) -> Result<(), ImageError> {
-        self.tx
+        let t = Instant::now();
+        let sent = self
+            .tx
             .send(op)
-            .map_err(|_| ImageError::Internal("writer stopped".into()))
+            .map_err(|_| ImageError::Internal("writer stopped".into()));
+        StageTimes::add(&self.progress.stages.wait_writer, t);
+        sent
+    }
+
+    /// Hand on guest data that is ready, in order; with `wait`, all of it.
+    fn pump(&mut self, wait: bool) -> Result<(), ImageError> {
+        while let Some(next) = self.inflater.as_mut().and_then(|i| i.next(wait)) {
+            let (guest, data) = next?;
+            self.send_data(guest, data)?;
+        }
+        Ok(())
+    }
+
+    fn send_data(&mut self, offset: u64, data: Bytes) -> Result<(), ImageError> {
+        self.flush_zero()?;
+        self.send(WriteOp::Data { offset, data })
+    }
+
+    /// Everything decoded is on its way to the writer.
+    fn finish(&mut self) -> Result<(), ImageError> {
+        self.pump(true)?;
+        self.flush_zero()
     }
 
     fn zero(&mut self, offset: u64, len: u64) -> Result<(), ImageError> {
         self.check_end(offset, len)?;
+        self.pump(true)?;
         match &mut self.zero {
             Some((s, l)) if *s + *l == offset => *l += len,
             _ => {
@@ -127,7 +165,7 @@ impl OpSender {
             let block_end = ((abs / ZERO_BLOCK) + 1) * ZERO_BLOCK;
             let n = ((block_end - abs) as usize).min(data.len() - pos);
             let piece = data.slice(pos..pos + n);
-            if n as u64 == ZERO_BLOCK && piece.iter().all(|b| *b == 0) {
+            if n as u64 == ZERO_BLOCK && is_zero(&piece) {
                 self.zero(abs, n as u64)?;
             } else {
                 self.flush_zero()?;
@@ -146,26 +184,49 @@ impl GuestSink for OpSender {
     type Error = ImageError;
     fn write(&mut self, guest: u64, data: Bytes) -> Result<(), ImageError> {
         self.check_end(guest, data.len() as u64)?;
-        self.flush_zero()?;
-        self.send(WriteOp::Data {
-            offset: guest,
-            data,
-        })
+        match &mut self.inflater {
+            // Behind clusters still inflating: keep the image's order.
+            Some(i) if !i.is_empty() => {
+                i.pass(guest, data);
+                self.pump(false)
+            }
+            _ => self.send_data(guest, data),
+        }
+    }
+
+    fn write_compressed(&mut self, cluster: CompressedCluster) -> Result<(), ImageError> {
+        self.check_end(cluster.guest, cluster.out_len as u64)?;
+        if self.inflater.is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            self.inflater = Some(Inflater::new(cores).map_err(|e| {
+                ImageError::Internal(format!("starting the inflater threads: {e}"))
+            })?);
+        }
+        if let Some(i) = &mut self.inflater {
+            i.inflate(cluster)?;
+        }
+        self.pump(false)
     }
 }
 
-/// Pulls downloaded chunks in order, hashing each as it passes.
+/// Pulls downloaded chunks in order, handing each to the hash thread as it passes.
 struct Chunks {
     rx: mpsc::Receiver<Bytes>,
-    hasher: Option<Hasher>,
+    hasher: Option<HashThread>,
     current: Bytes,
+    progress: Arc<Progress>,
 }
 
 impl Chunks {
     fn next_chunk(&mut self) -> Option<Bytes> {
+        let stages = &self.progress.stages;
+        let t = Instant::now();
         let chunk = self.rx.blocking_recv()?;
+        StageTimes::add(&stages.wait_download, t);
         if let Some(h) = &mut self.hasher {
-            h.update(&chunk);
+            let t = Instant::now();
+            h.update(chunk.clone());
+            StageTimes::add(&stages.wait_hash, t);
         }
         Some(chunk)
     }
@@ -186,9 +247,9 @@ impl Read for Chunks {
     }
 }
 
-/// Read up to `CHUNK_BYTES` from a decompressor.
-fn read_block(r: &mut dyn Read) -> Result<Option<Bytes>, ImageError> {
-    let mut buf = vec![0u8; CHUNK_BYTES];
+/// Read up to `CHUNK_BYTES` from a decompressor, into a pooled chunk.
+fn read_block(r: &mut dyn Read, pool: &ChunkPool) -> Result<Option<Bytes>, ImageError> {
+    let mut buf = pool.take_filled();
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {
@@ -199,7 +260,7 @@ fn read_block(r: &mut dyn Read) -> Result<Option<Bytes>, ImageError> {
         }
     }
     buf.truncate(filled);
-    Ok((filled > 0).then(|| Bytes::from(buf)))
+    Ok((filled > 0).then(|| pool.freeze(buf)))
 }
 
 fn check_declared(declared: Option<&str>, detected: Format) -> Result<(), ImageError> {
@@ -286,10 +347,12 @@ pub fn write_image(
         capacity,
         target: target_path,
         header_checked: false,
+        inflater: None,
+        progress: progress.clone(),
     };
 
     let decoded = decode_all(rt, &source, req, &progress, outer, qcow, &mut ops);
-    let flushed = decoded.and_then(|report| ops.flush_zero().map(|_| report));
+    let flushed = decoded.and_then(|report| ops.finish().map(|_| report));
     drop(ops);
     let (writer, write_error) = writer
         .join()
@@ -306,11 +369,12 @@ pub fn write_image(
             writer.finish(final_len)?;
             info!(format = %report.format, inner = %report.inner, bytes = report.downloaded, size = report.image_size,
                   passes = report.passes, "image written; {}", progress.summary());
+            info!("image write stages: {}", progress.stages.summary());
             Ok(report)
         }
         Err(e) => {
             warn!(error = %e, "image write failed; invalidating the target");
-            writer.target().invalidate();
+            writer.abandon().invalidate();
             Err(e)
         }
     }
@@ -375,6 +439,7 @@ fn start_stream(
     rt: &Handle,
     source: &Source,
     progress: &Arc<Progress>,
+    pool: &ChunkPool,
 ) -> (
     mpsc::Receiver<Bytes>,
     tokio::task::JoinHandle<Result<u64, ImageError>>,
@@ -382,7 +447,8 @@ fn start_stream(
     let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
     let source = source.clone();
     let progress = progress.clone();
-    let task = rt.spawn(async move { source.stream(tx, &progress).await });
+    let pool = pool.clone();
+    let task = rt.spawn(async move { source.stream(tx, &progress, &pool).await });
     (rx, task)
 }
 
@@ -404,14 +470,33 @@ fn decode_all(
     qcow: Option<StreamDecoder>,
     ops: &mut OpSender,
 ) -> Result<WriteReport, ImageError> {
-    let (rx, task) = start_stream(rt, source, progress);
+    let hasher = match &req.expected {
+        Some(e) => Some(
+            HashThread::start(e.algo)
+                .map_err(|e| ImageError::Internal(format!("starting the hash thread: {e}")))?,
+        ),
+        None => None,
+    };
+    let pool = ChunkPool::new(CHUNK_BYTES);
+    let (rx, task) = start_stream(rt, source, progress, &pool);
     let mut chunks = Chunks {
         rx,
-        hasher: req.expected.as_ref().map(|e| Hasher::new(e.algo)),
+        hasher,
         current: Bytes::new(),
+        progress: progress.clone(),
     };
-    let decoded = decode_stream(&mut chunks, req, outer, qcow, ops);
-    let digest = chunks.hasher.take().map(Hasher::hex);
+    let decoded = decode_stream(&mut chunks, req, outer, qcow, ops, &pool);
+    let digest = chunks
+        .hasher
+        .take()
+        .and_then(HashThread::finish)
+        .map(|(hex, busy)| {
+            progress
+                .stages
+                .hash
+                .fetch_add(busy.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+            hex
+        });
     drop(chunks);
     // A download failure explains a short stream better than the decoder
     // can; "the consumer stopped" only echoes a decoder failure.
@@ -420,7 +505,12 @@ fn decode_all(
         (Err(e), _) => return Err(e),
         (Ok(n), Ok(d)) => (n, d),
     };
-    if let (Some(expected), Some(actual)) = (&req.expected, &digest) {
+    if let Some(expected) = &req.expected {
+        let Some(actual) = &digest else {
+            return Err(ImageError::Internal(
+                "the hash thread stopped without a digest".into(),
+            ));
+        };
         if &expected.hex != actual {
             return Err(ImageError::Checksum {
                 algo: expected.algo,
@@ -445,11 +535,12 @@ fn decode_all(
                 pass = passes,
                 "qcow2 tables came after their data; streaming again for the missed clusters"
             );
-            let (rx, task) = start_stream(rt, source, progress);
+            let (rx, task) = start_stream(rt, source, progress, &pool);
             let mut chunks = Chunks {
                 rx,
                 hasher: None,
                 current: Bytes::new(),
+                progress: progress.clone(),
             };
             let mut dec =
                 StreamDecoder::for_missed(header.clone(), Some(downloaded), missed, zeros)?;
@@ -488,6 +579,7 @@ fn decode_stream(
     outer: Format,
     qcow: Option<StreamDecoder>,
     ops: &mut OpSender,
+    pool: &ChunkPool,
 ) -> Result<(Format, u64, Option<QcowTail>), ImageError> {
     match outer {
         Format::Raw => {
@@ -515,7 +607,7 @@ fn decode_stream(
                 ),
                 _ => Box::new(liblzma::read::XzDecoder::new_multi_decoder(chunks)),
             };
-            let Some(first) = read_block(&mut *reader)? else {
+            let Some(first) = read_block(&mut *reader, pool)? else {
                 return Err(ImageError::Decompress(
                     "the compressed image is empty".into(),
                 ));
@@ -532,7 +624,7 @@ fn decode_stream(
                 let mut block = Some(first);
                 while let Some(b) = block {
                     ops.feed(&mut dec, b)?;
-                    block = read_block(&mut *reader)?;
+                    block = read_block(&mut *reader, pool)?;
                 }
                 let (_, size, tail) = qcow_tail(dec)?;
                 return Ok((inner, size, tail));
@@ -543,7 +635,7 @@ fn decode_stream(
                 let n = b.len() as u64;
                 ops.raw(offset, b)?;
                 offset += n;
-                block = read_block(&mut *reader)?;
+                block = read_block(&mut *reader, pool)?;
             }
             Ok((Format::Raw, offset, None))
         }

@@ -6,8 +6,45 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+/// Where one write's time went, per stage, in nanoseconds (stages with
+/// several threads sum them). Logged at the end: the profile of a deploy.
+#[derive(Default)]
+pub struct StageTimes {
+    /// The decoder waiting for the download.
+    pub wait_download: AtomicU64,
+    /// The decoder waiting for the hash thread to catch up.
+    pub wait_hash: AtomicU64,
+    /// The decoder waiting for the writer (all buffers in flight).
+    pub wait_writer: AtomicU64,
+    /// The hash thread hashing.
+    pub hash: AtomicU64,
+    /// The I/O threads writing data and zeroing ranges.
+    pub write: AtomicU64,
+    pub zero: AtomicU64,
+}
+
+impl StageTimes {
+    pub fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn summary(&self) -> String {
+        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        format!(
+            "decoder waited {:.2} s for the download, {:.2} s for the hash, {:.2} s for the writer; hashing {:.2} s, writing {:.2} s, zeroing {:.2} s",
+            s(&self.wait_download),
+            s(&self.wait_hash),
+            s(&self.wait_writer),
+            s(&self.hash),
+            s(&self.write),
+            s(&self.zero),
+        )
+    }
+}
+
 pub struct Progress {
     started: Instant,
+    pub stages: StageTimes,
     pub received: AtomicU64,
     pub written: AtomicU64,
     /// Download size when known (0: unknown).
@@ -21,6 +58,7 @@ impl Default for Progress {
     fn default() -> Self {
         Self {
             started: Instant::now(),
+            stages: StageTimes::default(),
             received: AtomicU64::new(0),
             written: AtomicU64::new(0),
             total: AtomicU64::new(0),

@@ -8,17 +8,23 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use super::progress::Progress;
+use super::progress::{Progress, StageTimes};
 use super::ImageError;
 use crate::disk::ioctl;
 
 /// One write buffer: large enough for disks to stream, small enough to bound memory.
-const BUFFER_BYTES: usize = 4 << 20;
+const BUFFER_BYTES: usize = 2 << 20;
+/// Writes in flight at once (and buffers: one more, being filled).
+const IO_THREADS: usize = 4;
 /// O_DIRECT alignment used for offsets, lengths and the buffer.
 const DIRECT_ALIGN: u64 = 4096;
 
@@ -193,6 +199,24 @@ impl Target {
         })
     }
 
+    /// Write one buffer: the aligned part with O_DIRECT when the device
+    /// takes it, an unaligned tail through the page cache.
+    fn write_buffer(&self, data: &[u8], offset: u64) -> Result<(), ImageError> {
+        let direct_ok = self.direct.is_some() && (self.base + offset).is_multiple_of(DIRECT_ALIGN);
+        let aligned = if direct_ok {
+            data.len() as u64 / DIRECT_ALIGN * DIRECT_ALIGN
+        } else {
+            0
+        } as usize;
+        if aligned > 0 {
+            self.pwrite_all(&data[..aligned], offset, true)?;
+        }
+        if aligned < data.len() {
+            self.pwrite_all(&data[aligned..], offset + aligned as u64, false)?;
+        }
+        Ok(())
+    }
+
     /// Make `[offset, offset+len)` read as zeros.
     fn zero(&self, offset: u64, len: u64) -> Result<(), ImageError> {
         if self.fresh_file {
@@ -290,47 +314,103 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// Applies ops to a target, coalescing contiguous data.
+/// Work for the I/O threads.
+enum Job {
+    /// Write a filled buffer at its offset, then hand the buffer back.
+    Write {
+        offset: u64,
+        buf: AlignedBuf,
+    },
+    Zero {
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// Applies ops to a target, coalescing contiguous data into large buffers
+/// and keeping up to `IO_THREADS` writes in flight at once, as `qemu-img
+/// convert -W` does: one synchronous write at a time leaves the device idle
+/// between requests. Ops never overlap (the decoders guarantee disjoint
+/// ranges), so completion order does not matter.
 pub struct Writer {
-    target: Target,
-    buf: AlignedBuf,
+    target: Arc<Target>,
+    /// The buffer being filled; `None` while all are in flight.
+    buf: Option<AlignedBuf>,
     buf_offset: u64,
     /// Highest byte offset written or zeroed (a file's final length).
     end: u64,
-    progress: Arc<Progress>,
+    jobs: Option<SyncSender<Job>>,
+    /// Buffers coming back from the I/O threads.
+    free: Receiver<AlignedBuf>,
+    threads: Vec<JoinHandle<()>>,
+    /// The first I/O failure, until the writer reports it.
+    failed: Arc<Mutex<Option<ImageError>>>,
+    /// Set with the first failure: the I/O threads skip what is left.
+    halted: Arc<AtomicBool>,
 }
 
 impl Writer {
     pub fn new(target: Target, progress: Arc<Progress>) -> Self {
+        let target = Arc::new(target);
+        let (jobs_tx, jobs_rx) = sync_channel::<Job>(IO_THREADS);
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let (free_tx, free) = sync_channel::<AlignedBuf>(IO_THREADS + 1);
+        let failed = Arc::new(Mutex::new(None));
+        let halted = Arc::new(AtomicBool::new(false));
+        for _ in 0..IO_THREADS {
+            free_tx
+                .send(AlignedBuf::new(BUFFER_BYTES))
+                .expect("the channel holds every buffer");
+        }
+        let threads = (0..IO_THREADS)
+            .filter_map(|i| {
+                let ctx = IoContext {
+                    target: target.clone(),
+                    jobs: jobs_rx.clone(),
+                    free: free_tx.clone(),
+                    failed: failed.clone(),
+                    halted: halted.clone(),
+                    progress: progress.clone(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("image-io-{i}"))
+                    .spawn(move || ctx.run())
+                    .map_err(|e| warn!(error = %e, "could not start an I/O thread"))
+                    .ok()
+            })
+            .collect();
         Self {
             target,
-            buf: AlignedBuf::new(BUFFER_BYTES),
+            buf: Some(AlignedBuf::new(BUFFER_BYTES)),
             buf_offset: 0,
             end: 0,
-            progress,
+            jobs: Some(jobs_tx),
+            free,
+            threads,
+            failed,
+            halted,
         }
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     pub fn apply(&mut self, op: WriteOp) -> Result<(), ImageError> {
+        self.check_failed()?;
         match op {
             WriteOp::Data { offset, data } => {
                 self.target.check_fits(offset + data.len() as u64)?;
-                if self.buf.len > 0 && offset != self.buf_offset + self.buf.len as u64 {
+                if self.buffered() > 0 && offset != self.buf_offset + self.buffered() as u64 {
                     self.flush()?;
                 }
-                if self.buf.len == 0 {
+                if self.buffered() == 0 {
                     self.buf_offset = offset;
                 }
                 let mut rest = &data[..];
                 while !rest.is_empty() {
-                    let n = self.buf.push(rest);
+                    let buf = self.buffer()?;
+                    let n = buf.push(rest);
+                    let full = buf.len == buf.cap;
                     rest = &rest[n..];
-                    if self.buf.len == self.buf.cap {
-                        let next = self.buf_offset + self.buf.len as u64;
+                    if full {
+                        let next = self.buf_offset + BUFFER_BYTES as u64;
                         self.flush()?;
                         self.buf_offset = next;
                     }
@@ -339,45 +419,91 @@ impl Writer {
             WriteOp::Zero { offset, len } => {
                 self.target.check_fits(offset + len)?;
                 self.flush()?;
-                self.target.zero(offset, len)?;
                 self.end = self.end.max(offset + len);
-                self.progress.add_written(len);
+                self.submit(Job::Zero { offset, len })?;
             }
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), ImageError> {
-        if self.buf.len == 0 {
+    fn check_failed(&self) -> Result<(), ImageError> {
+        if !self.halted.load(Ordering::Acquire) {
             return Ok(());
         }
-        let data = self.buf.as_slice();
-        let offset = self.buf_offset;
-        let direct_ok = self.target.direct.is_some()
-            && (self.target.base + offset).is_multiple_of(DIRECT_ALIGN);
-        let aligned = if direct_ok {
-            data.len() as u64 / DIRECT_ALIGN * DIRECT_ALIGN
-        } else {
-            0
-        } as usize;
-        if aligned > 0 {
-            self.target.pwrite_all(&data[..aligned], offset, true)?;
+        match self.failed.lock().map(|mut f| f.take()) {
+            Ok(Some(e)) => Err(e),
+            Ok(None) => Err(ImageError::Internal("an earlier write failed".into())),
+            Err(_) => Err(ImageError::Internal("an I/O thread panicked".into())),
         }
-        if aligned < data.len() {
-            self.target
-                .pwrite_all(&data[aligned..], offset + aligned as u64, false)?;
+    }
+
+    fn buffered(&self) -> usize {
+        self.buf.as_ref().map_or(0, |b| b.len)
+    }
+
+    /// The buffer to fill, waiting for one to come back if all are in flight.
+    fn buffer(&mut self) -> Result<&mut AlignedBuf, ImageError> {
+        if self.buf.is_none() {
+            let buf = self
+                .free
+                .recv()
+                .map_err(|_| ImageError::Internal("the I/O threads stopped".into()))?;
+            self.buf = Some(buf);
         }
-        let len = data.len() as u64;
-        self.end = self.end.max(offset + len);
-        self.progress.add_written(len);
-        self.buf.len = 0;
+        Ok(self.buf.as_mut().expect("just filled"))
+    }
+
+    fn submit(&mut self, job: Job) -> Result<(), ImageError> {
+        let sent = self.jobs.as_ref().map(|j| j.send(job).is_ok());
+        if sent != Some(true) {
+            self.check_failed()?;
+            return Err(ImageError::Internal("the I/O threads stopped".into()));
+        }
         Ok(())
     }
 
-    /// Flush, give a file its final length, sync, and let the kernel
-    /// re-read the partition table of a block device.
-    pub fn finish(mut self, final_len: Option<u64>) -> Result<Target, ImageError> {
-        self.flush()?;
+    /// Hand the filled buffer to an I/O thread.
+    fn flush(&mut self) -> Result<(), ImageError> {
+        if self.buffered() == 0 {
+            return Ok(());
+        }
+        let buf = self.buf.take().expect("buffered() > 0");
+        let offset = self.buf_offset;
+        self.end = self.end.max(offset + buf.len as u64);
+        self.submit(Job::Write { offset, buf })
+    }
+
+    /// Wait for every write in flight; the I/O threads end.
+    fn drain(&mut self) -> Result<(), ImageError> {
+        drop(self.jobs.take());
+        let panicked = self
+            .threads
+            .drain(..)
+            .map(JoinHandle::join)
+            .any(|r| r.is_err());
+        self.check_failed()?;
+        if panicked {
+            return Err(ImageError::Internal("an I/O thread panicked".into()));
+        }
+        Ok(())
+    }
+
+    /// After a failure: wait for the writes in flight (none may land later),
+    /// then hand back the target to be invalidated.
+    pub fn abandon(mut self) -> Arc<Target> {
+        if let Err(e) = self.drain() {
+            debug!(error = %e, "while abandoning the write");
+        }
+        self.target.clone()
+    }
+
+    /// Flush, wait for the writes in flight, give a file its final length,
+    /// sync, and let the kernel re-read the partition table of a block device.
+    pub fn finish(mut self, final_len: Option<u64>) -> Result<Arc<Target>, ImageError> {
+        let flushed = self.flush();
+        let drained = self.drain();
+        flushed?;
+        drained?;
         let t = &self.target;
         if t.fresh_file {
             let len = final_len.unwrap_or(self.end).max(self.end);
@@ -395,7 +521,81 @@ impl Writer {
                 debug!(error = %e, "partition table not re-read (device without partition scanning?)");
             }
         }
-        Ok(self.target)
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What one I/O thread shares with the writer.
+struct IoContext {
+    target: Arc<Target>,
+    jobs: Arc<Mutex<Receiver<Job>>>,
+    free: SyncSender<AlignedBuf>,
+    failed: Arc<Mutex<Option<ImageError>>>,
+    halted: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+}
+
+impl IoContext {
+    /// Take jobs until the writer closes the queue. After a failure the
+    /// remaining jobs are skipped (buffers still go back).
+    fn run(self) {
+        loop {
+            let job = match self.jobs.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return,
+            };
+            let Ok(job) = job else { return };
+            let skip = self.halted.load(Ordering::Acquire);
+            let started = Instant::now();
+            let (result, len, buf) = match job {
+                Job::Write { offset, mut buf } => {
+                    let r = if skip {
+                        Ok(())
+                    } else {
+                        self.target.write_buffer(buf.as_slice(), offset)
+                    };
+                    let len = buf.len as u64;
+                    buf.len = 0;
+                    (r, len, Some(buf))
+                }
+                Job::Zero { offset, len } => {
+                    let r = if skip {
+                        Ok(())
+                    } else {
+                        self.target.zero(offset, len)
+                    };
+                    (r, len, None)
+                }
+            };
+            let stage = match buf {
+                Some(_) => &self.progress.stages.write,
+                None => &self.progress.stages.zero,
+            };
+            StageTimes::add(stage, started);
+            match result {
+                Ok(()) if !skip => self.progress.add_written(len),
+                Ok(()) => {}
+                Err(e) => {
+                    if let Ok(mut f) = self.failed.lock() {
+                        f.get_or_insert(e);
+                    }
+                    self.halted.store(true, Ordering::Release);
+                }
+            }
+            if let Some(buf) = buf {
+                // The writer may be gone (abandoned): the buffer is then freed.
+                let _ = self.free.send(buf);
+            }
+        }
     }
 }
 
@@ -438,5 +638,39 @@ mod tests {
         assert!(back[16 << 10..20 << 10].iter().all(|b| *b == 1));
         assert!(back[20 << 10..24 << 10].iter().all(|b| *b == 0));
         assert!(back[24 << 10..].iter().all(|b| *b == 7));
+    }
+
+    #[test]
+    fn writes_in_flight_at_once_land_where_they_belong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        let target = Target::open(&path).unwrap();
+        let mut w = Writer::new(target, Arc::new(Progress::default()));
+        // Pieces out of order, some contiguous, with a zero range between:
+        // many buffers are in flight at once.
+        let piece = |i: u64| Bytes::from(vec![(i % 250 + 1) as u8; 1 << 20]);
+        let order: Vec<u64> = (0..40).rev().filter(|i| i % 9 != 4).collect();
+        for i in &order {
+            w.apply(WriteOp::Data {
+                offset: i << 20,
+                data: piece(*i),
+            })
+            .unwrap();
+        }
+        for i in (0..40u64).filter(|i| i % 9 == 4) {
+            w.apply(WriteOp::Zero {
+                offset: i << 20,
+                len: 1 << 20,
+            })
+            .unwrap();
+        }
+        w.finish(None).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len(), 40 << 20);
+        for i in 0..40u64 {
+            let want = if i % 9 == 4 { 0 } else { (i % 250 + 1) as u8 };
+            let got = &back[(i << 20) as usize..((i + 1) << 20) as usize];
+            assert!(got.iter().all(|b| *b == want), "MiB {i}");
+        }
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use url::Url;
 
+use super::chunk::ChunkPool;
 use super::progress::Progress;
 use super::ImageError;
 
@@ -311,24 +312,28 @@ impl Source {
     }
 
     /// Deliver the whole image in order into `tx`. Returns the byte count.
+    /// Chunks are `CHUNK_BYTES` long (the last one shorter) and come from `pool`.
     pub async fn stream(
         &self,
         tx: mpsc::Sender<Bytes>,
         progress: &Progress,
+        pool: &ChunkPool,
     ) -> Result<u64, ImageError> {
-        self.bounded(self.stream_unbounded(tx, progress)).await
+        self.bounded(self.stream_unbounded(tx, progress, pool))
+            .await
     }
 
     async fn stream_unbounded(
         &self,
         tx: mpsc::Sender<Bytes>,
         progress: &Progress,
+        pool: &ChunkPool,
     ) -> Result<u64, ImageError> {
         match self {
-            Self::File { path } => stream_file(path.clone(), tx, progress).await,
+            Self::File { path } => stream_file(path.clone(), tx, progress, pool).await,
             Self::Http {
                 url, client, cfg, ..
-            } => self.stream_http(url, client, cfg, tx, progress).await,
+            } => self.stream_http(url, client, cfg, tx, progress, pool).await,
         }
     }
 
@@ -339,6 +344,7 @@ impl Source {
         cfg: &SourceConfig,
         tx: mpsc::Sender<Bytes>,
         progress: &Progress,
+        pool: &ChunkPool,
     ) -> Result<u64, ImageError> {
         let mut delivered: u64 = 0;
         let mut total: Option<u64> = None;
@@ -397,7 +403,7 @@ impl Source {
                         .map(str::to_string);
                 }
                 let mut body = resp.bytes_stream();
-                let mut pending = BytesMut::with_capacity(CHUNK_BYTES);
+                let mut pending = pool.take();
                 loop {
                     let next = tokio::time::timeout(cfg.read_timeout, body.next()).await;
                     let piece = match next {
@@ -410,7 +416,7 @@ impl Source {
                         Ok(p) => p,
                         Err(e) => {
                             // Hand on what arrived intact; resume after it.
-                            delivered += flush(&mut pending, &tx, progress).await?;
+                            delivered += flush(&mut pending, &tx, progress, pool).await?;
                             return Err(Attempt::Retry(e));
                         }
                     };
@@ -419,12 +425,17 @@ impl Source {
                         let _ = piece.split_to(drop as usize);
                         skip -= drop;
                     }
-                    pending.extend_from_slice(&piece);
-                    if pending.len() >= CHUNK_BYTES {
-                        delivered += flush(&mut pending, &tx, progress).await?;
+                    // Exactly CHUNK_BYTES per chunk: chunks start on
+                    // MiB boundaries, which zero detection relies on.
+                    while !piece.is_empty() {
+                        let n = piece.len().min(CHUNK_BYTES - pending.len());
+                        pending.extend_from_slice(&piece.split_to(n));
+                        if pending.len() == CHUNK_BYTES {
+                            delivered += flush(&mut pending, &tx, progress, pool).await?;
+                        }
                     }
                 }
-                delivered += flush(&mut pending, &tx, progress).await?;
+                delivered += flush(&mut pending, &tx, progress, pool).await?;
                 match total {
                     Some(t) if delivered < t => Err(Attempt::Retry(format!("connection closed at byte {delivered} of {t}"))),
                     _ => Ok(()),
@@ -462,16 +473,15 @@ enum Attempt {
 }
 
 async fn flush(
-    pending: &mut BytesMut,
+    pending: &mut Vec<u8>,
     tx: &mpsc::Sender<Bytes>,
     progress: &Progress,
+    pool: &ChunkPool,
 ) -> Result<u64, Attempt> {
     if pending.is_empty() {
         return Ok(0);
     }
-    let chunk = pending.split().freeze();
-    // One allocation per chunk, not a doubling series of them.
-    pending.reserve(CHUNK_BYTES);
+    let chunk = pool.freeze(std::mem::replace(pending, pool.take()));
     let n = chunk.len() as u64;
     tx.send(chunk)
         .await
@@ -484,6 +494,7 @@ async fn stream_file(
     path: PathBuf,
     tx: mpsc::Sender<Bytes>,
     progress: &Progress,
+    pool: &ChunkPool,
 ) -> Result<u64, ImageError> {
     use tokio::io::AsyncReadExt;
     let mut file = tokio::fs::File::open(&path)
@@ -491,22 +502,25 @@ async fn stream_file(
         .map_err(|e| ImageError::Source(format!("{}: {e}", path.display())))?;
     let mut total = 0u64;
     loop {
-        let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
-        while buf.len() < CHUNK_BYTES {
+        let mut buf = pool.take_filled();
+        let mut filled = 0;
+        while filled < buf.len() {
             let n = file
-                .read_buf(&mut buf)
+                .read(&mut buf[filled..])
                 .await
                 .map_err(|e| ImageError::Source(format!("{}: {e}", path.display())))?;
             if n == 0 {
                 break;
             }
+            filled += n;
         }
-        if buf.is_empty() {
+        if filled == 0 {
             return Ok(total);
         }
-        total += buf.len() as u64;
-        progress.add_received(buf.len() as u64);
-        tx.send(buf.freeze())
+        buf.truncate(filled);
+        total += filled as u64;
+        progress.add_received(filled as u64);
+        tx.send(pool.freeze(buf))
             .await
             .map_err(|_| ImageError::Internal("the image consumer stopped".into()))?;
     }

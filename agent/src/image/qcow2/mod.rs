@@ -3,10 +3,12 @@
 //! the file streams past.
 
 pub mod header;
+pub mod inflate;
 pub mod map;
 pub mod stream;
 
 pub use header::Header;
+pub use inflate::{CompressedCluster, Inflater};
 pub use stream::{GuestSink, StreamDecoder};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use bytes::Bytes;
 
 use super::header::{Compression, Header};
+use super::inflate::CompressedCluster;
 use super::map::{parse_l1, parse_l2, push_range, Extent, GuestRange};
 use super::Qcow2Error;
 
@@ -27,6 +28,13 @@ pub const MAX_PENDING: usize = 1 << 20;
 pub trait GuestSink {
     type Error: From<Qcow2Error>;
     fn write(&mut self, guest: u64, data: Bytes) -> Result<(), Self::Error>;
+
+    /// A compressed cluster, complete. Inflated here by default; a sink may
+    /// inflate it elsewhere (on other cores), as long as errors reach it.
+    fn write_compressed(&mut self, cluster: CompressedCluster) -> Result<(), Self::Error> {
+        let data = cluster.inflate()?;
+        self.write(cluster.guest, Bytes::from(data))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -309,11 +317,16 @@ impl StreamDecoder {
                             .into());
                         }
                     }
+                    // Buffered spans are within the budget: allocate them once.
+                    let buf = match want {
+                        Want::Extent(Extent::Data { .. }) => Vec::new(),
+                        _ => Vec::with_capacity(len as usize),
+                    };
                     self.active.push(Active {
                         start: span_start,
                         len,
                         want,
-                        buf: Vec::new(),
+                        buf,
                     });
                 }
             }
@@ -369,9 +382,13 @@ impl StreamDecoder {
                     .as_ref()
                     .map(|h| h.compression)
                     .unwrap_or(Compression::Zlib);
-                let data = decompress(compression, &done.buf, out_len as usize)?;
-                self.guest_bytes += data.len() as u64;
-                sink.write(guest, Bytes::from(data))?;
+                self.guest_bytes += out_len;
+                sink.write_compressed(CompressedCluster {
+                    guest,
+                    compression,
+                    input: done.buf,
+                    out_len: out_len as usize,
+                })?;
             }
             Want::L1 => {
                 let header = self.header.clone().ok_or(Qcow2Error::Truncated("header"))?;
@@ -419,50 +436,6 @@ impl StreamDecoder {
         }
         Ok((merged, self.missed))
     }
-}
-
-/// Inflate one compressed cluster to exactly `out_len` bytes.
-fn decompress(
-    compression: Compression,
-    input: &[u8],
-    out_len: usize,
-) -> Result<Vec<u8>, Qcow2Error> {
-    let mut out = vec![0u8; out_len];
-    let produced = match compression {
-        Compression::Zlib => {
-            // qcow2 stores raw deflate streams (no zlib header).
-            let mut z = flate2::Decompress::new(false);
-            z.decompress(input, &mut out, flate2::FlushDecompress::Finish)
-                .map_err(|e| {
-                    Qcow2Error::Corrupt(format!("compressed cluster does not inflate: {e}"))
-                })?;
-            z.total_out() as usize
-        }
-        Compression::Zstd => {
-            use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
-            let mut dec = Decoder::new().map_err(|e| Qcow2Error::Corrupt(format!("zstd: {e}")))?;
-            let mut inb = InBuffer::around(input);
-            let mut outb = OutBuffer::around(&mut out[..]);
-            // Stop when the cluster is full: trailing bytes are sector padding.
-            while outb.pos() < out_len && inb.pos() < input.len() {
-                let hint = dec.run(&mut inb, &mut outb).map_err(|e| {
-                    Qcow2Error::Corrupt(format!(
-                        "compressed cluster does not decompress (zstd): {e}"
-                    ))
-                })?;
-                if hint == 0 {
-                    break;
-                }
-            }
-            outb.pos()
-        }
-    };
-    if produced != out_len {
-        return Err(Qcow2Error::Corrupt(format!(
-            "compressed cluster decompressed to {produced} bytes, expected {out_len}"
-        )));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
