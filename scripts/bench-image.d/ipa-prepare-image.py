@@ -27,10 +27,14 @@ stream writes through the page cache and never syncs, so without it the raw
 case would stop the clock with dirty pages still to write.  (The qcow2 path
 already ran `sync`; the extra fsync costs nothing there.)
 
-Prints one JSON line: seconds (prepare_image + fsync), the peak RSS of this
-Python process and the largest peak RSS among its children (qemu-img, dd...),
-in KiB, and the size of the spooled file if any.  Exits non-zero with IPA's
-error if the command did not succeed.
+Prints one JSON line: seconds (prepare_image + fsync); the peak RSS of this
+Python process (getrusage, exact); the peak of the process tree, i.e. the sum
+of PSS over this process and all its descendants (qemu-img, oslo's prlimit
+wrapper...), sampled every 10 ms; all in KiB; and the size of the spooled
+file if any.  PSS, not RSS, and not the children's getrusage peak: oslo's
+processutils forks with a preexec_fn, so a child shares the interpreter's
+pages until exec, and summing RSS would count them twice.  Exits non-zero
+with IPA's error if the command did not succeed.
 """
 import argparse
 import json
@@ -39,7 +43,51 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
+
+
+def _pss_kib(pid):
+    try:
+        with open('/proc/%d/smaps_rollup' % pid) as f:
+            for line in f:
+                if line.startswith('Pss:'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid):
+    out = []
+    try:
+        for tid in os.listdir('/proc/%d/task' % pid):
+            with open('/proc/%d/task/%s/children' % (pid, tid)) as f:
+                out.extend(int(c) for c in f.read().split())
+    except OSError:
+        pass
+    return out
+
+
+class TreeRss(threading.Thread):
+    """Peak of the summed PSS of this process and its descendants."""
+
+    def __init__(self, interval=0.01):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self):
+        me = os.getpid()
+        while not self.stop.is_set():
+            total, todo = 0, [me]
+            while todo:
+                pid = todo.pop()
+                total += _pss_kib(pid)
+                todo.extend(_children(pid))
+            self.peak = max(self.peak, total)
+            self.stop.wait(self.interval)
 
 
 def main():
@@ -94,6 +142,8 @@ def main():
         os.unlink(spool)  # a stale spool from an earlier failed run
     ext = standby.StandbyExtension(agent=None)
 
+    sampler = TreeRss()
+    sampler.start()
     t0 = time.monotonic()
     cmd = ext.prepare_image(image_info=image_info, configdrive=None)
     cmd.join()
@@ -109,6 +159,8 @@ def main():
     finally:
         os.close(fd)
     secs = time.monotonic() - t0
+    sampler.stop.set()
+    sampler.join()
 
     spooled = os.path.getsize(spool) if os.path.exists(spool) else 0
     if spooled:
@@ -116,8 +168,7 @@ def main():
     out = {
         'seconds': secs,
         'self_rss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        'child_rss_kib':
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        'tree_rss_kib': sampler.peak,
         'spooled_bytes': spooled,
         'result': cmd.command_result and cmd.command_result.get('result'),
     }
