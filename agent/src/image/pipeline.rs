@@ -328,11 +328,10 @@ pub fn write_image(
     let capacity = target.capacity();
     let target_path = target.path().to_path_buf();
     let (op_tx, op_rx) = sync_channel::<WriteOp>(OP_QUEUE);
-    let writer_progress = progress.clone();
+    let mut w = Writer::new(target, progress.clone())?;
     let writer = std::thread::Builder::new()
         .name("image-writer".into())
         .spawn(move || {
-            let mut w = Writer::new(target, writer_progress);
             for op in op_rx {
                 if let Err(e) = w.apply(op) {
                     return (w, Some(e));

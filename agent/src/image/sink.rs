@@ -350,7 +350,22 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(target: Target, progress: Arc<Progress>) -> Self {
+    pub fn new(target: Target, progress: Arc<Progress>) -> Result<Self, ImageError> {
+        Self::start(target, progress, |i, ctx| {
+            std::thread::Builder::new()
+                .name(format!("image-io-{i}"))
+                .spawn(move || ctx.run())
+        })
+    }
+
+    /// Start with up to `IO_THREADS` I/O threads from `spawn`. Fewer than
+    /// that only cost speed; none at all would leave every submit blocked
+    /// on a queue nobody drains, so that is an error.
+    fn start(
+        target: Target,
+        progress: Arc<Progress>,
+        spawn: impl Fn(usize, IoContext) -> std::io::Result<JoinHandle<()>>,
+    ) -> Result<Self, ImageError> {
         let target = Arc::new(target);
         let (jobs_tx, jobs_rx) = sync_channel::<Job>(IO_THREADS);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
@@ -362,24 +377,32 @@ impl Writer {
                 .send(AlignedBuf::new(BUFFER_BYTES))
                 .expect("the channel holds every buffer");
         }
-        let threads = (0..IO_THREADS)
-            .filter_map(|i| {
-                let ctx = IoContext {
-                    target: target.clone(),
-                    jobs: jobs_rx.clone(),
-                    free: free_tx.clone(),
-                    failed: failed.clone(),
-                    halted: halted.clone(),
-                    progress: progress.clone(),
-                };
-                std::thread::Builder::new()
-                    .name(format!("image-io-{i}"))
-                    .spawn(move || ctx.run())
-                    .map_err(|e| warn!(error = %e, "could not start an I/O thread"))
-                    .ok()
-            })
-            .collect();
-        Self {
+        let mut threads = Vec::with_capacity(IO_THREADS);
+        let mut spawn_error = None;
+        for i in 0..IO_THREADS {
+            let ctx = IoContext {
+                target: target.clone(),
+                jobs: jobs_rx.clone(),
+                free: free_tx.clone(),
+                failed: failed.clone(),
+                halted: halted.clone(),
+                progress: progress.clone(),
+            };
+            match spawn(i, ctx) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    warn!(error = %e, "could not start an I/O thread; writing with fewer");
+                    spawn_error = Some(e);
+                }
+            }
+        }
+        if threads.is_empty() {
+            let why = spawn_error.map_or_else(|| "none requested".to_string(), |e| e.to_string());
+            return Err(ImageError::Internal(format!(
+                "could not start any I/O thread: {why}"
+            )));
+        }
+        Ok(Self {
             target,
             buf: Some(AlignedBuf::new(BUFFER_BYTES)),
             buf_offset: 0,
@@ -389,7 +412,7 @@ impl Writer {
             threads,
             failed,
             halted,
-        }
+        })
     }
 
     pub fn apply(&mut self, op: WriteOp) -> Result<(), ImageError> {
@@ -613,7 +636,7 @@ mod tests {
             len: 8 << 10,
         };
         let target = Target::open_window(&path, Some(window)).unwrap();
-        let mut w = Writer::new(target, Arc::new(Progress::default()));
+        let mut w = Writer::new(target, Arc::new(Progress::default())).unwrap();
         w.apply(WriteOp::Data {
             offset: 0,
             data: Bytes::from(vec![1u8; 4096]),
@@ -645,7 +668,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk");
         let target = Target::open(&path).unwrap();
-        let mut w = Writer::new(target, Arc::new(Progress::default()));
+        let mut w = Writer::new(target, Arc::new(Progress::default())).unwrap();
         // Pieces out of order, some contiguous, with a zero range between:
         // many buffers are in flight at once.
         let piece = |i: u64| Bytes::from(vec![(i % 250 + 1) as u8; 1 << 20]);
@@ -671,6 +694,52 @@ mod tests {
             let want = if i % 9 == 4 { 0 } else { (i % 250 + 1) as u8 };
             let got = &back[(i << 20) as usize..((i + 1) << 20) as usize];
             assert!(got.iter().all(|b| *b == want), "MiB {i}");
+        }
+    }
+
+    #[test]
+    fn no_io_thread_is_an_error_and_one_is_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        let refuse = |_: usize, _: IoContext| -> std::io::Result<JoinHandle<()>> {
+            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+        };
+        let target = Target::open(&path).unwrap();
+        let e = Writer::start(target, Arc::new(Progress::default()), refuse)
+            .err()
+            .expect("no thread, no writer");
+        assert!(
+            e.to_string().contains("could not start any I/O thread"),
+            "{e}"
+        );
+
+        // Only the first thread starts: every write still lands.
+        let only_first = |i: usize, ctx: IoContext| {
+            if i == 0 {
+                std::thread::Builder::new().spawn(move || ctx.run())
+            } else {
+                Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+            }
+        };
+        let target = Target::open(&path).unwrap();
+        let mut w = Writer::start(target, Arc::new(Progress::default()), only_first).unwrap();
+        for i in 0..24u64 {
+            w.apply(WriteOp::Data {
+                offset: i << 20,
+                data: Bytes::from(vec![i as u8 + 1; 1 << 20]),
+            })
+            .unwrap();
+        }
+        w.finish(None).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len(), 24 << 20);
+        for i in 0..24usize {
+            assert!(
+                back[i << 20..(i + 1) << 20]
+                    .iter()
+                    .all(|b| *b == i as u8 + 1),
+                "MiB {i}"
+            );
         }
     }
 }
