@@ -88,6 +88,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // No transparent huge pages for the agent and what it runs: they back
+    // mimalloc's per-thread pages 2 MiB at a time, and with a dozen image
+    // threads each touching a little, writing a 1 GiB zstd qcow2 peaked at
+    // 74-80 MiB resident instead of 53, at no gain in speed.
+    // Best effort: a kernel without THP has nothing to disable.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     // The ramdisk's /init: set the machine up, then run and supervise the
     // agent proper (this binary again, as a child).
     if std::process::id() == 1 {

@@ -20,13 +20,21 @@ use crate::{assert_fails, write_image};
 /// well under this (the image engine's buffers are a few tens of MiB).
 const MEMORY_BUDGET_KB: u64 = 256 << 10;
 
-fn vm_hwm_kb(pid: u32) -> u64 {
+fn proc_status(pid: u32, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent alive");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    let hwm = proc_status(pid, "VmHWM:");
+    hwm.trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("VmHWM in kB")
 }
 
 /// A qcow2 v2 file of 512-byte clusters whose L1 entries all point at one
@@ -227,6 +235,9 @@ async fn hostile_images_fail_the_command_not_the_agent() {
     let hwm = vm_hwm_kb(pid);
     println!("agent VmHWM after the hostile images: {hwm} kB");
     assert!(hwm < MEMORY_BUDGET_KB, "agent peak memory {hwm} kB");
+    // Huge pages would inflate that peak by tens of MiB: the agent turns
+    // them off for itself.
+    assert_eq!(proc_status(pid, "THP_enabled:"), "0", "THP for the agent");
 
     // Item 11: a 100 MB body gets a 413 with IPA's fault body.
     let resp = api
