@@ -1,6 +1,7 @@
 //! Block devices: discovery from sysfs, the allow-list that keeps an agent
 //! on a host away from that host's disks, and root-device choice.
 
+pub mod ata;
 pub mod devices;
 pub mod erase;
 pub mod fsinfo;
@@ -10,6 +11,7 @@ pub mod ioctl;
 pub mod layout;
 pub mod links;
 pub mod mkfs;
+pub mod nvme;
 pub mod partitions;
 pub mod region;
 pub mod root;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ferrite_protocol::steps::Step;
 use serde_json::Value;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::burnin::burn_cpu;
 use super::manager::{HardwareManager, StepCall, StepDef, StepKind};
@@ -215,27 +215,47 @@ fn erase_devices_metadata(call: &StepCall) -> Result<Value, RestError> {
     }
 }
 
-/// `erase_devices` (`express`: only where the device zeroes in hardware,
-/// else the metadata erase, as IPA falls back). Whole disks, one at a time.
+/// `erase_devices` and `erase_devices_express`, as IPA's: every whole disk
+/// this agent may touch, up to `disk_erasure_concurrency` at once; the
+/// result maps each disk to `null`, as IPA's does. Express erases an NVMe
+/// namespace in the controller (or a disk that offloads WRITE ZEROES) and
+/// only the metadata of the others.
 fn erase_devices(call: &StepCall, express: bool) -> Result<Value, RestError> {
-    use crate::disk::erase::{erase_device, write_zeroes_supported, Tunables};
+    use crate::disk::erase::{self, Settings, Tunables};
     use crate::disk::list_block_devices;
     let cfg = &call.ctx.config;
-    let tunables = Tunables {
-        iterations: call
-            .u64_setting("agent_erase_devices_iterations")?
-            .unwrap_or(1) as u32,
-        zeroize: call.bool_setting("agent_erase_devices_zeroize", true)?,
+    let settings = Settings {
+        tunables: Tunables {
+            iterations: call
+                .u64_setting("agent_erase_devices_iterations")?
+                .unwrap_or(1)
+                .min(u64::from(u32::MAX)) as u32,
+            zeroize: call.bool_setting("agent_erase_devices_zeroize", true)?,
+        },
+        nvme_secure_erase: call.bool_setting("agent_enable_nvme_secure_erase", true)?,
+        ata_secure_erase: call.bool_setting("agent_enable_ata_secure_erase", true)?,
+        shred_if_secure_erase_fails: match call.setting("agent_continue_if_secure_erase_failed") {
+            Some(_) => call.bool_setting("agent_continue_if_secure_erase_failed", false)?,
+            None => call.bool_setting("agent_continue_if_ata_erase_failed", false)?,
+        },
     };
+    let concurrency = call
+        .u64_setting("disk_erasure_concurrency")?
+        .unwrap_or(1)
+        .clamp(1, 64) as usize;
     let skip_read_only = call.bool_setting("agent_erase_skip_read_only", false)?;
+
     let mut errors = Vec::new();
-    let mut done = serde_json::Map::new();
+    let mut todo = Vec::new();
     for disk in list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy()) {
         if disk.read_only {
             if skip_read_only {
                 info!(disk = %disk.path.display(), "skipping read-only disk");
             } else {
-                errors.push(format!("{}: the disk is read-only", disk.path.display()));
+                errors.push(format!(
+                    "{}: the disk is read-only, and the conductor has not signaled this is a permitted case",
+                    disk.path.display()
+                ));
             }
             continue;
         }
@@ -248,42 +268,117 @@ fn erase_devices(call: &StepCall, express: bool) -> Result<Value, RestError> {
             info!(disk = %disk.path.display(), "skipping an active software RAID member");
             continue;
         }
-        let zeroes = write_zeroes_supported(&cfg.sysfs_root, &disk.name);
-        if express && !zeroes {
-            info!(disk = %disk.path.display(), "no hardware zeroing: erasing metadata only");
-            match crate::disk::wipe::wipe_device(&disk.path) {
-                Ok(_) => done.insert(
-                    disk.path.display().to_string(),
-                    Value::String("metadata".into()),
-                ),
-                Err(e) => {
-                    errors.push(format!("{}: {e}", disk.path.display()));
-                    continue;
-                }
-            };
-            continue;
+        todo.push(disk);
+    }
+
+    let erase_one = |disk: &crate::disk::BlockDevice| -> Result<(), String> {
+        let path = &disk.path;
+        if express {
+            return express_erase(path, &disk.name, &cfg.sysfs_root, settings);
         }
-        info!(disk = %disk.path.display(), zeroes, ?tunables, "erasing disk");
-        match erase_device(&disk.path, zeroes, tunables) {
-            Ok(method) => {
-                info!(disk = %disk.path.display(), ?method, "disk erased");
-                done.insert(
-                    disk.path.display().to_string(),
-                    Value::String(format!("{method:?}")),
-                );
+        info!(disk = %path.display(), ?settings, "erasing disk");
+        let method = erase::erase_disk(path, &disk.name, &cfg.sysfs_root, settings)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        info!(disk = %path.display(), ?method, "disk erased");
+        crate::disk::wipe::reread_partitions(path);
+        Ok(())
+    };
+    let results = run_bounded(&todo, concurrency, erase_one);
+
+    let mut done = serde_json::Map::new();
+    for (disk, result) in todo.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                done.insert(disk.path.display().to_string(), Value::Null);
             }
-            Err(e) => errors.push(format!("{}: {e}", disk.path.display())),
+            Err(e) => errors.push(e),
         }
-        crate::disk::wipe::reread_partitions(&disk.path);
     }
     if errors.is_empty() {
         Ok(Value::Object(done))
+    } else if express {
+        Err(RestError::block_device_erase(format!(
+            "Failed to conduct an express erase on the device(s): {}",
+            errors.join("; ")
+        )))
     } else {
         Err(RestError::block_device_erase(format!(
             "Failed to erase the device(s): {}",
             errors.join("; ")
         )))
     }
+}
+
+/// IPA's express erase of one disk: the controller's erase where there is
+/// one, else (or when it fails) the metadata.
+fn express_erase(
+    path: &std::path::Path,
+    name: &str,
+    sysfs: &std::path::Path,
+    settings: crate::disk::erase::Settings,
+) -> Result<(), String> {
+    use crate::disk::{erase, nvme, wipe};
+    let mut secure_error = None;
+    if nvme::is_nvme(name) && settings.nvme_secure_erase {
+        match nvme::secure_erase(path) {
+            Ok(ses) => {
+                info!(disk = %path.display(), ?ses, "disk erased by its controller");
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(disk = %path.display(), error = %e, "secure erase failed; erasing the metadata");
+                secure_error = Some(e);
+            }
+        }
+    } else if erase::write_zeroes_supported(sysfs, name) {
+        let zeroed = erase::shred(
+            path,
+            true,
+            erase::Tunables {
+                iterations: 0,
+                zeroize: true,
+            },
+        );
+        match zeroed {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                warn!(disk = %path.display(), error = %e, "WRITE ZEROES failed; erasing the metadata")
+            }
+        }
+    }
+    match wipe::wipe_device(path) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(match secure_error {
+            Some(s) => format!(
+                "{}: Secure erase failed: {s}. Fallback to metadata erase also failed: {e}.",
+                path.display()
+            ),
+            None => format!("{}: {e}", path.display()),
+        }),
+    }
+}
+
+/// Run `f` over `items` on at most `width` threads; results in item order.
+fn run_bounded<T: Sync, R: Send>(items: &[T], width: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    let slots = std::sync::Mutex::new(&mut results);
+    std::thread::scope(|s| {
+        for _ in 0..width.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { return };
+                let r = f(item);
+                if let Ok(mut slots) = slots.lock() {
+                    slots[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect()
 }
 
 #[cfg(test)]
