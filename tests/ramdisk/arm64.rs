@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ferrite_tests::Conductor;
 use serde_json::{json, Value};
 
-use crate::qemu::{ramdisk_for, Arch, DirectBoot, Vm, MAC, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk_for, vm_slot, Arch, DirectBoot, Vm, MAC};
 
 /// QEMU start to the first heartbeat took 5 s on the 2-core development
 /// machine (the x86 smoke test allows 180 s for about 3 s); the bound
@@ -33,7 +33,7 @@ async fn arm64_ramdisk_inspects_heartbeats_and_reports_aarch64() {
         .await
         .expect("building the arm64 ramdisk");
     assert!(built.0.exists() && built.1.exists());
-    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
+    let _vm_slot = vm_slot().await;
     let conductor = Conductor::start(&["--fast-track", "true"]).await;
     let node = conductor
         .create_node(json!({"driver": "fake-hardware", "name": "qemu-arm64"}))

@@ -26,13 +26,13 @@ use ferrite_tests::{wait_for, Conductor};
 use serde_json::json;
 
 use crate::e2e::{verb, wait_states};
-use crate::qemu::{ramdisk, Arch, DirectBoot, Vm, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk, vm_slot, Arch, DirectBoot, Vm};
 
 const MAC: &str = "52:54:00:b3:c0:01";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipmi_si_finds_qemus_kcs_bmc_and_the_inventory_reports_what_it_answers() {
-    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
+    let _vm_slot = vm_slot().await;
     let ramdisk = ramdisk();
     let c = Conductor::start(&["--fast-track", "true"]).await;
     let uuid = c

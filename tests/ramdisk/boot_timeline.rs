@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferrite_tests::Conductor;
 use serde_json::json;
 
-use crate::qemu::{ramdisk, virtual_ramdisk, Vm, MAC, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk, virtual_ramdisk, vm_slot, Vm, MAC};
 
 /// The numbers of a `boot timeline:` line: the kernel's share (to /init)
 /// and /init to the first heartbeat, in seconds; with the steps between.
@@ -51,7 +51,7 @@ fn parse(serial: &str) -> Option<Timeline> {
 /// Boot `ramdisk` once (virtio NIC and disk, BOOTIF as PXE sets it) and
 /// return its timeline.
 async fn boot_once(ramdisk: &(PathBuf, PathBuf), tag: &str) -> Timeline {
-    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
+    let _vm_slot = vm_slot().await;
     let conductor = Conductor::start(&["--fast-track", "true"]).await;
     let node = conductor
         .create_node(json!({"driver": "fake-hardware", "name": tag}))

@@ -10,11 +10,11 @@ use std::time::Duration;
 use ferrite_tests::{bin, wait_exit, Proc};
 use serde_json::Value;
 
-use crate::qemu::{direct_boot, ONE_VM_AT_A_TIME};
+use crate::qemu::{direct_boot, vm_slot};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pid1_captures_the_hardware_onto_a_disk_and_powers_off() {
-    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
+    let _vm_slot = vm_slot().await;
     let dir = tempfile::tempdir().unwrap();
     let disk = |name: &str, size: u64| {
         let p = dir.path().join(name);

@@ -23,9 +23,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UdpSocket, UnixStream};
 
-use crate::qemu::{
-    build_ramdisk, virtual_ramdisk, workspace, Arch, DirectBoot, Vm, ONE_VM_AT_A_TIME,
-};
+use crate::qemu::{build_ramdisk, virtual_ramdisk, vm_slot, workspace, Arch, DirectBoot, Vm};
 
 /// The `debug` profile (server + busybox), built once per test run.
 fn debug_ramdisk() -> &'static (PathBuf, PathBuf) {
@@ -153,7 +151,7 @@ fn line_of(log: &str, needle: &str) -> Option<usize> {
 #[tokio::test(flavor = "multi_thread")]
 async fn sntp_fixes_the_clock_before_lookup_and_power_off_writes_the_rtc() {
     let ramdisk = debug_ramdisk();
-    let _slot = ONE_VM_AT_A_TIME.lock().await;
+    let _slot = vm_slot().await;
     let mac = "52:54:00:c1:0c:01";
     let (conductor, uuid, port) = conductor_with_node(mac, "clock").await;
     let (ntp_port, requests) = sntp_server(false).await;
@@ -296,7 +294,7 @@ async fn sntp_fixes_the_clock_before_lookup_and_power_off_writes_the_rtc() {
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_ntp_server_and_missing_busybox_are_logged_and_the_agent_runs() {
     let ramdisk = virtual_ramdisk();
-    let _slot = ONE_VM_AT_A_TIME.lock().await;
+    let _slot = vm_slot().await;
     let mac = "52:54:00:c1:0c:02";
     let (conductor, uuid, port) = conductor_with_node(mac, "clock-bad").await;
     let dir = tempfile::tempdir().unwrap();
@@ -385,7 +383,7 @@ impl SerialCapture {
 #[tokio::test(flavor = "multi_thread")]
 async fn debug_shell_answers_on_the_serial_console_and_ipa_debug_logs_everywhere() {
     let ramdisk = debug_ramdisk();
-    let _slot = ONE_VM_AT_A_TIME.lock().await;
+    let _slot = vm_slot().await;
     let mac = "52:54:00:c1:0c:03";
     let (conductor, uuid, port) = conductor_with_node(mac, "debug-shell").await;
     let dir = tempfile::tempdir().unwrap();

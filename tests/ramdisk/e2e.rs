@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ferrite_tests::{free_port, wait_exit, wait_for, Conductor, Proc};
 use serde_json::{json, Value};
 
-use crate::qemu::{guestfwd_to, ramdisk, workspace, ONE_VM_AT_A_TIME};
+use crate::qemu::{guestfwd_to, ramdisk, vm_slot, workspace};
 
 const MARKER: &str = "FERRITE-DEPLOYED-IMAGE-BOOTED";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -280,7 +280,7 @@ pub async fn power_on_and_deploy(
 }
 
 async fn deploy_and_boot(uefi: bool) {
-    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
+    let _vm_slot = vm_slot().await;
     let c = conductor().await;
     let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -360,7 +360,7 @@ async fn uefi_pxe_deploy_boots_the_deployed_image() {
 /// unbootable, and the next power-on does not boot it.
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_checksum_fails_the_deploy_and_boots_nothing() {
-    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
+    let _vm_slot = vm_slot().await;
     let c = conductor().await;
     let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();

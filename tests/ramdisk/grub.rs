@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::e2e::{
     conductor_serving, enroll_with, keep_logs, power_on_and_deploy, verb, wait_states, Machine,
 };
-use crate::qemu::{workspace, ONE_VM_AT_A_TIME};
+use crate::qemu::{vm_slot, workspace};
 
 const IMAGE: &str = "debian-grub.qcow2";
 
@@ -150,7 +150,7 @@ fn escapes_are_removed() {
 }
 
 async fn deploy_debian_and_boot(uefi: bool) {
-    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
+    let _vm_slot = vm_slot().await;
     let (images, info) = grub_image();
     let kernel = &info["kernel"];
     let fs_uuid = &info["fs_uuid"];

@@ -23,7 +23,7 @@ use ferrite_tests::{wait_exit, wait_for, AgentApi, Conductor};
 use serde_json::{json, Value};
 
 use crate::e2e::{conductor_serving, verb, wait_states};
-use crate::qemu::{ramdisk, virtual_ramdisk, workspace, Arch, DirectBoot, Vm, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk, virtual_ramdisk, vm_slot, workspace, Arch, DirectBoot, Vm};
 
 /// Disks are 5 GiB (sparse): the root device rule wants at least 4 GiB.
 const DISK_BYTES: u64 = 5 << 30;
@@ -222,7 +222,7 @@ fn assert_inventory(inv: &Value, mac: &str, serial: &str, size: u64, log: &str) 
 /// One machine: boot, heartbeat, inventory. A deploy follows when `image`
 /// is given (the node is then taken through the conductor's deploy).
 async fn boot_case(nic_model: &str, disk: Disk, n: u8, image: Option<&TestImage>) {
-    let _slot = ONE_VM_AT_A_TIME.lock().await;
+    let _slot = vm_slot().await;
     let mac = format!("52:54:00:a5:00:{n:02x}");
     // QEMU caps SCSI serials at 20 characters.
     let serial = format!("FERRITE-HW-{n}");
@@ -453,7 +453,7 @@ async fn virtio_net_and_usb_storage() {
 /// up and heartbeats through its virtio NIC.
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_driver_and_missing_firmware_are_logged_and_the_agent_runs() {
-    let _slot = ONE_VM_AT_A_TIME.lock().await;
+    let _slot = vm_slot().await;
     let mac = "52:54:00:a5:00:10";
     let conductor = Conductor::start(&["--fast-track", "true"]).await;
     let uuid = conductor

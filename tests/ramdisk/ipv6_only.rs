@@ -14,7 +14,7 @@ use nix::sched::CloneFlags;
 use serde_json::json;
 
 use crate::dhcp::ip;
-use crate::qemu::{direct_boot_from, virtual_ramdisk, Arch, ONE_VM_AT_A_TIME};
+use crate::qemu::{direct_boot_from, virtual_ramdisk, vm_slot_blocking, Arch};
 
 const MAC: &str = "52:54:00:12:34:66";
 const PREFIX: &str = "fd00:99::";
@@ -62,7 +62,7 @@ impl Drop for TapNetns {
 fn ipv6_only_network_looks_up_heartbeats_and_is_called_back() {
     // Built before entering the namespace: the build fetches packages.
     let ramdisk = virtual_ramdisk();
-    let _vm_slot = ONE_VM_AT_A_TIME.blocking_lock();
+    let _vm_slot = vm_slot_blocking();
     let ns = TapNetns::new();
     let netns_path = format!("/run/netns/{}", ns.name);
     let tap = ns.tap.clone();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ferrite_tests::{wait_for, Conductor};
 use serde_json::json;
 
-use crate::qemu::{virtual_ramdisk, Arch, DirectBoot, Vm, ONE_VM_AT_A_TIME};
+use crate::qemu::{virtual_ramdisk, vm_slot, Arch, DirectBoot, Vm};
 
 /// A machine with three virtio NICs at PCI slots 3, 4 and 5 (so the kernel
 /// names them eth0, eth1, eth2 in that order); `on_net` (0-based) is the
@@ -91,7 +91,7 @@ fn net_lines(serial: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nics_bootif_third_and_no_bootif_second() {
-    let _slot = ONE_VM_AT_A_TIME.lock().await;
+    let _slot = vm_slot().await;
     let conductor = Conductor::start(&["--fast-track", "true"]).await;
     let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
 

@@ -20,9 +20,37 @@ use serde_json::json;
 
 pub(crate) const MAC: &str = "52:54:00:12:34:56";
 
-/// QEMU under TCG pins a core per VM and this machine has two: the VM
-/// tests run one at a time (each holds this for its whole run).
-pub(crate) static ONE_VM_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// QEMU under TCG keeps a core busy per VM: at most one VM per core runs
+/// at once (each test holds its slot for its whole run). `FERRITE_TEST_VMS`
+/// overrides the count (1 serialises the VM tests, as they ran before).
+fn vm_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let slots = std::env::var("FERRITE_TEST_VMS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(cores);
+        tokio::sync::Semaphore::new(slots)
+    })
+}
+
+/// Wait for a VM slot; the VM may run while the permit lives.
+pub(crate) async fn vm_slot() -> tokio::sync::SemaphorePermit<'static> {
+    vm_slots()
+        .acquire()
+        .await
+        .expect("the VM semaphore is never closed")
+}
+
+/// [`vm_slot`] for a test outside any runtime.
+pub(crate) fn vm_slot_blocking() -> tokio::sync::SemaphorePermit<'static> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime to wait for a VM slot")
+        .block_on(vm_slot())
+}
 
 pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -361,7 +389,7 @@ impl Drop for Vm {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ramdisk_boots_heartbeats_and_powers_off() {
-    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
+    let _vm_slot = vm_slot().await;
     let conductor = Conductor::start(&["--fast-track", "true"]).await;
     let node = conductor
         .create_node(json!({"driver": "fake-hardware", "name": "qemu-0"}))

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::e2e::{conductor_serving, enroll_node, verb, wait_states};
-use crate::qemu::{ramdisk, Arch, DirectBoot, Vm, ONE_VM_AT_A_TIME};
+use crate::qemu::{ramdisk, vm_slot, Arch, DirectBoot, Vm};
 
 const MAC: &str = "52:54:00:5d:15:01";
 /// The image: 8 MiB, a readable first sector, then a deterministic pattern.
@@ -101,7 +101,7 @@ fn attempts_logged(serial: &str, message: &str) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_disk_attached_after_boot_is_waited_for_and_receives_the_image() {
-    let _vm_slot = ONE_VM_AT_A_TIME.lock().await;
+    let _vm_slot = vm_slot().await;
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
     std::fs::create_dir_all(&images).unwrap();

@@ -330,7 +330,7 @@ pub async fn heartbeat(
                 }
             } else {
                 fs::create_dir_all(&certs)
-                    .and_then(|_| fs::write(&path, pem))
+                    .and_then(|_| write_whole(&certs, &path, pem))
                     .map_err(|e| {
                         ApiError::new(
                             StatusCode::INTERNAL_SERVER_ERROR,
@@ -382,4 +382,17 @@ fn tokens_match(expected: Option<&str>, given: Option<&str>) -> bool {
         (Some(e), Some(g)) => e.as_bytes().ct_eq(g.as_bytes()).into(),
         _ => false,
     }
+}
+
+/// Write `data` to `path` through a temporary file in `dir` and a rename, so
+/// a reader (the agent client pinning this certificate) never sees half of it.
+fn write_whole(dir: &std::path::Path, path: &std::path::Path, data: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".agent-cert-")
+        .suffix(".partial")
+        .tempfile_in(dir)?;
+    tmp.write_all(data.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
