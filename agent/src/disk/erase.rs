@@ -2,7 +2,9 @@
 //! IPA's semantics (`erase_block_device`). An NVMe namespace is erased by
 //! the controller (Format NVM, crypto erase where offered), an ATA drive
 //! with the security feature set by SECURITY ERASE UNIT; when that fails
-//! the disk is only shredded if Ironic allows it
+//! the disk may be erased by a verified discard when Ironic or the kernel
+//! command line enable it (`agent_enable_discard_erase`,
+//! `ipa-enable-discard-erase`), and is only shredded if Ironic allows it
 //! (`agent_continue_if_secure_erase_failed`). Shredding is IPA's:
 //! `agent_erase_devices_iterations` random passes, then zeros when
 //! `agent_erase_devices_zeroize`, and only that zero pass is offloaded to
@@ -16,8 +18,10 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::ata;
+use super::discard;
 use super::ioctl;
 use super::nvme::{self, SecureErase};
+use super::BlockDevice;
 
 const PASS_CHUNK: usize = 4 << 20;
 
@@ -28,6 +32,8 @@ pub enum Method {
     NvmeFormat(SecureErase),
     /// The ATA drive ran SECURITY ERASE UNIT.
     AtaSecureErase { enhanced: bool },
+    /// Discarded, and `samples` sampled positions read back as zeros.
+    Discarded { samples: usize },
     /// Random passes, then (unless `zeroes` is `None`) zeros.
     Shred {
         random_passes: u32,
@@ -68,6 +74,9 @@ pub struct Settings {
     pub nvme_secure_erase: bool,
     /// `agent_enable_ata_secure_erase` (IPA's default: true).
     pub ata_secure_erase: bool,
+    /// `agent_enable_discard_erase` (else `ipa-enable-discard-erase`; IPA's
+    /// default: false): try a verified discard when the secure erase fails.
+    pub discard_if_secure_erase_fails: bool,
     /// `agent_continue_if_secure_erase_failed` (or its old name
     /// `agent_continue_if_ata_erase_failed`): shred when the hardware
     /// erase fails. IPA's default: false, the step fails.
@@ -80,6 +89,7 @@ impl Default for Settings {
             tunables: Tunables::default(),
             nvme_secure_erase: true,
             ata_secure_erase: true,
+            discard_if_secure_erase_fails: false,
             shred_if_secure_erase_fails: false,
         }
     }
@@ -119,14 +129,14 @@ fn open(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Erase the whole disk `name` at `path` as IPA's `erase_block_device`
-/// does (the skip rules are the caller's).
+/// Erase the whole `disk` as IPA's `erase_block_device` does (the guards
+/// are the caller's).
 pub fn erase_disk(
-    path: &Path,
-    name: &str,
+    disk: &BlockDevice,
     sysfs: &Path,
     settings: Settings,
 ) -> Result<Method, EraseError> {
+    let (path, name) = (disk.path.as_path(), disk.name.as_str());
     let failed: Box<dyn std::error::Error + Send + Sync> = if nvme::is_nvme(name) {
         if !settings.nvme_secure_erase {
             return shred_disk(path, name, sysfs, settings);
@@ -148,6 +158,17 @@ pub fn erase_disk(
             Err(e) => Box::new(e),
         }
     };
+    if settings.discard_if_secure_erase_fails {
+        let max_bytes = discard::max_bytes(sysfs, name);
+        match discard::erase(path, max_bytes, disk.logical_sectors) {
+            Ok(samples) => {
+                tracing::info!(disk = %path.display(), error = %failed,
+                    "erased by discarding it because secure erase was not available");
+                return Ok(Method::Discarded { samples });
+            }
+            Err(e) => warn!(disk = %path.display(), error = %e, "could not erase by discarding it"),
+        }
+    }
     if !settings.shred_if_secure_erase_fails {
         return Err(EraseError::SecureErase(failed));
     }
@@ -274,7 +295,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, _f) = file_of(dir.path(), 1 << 20);
         let sysfs = dir.path().join("sys");
-        let e = erase_disk(&path, "nvme0n1", &sysfs, Settings::default()).unwrap_err();
+        let disk = BlockDevice {
+            name: "nvme0n1".into(),
+            path: path.clone(),
+            ..Default::default()
+        };
+        let e = erase_disk(&disk, &sysfs, Settings::default()).unwrap_err();
         assert!(matches!(e, EraseError::SecureErase(_)), "{e}");
         assert!(
             e.to_string()

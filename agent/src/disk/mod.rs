@@ -3,9 +3,11 @@
 
 pub mod ata;
 pub mod devices;
+pub mod discard;
 pub mod erase;
 pub mod fsinfo;
 pub mod gpt_edit;
+pub mod guard;
 pub mod hints;
 pub mod ioctl;
 pub mod layout;
@@ -15,6 +17,7 @@ pub mod nvme;
 pub mod partitions;
 pub mod region;
 pub mod root;
+pub mod skip_list;
 pub mod wipe;
 
 pub use devices::{list_block_devices, BlockDevice, DiskPolicy};

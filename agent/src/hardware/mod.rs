@@ -4,6 +4,7 @@
 pub mod burnin;
 pub mod capture;
 pub mod disk_wait;
+pub mod erasure;
 pub mod generic;
 pub mod inventory;
 pub mod manager;
