@@ -13,6 +13,7 @@ use tracing::info;
 use super::burnin::burn_cpu;
 use super::erasure;
 use super::manager::{HardwareManager, StepCall, StepDef, StepKind};
+use super::uefi_nvram;
 use crate::errors::RestError;
 
 /// IPA's `agent_burnin_cpu_timeout` default: one day.
@@ -63,6 +64,14 @@ impl HardwareManager for GenericHardwareManager {
                 step: step("erase_devices_express", 0, "deploy"),
                 kinds: &[StepKind::Clean],
                 run: Arc::new(|call| erasure::erase_devices(call, true)),
+            },
+            StepDef {
+                step: Step {
+                    argsinfo: Some(uefi_nvram::argsinfo()),
+                    ..step("clean_uefi_nvram", 0, "deploy")
+                },
+                kinds: &[StepKind::Clean, StepKind::Deploy],
+                run: Arc::new(uefi_nvram::clean_uefi_nvram),
             },
             StepDef {
                 step: step("erase_pstore", 0, "deploy"),

@@ -10,5 +10,6 @@ pub mod inventory;
 pub mod manager;
 pub mod nics;
 pub mod pstore;
+pub mod uefi_nvram;
 
 pub use manager::{HardwareManager, HardwareManagers, StepCall, StepDef, StepKind};
