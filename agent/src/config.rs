@@ -106,6 +106,12 @@ pub struct Config {
     pub disk_wait_attempts: u32,
     /// `ipa-disk-wait-delay`: the pause between two looks.
     pub disk_wait_delay: Duration,
+    /// `ipa-guard-special-filesystems`: refuse to clean a disk holding a
+    /// shared-disk filesystem (GPFS, VMFS, GFS2). IPA's default: on.
+    pub guard_special_filesystems: bool,
+    /// `ipa-enable-discard-erase`: `erase_devices` may erase a disk whose
+    /// secure erase failed by a verified discard. IPA's default: off.
+    pub enable_discard_erase: bool,
     /// `ferrite-allow-power`: what `standby.power_off`/`run_image` may do
     /// outside the ramdisk's init (refuse, reboot(2), or end the process).
     pub power_policy: crate::power::PowerPolicy,
@@ -158,6 +164,8 @@ impl Default for Config {
             inspection_dhcp_wait_timeout: Duration::from_secs(60),
             inspection_retry_wait: Duration::from_secs(5),
             collect_lldp: false,
+            guard_special_filesystems: true,
+            enable_discard_erase: false,
             lldp_timeout: Duration::from_secs(30),
             ironic_api_version: None,
             http_request_timeout: Duration::from_secs(30),
@@ -257,6 +265,12 @@ impl Config {
                     parse_secs("ferrite-inspection-retry-wait", value, true)?
             }
             "ipa-collect-lldp" => self.collect_lldp = parse_bool("ipa-collect-lldp", value)?,
+            "ipa-guard-special-filesystems" => {
+                self.guard_special_filesystems = parse_bool("ipa-guard-special-filesystems", value)?
+            }
+            "ipa-enable-discard-erase" => {
+                self.enable_discard_erase = parse_bool("ipa-enable-discard-erase", value)?
+            }
             "ipa-lldp-timeout" => self.lldp_timeout = parse_secs("ipa-lldp-timeout", value, true)?,
             "ipa-ironic-api-version" => {
                 self.ironic_api_version = Some(value.parse().map_err(

@@ -144,6 +144,17 @@ impl RestError {
         Self::base("BlockDeviceEraseError", 500, "Error erasing block device").with(details)
     }
 
+    /// IPA's `ProtectedDeviceError` (a `CleaningError`): a shared-disk
+    /// filesystem was found, nothing was erased.
+    pub fn protected_device(details: impl Into<String>) -> Self {
+        Self::base(
+            "ProtectedDeviceError",
+            500,
+            "Protected device located, cleaning aborted.",
+        )
+        .with(details)
+    }
+
     pub fn unknown_node() -> Self {
         Self::base(
             "UnknownNodeError",

@@ -1,6 +1,9 @@
 //! `erase_devices_metadata` on real loop devices prepared with every kind
 //! of on-disk metadata: afterwards neither `wipefs` nor `blkid -p` may find
-//! anything, on the disks or on their (former) partitions.
+//! anything, on the disks or on their (former) partitions, except on the
+//! disks IPA's guards keep: software RAID members, virtual media, the
+//! node's `skip_block_devices`, and shared-disk filesystems, which fail
+//! the step before anything is erased.
 
 use std::path::Path;
 use std::process::Command;
@@ -56,7 +59,8 @@ async fn no_signature_survives() {
     sh(&format!("pvcreate -qq -ff -y {}", p(&lvm)));
     sh(&format!("printf ferrite-test | cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 {} -", p(&luks)));
     // Members of a software RAID that is not assembled (this kernel has no
-    // md driver, so the v1.2 superblocks are written the way mdadm would).
+    // md driver, so the v1.2 superblocks are written the way mdadm would):
+    // kept, as IPA keeps them, for the RAID steps to take apart.
     ferrite_tests::images::write_md_v12_superblock(&md_a.path, 1);
     ferrite_tests::images::write_md_v12_superblock(&md_b.path, 1);
     // GPT with an ext4 partition, and a DOS table with a vfat partition.
@@ -79,16 +83,24 @@ async fn no_signature_survives() {
         sh(&format!("mkfs.vfat {} >/dev/null", part.display()));
     }
 
-    let all = [
-        &ext4, &xfs, &vfat, &swap, &lvm, &luks, &md_a, &md_b, &gpt, &mbr,
-    ];
-    for l in all {
+    let all = [&ext4, &xfs, &vfat, &swap, &lvm, &luks, &gpt, &mbr];
+    for l in all.iter().chain([&&md_a, &&md_b]) {
         assert!(!leftovers(&l.path).is_empty(), "{} was not prepared", p(l));
     }
+    let raid_before = (leftovers(&md_a.path), leftovers(&md_b.path));
+    assert!(
+        raid_before.0.contains("linux_raid_member"),
+        "{}",
+        raid_before.0
+    );
     assert!(leftovers(&gpt.path).contains("gpt") && leftovers(&mbr.path).contains("dos"));
     let allow = format!(
         "ferrite-disks={}",
-        all.iter().map(|l| p(l)).collect::<Vec<_>>().join(",")
+        all.iter()
+            .chain([&&md_a, &&md_b])
+            .map(|l| p(l))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let pair = Pair::start(&[], "52:54:00:ee:00:09", &[&allow]).await;
     let result = pair
@@ -104,6 +116,11 @@ async fn no_signature_survives() {
     for l in all {
         assert_eq!(leftovers(&l.path), "", "{} still has metadata", p(l));
     }
+    assert_eq!(
+        (leftovers(&md_a.path), leftovers(&md_b.path)),
+        raid_before,
+        "RAID members must be kept"
+    );
     // Where the kernel shows partitions, they were wiped too and are gone with their tables.
     for part in &partitions {
         assert_eq!(leftovers(part), "", "{} still has metadata", part.display());
@@ -188,5 +205,87 @@ async fn erase_devices_leaves_only_zeros_and_refuses_read_only_disks() {
     assert!(
         std::fs::read(&backing).unwrap().iter().all(|b| *b == 7),
         "read-only disk untouched"
+    );
+}
+
+/// The guards on real disks: a disk named in `skip_block_devices` and a
+/// virtual media disk (`ir-vfd-dev`) are kept while the others are erased;
+/// a GPFS partition fails the step with IPA's `ProtectedDeviceError`
+/// before any disk is touched, unless Ironic says
+/// `wipe_special_filesystems: false`.
+#[tokio::test(flavor = "multi_thread")]
+async fn skipped_virtual_media_and_protected_disks_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mk = |name: &str| LoopDevice::new(dir.path(), name, 64 << 20, false);
+    let (skipped, vmedia, plain, gpfs) = (mk("skipped"), mk("vmedia"), mk("plain"), mk("gpfs"));
+    let p = |l: &LoopDevice| l.path.display().to_string();
+    sh(&format!("mkfs.ext4 -q -F {}", p(&skipped)));
+    sh(&format!(
+        "mkfs.vfat -n ir-vfd-dev {} >/dev/null",
+        p(&vmedia)
+    ));
+    sh(&format!("mkfs.ext4 -q -F {}", p(&plain)));
+    sh(&format!(
+        "sgdisk -n 1:2048:+8M -t 1:37AFFC90-EF7D-4E96-91C3-2D7AE055B174 {} >/dev/null",
+        p(&gpfs)
+    ));
+    let before: Vec<String> = [&skipped, &vmedia, &plain, &gpfs]
+        .iter()
+        .map(|l| leftovers(&l.path))
+        .collect();
+    assert!(before.iter().all(|l| !l.is_empty()), "{before:?}");
+
+    let allow = format!(
+        "ferrite-disks={}",
+        [&skipped, &vmedia, &plain, &gpfs].map(p).join(",")
+    );
+    let pair = Pair::start(&[], "52:54:00:ee:00:0c", &[&allow]).await;
+    let api = pair.api();
+    let step = |dii: serde_json::Value| {
+        json!({
+        "step": {"step": "erase_devices_metadata", "interface": "deploy", "priority": 99},
+        "node": {"properties": {"skip_block_devices": [{"name": p(&skipped)}]},
+                 "driver_internal_info": dii},
+        "ports": [], "clean_version": {"generic_hardware_manager": "1.2"}})
+    };
+
+    let refused = api.run("clean.execute_clean_step", step(json!({}))).await;
+    assert_eq!(refused["command_status"], "FAILED", "{refused}");
+    assert_eq!(
+        refused["command_error"]["type"], "ProtectedDeviceError",
+        "{refused}"
+    );
+    let details = refused["command_error"]["details"].as_str().unwrap();
+    assert!(
+        details.starts_with(&format!(
+            "Protected IBM GPFS Partition located on device {}. This volume or contents may be a shared block device.",
+            p(&gpfs)
+        )),
+        "{details}"
+    );
+    let after: Vec<String> = [&skipped, &vmedia, &plain, &gpfs]
+        .iter()
+        .map(|l| leftovers(&l.path))
+        .collect();
+    assert_eq!(after, before, "a refused step erased something");
+
+    let done = api
+        .run(
+            "clean.execute_clean_step",
+            step(json!({"wipe_special_filesystems": false})),
+        )
+        .await;
+    assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
+    assert_eq!(
+        leftovers(&skipped.path),
+        before[0],
+        "skip_block_devices ignored"
+    );
+    assert_eq!(leftovers(&vmedia.path), before[1], "virtual media erased");
+    assert_eq!(leftovers(&plain.path), "", "the plain disk was not erased");
+    assert_eq!(
+        leftovers(&gpfs.path),
+        "",
+        "the GPFS disk was not erased when allowed"
     );
 }

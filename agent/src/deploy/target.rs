@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::whole_disk::hints;
+use crate::disk::skip_list::SkipList;
 use crate::disk::{choose_root_device, list_block_devices};
 use crate::errors::RestError;
 use crate::state::AgentContext;
@@ -20,6 +21,12 @@ pub fn install_device(ctx: &AgentContext) -> Result<PathBuf, RestError> {
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
     let cfg = &ctx.config;
-    let devices = list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy());
+    let devices = SkipList::from_node(&node)
+        .map_err(RestError::invalid_params)?
+        .apply(list_block_devices(
+            &cfg.sysfs_root,
+            &cfg.dev_root,
+            &cfg.disk_policy(),
+        ));
     Ok(choose_root_device(&devices, hints(&node).as_ref())?.path)
 }

@@ -41,7 +41,13 @@ pub fn prepare_image(
         .unwrap_or_default()
         .to_string();
     let cfg = &ctx.config;
-    let devices = list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy());
+    let devices = crate::disk::skip_list::SkipList::from_node(node)
+        .map_err(RestError::invalid_params)?
+        .apply(list_block_devices(
+            &cfg.sysfs_root,
+            &cfg.dev_root,
+            &cfg.disk_policy(),
+        ));
     let device = choose_root_device(&devices, hints(node).as_ref())?;
     if info.image_type.as_deref() == Some("partition") {
         info!(image = %info.id, device = %device.path.display(), size = device.size, "deploying partition image");

@@ -1,26 +1,56 @@
-//! `erase_devices` / `erase_devices_express`: whole-disk erasure. Where the
-//! device offloads WRITE ZEROES (a non-zero `queue/write_zeroes_max_bytes`)
-//! one `BLKZEROOUT` clears it; otherwise IPA's overwrite passes
-//! (`agent_erase_devices_iterations` random passes, then zeros when
-//! `agent_erase_devices_zeroize`).
+//! `erase_devices` / `erase_devices_express`: whole-disk erasure with
+//! IPA's semantics (`erase_block_device`). An NVMe namespace is erased by
+//! the controller (Format NVM, crypto erase where offered), an ATA drive
+//! with the security feature set by SECURITY ERASE UNIT; when that fails
+//! the disk may be erased by a verified discard when Ironic or the kernel
+//! command line enable it (`agent_enable_discard_erase`,
+//! `ipa-enable-discard-erase`), and is only shredded if Ironic allows it
+//! (`agent_continue_if_secure_erase_failed`). Shredding is IPA's:
+//! `agent_erase_devices_iterations` random passes, then zeros when
+//! `agent_erase_devices_zeroize`, and only that zero pass is offloaded to
+//! the device when it does WRITE ZEROES (`queue/write_zeroes_max_bytes`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use tracing::warn;
+
+use super::ata;
+use super::discard;
 use super::ioctl;
+use super::nvme::{self, SecureErase};
+use super::BlockDevice;
 
 const PASS_CHUNK: usize = 4 << 20;
 
 /// How a device was erased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
-    WriteZeroes,
-    Overwrite { random_passes: u32, zeroed: bool },
+    /// The NVMe controller erased the namespace.
+    NvmeFormat(SecureErase),
+    /// The ATA drive ran SECURITY ERASE UNIT.
+    AtaSecureErase { enhanced: bool },
+    /// Discarded, and `samples` sampled positions read back as zeros.
+    Discarded { samples: usize },
+    /// Random passes, then (unless `zeroes` is `None`) zeros.
+    Shred {
+        random_passes: u32,
+        zeroes: Option<Zeroes>,
+    },
 }
 
-/// IPA's tunables, from the node's `driver_internal_info`.
+/// How the final zero pass was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zeroes {
+    /// One `BLKZEROOUT`, carried out by the device.
+    Offloaded,
+    /// Written block by block.
+    Written,
+}
+
+/// IPA's shred tunables, from the node's `driver_internal_info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tunables {
     pub iterations: u32,
@@ -34,6 +64,48 @@ impl Default for Tunables {
             zeroize: true,
         }
     }
+}
+
+/// What Ironic says about erasing, read once per step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub tunables: Tunables,
+    /// `agent_enable_nvme_secure_erase` (IPA's default: true).
+    pub nvme_secure_erase: bool,
+    /// `agent_enable_ata_secure_erase` (IPA's default: true).
+    pub ata_secure_erase: bool,
+    /// `agent_enable_discard_erase` (else `ipa-enable-discard-erase`; IPA's
+    /// default: false): try a verified discard when the secure erase fails.
+    pub discard_if_secure_erase_fails: bool,
+    /// `agent_continue_if_secure_erase_failed` (or its old name
+    /// `agent_continue_if_ata_erase_failed`): shred when the hardware
+    /// erase fails. IPA's default: false, the step fails.
+    pub shred_if_secure_erase_fails: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            tunables: Tunables::default(),
+            nvme_secure_erase: true,
+            ata_secure_erase: true,
+            discard_if_secure_erase_fails: false,
+            shred_if_secure_erase_fails: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    /// IPA's words for the same case (`IncompatibleHardwareMethodError`).
+    #[error("Failed to invoke secure erase, fallback to shred is not enabled: {0}")]
+    SecureErase(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The device's queue says WRITE ZEROES is offloaded (and so guaranteed).
@@ -57,22 +129,92 @@ fn open(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Erase a whole disk. `write_zeroes` comes from [`write_zeroes_supported`].
-pub fn erase_device(path: &Path, write_zeroes: bool, tunables: Tunables) -> io::Result<Method> {
-    let f = open(path)?;
-    let size = ioctl::device_size(&f)?;
-    if write_zeroes {
-        ioctl::zero_out(&f, 0, size)?;
-        f.sync_all()?;
-        return Ok(Method::WriteZeroes);
+/// Erase the whole `disk` as IPA's `erase_block_device` does (the guards
+/// are the caller's).
+pub fn erase_disk(
+    disk: &BlockDevice,
+    sysfs: &Path,
+    settings: Settings,
+) -> Result<Method, EraseError> {
+    let (path, name) = (disk.path.as_path(), disk.name.as_str());
+    let failed: Box<dyn std::error::Error + Send + Sync> = if nvme::is_nvme(name) {
+        if !settings.nvme_secure_erase {
+            return shred_disk(path, name, sysfs, settings);
+        }
+        match nvme::secure_erase(path) {
+            Ok(ses) => return Ok(Method::NvmeFormat(ses)),
+            Err(e) => Box::new(e),
+        }
+    } else {
+        if !settings.ata_secure_erase {
+            return shred_disk(path, name, sysfs, settings);
+        }
+        match ata::secure_erase(path) {
+            Ok(ata::Outcome::Erased { enhanced }) => {
+                return Ok(Method::AtaSecureErase { enhanced })
+            }
+            // No security feature set: IPA shreds, whatever the settings.
+            Ok(ata::Outcome::Unsupported) => return shred_disk(path, name, sysfs, settings),
+            Err(e) => Box::new(e),
+        }
+    };
+    if settings.discard_if_secure_erase_fails {
+        let max_bytes = discard::max_bytes(sysfs, name);
+        match discard::erase(path, max_bytes, disk.logical_sectors) {
+            Ok(samples) => {
+                tracing::info!(disk = %path.display(), error = %failed,
+                    "erased by discarding it because secure erase was not available");
+                return Ok(Method::Discarded { samples });
+            }
+            Err(e) => warn!(disk = %path.display(), error = %e, "could not erase by discarding it"),
+        }
     }
-    overwrite(&f, size, tunables)
+    if !settings.shred_if_secure_erase_fails {
+        return Err(EraseError::SecureErase(failed));
+    }
+    warn!(disk = %path.display(), error = %failed, "secure erase failed; falling back to shred");
+    shred_disk(path, name, sysfs, settings)
 }
 
-/// Overwrite passes on any writable file or device of `size` bytes.
-pub fn overwrite(f: &File, size: u64, tunables: Tunables) -> io::Result<Method> {
+fn shred_disk(
+    path: &Path,
+    name: &str,
+    sysfs: &Path,
+    settings: Settings,
+) -> Result<Method, EraseError> {
+    shred(path, write_zeroes_supported(sysfs, name), settings.tunables).map_err(|source| {
+        EraseError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// IPA's shred of a whole disk; `write_zeroes` from [`write_zeroes_supported`].
+pub fn shred(path: &Path, write_zeroes: bool, tunables: Tunables) -> io::Result<Method> {
+    let f = open(path)?;
+    let size = ioctl::device_size(&f)?;
+    random_passes(&f, size, tunables.iterations)?;
+    let zeroes = if !tunables.zeroize {
+        None
+    } else if write_zeroes {
+        ioctl::zero_out(&f, 0, size)?;
+        f.sync_all()?;
+        Some(Zeroes::Offloaded)
+    } else {
+        write_zeros(&f, size)?;
+        Some(Zeroes::Written)
+    };
+    Ok(Method::Shred {
+        random_passes: tunables.iterations,
+        zeroes,
+    })
+}
+
+/// `passes` passes of a fast pseudo-random stream over `size` bytes.
+pub fn random_passes(f: &File, size: u64, passes: u32) -> io::Result<()> {
     let mut buf = vec![0u8; PASS_CHUNK];
-    for pass in 0..tunables.iterations {
+    for pass in 0..passes {
         // A fresh xorshift stream per pass: not crypto, as shred's default is not either.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (u64::from(pass) + 1) ^ size;
         let mut off = 0u64;
@@ -89,31 +231,27 @@ pub fn overwrite(f: &File, size: u64, tunables: Tunables) -> io::Result<Method> 
         }
         f.sync_data()?;
     }
-    if tunables.zeroize {
-        buf.fill(0);
-        let mut off = 0u64;
-        while off < size {
-            let n = (size - off).min(PASS_CHUNK as u64) as usize;
-            f.write_all_at(&buf[..n], off)?;
-            off += n as u64;
-        }
-        f.sync_data()?;
+    Ok(())
+}
+
+/// Zeros written over `size` bytes.
+pub fn write_zeros(f: &File, size: u64) -> io::Result<()> {
+    let buf = vec![0u8; PASS_CHUNK];
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(PASS_CHUNK as u64) as usize;
+        f.write_all_at(&buf[..n], off)?;
+        off += n as u64;
     }
-    Ok(Method::Overwrite {
-        random_passes: tunables.iterations,
-        zeroed: tunables.zeroize,
-    })
+    f.sync_data()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn overwrite_passes_end_in_zeros_or_noise() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("disk");
-        let size = (PASS_CHUNK as u64) * 2 + 4096;
+    fn file_of(dir: &Path, size: u64) -> (PathBuf, File) {
+        let path = dir.join("disk");
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -122,32 +260,25 @@ mod tests {
             .open(&path)
             .unwrap();
         f.write_all_at(&vec![0xab; size as usize], 0).unwrap();
-        let m = overwrite(
-            &f,
-            size,
-            Tunables {
-                iterations: 2,
-                zeroize: true,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            m,
-            Method::Overwrite {
-                random_passes: 2,
-                zeroed: true
-            }
-        );
+        (path, f)
+    }
+
+    #[test]
+    fn random_passes_then_zeros_leave_only_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = (PASS_CHUNK as u64) * 2 + 4096;
+        let (path, f) = file_of(dir.path(), size);
+        random_passes(&f, size, 2).unwrap();
+        write_zeros(&f, size).unwrap();
         assert!(std::fs::read(&path).unwrap().iter().all(|b| *b == 0));
-        overwrite(
-            &f,
-            size,
-            Tunables {
-                iterations: 1,
-                zeroize: false,
-            },
-        )
-        .unwrap();
+    }
+
+    #[test]
+    fn a_random_pass_leaves_neither_old_data_nor_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = (PASS_CHUNK as u64) * 2 + 4096;
+        let (path, f) = file_of(dir.path(), size);
+        random_passes(&f, size, 1).unwrap();
         let data = std::fs::read(&path).unwrap();
         assert!(
             data.iter().filter(|b| **b == 0xab).count() < data.len() / 100,
@@ -156,6 +287,29 @@ mod tests {
         assert!(
             data.iter().filter(|b| **b == 0).count() < data.len() / 100,
             "random pass left zeros"
+        );
+    }
+
+    #[test]
+    fn a_disk_named_nvme_that_is_not_refuses_shred_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _f) = file_of(dir.path(), 1 << 20);
+        let sysfs = dir.path().join("sys");
+        let disk = BlockDevice {
+            name: "nvme0n1".into(),
+            path: path.clone(),
+            ..Default::default()
+        };
+        let e = erase_disk(&disk, &sysfs, Settings::default()).unwrap_err();
+        assert!(matches!(e, EraseError::SecureErase(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("Failed to invoke secure erase, fallback to shred is not enabled"),
+            "{e}"
+        );
+        assert!(
+            std::fs::read(&path).unwrap().iter().all(|b| *b == 0xab),
+            "untouched"
         );
     }
 }

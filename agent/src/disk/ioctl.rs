@@ -12,6 +12,8 @@ const BLKPG_ADD_PARTITION: libc::c_int = 1;
 const BLKSSZGET: libc::Ioctl = 0x1268;
 const BLKGETSIZE64: libc::Ioctl = 0x8008_1272_u32 as libc::Ioctl;
 const BLKZEROOUT: libc::Ioctl = 0x127f;
+const BLKDISCARD: libc::Ioctl = 0x1277;
+const BLKSECDISCARD: libc::Ioctl = 0x127d;
 
 /// Size in bytes.
 pub fn device_size(f: &File) -> io::Result<u64> {
@@ -38,6 +40,18 @@ pub fn zero_out(f: &File, start: u64, len: u64) -> io::Result<()> {
     let range: [u64; 2] = [start, len];
     // SAFETY: BLKZEROOUT reads a [start, len] pair of u64.
     if unsafe { libc::ioctl(f.as_raw_fd(), BLKZEROOUT, range.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Discard `[start, start+len)`; `secure` asks the device to guarantee the
+/// data cannot be recovered (BLKSECDISCARD), which most devices refuse.
+pub fn discard(f: &File, start: u64, len: u64, secure: bool) -> io::Result<()> {
+    let range: [u64; 2] = [start, len];
+    let request = if secure { BLKSECDISCARD } else { BLKDISCARD };
+    // SAFETY: BLKDISCARD and BLKSECDISCARD read a [start, len] pair of u64.
+    if unsafe { libc::ioctl(f.as_raw_fd(), request, range.as_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

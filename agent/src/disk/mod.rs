@@ -1,18 +1,23 @@
 //! Block devices: discovery from sysfs, the allow-list that keeps an agent
 //! on a host away from that host's disks, and root-device choice.
 
+pub mod ata;
 pub mod devices;
+pub mod discard;
 pub mod erase;
 pub mod fsinfo;
 pub mod gpt_edit;
+pub mod guard;
 pub mod hints;
 pub mod ioctl;
 pub mod layout;
 pub mod links;
 pub mod mkfs;
+pub mod nvme;
 pub mod partitions;
 pub mod region;
 pub mod root;
+pub mod skip_list;
 pub mod wipe;
 
 pub use devices::{list_block_devices, BlockDevice, DiskPolicy};

@@ -117,7 +117,12 @@ pub fn wait_with(
 
 /// The disk a deploy would pick now (IPA's `get_os_install_device`).
 fn root_disk(cfg: &Config, node: Option<&Map<String, Value>>) -> Result<BlockDevice, RestError> {
-    let devices = list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy());
+    let mut devices = list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy());
+    if let Some(node) = node {
+        devices = crate::disk::skip_list::SkipList::from_node(node)
+            .map_err(RestError::invalid_params)?
+            .apply(devices);
+    }
     choose_root_device(&devices, node.and_then(hints).as_ref())
 }
 

@@ -11,7 +11,9 @@ use serde_json::Value;
 use tracing::info;
 
 use super::burnin::burn_cpu;
+use super::erasure;
 use super::manager::{HardwareManager, StepCall, StepDef, StepKind};
+use super::uefi_nvram;
 use crate::errors::RestError;
 
 /// IPA's `agent_burnin_cpu_timeout` default: one day.
@@ -46,22 +48,30 @@ impl HardwareManager for GenericHardwareManager {
             StepDef {
                 step: step("erase_devices_metadata", 99, "deploy"),
                 kinds: &[StepKind::Clean],
-                run: Arc::new(erase_devices_metadata),
+                run: Arc::new(erasure::erase_devices_metadata),
             },
             StepDef {
                 step: step("erase_devices_metadata", 0, "deploy"),
                 kinds: &[StepKind::Deploy],
-                run: Arc::new(erase_devices_metadata),
+                run: Arc::new(erasure::erase_devices_metadata),
             },
             StepDef {
                 step: step("erase_devices", 10, "deploy"),
                 kinds: &[StepKind::Clean],
-                run: Arc::new(|call| erase_devices(call, false)),
+                run: Arc::new(|call| erasure::erase_devices(call, false)),
             },
             StepDef {
                 step: step("erase_devices_express", 0, "deploy"),
                 kinds: &[StepKind::Clean],
-                run: Arc::new(|call| erase_devices(call, true)),
+                run: Arc::new(|call| erasure::erase_devices(call, true)),
+            },
+            StepDef {
+                step: Step {
+                    argsinfo: Some(uefi_nvram::argsinfo()),
+                    ..step("clean_uefi_nvram", 0, "deploy")
+                },
+                kinds: &[StepKind::Clean, StepKind::Deploy],
+                run: Arc::new(uefi_nvram::clean_uefi_nvram),
             },
             StepDef {
                 step: step("erase_pstore", 0, "deploy"),
@@ -140,150 +150,6 @@ fn write_image(call: &StepCall) -> Result<Value, RestError> {
         &call.progress,
     )?;
     Ok(serde_json::json!({ "result": format!("prepare_image: {message}") }))
-}
-
-/// Kernel names of a disk's partitions, last first (IPA wipes partitions
-/// before their disk, in reverse name order).
-fn partitions(sysfs: &std::path::Path, disk: &str) -> Vec<String> {
-    let mut parts: Vec<String> = std::fs::read_dir(sysfs.join("block").join(disk))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().join("partition").exists())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    parts.sort();
-    parts.reverse();
-    parts
-}
-
-/// A member of an assembled software RAID: left to `delete_configuration`, as IPA does.
-fn active_raid_member(holders: &std::path::Path) -> bool {
-    std::fs::read_dir(holders)
-        .map(|rd| {
-            rd.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("md"))
-        })
-        .unwrap_or(false)
-}
-
-/// `erase_devices_metadata`: every disk this agent may touch, partitions
-/// first; read-only disks and active RAID members are skipped.
-fn erase_devices_metadata(call: &StepCall) -> Result<Value, RestError> {
-    use crate::disk::{list_block_devices, wipe};
-    let cfg = &call.ctx.config;
-    let mut errors = Vec::new();
-    for disk in list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy()) {
-        if disk.read_only {
-            info!(disk = %disk.path.display(), "skipping read-only disk");
-            continue;
-        }
-        let disk_dir = cfg.sysfs_root.join("block").join(&disk.name);
-        let mut devices: Vec<(std::path::PathBuf, std::path::PathBuf)> =
-            partitions(&cfg.sysfs_root, &disk.name)
-                .into_iter()
-                .map(|p| {
-                    (
-                        std::path::Path::new("/dev").join(&p),
-                        disk_dir.join(&p).join("holders"),
-                    )
-                })
-                .collect();
-        devices.push((disk.path.clone(), disk_dir.join("holders")));
-        for (dev, holders) in devices {
-            if active_raid_member(&holders) {
-                info!(device = %dev.display(), "skipping an active software RAID member");
-                continue;
-            }
-            match wipe::wipe_device(&dev) {
-                Ok(w) => {
-                    info!(device = %dev.display(), signatures = ?w.signatures, "metadata erased")
-                }
-                Err(e) => errors.push(format!("{}: {e}", dev.display())),
-            }
-        }
-        wipe::reread_partitions(&disk.path);
-    }
-    if errors.is_empty() {
-        Ok(Value::Null)
-    } else {
-        Err(RestError::block_device_erase(format!(
-            "Failed to erase the metadata on the device(s): {}",
-            errors.join("; ")
-        )))
-    }
-}
-
-/// `erase_devices` (`express`: only where the device zeroes in hardware,
-/// else the metadata erase, as IPA falls back). Whole disks, one at a time.
-fn erase_devices(call: &StepCall, express: bool) -> Result<Value, RestError> {
-    use crate::disk::erase::{erase_device, write_zeroes_supported, Tunables};
-    use crate::disk::list_block_devices;
-    let cfg = &call.ctx.config;
-    let tunables = Tunables {
-        iterations: call
-            .u64_setting("agent_erase_devices_iterations")?
-            .unwrap_or(1) as u32,
-        zeroize: call.bool_setting("agent_erase_devices_zeroize", true)?,
-    };
-    let skip_read_only = call.bool_setting("agent_erase_skip_read_only", false)?;
-    let mut errors = Vec::new();
-    let mut done = serde_json::Map::new();
-    for disk in list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy()) {
-        if disk.read_only {
-            if skip_read_only {
-                info!(disk = %disk.path.display(), "skipping read-only disk");
-            } else {
-                errors.push(format!("{}: the disk is read-only", disk.path.display()));
-            }
-            continue;
-        }
-        if active_raid_member(
-            &cfg.sysfs_root
-                .join("block")
-                .join(&disk.name)
-                .join("holders"),
-        ) {
-            info!(disk = %disk.path.display(), "skipping an active software RAID member");
-            continue;
-        }
-        let zeroes = write_zeroes_supported(&cfg.sysfs_root, &disk.name);
-        if express && !zeroes {
-            info!(disk = %disk.path.display(), "no hardware zeroing: erasing metadata only");
-            match crate::disk::wipe::wipe_device(&disk.path) {
-                Ok(_) => done.insert(
-                    disk.path.display().to_string(),
-                    Value::String("metadata".into()),
-                ),
-                Err(e) => {
-                    errors.push(format!("{}: {e}", disk.path.display()));
-                    continue;
-                }
-            };
-            continue;
-        }
-        info!(disk = %disk.path.display(), zeroes, ?tunables, "erasing disk");
-        match erase_device(&disk.path, zeroes, tunables) {
-            Ok(method) => {
-                info!(disk = %disk.path.display(), ?method, "disk erased");
-                done.insert(
-                    disk.path.display().to_string(),
-                    Value::String(format!("{method:?}")),
-                );
-            }
-            Err(e) => errors.push(format!("{}: {e}", disk.path.display())),
-        }
-        crate::disk::wipe::reread_partitions(&disk.path);
-    }
-    if errors.is_empty() {
-        Ok(Value::Object(done))
-    } else {
-        Err(RestError::block_device_erase(format!(
-            "Failed to erase the device(s): {}",
-            errors.join("; ")
-        )))
-    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 pub mod burnin;
 pub mod capture;
 pub mod disk_wait;
+pub mod erasure;
 pub mod generic;
 pub mod inventory;
 pub mod manager;
 pub mod nics;
 pub mod pstore;
+pub mod uefi_nvram;
 
 pub use manager::{HardwareManager, HardwareManagers, StepCall, StepDef, StepKind};

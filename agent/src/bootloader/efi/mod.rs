@@ -1,6 +1,7 @@
 //! UEFI boot entries, natively: find the loaders an ESP ships and register
 //! them in NVRAM through efivarfs.
 
+pub mod device_path;
 pub mod load_option;
 pub mod loaders;
 pub mod vars;

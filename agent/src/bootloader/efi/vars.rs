@@ -172,6 +172,60 @@ impl EfiVars {
     }
 }
 
+/// A `Boot####` entry as `efibootmgr -v` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootRecord {
+    pub number: u16,
+    pub description: String,
+    /// The device path as text ([`super::device_path`]).
+    pub path: String,
+}
+
+impl EfiVars {
+    /// Every `Boot####` entry that reads as a load option.
+    pub fn boot_records(&self) -> io::Result<Vec<BootRecord>> {
+        let mut out = Vec::new();
+        for number in self.boot_entries()? {
+            let Some(data) = self.boot_entry(number)? else {
+                continue;
+            };
+            let (Some(description), Some(path)) = (
+                load_option::description(&data),
+                super::device_path::load_option_path(&data),
+            ) else {
+                continue;
+            };
+            out.push(BootRecord {
+                number,
+                description,
+                path,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Delete `Boot####` entries and take them out of `BootOrder`, as
+    /// `efibootmgr -b #### -B` does.
+    pub fn remove_entries(&self, numbers: &[u16]) -> io::Result<()> {
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        for n in numbers {
+            self.delete(&format!("Boot{n:04X}"))?;
+        }
+        let order = self.boot_order()?;
+        let kept: Vec<u16> = order
+            .iter()
+            .copied()
+            .filter(|n| !numbers.contains(n))
+            .collect();
+        if kept.len() != order.len() {
+            self.set_boot_order(&kept)?;
+        }
+        Ok(())
+    }
+}
+
 /// efivarfs (magic 0xde5e81e4) updates variables in place; plain
 /// directories used as fixtures need truncation instead.
 fn is_efivarfs(dir: &Path) -> bool {
