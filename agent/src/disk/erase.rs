@@ -109,7 +109,7 @@ pub enum EraseError {
 }
 
 /// The device's queue says WRITE ZEROES is offloaded (and so guaranteed).
-pub fn write_zeroes_supported(sysfs: &Path, name: &str) -> bool {
+fn write_zeroes_supported(sysfs: &Path, name: &str) -> bool {
     std::fs::read_to_string(
         sysfs
             .join("block")

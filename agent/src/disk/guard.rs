@@ -227,17 +227,18 @@ mod tests {
         f.write_all_at(bytes, at).unwrap();
     }
 
-    fn sgdisk(path: &Path, args: &[&str]) {
-        let out = Command::new("sgdisk")
-            .args(args)
-            .arg(path)
-            .output()
-            .unwrap();
+    /// Run a tool the test needs; its stderr is the failure message.
+    fn run(cmd: &mut Command) {
+        let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    fn sgdisk(path: &Path, args: &[&str]) {
+        run(Command::new("sgdisk").args(args).arg(path));
     }
 
     fn md_v1_sb() -> Vec<u8> {
@@ -362,16 +363,9 @@ mod tests {
     fn the_virtual_media_label_is_found_on_a_whole_disk_vfat() {
         let dir = tempfile::tempdir().unwrap();
         let path = disk(dir.path(), 8 << 20);
-        let out = Command::new("mkfs.vfat")
+        run(Command::new("mkfs.vfat")
             .args(["-n", VIRTUAL_MEDIA_LABEL])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(&path));
         assert_eq!(inspect(&path).unwrap().virtual_media, Some(Place::Disk));
     }
 

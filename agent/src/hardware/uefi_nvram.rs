@@ -110,7 +110,6 @@ pub fn clean_uefi_nvram(call: &StepCall) -> Result<Value, RestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bootloader::efi::{DiskSignature, HardDrive, LoadOption};
     use serde_json::json;
 
     const GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
@@ -122,18 +121,7 @@ mod tests {
     }
 
     fn disk_entry(label: &str, loader: &str) -> Vec<u8> {
-        LoadOption {
-            attributes: 1,
-            description: label.into(),
-            hard_drive: HardDrive {
-                partition_number: 1,
-                start_lba: 2048,
-                size_lba: 4096,
-                signature: DiskSignature::Gpt(uuid::Uuid::nil()),
-            },
-            loader: loader.into(),
-        }
-        .encode()
+        crate::bootloader::efi::load_option::test_entry(label, loader).encode()
     }
 
     /// An OVMF-style firmware entry: `Fv(...)/FvFile(...)` (the UEFI shell).

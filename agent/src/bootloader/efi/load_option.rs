@@ -77,6 +77,23 @@ impl LoadOption {
     }
 }
 
+/// An active entry for a loader on partition 1 (2048 + 4096 sectors) of a
+/// GPT disk with a nil GUID: the fixture the NVRAM tests share.
+#[cfg(test)]
+pub(crate) fn test_entry(label: &str, loader: &str) -> LoadOption {
+    LoadOption {
+        attributes: ACTIVE,
+        description: label.into(),
+        hard_drive: HardDrive {
+            partition_number: 1,
+            start_lba: 2048,
+            size_lba: 4096,
+            signature: DiskSignature::Gpt(Uuid::nil()),
+        },
+        loader: loader.into(),
+    }
+}
+
 /// The description of any load option (other firmware entries too), or
 /// None when the bytes are not a load option.
 pub fn description(data: &[u8]) -> Option<String> {

@@ -236,22 +236,8 @@ fn is_efivarfs(dir: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::load_option::{DiskSignature, HardDrive, LoadOption, ACTIVE};
+    use super::super::load_option::test_entry as option;
     use super::*;
-
-    fn option(label: &str, loader: &str) -> LoadOption {
-        LoadOption {
-            attributes: ACTIVE,
-            description: label.into(),
-            hard_drive: HardDrive {
-                partition_number: 1,
-                start_lba: 2048,
-                size_lba: 4096,
-                signature: DiskSignature::Gpt(uuid::Uuid::nil()),
-            },
-            loader: loader.into(),
-        }
-    }
 
     #[test]
     fn replaces_same_label_and_goes_first() {
