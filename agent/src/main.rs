@@ -58,6 +58,9 @@ enum Command {
     Dhcp(ferrite_agent::cli::dhcp::DhcpArgs),
     /// Bring up IPv6 and/or VLAN interfaces as PID 1 does, and print the addresses.
     NetUp(ferrite_agent::cli::net_up::NetUpArgs),
+    /// The memory burn-in's worker process (started by `burnin_memory`).
+    #[command(hide = true)]
+    BurnMemory(ferrite_agent::cli::burn_memory::BurnMemoryArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -156,6 +159,13 @@ fn main() -> anyhow::Result<()> {
             ferrite_agent::logbuf::init(true);
             if let Err(e) = ferrite_agent::cli::net_up::run(args) {
                 eprintln!("ferrite-agent net-up: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Some(Command::BurnMemory(args)) => {
+            if let Err(e) = ferrite_agent::cli::burn_memory::run(args) {
+                eprintln!("ferrite-agent burn-memory: {e:#}");
                 std::process::exit(1);
             }
             return Ok(());

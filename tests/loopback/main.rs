@@ -3,6 +3,7 @@
 mod agent_api;
 mod api_security;
 mod boot_serving;
+mod burnin;
 mod conductor_api;
 mod conductor_client;
 mod flows;

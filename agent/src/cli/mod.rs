@@ -1,5 +1,6 @@
 //! Subcommands besides running as the agent.
 
+pub mod burn_memory;
 pub mod capture;
 pub mod dhcp;
 pub mod net_up;

@@ -10,7 +10,7 @@ use ferrite_protocol::steps::Step;
 use serde_json::Value;
 use tracing::info;
 
-use super::burnin::burn_cpu;
+use super::burnin::{burn_cpu, memory};
 use super::erasure;
 use super::manager::{HardwareManager, StepCall, StepDef, StepKind};
 use super::uefi_nvram;
@@ -44,6 +44,11 @@ impl HardwareManager for GenericHardwareManager {
                 step: step("burnin_cpu", 0, "deploy"),
                 kinds: &[StepKind::Clean, StepKind::Service],
                 run: Arc::new(burnin_cpu),
+            },
+            StepDef {
+                step: step("burnin_memory", 0, "deploy"),
+                kinds: &[StepKind::Clean, StepKind::Service],
+                run: Arc::new(burnin_memory),
             },
             StepDef {
                 step: step("erase_devices_metadata", 99, "deploy"),
@@ -108,6 +113,62 @@ fn burnin_cpu(call: &StepCall) -> Result<Value, RestError> {
     info!(seconds = secs, cpus, "CPU burn-in started");
     let rounds = burn_cpu(Duration::from_secs(secs), cpus);
     info!(rounds, "CPU burn-in finished");
+    Ok(Value::Null)
+}
+
+/// `burnin_memory`: IPA's stress-ng `--vm` burn-in, natively, in a child
+/// process (see `burnin::memory`); `agent_burnin_vm_outputfile` gets the
+/// per-worker results, as stress-ng's `--log-file` would get its log.
+fn burnin_memory(call: &StepCall) -> Result<Value, RestError> {
+    let secs = call
+        .u64_setting("agent_burnin_vm_timeout")?
+        .unwrap_or(DEFAULT_BURNIN_SECS);
+    let workers = call.u64_setting("agent_burnin_vm_vm")?.unwrap_or(0);
+    let bytes = match call.setting("agent_burnin_vm_vm-bytes") {
+        None => memory::VmBytes::Percent(98.0),
+        Some(Value::String(s)) => memory::VmBytes::parse(s).map_err(RestError::invalid_params)?,
+        Some(Value::Number(n)) => {
+            memory::VmBytes::parse(&n.to_string()).map_err(RestError::invalid_params)?
+        }
+        Some(other) => {
+            return Err(RestError::invalid_params(format!(
+                "agent_burnin_vm_vm-bytes must be a size or a percentage, got {other}"
+            )))
+        }
+    };
+    let outputfile = call
+        .setting("agent_burnin_vm_outputfile")
+        .and_then(Value::as_str)
+        .map(std::path::PathBuf::from);
+    let available = memory::mem_available(&call.ctx.config.procfs_root).map_err(|e| {
+        RestError::command_execution(format!("memory burn-in: reading meminfo: {e}"))
+    })?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = memory::plan(workers, bytes, available, cpus, Duration::from_secs(secs));
+    info!(?plan, available, "memory burn-in started");
+    let exe = std::env::current_exe()
+        .map_err(|e| RestError::command_execution(format!("memory burn-in: {e}")))?;
+    let result = memory::run_in_child(&exe, plan);
+    if let Some(path) = &outputfile {
+        let text = match &result {
+            Ok(report) => format!(
+                "{plan:?}\n{}\n",
+                serde_json::to_string(report).unwrap_or_default()
+            ),
+            Err(e) => format!("{plan:?}\nfailed: {e}\n"),
+        };
+        if let Err(e) = std::fs::write(path, text) {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the burn-in output file");
+        }
+    }
+    let report = result
+        .map_err(|e| RestError::command_execution(format!("memory burn-in (vm) failed: {e}")))?;
+    let (passes, verified): (u64, u64) = report
+        .workers
+        .iter()
+        .flatten()
+        .fold((0, 0), |(p, b), r| (p + r.passes, b + r.bytes_verified));
+    info!(passes, bytes_verified = verified, "memory burn-in passed");
     Ok(Value::Null)
 }
 
