@@ -36,7 +36,7 @@ const IP_LOOKUP_ATTEMPTS: u32 = 6;
 const IP_LOOKUP_SLEEP: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
-    let hardware = HardwareManagers::new(vec![Arc::new(GenericHardwareManager)]);
+    let hardware = HardwareManagers::new(vec![Arc::new(GenericHardwareManager::new(&config))]);
     let ctx = AgentContext::new(config, logs, hardware);
     let cfg = &ctx.config;
     info!(

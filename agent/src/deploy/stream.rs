@@ -44,9 +44,18 @@ fn map_error(info: &ImageInfo, url: &str, target: &str, e: ImageError) -> RestEr
 /// The HTTP client for everything a deploy downloads besides the image
 /// (checksum files, config drives): the agent's TLS settings.
 pub fn http_client(ctx: &AgentContext) -> Result<reqwest::Client, RestError> {
+    http_client_for(ctx, false)
+}
+
+/// The agent's download client; `skip_verify` turns certificate checks off
+/// for this client only (a step's `verify_ca: false`).
+pub fn http_client_for(
+    ctx: &AgentContext,
+    skip_verify: bool,
+) -> Result<reqwest::Client, RestError> {
     reqwest::Client::builder()
         .use_rustls_tls()
-        .danger_accept_invalid_certs(ctx.config.insecure)
+        .danger_accept_invalid_certs(ctx.config.insecure || skip_verify)
         .timeout(ctx.config.image_download_timeout)
         .build()
         .map_err(|e| RestError::command_execution(format!("HTTP client: {e}")))

@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::burnin::{burn_cpu, memory};
 use super::erasure;
+use super::inject_files;
 use super::manager::{HardwareManager, StepCall, StepDef, StepKind};
 use super::uefi_nvram;
 use crate::errors::RestError;
@@ -19,7 +20,18 @@ use crate::errors::RestError;
 /// IPA's `agent_burnin_cpu_timeout` default: one day.
 const DEFAULT_BURNIN_SECS: u64 = 86_400;
 
-pub struct GenericHardwareManager;
+pub struct GenericHardwareManager {
+    /// `ipa-inject-files-priority` (0: the step runs only when asked for).
+    inject_files_priority: i64,
+}
+
+impl GenericHardwareManager {
+    pub fn new(config: &crate::config::Config) -> Self {
+        Self {
+            inject_files_priority: i64::from(config.inject_files_priority),
+        }
+    }
+}
 
 impl HardwareManager for GenericHardwareManager {
     fn name(&self) -> &'static str {
@@ -87,6 +99,14 @@ impl HardwareManager for GenericHardwareManager {
                 step: step("write_image", 0, "deploy"),
                 kinds: &[StepKind::Deploy, StepKind::Service],
                 run: Arc::new(write_image),
+            },
+            StepDef {
+                step: Step {
+                    argsinfo: Some(inject_files::argsinfo()),
+                    ..step("inject_files", self.inject_files_priority, "deploy")
+                },
+                kinds: &[StepKind::Deploy, StepKind::Service],
+                run: Arc::new(inject_files::inject_files),
             },
         ]
     }
@@ -224,7 +244,7 @@ mod tests {
     /// must stay out until they exist.
     #[test]
     fn advertised_clean_steps() {
-        let steps: Vec<(String, i64, String)> = GenericHardwareManager
+        let steps: Vec<(String, i64, String)> = GenericHardwareManager::new(&Default::default())
             .steps()
             .into_iter()
             .filter(|d| d.kinds.contains(&StepKind::Clean))

@@ -6,6 +6,7 @@ pub mod capture;
 pub mod disk_wait;
 pub mod erasure;
 pub mod generic;
+pub mod inject_files;
 pub mod inventory;
 pub mod manager;
 pub mod nics;
