@@ -8,7 +8,7 @@ use crate::inventory::{Disk, Inventory};
 
 /// The body IPA posts. `inventory` and `error` are always present;
 /// the rest only when their collector ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InspectionData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<Inventory>,
@@ -27,6 +27,24 @@ pub struct InspectionData {
     /// `{ifname: [[tlv_type, "hex"], ...]}` (`lldp` collector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lldp_raw: Option<Value>,
+    /// `[{vendor_id, product_id, class, revision, bus, numa_node_id}]`
+    /// (`pci-devices` collector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_devices: Option<Value>,
+    /// `{ram: [...], cpus: [...], nics: [...]}` (`numa-topology`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_topology: Option<Value>,
+    /// `{bios: {...}, cpu: [...], memory: {..., devices: [...]}}`, dmidecode's
+    /// fields (`dmi-decode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmi: Option<Value>,
+    /// `[{product, vendor, handle}]` (`usb-devices`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usb_devices: Option<Value>,
+    /// hardware-detect's `[[category, item, key, value], ...]`
+    /// (`extra-hardware`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
     /// `None`, or `"The following errors were encountered:\n* ..."`.
     pub error: Option<String>,
 }
@@ -108,15 +126,7 @@ mod tests {
 
     #[test]
     fn error_and_boot_interface_are_always_serialized() {
-        let data = InspectionData {
-            inventory: None,
-            root_disk: None,
-            boot_interface: None,
-            configuration: None,
-            logs: None,
-            lldp_raw: None,
-            error: None,
-        };
+        let data = InspectionData::default();
         assert_eq!(
             serde_json::to_string(&data).unwrap(),
             r#"{"boot_interface":null,"error":null}"#
