@@ -121,6 +121,38 @@ mod tests {
         ));
     }
 
+    /// IPA 13's own collectors on the same captured tree
+    /// (scripts/ipa-collectors-reference) report what ours do, up to the
+    /// order of directory listings.
+    #[test]
+    fn matches_ipa_13_on_a_captured_machine() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let ipa: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(base.join("collectors/ferrite-ci-host.ipa-13.json")).unwrap(),
+        )
+        .unwrap();
+        let sys = base.join("hardware/ferrite-ci-host/sys");
+        let sorted = |v: &serde_json::Value, keys: &[&str]| {
+            let mut items = v.as_array().cloned().unwrap_or_default();
+            items.sort_by_key(|i| keys.iter().map(|k| i[k].to_string()).collect::<Vec<_>>());
+            items
+        };
+        let ours = serde_json::to_value(pci::collect(&sys).unwrap()).unwrap();
+        assert_eq!(ours.as_array().map(Vec::len), Some(6));
+        assert_eq!(
+            sorted(&ours, &["bus"]),
+            sorted(&ipa["pci_devices"], &["bus"])
+        );
+        let ours = serde_json::to_value(numa::collect(&sys).unwrap().unwrap()).unwrap();
+        let ipa = &ipa["numa_topology"];
+        assert_eq!(ours["ram"], ipa["ram"]);
+        assert_eq!(ours["nics"], ipa["nics"]);
+        assert_eq!(
+            sorted(&ours["cpus"], &["numa_node", "cpu"]),
+            sorted(&ipa["cpus"], &["numa_node", "cpu"])
+        );
+    }
+
     #[test]
     fn natural_order() {
         let mut v = vec!["cpu10", "cpu2", "node1", "cpu1", "cpu"];
