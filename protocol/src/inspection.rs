@@ -124,6 +124,25 @@ mod tests {
         assert_eq!(none.node_uuid(), None);
     }
 
+    /// IPA's optional collectors' keys survive a round trip (the
+    /// conductor stores what IPA posted).
+    #[test]
+    fn optional_collector_keys_round_trip() {
+        let body = serde_json::json!({
+            "boot_interface": null,
+            "error": null,
+            "pci_devices": [{"vendor_id": "8086", "product_id": "0d57", "class": "060000",
+                             "revision": "00", "bus": "0000:00:00.0", "numa_node_id": "-1"}],
+            "numa_topology": {"ram": [], "cpus": [], "nics": []},
+            "dmi": {"bios": {}, "cpu": [], "memory": {"devices": []}},
+            "usb_devices": [],
+            "data": [["system", "product", "name", "X"]],
+        });
+        let data: InspectionData = serde_json::from_value(body.clone()).unwrap();
+        assert_eq!(data.data, Some(body["data"].clone()));
+        assert_eq!(serde_json::to_value(&data).unwrap(), body);
+    }
+
     #[test]
     fn error_and_boot_interface_are_always_serialized() {
         let data = InspectionData::default();
