@@ -1,15 +1,16 @@
 //! In-band inspection before lookup (IPA's `inspector.inspect`): run the
 //! collectors, post everything to `/v1/continue_inspection` (or the
 //! configured callback), and hand the node UUID Ironic returns to lookup.
-//! Collector failures are reported in `error` rather than stopping the post,
-//! because an unknown node is hard to debug without its data.
+//! No collector fails the inspection: one without data logs and leaves its
+//! key out, an unknown name is logged and skipped, so `error` stays null
+//! and Ironic always gets what could be read.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use base64::Engine;
 use ferrite_protocol::inspection::{
-    accumulated_error, InspectionConfiguration, InspectionData, InspectionResponse, ManagerVersion,
+    InspectionConfiguration, InspectionData, InspectionResponse, ManagerVersion,
 };
 use ferrite_protocol::node::normalize_mac;
 use ferrite_protocol::version::REQUEST_ID_HEADER;
@@ -40,25 +41,18 @@ pub async fn inspect(ctx: &std::sync::Arc<AgentContext>) -> Option<String> {
     info!(?collectors, "inspection is enabled");
     let c = ctx.clone();
     let collected = tokio::task::spawn_blocking(move || collect(&c, &collectors)).await;
-    let (data, failed) = match collected {
-        Ok(pair) => pair,
+    let data = match collected {
+        Ok(data) => data,
         Err(e) => {
             error!(error = %e, "inspection collectors crashed");
             return None;
         }
     };
     match post(&ctx.config, &urls, &data).await {
-        Ok(Some(resp)) if !failed => {
+        Ok(Some(resp)) => {
             let uuid = resp.node_uuid();
             info!(node = ?uuid, "inspection finished successfully");
             uuid
-        }
-        Ok(Some(_)) => {
-            error!(
-                error = data.error.as_deref().unwrap_or_default(),
-                "Failed to perform inspection: collectors failed"
-            );
-            None
         }
         Ok(None) => {
             error!(
@@ -73,13 +67,12 @@ pub async fn inspect(ctx: &std::sync::Arc<AgentContext>) -> Option<String> {
     }
 }
 
-/// Run the collectors in order; returns the data and whether any failed.
+/// Run the collectors in order.
 /// An unknown collector name is logged and skipped (IPA would fail the
 /// inspection on it); the optional collectors leave their key out when
 /// they have nothing to report, and never fail the inspection.
-fn collect(ctx: &AgentContext, collectors: &[String]) -> (InspectionData, bool) {
+fn collect(ctx: &AgentContext, collectors: &[String]) -> InspectionData {
     let mut data = InspectionData::default();
-    let failures: Vec<String> = Vec::new();
     for name in collectors {
         match name.as_str() {
             "default" => collect_default(ctx, collectors, &mut data),
@@ -128,8 +121,7 @@ fn collect(ctx: &AgentContext, collectors: &[String]) -> (InspectionData, bool) 
             ),
         }
     }
-    data.error = accumulated_error(&failures);
-    (data, !failures.is_empty())
+    data
 }
 
 /// A collector's result as its JSON value; a failure is logged and gives
@@ -387,8 +379,7 @@ mod tests {
         let names: Vec<String> = ["pci-devices", "no-such-collector", "numa-topology"]
             .map(String::from)
             .to_vec();
-        let ((data, failed), log) = logged(|| collect(&ctx, &names));
-        assert!(!failed, "{:?}", data.error);
+        let (data, log) = logged(|| collect(&ctx, &names));
         assert_eq!(data.error, None);
         assert!(
             log.contains("unknown inspection collector") && log.contains("no-such-collector"),
@@ -427,8 +418,7 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let ((data, failed), log) = logged(|| collect(&ctx, &names));
-        assert!(!failed);
+        let (data, log) = logged(|| collect(&ctx, &names));
         assert_eq!(data.error, None);
         assert_eq!(data.pci_devices, None, "{log}");
         assert_eq!(data.numa_topology, None);
@@ -455,8 +445,8 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let (data, failed) = collect(&ctx, &names);
-        assert!(!failed);
+        let data = collect(&ctx, &names);
+        assert_eq!(data.error, None);
         let json = serde_json::to_value(&data).expect("json");
         assert_eq!(
             json["dmi"]["bios"]["Vendor"], "Ferrite Firmware Inc.",
