@@ -414,6 +414,17 @@ pub struct Agent {
 impl Agent {
     /// Start against `api_url` with NICs of the given MACs in a fixture sysfs.
     pub fn start(api_url: &str, macs: &[&str], extra_params: &[&str]) -> Self {
+        Self::start_with_sysfs(api_url, macs, extra_params, |_| {})
+    }
+
+    /// [`Agent::start`], with `prepare` adding to the fixture sysfs (its
+    /// root is passed) before the agent starts.
+    pub fn start_with_sysfs(
+        api_url: &str,
+        macs: &[&str],
+        extra_params: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, mac) in macs.iter().enumerate() {
             let nic = dir.path().join(format!("sys/class/net/eth{i}"));
@@ -437,6 +448,7 @@ impl Agent {
                 std::os::unix::fs::symlink(&host, &link).expect("sysfs symlink");
             }
         }
+        prepare(&dir.path().join("sys"));
         let port = free_port();
         // These machines have their disks (loop devices, often smaller than
         // the 4 GiB a deploy without hints needs) from the start: the agent

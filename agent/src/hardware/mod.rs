@@ -3,6 +3,7 @@
 
 pub mod burnin;
 pub mod capture;
+pub mod collectors;
 pub mod disk_wait;
 pub mod erasure;
 pub mod generic;
