@@ -6,6 +6,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::errors::RestError;
+use crate::image::source::Proxies;
 use crate::image::verify::{find_in_checksums_file, Algo, Expected};
 
 /// A checksum file holds one line per image; a few MiB is plenty
@@ -23,6 +24,8 @@ pub struct ImageInfo {
     pub os_hash_value: Option<String>,
     /// Full `Authorization` header value, if the image server wants one.
     pub authorization: Option<String>,
+    /// `proxies` (`{"http": …, "https": …}`) and `no_proxy`.
+    pub proxies: Option<Proxies>,
 }
 
 fn opt_str(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -30,6 +33,55 @@ fn opt_str(map: &Map<String, Value>, key: &str) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+/// `proxies` and `no_proxy` as Ironic's `_get_image_info` sends them (it
+/// sends `no_proxy` only with `proxies`). IPA hands them to requests
+/// unchecked; here a malformed one fails validation, naming which proxy
+/// but never echoing its URL (it may hold a password).
+fn parse_proxies(map: &Map<String, Value>) -> Result<Option<Proxies>, RestError> {
+    let bad = |e: crate::image::source::ProxyError| {
+        RestError::invalid_params(format!("image_info.proxies: {e}"))
+    };
+    let proxies = match map.get("proxies") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(p)) => p,
+        Some(_) => {
+            return Err(RestError::invalid_params(
+                "image_info.proxies must be an object of scheme to proxy URL",
+            ))
+        }
+    };
+    let mut parsed = Proxies {
+        http: None,
+        https: None,
+        no_proxy: None,
+    };
+    for (scheme, value) in proxies {
+        let Some(raw) = value.as_str().filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        let url = Proxies::parse_url(scheme, raw).map_err(bad)?;
+        match scheme.as_str() {
+            "http" => parsed.http = Some(url),
+            "https" => parsed.https = Some(url),
+            other => {
+                return Err(RestError::invalid_params(format!(
+                    "image_info.proxies: unknown scheme {other:?} (http or https)"
+                )))
+            }
+        }
+    }
+    parsed.no_proxy = match map.get("no_proxy") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Some(_) => {
+            return Err(RestError::invalid_params(
+                "image_info.no_proxy must be a string",
+            ))
+        }
+    };
+    Ok((parsed.http.is_some() || parsed.https.is_some()).then_some(parsed))
 }
 
 impl ImageInfo {
@@ -95,6 +147,7 @@ impl ImageInfo {
             }
             _ => None,
         };
+        let proxies = parse_proxies(map)?;
         Ok(Self {
             id,
             urls,
@@ -104,6 +157,7 @@ impl ImageInfo {
             os_hash_algo,
             os_hash_value,
             authorization,
+            proxies,
         })
     }
 
@@ -196,5 +250,47 @@ mod tests {
                 .as_deref(),
             Some("Basic YTpi")
         );
+    }
+
+    #[test]
+    fn proxies_parse_and_never_show_their_credentials() {
+        let base = json!({"id": "i", "urls": ["http://h/i"], "checksum": "f".repeat(64)});
+        let with = |extra: Value| {
+            let mut v = base.clone();
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            ImageInfo::parse(&v, true)
+        };
+        assert_eq!(with(json!({})).unwrap().proxies, None);
+        let info = with(
+            json!({"proxies": {"http": "http://user:s3cret@proxy.example:3128",
+                                            "https": "proxy.example:3129"},
+                               "no_proxy": "127.0.0.1,.internal"}),
+        )
+        .unwrap();
+        let p = info.proxies.clone().unwrap();
+        assert_eq!(p.http.as_ref().unwrap().password(), Some("s3cret"));
+        assert_eq!(
+            p.https.as_ref().unwrap().as_str(),
+            "http://proxy.example:3129/"
+        );
+        assert_eq!(p.no_proxy.as_deref(), Some("127.0.0.1,.internal"));
+        let shown = format!("{info:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("user"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://***@proxy.example:3128"), "{shown}");
+        // no_proxy alone means nothing (Ironic never sends it alone).
+        assert_eq!(with(json!({"no_proxy": "x"})).unwrap().proxies, None);
+        let err = with(json!({"proxies": {"http": "ftp://user:s3cret@p:21"}})).unwrap_err();
+        assert!(
+            err.details.contains("ftp") && !err.details.contains("s3cret"),
+            "{}",
+            err.details
+        );
+        assert!(with(json!({"proxies": "http://p"})).is_err());
+        assert!(with(json!({"proxies": {"gopher": "http://p"}})).is_err());
     }
 }
