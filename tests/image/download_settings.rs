@@ -55,7 +55,21 @@ async fn proxies_carry_the_image_and_downloads_say_who_they_are() {
     let real: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
     // A name no resolver knows: only the proxy can reach it.
     let name = format!("images.ferrite.invalid:{}", real.port());
-    let proxy = ForwardProxy::start(HashMap::from([(name.clone(), real)])).await;
+    // The same files over HTTPS with a private CA, also behind a name.
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = ferrite_tests::tls::ca_and_server(certs.path());
+    let tls_server = ImageServer::start_tls(dir.path().to_path_buf(), &cert, &key).await;
+    let tls_real: std::net::SocketAddr = tls_server
+        .url
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let proxy = ForwardProxy::start(HashMap::from([
+        (name.clone(), real),
+        (format!("127.0.0.1:{}", tls_real.port()), tls_real),
+    ]))
+    .await;
+    std::fs::write(dir.path().join("SHA256SUMS"), format!("{sum}  disk.raw\n")).unwrap();
     let disk = LoopDevice::new(dir.path(), "root.loop", DISK, true);
     let pair = Pair::start(
         &[],
@@ -64,6 +78,7 @@ async fn proxies_carry_the_image_and_downloads_say_who_they_are() {
             &disk_param(&disk),
             "ipa-image-download-connection-retry-interval=0.2",
             "ipa-image-download-connection-retries=1",
+            &format!("ipa-cafile={}", ca.display()),
         ],
     )
     .await;
@@ -81,8 +96,11 @@ async fn proxies_carry_the_image_and_downloads_say_who_they_are() {
     );
 
     let proxy_with_creds = proxy.url.replace("http://", "http://ironic:pr0xy-s3cret@");
-    let mut info = image_info(&format!("http://{name}/disk.raw"), &sum);
-    info["proxies"] = json!({"http": proxy_with_creds, "https": proxy_with_creds});
+    // The checksum as a file on the same unresolvable name: fetched
+    // through the proxy too, as IPA does.
+    let info = json!({"id": "disk", "urls": [format!("http://{name}/disk.raw")],
+                      "checksum": format!("http://{name}/SHA256SUMS"),
+                      "proxies": {"http": proxy_with_creds, "https": proxy_with_creds}});
     let api = pair.api();
     let done = api
         .run("standby.prepare_image", json!({"image_info": info}))
@@ -90,11 +108,13 @@ async fn proxies_carry_the_image_and_downloads_say_who_they_are() {
     assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
     same_prefix(&disk.path, &raw, SIZE).unwrap();
     let seen = proxy.seen();
-    let wanted = format!("http://{name}/disk.raw");
-    assert!(
-        seen.iter().any(|r| r.method == "GET" && r.target == wanted),
-        "{seen:?}"
-    );
+    for wanted in ["disk.raw", "SHA256SUMS"] {
+        let wanted = format!("http://{name}/{wanted}");
+        assert!(
+            seen.iter().any(|r| r.method == "GET" && r.target == wanted),
+            "{seen:?}"
+        );
+    }
     let creds = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("ironic:pr0xy-s3cret")
@@ -115,6 +135,27 @@ async fn proxies_carry_the_image_and_downloads_say_who_they_are() {
         );
     }
     assert!(ferrite_protocol::USER_AGENT.starts_with("ferrite-agent/"));
+
+    // https through the proxy: a CONNECT tunnel, the private CA trusted inside it.
+    let before = proxy.seen().len();
+    let mut tunneled = image_info(&tls_server.url_of("disk.raw"), &sum);
+    tunneled["proxies"] = json!({"https": proxy_with_creds});
+    let done = api
+        .run("standby.prepare_image", json!({"image_info": tunneled}))
+        .await;
+    assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
+    let seen = proxy.seen();
+    let target = tls_server.url.trim_start_matches("https://").to_string();
+    assert!(
+        seen[before..].iter().any(|r| r.method == "CONNECT"
+            && r.target == target
+            && r.proxy_authorization.as_deref() == Some(creds.as_str())),
+        "{seen:?}"
+    );
+    assert!(tls_server
+        .log()
+        .iter()
+        .all(|l| l.user_agent.as_deref() == Some(ferrite_protocol::USER_AGENT)));
 
     // no_proxy: the image server's own address goes direct.
     let before = proxy.seen().len();
@@ -299,6 +340,33 @@ async fn a_qcow2_is_refused_when_ironic_does_not_permit_it() {
             "standby.prepare_image",
             json!({"image_info": image_info(&server.url_of("disk.raw"), &sha256_file(&raw))}),
         )
+        .await;
+    assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
+    same_prefix(&disk.path, &raw, SIZE).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_deep_inspection_the_permitted_list_is_not_applied() {
+    let (dir, raw) = fixture(SIZE);
+    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
+    let server = ImageServer::start(dir.path().to_path_buf()).await;
+    let disk = LoopDevice::new(dir.path(), "root.loop", DISK, true);
+    let pair = Pair::start(
+        &[
+            "--permitted-image-formats",
+            "raw",
+            "--disable-deep-image-inspection",
+            "true",
+        ],
+        "52:54:00:ff:10:06",
+        &[&disk_param(&disk)],
+    )
+    .await;
+    let mut info = image_info(&server.url_of("disk.qcow2"), &sha256_file(&qcow));
+    info["disk_format"] = json!("qcow2");
+    let done = pair
+        .api()
+        .run("standby.prepare_image", json!({"image_info": info}))
         .await;
     assert_eq!(done["command_status"], "SUCCEEDED", "{done}");
     same_prefix(&disk.path, &raw, SIZE).unwrap();
