@@ -13,7 +13,7 @@ use crate::image::verify::{find_in_checksums_file, Algo, Expected};
 /// (IPA reads the whole file, unbounded).
 pub const CHECKSUM_FILE_MAX: u64 = 4 << 20;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ImageInfo {
     pub id: String,
     pub urls: Vec<String>,
@@ -26,6 +26,23 @@ pub struct ImageInfo {
     pub authorization: Option<String>,
     /// `proxies` (`{"http": …, "https": …}`) and `no_proxy`.
     pub proxies: Option<Proxies>,
+}
+
+/// The `Authorization` value is a secret: shown as `***`.
+impl std::fmt::Debug for ImageInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageInfo")
+            .field("id", &self.id)
+            .field("urls", &self.urls)
+            .field("disk_format", &self.disk_format)
+            .field("image_type", &self.image_type)
+            .field("checksum", &self.checksum)
+            .field("os_hash_algo", &self.os_hash_algo)
+            .field("os_hash_value", &self.os_hash_value)
+            .field("authorization", &self.authorization.as_ref().map(|_| "***"))
+            .field("proxies", &self.proxies)
+            .finish()
+    }
 }
 
 fn opt_str(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -74,7 +91,7 @@ fn parse_proxies(map: &Map<String, Value>) -> Result<Option<Proxies>, RestError>
     }
     parsed.no_proxy = match map.get("no_proxy") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Some(Value::String(s)) => Some(no_proxy_hosts(s)).filter(|s| !s.is_empty()),
         Some(_) => {
             return Err(RestError::invalid_params(
                 "image_info.no_proxy must be a string",
@@ -82,6 +99,28 @@ fn parse_proxies(map: &Map<String, Value>) -> Result<Option<Proxies>, RestError>
         }
     };
     Ok((parsed.http.is_some() || parsed.https.is_some()).then_some(parsed))
+}
+
+/// `no_proxy` as reqwest matches it: Ironic allows `host:port` entries
+/// (requests then bypasses that port only); the port is dropped, so the
+/// host is reached directly on any port. IPv6 addresses and CIDR ranges
+/// pass unchanged.
+fn no_proxy_hosts(raw: &str) -> String {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| match h.rsplit_once(':') {
+            Some((host, port))
+                if !host.contains(':')
+                    && !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                host
+            }
+            _ => h,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl ImageInfo {
@@ -250,6 +289,8 @@ mod tests {
                 .as_deref(),
             Some("Basic YTpi")
         );
+        let shown = format!("{:?}", ImageInfo::parse(&auth, true).unwrap());
+        assert!(!shown.contains("YTpi") && shown.contains("***"), "{shown}");
     }
 
     #[test]
@@ -282,6 +323,10 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("http://***@proxy.example:3128"), "{shown}");
+        assert_eq!(
+            no_proxy_hosts(" a.example:8080, .b.example ,10.0.0.0/8,fd00::1,,c:x"),
+            "a.example,.b.example,10.0.0.0/8,fd00::1,c:x"
+        );
         // no_proxy alone means nothing (Ironic never sends it alone).
         assert_eq!(with(json!({"no_proxy": "x"})).unwrap().proxies, None);
         let err = with(json!({"proxies": {"http": "ftp://user:s3cret@p:21"}})).unwrap_err();
