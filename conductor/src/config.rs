@@ -95,6 +95,19 @@ pub struct ConductorConfig {
     /// image's grub-install for BIOS partition images (Ironic's default: off).
     #[arg(long, env = "FERRITE_ENABLE_BIOS_BOOTLOADER_INSTALL", default_value_t = false, action = clap::ArgAction::Set)]
     pub enable_bios_bootloader_install: bool,
+    /// `[conductor]permitted_image_formats`: image formats agents may
+    /// write (sent to them in the lookup `config`), comma-separated.
+    #[arg(
+        long,
+        env = "FERRITE_PERMITTED_IMAGE_FORMATS",
+        value_delimiter = ',',
+        default_value = "raw,gpt,qcow2,iso"
+    )]
+    pub permitted_image_formats: Vec<String>,
+    /// `[conductor]disable_deep_image_inspection`: agents skip the format
+    /// checks (sent to them in the lookup `config`).
+    #[arg(long, env = "FERRITE_DISABLE_DEEP_IMAGE_INSPECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub disable_deep_image_inspection: bool,
     /// `[api]restrict_lookup`: only allow lookup in the states Ironic allows.
     #[arg(long, env = "FERRITE_RESTRICT_LOOKUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub restrict_lookup: bool,

@@ -2,6 +2,7 @@
 //! binaries on 127.0.0.1 with private ports, data dirs and fixture sysfs
 //! trees, and talk to them over real HTTP.
 
+pub mod forward_proxy;
 pub mod image_server;
 pub mod images;
 pub mod recorder;

@@ -52,7 +52,7 @@ pub fn inject_files(call: &StepCall) -> Result<Value, RestError> {
             RestError::invalid_params(format!("verify_ca must be a boolean, got {v}"))
         })?,
     };
-    let http = crate::deploy::stream::http_client_for(ctx, !verify_ca)?;
+    let http = crate::deploy::stream::http_client_verifying(ctx, verify_ca)?;
     let disk = crate::deploy::install_device(ctx)?;
     let cfg = &ctx.config;
     let policy = cfg.disk_policy();
