@@ -126,6 +126,9 @@ pub struct Config {
     pub dev_root: PathBuf,
     /// Scratch directory for the certificate and key (`/run/ferrite-agent`).
     pub run_dir: PathBuf,
+    /// Root of the rescue files (`etc/ipa-rescue-config/ipa-rescue-password`,
+    /// `etc/.rescued`): `/` in the ramdisk, a temporary tree in tests.
+    pub rescue_root: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +192,7 @@ impl Default for Config {
             procfs_root: PathBuf::from("/proc"),
             dev_root: PathBuf::from("/dev"),
             run_dir: PathBuf::from("/run/ferrite-agent"),
+            rescue_root: PathBuf::from("/"),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod ironic_api;
 pub mod lookup;
 pub mod node;
+pub mod rescue;
 pub mod steps;
 pub mod version;
 

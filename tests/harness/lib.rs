@@ -467,6 +467,8 @@ impl Agent {
             .arg(dir.path().join("sys"))
             .arg("--run-dir")
             .arg(dir.path().join("run"))
+            .arg("--rescue-root")
+            .arg(dir.path().join("rescue"))
             .env("FERRITE_LOG", "debug,hyper=info,rustls=info,reqwest=info");
         let proc = Proc::spawn(cmd, dir.path().join("agent.log"));
         Self { proc, port, dir }
