@@ -475,9 +475,23 @@ async fn bench_erase_format_vs_shred() {
             "node": {"driver_internal_info": dii},
             "ports": [], "clean_version": {"generic_hardware_manager": "1.2"}});
         let t = std::time::Instant::now();
-        let res = api
-            .run_within("clean.execute_clean_step", step, Duration::from_secs(3600))
+        // Asynchronously, polled: a shred outlasts any one HTTP request.
+        let (_, started) = api
+            .post(
+                "",
+                json!({"name": "clean.execute_clean_step", "params": step}),
+            )
             .await;
+        let id = started["id"].as_str().expect("command id").to_string();
+        let res = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (_, res) = api
+                .get(&format!("/v1/commands/{id}?agent_token={}", api.token))
+                .await;
+            if res["command_status"] != "RUNNING" {
+                break res;
+            }
+        };
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(res["command_status"], "SUCCEEDED", "{how}: {res}");
         times.push(secs);
