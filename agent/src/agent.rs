@@ -36,7 +36,7 @@ const IP_LOOKUP_ATTEMPTS: u32 = 6;
 const IP_LOOKUP_SLEEP: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
-    let hardware = HardwareManagers::new(vec![Arc::new(GenericHardwareManager)]);
+    let hardware = HardwareManagers::new(vec![Arc::new(GenericHardwareManager::new(&config))]);
     let ctx = AgentContext::new(config, logs, hardware);
     let cfg = &ctx.config;
     info!(
@@ -45,6 +45,11 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
     );
 
     crate::timeline::mark("agent started");
+    // A restarted agent of a rescued ramdisk stays silent (IPA checks
+    // `/etc/.rescued` the same way): no lookup, no API, no heartbeat.
+    if crate::rescue::is_rescued(&cfg.rescue_root) {
+        return hold_rescued().await;
+    }
     // The TLS key takes a while on a slow CPU: make it while PID 1 runs
     // DHCP and the disks are found.
     let early_key = cfg
@@ -175,6 +180,9 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
     );
 
     server.await.context("agent API task")??;
+    if ctx.is_rescued() {
+        return hold_rescued().await;
+    }
     if ctx.in_lockdown() {
         return hold_lockdown().await;
     }
@@ -218,6 +226,15 @@ fn tls_min_version(cfg: &Config, found: &LookupResponse) -> TlsVersion {
 /// reachable, and exiting would get it restarted).
 async fn hold_lockdown() -> anyhow::Result<()> {
     error!("FATAL: agent is in lockdown: API closed, heartbeats stopped");
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// After `finalize_rescue` the agent waits forever: exiting would only get
+/// it restarted by PID 1 (and a panic if it were PID 1 itself); PID 1 runs
+/// the rescue service meanwhile (`init::rescue`).
+async fn hold_rescued() -> anyhow::Result<()> {
+    info!("rescue mode: agent API closed, heartbeats stopped; the rescue service has the machine");
     std::future::pending::<()>().await;
     Ok(())
 }

@@ -109,6 +109,9 @@ pub struct Config {
     /// `ipa-guard-special-filesystems`: refuse to clean a disk holding a
     /// shared-disk filesystem (GPFS, VMFS, GFS2). IPA's default: on.
     pub guard_special_filesystems: bool,
+    /// `ipa-inject-files-priority`: the `inject_files` deploy step's
+    /// priority (0..=99; 0, IPA's default, runs it only when asked for).
+    pub inject_files_priority: u8,
     /// `ipa-enable-discard-erase`: `erase_devices` may erase a disk whose
     /// secure erase failed by a verified discard. IPA's default: off.
     pub enable_discard_erase: bool,
@@ -123,6 +126,9 @@ pub struct Config {
     pub dev_root: PathBuf,
     /// Scratch directory for the certificate and key (`/run/ferrite-agent`).
     pub run_dir: PathBuf,
+    /// Root of the rescue files (`etc/ipa-rescue-config/ipa-rescue-password`,
+    /// `etc/.rescued`): `/` in the ramdisk, a temporary tree in tests.
+    pub rescue_root: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +172,7 @@ impl Default for Config {
             collect_lldp: false,
             guard_special_filesystems: true,
             enable_discard_erase: false,
+            inject_files_priority: 0,
             lldp_timeout: Duration::from_secs(30),
             ironic_api_version: None,
             http_request_timeout: Duration::from_secs(30),
@@ -185,6 +192,7 @@ impl Default for Config {
             procfs_root: PathBuf::from("/proc"),
             dev_root: PathBuf::from("/dev"),
             run_dir: PathBuf::from("/run/ferrite-agent"),
+            rescue_root: PathBuf::from("/"),
         }
     }
 }
@@ -267,6 +275,19 @@ impl Config {
             "ipa-collect-lldp" => self.collect_lldp = parse_bool("ipa-collect-lldp", value)?,
             "ipa-guard-special-filesystems" => {
                 self.guard_special_filesystems = parse_bool("ipa-guard-special-filesystems", value)?
+            }
+            "ipa-inject-files-priority" => {
+                self.inject_files_priority = value
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 99)
+                    .ok_or_else(|| {
+                        invalid(
+                            "ipa-inject-files-priority",
+                            value,
+                            "expected an integer from 0 to 99".into(),
+                        )
+                    })?
             }
             "ipa-enable-discard-erase" => {
                 self.enable_discard_erase = parse_bool("ipa-enable-discard-erase", value)?

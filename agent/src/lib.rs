@@ -18,6 +18,7 @@ pub mod ironic;
 pub mod logbuf;
 pub mod logfile;
 pub mod power;
+pub mod rescue;
 pub mod secret_file;
 pub mod state;
 pub mod timeline;

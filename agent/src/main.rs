@@ -36,6 +36,10 @@ struct Cli {
     /// Scratch directory for the TLS certificate and key.
     #[arg(long, default_value = "/run/ferrite-agent")]
     run_dir: PathBuf,
+    /// Root under which rescue mode writes `etc/ipa-rescue-config/` and
+    /// `etc/.rescued` (tests point it at a temporary tree).
+    #[arg(long, default_value = "/")]
+    rescue_root: PathBuf,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -81,6 +85,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     config.procfs_root = cli.procfs_root.clone();
     config.dev_root = cli.dev_root.clone();
     config.run_dir = cli.run_dir.clone();
+    config.rescue_root = cli.rescue_root.clone();
     Ok(config)
 }
 

@@ -25,6 +25,7 @@ pub struct AgentContext {
     prepared: RwLock<Option<PreparedImage>>,
     heartbeat_now: Notify,
     lockdown: watch::Sender<bool>,
+    rescued: std::sync::atomic::AtomicBool,
 }
 
 impl AgentContext {
@@ -49,6 +50,7 @@ impl AgentContext {
             prepared: RwLock::new(None),
             heartbeat_now: Notify::new(),
             lockdown: watch::channel(false).0,
+            rescued: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -116,6 +118,18 @@ impl AgentContext {
     /// Stop serving the API and heartbeating for good.
     pub fn enter_lockdown(&self) {
         self.lockdown.send_replace(true);
+    }
+
+    /// Rescue finalized: the API closes and heartbeats stop as in a
+    /// lockdown, but the network stays up for the tenant.
+    pub fn enter_rescue(&self) {
+        self.rescued
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.enter_lockdown();
+    }
+
+    pub fn is_rescued(&self) -> bool {
+        self.rescued.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn in_lockdown(&self) -> bool {

@@ -1,6 +1,7 @@
 //! Conductor settings: flags, each also settable from the environment.
 //! Defaults suit a single embedded conductor (SQLite under the data dir).
 
+use ferrite_protocol::rescue::HashAlgorithm;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -95,6 +96,19 @@ pub struct ConductorConfig {
     /// image's grub-install for BIOS partition images (Ironic's default: off).
     #[arg(long, env = "FERRITE_ENABLE_BIOS_BOOTLOADER_INSTALL", default_value_t = false, action = clap::ArgAction::Set)]
     pub enable_bios_bootloader_install: bool,
+    /// `[conductor]permitted_image_formats`: image formats agents may
+    /// write (sent to them in the lookup `config`), comma-separated.
+    #[arg(
+        long,
+        env = "FERRITE_PERMITTED_IMAGE_FORMATS",
+        value_delimiter = ',',
+        default_value = "raw,gpt,qcow2,iso"
+    )]
+    pub permitted_image_formats: Vec<String>,
+    /// `[conductor]disable_deep_image_inspection`: agents skip the format
+    /// checks (sent to them in the lookup `config`).
+    #[arg(long, env = "FERRITE_DISABLE_DEEP_IMAGE_INSPECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub disable_deep_image_inspection: bool,
     /// `[api]restrict_lookup`: only allow lookup in the states Ironic allows.
     #[arg(long, env = "FERRITE_RESTRICT_LOOKUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub restrict_lookup: bool,
@@ -129,6 +143,15 @@ pub struct ConductorConfig {
     /// `[conductor]inspect_wait_timeout`: seconds in `inspect wait`.
     #[arg(long, env = "FERRITE_INSPECT_WAIT_TIMEOUT", default_value_t = 1800)]
     pub inspect_wait_timeout: u64,
+    /// `[conductor]rescue_callback_timeout`: seconds in `rescue wait`
+    /// without a heartbeat.
+    #[arg(long, env = "FERRITE_RESCUE_CALLBACK_TIMEOUT", default_value_t = 1800)]
+    pub rescue_callback_timeout: u64,
+    /// `[conductor]rescue_password_hash_algorithm`: the crypt(3) hash the
+    /// rescue password is sent to the ramdisk in (`sha256` or `sha512`).
+    #[arg(long, env = "FERRITE_RESCUE_PASSWORD_HASH_ALGORITHM", default_value = "sha256",
+          value_parser = parse_hash_algorithm)]
+    pub rescue_password_hash_algorithm: HashAlgorithm,
     /// `[conductor]check_provision_state_interval`: seconds between timeout checks.
     #[arg(long, env = "FERRITE_PERIODIC_INTERVAL", default_value_t = 10)]
     pub periodic_interval: u64,
@@ -249,4 +272,8 @@ impl ConductorConfig {
     pub fn agent_command_timeout(&self) -> Duration {
         Duration::from_secs(self.agent_command_timeout)
     }
+}
+
+fn parse_hash_algorithm(name: &str) -> Result<HashAlgorithm, String> {
+    HashAlgorithm::parse(name).ok_or_else(|| format!("{name}: expected sha256 or sha512"))
 }

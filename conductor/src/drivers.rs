@@ -17,6 +17,11 @@ pub struct Interfaces {
     pub vendor: &'static str,
 }
 
+/// Rescue interfaces: `no-rescue` (Ironic's default) refuses the verb;
+/// `agent` boots the ramdisk and has the agent finalize the rescue.
+pub const NO_RESCUE: &str = "no-rescue";
+pub const AGENT_RESCUE: &str = "agent";
+
 pub const DEFAULT_HARDWARE_TYPES: &str = "ipmi,redfish,manual-management,fake-hardware";
 
 /// Defaults per hardware type; `None` for an unknown type.
@@ -40,7 +45,7 @@ pub fn default_interfaces(driver: &str) -> Option<Interfaces> {
         network: "noop",
         power,
         raid: "agent",
-        rescue: "no-rescue",
+        rescue: NO_RESCUE,
         storage: "noop",
         vendor: if fake { "fake" } else { "no-vendor" },
     })

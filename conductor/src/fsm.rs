@@ -18,6 +18,10 @@ pub const INSPECTWAIT: &str = "inspect wait";
 pub const INSPECTFAIL: &str = "inspect failed";
 pub const RESCUING: &str = "rescuing";
 pub const RESCUEWAIT: &str = "rescue wait";
+pub const RESCUE: &str = "rescue";
+pub const RESCUEFAIL: &str = "rescue failed";
+pub const UNRESCUING: &str = "unrescuing";
+pub const UNRESCUEFAIL: &str = "unrescue failed";
 pub const SERVICEWAIT: &str = "service wait";
 pub const ERROR: &str = "error";
 pub const ADOPTFAIL: &str = "adopt failed";
@@ -60,6 +64,8 @@ pub enum Event {
     Rebuild,
     Delete,
     Abort,
+    Rescue,
+    Unrescue,
     /// Conductor events.
     Done,
     Wait,
@@ -80,6 +86,8 @@ impl Event {
             "rebuild" => Self::Rebuild,
             "deleted" | "undeploy" => Self::Delete,
             "abort" => Self::Abort,
+            "rescue" => Self::Rescue,
+            "unrescue" => Self::Unrescue,
             _ => return None,
         })
     }
@@ -95,6 +103,8 @@ impl Event {
             Self::Rebuild => "rebuild",
             Self::Delete => "delete",
             Self::Abort => "abort",
+            Self::Rescue => "rescue",
+            Self::Unrescue => "unrescue",
             Self::Done => "done",
             Self::Wait => "wait",
             Self::Resume => "resume",
@@ -106,7 +116,7 @@ impl Event {
 /// API targets accepted by `PUT /v1/nodes/{id}/states/provision`.
 pub const API_TARGETS: &[&str] = &[
     "manage", "provide", "inspect", "clean", "active", "deploy", "rebuild", "deleted", "undeploy",
-    "abort",
+    "abort", "rescue", "unrescue",
 ];
 
 /// The state `event` leads to from `state`, or None when Ironic forbids it.
@@ -150,6 +160,17 @@ pub fn next_state(state: &str, event: Event) -> Option<&'static str> {
         (INSPECTWAIT, Fail | Abort) => INSPECTFAIL,
         (INSPECTFAIL, Manage) => MANAGEABLE,
         (INSPECTFAIL, Inspect) => INSPECTING,
+        // Rescue (`ironic/common/state_machine.py`).
+        (ACTIVE | RESCUE | RESCUEFAIL | UNRESCUEFAIL, Rescue) => RESCUING,
+        (RESCUING, Done) => RESCUE,
+        (RESCUING, Wait) => RESCUEWAIT,
+        (RESCUING, Fail) => RESCUEFAIL,
+        (RESCUEWAIT, Resume) => RESCUING,
+        (RESCUEWAIT, Fail | Abort) => RESCUEFAIL,
+        (RESCUE | RESCUEFAIL | RESCUEWAIT | UNRESCUEFAIL, Delete) => DELETING,
+        (RESCUE | RESCUEFAIL | UNRESCUEFAIL, Unrescue) => UNRESCUING,
+        (UNRESCUING, Done) => ACTIVE,
+        (UNRESCUING, Fail) => UNRESCUEFAIL,
         _ => return None,
     })
 }
@@ -164,13 +185,16 @@ pub fn target_of(state: &str) -> Option<&'static str> {
         DELETING => AVAILABLE,
         CLEANING | CLEANWAIT => AVAILABLE,
         INSPECTING | INSPECTWAIT => MANAGEABLE,
+        // Ironic keeps the rescue targets on failure, too.
+        RESCUING | RESCUEWAIT | RESCUEFAIL => RESCUE,
+        UNRESCUING | UNRESCUEFAIL => ACTIVE,
         _ => return None,
     })
 }
 
 /// States whose progress is waited for with a timeout.
 pub fn is_wait_state(state: &str) -> bool {
-    matches!(state, DEPLOYWAIT | CLEANWAIT | INSPECTWAIT)
+    matches!(state, DEPLOYWAIT | CLEANWAIT | INSPECTWAIT | RESCUEWAIT)
 }
 
 #[cfg(test)]
@@ -217,5 +241,19 @@ mod tests {
         assert_eq!(Event::from_target("fly"), None);
         assert_eq!(target_of(CLEANWAIT), Some(AVAILABLE));
         assert_eq!(target_of(ACTIVE), None);
+        // Rescue and back.
+        assert_eq!(next_state(ACTIVE, Rescue), Some(RESCUING));
+        assert_eq!(next_state(RESCUING, Wait), Some(RESCUEWAIT));
+        assert_eq!(next_state(RESCUEWAIT, Resume), Some(RESCUING));
+        assert_eq!(next_state(RESCUING, Done), Some(RESCUE));
+        assert_eq!(next_state(RESCUE, Unrescue), Some(UNRESCUING));
+        assert_eq!(next_state(UNRESCUING, Done), Some(ACTIVE));
+        assert_eq!(next_state(RESCUEWAIT, Fail), Some(RESCUEFAIL));
+        assert_eq!(next_state(RESCUEFAIL, Unrescue), Some(UNRESCUING));
+        assert_eq!(next_state(AVAILABLE, Rescue), None);
+        assert_eq!(next_state(ACTIVE, Unrescue), None);
+        assert_eq!(next_state(RESCUEWAIT, Unrescue), None);
+        assert_eq!(target_of(RESCUEWAIT), Some(RESCUE));
+        assert_eq!(Event::from_target("rescue"), Some(Rescue));
     }
 }

@@ -8,7 +8,7 @@ use crate::inventory::{Disk, Inventory};
 
 /// The body IPA posts. `inventory` and `error` are always present;
 /// the rest only when their collector ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InspectionData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<Inventory>,
@@ -27,6 +27,24 @@ pub struct InspectionData {
     /// `{ifname: [[tlv_type, "hex"], ...]}` (`lldp` collector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lldp_raw: Option<Value>,
+    /// `[{vendor_id, product_id, class, revision, bus, numa_node_id}]`
+    /// (`pci-devices` collector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_devices: Option<Value>,
+    /// `{ram: [...], cpus: [...], nics: [...]}` (`numa-topology`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_topology: Option<Value>,
+    /// `{bios: {...}, cpu: [...], memory: {..., devices: [...]}}`, dmidecode's
+    /// fields (`dmi-decode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmi: Option<Value>,
+    /// `[{product, vendor, handle}]` (`usb-devices`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usb_devices: Option<Value>,
+    /// hardware-detect's `[[category, item, key, value], ...]`
+    /// (`extra-hardware`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
     /// `None`, or `"The following errors were encountered:\n* ..."`.
     pub error: Option<String>,
 }
@@ -106,17 +124,28 @@ mod tests {
         assert_eq!(none.node_uuid(), None);
     }
 
+    /// IPA's optional collectors' keys survive a round trip (the
+    /// conductor stores what IPA posted).
+    #[test]
+    fn optional_collector_keys_round_trip() {
+        let body = serde_json::json!({
+            "boot_interface": null,
+            "error": null,
+            "pci_devices": [{"vendor_id": "8086", "product_id": "0d57", "class": "060000",
+                             "revision": "00", "bus": "0000:00:00.0", "numa_node_id": "-1"}],
+            "numa_topology": {"ram": [], "cpus": [], "nics": []},
+            "dmi": {"bios": {}, "cpu": [], "memory": {"devices": []}},
+            "usb_devices": [],
+            "data": [["system", "product", "name", "X"]],
+        });
+        let data: InspectionData = serde_json::from_value(body.clone()).unwrap();
+        assert_eq!(data.data, Some(body["data"].clone()));
+        assert_eq!(serde_json::to_value(&data).unwrap(), body);
+    }
+
     #[test]
     fn error_and_boot_interface_are_always_serialized() {
-        let data = InspectionData {
-            inventory: None,
-            root_disk: None,
-            boot_interface: None,
-            configuration: None,
-            logs: None,
-            lldp_raw: None,
-            error: None,
-        };
+        let data = InspectionData::default();
         assert_eq!(
             serde_json::to_string(&data).unwrap(),
             r#"{"boot_interface":null,"error":null}"#

@@ -71,8 +71,9 @@ pub struct LookupConfig {
     pub agent_md5_checksum_enable: bool,
     #[serde(default)]
     pub disable_deep_image_inspection: bool,
+    /// Absent (older Ironic): the agent keeps IPA's default list.
     #[serde(default)]
-    pub permitted_image_formats: Vec<String>,
+    pub permitted_image_formats: Option<Vec<String>>,
     #[serde(default)]
     pub agent_skip_bmc_detect: bool,
     #[serde(default)]

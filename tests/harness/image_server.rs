@@ -27,6 +27,9 @@ pub struct Faults {
     pub status: Option<(u16, u32)>,
     /// Bytes per second (0: unlimited).
     pub rate: u64,
+    /// Flip one byte in the middle of the next N whole-body (streaming)
+    /// responses: a transfer that arrives complete but wrong.
+    pub corrupt: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +37,9 @@ pub struct Logged {
     pub path: String,
     pub range: Option<String>,
     pub status: u16,
+    pub user_agent: Option<String>,
+    /// The body was corrupted on purpose ([`Faults::corrupt`]).
+    pub corrupted: bool,
 }
 
 struct Shared {
@@ -68,6 +74,32 @@ impl ImageServer {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
+        });
+        Self { url, shared, task }
+    }
+
+    /// The same server over HTTPS (`https://127.0.0.1:<port>`) with this
+    /// certificate and key (PEM files).
+    pub async fn start_tls(dir: PathBuf, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let shared = Arc::new(Shared {
+            dir,
+            faults: Mutex::new(Faults::default()),
+            log: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/{*path}", get(serve))
+            .with_state(shared.clone());
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            .await
+            .expect("image server TLS");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("https://{}", listener.local_addr().expect("addr"));
+        let server = axum_server::from_tcp_rustls(listener, tls)
+            .expect("TLS listener")
+            .serve(app.into_make_service());
+        let task = tokio::spawn(async move {
+            let _ = server.await;
         });
         Self { url, shared, task }
     }
@@ -112,13 +144,20 @@ async fn serve(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let respond = |status: u16| {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let respond_as = |status: u16, corrupted: bool| {
         shared.log.lock().expect("log").push(Logged {
             path: path.clone(),
             range: range.clone(),
             status,
+            user_agent: user_agent.clone(),
+            corrupted,
         });
     };
+    let respond = |status: u16| respond_as(status, false);
     let (ignore_range, rate) = {
         let mut f = shared.faults.lock().expect("faults");
         if let Some((code, left)) = f.status {
@@ -160,19 +199,24 @@ async fn serve(
     // Only streaming requests (no Range, or an open-ended one) get cut, not
     // probes or table reads (closed ranges).
     let streaming = range.as_deref().is_none_or(|r| r.ends_with('-'));
-    let cut = if streaming && body_len > 0 {
-        shared.faults.lock().expect("faults").cut_after.pop_front()
+    let (cut, corrupt) = if streaming && body_len > 0 {
+        let mut f = shared.faults.lock().expect("faults");
+        let corrupt = (f.corrupt > 0).then(|| {
+            f.corrupt -= 1;
+            body_len / 2
+        });
+        (f.cut_after.pop_front(), corrupt)
     } else {
-        None
+        (None, None)
     };
-    respond(status.as_u16());
+    respond_as(status.as_u16(), corrupt.is_some());
     if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
         return Response::builder()
             .status(500)
             .body(Body::empty())
             .expect("response");
     }
-    let stream = async_stream(file, body_len, cut, rate);
+    let stream = async_stream(file, body_len, cut, rate, corrupt);
     let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_LENGTH, body_len)
@@ -188,12 +232,14 @@ async fn serve(
 }
 
 /// The body: 64 KiB pieces, optionally rate-limited, optionally ending in
-/// an I/O error after `cut` bytes (hyper then drops the connection).
+/// an I/O error after `cut` bytes (hyper then drops the connection),
+/// optionally with the byte at `corrupt` inverted.
 fn async_stream(
     file: tokio::fs::File,
     len: u64,
     cut: Option<u64>,
     rate: u64,
+    corrupt: Option<u64>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     futures_util::stream::unfold((file, 0u64), move |(mut file, sent)| async move {
         if sent >= len {
@@ -214,6 +260,9 @@ fn async_stream(
         let mut buf = vec![0u8; want as usize];
         if let Err(e) = file.read_exact(&mut buf).await {
             return Some((Err(e), (file, len)));
+        }
+        if let Some(at) = corrupt.filter(|at| (sent..sent + want).contains(at)) {
+            buf[(at - sent) as usize] ^= 0xff;
         }
         if rate > 0 {
             tokio::time::sleep(Duration::from_secs_f64(want as f64 / rate as f64)).await;

@@ -2,6 +2,7 @@
 //! binaries on 127.0.0.1 with private ports, data dirs and fixture sysfs
 //! trees, and talk to them over real HTTP.
 
+pub mod forward_proxy;
 pub mod image_server;
 pub mod images;
 pub mod recorder;
@@ -414,6 +415,17 @@ pub struct Agent {
 impl Agent {
     /// Start against `api_url` with NICs of the given MACs in a fixture sysfs.
     pub fn start(api_url: &str, macs: &[&str], extra_params: &[&str]) -> Self {
+        Self::start_with_sysfs(api_url, macs, extra_params, |_| {})
+    }
+
+    /// [`Agent::start`], with `prepare` adding to the fixture sysfs (its
+    /// root is passed) before the agent starts.
+    pub fn start_with_sysfs(
+        api_url: &str,
+        macs: &[&str],
+        extra_params: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, mac) in macs.iter().enumerate() {
             let nic = dir.path().join(format!("sys/class/net/eth{i}"));
@@ -437,6 +449,7 @@ impl Agent {
                 std::os::unix::fs::symlink(&host, &link).expect("sysfs symlink");
             }
         }
+        prepare(&dir.path().join("sys"));
         let port = free_port();
         // These machines have their disks (loop devices, often smaller than
         // the 4 GiB a deploy without hints needs) from the start: the agent
@@ -454,6 +467,8 @@ impl Agent {
             .arg(dir.path().join("sys"))
             .arg("--run-dir")
             .arg(dir.path().join("run"))
+            .arg("--rescue-root")
+            .arg(dir.path().join("rescue"))
             .env("FERRITE_LOG", "debug,hyper=info,rustls=info,reqwest=info");
         let proc = Proc::spawn(cmd, dir.path().join("agent.log"));
         Self { proc, port, dir }

@@ -4,6 +4,7 @@
 
 mod agent_commands;
 mod agent_restart;
+mod download_settings;
 mod faults;
 mod formats;
 mod hostile;

@@ -11,6 +11,7 @@
 
 mod ipa;
 mod ironic;
+mod ironic_inspection;
 mod ironic_to_ferrite;
 
 use std::path::{Path, PathBuf};

@@ -42,7 +42,7 @@ async fn agent_api_round_trips_and_rejects_bad_requests() {
     );
     let (_, status) = api.get("/v1/status").await;
     assert!(status["started_at"].as_f64().unwrap() > 1.7e9);
-    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["version"], ferrite_protocol::AGENT_VERSION);
 
     // Token: required, query parameter only.
     for path in [

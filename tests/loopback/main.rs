@@ -12,6 +12,7 @@ mod ipmi;
 mod lookup_heartbeat;
 mod ramdisk_logs;
 mod redfish;
+mod rescue;
 mod security_api;
 
 use ferrite_tests::{Agent, Conductor};

@@ -4,6 +4,7 @@
 //! `genisoimage`.
 
 mod bad_input;
+mod inject_files;
 mod partition_images;
 mod whole_disk;
 

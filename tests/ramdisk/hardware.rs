@@ -290,6 +290,7 @@ async fn boot_case(nic_model: &str, disk: Disk, n: u8, image: Option<&TestImage>
 
     if matches!(disk, Disk::Nvme) {
         erase_by_format(&api, &machine, &tag).await;
+        burn_in(&api, &machine, &tag).await;
     }
 
     if let Some(img) = image {
@@ -357,6 +358,151 @@ async fn erase_by_format(api: &AgentApi, machine: &Machine, tag: &str) {
             "data left at {offset}: {back:?}"
         );
     }
+}
+
+/// Each burn-in step for about two seconds in the guest, with IPA's
+/// parameters, on the real CPU, memory and NVMe namespace; then one of its
+/// failure conditions (memory the guest cannot map) fails its step.
+async fn burn_in(api: &AgentApi, machine: &Machine, tag: &str) {
+    let step = |name: &str, driver_info: Value| {
+        json!({
+        "step": {"step": name, "interface": "deploy", "priority": 0},
+        "node": {"driver_info": driver_info}, "ports": [],
+        "clean_version": {"generic_hardware_manager": "1.2"}})
+    };
+    for (name, settings) in [
+        ("burnin_cpu", json!({"agent_burnin_cpu_timeout": 2})),
+        (
+            "burnin_memory",
+            json!({"agent_burnin_vm_vm": 1, "agent_burnin_vm_vm-bytes": "32m",
+                   "agent_burnin_vm_timeout": 2}),
+        ),
+        (
+            "burnin_disk",
+            json!({"agent_burnin_fio_disk_runtime": 2, "agent_burnin_fio_disk_loops": 1}),
+        ),
+    ] {
+        let t = std::time::Instant::now();
+        let res = api
+            .run_within(
+                "clean.execute_clean_step",
+                step(name, settings),
+                Duration::from_secs(120),
+            )
+            .await;
+        let secs = t.elapsed().as_secs_f64();
+        let log = machine.vm.proc.log_text();
+        assert_eq!(res["command_status"], "SUCCEEDED", "{name}: {res}\n{log}");
+        assert!(secs >= 2.0, "{name} ended after {secs:.1} s");
+        eprintln!("{tag}: {name} for 2 s in the guest: step took {secs:.1} s");
+    }
+    let log = machine.vm.proc.log_text();
+    assert!(
+        log.contains("disk burn-in finished") && log.contains("verify_errors: 0"),
+        "no disk burn-in report in the log:\n{log}"
+    );
+    let failed = api
+        .run_within(
+            "clean.execute_clean_step",
+            step(
+                "burnin_memory",
+                json!({"agent_burnin_vm_vm": 1, "agent_burnin_vm_vm-bytes": "1048576g",
+                       "agent_burnin_vm_timeout": 2}),
+            ),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(failed["command_status"], "FAILED", "{failed}");
+    assert!(
+        failed["command_error"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("memory burn-in (vm) failed:"),
+        "{failed}"
+    );
+}
+
+/// Benchmark, not a test (`scripts/bench-erase`): `erase_devices` of the
+/// same 8 GiB NVMe namespace three ways in one guest: Format NVM (what the
+/// agent does), Ironic's default shred (one random pass, then zeros; what
+/// an agent without Format does, IPA's `shred`), and the zero pass alone.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_erase_format_vs_shred() {
+    let _slot = vm_slot().await;
+    let mac = "52:54:00:a5:00:e0";
+    let conductor = Conductor::start(&["--fast-track", "true"]).await;
+    let uuid = conductor
+        .create_node(json!({"driver": "fake-hardware", "name": "bench-erase"}))
+        .await["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    conductor.create_port(&uuid, mac).await;
+    let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut machine = Machine::boot_with_disk(
+        dir.path(),
+        matrix_ramdisk(),
+        port,
+        ("igb", mac),
+        Disk::Nvme.args("FERRITE-BENCH"),
+        "bench-erase",
+        NVME_BYTES,
+        &ERASE_MARKS,
+    );
+    machine
+        .vm
+        .wait_heartbeat(&conductor, &uuid, Duration::from_secs(240))
+        .await;
+    let api = machine.vm.agent_api(&conductor, &uuid).await;
+    let mut times = Vec::new();
+    for (how, dii) in [
+        ("Format NVM", json!({})),
+        (
+            "shred, 1 random pass + zeros (Ironic's defaults)",
+            json!({"agent_enable_nvme_secure_erase": false,
+                   "agent_erase_devices_iterations": 1, "agent_erase_devices_zeroize": true}),
+        ),
+        (
+            "zeros only",
+            json!({"agent_enable_nvme_secure_erase": false,
+                   "agent_erase_devices_iterations": 0, "agent_erase_devices_zeroize": true}),
+        ),
+    ] {
+        let step = json!({
+            "step": {"step": "erase_devices", "interface": "deploy", "priority": 10},
+            "node": {"driver_internal_info": dii},
+            "ports": [], "clean_version": {"generic_hardware_manager": "1.2"}});
+        let t = std::time::Instant::now();
+        // Asynchronously, polled: a shred outlasts any one HTTP request.
+        let (_, started) = api
+            .post(
+                "",
+                json!({"name": "clean.execute_clean_step", "params": step}),
+            )
+            .await;
+        let id = started["id"].as_str().expect("command id").to_string();
+        let res = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (_, res) = api
+                .get(&format!("/v1/commands/{id}?agent_token={}", api.token))
+                .await;
+            if res["command_status"] != "RUNNING" {
+                break res;
+            }
+        };
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(res["command_status"], "SUCCEEDED", "{how}: {res}");
+        times.push(secs);
+        println!("erase: {how}: {secs:.1} s");
+    }
+    println!(
+        "erase: {} GiB NVMe namespace under TCG: shred takes {:.0}x as long as Format NVM, zeros alone {:.0}x",
+        NVME_BYTES >> 30,
+        times[1] / times[0],
+        times[2] / times[0]
+    );
 }
 
 /// A qcow2 whole-disk image of random bytes (made by qemu-img) and its

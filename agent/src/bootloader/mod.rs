@@ -5,7 +5,6 @@
 
 pub mod efi;
 pub mod grub;
-pub mod mounts;
 
 use std::path::{Path, PathBuf};
 
@@ -14,10 +13,10 @@ use tracing::{info, warn};
 
 use crate::disk::fsinfo::{self, FsInfo};
 use crate::disk::links;
+use crate::disk::mounts::Mounts;
 use crate::disk::partitions::{self, Partition, PartitionTable, TableKind};
 use crate::disk::region::Region;
 use crate::errors::RestError;
-use mounts::Mounts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootMode {

@@ -77,6 +77,7 @@ pub fn run(args: WriteImageArgs) -> anyhow::Result<()> {
             ..SourceConfig::default()
         },
         window: None,
+        formats: crate::image::FormatPolicy::default(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let progress = Arc::new(Progress::default());

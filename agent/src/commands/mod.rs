@@ -3,6 +3,7 @@
 
 mod image;
 pub mod log;
+mod rescue;
 mod standby;
 mod steps;
 mod system;
@@ -19,5 +20,6 @@ pub fn registry() -> Registry {
     image::register(&mut reg);
     log::register(&mut reg);
     system::register(&mut reg);
+    rescue::register(&mut reg);
     reg
 }

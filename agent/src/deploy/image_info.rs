@@ -6,13 +6,14 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::errors::RestError;
+use crate::image::source::Proxies;
 use crate::image::verify::{find_in_checksums_file, Algo, Expected};
 
 /// A checksum file holds one line per image; a few MiB is plenty
 /// (IPA reads the whole file, unbounded).
 pub const CHECKSUM_FILE_MAX: u64 = 4 << 20;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ImageInfo {
     pub id: String,
     pub urls: Vec<String>,
@@ -23,6 +24,25 @@ pub struct ImageInfo {
     pub os_hash_value: Option<String>,
     /// Full `Authorization` header value, if the image server wants one.
     pub authorization: Option<String>,
+    /// `proxies` (`{"http": …, "https": …}`) and `no_proxy`.
+    pub proxies: Option<Proxies>,
+}
+
+/// The `Authorization` value is a secret: shown as `***`.
+impl std::fmt::Debug for ImageInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageInfo")
+            .field("id", &self.id)
+            .field("urls", &self.urls)
+            .field("disk_format", &self.disk_format)
+            .field("image_type", &self.image_type)
+            .field("checksum", &self.checksum)
+            .field("os_hash_algo", &self.os_hash_algo)
+            .field("os_hash_value", &self.os_hash_value)
+            .field("authorization", &self.authorization.as_ref().map(|_| "***"))
+            .field("proxies", &self.proxies)
+            .finish()
+    }
 }
 
 fn opt_str(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -30,6 +50,77 @@ fn opt_str(map: &Map<String, Value>, key: &str) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+/// `proxies` and `no_proxy` as Ironic's `_get_image_info` sends them (it
+/// sends `no_proxy` only with `proxies`). IPA hands them to requests
+/// unchecked; here a malformed one fails validation, naming which proxy
+/// but never echoing its URL (it may hold a password).
+fn parse_proxies(map: &Map<String, Value>) -> Result<Option<Proxies>, RestError> {
+    let bad = |e: crate::image::source::ProxyError| {
+        RestError::invalid_params(format!("image_info.proxies: {e}"))
+    };
+    let proxies = match map.get("proxies") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(p)) => p,
+        Some(_) => {
+            return Err(RestError::invalid_params(
+                "image_info.proxies must be an object of scheme to proxy URL",
+            ))
+        }
+    };
+    let mut parsed = Proxies {
+        http: None,
+        https: None,
+        no_proxy: None,
+    };
+    for (scheme, value) in proxies {
+        let Some(raw) = value.as_str().filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        let url = Proxies::parse_url(scheme, raw).map_err(bad)?;
+        match scheme.as_str() {
+            "http" => parsed.http = Some(url),
+            "https" => parsed.https = Some(url),
+            other => {
+                return Err(RestError::invalid_params(format!(
+                    "image_info.proxies: unknown scheme {other:?} (http or https)"
+                )))
+            }
+        }
+    }
+    parsed.no_proxy = match map.get("no_proxy") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(no_proxy_hosts(s)).filter(|s| !s.is_empty()),
+        Some(_) => {
+            return Err(RestError::invalid_params(
+                "image_info.no_proxy must be a string",
+            ))
+        }
+    };
+    Ok((parsed.http.is_some() || parsed.https.is_some()).then_some(parsed))
+}
+
+/// `no_proxy` as reqwest matches it: Ironic allows `host:port` entries
+/// (requests then bypasses that port only); the port is dropped, so the
+/// host is reached directly on any port. IPv6 addresses and CIDR ranges
+/// pass unchanged.
+fn no_proxy_hosts(raw: &str) -> String {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| match h.rsplit_once(':') {
+            Some((host, port))
+                if !host.contains(':')
+                    && !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                host
+            }
+            _ => h,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl ImageInfo {
@@ -95,6 +186,7 @@ impl ImageInfo {
             }
             _ => None,
         };
+        let proxies = parse_proxies(map)?;
         Ok(Self {
             id,
             urls,
@@ -104,6 +196,7 @@ impl ImageInfo {
             os_hash_algo,
             os_hash_value,
             authorization,
+            proxies,
         })
     }
 
@@ -196,5 +289,53 @@ mod tests {
                 .as_deref(),
             Some("Basic YTpi")
         );
+        let shown = format!("{:?}", ImageInfo::parse(&auth, true).unwrap());
+        assert!(!shown.contains("YTpi") && shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn proxies_parse_and_never_show_their_credentials() {
+        let base = json!({"id": "i", "urls": ["http://h/i"], "checksum": "f".repeat(64)});
+        let with = |extra: Value| {
+            let mut v = base.clone();
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            ImageInfo::parse(&v, true)
+        };
+        assert_eq!(with(json!({})).unwrap().proxies, None);
+        let info = with(
+            json!({"proxies": {"http": "http://user:s3cret@proxy.example:3128",
+                                            "https": "proxy.example:3129"},
+                               "no_proxy": "127.0.0.1,.internal"}),
+        )
+        .unwrap();
+        let p = info.proxies.clone().unwrap();
+        assert_eq!(p.http.as_ref().unwrap().password(), Some("s3cret"));
+        assert_eq!(
+            p.https.as_ref().unwrap().as_str(),
+            "http://proxy.example:3129/"
+        );
+        assert_eq!(p.no_proxy.as_deref(), Some("127.0.0.1,.internal"));
+        let shown = format!("{info:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("user"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://***@proxy.example:3128"), "{shown}");
+        assert_eq!(
+            no_proxy_hosts(" a.example:8080, .b.example ,10.0.0.0/8,fd00::1,,c:x"),
+            "a.example,.b.example,10.0.0.0/8,fd00::1,c:x"
+        );
+        // no_proxy alone means nothing (Ironic never sends it alone).
+        assert_eq!(with(json!({"no_proxy": "x"})).unwrap().proxies, None);
+        let err = with(json!({"proxies": {"http": "ftp://user:s3cret@p:21"}})).unwrap_err();
+        assert!(
+            err.details.contains("ftp") && !err.details.contains("s3cret"),
+            "{}",
+            err.details
+        );
+        assert!(with(json!({"proxies": "http://p"})).is_err());
+        assert!(with(json!({"proxies": {"gopher": "http://p"}})).is_err());
     }
 }

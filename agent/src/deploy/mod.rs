@@ -5,6 +5,7 @@
 pub mod body;
 pub mod configdrive;
 pub mod image_info;
+pub mod inject;
 pub mod partition_image;
 pub mod stream;
 pub mod target;

@@ -11,8 +11,11 @@ use tracing::info;
 use super::ImageInfo;
 use crate::api::runner::CommandProgress;
 use crate::errors::RestError;
+use crate::image::format::IPA_PERMITTED_FORMATS;
+use crate::image::source::{client_builder, Proxies};
 use crate::image::{
-    write_image, ImageError, Progress, SourceConfig, Window, WriteReport, WriteRequest,
+    write_image, FormatPolicy, ImageError, Progress, SourceConfig, Window, WriteReport,
+    WriteRequest,
 };
 use crate::state::AgentContext;
 
@@ -32,6 +35,7 @@ fn map_error(info: &ImageInfo, url: &str, target: &str, e: ImageError) -> RestEr
         ImageError::Format(_)
         | ImageError::Qcow2(_)
         | ImageError::DeclaredMismatch { .. }
+        | ImageError::NotPermitted { .. }
         | ImageError::Decompress(_) => RestError::invalid_image(format!("Image {}: {e}", info.id)),
         ImageError::TooLarge { .. } | ImageError::Target { .. } => {
             RestError::image_write(target, e)
@@ -41,12 +45,38 @@ fn map_error(info: &ImageInfo, url: &str, target: &str, e: ImageError) -> RestEr
     }
 }
 
-/// The HTTP client for everything a deploy downloads besides the image
-/// (checksum files, config drives): the agent's TLS settings.
+/// The HTTP client for what a deploy downloads besides the image: the
+/// agent's TLS settings (`ipa-insecure`, `ipa-cafile`), ferrite's
+/// `User-Agent`, and `proxies` when given (IPA fetches a checksum file
+/// through the image's proxies, a config drive without them).
+pub fn http_client_with(
+    ctx: &AgentContext,
+    proxies: Option<&Proxies>,
+) -> Result<reqwest::Client, RestError> {
+    build_client(ctx, ctx.config.insecure, proxies)
+}
+
+/// [`http_client_with`] without proxies (config drives).
 pub fn http_client(ctx: &AgentContext) -> Result<reqwest::Client, RestError> {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .danger_accept_invalid_certs(ctx.config.insecure)
+    http_client_with(ctx, None)
+}
+
+/// [`http_client`] with certificate checks off for this client only when
+/// a step says `verify_ca: false`; `true` keeps the agent's own setting.
+pub fn http_client_verifying(
+    ctx: &AgentContext,
+    verify_ca: bool,
+) -> Result<reqwest::Client, RestError> {
+    build_client(ctx, ctx.config.insecure || !verify_ca, None)
+}
+
+fn build_client(
+    ctx: &AgentContext,
+    insecure: bool,
+    proxies: Option<&Proxies>,
+) -> Result<reqwest::Client, RestError> {
+    client_builder(insecure, ctx.config.cafile.as_deref(), proxies)
+        .map_err(|e| RestError::command_execution(format!("HTTP client: {e}")))?
         .timeout(ctx.config.image_download_timeout)
         .build()
         .map_err(|e| RestError::command_execution(format!("HTTP client: {e}")))
@@ -58,8 +88,65 @@ pub fn md5_enabled(ctx: &AgentContext) -> bool {
         .unwrap_or(true)
 }
 
+/// Ironic's format policy from the lookup `config`; IPA's defaults when
+/// there was none (or it lacks the list).
+pub fn format_policy(ctx: &AgentContext) -> FormatPolicy {
+    let config = ctx.lookup_config();
+    FormatPolicy {
+        inspection_disabled: config
+            .as_ref()
+            .is_some_and(|c| c.disable_deep_image_inspection),
+        permitted: Some(
+            config
+                .and_then(|c| c.permitted_image_formats)
+                .unwrap_or_else(|| {
+                    IPA_PERMITTED_FORMATS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                }),
+        ),
+    }
+}
+
+/// A failed [`stream_image`]: the error for Ironic, and whether the target
+/// may hold part of an image (a refusal from the first bytes leaves it as
+/// it was).
+#[derive(Debug)]
+pub struct StreamFailure {
+    pub error: RestError,
+    pub target_touched: bool,
+}
+
+impl From<RestError> for StreamFailure {
+    fn from(error: RestError) -> Self {
+        Self {
+            error,
+            target_touched: false,
+        }
+    }
+}
+
+impl From<StreamFailure> for RestError {
+    fn from(f: StreamFailure) -> Self {
+        f.error
+    }
+}
+
 /// Stream `info`'s image to `target` (within `window` if given). `name` is
 /// how errors name the target (`/dev/sda2` for a partition).
+///
+/// Each URL is tried in turn on download errors. A checksum mismatch
+/// starts everything again, up to `ipa-image-download-connection-retries`
+/// times, `…-retry-interval` apart, as IPA does since 2023 (its
+/// `_stream_raw_image_onto_device` retries on `ImageChecksumError`): the
+/// checksum (a checksum file too) is fetched again, the image downloaded
+/// again from its first byte and written over the whole target range
+/// (data and zero ranges alike), so nothing of a bad attempt survives. A
+/// failed attempt leaves the target's first and last MiB zeroed (the
+/// pipeline's invalidation), so a machine that reboots between attempts
+/// does not boot half an image; the caller wipes the disk only once the
+/// retries are spent.
 pub fn stream_image(
     ctx: &AgentContext,
     info: &ImageInfo,
@@ -67,15 +154,14 @@ pub fn stream_image(
     window: Option<Window>,
     name: &str,
     progress: &CommandProgress,
-) -> Result<WriteReport, RestError> {
+) -> Result<WriteReport, StreamFailure> {
     let cfg = &ctx.config;
     let md5_enabled = md5_enabled(ctx);
     let rt = tokio::runtime::Handle::current();
-    let http = http_client(ctx)?;
-    let expected = rt.block_on(info.expected(&http, md5_enabled))?;
+    let checksum_http = http_client_with(ctx, info.proxies.as_ref())?;
     let source_cfg = SourceConfig {
         insecure: cfg.insecure,
-        ca_file: None,
+        ca_file: cfg.cafile.clone(),
         connect_timeout: cfg.image_download_timeout,
         read_timeout: cfg.image_download_timeout,
         retries: cfg.image_download_retries,
@@ -83,41 +169,83 @@ pub fn stream_image(
         authorization: info.authorization.clone(),
         allow_file: cfg.allow_file_images,
         max_duration: Some(cfg.image_download_max_duration).filter(|d| !d.is_zero()),
+        proxies: info.proxies.clone(),
     };
-    let mut last_error = None;
-    for url in &info.urls {
-        let request = WriteRequest {
-            source: url.clone(),
-            target: target.to_path_buf(),
-            expected: Some(expected.clone()),
-            declared_format: info.disk_format.clone(),
-            source_cfg: source_cfg.clone(),
-            window,
-        };
-        let shared = Arc::new(Progress::default());
-        let reporter = spawn_reporter(&rt, shared.clone(), progress.clone());
-        let result = write_image(&rt, &request, shared);
-        reporter.abort();
-        match result {
-            Ok(report) => return Ok(report),
-            // Only a failed download is worth another URL.
-            Err(e @ (ImageError::Source(_) | ImageError::HttpStatus { .. })) => {
-                tracing::warn!(url = %url, error = %e, "image URL failed; trying the next one");
-                last_error = Some(map_error(info, url, name, e));
+    let formats = format_policy(ctx);
+    let attempts = cfg.image_download_retries.saturating_add(1);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let expected = rt.block_on(info.expected(&checksum_http, md5_enabled))?;
+        let mut last_error = None;
+        let mut touched = false;
+        let mut mismatch = None;
+        for url in &info.urls {
+            let request = WriteRequest {
+                source: url.clone(),
+                target: target.to_path_buf(),
+                expected: Some(expected.clone()),
+                declared_format: info.disk_format.clone(),
+                source_cfg: source_cfg.clone(),
+                window,
+                formats: formats.clone(),
+            };
+            let shared = Arc::new(Progress::default());
+            let reporter = spawn_reporter(&rt, shared.clone(), progress.clone());
+            let result = write_image(&rt, &request, shared);
+            reporter.abort();
+            let e = match result {
+                Ok(report) => {
+                    if attempt > 1 {
+                        info!(image = %info.id, attempt, "image verified after a checksum retry");
+                    }
+                    return Ok(report);
+                }
+                Err(e) => e,
+            };
+            touched |= !e.refused_before_write();
+            let failure = |error| StreamFailure {
+                error,
+                target_touched: touched,
+            };
+            match e {
+                // Only a failed download is worth another URL.
+                e @ (ImageError::Source(_) | ImageError::HttpStatus { .. }) => {
+                    tracing::warn!(url = %url, error = %e, "image URL failed; trying the next one");
+                    last_error = Some(map_error(info, url, name, e));
+                }
+                e @ ImageError::Checksum { .. } => {
+                    mismatch = Some(map_error(info, url, name, e));
+                    break;
+                }
+                // A window is a partition: name it, not the disk it is reached through.
+                ImageError::TooLarge {
+                    needed, available, ..
+                } if window.is_some() => {
+                    return Err(failure(RestError::image_write(
+                        name,
+                        format!("the image needs {needed} bytes but {name} holds only {available}"),
+                    )))
+                }
+                e => return Err(failure(map_error(info, url, name, e))),
             }
-            // A window is a partition: name it, not the disk it is reached through.
-            Err(ImageError::TooLarge {
-                needed, available, ..
-            }) if window.is_some() => {
-                return Err(RestError::image_write(
-                    name,
-                    format!("the image needs {needed} bytes but {name} holds only {available}"),
-                ))
-            }
-            Err(e) => return Err(map_error(info, url, name, e)),
         }
+        let Some(error) = mismatch else {
+            return Err(StreamFailure {
+                error: last_error.unwrap_or_else(|| RestError::image_download(&info.id, "no URL")),
+                target_touched: touched,
+            });
+        };
+        if attempt >= attempts {
+            return Err(StreamFailure {
+                error,
+                target_touched: true,
+            });
+        }
+        tracing::warn!(image = %info.id, attempt, of = attempts, error = %error.details,
+            "image checksum mismatch; downloading and writing it again");
+        std::thread::sleep(cfg.image_download_retry_interval);
     }
-    Err(last_error.unwrap_or_else(|| RestError::image_download(&info.id, "no URL")))
 }
 
 fn spawn_reporter(

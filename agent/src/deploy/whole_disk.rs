@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tracing::info;
 
-use super::stream::{http_client, md5_enabled, stream_image};
+use super::stream::{http_client, md5_enabled, stream_image, StreamFailure};
 use super::{configdrive, partition_image, ImageInfo};
 use crate::api::runner::CommandProgress;
 use crate::disk::{choose_root_device, list_block_devices};
@@ -77,13 +77,19 @@ pub fn prepare_image(
     let dev = device.path.display().to_string();
     let report = match stream_image(ctx, &info, &device.path, None, &dev, progress) {
         Ok(report) => report,
-        Err(e) => {
+        Err(StreamFailure {
+            error: e,
+            target_touched,
+        }) => {
             // Bytes that failed verification (or a stream that broke off in
             // the middle) must not boot: make the disk blank to firmware.
-            if matches!(
-                e.kind,
-                "ImageChecksumError" | "InvalidImage" | "ImageWriteError"
-            ) {
+            // An image refused from its first bytes wrote nothing.
+            if target_touched
+                && matches!(
+                    e.kind,
+                    "ImageChecksumError" | "InvalidImage" | "ImageWriteError"
+                )
+            {
                 match crate::disk::wipe::wipe_device(&device.path) {
                     Ok(_) => {
                         tracing::warn!(device = %dev, "unverified image made unbootable (metadata wiped)")

@@ -27,7 +27,7 @@ impl DiskPolicy {
         )
     }
 
-    fn allows(&self, dev: &Path) -> bool {
+    pub fn allows(&self, dev: &Path) -> bool {
         match self {
             Self::All => true,
             Self::Only(list) => list.iter().any(|p| p == dev),

@@ -13,6 +13,7 @@ pub mod ioctl;
 pub mod layout;
 pub mod links;
 pub mod mkfs;
+pub mod mounts;
 pub mod nvme;
 pub mod partitions;
 pub mod region;

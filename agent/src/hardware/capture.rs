@@ -23,6 +23,7 @@ use anyhow::{bail, Context};
 use crate::disk::devices::{
     DEV_LINK_DIRS, SYSFS_BLOCK_FILES, SYSFS_BLOCK_LINKS, SYSFS_BLOCK_LISTED, SYSFS_BLOCK_SKIPPED,
 };
+use crate::hardware::collectors::{extra, numa, pci, usb};
 use crate::hardware::inventory::net::{SYSFS_NET_FILES, SYSFS_NET_LINKS, SYSFS_NET_MARKERS};
 use crate::hardware::inventory::{cpu, Roots, DMI_TABLE, EFI_DIR, MEMORY_BLOCKS_DIR, PROCFS_FILES};
 
@@ -215,7 +216,7 @@ pub fn capture(roots: &Roots) -> Tree {
         root: &roots.dev,
         top: "dev",
     };
-    for f in PROCFS_FILES {
+    for f in PROCFS_FILES.iter().chain(extra::PROCFS_FILES) {
         proc_.file(&mut tree, Path::new(f));
     }
     sys.file(&mut tree, Path::new(DMI_TABLE));
@@ -244,6 +245,8 @@ pub fn capture(roots: &Roots) -> Tree {
         }
     }
 
+    capture_collectors(&sys, &mut tree);
+
     let block = Path::new("block");
     for disk in sys.list(&mut tree, block) {
         if SYSFS_BLOCK_SKIPPED.iter().any(|p| disk.starts_with(p)) {
@@ -271,6 +274,41 @@ pub fn capture(roots: &Roots) -> Tree {
     }
     tree.keep_empty_dirs();
     tree
+}
+
+/// What the inspection collectors (`pci-devices`, `numa-topology`,
+/// `usb-devices`) read; `dmi-decode` and `extra-hardware` read the SMBIOS
+/// table and procfs files captured above.
+fn capture_collectors(sys: &Source<'_>, tree: &mut Tree) {
+    let pci_dir = Path::new(pci::DEVICES_DIR);
+    for dev in sys.list(tree, pci_dir) {
+        for f in pci::DEVICE_FILES {
+            sys.file(tree, &pci_dir.join(&dev).join(f));
+        }
+    }
+    let nodes = Path::new(numa::NODES_DIR);
+    for node in sys.list(tree, nodes) {
+        if !node.starts_with("node") {
+            continue;
+        }
+        let dir = nodes.join(&node);
+        sys.file(tree, &dir.join("meminfo"));
+        for cpu in sys.list(tree, &dir) {
+            if cpu.starts_with("cpu") {
+                sys.file(tree, &dir.join(cpu).join("topology/core_id"));
+            }
+        }
+    }
+    let net = Path::new(numa::NET_DIR);
+    for nic in sys.list(tree, net) {
+        sys.file(tree, &net.join(nic).join("device/numa_node"));
+    }
+    let usb_dir = Path::new(usb::DEVICES_DIR);
+    for dev in sys.list(tree, usb_dir) {
+        for f in usb::DEVICE_FILES.iter().chain(usb::INTERFACE_FILES) {
+            sys.file(tree, &usb_dir.join(&dev).join(f));
+        }
+    }
 }
 
 impl Tree {

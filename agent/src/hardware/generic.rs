@@ -10,8 +10,9 @@ use ferrite_protocol::steps::Step;
 use serde_json::Value;
 use tracing::info;
 
-use super::burnin::{burn_cpu, memory};
+use super::burnin::{burn_cpu, disk, memory};
 use super::erasure;
+use super::inject_files;
 use super::manager::{HardwareManager, StepCall, StepDef, StepKind};
 use super::uefi_nvram;
 use crate::errors::RestError;
@@ -19,7 +20,18 @@ use crate::errors::RestError;
 /// IPA's `agent_burnin_cpu_timeout` default: one day.
 const DEFAULT_BURNIN_SECS: u64 = 86_400;
 
-pub struct GenericHardwareManager;
+pub struct GenericHardwareManager {
+    /// `ipa-inject-files-priority` (0: the step runs only when asked for).
+    inject_files_priority: i64,
+}
+
+impl GenericHardwareManager {
+    pub fn new(config: &crate::config::Config) -> Self {
+        Self {
+            inject_files_priority: i64::from(config.inject_files_priority),
+        }
+    }
+}
 
 impl HardwareManager for GenericHardwareManager {
     fn name(&self) -> &'static str {
@@ -49,6 +61,11 @@ impl HardwareManager for GenericHardwareManager {
                 step: step("burnin_memory", 0, "deploy"),
                 kinds: &[StepKind::Clean, StepKind::Service],
                 run: Arc::new(burnin_memory),
+            },
+            StepDef {
+                step: step("burnin_disk", 0, "deploy"),
+                kinds: &[StepKind::Clean, StepKind::Service],
+                run: Arc::new(burnin_disk),
             },
             StepDef {
                 step: step("erase_devices_metadata", 99, "deploy"),
@@ -87,6 +104,14 @@ impl HardwareManager for GenericHardwareManager {
                 step: step("write_image", 0, "deploy"),
                 kinds: &[StepKind::Deploy, StepKind::Service],
                 run: Arc::new(write_image),
+            },
+            StepDef {
+                step: Step {
+                    argsinfo: Some(inject_files::argsinfo()),
+                    ..step("inject_files", self.inject_files_priority, "deploy")
+                },
+                kinds: &[StepKind::Deploy, StepKind::Service],
+                run: Arc::new(inject_files::inject_files),
             },
         ]
     }
@@ -172,6 +197,87 @@ fn burnin_memory(call: &StepCall) -> Result<Value, RestError> {
     Ok(Value::Null)
 }
 
+/// `burnin_disk`: IPA's fio job natively (see `burnin::disk`) on every
+/// disk at once; `agent_burnin_fio_disk_outputfile` gets the per-disk
+/// reports as JSON.
+fn burnin_disk(call: &StepCall) -> Result<Value, RestError> {
+    let loops = call
+        .u64_setting("agent_burnin_fio_disk_loops")?
+        .unwrap_or(4);
+    let runtime = call
+        .u64_setting("agent_burnin_fio_disk_runtime")?
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs);
+    // smartctl's long self-test has no native equivalent here yet: refuse
+    // before any disk is touched rather than skip it silently.
+    if call.bool_setting("agent_burnin_fio_disk_smart_test", false)? {
+        return Err(RestError::invalid_params(
+            "agent_burnin_fio_disk_smart_test is not supported by ferrite-agent",
+        ));
+    }
+    let outputfile = call
+        .setting("agent_burnin_fio_disk_outputfile")
+        .and_then(Value::as_str)
+        .map(std::path::PathBuf::from);
+    let cfg = &call.ctx.config;
+    let devices =
+        crate::disk::list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy());
+    let plan = disk::Plan { loops, runtime };
+    info!(?plan, disks = devices.len(), "disk burn-in started");
+    let results: Vec<Result<disk::DiskReport, String>> = std::thread::scope(|s| {
+        let workers: Vec<_> = devices
+            .iter()
+            .map(|d| {
+                s.spawn(move || {
+                    let name = d.path.display().to_string();
+                    let dev = disk::DirectDisk::open(&d.path)
+                        .map_err(|e| format!("{name}: opening for direct I/O: {e}"))?;
+                    disk::burn(&dev, &name, plan)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a burn-in worker panicked".into()))
+            })
+            .collect()
+    });
+    if let Some(path) = &outputfile {
+        let json: Vec<Value> = results
+            .iter()
+            .map(|r| match r {
+                Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+                Err(e) => serde_json::json!({ "error": e }),
+            })
+            .collect();
+        let text =
+            serde_json::to_string_pretty(&serde_json::json!({ "disks": json })).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text) {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the burn-in output file");
+        }
+    }
+    let mut problems = Vec::new();
+    for r in &results {
+        match r {
+            Ok(report) => {
+                info!(?report, "disk burn-in finished");
+                problems.extend(disk::verdict(report));
+            }
+            Err(e) => problems.push(e.clone()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Value::Null)
+    } else {
+        Err(RestError::command_execution(format!(
+            "disk burn-in (fio) failed: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
 /// `erase_pstore`: the pstore mount is found in procfs `mounts` (a fixture
 /// tree in tests), so the step never guesses a path.
 fn erase_pstore(call: &StepCall) -> Result<Value, RestError> {
@@ -224,7 +330,7 @@ mod tests {
     /// must stay out until they exist.
     #[test]
     fn advertised_clean_steps() {
-        let steps: Vec<(String, i64, String)> = GenericHardwareManager
+        let steps: Vec<(String, i64, String)> = GenericHardwareManager::new(&Default::default())
             .steps()
             .into_iter()
             .filter(|d| d.kinds.contains(&StepKind::Clean))

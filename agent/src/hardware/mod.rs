@@ -3,9 +3,11 @@
 
 pub mod burnin;
 pub mod capture;
+pub mod collectors;
 pub mod disk_wait;
 pub mod erasure;
 pub mod generic;
+pub mod inject_files;
 pub mod inventory;
 pub mod manager;
 pub mod nics;

@@ -18,6 +18,7 @@ pub mod verify;
 
 use std::path::PathBuf;
 
+pub use format::FormatPolicy;
 pub use pipeline::{write_image, WriteReport, WriteRequest};
 pub use progress::Progress;
 pub use sink::Window;
@@ -35,6 +36,12 @@ pub enum ImageError {
     Qcow2(#[from] qcow2::Qcow2Error),
     #[error("the image is declared {declared} but its content is {detected}")]
     DeclaredMismatch { declared: String, detected: String },
+    /// IPA's words, so operators find them in Ironic's documentation.
+    #[error("Security: Detected image format was {detected}, but only {} are allowed ([conductor]permitted_image_formats)", permitted.join(", "))]
+    NotPermitted {
+        detected: String,
+        permitted: Vec<String>,
+    },
     #[error("decompressing the image failed: {0}")]
     Decompress(String),
     #[error("checksum mismatch: expected {algo} {expected}, got {actual}")]
@@ -60,4 +67,15 @@ pub enum ImageError {
     TimedOut(f64),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl ImageError {
+    /// Refusals decided from the image's first bytes, before anything
+    /// was written: the target is as it was.
+    pub fn refused_before_write(&self) -> bool {
+        matches!(
+            self,
+            Self::NotPermitted { .. } | Self::DeclaredMismatch { .. } | Self::Format(_)
+        )
+    }
 }

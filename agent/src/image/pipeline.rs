@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::chunk::ChunkPool;
-use super::format::{self, Format};
+use super::format::{self, Format, FormatPolicy};
 use super::progress::{Progress, StageTimes};
 use super::qcow2::map::GuestRange;
 use super::qcow2::{CompressedCluster, GuestSink, Header, Inflater, StreamDecoder};
@@ -43,6 +43,8 @@ pub struct WriteRequest {
     pub source_cfg: SourceConfig,
     /// Write into this range of the target only (a partition by offset).
     pub window: Option<Window>,
+    /// Ironic's `permitted_image_formats` / `disable_deep_image_inspection`.
+    pub formats: FormatPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +265,19 @@ fn read_block(r: &mut dyn Read, pool: &ChunkPool) -> Result<Option<Bytes>, Image
     Ok((filled > 0).then(|| pool.freeze(buf)))
 }
 
+/// The declared format against the content, then Ironic's format policy:
+/// all from the image's first bytes, before anything is written.
+fn check_format(req: &WriteRequest, detected: Format, head: &[u8]) -> Result<(), ImageError> {
+    let declared = req.declared_format.as_deref();
+    match check_declared(declared, detected) {
+        Err(e) if req.formats.inspection_disabled => {
+            warn!(error = %e, "disable_deep_image_inspection is set: writing the image as its content says")
+        }
+        other => other?,
+    }
+    req.formats.check(declared, detected, head)
+}
+
 fn check_declared(declared: Option<&str>, detected: Format) -> Result<(), ImageError> {
     let Some(declared) = declared.map(str::to_ascii_lowercase) else {
         return Ok(());
@@ -294,7 +309,7 @@ pub fn write_image(
         .store(probe.len.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     let outer = format::sniff(&probe.head)?;
     if !matches!(outer, Format::Gzip | Format::Zstd | Format::Xz) {
-        check_declared(req.declared_format.as_deref(), outer)?;
+        check_format(req, outer, &probe.head)?;
     }
     info!(source = %source.describe(), format = %outer, size = ?probe.len, ranges = probe.ranges, "image probed");
 
@@ -370,6 +385,11 @@ pub fn write_image(
                   passes = report.passes, "image written; {}", progress.summary());
             info!("image write stages: {}", progress.stages.summary());
             Ok(report)
+        }
+        Err(e) if e.refused_before_write() => {
+            warn!(error = %e, "image refused; nothing was written");
+            drop(writer.abandon());
+            Err(e)
         }
         Err(e) => {
             warn!(error = %e, "image write failed; invalidating the target");
@@ -617,7 +637,7 @@ fn decode_stream(
                     "{outer} inside {inner}: nested compression is not supported"
                 )));
             }
-            check_declared(req.declared_format.as_deref(), inner)?;
+            check_format(req, inner, &first)?;
             if inner == Format::Qcow2 {
                 let mut dec = StreamDecoder::sequential(None);
                 let mut block = Some(first);

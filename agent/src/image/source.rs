@@ -43,6 +43,157 @@ pub struct SourceConfig {
     pub allow_file: bool,
     /// The whole download's deadline (`ipa-image-download-max-duration`).
     pub max_duration: Option<Duration>,
+    /// `image_info.proxies` / `no_proxy`; without them no proxy at all
+    /// (the environment's `http_proxy` and friends are ignored).
+    pub proxies: Option<Proxies>,
+}
+
+/// The proxies Ironic asks for (`driver_info.image_http_proxy`,
+/// `image_https_proxy`, `image_no_proxy`), parsed once. A proxy URL may
+/// carry credentials: `Debug` and [`Proxies::describe`] never show them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Proxies {
+    /// For `http://` image URLs.
+    pub http: Option<Url>,
+    /// For `https://` image URLs (a CONNECT tunnel).
+    pub https: Option<Url>,
+    /// Hosts reached directly: comma-separated names (a name also covers
+    /// its subdomains), IP addresses, CIDR ranges, or `*` (as `no_proxy`).
+    pub no_proxy: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("proxy {which:?}: {reason}")]
+pub struct ProxyError {
+    pub which: String,
+    pub reason: String,
+}
+
+impl Proxies {
+    /// One proxy URL as Ironic allows it: `http(s)://…` or no scheme at
+    /// all (then `http://`, as requests does).
+    pub fn parse_url(which: &str, raw: &str) -> Result<Url, ProxyError> {
+        let err = |reason: String| ProxyError {
+            which: which.to_string(),
+            reason,
+        };
+        let raw = raw.trim();
+        let with_scheme = if raw.contains("://") {
+            raw.to_string()
+        } else {
+            format!("http://{raw}")
+        };
+        // The parse error would not echo the URL, but keep it generic anyway:
+        // the text may hold a password.
+        let url = Url::parse(&with_scheme).map_err(|e| err(format!("not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(err(format!(
+                "scheme {:?} is not supported (http or https)",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(err("no host".into()));
+        }
+        Ok(url)
+    }
+
+    /// `scheme://host:port`, with `***@` where credentials were: for logs.
+    pub fn describe_url(url: &Url) -> String {
+        let creds = if url.username().is_empty() && url.password().is_none() {
+            ""
+        } else {
+            "***@"
+        };
+        format!(
+            "{}://{creds}{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        )
+    }
+
+    /// The proxy an image URL of this scheme goes through, if any (the
+    /// `no_proxy` list aside).
+    pub fn for_scheme(&self, scheme: &str) -> Option<&Url> {
+        match scheme {
+            "http" => self.http.as_ref(),
+            "https" => self.https.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Install these proxies, and only these, on a client.
+    pub fn apply(
+        &self,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, ProxyError> {
+        let no_proxy = || {
+            self.no_proxy
+                .as_deref()
+                .and_then(reqwest::NoProxy::from_string)
+        };
+        let mut builder = builder.no_proxy();
+        for (which, url) in [("http", &self.http), ("https", &self.https)] {
+            let Some(url) = url else { continue };
+            let proxy = match which {
+                "http" => reqwest::Proxy::http(url.as_str()),
+                _ => reqwest::Proxy::https(url.as_str()),
+            }
+            .map_err(|e| ProxyError {
+                which: which.to_string(),
+                reason: e.to_string(),
+            })?;
+            builder = builder.proxy(proxy.no_proxy(no_proxy()));
+        }
+        Ok(builder)
+    }
+}
+
+impl std::fmt::Debug for Proxies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxies")
+            .field("http", &self.http.as_ref().map(Self::describe_url))
+            .field("https", &self.https.as_ref().map(Self::describe_url))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+/// A client for the agent's downloads: rustls, the extra CA bundle if
+/// any, the proxies if any, and ferrite's `User-Agent`.
+pub fn client_builder(
+    insecure: bool,
+    ca_file: Option<&std::path::Path>,
+    proxies: Option<&Proxies>,
+) -> Result<reqwest::ClientBuilder, ImageError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(ferrite_protocol::USER_AGENT)
+        .danger_accept_invalid_certs(insecure)
+        .no_proxy();
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| {
+            ImageError::Source(format!("reading the CA bundle {}: {e}", ca.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ImageError::Source(format!("CA bundle {}: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(ImageError::Source(format!(
+                "no certificate in the CA bundle {}",
+                ca.display()
+            )));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let Some(p) = proxies {
+        builder = p
+            .apply(builder)
+            .map_err(|e| ImageError::Source(e.to_string()))?;
+    }
+    Ok(builder)
 }
 
 impl Default for SourceConfig {
@@ -57,6 +208,7 @@ impl Default for SourceConfig {
             authorization: None,
             allow_file: false,
             max_duration: None,
+            proxies: None,
         }
     }
 }
@@ -89,24 +241,19 @@ impl Source {
         if spec.starts_with("http://") || spec.starts_with("https://") {
             let url = Url::parse(spec)
                 .map_err(|e| ImageError::Source(format!("invalid URL {spec:?}: {e}")))?;
-            let mut builder = reqwest::Client::builder()
-                .use_rustls_tls()
-                .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-                .connect_timeout(cfg.connect_timeout)
-                .danger_accept_invalid_certs(cfg.insecure);
-            if let Some(ca) = &cfg.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| {
-                    ImageError::Source(format!("reading CA bundle {}: {e}", ca.display()))
-                })?;
-                for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| ImageError::Source(format!("CA bundle: {e}")))?
-                {
-                    builder = builder.add_root_certificate(cert);
-                }
+            if let Some(proxy) = cfg
+                .proxies
+                .as_ref()
+                .and_then(|p| p.for_scheme(url.scheme()))
+            {
+                info!(url = %url, proxy = %Proxies::describe_url(proxy), no_proxy = ?cfg.proxies.as_ref().and_then(|p| p.no_proxy.as_deref()), "image download through a proxy");
             }
-            let client = builder
-                .build()
-                .map_err(|e| ImageError::Source(format!("HTTP client: {e}")))?;
+            let client =
+                client_builder(cfg.insecure, cfg.ca_file.as_deref(), cfg.proxies.as_ref())?
+                    .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+                    .connect_timeout(cfg.connect_timeout)
+                    .build()
+                    .map_err(|e| ImageError::Source(format!("HTTP client: {e}")))?;
             let deadline = cfg
                 .max_duration
                 .filter(|d| !d.is_zero())
@@ -213,8 +360,8 @@ impl Source {
                             return Err(ImageError::Source(redirect_error(url)))
                         }
                         Err(e) => {
-                            last = e.to_string();
-                            warn!(url = %url, attempt, error = %e, "image server unreachable");
+                            last = error_chain(&e);
+                            warn!(url = %url, attempt, error = %last, "image server unreachable");
                             continue;
                         }
                     };
@@ -301,7 +448,7 @@ impl Source {
                                 status: resp.status().as_u16(),
                             })
                         }
-                        Err(e) => last = e.to_string(),
+                        Err(e) => last = error_chain(&e),
                     }
                 }
                 Err(ImageError::Source(format!(
@@ -363,7 +510,7 @@ impl Source {
                     if e.is_redirect() {
                         Attempt::Fatal(ImageError::Source(redirect_error(url)))
                     } else {
-                        Attempt::Retry(e.to_string())
+                        Attempt::Retry(error_chain(&e))
                     }
                 })?;
                 let status = resp.status();
@@ -524,6 +671,23 @@ async fn stream_file(
             .await
             .map_err(|_| ImageError::Internal("the image consumer stopped".into()))?;
     }
+}
+
+/// An error with its causes: reqwest's own text names only the URL
+/// ("error sending request for url (…)"), the cause (a refused
+/// certificate, a refused connection) is further down.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// reqwest's own text ("error following redirect") does not say why.

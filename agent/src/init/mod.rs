@@ -14,6 +14,7 @@ pub mod modules;
 pub mod mounts;
 pub mod net;
 pub mod power;
+pub mod rescue;
 pub mod supervise;
 
 use std::collections::BTreeMap;

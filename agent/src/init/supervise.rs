@@ -57,6 +57,7 @@ pub fn run(mut shell: Option<super::debug_shell::DebugShell>) -> ! {
         }
     };
     let mut agent = Agent::default();
+    let mut rescue = super::rescue::RescueWatch::new("/".into());
     agent.start();
     if let Some(shell) = shell.as_mut() {
         shell.start();
@@ -99,6 +100,7 @@ pub fn run(mut shell: Option<super::debug_shell::DebugShell>) -> ! {
         if let Some(shell) = shell.as_mut() {
             shell.tick();
         }
+        rescue.tick();
     }
 }
 

@@ -1,15 +1,16 @@
 //! In-band inspection before lookup (IPA's `inspector.inspect`): run the
 //! collectors, post everything to `/v1/continue_inspection` (or the
 //! configured callback), and hand the node UUID Ironic returns to lookup.
-//! Collector failures are reported in `error` rather than stopping the post,
-//! because an unknown node is hard to debug without its data.
+//! No collector fails the inspection: one without data logs and leaves its
+//! key out, an unknown name is logged and skipped, so `error` stays null
+//! and Ironic always gets what could be read.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use base64::Engine;
 use ferrite_protocol::inspection::{
-    accumulated_error, InspectionConfiguration, InspectionData, InspectionResponse, ManagerVersion,
+    InspectionConfiguration, InspectionData, InspectionResponse, ManagerVersion,
 };
 use ferrite_protocol::node::normalize_mac;
 use ferrite_protocol::version::REQUEST_ID_HEADER;
@@ -19,6 +20,7 @@ use url::Url;
 
 use crate::commands::log::build_archive;
 use crate::config::Config;
+use crate::hardware::collectors::{self, dmi, extra, numa, pci, usb};
 use crate::hardware::inventory::{self, guess_root_disk, net};
 use crate::state::AgentContext;
 
@@ -39,25 +41,18 @@ pub async fn inspect(ctx: &std::sync::Arc<AgentContext>) -> Option<String> {
     info!(?collectors, "inspection is enabled");
     let c = ctx.clone();
     let collected = tokio::task::spawn_blocking(move || collect(&c, &collectors)).await;
-    let (data, failed) = match collected {
-        Ok(pair) => pair,
+    let data = match collected {
+        Ok(data) => data,
         Err(e) => {
             error!(error = %e, "inspection collectors crashed");
             return None;
         }
     };
     match post(&ctx.config, &urls, &data).await {
-        Ok(Some(resp)) if !failed => {
+        Ok(Some(resp)) => {
             let uuid = resp.node_uuid();
             info!(node = ?uuid, "inspection finished successfully");
             uuid
-        }
-        Ok(Some(_)) => {
-            error!(
-                error = data.error.as_deref().unwrap_or_default(),
-                "Failed to perform inspection: collectors failed"
-            );
-            None
         }
         Ok(None) => {
             error!(
@@ -72,18 +67,12 @@ pub async fn inspect(ctx: &std::sync::Arc<AgentContext>) -> Option<String> {
     }
 }
 
-/// Run the collectors in order; returns the data and whether any failed.
-fn collect(ctx: &AgentContext, collectors: &[String]) -> (InspectionData, bool) {
-    let mut data = InspectionData {
-        inventory: None,
-        root_disk: None,
-        boot_interface: None,
-        configuration: None,
-        logs: None,
-        lldp_raw: None,
-        error: None,
-    };
-    let mut failures = Vec::new();
+/// Run the collectors in order.
+/// An unknown collector name is logged and skipped (IPA would fail the
+/// inspection on it); the optional collectors leave their key out when
+/// they have nothing to report, and never fail the inspection.
+fn collect(ctx: &AgentContext, collectors: &[String]) -> InspectionData {
+    let mut data = InspectionData::default();
     for name in collectors {
         match name.as_str() {
             "default" => collect_default(ctx, collectors, &mut data),
@@ -106,11 +95,85 @@ fn collect(ctx: &AgentContext, collectors: &[String]) -> (InspectionData, bool) 
                         .collect(),
                 ));
             }
-            other => failures.push(format!("Failed to load collector {other}")),
+            "pci-devices" => {
+                data.pci_devices = reported(name, pci::collect(&ctx.config.sysfs_root))
+            }
+            "numa-topology" => {
+                let found = numa::collect(&ctx.config.sysfs_root).transpose();
+                if found.is_none() {
+                    warn!(collector = %name, "no NUMA node directory; nothing to report");
+                }
+                data.numa_topology = found.and_then(|r| reported(name, r));
+            }
+            "dmi-decode" => data.dmi = reported(name, Ok(dmi_or_empty(&ctx.config))),
+            // No USB bus is no USB device (lshw then finds none for IPA).
+            "usb-devices" => {
+                let found = usb::collect(&ctx.config.sysfs_root).unwrap_or_else(|e| {
+                    debug!(error = %e, "no USB devices");
+                    Vec::new()
+                });
+                data.usb_devices = reported(name, Ok(found));
+            }
+            "extra-hardware" => data.data = reported(name, Ok(extra_hardware(ctx, &data))),
+            other => warn!(
+                collector = other,
+                "unknown inspection collector, skipping it"
+            ),
         }
     }
-    data.error = accumulated_error(&failures);
-    (data, !failures.is_empty())
+    data
+}
+
+/// A collector's result as its JSON value; a failure is logged and gives
+/// no key, so Ironic stores the rest.
+fn reported<T: serde::Serialize>(
+    name: &str,
+    found: Result<T, collectors::CollectorError>,
+) -> Option<serde_json::Value> {
+    let value = found
+        .map_err(anyhow::Error::from)
+        .and_then(|v| serde_json::to_value(v).context("encoding the collector's data"));
+    match value {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn!(collector = name, error = %format!("{e:#}"), "collector found nothing to report; leaving its key out");
+            None
+        }
+    }
+}
+
+/// The decoded SMBIOS table; without one (some VMs, non-SMBIOS arm64)
+/// the empty sections dmidecode's output would parse to.
+fn dmi_or_empty(cfg: &Config) -> dmi::Dmi {
+    dmi::collect(&cfg.sysfs_root).unwrap_or_else(|e| {
+        warn!(error = %e, "no SMBIOS table; reporting empty DMI sections");
+        dmi::Dmi::default()
+    })
+}
+
+/// hardware-detect's records from the inventory (the `default`
+/// collector's, else a fresh one), SMBIOS, NUMA and procfs.
+fn extra_hardware(ctx: &AgentContext, data: &InspectionData) -> Vec<extra::Item> {
+    let cfg = &ctx.config;
+    let fresh;
+    let inventory = match &data.inventory {
+        Some(inv) => inv,
+        None => {
+            fresh = inventory::collect_for(cfg, true);
+            &fresh
+        }
+    };
+    let table = collectors::read_table(&cfg.sysfs_root.join(inventory::DMI_TABLE)).ok();
+    let dmi = table.as_deref().map(dmi::decode);
+    let numa = numa::collect(&cfg.sysfs_root).ok().flatten();
+    extra::collect(&extra::Sources {
+        inventory: Some(inventory),
+        dmi: dmi.as_ref(),
+        smbios: table.as_deref(),
+        numa: numa.as_ref(),
+        procfs: Some(&cfg.procfs_root),
+        arch: &inventory.cpu.architecture,
+    })
 }
 
 /// IPA's `collect_default`: wait for DHCP, then the inventory, the root
@@ -266,6 +329,136 @@ async fn post_once(cfg: &Config, http: &reqwest::Client, urls: &[Url], body: &[u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// The log lines written while `f` runs.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .map_err(|_| std::io::Error::other("poisoned"))?
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&sink.0.lock().expect("log sink")).into_owned();
+        (out, text)
+    }
+
+    fn context(fixture: &str) -> Arc<AgentContext> {
+        let roots = crate::hardware::inventory::fixture(fixture);
+        let cfg = Config {
+            sysfs_root: roots.sysfs,
+            procfs_root: roots.procfs,
+            dev_root: roots.dev,
+            ..Config::default()
+        };
+        AgentContext::new(
+            cfg,
+            crate::logbuf::LogBuffer::default(),
+            crate::hardware::HardwareManagers::new(Vec::new()),
+        )
+    }
+
+    #[test]
+    fn an_unknown_collector_is_logged_and_skipped() {
+        let ctx = context("ferrite-ci-host");
+        let names: Vec<String> = ["pci-devices", "no-such-collector", "numa-topology"]
+            .map(String::from)
+            .to_vec();
+        let (data, log) = logged(|| collect(&ctx, &names));
+        assert_eq!(data.error, None);
+        assert!(
+            log.contains("unknown inspection collector") && log.contains("no-such-collector"),
+            "{log}"
+        );
+        // The collectors around it ran.
+        assert!(data
+            .pci_devices
+            .as_ref()
+            .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty())));
+        assert!(data.numa_topology.is_some());
+    }
+
+    /// Every optional collector on a machine that has none of their
+    /// sources: keys left out (or empty), never a failure.
+    #[test]
+    fn collectors_without_sources_never_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = Config {
+            sysfs_root: dir.path().join("sys"),
+            procfs_root: dir.path().join("proc"),
+            dev_root: dir.path().join("dev"),
+            ..Config::default()
+        };
+        let ctx = AgentContext::new(
+            cfg,
+            crate::logbuf::LogBuffer::default(),
+            crate::hardware::HardwareManagers::new(Vec::new()),
+        );
+        let names: Vec<String> = [
+            "pci-devices",
+            "numa-topology",
+            "dmi-decode",
+            "usb-devices",
+            "extra-hardware",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (data, log) = logged(|| collect(&ctx, &names));
+        assert_eq!(data.error, None);
+        assert_eq!(data.pci_devices, None, "{log}");
+        assert_eq!(data.numa_topology, None);
+        assert_eq!(
+            data.dmi,
+            Some(serde_json::json!({"bios": {}, "cpu": [], "memory": {"devices": []}}))
+        );
+        assert_eq!(data.usb_devices, Some(serde_json::json!([])));
+        assert!(data.data.as_ref().is_some_and(|d| d.is_array()));
+        assert!(log.contains("pci-devices"), "{log}");
+    }
+
+    /// The full list on a captured machine gives every key IPA's
+    /// collectors produce, in IPA's shapes.
+    #[test]
+    fn all_collectors_on_a_captured_machine() {
+        let ctx = context("qemu-nvme-multinic");
+        let names: Vec<String> = [
+            "pci-devices",
+            "numa-topology",
+            "dmi-decode",
+            "usb-devices",
+            "extra-hardware",
+        ]
+        .map(String::from)
+        .to_vec();
+        let data = collect(&ctx, &names);
+        assert_eq!(data.error, None);
+        let json = serde_json::to_value(&data).expect("json");
+        assert_eq!(
+            json["dmi"]["bios"]["Vendor"], "Ferrite Firmware Inc.",
+            "{json}"
+        );
+        assert_eq!(json["dmi"]["memory"]["Number Of Devices"], 1);
+        assert_eq!(json["usb_devices"], serde_json::json!([]));
+        let records = json["data"].as_array().expect("records");
+        assert!(records
+            .iter()
+            .any(|r| r[0] == "system" && r[1] == "product" && r[2] == "name"));
+    }
 
     #[test]
     fn waits_follow_tenacity_at_ipas_settings() {

@@ -2,14 +2,16 @@
 //! .../states/power`, `.../management/boot_device`, and `GET .../validate`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::error::{parse_body, ApiError, ApiResult};
+use super::version::Requested;
 use super::AppState;
+use crate::flows::rescue::RescuePassword;
 use crate::flows::{ActionArgs, RequestError};
 use crate::fsm::{self, Event};
 use crate::power::{BootDevice, PowerAction, PowerDriver};
@@ -19,6 +21,9 @@ impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         match e {
             RequestError::Locked { node, host } => ApiError::node_locked(&node, &host),
+            e @ RequestError::RescueFailure { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
             RequestError::Store(s) => s.into(),
             RequestError::Transition(crate::flows::transition::TransitionError::Store(s)) => {
                 s.into()
@@ -36,8 +41,18 @@ fn accepted(uuid: &str, base: &str) -> Response {
         .into_response()
 }
 
+/// Ironic's `MIN_VERB_VERSIONS` for the verbs gated here: the rescue
+/// interface came with API 1.38.
+fn min_minor(event: Event) -> u32 {
+    match event {
+        Event::Rescue | Event::Unrescue => 38,
+        _ => 0,
+    }
+}
+
 pub async fn provision(
     State(state): State<AppState>,
+    Extension(Requested(version)): Extension<Requested>,
     Path(ident): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -52,6 +67,27 @@ pub async fn provision(
             fsm::API_TARGETS.join(", ")
         ))
     })?;
+    if version.minor < min_minor(event) {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "Request not acceptable.",
+        ));
+    }
+    // Parsed once here; the text is never logged (`RescuePassword` hides it).
+    let rescue_password = match body.get("rescue_password") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(RescuePassword::new(text)),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid input for field/attribute rescue_password. Value should be a string",
+            ))
+        }
+    };
+    if rescue_password.is_some() && event != Event::Rescue {
+        return Err(ApiError::bad_request(
+            "\"rescue_password\" is only valid when setting target provision state to rescue",
+        ));
+    }
     let mut configdrive = body.get("configdrive").filter(|v| !v.is_null()).cloned();
     if configdrive.is_some() && !matches!(event, Event::Deploy | Event::Rebuild) {
         return Err(ApiError::bad_request(
@@ -95,6 +131,7 @@ pub async fn provision(
     let args = ActionArgs {
         configdrive,
         clean_steps,
+        rescue_password: rescue_password.flatten(),
     };
     let node = tokio::task::spawn_blocking(move || flows.request(&ident, event, args))
         .await
@@ -272,7 +309,11 @@ pub async fn validate(
         "network": ok(),
         "power": power,
         "raid": ok(),
-        "rescue": unsupported("rescue"),
+        "rescue": if node.rescue_interface.as_deref() == Some(crate::drivers::AGENT_RESCUE) {
+            ok()
+        } else {
+            unsupported("rescue")
+        },
         "storage": ok(),
         "bios": unsupported("bios"),
     })))

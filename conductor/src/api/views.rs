@@ -47,7 +47,12 @@ pub fn mask_node_secrets(node: &mut Map<String, Value>) {
         }
     }
     if let Some(Value::Object(ii)) = node.get_mut("instance_info") {
-        for key in ["image_url", "configdrive"] {
+        for key in [
+            "image_url",
+            "configdrive",
+            "rescue_password",
+            "hashed_rescue_password",
+        ] {
             if ii.contains_key(key) {
                 ii.insert(key.into(), Value::String(MASK.into()));
             }

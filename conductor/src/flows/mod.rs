@@ -9,6 +9,7 @@ mod deploy;
 mod file_url;
 mod logs;
 mod power;
+pub mod rescue;
 mod steps_cache;
 pub mod transition;
 mod verify;
@@ -55,6 +56,8 @@ impl Drop for Reservation {
 pub struct ActionArgs {
     pub configdrive: Option<Value>,
     pub clean_steps: Option<Vec<Value>>,
+    /// `rescue` only: the tenant's password (required there).
+    pub rescue_password: Option<rescue::RescuePassword>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,13 @@ pub enum RequestError {
     Transition(#[from] TransitionError),
     #[error("{0}")]
     Invalid(String),
+    /// Ironic's InstanceRescueFailure (an HTTP 500 there).
+    #[error("Failed to rescue instance {instance} for node {node}: {reason}")]
+    RescueFailure {
+        instance: String,
+        node: String,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -77,7 +87,13 @@ pub enum RequestError {
 fn blocked_in_maintenance(event: Event) -> bool {
     matches!(
         event,
-        Event::Deploy | Event::Rebuild | Event::Provide | Event::Clean | Event::Inspect
+        Event::Deploy
+            | Event::Rebuild
+            | Event::Provide
+            | Event::Clean
+            | Event::Inspect
+            | Event::Rescue
+            | Event::Unrescue
     )
 }
 
@@ -117,7 +133,11 @@ impl Flows {
         let node = self.store.get_node(ident)?;
         if node.maintenance && blocked_in_maintenance(event) {
             return Err(RequestError::Maintenance {
-                verb: event.verb(),
+                verb: match event {
+                    Event::Rescue => "rescuing",
+                    Event::Unrescue => "unrescuing",
+                    other => other.verb(),
+                },
                 node: node.uuid,
             });
         }
@@ -129,6 +149,9 @@ impl Flows {
                 state: node.provision_state,
             }
             .into());
+        }
+        if event == Event::Rescue {
+            self.validate_rescue(&node, args.rescue_password.is_some())?;
         }
         if event == Event::Deploy || event == Event::Rebuild {
             deploy::validate(&node, &self.config.file_url_allowed_paths)
@@ -147,11 +170,28 @@ impl Flows {
                 Some(step) => format!("By request, the clean operation was aborted after the completion of step {step}"),
                 None => "By request, the clean operation was aborted".to_string(),
             }),
+            // Ironic records a rescue abort in the history, not as an error.
+            (Event::Abort, fsm::RESCUEWAIT) => None,
             (Event::Abort, _) => Some("By request, the inspection operation was aborted".to_string()),
+            _ => None,
+        };
+        // Hashed before the state changes: a failure leaves the node as it was.
+        let rescue_hash = match (&args.rescue_password, event) {
+            (Some(password), Event::Rescue) => Some(
+                rescue::hash_password(password, self.config.rescue_password_hash_algorithm)
+                    .map_err(|e| RequestError::Invalid(e.to_string()))?,
+            ),
             _ => None,
         };
         let updated = transition::fire(self, &node.uuid, event, |n| {
             n.last_error = aborted;
+            if let (Some(password), Some(hashed)) = (&args.rescue_password, &rescue_hash) {
+                rescue::store_password(n, password, hashed);
+            }
+            // Any agent of an earlier boot must not drive a rescue or unrescue.
+            if matches!(event, Event::Rescue | Event::Unrescue) {
+                wipe_token_and_url(n);
+            }
             if manual_clean {
                 n.target_provision_state = Some(fsm::MANAGEABLE.to_string());
             }
@@ -172,6 +212,32 @@ impl Flows {
             flows.continue_fast_track(&uuid).await;
         });
         Ok(updated)
+    }
+
+    /// The API's and the conductor's checks of a rescue, in Ironic's order
+    /// (after the state check): a password, then the rescue interface.
+    fn validate_rescue(&self, node: &Node, has_password: bool) -> Result<(), RequestError> {
+        if !has_password {
+            return Err(RequestError::Invalid(
+                "A non-empty \"rescue_password\" is required when setting target provision state to rescue"
+                    .into(),
+            ));
+        }
+        let iface = node
+            .rescue_interface
+            .as_deref()
+            .unwrap_or(crate::drivers::NO_RESCUE);
+        if iface != crate::drivers::AGENT_RESCUE {
+            return Err(RequestError::RescueFailure {
+                instance: node.instance_uuid.clone().unwrap_or_else(|| "None".into()),
+                node: node.uuid.clone(),
+                reason: format!(
+                    "Validation failed: Driver {} does not support rescue (disabled or not implemented).",
+                    node.driver
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Fast track found the agent running: go on at once, as Ironic does,
@@ -202,6 +268,9 @@ impl Flows {
             fsm::DEPLOYING => deploy::begin(self, &node).await,
             fsm::DELETING => deploy::tear_down(self, &node).await,
             fsm::INSPECTING => self.begin_inspection(&node).await,
+            fsm::RESCUING => rescue::begin(self, &node).await,
+            fsm::UNRESCUING => rescue::unrescue(self, &node).await,
+            fsm::RESCUEFAIL if event == Event::Abort => rescue::fail_cleanup(self, &node).await,
             fsm::CLEANFAIL | fsm::INSPECTFAIL if event == Event::Abort => {
                 power::set_power(&self.store, &node, crate::power::PowerAction::Off).await
             }
@@ -348,6 +417,7 @@ impl Flows {
         match node.provision_state.as_str() {
             fsm::CLEANWAIT => cleaning::on_heartbeat(self, &node).await,
             fsm::DEPLOYWAIT => deploy::on_heartbeat(self, &node).await,
+            fsm::RESCUEWAIT => rescue::on_heartbeat(self, &node).await,
             _ if !node
                 .driver_internal_info
                 .contains_key(steps_cache::CACHE_KEY) =>
@@ -430,6 +500,7 @@ impl Flows {
                     self.config.inspect_wait_timeout,
                     "Timeout reached while inspecting the node".to_string(),
                 ),
+                fsm::RESCUEWAIT => (self.config.rescue_callback_timeout, String::new()),
                 _ => continue,
             };
             let Some(updated) = node
@@ -455,6 +526,10 @@ impl Flows {
                 _ => String::new(),
             };
             warn!(node = %node.uuid, state = %node.provision_state, "callback timeout");
+            if node.provision_state == fsm::RESCUEWAIT {
+                rescue::timed_out(self, &node).await?;
+                continue;
+            }
             transition::fail(self, &node.uuid, &format!("{message}{step}"))?;
             if let Err(e) =
                 power::set_power(&self.store, &node, crate::power::PowerAction::Off).await
@@ -490,7 +565,13 @@ impl Flows {
             let state = node.provision_state.as_str();
             if !matches!(
                 state,
-                fsm::VERIFYING | fsm::CLEANING | fsm::DEPLOYING | fsm::DELETING | fsm::INSPECTING
+                fsm::VERIFYING
+                    | fsm::CLEANING
+                    | fsm::DEPLOYING
+                    | fsm::DELETING
+                    | fsm::INSPECTING
+                    | fsm::RESCUING
+                    | fsm::UNRESCUING
             ) {
                 continue;
             }

@@ -15,10 +15,57 @@ pub struct Smbios {
     pub memory_mb: Option<u64>,
 }
 
-/// Parse a whole table. Malformed structures end the walk; what was read stays.
-pub fn parse(table: &[u8]) -> Smbios {
-    let mut out = Smbios::default();
-    let mut memory: Option<u64> = None;
+/// One SMBIOS structure: its header, formatted area and string set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Structure<'a> {
+    pub kind: u8,
+    pub handle: u16,
+    /// The whole formatted area, header included (offsets as in the spec).
+    pub formatted: &'a [u8],
+    /// The string set, in order (string `n` is `strings[n - 1]`).
+    pub strings: Vec<String>,
+}
+
+impl Structure<'_> {
+    /// The string a formatted-area byte at `offset` points to; `None` when
+    /// the area is too short, the index is 0 or out of range, or it is empty.
+    pub fn string(&self, offset: usize) -> Option<String> {
+        let index = *self.formatted.get(offset)? as usize;
+        self.strings
+            .get(index.checked_sub(1)?)
+            .cloned()
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn byte(&self, offset: usize) -> Option<u8> {
+        self.formatted.get(offset).copied()
+    }
+
+    pub fn word(&self, offset: usize) -> Option<u16> {
+        Some(u16::from_le_bytes([
+            self.byte(offset)?,
+            self.byte(offset + 1)?,
+        ]))
+    }
+
+    pub fn dword(&self, offset: usize) -> Option<u32> {
+        Some(u32::from_le_bytes([
+            self.byte(offset)?,
+            self.byte(offset + 1)?,
+            self.byte(offset + 2)?,
+            self.byte(offset + 3)?,
+        ]))
+    }
+
+    pub fn qword(&self, offset: usize) -> Option<u64> {
+        Some(u64::from(self.dword(offset)?) | u64::from(self.dword(offset + 4)?) << 32)
+    }
+}
+
+/// Walk a whole table up to the end-of-table structure (type 127).
+/// Malformed structures end the walk; what was read stays.
+pub fn structures(table: &[u8]) -> Vec<Structure<'_>> {
+    let mut out = Vec::new();
     let mut pos = 0usize;
     while pos + 4 <= table.len() {
         let kind = table[pos];
@@ -38,40 +85,50 @@ pub fn parse(table: &[u8]) -> Smbios {
             .filter(|s| !s.is_empty())
             .map(|s| String::from_utf8_lossy(s).trim().to_string())
             .collect();
-        let string = |offset: usize| -> Option<String> {
-            let index = *formatted.get(offset)? as usize;
-            strings
-                .get(index.checked_sub(1)?)
-                .cloned()
-                .filter(|s| !s.is_empty())
-        };
-        match kind {
+        out.push(Structure {
+            kind,
+            handle: u16::from_le_bytes([table[pos + 2], table[pos + 3]]),
+            formatted,
+            strings,
+        });
+        if kind == 127 {
+            break;
+        }
+        pos = end + 2;
+    }
+    out
+}
+
+/// Parse a whole table. Malformed structures end the walk; what was read stays.
+pub fn parse(table: &[u8]) -> Smbios {
+    let mut out = Smbios::default();
+    let mut memory: Option<u64> = None;
+    for s in structures(table) {
+        match s.kind {
             0 => {
-                out.bios_vendor = string(4);
-                out.bios_version = string(5);
-                out.bios_date = string(8);
+                out.bios_vendor = s.string(4);
+                out.bios_version = s.string(5);
+                out.bios_date = s.string(8);
             }
             1 => {
-                out.manufacturer = string(4);
-                out.product_name = string(5);
-                out.serial_number = string(7);
+                out.manufacturer = s.string(4);
+                out.product_name = s.string(5);
+                out.serial_number = s.string(7);
             }
             17 => {
-                if let Some(mb) = memory_device_mb(formatted) {
+                if let Some(mb) = memory_device_mb(s.formatted) {
                     *memory.get_or_insert(0) += mb;
                 }
             }
-            127 => break,
             _ => {}
         }
-        pos = end + 2;
     }
     out.memory_mb = memory;
     out
 }
 
 /// Size of one memory device in MiB; `None` when empty or unknown.
-fn memory_device_mb(s: &[u8]) -> Option<u64> {
+pub fn memory_device_mb(s: &[u8]) -> Option<u64> {
     let size = u16::from_le_bytes([*s.get(0x0c)?, *s.get(0x0d)?]);
     match size {
         0 | 0xffff => None,

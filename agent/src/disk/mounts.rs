@@ -1,5 +1,6 @@
-//! Mounts that must not outlive the bootloader install: a stack unmounted
-//! in reverse order on every path, including errors and panics.
+//! Mounts that must not outlive their task (a bootloader install, a file
+//! injection): a stack unmounted in reverse order on every path, including
+//! errors and panics.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,13 +14,24 @@ pub struct Mounts {
 
 impl Mounts {
     pub fn mount(&mut self, source: &Path, target: &Path, fstype: &str) -> Result<(), String> {
+        self.mount_with(source, target, fstype, MsFlags::empty())
+    }
+
+    /// `mount` with extra flags (`MS_RDONLY` to look without changing anything).
+    pub fn mount_with(
+        &mut self,
+        source: &Path,
+        target: &Path,
+        fstype: &str,
+        flags: MsFlags,
+    ) -> Result<(), String> {
         std::fs::create_dir_all(target)
             .map_err(|e| format!("creating mount point {}: {e}", target.display()))?;
         mount(
             Some(source),
             target,
             Some(fstype),
-            MsFlags::MS_NOATIME,
+            MsFlags::MS_NOATIME | flags,
             None::<&str>,
         )
         .map_err(|e| {
