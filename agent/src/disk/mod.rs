@@ -12,6 +12,7 @@ pub mod hints;
 pub mod ioctl;
 pub mod layout;
 pub mod links;
+pub mod md;
 pub mod mkfs;
 pub mod mounts;
 pub mod nvme;
