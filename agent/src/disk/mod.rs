@@ -17,6 +17,7 @@ pub mod mkfs;
 pub mod mounts;
 pub mod nvme;
 pub mod partitions;
+pub mod raid;
 pub mod region;
 pub mod root;
 pub mod skip_list;

@@ -58,9 +58,13 @@ impl Level {
         }
     }
 
-    /// Members below which the level protects nothing or cannot run.
+    /// The fewest members md runs the level with. IPA passes `--force`, so
+    /// mdadm builds a one-disk RAID-1 or RAID-0 too; RAID-10 needs both copies.
     pub fn min_members(self) -> usize {
-        2
+        match self {
+            Self::Raid0 | Self::Raid1 => 1,
+            Self::Raid10 => 2,
+        }
     }
 }
 
@@ -239,9 +243,13 @@ mod tests {
     #[test]
     fn refuses_what_cannot_be_an_array() {
         assert!(matches!(
-            superblocks(&spec(Level::Raid1, &[GIB])),
+            superblocks(&spec(Level::Raid10, &[GIB])),
             Err(GeometryError::TooFewMembers { got: 1, .. })
         ));
+        assert_eq!(
+            superblocks(&spec(Level::Raid1, &[GIB])).unwrap()[0].raid_disks,
+            1
+        );
         assert!(matches!(
             superblocks(&spec(Level::Raid1, &[2048, 2048])),
             Err(GeometryError::TooSmall { .. })

@@ -1,0 +1,10 @@
+//! Software RAID as IPA does it (`create_configuration`,
+//! `delete_configuration`, `apply_configuration`): the typed
+//! `target_raid_config` and the partition/array plan built from it. The md
+//! metadata itself is [`crate::disk::md`]; docs/raid-plan.md has the rest.
+
+pub mod config;
+pub mod plan;
+
+pub use config::{LogicalDisk, NodeContext, RaidConfigError, Size, SoftwareRaid};
+pub use plan::{plan, BootMode, RaidPlan};
