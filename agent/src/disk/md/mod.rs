@@ -1,7 +1,9 @@
 //! Linux software RAID (md) metadata, written and read natively: version
 //! 1.2 superblocks for new RAID-0/1/10 arrays, so the ramdisk needs no
-//! `mdadm`. The kernel's md driver assembles what is written here.
+//! `mdadm`. The kernel's md driver assembles what is written here, started
+//! through sysfs ([`assemble`]).
 
+pub mod assemble;
 pub mod geometry;
 pub mod member;
 pub mod superblock;
