@@ -10,7 +10,7 @@ use std::process::Command;
 
 use uuid::Uuid;
 
-use super::geometry::{array_sectors, superblocks, ArraySpec, Level};
+use super::geometry::{array_sectors, superblocks, ArraySpec, Level, Metadata};
 use super::member;
 
 fn member_file(dir: &Path, name: &str, bytes: u64) -> (PathBuf, File) {
@@ -65,9 +65,20 @@ fn write_array(
     members: usize,
     bytes: u64,
 ) -> Vec<HashMap<String, String>> {
+    write_array_as(Metadata::V1_2, level, name, members, bytes)
+}
+
+fn write_array_as(
+    metadata: Metadata,
+    level: Level,
+    name: &str,
+    members: usize,
+    bytes: u64,
+) -> Vec<HashMap<String, String>> {
     let dir = tempfile::tempdir().unwrap();
     let set_uuid = Uuid::new_v4();
     let spec = ArraySpec {
+        metadata,
         level,
         set_uuid,
         name: name.into(),
@@ -83,14 +94,24 @@ fn write_array(
         let e = examine(&path);
         eprintln!("{}", e["(text)"]);
         assert_eq!(e["Magic"], "a92b4efc");
-        assert_eq!(e["Version"], "1.2");
+        let version = match metadata {
+            Metadata::V1_0 => "1.0",
+            Metadata::V1_2 => "1.2",
+        };
+        assert_eq!(e["Version"], version);
         assert_eq!(e["Feature Map"], "0x0");
         assert_eq!(e["Array UUID"], mdadm_uuid(&set_uuid));
         assert_eq!(e["Device UUID"], mdadm_uuid(&spec.device_uuids[i]));
         assert!(e["Name"].starts_with(name), "Name {:?}", e["Name"]);
         assert_eq!(e["Raid Devices"], members.to_string());
-        assert_eq!(e["Data Offset"], format!("{} sectors", sb.data_offset));
-        assert_eq!(e["Super Offset"], "8 sectors");
+        match metadata {
+            Metadata::V1_2 => {
+                assert_eq!(e["Data Offset"], format!("{} sectors", sb.data_offset))
+            }
+            // mdadm leaves out a zero data offset; "before=0" says it.
+            Metadata::V1_0 => assert!(e["Unused Space"].starts_with("before=0 sectors")),
+        }
+        assert_eq!(e["Super Offset"], format!("{} sectors", sb.super_offset));
         assert_eq!(e["Device Role"], format!("Active device {i}"));
         assert!(
             e["Checksum"].ends_with(" - correct"),
@@ -156,10 +177,25 @@ fn mdadm_examines_a_raid0_we_wrote() {
 }
 
 #[test]
+fn mdadm_examines_an_esp_mirror_with_metadata_1_0() {
+    // IPA's ESP RAID: `--metadata=1.0 --level 1 --name esp`.
+    let bytes = (550 << 20) + 7 * 512;
+    for e in write_array_as(Metadata::V1_0, Level::Raid1, "esp", 2, bytes) {
+        assert_eq!(e["Raid Level"], "raid1");
+        assert!(!e.contains_key("Data Offset"));
+        assert_eq!(
+            e["Super Offset"],
+            format!("{} sectors", (bytes / 512 - 16) & !7)
+        );
+    }
+}
+
+#[test]
 fn mdadm_sees_no_superblock_after_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (path, f) = member_file(dir.path(), "m", 64 << 20);
     let sb = superblocks(&ArraySpec {
+        metadata: Metadata::V1_2,
         level: Level::Raid1,
         set_uuid: Uuid::new_v4(),
         name: "root".into(),
@@ -170,7 +206,7 @@ fn mdadm_sees_no_superblock_after_zero() {
     .unwrap()
     .remove(0);
     member::write(&f, &sb).unwrap();
-    assert!(member::zero(&f).unwrap());
+    assert_eq!(member::zero(&f).unwrap(), 1);
     let out = Command::new("mdadm")
         .arg("--examine")
         .arg(&path)

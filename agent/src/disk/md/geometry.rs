@@ -7,6 +7,10 @@
 //! superblock and a bitmap, rounded up to 1 MiB; so small members start
 //! their data at 1 MiB and big ones at 129 MiB.
 //!
+//! Metadata 1.0 (what IPA uses for the ESP mirror) puts the superblock at
+//! the end instead, 8 KiB from it and 4 KiB-aligned, with the data from
+//! sector 0: firmware reading one member sees a plain FAT filesystem.
+//!
 //! Every member records the same `data_size` (the smallest member's,
 //! rounded down to whole chunks): RAID-0 then has one zone, and the kernel
 //! never needs a multi-zone RAID-0 layout.
@@ -25,6 +29,20 @@ const MAX_HEADROOM_SECTORS: u64 = 128 * 2048;
 /// Superblock plus reserved bitmap space before the headroom.
 const META_SECTORS: u64 = SUPER_OFFSET_SECTORS + 8 + 128;
 const MIB_SECTORS: u64 = 2048;
+
+/// Where the superblock lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metadata {
+    /// At the end of the member, data from sector 0.
+    V1_0,
+    /// 4 KiB from the start, data after a headroom.
+    V1_2,
+}
+
+/// The sector of a 1.0 superblock on a member of `sectors` (md's `super_1_load`).
+pub fn v1_0_super_offset(sectors: u64) -> u64 {
+    sectors.saturating_sub(16) & !7
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -71,6 +89,7 @@ impl Level {
 /// What the caller decides about a new array.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArraySpec {
+    pub metadata: Metadata,
     pub level: Level,
     pub set_uuid: Uuid,
     /// `set_name`; see [`super::set_name`].
@@ -136,12 +155,18 @@ pub fn superblocks(spec: &ArraySpec) -> Result<Vec<Superblock>, GeometryError> {
         });
     }
     let smallest = spec.member_sectors.iter().copied().min().unwrap_or(0);
-    let offset = data_offset(smallest);
+    let (offset, room) = match spec.metadata {
+        Metadata::V1_2 => (
+            data_offset(smallest),
+            smallest.saturating_sub(data_offset(smallest)),
+        ),
+        Metadata::V1_0 => (0, v1_0_super_offset(smallest)),
+    };
     let round = match spec.level.chunk_sectors() {
         0 => RAID1_ROUND_SECTORS,
         c => u64::from(c),
     };
-    let size = smallest.saturating_sub(offset) / round * round;
+    let size = room / round * round;
     if size == 0 || array_sectors(spec.level, size, n) == 0 {
         return Err(GeometryError::TooSmall { sectors: smallest });
     }
@@ -155,8 +180,9 @@ pub fn superblocks(spec: &ArraySpec) -> Result<Vec<Superblock>, GeometryError> {
     Ok(spec
         .device_uuids
         .iter()
+        .zip(&spec.member_sectors)
         .enumerate()
-        .map(|(i, device_uuid)| Superblock {
+        .map(|(i, (device_uuid, sectors))| Superblock {
             feature_map: 0,
             set_uuid: spec.set_uuid,
             set_name: spec.name.clone(),
@@ -168,7 +194,10 @@ pub fn superblocks(spec: &ArraySpec) -> Result<Vec<Superblock>, GeometryError> {
             raid_disks: n as u32,
             data_offset: offset,
             data_size: size,
-            super_offset: SUPER_OFFSET_SECTORS,
+            super_offset: match spec.metadata {
+                Metadata::V1_2 => SUPER_OFFSET_SECTORS,
+                Metadata::V1_0 => v1_0_super_offset(*sectors),
+            },
             dev_number: i as u32,
             device_uuid: *device_uuid,
             utime: spec.now,
@@ -187,6 +216,7 @@ mod tests {
 
     fn spec(level: Level, sizes: &[u64]) -> ArraySpec {
         ArraySpec {
+            metadata: Metadata::V1_2,
             level,
             set_uuid: Uuid::from_u128(1),
             name: "root".into(),
@@ -238,6 +268,24 @@ mod tests {
         let sbs = superblocks(&spec(Level::Raid0, &[GIB, GIB])).unwrap();
         assert_eq!(sbs[0].resync_offset, RESYNC_DONE);
         assert_eq!(array_sectors(Level::Raid0, sbs[0].size, 2), 2 * sbs[0].size);
+    }
+
+    #[test]
+    fn v1_0_sits_at_the_end_with_data_from_zero() {
+        let mut s = spec(Level::Raid1, &[GIB + 5, GIB + 1000]);
+        s.metadata = Metadata::V1_0;
+        let sbs = superblocks(&s).unwrap();
+        assert_eq!(sbs[0].super_offset, (GIB + 5 - 16) & !7);
+        assert_eq!(sbs[1].super_offset, (GIB + 1000 - 16) & !7);
+        for sb in &sbs {
+            assert_eq!(sb.data_offset, 0);
+            assert!(
+                sb.data_size <= sbs[0].super_offset,
+                "data stays below the superblock"
+            );
+            assert_eq!(sb.data_size % 128, 0);
+        }
+        assert_eq!(v1_0_super_offset(10), 0);
     }
 
     #[test]

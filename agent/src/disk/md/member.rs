@@ -1,10 +1,12 @@
-//! A member device's 1.2 superblock: read it, write it, zero it. One 4 KiB
-//! block at 4 KiB; the data area is never touched.
+//! A member device's version-1 superblock: read it, write it, zero it. One
+//! 4 KiB block, at 4 KiB (1.2) or near the end (1.0); the data area is
+//! never touched.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use super::geometry::{v1_0_super_offset, Metadata, SUPER_OFFSET_SECTORS};
 use super::superblock::{DecodeError, EncodeError, Superblock};
 use crate::disk::ioctl;
 
@@ -23,8 +25,8 @@ pub enum MemberError {
     Encode(#[from] EncodeError),
     #[error("md member of {have} sectors cannot hold data up to sector {need}")]
     TooSmall { have: u64, need: u64 },
-    #[error("superblock says it lives at sector {0}, not 8 (metadata 1.2)")]
-    NotAt4k(u64),
+    #[error("superblock says it lives at sector {said}, but a member of {sectors} sectors has it at 8 (1.2) or {end} (1.0)")]
+    Misplaced { said: u64, sectors: u64, end: u64 },
 }
 
 fn sectors(f: &File) -> io::Result<u64> {
@@ -34,10 +36,31 @@ fn sectors(f: &File) -> io::Result<u64> {
 
 /// The 1.2 superblock on `f`; `None` when there is no md magic there.
 pub fn read(f: &File) -> Result<Option<Superblock>, MemberError> {
+    read_at(f, SB_OFFSET)
+}
+
+/// The 1.0 superblock near the end of `f`; `None` when there is no md magic there.
+pub fn read_v1_0(f: &File) -> Result<Option<Superblock>, MemberError> {
+    let sectors = sectors(f)?;
+    if sectors < 16 {
+        return Ok(None);
+    }
+    read_at(f, v1_0_super_offset(sectors) * 512)
+}
+
+/// Whichever version-1 superblock `f` carries, 1.2 first.
+pub fn read_any(f: &File) -> Result<Option<(Metadata, Superblock)>, MemberError> {
+    if let Some(sb) = read(f)? {
+        return Ok(Some((Metadata::V1_2, sb)));
+    }
+    Ok(read_v1_0(f)?.map(|sb| (Metadata::V1_0, sb)))
+}
+
+fn read_at(f: &File, at: u64) -> Result<Option<Superblock>, MemberError> {
     let mut buf = vec![0u8; SB_BLOCK];
     let mut done = 0;
     while done < SB_BLOCK {
-        let got = f.read_at(&mut buf[done..], SB_OFFSET + done as u64)?;
+        let got = f.read_at(&mut buf[done..], at + done as u64)?;
         if got == 0 {
             break;
         }
@@ -52,39 +75,61 @@ pub fn read(f: &File) -> Result<Option<Superblock>, MemberError> {
     }
 }
 
-/// Write `sb` as the member's 1.2 superblock, checking that the member
-/// holds the data area it describes, and flush it to the device.
+/// Write `sb` where its `super_offset` says (1.2: sector 8; 1.0: this
+/// member's end), checking that the member holds the data area it
+/// describes, and flush it to the device.
 pub fn write(f: &File, sb: &Superblock) -> Result<(), MemberError> {
-    if sb.super_offset != SB_OFFSET / 512 {
-        return Err(MemberError::NotAt4k(sb.super_offset));
-    }
     let have = sectors(f)?;
+    let end = v1_0_super_offset(have);
+    // The data must end before a 1.0 superblock, or before the device's end.
+    let limit = match sb.super_offset {
+        SUPER_OFFSET_SECTORS => have,
+        at if at == end && have >= 16 => end,
+        said => {
+            return Err(MemberError::Misplaced {
+                said,
+                sectors: have,
+                end,
+            })
+        }
+    };
     let need = sb.data_offset.saturating_add(sb.data_size);
-    if need > have {
-        return Err(MemberError::TooSmall { have, need });
+    if need > limit {
+        return Err(MemberError::TooSmall { have: limit, need });
     }
     let mut block = sb.encode()?;
-    block.resize(SB_BLOCK, 0);
-    f.write_all_at(&block, SB_OFFSET)?;
+    block.resize(SB_BLOCK.min(((have - sb.super_offset) * 512) as usize), 0);
+    f.write_all_at(&block, sb.super_offset * 512)?;
     f.sync_data()?;
     Ok(())
 }
 
-/// Zero the 1.2 superblock block if it holds md magic; whether it did.
-pub fn zero(f: &File) -> Result<bool, MemberError> {
-    let mut magic = [0u8; 4];
-    if f.read_at(&mut magic, SB_OFFSET)? < 4 || u32::from_le_bytes(magic) != super::MAGIC {
-        return Ok(false);
+/// Zero the 1.2 and 1.0 superblock blocks that hold md magic; how many it zeroed.
+pub fn zero(f: &File) -> Result<usize, MemberError> {
+    let have = sectors(f)?;
+    let mut places = vec![SB_OFFSET];
+    if have >= 16 {
+        places.push(v1_0_super_offset(have) * 512);
     }
-    f.write_all_at(&[0u8; SB_BLOCK], SB_OFFSET)?;
-    f.sync_data()?;
-    Ok(true)
+    let mut zeroed = 0;
+    for at in places {
+        let mut magic = [0u8; 4];
+        if f.read_at(&mut magic, at)? == 4 && u32::from_le_bytes(magic) == super::MAGIC {
+            let len = SB_BLOCK.min((have * 512).saturating_sub(at) as usize);
+            f.write_all_at(&vec![0u8; len], at)?;
+            zeroed += 1;
+        }
+    }
+    if zeroed > 0 {
+        f.sync_data()?;
+    }
+    Ok(zeroed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::md::geometry::{superblocks, ArraySpec, Level};
+    use crate::disk::md::geometry::{superblocks, ArraySpec, Level, Metadata};
     use uuid::Uuid;
 
     fn member(dir: &std::path::Path, name: &str, bytes: u64) -> File {
@@ -101,7 +146,12 @@ mod tests {
     }
 
     fn one_sb(sectors: u64) -> Superblock {
+        sb_with(Metadata::V1_2, sectors)
+    }
+
+    fn sb_with(metadata: Metadata, sectors: u64) -> Superblock {
         superblocks(&ArraySpec {
+            metadata,
             level: Level::Raid1,
             set_uuid: Uuid::from_u128(5),
             name: "root".into(),
@@ -121,9 +171,35 @@ mod tests {
         let sb = one_sb(64 << 11);
         write(&f, &sb).unwrap();
         assert_eq!(read(&f).unwrap(), Some(sb));
-        assert!(zero(&f).unwrap());
+        assert_eq!(zero(&f).unwrap(), 1);
         assert!(read(&f).unwrap().is_none());
-        assert!(!zero(&f).unwrap(), "nothing left to zero");
+        assert_eq!(zero(&f).unwrap(), 0, "nothing left to zero");
+    }
+
+    #[test]
+    fn v1_0_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = (64 << 20) + 3 * 512;
+        let f = member(dir.path(), "m", bytes);
+        let sb = sb_with(Metadata::V1_0, bytes / 512);
+        write(&f, &sb).unwrap();
+        assert!(read(&f).unwrap().is_none(), "nothing at 4 KiB");
+        assert_eq!(read_v1_0(&f).unwrap(), Some(sb.clone()));
+        assert_eq!(read_any(&f).unwrap(), Some((Metadata::V1_0, sb.clone())));
+        let mut head = [0u8; 4096];
+        f.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(
+            head, [0u8; 4096],
+            "the data area from sector 0 is untouched"
+        );
+        assert_eq!(zero(&f).unwrap(), 1);
+        assert_eq!(read_any(&f).unwrap(), None);
+        // A superblock computed for another size does not belong on this member.
+        let other = sb_with(Metadata::V1_0, bytes / 512 + 64);
+        assert!(matches!(
+            write(&f, &other),
+            Err(MemberError::Misplaced { .. })
+        ));
     }
 
     #[test]
@@ -140,6 +216,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = member(dir.path(), "m", 4096);
         assert!(read(&f).unwrap().is_none());
+        assert!(read_any(&f).unwrap().is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod superblock;
 #[cfg(test)]
 mod examine_oracle;
 
-pub use geometry::{superblocks, ArraySpec, Level};
+pub use geometry::{superblocks, ArraySpec, Level, Metadata};
 pub use superblock::{Superblock, MAGIC};
 
 /// `set_name` as mdadm forms it: `homehost:name`, unless the name already
