@@ -6,6 +6,7 @@
 pub mod assemble;
 pub mod geometry;
 pub mod member;
+pub mod scan;
 pub mod superblock;
 
 #[cfg(test)]
