@@ -9,6 +9,68 @@ use std::os::unix::fs::FileExt;
 use super::geometry::{v1_0_super_offset, Metadata, SUPER_OFFSET_SECTORS};
 use super::superblock::{DecodeError, EncodeError, Superblock};
 use crate::disk::ioctl;
+use crate::disk::region::Region;
+
+/// Where a member's bytes are: a whole device (or file), or a partition
+/// reached through its disk.
+pub trait Medium {
+    fn sectors(&self) -> io::Result<u64>;
+    /// Up to `want` bytes at `at`; fewer near the end.
+    fn read_upto(&self, at: u64, want: usize) -> io::Result<Vec<u8>>;
+    fn write_bytes_at(&self, data: &[u8], at: u64) -> io::Result<()>;
+    fn sync(&self) -> io::Result<()>;
+}
+
+impl Medium for File {
+    fn sectors(&self) -> io::Result<u64> {
+        let bytes = ioctl::device_size(self).or_else(|_| self.metadata().map(|m| m.len()))?;
+        Ok(bytes / 512)
+    }
+
+    fn read_upto(&self, at: u64, want: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; want];
+        let mut done = 0;
+        while done < want {
+            let got = self.read_at(&mut buf[done..], at + done as u64)?;
+            if got == 0 {
+                break;
+            }
+            done += got;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    fn write_bytes_at(&self, data: &[u8], at: u64) -> io::Result<()> {
+        self.write_all_at(data, at)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
+impl Medium for Region {
+    fn sectors(&self) -> io::Result<u64> {
+        Ok(self.len / 512)
+    }
+
+    fn read_upto(&self, at: u64, want: usize) -> io::Result<Vec<u8>> {
+        let n = self.len.saturating_sub(at).min(want as u64) as usize;
+        let mut buf = vec![0u8; n];
+        self.read_at(&mut buf, at)?;
+        Ok(buf)
+    }
+
+    fn write_bytes_at(&self, data: &[u8], at: u64) -> io::Result<()> {
+        // Region writes are synced as they go.
+        self.write_at(data, at)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Byte offset of the version-1.2 superblock.
 pub const SB_OFFSET: u64 = 4096;
@@ -29,19 +91,14 @@ pub enum MemberError {
     Misplaced { said: u64, sectors: u64, end: u64 },
 }
 
-fn sectors(f: &File) -> io::Result<u64> {
-    let bytes = ioctl::device_size(f).or_else(|_| f.metadata().map(|m| m.len()))?;
-    Ok(bytes / 512)
-}
-
 /// The 1.2 superblock on `f`; `None` when there is no md magic there.
-pub fn read(f: &File) -> Result<Option<Superblock>, MemberError> {
+pub fn read<M: Medium + ?Sized>(f: &M) -> Result<Option<Superblock>, MemberError> {
     read_at(f, SB_OFFSET)
 }
 
 /// The 1.0 superblock near the end of `f`; `None` when there is no md magic there.
-pub fn read_v1_0(f: &File) -> Result<Option<Superblock>, MemberError> {
-    let sectors = sectors(f)?;
+pub fn read_v1_0<M: Medium + ?Sized>(f: &M) -> Result<Option<Superblock>, MemberError> {
+    let sectors = f.sectors()?;
     if sectors < 16 {
         return Ok(None);
     }
@@ -49,24 +106,16 @@ pub fn read_v1_0(f: &File) -> Result<Option<Superblock>, MemberError> {
 }
 
 /// Whichever version-1 superblock `f` carries, 1.2 first.
-pub fn read_any(f: &File) -> Result<Option<(Metadata, Superblock)>, MemberError> {
+pub fn read_any<M: Medium + ?Sized>(f: &M) -> Result<Option<(Metadata, Superblock)>, MemberError> {
     if let Some(sb) = read(f)? {
         return Ok(Some((Metadata::V1_2, sb)));
     }
     Ok(read_v1_0(f)?.map(|sb| (Metadata::V1_0, sb)))
 }
 
-fn read_at(f: &File, at: u64) -> Result<Option<Superblock>, MemberError> {
-    let mut buf = vec![0u8; SB_BLOCK];
-    let mut done = 0;
-    while done < SB_BLOCK {
-        let got = f.read_at(&mut buf[done..], at + done as u64)?;
-        if got == 0 {
-            break;
-        }
-        done += got;
-    }
-    buf.truncate(done);
+fn read_at<M: Medium + ?Sized>(f: &M, at: u64) -> Result<Option<Superblock>, MemberError> {
+    let buf = f.read_upto(at, SB_BLOCK)?;
+    let done = buf.len();
     match Superblock::decode(&buf) {
         Ok(sb) => Ok(Some(sb)),
         Err(DecodeError::NoMagic(_)) => Ok(None),
@@ -78,8 +127,8 @@ fn read_at(f: &File, at: u64) -> Result<Option<Superblock>, MemberError> {
 /// Write `sb` where its `super_offset` says (1.2: sector 8; 1.0: this
 /// member's end), checking that the member holds the data area it
 /// describes, and flush it to the device.
-pub fn write(f: &File, sb: &Superblock) -> Result<(), MemberError> {
-    let have = sectors(f)?;
+pub fn write<M: Medium + ?Sized>(f: &M, sb: &Superblock) -> Result<(), MemberError> {
+    let have = f.sectors()?;
     let end = v1_0_super_offset(have);
     // The data must end before a 1.0 superblock, or before the device's end.
     let limit = match sb.super_offset {
@@ -99,29 +148,29 @@ pub fn write(f: &File, sb: &Superblock) -> Result<(), MemberError> {
     }
     let mut block = sb.encode()?;
     block.resize(SB_BLOCK.min(((have - sb.super_offset) * 512) as usize), 0);
-    f.write_all_at(&block, sb.super_offset * 512)?;
-    f.sync_data()?;
+    f.write_bytes_at(&block, sb.super_offset * 512)?;
+    f.sync()?;
     Ok(())
 }
 
 /// Zero the 1.2 and 1.0 superblock blocks that hold md magic; how many it zeroed.
-pub fn zero(f: &File) -> Result<usize, MemberError> {
-    let have = sectors(f)?;
+pub fn zero<M: Medium + ?Sized>(f: &M) -> Result<usize, MemberError> {
+    let have = f.sectors()?;
     let mut places = vec![SB_OFFSET];
     if have >= 16 {
         places.push(v1_0_super_offset(have) * 512);
     }
     let mut zeroed = 0;
     for at in places {
-        let mut magic = [0u8; 4];
-        if f.read_at(&mut magic, at)? == 4 && u32::from_le_bytes(magic) == super::MAGIC {
+        let magic = f.read_upto(at, 4)?;
+        if magic.as_slice() == super::MAGIC.to_le_bytes() {
             let len = SB_BLOCK.min((have * 512).saturating_sub(at) as usize);
-            f.write_all_at(&vec![0u8; len], at)?;
+            f.write_bytes_at(&vec![0u8; len], at)?;
             zeroed += 1;
         }
     }
     if zeroed > 0 {
-        f.sync_data()?;
+        f.sync()?;
     }
     Ok(zeroed)
 }
