@@ -52,6 +52,8 @@ pub enum Role {
     Swap,
     ConfigDrive,
     Root,
+    /// A software RAID member, as IPA's `parted mkpart primary` leaves it.
+    Raid,
 }
 
 impl Role {
@@ -64,6 +66,7 @@ impl Role {
             Self::Swap => "swap",
             Self::ConfigDrive => "configdrive",
             Self::Root => "root",
+            Self::Raid => "raid",
         }
     }
 
@@ -76,6 +79,7 @@ impl Role {
             Self::Swap => "swap1",
             Self::ConfigDrive => "config-2",
             Self::Root => "root",
+            Self::Raid => "primary",
         }
     }
 

@@ -4,6 +4,7 @@
 //! metadata itself is [`crate::disk::md`]; docs/raid-plan.md has the rest.
 
 pub mod config;
+pub mod create;
 pub mod node;
 pub mod plan;
 
