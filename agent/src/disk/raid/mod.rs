@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod create;
+pub mod delete;
 pub mod node;
 pub mod plan;
 
