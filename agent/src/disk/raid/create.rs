@@ -9,6 +9,7 @@ use super::plan::RaidPlan;
 use crate::disk::layout::{write_layout, LayoutError, Planned, Role};
 use crate::disk::md::geometry::{superblocks, ArraySpec, GeometryError, Level, Metadata};
 use crate::disk::md::member::{self, MemberError};
+use crate::disk::partitions::read_table;
 use crate::disk::region::Region;
 
 /// An array whose members now carry superblocks.
@@ -33,12 +34,31 @@ pub enum CreateError {
         #[source]
         source: GeometryError,
     },
+    #[error("Partitions detected on devices {} during RAID config", .0.join(", "))]
+    Partitioned(Vec<String>),
     #[error("writing the md superblock on {device}: {source}")]
     Member {
         device: String,
         #[source]
         source: MemberError,
     },
+}
+
+/// IPA's guard before partitioning: holders must carry no partitions (a
+/// left-over table is `delete_configuration`'s to remove). Unreadable or
+/// absent tables count as none.
+pub fn check_unpartitioned(plan: &RaidPlan) -> Result<(), CreateError> {
+    let with_parts: Vec<String> = plan
+        .holders
+        .iter()
+        .filter(|h| read_table(&h.disk).is_ok_and(|t| !t.partitions.is_empty()))
+        .map(|h| h.disk.display().to_string())
+        .collect();
+    if with_parts.is_empty() {
+        Ok(())
+    } else {
+        Err(CreateError::Partitioned(with_parts))
+    }
 }
 
 /// Write every holder's table and every array's superblocks. `homehost`
@@ -117,7 +137,7 @@ pub fn write(
 mod tests {
     use super::*;
     use crate::disk::layout::Label;
-    use crate::disk::partitions::{read_table, TableKind};
+    use crate::disk::partitions::TableKind;
     use crate::disk::raid::config::{validate, NodeContext};
     use crate::disk::raid::plan::{plan, BootMode};
     use crate::disk::BlockDevice;
@@ -273,7 +293,17 @@ mod tests {
         .unwrap();
         let plan = plan(&disks, &raid, BootMode::Bios, None).unwrap();
         assert_eq!(plan.label, Label::Msdos);
+        check_unpartitioned(&plan).unwrap();
         let arrays = write(&plan, None, 1).unwrap();
+        let err = check_unpartitioned(&plan).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Partitions detected on devices {}, {} during RAID config",
+                disks[0].path.display(),
+                disks[1].path.display()
+            )
+        );
         assert_eq!(arrays[0].set_name, "md0");
         let table = read_table(&disks[1].path).unwrap();
         assert!(
