@@ -21,9 +21,14 @@ pub const RESYNC_DONE: u64 = u64::MAX;
 /// `set_name` is 32 bytes, NUL-padded (no terminator when full).
 pub const NAME_LEN: usize = 32;
 
-/// Feature bits we understand; anything else makes [`Superblock::decode`]
-/// refuse, as the kernel does with bits outside `MD_FEATURE_ALL`.
+/// `MD_FEATURE_BITMAP_OFFSET`: an internal write-intent bitmap.
 pub const FEATURE_BITMAP_OFFSET: u32 = 1;
+/// `MD_FEATURE_ALL` (bitmap, recovery offset, reshape, bad blocks,
+/// replacement, backwards reshape, new offset, recovery bitmap, clustered,
+/// journal, PPL, multiple PPLs, RAID-0 layout): the kernel refuses a
+/// superblock with any other bit, and so does [`Superblock::decode`]. Known
+/// bits are kept, not acted on: this agent only writes `feature_map` 0.
+pub const FEATURES_KNOWN: u32 = 0x1fff;
 
 /// RAID-10 layout: `near_copies | far_copies << 8` (md's `raid10.c`).
 pub const LAYOUT_RAID10_NEAR2: u32 = 0x102;
@@ -187,7 +192,7 @@ impl Superblock {
             return Err(DecodeError::Checksum { stored, computed });
         }
         let feature_map = get32(b, OFF_FEATURE);
-        if feature_map & !FEATURE_BITMAP_OFFSET != 0 {
+        if feature_map & !FEATURES_KNOWN != 0 {
             return Err(DecodeError::Features(feature_map));
         }
         let name = &b[OFF_SET_NAME..OFF_SET_NAME + NAME_LEN];
@@ -344,6 +349,21 @@ mod tests {
         let mut v0 = sample(2).encode().unwrap();
         put32(&mut v0, OFF_MAJOR, 0);
         assert_eq!(Superblock::decode(&v0), Err(DecodeError::Version(0)));
+        // An array mid-recovery (bit 1) is still an md member; bit 13 is unknown.
+        let mut recovering = sample(2);
+        recovering.feature_map = 2;
+        assert_eq!(
+            Superblock::decode(&recovering.encode().unwrap())
+                .unwrap()
+                .feature_map,
+            2
+        );
+        let mut unknown = sample(2);
+        unknown.feature_map = 1 << 13;
+        assert_eq!(
+            Superblock::decode(&unknown.encode().unwrap()),
+            Err(DecodeError::Features(1 << 13))
+        );
         let mut big = sample(2).encode().unwrap();
         put32(&mut big, OFF_MAX_DEV, 5000);
         assert_eq!(Superblock::decode(&big), Err(DecodeError::MaxDev(5000)));
