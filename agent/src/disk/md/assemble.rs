@@ -8,7 +8,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::geometry::Level;
+use super::geometry::{Level, Metadata};
 
 /// Text attributes under a sysfs root; a fake records writes in tests.
 pub trait Attrs {
@@ -91,11 +91,22 @@ fn put(sys: &dyn Attrs, index: usize, attr: String, value: String) -> Result<(),
         })
 }
 
-/// Start `md<index>` from members (`MAJOR:MINOR`, role order) whose 1.2
-/// superblocks are already written.
+impl Metadata {
+    /// `metadata_version` in sysfs.
+    pub fn sysfs_version(self) -> &'static str {
+        match self {
+            Self::V1_0 => "1.0",
+            Self::V1_2 => "1.2",
+        }
+    }
+}
+
+/// Start `md<index>` from members (`MAJOR:MINOR`, role order) whose
+/// superblocks (of one `metadata` version) are already written.
 pub fn assemble(
     sys: &dyn Attrs,
     index: usize,
+    metadata: Metadata,
     members: &[(u32, u32)],
 ) -> Result<(), AssembleError> {
     let md = format!("block/md{index}/md");
@@ -108,7 +119,12 @@ pub fn assemble(
             format!("md{index}"),
         )?;
     }
-    put(sys, index, format!("{md}/metadata_version"), "1.2".into())?;
+    put(
+        sys,
+        index,
+        format!("{md}/metadata_version"),
+        metadata.sysfs_version().into(),
+    )?;
     for (major, minor) in members {
         put(
             sys,
@@ -165,7 +181,7 @@ mod tests {
     #[test]
     fn creates_sets_version_adds_members_in_role_order_and_runs() {
         let fake = Fake::default();
-        assemble(&fake, 0, &[(252, 1), (252, 17)]).unwrap();
+        assemble(&fake, 0, Metadata::V1_2, &[(252, 1), (252, 17)]).unwrap();
         let w = fake.writes.borrow();
         let want = [
             ("module/md_mod/parameters/new_array", "md0"),
@@ -184,7 +200,7 @@ mod tests {
         fake.files
             .insert("block/md1/md/array_state".into(), "inactive".into());
         fake.refuse = Some("block/md1/md/new_dev");
-        let err = assemble(&fake, 1, &[(8, 1)]).unwrap_err();
+        let err = assemble(&fake, 1, Metadata::V1_2, &[(8, 1)]).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("md1: writing \"8:1\" to block/md1/md/new_dev"),
@@ -194,6 +210,16 @@ mod tests {
             fake.writes.borrow()[0],
             ("block/md1/md/metadata_version".into(), "1.2".into()),
             "no new_array for an existing md1"
+        );
+    }
+
+    #[test]
+    fn an_esp_mirror_is_metadata_1_0() {
+        let fake = Fake::default();
+        assemble(&fake, 2, Metadata::V1_0, &[(8, 3), (8, 19)]).unwrap();
+        assert_eq!(
+            fake.writes.borrow()[1],
+            ("block/md2/md/metadata_version".into(), "1.0".into())
         );
     }
 
