@@ -115,11 +115,14 @@ pub fn read_any<M: Medium + ?Sized>(f: &M) -> Result<Option<(Metadata, Superbloc
 
 fn read_at<M: Medium + ?Sized>(f: &M, at: u64) -> Result<Option<Superblock>, MemberError> {
     let buf = f.read_upto(at, SB_BLOCK)?;
-    let done = buf.len();
+    // No magic, however few bytes there are, is no superblock; a cut-off
+    // one after the magic is an error.
+    if buf.get(..4) != Some(super::MAGIC.to_le_bytes().as_slice()) {
+        return Ok(None);
+    }
     match Superblock::decode(&buf) {
         Ok(sb) => Ok(Some(sb)),
         Err(DecodeError::NoMagic(_)) => Ok(None),
-        Err(DecodeError::Short { .. }) if done < 8 => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -266,6 +269,19 @@ mod tests {
         let f = member(dir.path(), "m", 4096);
         assert!(read(&f).unwrap().is_none());
         assert!(read_any(&f).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_short_tail_without_magic_is_no_superblock() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = member(dir.path(), "m", 4096 + 100);
+        assert!(read(&f).unwrap().is_none());
+        f.write_all_at(&super::super::MAGIC.to_le_bytes(), SB_OFFSET)
+            .unwrap();
+        assert!(matches!(
+            read(&f),
+            Err(MemberError::Decode(DecodeError::Short { .. }))
+        ));
     }
 
     #[test]
