@@ -130,8 +130,13 @@ impl Registry {
     fn step(&self, group: &str, node: &str, address: IpAddr) -> Option<Pairing> {
         let now = Instant::now();
         let mut groups = self.lock();
+        // Every group, not just this one: a group nobody asks in again
+        // must not keep its silent members forever.
+        groups.retain(|_, g| {
+            g.forget_stale(now);
+            !g.is_empty()
+        });
         let g = groups.entry(group.to_string()).or_default();
-        g.forget_stale(now);
         if let Some((pairing, _)) = g.ready.remove(node) {
             if g.is_empty() {
                 groups.remove(group);
@@ -265,5 +270,17 @@ mod tests {
             reg.pair("g", "b", ip(2), Duration::from_millis(10)).await,
             Answer::Waiting
         );
+    }
+
+    #[tokio::test]
+    async fn silent_members_of_other_groups_are_forgotten_too() {
+        let reg = Registry::default();
+        let wait = Duration::from_millis(10);
+        assert_eq!(reg.pair("old", "a", ip(1), wait).await, Answer::Waiting);
+        for m in reg.lock().get_mut("old").unwrap().waiting.iter_mut() {
+            m.seen = Instant::now() - MEMBER_TTL - Duration::from_secs(1);
+        }
+        assert_eq!(reg.pair("new", "b", ip(2), wait).await, Answer::Waiting);
+        assert!(!reg.lock().contains_key("old"));
     }
 }

@@ -46,13 +46,15 @@ struct PairRequest {
 pub async fn pair(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Answer>> {
     let req: PairRequest = parse_body(&body)?;
     let node = authenticate(&state, &req.member)?;
+    // Answer well before the server's own request timeout cuts us off.
+    let cap = Duration::from_secs(state.config.request_timeout.saturating_sub(5).max(1));
     let answer = state
         .pairing
         .pair(
             &req.member.group,
             &node,
             req.address,
-            Duration::from_secs(req.wait),
+            Duration::from_secs(req.wait).min(cap),
         )
         .await;
     Ok(Json(answer))
