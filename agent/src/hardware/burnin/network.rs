@@ -252,11 +252,12 @@ fn accept_all(
     Ok(streams)
 }
 
-/// The stream, blocking, if the reader's hello arrives in time.
+/// The stream, blocking, if the reader's hello arrives in time (a
+/// silent stranger holds the accept loop for a few seconds at most).
 fn greeted(stream: TcpStream, deadline: Instant) -> Option<TcpStream> {
     let wait = deadline
         .saturating_duration_since(Instant::now())
-        .max(Duration::from_secs(1));
+        .clamp(Duration::from_secs(1), Duration::from_secs(5));
     stream.set_nonblocking(false).ok()?;
     stream.set_read_timeout(Some(wait)).ok()?;
     let mut hello = [0u8; 8];
