@@ -224,6 +224,32 @@ async fn burnin_network_refuses_incomplete_pairing_as_ipa_does() {
     // It left the group: the conductor logged its leaving.
     let log = pair.conductor.proc.log_text();
     assert!(log.contains("left the network burn-in group"), "{log}");
+
+    // The endpoint needs no API user but the node's agent token.
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/ferrite/network-burnin/pair", pair.conductor.url);
+    let ask = |uuid: &str, token: &str| {
+        http.post(&url)
+            .json(
+                &json!({"node_uuid": uuid, "agent_token": token, "group": "g",
+                          "address": "127.0.0.1", "wait": 1}),
+            )
+            .send()
+    };
+    let token = pair.conductor.agent_token(&pair.uuid).expect("token");
+    let bad = ask(&pair.uuid, "not-the-token").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad
+        .text()
+        .await
+        .unwrap()
+        .contains("Invalid or missing agent token"));
+    let unknown = ask("9d3c4d57-1d0e-4bd4-a3e6-2f1c7f3e0a11", &token)
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let alone: Value = ask(&pair.uuid, &token).await.unwrap().json().await.unwrap();
+    assert_eq!(alone, json!({"status": "waiting"}));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,7 +266,21 @@ async fn burnin_network_fails_when_the_partner_dies_mid_run() {
     let b_api = b.api.clone();
     let b_info = info("reader", "127.0.0.6");
     // B's command never answers once B is killed; run it in the background.
-    let b_run = tokio::spawn(async move { run(&b_api, b_info).await });
+    let b_run = tokio::spawn(async move {
+        let url = format!(
+            "{}/v1/commands/?agent_token={}&wait=true",
+            b_api.base, b_api.token
+        );
+        let body = json!({"name": "clean.execute_clean_step", "params": step(b_info)});
+        // Retried while busy (409), as `AgentApi::run` does; once B is
+        // killed its connection dies with it: no answer to check.
+        while let Ok(resp) = b_api.client.post(&url).json(&body).send().await {
+            if resp.status() != 409 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     let started = Instant::now();
     let killer = async {
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -255,6 +295,7 @@ async fn burnin_network_fails_when_the_partner_dies_mid_run() {
     );
     let details = ra["command_error"]["details"].as_str().unwrap();
     assert!(details.contains("broke after"), "{details}");
+    eprintln!("the survivor's error: {details}");
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "the survivor waited out the runtime"
