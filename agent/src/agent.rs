@@ -119,6 +119,7 @@ pub async fn run(config: Config, logs: LogBuffer) -> anyhow::Result<()> {
     }
 
     let advertise_ip = advertise_address(cfg, &client).await?;
+    ctx.set_advertise_ip(advertise_ip);
     let tls_wanted = cfg.auto_tls && client.version() >= ApiVersion::AGENT_VERIFY_CA;
     let (tls, verify_ca) = if tls_wanted {
         let hostname = nix::unistd::gethostname()

@@ -20,6 +20,8 @@ pub struct AgentContext {
     pub logs: LogBuffer,
     pub hardware: HardwareManagers,
     token: RwLock<Option<String>>,
+    /// The address heartbeats advertise (found once Ironic is reachable).
+    advertise_ip: RwLock<Option<std::net::IpAddr>>,
     node: RwLock<Option<LookupNode>>,
     lookup_config: RwLock<Option<LookupConfig>>,
     prepared: RwLock<Option<PreparedImage>>,
@@ -45,6 +47,7 @@ impl AgentContext {
             logs,
             hardware,
             token: RwLock::new(token),
+            advertise_ip: RwLock::new(None),
             node: RwLock::new(None),
             lookup_config: RwLock::new(None),
             prepared: RwLock::new(None),
@@ -70,6 +73,18 @@ impl AgentContext {
             }
             _ => false,
         }
+    }
+
+    /// Our address as heartbeats advertise it, else `ipa-advertise-host`.
+    pub fn advertise_ip(&self) -> Option<std::net::IpAddr> {
+        self.advertise_ip
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .or(self.config.advertise_host)
+    }
+
+    pub fn set_advertise_ip(&self, ip: std::net::IpAddr) {
+        *self.advertise_ip.write().unwrap_or_else(|p| p.into_inner()) = Some(ip);
     }
 
     pub fn node(&self) -> Option<LookupNode> {

@@ -11,6 +11,7 @@ pub mod configdrive;
 pub mod drivers;
 pub mod flows;
 pub mod fsm;
+pub mod pairing;
 pub mod power;
 pub mod ramdisk_logs;
 pub mod server;
@@ -44,6 +45,7 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         store,
         config: config.clone(),
         flows,
+        pairing: Arc::default(),
     };
     if let Some(tftp) = config.tftp_listen {
         boot::tftp::start(

@@ -4,6 +4,7 @@ mod agent_api;
 mod api_security;
 mod boot_serving;
 mod burnin;
+mod burnin_network;
 mod conductor_api;
 mod conductor_client;
 mod flows;

@@ -43,6 +43,10 @@ impl Bench {
     }
 }
 
+/// A wrong checksum fails the deploy at once, not after IPA's nine
+/// download retries (tests/image covers the retries).
+const NO_RETRIES: &str = "ipa-image-download-connection-retries=0";
+
 /// A node taken to `available` without cleaning, with a port, an instance
 /// UUID and a deploy of `disk.raw` whose checksum is wrong.
 async fn node_with_bad_image(c: &Conductor, bench: &Bench, name: &str, mac: &str) -> String {
@@ -141,7 +145,11 @@ async fn failed_deploy_and_clean_keep_the_ramdisk_logs() {
     let bench = Bench::new().await;
     let c = Conductor::start(&["--fast-track", "true"]).await;
     let uuid = node_with_bad_image(&c, &bench, "logs-0", "52:54:00:1c:00:01").await;
-    let agent = Agent::start(&c.url, &["52:54:00:1c:00:01"], &[&bench.disks_param()]);
+    let agent = Agent::start(
+        &c.url,
+        &["52:54:00:1c:00:01"],
+        &[&bench.disks_param(), NO_RETRIES],
+    );
     c.wait_agent(&uuid).await;
 
     let error = deploy_and_fail(&c, &uuid).await;
@@ -163,7 +171,11 @@ async fn failed_deploy_and_clean_keep_the_ramdisk_logs() {
     // The failed deploy powered the machine off, which ends its ramdisk and
     // wipes the token; fake power cannot stop the process, so do it here.
     drop(agent);
-    let _agent = Agent::start(&c.url, &["52:54:00:1c:00:01"], &[&bench.disks_param()]);
+    let _agent = Agent::start(
+        &c.url,
+        &["52:54:00:1c:00:01"],
+        &[&bench.disks_param(), NO_RETRIES],
+    );
     c.wait_agent(&uuid).await;
     let steps = json!([{"interface": "deploy", "step": "burnin_cpu",
                         "args": {"agent_burnin_cpu_timeout": "soon"}}]);
@@ -192,7 +204,11 @@ async fn never_keeps_no_logs() {
     let bench = Bench::new().await;
     let c = Conductor::start(&["--fast-track", "true", "--deploy-logs-collect", "never"]).await;
     let uuid = node_with_bad_image(&c, &bench, "logs-never", "52:54:00:1c:00:02").await;
-    let _agent = Agent::start(&c.url, &["52:54:00:1c:00:02"], &[&bench.disks_param()]);
+    let _agent = Agent::start(
+        &c.url,
+        &["52:54:00:1c:00:02"],
+        &[&bench.disks_param(), NO_RETRIES],
+    );
     c.wait_agent(&uuid).await;
     let error = deploy_and_fail(&c, &uuid).await;
     assert!(!error.contains("Ramdisk logs"), "{error}");
@@ -215,7 +231,7 @@ async fn bad_or_missing_logs_do_not_mask_the_failure() {
     let agent = Agent::start(
         &recorder.api_url,
         &["52:54:00:1c:00:03"],
-        &[&bench.disks_param()],
+        &[&bench.disks_param(), NO_RETRIES],
     );
     c.wait_agent(&uuid).await;
     let logs_dir = c.data_dir().join("ramdisk-logs");
@@ -238,7 +254,7 @@ async fn bad_or_missing_logs_do_not_mask_the_failure() {
     let _agent = Agent::start(
         &recorder.api_url,
         &["52:54:00:1c:00:03"],
-        &[&bench.disks_param()],
+        &[&bench.disks_param(), NO_RETRIES],
     );
     let token = first_token(c.data_dir().join("ferrite.sqlite"), uuid.clone());
     recorder.fault_command("log.collect_system_logs", CommandFault::Hangup);
@@ -284,7 +300,7 @@ async fn always_keeps_the_logs_of_a_clean_that_succeeds() {
     c.create_port(&uuid, "52:54:00:1c:00:04").await;
     assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
     c.wait_state(&uuid, "manageable", WAIT).await;
-    let _agent = Agent::start(&c.url, &["52:54:00:1c:00:04"], &[]);
+    let _agent = Agent::start(&c.url, &["52:54:00:1c:00:04"], &[NO_RETRIES]);
     c.wait_agent(&uuid).await;
     let steps = json!([{"interface": "deploy", "step": "burnin_cpu",
                         "args": {"agent_burnin_cpu_timeout": 1, "agent_burnin_cpu_cpu": 1}}]);

@@ -476,13 +476,18 @@ async fn bench_erase_format_vs_shred() {
             "ports": [], "clean_version": {"generic_hardware_manager": "1.2"}});
         let t = std::time::Instant::now();
         // Asynchronously, polled: a shred outlasts any one HTTP request.
-        let (_, started) = api
-            .post(
-                "",
-                json!({"name": "clean.execute_clean_step", "params": step}),
-            )
-            .await;
-        let id = started["id"].as_str().expect("command id").to_string();
+        let body = json!({"name": "clean.execute_clean_step", "params": step});
+        let started = loop {
+            // 409 while the agent is busy (the conductor's get_clean_steps).
+            match api.post("", body.clone()).await {
+                (409, _) => tokio::time::sleep(Duration::from_millis(200)).await,
+                (_, started) => break started,
+            }
+        };
+        let id = started["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no command id in {started}"))
+            .to_string();
         let res = loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let (_, res) = api

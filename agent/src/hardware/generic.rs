@@ -10,6 +10,7 @@ use ferrite_protocol::steps::Step;
 use serde_json::Value;
 use tracing::info;
 
+use super::burnin::network::{self, Role};
 use super::burnin::{burn_cpu, disk, memory};
 use super::erasure;
 use super::inject_files;
@@ -19,6 +20,13 @@ use crate::errors::RestError;
 
 /// IPA's `agent_burnin_cpu_timeout` default: one day.
 const DEFAULT_BURNIN_SECS: u64 = 86_400;
+/// IPA's `agent_burnin_fio_network_runtime` default: six hours a direction.
+const DEFAULT_NETWORK_RUNTIME_SECS: u64 = 21_600;
+/// IPA's `agent_burnin_fio_network_pairing_timeout` default; also how
+/// long the two sides wait to connect (IPA's reader retries forever).
+const DEFAULT_PAIRING_TIMEOUT_SECS: u64 = 900;
+/// No byte moving on a network burn-in stream for this long fails it.
+const NETWORK_STALL: Duration = Duration::from_secs(30);
 
 pub struct GenericHardwareManager {
     /// `ipa-inject-files-priority` (0: the step runs only when asked for).
@@ -66,6 +74,11 @@ impl HardwareManager for GenericHardwareManager {
                 step: step("burnin_disk", 0, "deploy"),
                 kinds: &[StepKind::Clean, StepKind::Service],
                 run: Arc::new(burnin_disk),
+            },
+            StepDef {
+                step: step("burnin_network", 0, "deploy"),
+                kinds: &[StepKind::Clean, StepKind::Service],
+                run: Arc::new(burnin_network),
             },
             StepDef {
                 step: step("erase_devices_metadata", 99, "deploy"),
@@ -275,6 +288,200 @@ fn burnin_disk(call: &StepCall) -> Result<Value, RestError> {
             "disk burn-in (fio) failed: {}",
             problems.join("; ")
         )))
+    }
+}
+
+/// `burnin_network`: IPA's fio `net` job natively (see `burnin::network`)
+/// between this node and a partner, named statically in
+/// `agent_burnin_fio_network_config` or found through the conductor
+/// (`ironic::pairing`). Our role's direction runs first, then the other;
+/// `agent_burnin_fio_network_outputfile` gets `.writer`/`.reader` reports.
+/// Ferrite-only: `agent_burnin_fio_network_port` (IPA's 9000) and
+/// `agent_burnin_fio_network_connect_timeout` (how long the sides wait to
+/// connect; the pairing timeout's default).
+fn burnin_network(call: &StepCall) -> Result<Value, RestError> {
+    let runtime = call
+        .u64_setting("agent_burnin_fio_network_runtime")?
+        .unwrap_or(DEFAULT_NETWORK_RUNTIME_SECS);
+    let outputfile = call
+        .setting("agent_burnin_fio_network_outputfile")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let port = match call.u64_setting("agent_burnin_fio_network_port")? {
+        None => network::DEFAULT_PORT,
+        Some(p) => u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+            RestError::invalid_params(format!(
+                "agent_burnin_fio_network_port must be a TCP port, got {p}"
+            ))
+        })?,
+    };
+    let connect_within = call
+        .u64_setting("agent_burnin_fio_network_connect_timeout")?
+        .unwrap_or(DEFAULT_PAIRING_TIMEOUT_SECS);
+    let local = call.ctx.advertise_ip().ok_or_else(|| {
+        RestError::cleaning("fio (network): the agent does not know its own address yet")
+    })?;
+
+    let (role, partner) = match call.setting("agent_burnin_fio_network_config") {
+        Some(config) => static_pairing(config)?,
+        None => dynamic_pairing(call, local)?,
+    };
+    let role = match role.as_deref().and_then(Role::parse) {
+        Some(r) => r,
+        None => {
+            return Err(RestError::cleaning(format!(
+                "fio (network) found an unknown role: {}",
+                role.as_deref().unwrap_or("None")
+            )))
+        }
+    };
+    let Some(partner) = partner.filter(|p| !p.is_empty()) else {
+        return Err(RestError::cleaning("fio (network) failed to find partner"));
+    };
+    let partner_addr = resolve(&partner, port)?;
+    info!(%partner, role = role.word(), runtime, %local, port, "network burn-in started");
+    let plan = network::Plan {
+        runtime: Duration::from_secs(runtime),
+        port,
+        connect_within: Duration::from_secs(connect_within),
+        stall: NETWORK_STALL,
+    };
+    for (order, direction) in [(1, role), (2, role.other())] {
+        let result = match direction {
+            Role::Writer => network::write(local, plan),
+            Role::Reader => network::read(partner_addr, plan),
+        };
+        if let Some(base) = &outputfile {
+            let path = format!("{base}.{}", direction.word());
+            write_direction_report(&path, order, direction, &result);
+        }
+        match result {
+            Ok(report) => info!(?report, "network burn-in direction finished"),
+            Err(e) => {
+                return Err(RestError::command_execution(format!(
+                    "fio (network) failed with error: {} ({}): {e}",
+                    direction.word(),
+                    partner
+                )))
+            }
+        }
+    }
+    Ok(Value::Null)
+}
+
+/// `agent_burnin_fio_network_config`: `{"role", "partner"}`, as an object
+/// or its JSON text (the form `baremetal node set --driver-info` leaves).
+fn static_pairing(config: &Value) -> Result<(Option<String>, Option<String>), RestError> {
+    let parsed;
+    let object = match config {
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text).map_err(|e| {
+                RestError::invalid_params(format!(
+                    "agent_burnin_fio_network_config is not a JSON object: {e}"
+                ))
+            })?;
+            &parsed
+        }
+        other => other,
+    };
+    let Some(object) = object.as_object() else {
+        return Err(RestError::invalid_params(
+            "agent_burnin_fio_network_config must be an object with role and partner",
+        ));
+    };
+    let text = |key: &str| object.get(key).and_then(Value::as_str).map(str::to_string);
+    Ok((text("role"), text("partner")))
+}
+
+/// Pair through the conductor the backend URL names (`ironic::pairing`).
+fn dynamic_pairing(
+    call: &StepCall,
+    local: std::net::IpAddr,
+) -> Result<(Option<String>, Option<String>), RestError> {
+    use crate::ironic::pairing::{conductor_url, Member, PairingClient};
+    let timeout = call
+        .u64_setting("agent_burnin_fio_network_pairing_timeout")?
+        .unwrap_or(DEFAULT_PAIRING_TIMEOUT_SECS);
+    let group = call
+        .setting("agent_burnin_fio_network_pairing_group_name")
+        .and_then(Value::as_str)
+        .filter(|g| !g.is_empty())
+        .unwrap_or("ironic.network-burnin");
+    let Some(backend) = call
+        .setting("agent_burnin_fio_network_pairing_backend_url")
+        .and_then(Value::as_str)
+        .filter(|b| !b.is_empty())
+    else {
+        return Err(RestError::cleaning(
+            "fio (network): dynamic pairing config is missing \
+             agent_burnin_fio_network_pairing_backend_url",
+        ));
+    };
+    let config = &call.ctx.config;
+    let cleaning = |e: crate::ironic::pairing::PairingError| RestError::cleaning(e.to_string());
+    let client = PairingClient::new(conductor_url(backend, config).map_err(cleaning)?, config)
+        .map_err(cleaning)?;
+    let node_uuid = call
+        .ctx
+        .node()
+        .map(|n| n.uuid)
+        .or_else(|| {
+            call.node
+                .get("uuid")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .ok_or_else(|| {
+            RestError::cleaning("fio (network): the agent has not looked its node up")
+        })?;
+    let agent_token = call.ctx.token().ok_or_else(|| {
+        RestError::cleaning("fio (network): no agent token to show the conductor")
+    })?;
+    let member = Member {
+        node_uuid,
+        agent_token,
+        group: group.to_string(),
+    };
+    info!(group, backend, "dynamic pairing for network burn-in");
+    let (role, partner) = tokio::runtime::Handle::current()
+        .block_on(client.find_partner(&member, local, Duration::from_secs(timeout)))
+        .map_err(cleaning)?;
+    Ok((Some(role), Some(partner.to_string())))
+}
+
+/// The partner's address on the burn-in port (a name is resolved).
+fn resolve(partner: &str, port: u16) -> Result<std::net::SocketAddr, RestError> {
+    use std::net::ToSocketAddrs;
+    let host = partner.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            RestError::cleaning(format!(
+                "fio (network): cannot resolve the partner {partner}"
+            ))
+        })
+}
+
+/// One direction's output file; `order` says whether it ran first or second.
+fn write_direction_report(
+    path: &str,
+    order: u8,
+    role: Role,
+    result: &Result<network::DirectionReport, network::NetError>,
+) {
+    let mut json = match result {
+        Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+        Err(e) => serde_json::json!({ "role": role, "error": e.to_string() }),
+    };
+    if let Some(object) = json.as_object_mut() {
+        object.insert("direction".into(), order.into());
+    }
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    if let Err(e) = std::fs::write(path, text) {
+        tracing::warn!(path, error = %e, "could not write the burn-in output file");
     }
 }
 

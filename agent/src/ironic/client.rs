@@ -40,7 +40,7 @@ impl IronicError {
 }
 
 /// The certificates of an `ipa-cafile` bundle.
-fn read_cafile(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+pub(crate) fn read_cafile(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
     let pem =
         std::fs::read(path).with_context(|| format!("reading ipa-cafile {}", path.display()))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)

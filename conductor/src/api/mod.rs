@@ -1,6 +1,7 @@
 //! The Ironic REST API subset: root documents, nodes, ports, and the
 //! ramdisk endpoints (lookup, heartbeat).
 
+mod burnin_pairing;
 pub mod error;
 mod history;
 mod inspection;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub config: Arc<ConductorConfig>,
     pub flows: Arc<Flows>,
+    /// `burnin_network` pairing groups (in memory: `crate::pairing`).
+    pub pairing: Arc<crate::pairing::Registry>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -80,6 +83,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/continue_inspection",
             post(ramdisk::continue_inspection),
+        )
+        .route(
+            "/v1/ferrite/network-burnin/pair",
+            post(burnin_pairing::pair),
+        )
+        .route(
+            "/v1/ferrite/network-burnin/leave",
+            post(burnin_pairing::leave),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(version::negotiate))

@@ -24,7 +24,7 @@ use super::AppState;
 use crate::fsm;
 use crate::time::internal_now;
 
-const TOKEN_KEY: &str = "agent_secret_token";
+pub(super) const TOKEN_KEY: &str = "agent_secret_token";
 
 fn endpoint_exists(version: ApiVersion) -> ApiResult<()> {
     if version < ApiVersion::RAMDISK_ENDPOINTS {
@@ -376,7 +376,7 @@ fn ignored_heartbeat() -> ApiError {
 
 /// Compare the agent's token with the stored one in constant time, so that
 /// response timing tells nothing about how much of a guess was right.
-fn tokens_match(expected: Option<&str>, given: Option<&str>) -> bool {
+pub(super) fn tokens_match(expected: Option<&str>, given: Option<&str>) -> bool {
     use subtle::ConstantTimeEq;
     match (expected, given) {
         (Some(e), Some(g)) => e.as_bytes().ct_eq(g.as_bytes()).into(),

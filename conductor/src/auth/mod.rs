@@ -46,7 +46,12 @@ pub fn is_public(path: &str) -> bool {
     };
     matches!(
         trimmed,
-        "/" | "/v1" | "/v1/lookup" | "/v1/continue_inspection"
+        "/" | "/v1"
+            | "/v1/lookup"
+            | "/v1/continue_inspection"
+            // Authenticated by the agent token, as heartbeats are.
+            | "/v1/ferrite/network-burnin/pair"
+            | "/v1/ferrite/network-burnin/leave"
     ) || trimmed
         .strip_prefix("/v1/heartbeat/")
         .is_some_and(|node| !node.is_empty() && !node.contains('/'))
@@ -183,6 +188,7 @@ mod tests {
             "/v1/lookup",
             "/v1/heartbeat/1be26c0b-03f2-4d2e-ae87-c02d7f33c123",
             "/v1/continue_inspection",
+            "/v1/ferrite/network-burnin/pair",
             "/boot/boot.ipxe",
             "/boot/files/deploy.kernel",
             "/images/disk.qcow2",
