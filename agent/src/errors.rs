@@ -144,6 +144,16 @@ impl RestError {
         Self::base("BlockDeviceEraseError", 500, "Error erasing block device").with(details)
     }
 
+    /// IPA's `SoftwareRAIDError`.
+    pub fn software_raid(details: impl Into<String>) -> Self {
+        Self::base(
+            "SoftwareRAIDError",
+            500,
+            "Software RAID caused unknown error",
+        )
+        .with(details)
+    }
+
     /// IPA's `ProtectedDeviceError` (a `CleaningError`): a shared-disk
     /// filesystem was found, nothing was erased.
     pub fn protected_device(details: impl Into<String>) -> Self {

@@ -512,14 +512,14 @@ async fn bench_erase_format_vs_shred() {
 
 /// A qcow2 whole-disk image of random bytes (made by qemu-img) and its
 /// raw guest bytes, served by the conductor at /images/disk.qcow2.
-struct TestImage {
-    dir: PathBuf,
-    raw: Vec<u8>,
-    sha256: String,
+pub(crate) struct TestImage {
+    pub(crate) dir: PathBuf,
+    pub(crate) raw: Vec<u8>,
+    pub(crate) sha256: String,
 }
 
 impl TestImage {
-    fn get() -> &'static TestImage {
+    pub(crate) fn get() -> &'static TestImage {
         static IMAGE: OnceLock<TestImage> = OnceLock::new();
         IMAGE.get_or_init(|| {
             let dir = workspace().join("build/hardware-image");

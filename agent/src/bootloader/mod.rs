@@ -18,30 +18,7 @@ use crate::disk::partitions::{self, Partition, PartitionTable, TableKind};
 use crate::disk::region::Region;
 use crate::errors::RestError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BootMode {
-    Bios,
-    Uefi,
-}
-
-impl BootMode {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "bios" => Some(Self::Bios),
-            "uefi" => Some(Self::Uefi),
-            _ => None,
-        }
-    }
-
-    /// How this ramdisk was booted: firmware exposes `/sys/firmware/efi` in UEFI.
-    pub fn current(sysfs_root: &Path) -> Self {
-        if sysfs_root.join("firmware/efi").is_dir() {
-            Self::Uefi
-        } else {
-            Self::Bios
-        }
-    }
-}
+pub use crate::disk::boot_mode::BootMode;
 
 /// The command's parameters, as the conductor sends them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::whole_disk::hints;
+use crate::disk::install_target;
 use crate::disk::skip_list::SkipList;
-use crate::disk::{choose_root_device, list_block_devices};
 use crate::errors::RestError;
 use crate::state::AgentContext;
 
@@ -21,12 +21,10 @@ pub fn install_device(ctx: &AgentContext) -> Result<PathBuf, RestError> {
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
     let cfg = &ctx.config;
-    let devices = SkipList::from_node(&node)
-        .map_err(RestError::invalid_params)?
-        .apply(list_block_devices(
-            &cfg.sysfs_root,
-            &cfg.dev_root,
-            &cfg.disk_policy(),
-        ));
-    Ok(choose_root_device(&devices, hints(&node).as_ref())?.path)
+    let skip = SkipList::from_node(&node).map_err(RestError::invalid_params)?;
+    let policy = cfg.disk_policy();
+    Ok(
+        install_target::install_device(cfg.install_scope(&policy), &skip, hints(&node).as_ref())?
+            .path,
+    )
 }

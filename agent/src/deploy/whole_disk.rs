@@ -12,7 +12,7 @@ use tracing::info;
 use super::stream::{http_client, md5_enabled, stream_image, StreamFailure};
 use super::{configdrive, partition_image, ImageInfo};
 use crate::api::runner::CommandProgress;
-use crate::disk::{choose_root_device, list_block_devices};
+use crate::disk::install_target::install_device;
 use crate::errors::RestError;
 use crate::state::{AgentContext, PreparedImage};
 
@@ -41,14 +41,10 @@ pub fn prepare_image(
         .unwrap_or_default()
         .to_string();
     let cfg = &ctx.config;
-    let devices = crate::disk::skip_list::SkipList::from_node(node)
-        .map_err(RestError::invalid_params)?
-        .apply(list_block_devices(
-            &cfg.sysfs_root,
-            &cfg.dev_root,
-            &cfg.disk_policy(),
-        ));
-    let device = choose_root_device(&devices, hints(node).as_ref())?;
+    let skip =
+        crate::disk::skip_list::SkipList::from_node(node).map_err(RestError::invalid_params)?;
+    let policy = cfg.disk_policy();
+    let device = install_device(cfg.install_scope(&policy), &skip, hints(node).as_ref())?;
     if info.image_type.as_deref() == Some("partition") {
         info!(image = %info.id, device = %device.path.display(), size = device.size, "deploying partition image");
         return partition_image::prepare(

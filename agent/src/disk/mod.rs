@@ -2,6 +2,7 @@
 //! on a host away from that host's disks, and root-device choice.
 
 pub mod ata;
+pub mod boot_mode;
 pub mod devices;
 pub mod discard;
 pub mod erase;
@@ -9,6 +10,7 @@ pub mod fsinfo;
 pub mod gpt_edit;
 pub mod guard;
 pub mod hints;
+pub mod install_target;
 pub mod ioctl;
 pub mod layout;
 pub mod links;
@@ -25,4 +27,4 @@ pub mod wipe;
 
 pub use devices::{list_block_devices, BlockDevice, DiskPolicy};
 pub use hints::RootDeviceHints;
-pub use root::choose_root_device;
+pub use root::{choose_install_device, choose_root_device};

@@ -62,6 +62,33 @@ pub fn choose_root_device(
         })
 }
 
+/// IPA's `get_os_install_device` once software RAID was created in this
+/// boot: the array marked `is_root_volume: true` wins (over hints too, as
+/// IPA warns), arrays marked `false` are never chosen; otherwise
+/// [`choose_root_device`].
+pub fn choose_install_device(
+    devices: &[BlockDevice],
+    hints: Option<&Map<String, Value>>,
+    root_volumes: &super::raid::root_volume::RootVolumes,
+) -> Result<BlockDevice, RestError> {
+    if let Some(root) = devices
+        .iter()
+        .find(|d| root_volumes.get(&d.path) == Some(&true))
+    {
+        if hints.is_some_and(|h| !h.is_empty()) {
+            tracing::warn!(device = %root.path.display(),
+                "both root device hints and a root volume from the target RAID configuration are defined; the RAID root volume is used");
+        }
+        return Ok(root.clone());
+    }
+    let left: Vec<BlockDevice> = devices
+        .iter()
+        .filter(|d| root_volumes.get(&d.path) != Some(&false))
+        .cloned()
+        .collect();
+    choose_root_device(&left, hints)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -78,6 +105,27 @@ mod tests {
             read_only: ro,
             ..BlockDevice::default()
         }
+    }
+
+    #[test]
+    fn raid_root_volume_wins_and_excluded_arrays_are_never_chosen() {
+        let mut md0 = dev("md0", 5, false);
+        md0.path = PathBuf::from("/dev/md0");
+        let mut md1 = dev("md1", 20, false);
+        md1.path = PathBuf::from("/dev/md1");
+        let devices = vec![dev("sdc", 10, false), md0, md1];
+        let hints = json!({"name": "/dev/sdc"});
+        let mut volumes = crate::disk::raid::root_volume::RootVolumes::new();
+        volumes.insert("/dev/md1".into(), true);
+        let got = choose_install_device(&devices, hints.as_object(), &volumes).unwrap();
+        assert_eq!(got.name, "md1");
+        volumes.insert("/dev/md1".into(), false);
+        volumes.insert("/dev/md0".into(), false);
+        let got = choose_install_device(&devices, None, &volumes).unwrap();
+        assert_eq!(got.name, "sdc");
+        // Nothing recorded: IPA's rule, and md0 is the smallest.
+        let got = choose_install_device(&devices, None, &Default::default()).unwrap();
+        assert_eq!(got.name, "md0");
     }
 
     #[test]

@@ -25,7 +25,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::deploy::whole_disk::hints;
-use crate::disk::{choose_root_device, list_block_devices, BlockDevice, DiskPolicy};
+use crate::disk::install_target::install_device;
+use crate::disk::{BlockDevice, DiskPolicy};
 use crate::errors::RestError;
 use crate::state::AgentContext;
 
@@ -117,13 +118,18 @@ pub fn wait_with(
 
 /// The disk a deploy would pick now (IPA's `get_os_install_device`).
 fn root_disk(cfg: &Config, node: Option<&Map<String, Value>>) -> Result<BlockDevice, RestError> {
-    let mut devices = list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy());
-    if let Some(node) = node {
-        devices = crate::disk::skip_list::SkipList::from_node(node)
-            .map_err(RestError::invalid_params)?
-            .apply(devices);
-    }
-    choose_root_device(&devices, node.and_then(hints).as_ref())
+    let skip = match node {
+        Some(node) => {
+            crate::disk::skip_list::SkipList::from_node(node).map_err(RestError::invalid_params)?
+        }
+        None => Default::default(),
+    };
+    let policy = cfg.disk_policy();
+    install_device(
+        cfg.install_scope(&policy),
+        &skip,
+        node.and_then(hints).as_ref(),
+    )
 }
 
 /// Wait (blocking) for the root disk of `node`, or with no node for any

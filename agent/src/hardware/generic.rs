@@ -15,6 +15,7 @@ use super::burnin::{burn_cpu, disk, memory};
 use super::erasure;
 use super::inject_files;
 use super::manager::{HardwareManager, StepCall, StepDef, StepKind};
+use super::raid;
 use super::uefi_nvram;
 use crate::errors::RestError;
 
@@ -109,6 +110,24 @@ impl HardwareManager for GenericHardwareManager {
                 run: Arc::new(uefi_nvram::clean_uefi_nvram),
             },
             StepDef {
+                step: step("delete_configuration", 0, "raid"),
+                kinds: &[StepKind::Clean],
+                run: Arc::new(raid::delete_configuration),
+            },
+            StepDef {
+                step: step("create_configuration", 0, "raid"),
+                kinds: &[StepKind::Clean],
+                run: Arc::new(raid::create_configuration),
+            },
+            StepDef {
+                step: Step {
+                    argsinfo: Some(raid_apply_argsinfo()),
+                    ..step("apply_configuration", 0, "raid")
+                },
+                kinds: &[StepKind::Deploy],
+                run: Arc::new(raid::apply_configuration),
+            },
+            StepDef {
                 step: step("erase_pstore", 0, "deploy"),
                 kinds: &[StepKind::Clean],
                 run: Arc::new(erase_pstore),
@@ -128,6 +147,20 @@ impl HardwareManager for GenericHardwareManager {
             },
         ]
     }
+}
+
+/// IPA's `RAID_APPLY_CONFIGURATION_ARGSINFO`.
+fn raid_apply_argsinfo() -> Value {
+    serde_json::json!({
+        "raid_config": {
+            "description": "The RAID configuration to apply.",
+            "required": true,
+        },
+        "delete_existing": {
+            "description": "Setting this to 'True' indicates to delete existing RAID configuration prior to creating the new configuration. Default value is 'True'.",
+            "required": false,
+        },
+    })
 }
 
 fn step(name: &str, priority: i64, interface: &str) -> Step {
@@ -530,11 +563,8 @@ fn write_image(call: &StepCall) -> Result<Value, RestError> {
 mod tests {
     use super::*;
 
-    /// IPA also lists `delete_configuration`/`create_configuration` (clean)
-    /// and `apply_configuration` (deploy) on the `raid` interface. They are
-    /// software RAID (mdadm) steps this agent does not implement; listing
-    /// them would let Ironic's agent RAID interface schedule them, so they
-    /// must stay out until they exist.
+    /// As IPA: the software RAID steps on the `raid` interface (clean:
+    /// delete/create, deploy: apply), everything else on `deploy`.
     #[test]
     fn advertised_clean_steps() {
         let steps: Vec<(String, i64, String)> = GenericHardwareManager::new(&Default::default())
@@ -544,6 +574,21 @@ mod tests {
             .map(|d| (d.step.step, d.step.priority, d.step.interface))
             .collect();
         assert!(steps.contains(&("erase_pstore".into(), 0, "deploy".into())));
-        assert!(steps.iter().all(|(_, _, iface)| iface == "deploy"));
+        let raid: Vec<&str> = steps
+            .iter()
+            .filter(|(_, _, iface)| iface == "raid")
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        assert_eq!(raid, ["delete_configuration", "create_configuration"]);
+        assert!(steps
+            .iter()
+            .all(|(_, _, iface)| iface == "deploy" || iface == "raid"));
+        let deploy: Vec<String> = GenericHardwareManager::new(&Default::default())
+            .steps()
+            .into_iter()
+            .filter(|d| d.kinds.contains(&StepKind::Deploy) && d.step.interface == "raid")
+            .map(|d| d.step.step)
+            .collect();
+        assert_eq!(deploy, ["apply_configuration"]);
     }
 }

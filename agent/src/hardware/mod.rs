@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod manager;
 pub mod nics;
 pub mod pstore;
+pub mod raid;
 pub mod uefi_nvram;
 
 pub use manager::{HardwareManager, HardwareManagers, StepCall, StepDef, StepKind};

@@ -8,6 +8,7 @@ mod inspection;
 mod nodes;
 mod patch;
 mod ports;
+mod raid;
 mod ramdisk;
 mod root;
 mod secrets;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes/{ident}/states", get(nodes::states))
         .route("/v1/nodes/{ident}/states/provision", put(states::provision))
         .route("/v1/nodes/{ident}/states/power", put(states::power))
+        .route("/v1/nodes/{ident}/states/raid", put(raid::set_target))
         .route(
             "/v1/nodes/{ident}/management/boot_device",
             get(states::get_boot_device).put(states::set_boot_device),

@@ -5,7 +5,7 @@
 
 use ferrite_protocol::node::Node;
 use ferrite_protocol::CommandStatus;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tracing::info;
 
 use super::{logs, power, steps_cache, transition, Flows};
@@ -120,6 +120,42 @@ fn check_manual(node: &Node, steps: &[Value]) -> Result<(), String> {
     Ok(())
 }
 
+/// Ironic's agent RAID post-step hooks: a finished `create_configuration`
+/// stores the agent's result as the node's `raid_config` (with
+/// `last_updated`), `delete_configuration` empties it.
+fn record_raid_result(
+    flows: &Flows,
+    uuid: &str,
+    step: &Value,
+    result: Option<&Value>,
+) -> Result<(), StoreError> {
+    if step["interface"] != "raid" {
+        return Ok(());
+    }
+    let created = result
+        .and_then(|r| r.get("clean_result"))
+        .and_then(|r| r.get("logical_disks"))
+        .filter(|l| l.is_array())
+        .cloned();
+    let update: Option<Map<String, Value>> = match step["step"].as_str() {
+        Some("delete_configuration") => Some(Map::new()),
+        Some("create_configuration") => created.map(|lds| {
+            let mut m = Map::new();
+            m.insert("logical_disks".into(), lds);
+            m.insert("last_updated".into(), json!(crate::time::internal_now()));
+            m
+        }),
+        _ => None,
+    };
+    if let Some(raid_config) = update {
+        flows.store.update_node::<StoreError, _>(uuid, |n| {
+            n.raid_config = raid_config;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
 /// Clean wait, on each heartbeat: follow the running step, start the next,
 /// or finish.
 pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
@@ -180,6 +216,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
             CommandStatus::Running => return Ok(()),
             CommandStatus::Succeeded => {
                 info!(node = %uuid, step = %steps[i], "clean step done");
+                record_raid_result(flows, uuid, &steps[i], cmd.command_result.as_ref())?;
                 index = Some(i + 1);
             }
             CommandStatus::CleanVersionMismatch => {

@@ -6,8 +6,11 @@
 pub mod config;
 pub mod create;
 pub mod delete;
+pub mod lifecycle;
 pub mod node;
 pub mod plan;
+pub mod root_volume;
+pub mod running;
 
 pub use config::{LogicalDisk, NodeContext, RaidConfigError, Size, SoftwareRaid};
 pub use plan::{plan, BootMode, RaidPlan};

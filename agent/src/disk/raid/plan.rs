@@ -34,11 +34,7 @@ pub const BIOS_GRUB_MIB: u64 = 2;
 /// msdos addresses 2^32 sectors.
 const MBR_MAX_SECTORS: u64 = 1 << 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BootMode {
-    Uefi,
-    Bios,
-}
+pub use crate::disk::boot_mode::BootMode;
 
 /// IPA's `get_partition_table_type_from_specs`: UEFI forces GPT.
 pub fn table_label(boot: BootMode, disk_label: Option<Label>) -> Label {
