@@ -396,6 +396,7 @@ impl Config {
             dev_root: &self.dev_root,
             policy,
             run_dir: &self.run_dir,
+            load_module: &crate::init::modules::load_in_ramdisk,
         }
     }
 

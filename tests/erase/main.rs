@@ -289,3 +289,131 @@ async fn skipped_virtual_media_and_protected_disks_are_kept() {
         "the GPFS disk was not erased when allowed"
     );
 }
+
+/// md's superblock magic as it sits on disk.
+const MD_MAGIC: [u8; 4] = 0xa92b_4efc_u32.to_le_bytes();
+
+fn has_md_magic(dev: &Path) -> bool {
+    let data = std::fs::read(dev).expect("read loop device");
+    data.windows(4).any(|w| w == MD_MAGIC)
+}
+
+/// Software RAID steps over HTTP on loop disks (the arrays themselves need
+/// the md driver, which only the QEMU test has; see tests/ramdisk/raid.rs):
+/// a partitioned holder fails `create_configuration` with IPA's message
+/// before anything is written; on clean disks the tables and superblocks
+/// are written and, without md, starting the array fails with a clear
+/// error; `delete_configuration` then leaves no superblock and no table.
+#[tokio::test(flavor = "multi_thread")]
+async fn software_raid_steps_on_loop_disks() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = LoopDevice::new(dir.path(), "a", 96 << 20, false);
+    let b = LoopDevice::new(dir.path(), "b", 96 << 20, false);
+    let p = |l: &LoopDevice| l.path.display().to_string();
+    let allow = format!("ferrite-disks={},{}", p(&a), p(&b));
+    let pair = Pair::start(&[], "52:54:00:ee:00:0d", &[&allow]).await;
+    let api = pair.api();
+    let target = json!({"logical_disks": [{"size_gb": "MAX", "raid_level": "1",
+        "controller": "software"}]});
+    let step = |name: &str, node: serde_json::Value| {
+        json!({"step": {"step": name, "interface": "raid", "priority": 0},
+            "node": node, "ports": [], "clean_version": {"generic_hardware_manager": "1.2"}})
+    };
+    let node = json!({"uuid": "raid-node", "target_raid_config": target,
+        "properties": {"capabilities": "boot_mode:bios"}});
+
+    // A holder with a partition table: refused, nothing written.
+    sh(&format!(
+        "printf 'label: dos\\nstart=2048, size=4096, type=83\\n' | sfdisk -q {}",
+        p(&a)
+    ));
+    let before_a = std::fs::read(&a.path).unwrap();
+    let refused = api
+        .run(
+            "clean.execute_clean_step",
+            step("create_configuration", node.clone()),
+        )
+        .await;
+    assert_eq!(refused["command_status"], "FAILED", "{refused}");
+    assert_eq!(
+        refused["command_error"]["type"], "SoftwareRAIDError",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["command_error"]["details"],
+        format!(
+            "Partitions detected on devices {} during RAID config",
+            p(&a)
+        ),
+        "{refused}"
+    );
+    assert!(
+        std::fs::read(&a.path).unwrap() == before_a,
+        "the partitioned disk changed"
+    );
+    assert!(all_zero(&b.path), "the other disk was touched");
+
+    // A config Ironic's validation would refuse fails with IPA's words.
+    let bad = json!({"uuid": "raid-node", "target_raid_config": {"logical_disks": [
+        {"size_gb": "MAX", "raid_level": "5", "controller": "software"}]}});
+    let invalid = api
+        .run(
+            "clean.execute_clean_step",
+            step("create_configuration", bad),
+        )
+        .await;
+    assert_eq!(invalid["command_status"], "FAILED", "{invalid}");
+    let details = invalid["command_error"]["details"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        details.starts_with("Could not validate Software RAID config for raid-node:"),
+        "{invalid}"
+    );
+
+    // Clean disks: both get a table and a member superblock.
+    sh(&format!("wipefs -qa {}", p(&a)));
+    let created = api
+        .run(
+            "clean.execute_clean_step",
+            step("create_configuration", node.clone()),
+        )
+        .await;
+    if Path::new("/sys/module/md_mod").exists() {
+        assert_eq!(created["command_status"], "SUCCEEDED", "{created}");
+    } else {
+        assert_eq!(created["command_status"], "FAILED", "{created}");
+        let details = created["command_error"]["details"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            details.contains("starting md0") && details.contains("is the md driver loaded?"),
+            "{created}"
+        );
+    }
+    for l in [&a, &b] {
+        assert!(has_md_magic(&l.path), "{}: no md superblock written", p(l));
+    }
+
+    // delete_configuration: nothing of it is left.
+    let deleted = api
+        .run(
+            "clean.execute_clean_step",
+            step("delete_configuration", node),
+        )
+        .await;
+    assert_eq!(deleted["command_status"], "SUCCEEDED", "{deleted}");
+    assert_eq!(
+        deleted["command_result"]["clean_result"],
+        serde_json::Value::Null
+    );
+    for l in [&a, &b] {
+        assert!(!has_md_magic(&l.path), "{}: md superblock left", p(l));
+        assert!(
+            leftovers(&l.path).is_empty(),
+            "{}: {}",
+            p(l),
+            leftovers(&l.path)
+        );
+    }
+}

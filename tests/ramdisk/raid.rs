@@ -37,10 +37,9 @@ fn boot(dir: &Path, port: u16, disks: &[PathBuf], keep_as: &str) -> Vm {
     let mut devices = Vec::new();
     for (i, d) in disks.iter().enumerate() {
         devices.push("-drive".to_string());
-        devices.push(format!(
-            "file={},format=raw,if=virtio,serial=FERRITE-RAID-{i}",
-            d.display()
-        ));
+        devices.push(format!("file={},format=raw,if=none,id=r{i}", d.display()));
+        devices.push("-device".to_string());
+        devices.push(format!("virtio-blk-pci,drive=r{i},serial=FERRITE-RAID-{i}"));
     }
     Vm::boot_direct(
         dir,

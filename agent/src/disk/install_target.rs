@@ -15,13 +15,15 @@ use super::{list_block_devices, BlockDevice, DiskPolicy};
 use crate::errors::RestError;
 
 /// Where the agent looks.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Scope<'a> {
     pub sysfs_root: &'a Path,
     pub dev_root: &'a Path,
     pub policy: &'a DiskPolicy,
     /// Where this boot's RAID root volume choice is kept.
     pub run_dir: &'a Path,
+    /// For md's modules, when arrays on disk are assembled.
+    pub load_module: running::LoadModule<'a>,
 }
 
 /// Every device an image may go to, arrays included.
@@ -30,6 +32,7 @@ pub fn candidates(scope: Scope<'_>, skip: &SkipList) -> Vec<BlockDevice> {
     running::assemble_found(
         scope.sysfs_root,
         &running::member_candidates(scope.sysfs_root, &disks),
+        scope.load_module,
     );
     skip.apply(running::install_candidates(
         disks,

@@ -62,8 +62,14 @@ fn create(call: &StepCall, node: &Value, raid: &SoftwareRaid) -> Result<(), Rest
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let created = lifecycle::create(&cfg.sysfs_root, &plan, homehost().as_deref(), now)
-        .map_err(raid_error)?;
+    let created = lifecycle::create(
+        &cfg.sysfs_root,
+        &plan,
+        homehost().as_deref(),
+        now,
+        &crate::init::modules::load_in_ramdisk,
+    )
+    .map_err(raid_error)?;
     let volumes: root_volume::RootVolumes = created
         .iter()
         .filter_map(|c| Some((c.device.clone(), c.is_root_volume?)))
@@ -98,7 +104,13 @@ pub fn delete_configuration(call: &StepCall) -> Result<Value, RestError> {
     let node = node_value(call);
     let keep = node::raid_skip_list(&node);
     let cfg = &call.ctx.config;
-    lifecycle::delete(&cfg.sysfs_root, &disks(call), &keep).map_err(raid_error)?;
+    lifecycle::delete(
+        &cfg.sysfs_root,
+        &disks(call),
+        &keep,
+        &crate::init::modules::load_in_ramdisk,
+    )
+    .map_err(raid_error)?;
     root_volume::clear(&cfg.run_dir);
     Ok(Value::Null)
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::create::{self, CreateError, WrittenArray};
 use super::delete::{self, DeleteError};
 use super::plan::RaidPlan;
-use super::running::{self, RunError};
+use super::running::{self, LoadModule, RunError};
 use crate::disk::md::{self, scan, Metadata};
 use crate::disk::{wipe, BlockDevice};
 
@@ -26,6 +26,10 @@ pub enum LifecycleError {
         #[source]
         source: RunError,
     },
+    #[error(
+        "/dev/md{0} already exists; delete the existing configuration first (delete_configuration)"
+    )]
+    Exists(usize),
     #[error("the kernel made no device node for RAID member {0}")]
     NoMemberNode(String),
     #[error("stopping md{index}: {source}")]
@@ -64,8 +68,18 @@ pub fn create(
     plan: &RaidPlan,
     homehost: Option<&str>,
     now: u64,
+    load: LoadModule<'_>,
 ) -> Result<Vec<Created>, LifecycleError> {
     create::check_unpartitioned(plan)?;
+    // Never add members to an array the kernel already has (it may not be ours).
+    let existing = running::arrays(sysfs_root);
+    if let Some(a) = plan
+        .arrays
+        .iter()
+        .find(|a| existing.iter().any(|e| e.index == a.index))
+    {
+        return Err(LifecycleError::Exists(a.index));
+    }
     let written = create::write(plan, homehost, now)?;
     let mut out = Vec::with_capacity(written.len());
     for (array, planned) in written.into_iter().zip(&plan.arrays) {
@@ -79,12 +93,18 @@ pub fn create(
                 .ok_or_else(|| LifecycleError::NoMemberNode(region.path().display().to_string()))?;
             nodes.push(node);
         }
-        running::start(sysfs_root, array.index, Metadata::V1_2, &nodes).map_err(|source| {
-            LifecycleError::Start {
-                index: array.index,
-                name: array.set_name.clone(),
-                source,
-            }
+        running::start(
+            sysfs_root,
+            array.index,
+            array.level.md_level(),
+            Metadata::V1_2,
+            &nodes,
+            load,
+        )
+        .map_err(|source| LifecycleError::Start {
+            index: array.index,
+            name: array.set_name.clone(),
+            source,
         })?;
         tracing::info!(md = array.index, name = %array.set_name, "software RAID device created");
         out.push(Created {
@@ -113,9 +133,10 @@ pub fn delete(
     sysfs_root: &Path,
     disks: &[BlockDevice],
     keep_volumes: &[String],
+    load: LoadModule<'_>,
 ) -> Result<(), LifecycleError> {
     for pass in 1..=2 {
-        let kept = delete_pass(sysfs_root, disks, keep_volumes)?;
+        let kept = delete_pass(sysfs_root, disks, keep_volumes, load)?;
         let remaining = leftovers(sysfs_root, disks, &kept);
         if remaining.is_empty() {
             return Ok(());
@@ -137,8 +158,13 @@ fn delete_pass(
     sysfs_root: &Path,
     disks: &[BlockDevice],
     keep_volumes: &[String],
+    load: LoadModule<'_>,
 ) -> Result<Vec<String>, LifecycleError> {
-    running::assemble_found(sysfs_root, &running::member_candidates(sysfs_root, disks));
+    running::assemble_found(
+        sysfs_root,
+        &running::member_candidates(sysfs_root, disks),
+        load,
+    );
     let mut kept: Vec<String> = Vec::new();
     let allowed = |h: &String| disks.iter().any(|d| &d.name == h);
     for array in running::arrays(sysfs_root) {

@@ -11,6 +11,32 @@ use crate::disk::md::assemble::{self, Attrs, Sysfs};
 use crate::disk::md::scan;
 use crate::disk::{BlockDevice, DiskPolicy};
 
+/// Loads a kernel module by name: the ramdisk's own loader, or nothing
+/// where the agent must not load modules (on a host).
+pub type LoadModule<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// Modules load in the background while the agent already runs, and a
+/// profile may not list them at all: load md and the level's personality
+/// before touching md's sysfs files.
+fn ensure_modules(sysfs_root: &Path, personality: Option<&str>, load: LoadModule<'_>) {
+    for module in std::iter::once("md_mod").chain(personality) {
+        if !sysfs_root.join("module").join(module).exists() {
+            tracing::debug!(module, "loading for software RAID");
+            load(module);
+        }
+    }
+}
+
+/// The personality module of an md level number.
+fn personality(level: i32) -> Option<&'static str> {
+    match level {
+        0 => Some("raid0"),
+        1 => Some("raid1"),
+        10 => Some("raid10"),
+        _ => None,
+    }
+}
+
 /// An md array the kernel has (running, or stopped but not yet cleared).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningArray {
@@ -203,9 +229,12 @@ pub fn free_index(sysfs_root: &Path) -> Result<usize, RunError> {
 pub fn start(
     sysfs_root: &Path,
     index: usize,
+    level: i32,
     metadata: crate::disk::md::Metadata,
     members: &[PathBuf],
+    load: LoadModule<'_>,
 ) -> Result<(), RunError> {
+    ensure_modules(sysfs_root, personality(level), load);
     let numbers = members
         .iter()
         .map(|m| dev_number(m))
@@ -236,7 +265,11 @@ pub fn stop(sysfs_root: &Path, index: usize) -> Result<(), RunError> {
 /// `candidates` whose members the kernel does not already use. Returns the
 /// indices started; failures are logged (a half-present array is not an
 /// error until something needs it).
-pub fn assemble_found(sysfs_root: &Path, candidates: &[PathBuf]) -> Vec<usize> {
+pub fn assemble_found(
+    sysfs_root: &Path,
+    candidates: &[PathBuf],
+    load: LoadModule<'_>,
+) -> Vec<usize> {
     let running = arrays(sysfs_root);
     let in_use = |p: &Path| {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -256,8 +289,17 @@ pub fn assemble_found(sysfs_root: &Path, candidates: &[PathBuf]) -> Vec<usize> {
             continue;
         }
         let members: Vec<PathBuf> = group.members.iter().map(|(p, _)| p.clone()).collect();
-        let result = free_index(sysfs_root)
-            .and_then(|index| start(sysfs_root, index, group.metadata, &members).map(|()| index));
+        let result = free_index(sysfs_root).and_then(|index| {
+            start(
+                sysfs_root,
+                index,
+                group.level,
+                group.metadata,
+                &members,
+                load,
+            )
+            .map(|()| index)
+        });
         match result {
             Ok(index) => {
                 tracing::info!(md = index, set = %group.set_name, "md array assembled");

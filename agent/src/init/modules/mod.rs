@@ -60,6 +60,21 @@ pub struct Loader {
     loaded: AtomicUsize,
 }
 
+/// Load `name` (and what it needs) with the running kernel's modules, only
+/// in the ramdisk: on any other machine the kernel's modules are not the
+/// agent's to load. For code outside PID 1 that needs a driver now.
+pub fn load_in_ramdisk(name: &str) {
+    if !crate::power::in_ramdisk() {
+        return;
+    }
+    match Loader::for_running_kernel() {
+        Ok(loader) => {
+            loader.load(name);
+        }
+        Err(e) => warn!(module = name, error = %e, "cannot load kernel module"),
+    }
+}
+
 impl Loader {
     /// The tables in `dir` (`/lib/modules/$(uname -r)`). Only modules.dep
     /// is required; without aliases nothing loads by device.
