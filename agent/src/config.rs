@@ -115,6 +115,11 @@ pub struct Config {
     /// `ipa-enable-discard-erase`: `erase_devices` may erase a disk whose
     /// secure erase failed by a verified discard. IPA's default: off.
     pub enable_discard_erase: bool,
+    /// `ferrite-nvme-sanitize`: NVMe Sanitize operations (`crypto`, `block`,
+    /// `overwrite`, in order of preference) that `erase_devices` runs
+    /// instead of Format NVM where the controller offers one. Default:
+    /// none, IPA's Format NVM.
+    pub nvme_sanitize: crate::disk::nvme::SanitizePreference,
     /// `ferrite-allow-power`: what `standby.power_off`/`run_image` may do
     /// outside the ramdisk's init (refuse, reboot(2), or end the process).
     pub power_policy: crate::power::PowerPolicy,
@@ -172,6 +177,7 @@ impl Default for Config {
             collect_lldp: false,
             guard_special_filesystems: true,
             enable_discard_erase: false,
+            nvme_sanitize: crate::disk::nvme::SanitizePreference::default(),
             inject_files_priority: 0,
             lldp_timeout: Duration::from_secs(30),
             ironic_api_version: None,
@@ -291,6 +297,10 @@ impl Config {
             }
             "ipa-enable-discard-erase" => {
                 self.enable_discard_erase = parse_bool("ipa-enable-discard-erase", value)?
+            }
+            "ferrite-nvme-sanitize" => {
+                self.nvme_sanitize = crate::disk::nvme::SanitizePreference::parse(value)
+                    .map_err(|reason| invalid("ferrite-nvme-sanitize", value, reason))?
             }
             "ipa-lldp-timeout" => self.lldp_timeout = parse_secs("ipa-lldp-timeout", value, true)?,
             "ipa-ironic-api-version" => {
@@ -629,6 +639,26 @@ mod tests {
     }
 
     #[test]
+    fn nvme_sanitize_is_opt_in_and_ordered() {
+        use crate::disk::nvme::SanitizeAction;
+        let c = cfg("ipa-api-url=http://h").unwrap();
+        assert!(c.nvme_sanitize.is_off(), "IPA's Format NVM by default");
+        let c = cfg("ipa-api-url=http://h ferrite-nvme-sanitize=block,crypto").unwrap();
+        assert_eq!(
+            c.nvme_sanitize.actions().collect::<Vec<_>>(),
+            [SanitizeAction::Block, SanitizeAction::Crypto]
+        );
+        let c = cfg("ipa-api-url=http://h ferrite-nvme-sanitize=off").unwrap();
+        assert!(c.nvme_sanitize.is_off());
+        let e = cfg("ipa-api-url=http://h ferrite-nvme-sanitize=crypto,erase").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"erase\" is not a sanitize operation"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn disk_wait_and_initialization_delay() {
         let c = cfg(
             "ipa-api-url=http://h ipa-disk-wait-attempts=30 ipa-disk-wait-delay=1 \
@@ -688,6 +718,14 @@ mod tests {
             (
                 "ipa-api-url=http://h ipa-hardware-initialization-delay=soon",
                 "ipa-hardware-initialization-delay",
+            ),
+            (
+                "ipa-api-url=http://h ferrite-nvme-sanitize=secure",
+                "ferrite-nvme-sanitize",
+            ),
+            (
+                "ipa-api-url=http://h ferrite-nvme-sanitize=crypto,crypto",
+                "ferrite-nvme-sanitize",
             ),
         ] {
             match cfg(line) {

@@ -1,6 +1,7 @@
 //! `erase_devices` / `erase_devices_express`: whole-disk erasure with
 //! IPA's semantics (`erase_block_device`). An NVMe namespace is erased by
-//! the controller (Format NVM, crypto erase where offered), an ATA drive
+//! the controller (Format NVM, crypto erase where offered; Sanitize when
+//! the operator opts in with `ferrite-nvme-sanitize`), an ATA drive
 //! with the security feature set by SECURITY ERASE UNIT; when that fails
 //! the disk may be erased by a verified discard when Ironic or the kernel
 //! command line enable it (`agent_enable_discard_erase`,
@@ -20,7 +21,7 @@ use tracing::warn;
 use super::ata;
 use super::discard;
 use super::ioctl;
-use super::nvme::{self, SecureErase};
+use super::nvme::{self, SanitizeAction, SanitizePreference, SecureErase};
 use super::BlockDevice;
 
 const PASS_CHUNK: usize = 4 << 20;
@@ -30,6 +31,8 @@ const PASS_CHUNK: usize = 4 << 20;
 pub enum Method {
     /// The NVMe controller erased the namespace.
     NvmeFormat(SecureErase),
+    /// The NVMe controller sanitized the whole subsystem.
+    NvmeSanitize(SanitizeAction),
     /// The ATA drive ran SECURITY ERASE UNIT.
     AtaSecureErase { enhanced: bool },
     /// Discarded, and `samples` sampled positions read back as zeros.
@@ -72,6 +75,9 @@ pub struct Settings {
     pub tunables: Tunables,
     /// `agent_enable_nvme_secure_erase` (IPA's default: true).
     pub nvme_secure_erase: bool,
+    /// `ferrite-nvme-sanitize`: the NVMe Sanitize operations to try before
+    /// Format NVM, in order (default: none, IPA's Format NVM).
+    pub nvme_sanitize: SanitizePreference,
     /// `agent_enable_ata_secure_erase` (IPA's default: true).
     pub ata_secure_erase: bool,
     /// `agent_enable_discard_erase` (else `ipa-enable-discard-erase`; IPA's
@@ -88,6 +94,7 @@ impl Default for Settings {
         Self {
             tunables: Tunables::default(),
             nvme_secure_erase: true,
+            nvme_sanitize: SanitizePreference::default(),
             ata_secure_erase: true,
             discard_if_secure_erase_fails: false,
             shred_if_secure_erase_fails: false,
@@ -136,13 +143,32 @@ pub fn erase_disk(
     sysfs: &Path,
     settings: Settings,
 ) -> Result<Method, EraseError> {
+    erase_disk_with(disk, sysfs, settings, nvme::secure_erase)
+}
+
+/// [`erase_disk`] with the NVMe controller's erase given (a scripted
+/// controller in tests).
+fn erase_disk_with(
+    disk: &BlockDevice,
+    sysfs: &Path,
+    settings: Settings,
+    nvme_erase: impl FnOnce(&Path, nvme::EraseOptions) -> Result<nvme::Erased, nvme::NvmeError>,
+) -> Result<Method, EraseError> {
     let (path, name) = (disk.path.as_path(), disk.name.as_str());
     let failed: Box<dyn std::error::Error + Send + Sync> = if nvme::is_nvme(name) {
         if !settings.nvme_secure_erase {
             return shred_disk(path, name, sysfs, settings);
         }
-        match nvme::secure_erase(path) {
-            Ok(ses) => return Ok(Method::NvmeFormat(ses)),
+        let options = nvme::EraseOptions {
+            sanitize: settings.nvme_sanitize,
+            // A failed sanitize blocks media access: leave that mode only
+            // when a discard or shred is to write the disk next.
+            leave_failure_mode: settings.discard_if_secure_erase_fails
+                || settings.shred_if_secure_erase_fails,
+        };
+        match nvme_erase(path, options) {
+            Ok(nvme::Erased::Format(ses)) => return Ok(Method::NvmeFormat(ses)),
+            Ok(nvme::Erased::Sanitize(action)) => return Ok(Method::NvmeSanitize(action)),
             Err(e) => Box::new(e),
         }
     } else {
@@ -288,6 +314,87 @@ mod tests {
             data.iter().filter(|b| **b == 0).count() < data.len() / 100,
             "random pass left zeros"
         );
+    }
+
+    fn sanitize_failed(path: &Path, left_failure_mode: bool) -> nvme::NvmeError {
+        nvme::NvmeError::SanitizeFailed {
+            path: path.to_path_buf(),
+            sstat: 3,
+            left_failure_mode,
+        }
+    }
+
+    #[test]
+    fn a_failed_sanitize_falls_back_as_a_failed_format_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _f) = file_of(dir.path(), 1 << 20);
+        let sysfs = dir.path().join("sys");
+        let disk = BlockDevice {
+            name: "nvme0n1".into(),
+            path: path.clone(),
+            ..Default::default()
+        };
+        let opted_in = Settings {
+            nvme_sanitize: SanitizePreference::parse("crypto").unwrap(),
+            ..Settings::default()
+        };
+        // No fallback allowed: the step fails, the disk is untouched and
+        // the controller is left in failure mode.
+        let mut asked = None;
+        let e = erase_disk_with(&disk, &sysfs, opted_in, |p, o| {
+            asked = Some(o);
+            Err(sanitize_failed(p, o.leave_failure_mode))
+        })
+        .unwrap_err();
+        let o = asked.unwrap();
+        assert_eq!(o.sanitize, opted_in.nvme_sanitize);
+        assert!(!o.leave_failure_mode);
+        assert!(e.to_string().contains("Sanitize failed (SSTAT=3)"), "{e}");
+        assert!(e.to_string().contains("exit failure mode"), "{e}");
+        assert!(std::fs::read(&path).unwrap().iter().all(|b| *b == 0xab));
+        // agent_continue_if_secure_erase_failed: failure mode left, and on
+        // to shred, which sizes the device with an ioctl a plain file
+        // refuses: the error is the shred's, no longer the sanitize's.
+        let shred = Settings {
+            shred_if_secure_erase_fails: true,
+            ..opted_in
+        };
+        let mut asked = None;
+        let e = erase_disk_with(&disk, &sysfs, shred, |p, o| {
+            asked = Some(o);
+            Err(sanitize_failed(p, o.leave_failure_mode))
+        })
+        .unwrap_err();
+        assert!(asked.unwrap().leave_failure_mode);
+        assert!(matches!(e, EraseError::Io { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_sanitize_is_reported_as_such_and_off_by_default() {
+        let disk = BlockDevice {
+            name: "nvme0n1".into(),
+            path: "/nonexistent/nvme0n1".into(),
+            ..Default::default()
+        };
+        let m = erase_disk_with(
+            &disk,
+            Path::new("/nonexistent"),
+            Settings::default(),
+            |_, o| {
+                assert!(o.sanitize.is_off(), "IPA's Format NVM unless opted in");
+                Ok(nvme::Erased::Format(SecureErase::Crypto))
+            },
+        )
+        .unwrap();
+        assert_eq!(m, Method::NvmeFormat(SecureErase::Crypto));
+        let m = erase_disk_with(
+            &disk,
+            Path::new("/nonexistent"),
+            Settings::default(),
+            |_, _| Ok(nvme::Erased::Sanitize(SanitizeAction::Block)),
+        )
+        .unwrap();
+        assert_eq!(m, Method::NvmeSanitize(SanitizeAction::Block));
     }
 
     #[test]

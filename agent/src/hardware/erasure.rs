@@ -152,6 +152,8 @@ fn settings(call: &StepCall) -> Result<Settings, RestError> {
             zeroize: call.bool_setting("agent_erase_devices_zeroize", true)?,
         },
         nvme_secure_erase: call.bool_setting("agent_enable_nvme_secure_erase", true)?,
+        // The agent's own option (kernel command line), not the node's.
+        nvme_sanitize: call.ctx.config.nvme_sanitize,
         ata_secure_erase: call.bool_setting("agent_enable_ata_secure_erase", true)?,
         discard_if_secure_erase_fails: call.bool_setting(
             "agent_enable_discard_erase",
@@ -220,13 +222,19 @@ pub fn erase_devices(call: &StepCall, express: bool) -> Result<Value, RestError>
 }
 
 /// IPA's express erase of one disk: an NVMe namespace by its controller,
-/// else (or when that fails) the metadata only.
+/// else (or when that fails) the metadata only. Of the sanitize operations
+/// opted into, only a crypto erase is quick enough to be express.
 fn express_erase(path: &Path, name: &str, settings: Settings) -> Result<(), String> {
     let mut secure_error = None;
     if nvme::is_nvme(name) && settings.nvme_secure_erase {
-        match nvme::secure_erase(path) {
-            Ok(ses) => {
-                info!(disk = %path.display(), ?ses, "disk erased by its controller");
+        let options = nvme::EraseOptions {
+            sanitize: settings.nvme_sanitize.express(),
+            // The metadata wipe below must be able to write the disk.
+            leave_failure_mode: true,
+        };
+        match nvme::secure_erase(path, options) {
+            Ok(erased) => {
+                info!(disk = %path.display(), ?erased, "disk erased by its controller");
                 return Ok(());
             }
             Err(e) => {

@@ -1,8 +1,23 @@
 //! The Format NVM command (admin opcode 80h) that erases a namespace.
 
+use std::time::Duration;
+
+use super::admin::{Admin, Command};
 use super::identify::{Controller, Namespace};
+use super::NvmeError;
 
 pub const OPCODE: u8 = 0x80;
+
+/// Format NVM as planned; returns when the controller has finished.
+pub fn run(dev: &mut dyn Admin, plan: &FormatPlan, timeout: Duration) -> Result<(), NvmeError> {
+    let cmd = Command {
+        opcode: OPCODE,
+        nsid: plan.nsid,
+        cdw10: plan.cdw10(),
+        ..Command::default()
+    };
+    dev.submit("Format NVM", &cmd, &mut [], timeout)
+}
 
 /// Secure Erase Settings (Format NVM CDW10 bits 11:9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +86,7 @@ impl FormatPlan {
 
 #[cfg(test)]
 mod tests {
+    use super::super::identify::Sanicap;
     use super::*;
 
     fn ctrl(oacs: u16, fna: u8) -> Controller {
@@ -79,7 +95,7 @@ mod tests {
             model: String::new(),
             oacs,
             fna,
-            sanicap: 0,
+            sanicap: Sanicap(0),
             nn: 1,
         }
     }

@@ -1,5 +1,65 @@
-//! The Identify data structures (NVMe Base Specification 2.0, figures 275
-//! and 280): only the fields an erase decides by.
+//! The Identify command and its data structures (NVMe Base Specification
+//! 2.0, figures 275 and 280): only the fields an erase decides by.
+
+use std::time::Duration;
+
+use super::admin::{Admin, Command};
+use super::NvmeError;
+
+const OPCODE: u8 = 0x06;
+const CNS_NAMESPACE: u32 = 0x00;
+const CNS_CONTROLLER: u32 = 0x01;
+const CNS_ACTIVE_NAMESPACES: u32 = 0x02;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn controller(dev: &mut dyn Admin) -> Result<Controller, NvmeError> {
+    let data = identify(dev, 0, CNS_CONTROLLER, "Identify Controller")?;
+    Controller::parse(&data).map_err(|reason| identify_error(dev, reason))
+}
+
+pub fn namespace(dev: &mut dyn Admin, nsid: u32) -> Result<Namespace, NvmeError> {
+    let data = identify(dev, nsid, CNS_NAMESPACE, "Identify Namespace")?;
+    Namespace::parse(&data).map_err(|reason| identify_error(dev, reason))
+}
+
+/// How many namespaces are attached to the controller (CNS 02h lists up to
+/// 1024 active ids in increasing order, zero-filled).
+pub fn active_namespaces(dev: &mut dyn Admin) -> Result<usize, NvmeError> {
+    let data = identify(
+        dev,
+        0,
+        CNS_ACTIVE_NAMESPACES,
+        "Identify Active Namespace ID list",
+    )?;
+    Ok(data
+        .chunks_exact(4)
+        .take_while(|id| id.iter().any(|b| *b != 0))
+        .count())
+}
+
+fn identify(
+    dev: &mut dyn Admin,
+    nsid: u32,
+    cns: u32,
+    what: &'static str,
+) -> Result<Vec<u8>, NvmeError> {
+    let mut data = vec![0u8; 4096];
+    let cmd = Command {
+        opcode: OPCODE,
+        nsid,
+        cdw10: cns,
+        ..Command::default()
+    };
+    dev.submit(what, &cmd, &mut data, TIMEOUT)?;
+    Ok(data)
+}
+
+fn identify_error(dev: &dyn Admin, reason: String) -> NvmeError {
+    NvmeError::Identify {
+        path: dev.path().to_path_buf(),
+        reason,
+    }
+}
 
 /// Identify Controller (CNS 01h), 4096 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,8 +71,7 @@ pub struct Controller {
     /// Format NVM Attributes: bit 0, a format applies to every namespace;
     /// bit 1, so does a secure erase; bit 2, cryptographic erase supported.
     pub fna: u8,
-    /// Sanitize Capabilities: bit 0 crypto erase, 1 block erase, 2 overwrite.
-    pub sanicap: u32,
+    pub sanicap: Sanicap,
     /// Number of namespaces the controller supports.
     pub nn: u32,
 }
@@ -32,7 +91,9 @@ impl Controller {
             serial: ascii(&data[4..24]),
             model: ascii(&data[24..64]),
             oacs: u16::from_le_bytes([data[256], data[257]]),
-            sanicap: u32::from_le_bytes([data[328], data[329], data[330], data[331]]),
+            sanicap: Sanicap(u32::from_le_bytes([
+                data[328], data[329], data[330], data[331],
+            ])),
             nn: u32::from_le_bytes([data[516], data[517], data[518], data[519]]),
             fna: data[524],
         })
@@ -44,6 +105,39 @@ impl Controller {
 
     pub fn supports_crypto_erase(&self) -> bool {
         self.fna & FNA_CRYPTO_ERASE != 0
+    }
+}
+
+/// Sanitize Capabilities (SANICAP, Identify Controller bytes 331:328).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sanicap(pub u32);
+
+impl Sanicap {
+    /// CES, bit 0.
+    pub fn crypto_erase(self) -> bool {
+        self.0 & 1 != 0
+    }
+    /// BES, bit 1.
+    pub fn block_erase(self) -> bool {
+        self.0 & 1 << 1 != 0
+    }
+    /// OWS, bit 2.
+    pub fn overwrite(self) -> bool {
+        self.0 & 1 << 2 != 0
+    }
+    /// No sanitize operation at all: the controller has no Sanitize command.
+    pub fn none(self) -> bool {
+        self.0 & 0b111 == 0
+    }
+    /// NDI, bit 29: a sanitize that leaves the media allocated (NDAS=1) is
+    /// refused.
+    pub fn no_deallocate_inhibited(self) -> bool {
+        self.0 & 1 << 29 != 0
+    }
+    /// NODMMAS, bits 31:30: whether such a sanitize modifies the media
+    /// afterwards (0 not reported, 1 no, 2 yes).
+    pub fn no_deallocate_modifies_media(self) -> u8 {
+        (self.0 >> 30) as u8
     }
 }
 
@@ -129,12 +223,23 @@ mod tests {
         assert_eq!(c.model, "QEMU NVMe Ctrl");
         assert!(c.supports_format());
         assert!(c.supports_crypto_erase());
-        assert_eq!(c.sanicap, 0b011);
+        assert_eq!(c.sanicap, Sanicap(0b011));
+        assert!(c.sanicap.crypto_erase() && c.sanicap.block_erase());
+        assert!(!c.sanicap.overwrite() && !c.sanicap.none());
         assert_eq!(c.nn, 256);
         let c = Controller::parse(&controller(0x0008, 0x03)).unwrap();
         assert!(!c.supports_format());
         assert!(!c.supports_crypto_erase());
         assert!(Controller::parse(&[0u8; 100]).is_err());
+    }
+
+    #[test]
+    fn sanicap_bits() {
+        let s = Sanicap(1 << 31 | 1 << 29 | 0b100);
+        assert!(s.overwrite() && !s.crypto_erase() && !s.block_erase() && !s.none());
+        assert!(s.no_deallocate_inhibited());
+        assert_eq!(s.no_deallocate_modifies_media(), 2);
+        assert!(Sanicap(1 << 29 | 1 << 3).none());
     }
 
     fn namespace(flbas: u8, dps: u8, formats: &[u32]) -> Vec<u8> {

@@ -6,8 +6,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use super::format::{self, FormatPlan};
-use super::identify::{Controller, Namespace};
+use super::admin::{Admin, Command};
 use super::NvmeError;
 
 /// `struct nvme_passthru_cmd` (72 bytes).
@@ -41,11 +40,6 @@ const NVME_IOCTL_ADMIN_CMD: libc::Ioctl = 0xc048_4e41_u32 as libc::Ioctl;
 /// `_IO('N', 0x40)`: the namespace id of a namespace block device.
 const NVME_IOCTL_ID: libc::Ioctl = 0x4e40;
 
-const IDENTIFY: u8 = 0x06;
-const CNS_NAMESPACE: u32 = 0x00;
-const CNS_CONTROLLER: u32 = 0x01;
-const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The namespace id behind a namespace block device.
 pub fn namespace_id(f: &File) -> std::io::Result<u32> {
     // SAFETY: NVME_IOCTL_ID takes no argument and returns the id.
@@ -56,58 +50,49 @@ pub fn namespace_id(f: &File) -> std::io::Result<u32> {
     Ok(id as u32)
 }
 
-pub fn identify_controller(f: &File, path: &Path) -> Result<Controller, NvmeError> {
-    let data = identify(f, path, 0, CNS_CONTROLLER, "Identify Controller")?;
-    Controller::parse(&data).map_err(|reason| NvmeError::Identify {
-        path: path.to_path_buf(),
-        reason,
-    })
+/// Admin commands through the namespace block device `file`.
+pub struct Ioctl<'a> {
+    pub file: &'a File,
+    pub path: &'a Path,
 }
 
-pub fn identify_namespace(f: &File, path: &Path, nsid: u32) -> Result<Namespace, NvmeError> {
-    let data = identify(f, path, nsid, CNS_NAMESPACE, "Identify Namespace")?;
-    Namespace::parse(&data).map_err(|reason| NvmeError::Identify {
-        path: path.to_path_buf(),
-        reason,
-    })
-}
+impl Admin for Ioctl<'_> {
+    fn path(&self) -> &Path {
+        self.path
+    }
 
-fn identify(
-    f: &File,
-    path: &Path,
-    nsid: u32,
-    cns: u32,
-    command: &'static str,
-) -> Result<Vec<u8>, NvmeError> {
-    let mut data = vec![0u8; 4096];
-    let mut cmd = AdminCommand {
-        opcode: IDENTIFY,
-        nsid,
-        addr: data.as_mut_ptr() as u64,
-        data_len: data.len() as u32,
-        cdw10: cns,
-        timeout_ms: IDENTIFY_TIMEOUT.as_millis() as u32,
-        ..AdminCommand::default()
-    };
-    submit(f, path, &mut cmd, command)?;
-    Ok(data)
-}
-
-/// Format NVM as planned; returns when the controller has finished.
-pub fn format(
-    f: &File,
-    path: &Path,
-    plan: &FormatPlan,
-    timeout: Duration,
-) -> Result<(), NvmeError> {
-    let mut cmd = AdminCommand {
-        opcode: format::OPCODE,
-        nsid: plan.nsid,
-        cdw10: plan.cdw10(),
-        timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
-        ..AdminCommand::default()
-    };
-    submit(f, path, &mut cmd, "Format NVM")
+    fn submit(
+        &mut self,
+        what: &'static str,
+        cmd: &Command,
+        data: &mut [u8],
+        timeout: Duration,
+    ) -> Result<(), NvmeError> {
+        let data_len = u32::try_from(data.len()).map_err(|_| NvmeError::Io {
+            path: self.path.to_path_buf(),
+            what,
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        let mut raw = AdminCommand {
+            opcode: cmd.opcode,
+            nsid: cmd.nsid,
+            addr: if data.is_empty() {
+                0
+            } else {
+                data.as_mut_ptr() as u64
+            },
+            data_len,
+            cdw10: cmd.cdw10,
+            cdw11: cmd.cdw11,
+            cdw12: cmd.cdw12,
+            cdw13: cmd.cdw13,
+            cdw14: cmd.cdw14,
+            cdw15: cmd.cdw15,
+            timeout_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+            ..AdminCommand::default()
+        };
+        submit(self.file, self.path, &mut raw, what)
+    }
 }
 
 fn submit(
@@ -151,10 +136,11 @@ pub fn status_meaning(status: u16) -> &'static str {
         0x001 => "invalid command opcode",
         0x002 => "invalid field in command",
         0x00b => "invalid namespace or format",
+        0x01c => "sanitize failed",
         0x01d => "sanitize in progress",
+        0x020 => "namespace is write protected",
         0x10a => "invalid format",
-        0x115 => "namespace is write protected",
-        0x11e => "sanitize prohibited while persistent memory region is enabled",
+        0x123 => "sanitize prohibited while persistent memory region is enabled",
         0x180..=0x1ff => "command specific error",
         0x280..=0x2ff => "media or data integrity error",
         _ => "see the NVMe status code tables",
@@ -182,13 +168,21 @@ mod tests {
     fn statuses_are_named() {
         assert_eq!(status_meaning(0x10a), "invalid format");
         assert_eq!(status_meaning(0x4002), "invalid field in command");
+        // Generic 1Ch/1Dh/20h and command specific 23h (NVMe 2.0 figures 101, 103).
+        assert_eq!(status_meaning(0x01c), "sanitize failed");
+        assert_eq!(status_meaning(0x020), "namespace is write protected");
+        assert!(status_meaning(0x123).starts_with("sanitize prohibited"));
     }
 
     #[test]
     fn a_file_that_is_not_nvme_is_an_io_error_not_a_crash() {
         let f = tempfile::tempfile().unwrap();
         assert!(namespace_id(&f).is_err());
-        let e = identify_controller(&f, Path::new("/tmp/x")).unwrap_err();
+        let mut dev = Ioctl {
+            file: &f,
+            path: Path::new("/tmp/x"),
+        };
+        let e = super::super::identify::controller(&mut dev).unwrap_err();
         assert!(e.to_string().contains("Identify Controller"), "{e}");
     }
 }
