@@ -227,7 +227,11 @@ async fn raid1_created_deployed_onto_and_deleted() {
         .expect("the agent powers the machine off after the deploy");
     let serial = vm.proc.log_text();
     assert!(
-        serial.contains("/dev/md0"),
+        serial.contains("md/raid1:md0: active with 2 out of 2 mirrors"),
+        "the kernel did not run the mirror:\n{serial}"
+    );
+    assert!(
+        serial.contains("device=/dev/md0"),
         "the deploy did not go to /dev/md0:\n{serial}"
     );
     for d in &disks {
