@@ -244,14 +244,7 @@ async fn boot_case(nic_model: &str, disk: Disk, n: u8, image: Option<&TestImage>
         wait_states(&conductor, &uuid, &["manageable"], Duration::from_secs(30)).await;
         verb(&conductor, &uuid, "provide").await;
         wait_states(&conductor, &uuid, &["available"], Duration::from_secs(30)).await;
-        conductor
-            .patch_node(
-                &uuid,
-                json!([{"op": "add", "path": "/instance_info", "value": {
-                    "image_source": "http://10.0.2.100/images/disk.qcow2",
-                    "image_checksum": img.sha256, "image_disk_format": "qcow2"}}]),
-            )
-            .await;
+        img.set_as_instance_image(&conductor, &uuid).await;
     }
     let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -515,7 +508,7 @@ async fn bench_erase_format_vs_shred() {
 pub(crate) struct TestImage {
     pub(crate) dir: PathBuf,
     pub(crate) raw: Vec<u8>,
-    pub(crate) sha256: String,
+    sha256: String,
 }
 
 impl TestImage {
@@ -555,6 +548,18 @@ impl TestImage {
                 .to_string();
             TestImage { dir, raw, sha256 }
         })
+    }
+
+    /// Make the image the node's instance image, served by the conductor.
+    pub(crate) async fn set_as_instance_image(&self, conductor: &Conductor, uuid: &str) {
+        conductor
+            .patch_node(
+                uuid,
+                json!([{"op": "add", "path": "/instance_info", "value": {
+                    "image_source": "http://10.0.2.100/images/disk.qcow2",
+                    "image_checksum": self.sha256, "image_disk_format": "qcow2"}}]),
+            )
+            .await;
     }
 
     /// The disk starts with the image's bytes.

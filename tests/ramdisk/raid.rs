@@ -199,14 +199,7 @@ async fn raid1_created_deployed_onto_and_deleted() {
     // 2. Deploy onto the array.
     verb(&conductor, &uuid, "provide").await;
     wait_states(&conductor, &uuid, &["available"], Duration::from_secs(60)).await;
-    conductor
-        .patch_node(
-            &uuid,
-            json!([{"op": "add", "path": "/instance_info", "value": {
-                "image_source": "http://10.0.2.100/images/disk.qcow2",
-                "image_checksum": img.sha256, "image_disk_format": "qcow2"}}]),
-        )
-        .await;
+    img.set_as_instance_image(&conductor, &uuid).await;
     verb(&conductor, &uuid, "active").await;
     let node = wait_states(
         &conductor,
