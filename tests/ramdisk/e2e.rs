@@ -19,12 +19,12 @@ use serde_json::{json, Value};
 
 use crate::qemu::{guestfwd_to, ramdisk, vm_slot, workspace};
 
-const MARKER: &str = "FERRITE-DEPLOYED-IMAGE-BOOTED";
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+pub(crate) const MARKER: &str = "FERRITE-DEPLOYED-IMAGE-BOOTED";
+pub(crate) const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub(crate) const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// The bootable test images (tests/qemu/make-test-images), built once.
-fn test_images() -> &'static PathBuf {
+pub(crate) fn test_images() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let (kernel, _) = ramdisk();
@@ -243,7 +243,7 @@ pub(crate) async fn enroll_node(
     uuid
 }
 
-fn checksum_of(image: &str) -> String {
+pub(crate) fn checksum_of(image: &str) -> String {
     std::fs::read_to_string(test_images().join(format!("{image}.sha256")))
         .unwrap()
         .trim()

@@ -13,16 +13,25 @@
 //!    array it finds on disk, stops it, zeroes the superblocks and wipes
 //!    both disks; the host then finds no partition table and no md magic.
 //!
+//!
+//! In UEFI (OVMF), a second test deploys the bootable `uefi.qcow2` onto the
+//! mirror: `install_bootloader` gives each disk an ESP, mirrors them (md
+//! metadata 1.0, plain FAT to firmware), copies the image's ESP onto them
+//! and writes an NVRAM entry per disk. The machine then boots from its
+//! disks, and from the second disk alone.
+//!
 //! Direct kernel boot (PXE is not what this proves) on a sealed network.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrite_tests::{wait_exit, Conductor};
+use ferrite_tests::{wait_exit, Conductor, Proc};
 use serde_json::{json, Value};
 
-use crate::e2e::{conductor_serving, verb, wait_states};
+use crate::e2e::{
+    checksum_of, conductor_serving, test_images, verb, wait_states, MARKER, OVMF_CODE, OVMF_VARS,
+};
 use crate::hardware::TestImage;
 use crate::qemu::{ramdisk, vm_slot, Arch, DirectBoot, Vm};
 
@@ -34,7 +43,28 @@ const DISK_BYTES: u64 = 5 << 30;
 const MD_MAGIC: [u8; 4] = 0xa92b_4efc_u32.to_le_bytes();
 
 fn boot(dir: &Path, port: u16, disks: &[PathBuf], keep_as: &str) -> Vm {
-    let mut devices = Vec::new();
+    boot_with(dir, port, disks, keep_as, Vec::new())
+}
+
+/// OVMF with its own variable store (the machine's NVRAM).
+fn ovmf_args(vars: &Path) -> Vec<String> {
+    vec![
+        "-machine".into(),
+        "q35".into(),
+        "-drive".into(),
+        format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ]
+}
+
+fn boot_with(
+    dir: &Path,
+    port: u16,
+    disks: &[PathBuf],
+    keep_as: &str,
+    mut devices: Vec<String>,
+) -> Vm {
     for (i, d) in disks.iter().enumerate() {
         devices.push("-drive".to_string());
         devices.push(format!("file={},format=raw,if=none,id=r{i}", d.display()));
@@ -276,4 +306,167 @@ async fn raid1_created_deployed_onto_and_deleted() {
             d.display()
         );
     }
+}
+
+/// The machine powered on from its disks (no kernel given, no network):
+/// OVMF follows its NVRAM entries. Returns the serial log once it stops.
+async fn boot_from_disks(dir: &Path, vars: &Path, disks: &[PathBuf], tag: &str) -> String {
+    let mut cmd = std::process::Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+    ])
+    .args(["-serial", "stdio", "-nic", "none"])
+    .args(ovmf_args(vars));
+    for (i, d) in disks.iter().enumerate() {
+        cmd.args([
+            "-drive",
+            &format!("file={},format=raw,if=none,id=r{i}", d.display()),
+        ])
+        .args(["-device", &format!("virtio-blk-pci,drive=r{i}")]);
+    }
+    let log = dir.join(format!("{tag}.log"));
+    let mut vm = Proc::spawn(cmd, log.clone());
+    let status = wait_exit(&mut vm, Duration::from_secs(240)).await;
+    let serial = vm.log_text();
+    let _ = std::fs::copy(
+        &log,
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("raid-{tag}.log")),
+    );
+    assert!(status.is_ok(), "{tag}: the machine did not stop:\n{serial}");
+    serial
+}
+
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raid1_uefi_deploy_boots_from_either_disk() {
+    let _slot = vm_slot().await;
+    let images = test_images();
+    let conductor = conductor_serving(images, &["--fast-track", "true"]).await;
+    let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
+    let uuid = conductor
+        .create_node(json!({"driver": "fake-hardware", "name": "raid-uefi",
+            "automated_clean": false,
+            "properties": {"capabilities": "boot_mode:uefi"}}))
+        .await["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    conductor.create_port(&uuid, MAC).await;
+    let target = json!({"logical_disks": [{"size_gb": "MAX", "raid_level": "1",
+        "controller": "software"}]});
+    let (code, body) = put_raid(&conductor, &uuid, target).await;
+    assert_eq!(code, 204, "{body}");
+    verb(&conductor, &uuid, "manage").await;
+    wait_states(&conductor, &uuid, &["manageable"], Duration::from_secs(30)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let disks: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("disk{i}.raw")))
+        .collect();
+    for d in &disks {
+        std::fs::File::create(d)
+            .unwrap()
+            .set_len(DISK_BYTES)
+            .unwrap();
+    }
+    let vars = dir.path().join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).expect("OVMF (scripts/setup installs ovmf)");
+    let vm_dir = dir.path().join("ramdisk");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let mut vm = boot_with(
+        &vm_dir,
+        port,
+        &disks,
+        "raid-uefi-ramdisk.log",
+        ovmf_args(&vars),
+    );
+    vm.wait_heartbeat(&conductor, &uuid, Duration::from_secs(240))
+        .await;
+    clean(
+        &conductor,
+        &uuid,
+        json!([{"interface": "raid", "step": "create_configuration"}]),
+        &vm,
+    )
+    .await;
+    verb(&conductor, &uuid, "provide").await;
+    wait_states(&conductor, &uuid, &["available"], Duration::from_secs(60)).await;
+    conductor
+        .patch_node(
+            &uuid,
+            json!([{"op": "add", "path": "/instance_info", "value": {
+                "image_source": "http://10.0.2.100/images/uefi.qcow2",
+                "image_checksum": checksum_of("uefi.qcow2"), "image_disk_format": "qcow2"}}]),
+        )
+        .await;
+    verb(&conductor, &uuid, "active").await;
+    let node = wait_states(
+        &conductor,
+        &uuid,
+        &["active", "deploy failed"],
+        Duration::from_secs(300),
+    )
+    .await;
+    assert_eq!(
+        node["provision_state"],
+        "active",
+        "{}\n{}",
+        node["last_error"],
+        vm.proc.log_text()
+    );
+    wait_exit(&mut vm.proc, Duration::from_secs(60))
+        .await
+        .expect("the agent powers the machine off after the deploy");
+    let serial = vm.proc.log_text();
+    assert!(serial.contains("device=/dev/md0"), "{serial}");
+    drop(vm);
+
+    // One NVRAM entry per disk's ESP.
+    let nvram = std::fs::read(&vars).unwrap();
+    for part in ["(RAID, part0)", "(RAID, part1)"] {
+        let label = utf16(part);
+        assert!(
+            nvram.windows(label.len()).any(|w| w == label.as_slice()),
+            "no {part} boot entry in the NVRAM\n{serial}"
+        );
+    }
+    // Each disk's ESP is plain FAT at 1 MiB, ended by an md 1.0 superblock.
+    for d in &disks {
+        let boot_sector = read_at(d, 1 << 20, 512);
+        assert_eq!(
+            &boot_sector[510..],
+            &[0x55, 0xaa],
+            "{}: no FAT at 1 MiB",
+            d.display()
+        );
+        let esp_end = (1 << 20) + (550 << 20);
+        let tail = read_at(d, esp_end - (64 << 10), 64 << 10);
+        assert!(
+            tail.windows(4).any(|w| w == MD_MAGIC),
+            "{}: no md 1.0 superblock at the ESP's end",
+            d.display()
+        );
+    }
+
+    // Power on from the disks: the deployed OS runs and powers off.
+    let serial = boot_from_disks(dir.path(), &vars, &disks, "uefi-both-disks").await;
+    assert!(
+        serial.contains(&format!("{MARKER} ")) && serial.contains("ferrite.image=uefi"),
+        "the deployed image did not boot from the mirror:\n{serial}"
+    );
+    // The first disk gone: the second one's ESP boots the same image.
+    let serial = boot_from_disks(dir.path(), &vars, &disks[1..], "uefi-second-disk").await;
+    assert!(
+        serial.contains(&format!("{MARKER} ")) && serial.contains("ferrite.image=uefi"),
+        "the deployed image did not boot from the second disk alone:\n{serial}"
+    );
 }

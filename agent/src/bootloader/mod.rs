@@ -80,6 +80,8 @@ pub struct Environment<'a> {
     /// The agent owns `/dev` (the ramdisk, no udev): make the
     /// `/dev/disk/by-uuid` and `by-partuuid` links the image's tools expect.
     pub make_dev_links: bool,
+    /// Loads kernel modules (md, for software RAID ESP mirrors).
+    pub load_module: crate::disk::raid::running::LoadModule<'a>,
 }
 
 /// A disk's partitions with their filesystems and device nodes.
@@ -191,8 +193,6 @@ fn register_loaders(
     esp: &Partition,
     found: &[efi::Loader],
 ) -> Result<(), String> {
-    let vars = efi::EfiVars::new(env.sysfs_root.join("firmware/efi/efivars"))
-        .map_err(|e| format!("UEFI variables: {e}"))?;
     let signature = match view.table.kind {
         TableKind::Gpt { .. } => efi::DiskSignature::Gpt(
             uuid::Uuid::parse_str(&esp.part_uuid)
@@ -201,24 +201,99 @@ fn register_loaders(
         TableKind::Mbr { signature } => efi::DiskSignature::Mbr(signature),
     };
     let sector = view.table.sector;
-    for loader in found {
+    let hard_drive = efi::HardDrive {
+        partition_number: esp.number,
+        start_lba: esp.start / sector,
+        size_lba: esp.len / sector,
+        signature,
+    };
+    let entries: Vec<(efi::HardDrive, &efi::Loader, String)> = found
+        .iter()
+        .map(|l| (hard_drive, l, l.label.clone()))
+        .collect();
+    add_entries(env, &entries)
+}
+
+/// `Boot####` entries, each first in `BootOrder` as it is written.
+fn add_entries(
+    env: &Environment,
+    entries: &[(efi::HardDrive, &efi::Loader, String)],
+) -> Result<(), String> {
+    let vars = efi::EfiVars::new(env.sysfs_root.join("firmware/efi/efivars"))
+        .map_err(|e| format!("UEFI variables: {e}"))?;
+    for (hard_drive, loader, description) in entries {
         let option = efi::LoadOption {
             attributes: efi::load_option::ACTIVE,
-            description: loader.label.clone(),
-            hard_drive: efi::HardDrive {
-                partition_number: esp.number,
-                start_lba: esp.start / sector,
-                size_lba: esp.len / sector,
-                signature,
-            },
+            description: description.clone(),
+            hard_drive: *hard_drive,
             loader: loader.path.clone(),
         };
         let n = vars
             .add_first(&option)
-            .map_err(|e| format!("writing Boot entry {}: {e}", loader.label))?;
-        info!(entry = format!("Boot{n:04X}"), label = %loader.label, loader = %loader.path, "UEFI boot entry registered");
+            .map_err(|e| format!("writing Boot entry {description}: {e}"))?;
+        info!(entry = format!("Boot{n:04X}"), label = %description, loader = %loader.path, "UEFI boot entry registered");
     }
     Ok(())
+}
+
+/// IPA's software RAID UEFI setup: the image (on an md array) keeps its
+/// ESP inside the array, where firmware cannot see it; each holder gets an
+/// ESP of its own, mirrored, holding the image's ESP, and an NVRAM entry
+/// per holder (`<label> (RAID, part<i>)`) so either disk boots alone.
+fn softraid_efi_setup(
+    env: &Environment,
+    array: &crate::disk::raid::running::RunningArray,
+    req: &Request,
+) -> Result<(), RestError> {
+    let view = DiskView::read(env)?;
+    let esp = find_esp(env, &view, req)?;
+    let found = efi::loaders::find(env.disk, esp.start, esp.len).map_err(|e| {
+        RestError::command_execution(format!("reading the EFI system partition: {e}"))
+    })?;
+    if found.is_empty() {
+        return Err(RestError::command_execution(format!(
+            "the image's EFI system partition on {} holds no boot loader",
+            env.disk.display()
+        )));
+    }
+    let holders: Vec<PathBuf> = array
+        .holders
+        .iter()
+        .map(|h| Path::new("/dev").join(h))
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let homehost = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok());
+    let esps = crate::disk::raid::esp::prepare(
+        env.sysfs_root,
+        &holders,
+        (env.disk, esp.start, esp.len),
+        homehost.as_deref(),
+        now,
+        env.load_module,
+    )
+    .map_err(|e| RestError::command_execution(format!("software RAID ESPs: {e}")))?;
+    let mut entries = Vec::new();
+    // Reverse, so the first holder ends up first in BootOrder.
+    for (i, e) in esps.iter().enumerate().rev() {
+        for loader in &found {
+            entries.push((
+                efi::HardDrive {
+                    partition_number: e.number,
+                    start_lba: e.start / e.sector,
+                    size_lba: e.len / e.sector,
+                    signature: efi::DiskSignature::Gpt(e.part_uuid),
+                },
+                loader,
+                format!("{} (RAID, part{i})", loader.label),
+            ));
+        }
+    }
+    add_entries(env, &entries).map_err(RestError::command_execution)
 }
 
 fn find_esp<'v>(
@@ -356,6 +431,15 @@ pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, Res
     info!(disk = %env.disk.display(), ?current, target = ?req.target_boot_mode, root_uuid = ?req.root_uuid, "installing the bootloader");
     if req.prep_boot_part_uuid.is_some() {
         warn!("prep_boot_part_uuid given: PReP (ppc64) boot partitions are not handled on this architecture");
+    }
+    if current == BootMode::Uefi {
+        let on_array = crate::disk::raid::running::arrays(env.sysfs_root)
+            .into_iter()
+            .find(|a| a.path == env.disk && !a.holders.is_empty());
+        if let Some(array) = on_array {
+            softraid_efi_setup(env, &array, req)?;
+            return Ok(Value::Null);
+        }
     }
     if current == BootMode::Uefi && efi_boot_setup(env, &DiskView::read(env)?, req)? {
         return Ok(Value::Null);

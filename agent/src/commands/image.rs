@@ -22,6 +22,7 @@ pub fn register(reg: &mut Registry) {
                     .is_some_and(|c| c.enable_bios_bootloader_install),
                 // Only where no udev manages /dev: never on a host.
                 make_dev_links: crate::power::in_ramdisk(),
+                load_module: &crate::init::modules::load_in_ramdisk,
             };
             install_bootloader(&env, &request).map(|_| Value::Null)
         },

@@ -85,6 +85,14 @@ fn is_partition_image(node: &Node) -> bool {
     }
 }
 
+/// Ironic's `is_software_raid`: a logical disk on the `software` controller.
+fn is_software_raid(node: &Node) -> bool {
+    node.target_raid_config
+        .get("logical_disks")
+        .and_then(Value::as_array)
+        .is_some_and(|lds| lds.iter().any(|ld| ld["controller"] == "software"))
+}
+
 fn boot_mode(node: &Node) -> &'static str {
     let caps = node
         .instance_info
@@ -300,10 +308,11 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                 n.driver_internal_info.remove("deploy_progress");
                 Ok(())
             })?;
-            // Ironic installs a bootloader for partition images, and for
-            // whole-disk images in UEFI (the NVRAM entry).
+            // Ironic installs a bootloader for partition images, for
+            // whole-disk images in UEFI (the NVRAM entry), and on software
+            // RAID (the holders' boot partitions).
             let uefi = boot_mode(node) == "uefi";
-            if whole_disk && !uefi {
+            if whole_disk && !uefi && !is_software_raid(node) {
                 return finish_now(flows, uuid).await;
             }
             let mut params = Map::new();

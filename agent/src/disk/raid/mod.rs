@@ -6,6 +6,7 @@
 pub mod config;
 pub mod create;
 pub mod delete;
+pub mod esp;
 pub mod lifecycle;
 pub mod node;
 pub mod plan;
