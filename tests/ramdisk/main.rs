@@ -19,4 +19,5 @@ mod multi_nic;
 mod net6;
 mod power;
 mod qemu;
+mod rescue;
 mod slow_disk;
