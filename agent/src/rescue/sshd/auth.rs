@@ -65,8 +65,7 @@ impl PasswordCheck {
     }
 
     /// May `user` log in with `password`? sha-crypt compares the digests
-    /// in constant time (`password_hash::Output`); the user name is not
-    /// secret.
+    /// in constant time (`subtle`'s `ct_eq`); the user name is not secret.
     pub fn verify(&self, user: &str, password: &str) -> Result<(), Refusal> {
         let Self::Hash(hash) = self else {
             return Err(Refusal::NoUsableHash);
