@@ -62,6 +62,8 @@ enum Command {
     Dhcp(ferrite_agent::cli::dhcp::DhcpArgs),
     /// Bring up IPv6 and/or VLAN interfaces as PID 1 does, and print the addresses.
     NetUp(ferrite_agent::cli::net_up::NetUpArgs),
+    /// The rescue ssh server PID 1 runs once the machine is rescued.
+    RescueSshd(ferrite_agent::cli::rescue_sshd::RescueSshdArgs),
     /// The memory burn-in's worker process (started by `burnin_memory`).
     #[command(hide = true)]
     BurnMemory(ferrite_agent::cli::burn_memory::BurnMemoryArgs),
@@ -164,6 +166,15 @@ fn main() -> anyhow::Result<()> {
             ferrite_agent::logbuf::init(true);
             if let Err(e) = ferrite_agent::cli::net_up::run(args) {
                 eprintln!("ferrite-agent net-up: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Some(Command::RescueSshd(args)) => {
+            ferrite_agent::logbuf::init(false);
+            if let Err(e) = ferrite_agent::cli::rescue_sshd::run(args) {
+                // To the console (and the agent's log file) through logbuf.
+                tracing::error!("ferrite-agent rescue-sshd: {e:#}");
                 std::process::exit(1);
             }
             return Ok(());

@@ -6,6 +6,7 @@ pub mod forward_proxy;
 pub mod image_server;
 pub mod images;
 pub mod recorder;
+pub mod ssh;
 pub mod tls;
 
 use std::fs;

@@ -14,6 +14,7 @@ mod lookup_heartbeat;
 mod ramdisk_logs;
 mod redfish;
 mod rescue;
+mod rescue_ssh;
 mod security_api;
 
 use ferrite_tests::{Agent, Conductor};

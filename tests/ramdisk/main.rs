@@ -20,4 +20,5 @@ mod net6;
 mod power;
 mod qemu;
 mod raid;
+mod rescue;
 mod slow_disk;

@@ -132,7 +132,7 @@ pub(crate) fn virtual_ramdisk() -> &'static (PathBuf, PathBuf) {
 
 pub(crate) fn build_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, PathBuf) {
     let outputs = (out.join("deploy.kernel"), out.join("deploy.initramfs"));
-    // scripts/test built all four in this run, from the agent it had just
+    // scripts/test built all five in this run, from the agent it had just
     // built, and says so only when every build succeeded.
     if std::env::var_os("FERRITE_PREBUILT_RAMDISKS").is_some()
         && outputs.0.exists()
@@ -260,6 +260,17 @@ impl Vm {
     }
 
     pub(crate) fn boot_direct(dir: &Path, conductor_port: u16, spec: DirectBoot) -> Self {
+        Self::boot_direct_forwarding(dir, conductor_port, spec, &[])
+    }
+
+    /// [`Self::boot_direct`], with more of the guest's TCP ports on
+    /// 127.0.0.1: `(host port, guest port)` pairs (the rescue ssh server).
+    pub(crate) fn boot_direct_forwarding(
+        dir: &Path,
+        conductor_port: u16,
+        spec: DirectBoot,
+        forwards: &[(u16, u16)],
+    ) -> Self {
         let agent_port = free_port();
         let bootif = if spec.bootif {
             format!("BOOTIF=01-{}", spec.mac.replace(':', "-"))
@@ -274,8 +285,12 @@ impl Vm {
             spec.params
         );
         let restrict = if spec.open_net { "off" } else { "on" };
+        let extra: String = forwards
+            .iter()
+            .map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"))
+            .collect();
         let netdev = format!(
-            "user,id=n0,restrict={restrict},hostfwd=tcp:127.0.0.1:{agent_port}-:9999,\
+            "user,id=n0,restrict={restrict},hostfwd=tcp:127.0.0.1:{agent_port}-:9999{extra},\
              guestfwd=tcp:10.0.2.100:80-{}",
             guestfwd_to(conductor_port)
         );

@@ -44,6 +44,22 @@ pub fn serial_console(console_param: Option<&str>, proc_consoles: &str) -> Optio
     })
 }
 
+/// The applets as links (sh, dmesg, ls, ...) next to busybox; existing
+/// files are left alone.
+pub fn install_applets(busybox: &Path) {
+    let dir = busybox.parent().unwrap_or(Path::new("/bin"));
+    match Command::new(busybox)
+        .args(["--install", "-s"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => warn!("busybox --install: {s}"),
+        Err(e) => warn!("busybox --install: {e}"),
+    }
+}
+
 pub struct DebugShell {
     busybox: PathBuf,
     tty: PathBuf,
@@ -89,18 +105,7 @@ impl DebugShell {
     pub fn start(&mut self) {
         self.restart_at = None;
         if !self.installed {
-            // The applets as links (sh, dmesg, ls, ...) next to busybox.
-            let dir = self.busybox.parent().unwrap_or(Path::new("/bin"));
-            match Command::new(&self.busybox)
-                .args(["--install", "-s"])
-                .arg(dir)
-                .stdin(Stdio::null())
-                .status()
-            {
-                Ok(s) if s.success() => {}
-                Ok(s) => warn!("debug shell: busybox --install: {s}"),
-                Err(e) => warn!("debug shell: busybox --install: {e}"),
-            }
+            install_applets(&self.busybox);
             self.installed = true;
         }
         match self.spawn() {

@@ -63,10 +63,14 @@ pub fn run(mut shell: Option<super::debug_shell::DebugShell>) -> ! {
         shell.start();
     }
     loop {
-        let next = [agent.restart_at, shell.as_ref().and_then(|s| s.due())]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            agent.restart_at,
+            shell.as_ref().and_then(|s| s.due()),
+            rescue.due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = next
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(5))
@@ -93,6 +97,7 @@ pub fn run(mut shell: Option<super::debug_shell::DebugShell>) -> ! {
             if let Some(shell) = shell.as_mut() {
                 shell.reaped(pid);
             }
+            rescue.reaped(pid);
         });
         if agent.restart_at.is_some_and(|t| Instant::now() >= t) {
             agent.start();

@@ -4,6 +4,8 @@
 //! sends no heartbeat (the tenant's network must not reach it), and PID 1
 //! hands the machine to the rescue service (`init::rescue`).
 
+pub mod sshd;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
