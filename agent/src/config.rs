@@ -395,21 +395,6 @@ impl Config {
 
     /// The disk policy in force: explicit, else all disks only in the
     /// ramdisk (PID 1 or the agent it supervises).
-    /// Where a deploy looks for its install device, under `policy`
-    /// (from [`Config::disk_policy`]).
-    pub fn install_scope<'a>(
-        &'a self,
-        policy: &'a DiskPolicy,
-    ) -> crate::disk::install_target::Scope<'a> {
-        crate::disk::install_target::Scope {
-            sysfs_root: &self.sysfs_root,
-            dev_root: &self.dev_root,
-            policy,
-            run_dir: &self.run_dir,
-            load_module: &crate::init::modules::load_in_ramdisk,
-        }
-    }
-
     pub fn disk_policy(&self) -> DiskPolicy {
         self.disks.clone().unwrap_or_else(|| {
             if crate::power::in_ramdisk() {

@@ -129,6 +129,43 @@ async fn clean(conductor: &Conductor, uuid: &str, steps: Value, vm: &Vm) -> Valu
     node
 }
 
+/// From `manageable`: `provide`, the instance image (set by `set_image`),
+/// `active` by fast track; the deploy must succeed and the agent power
+/// the machine off. Returns the machine's serial log.
+async fn deploy<'a, F, Fut>(
+    conductor: &'a Conductor,
+    uuid: &'a str,
+    vm: &mut Vm,
+    set_image: F,
+) -> String
+where
+    F: FnOnce(&'a Conductor, &'a str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    verb(conductor, uuid, "provide").await;
+    wait_states(conductor, uuid, &["available"], Duration::from_secs(60)).await;
+    set_image(conductor, uuid).await;
+    verb(conductor, uuid, "active").await;
+    let node = wait_states(
+        conductor,
+        uuid,
+        &["active", "deploy failed"],
+        Duration::from_secs(300),
+    )
+    .await;
+    assert_eq!(
+        node["provision_state"],
+        "active",
+        "{}\n{}",
+        node["last_error"],
+        vm.proc.log_text()
+    );
+    wait_exit(&mut vm.proc, Duration::from_secs(60))
+        .await
+        .expect("the agent powers the machine off after the deploy");
+    vm.proc.log_text()
+}
+
 fn read_at(disk: &Path, offset: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     std::fs::File::open(disk)
@@ -227,28 +264,10 @@ async fn raid1_created_deployed_onto_and_deleted() {
     assert!(node["raid_config"]["last_updated"].is_string(), "{node}");
 
     // 2. Deploy onto the array.
-    verb(&conductor, &uuid, "provide").await;
-    wait_states(&conductor, &uuid, &["available"], Duration::from_secs(60)).await;
-    img.set_as_instance_image(&conductor, &uuid).await;
-    verb(&conductor, &uuid, "active").await;
-    let node = wait_states(
-        &conductor,
-        &uuid,
-        &["active", "deploy failed"],
-        Duration::from_secs(300),
-    )
+    let serial = deploy(&conductor, &uuid, &mut vm, |c, u| async move {
+        img.set_as_instance_image(c, u).await
+    })
     .await;
-    assert_eq!(
-        node["provision_state"],
-        "active",
-        "{}\n{}",
-        node["last_error"],
-        vm.proc.log_text()
-    );
-    wait_exit(&mut vm.proc, Duration::from_secs(60))
-        .await
-        .expect("the agent powers the machine off after the deploy");
-    let serial = vm.proc.log_text();
     assert!(
         serial.contains("md/raid1:md0: active with 2 out of 2 mirrors"),
         "the kernel did not run the mirror:\n{serial}"
@@ -398,35 +417,16 @@ async fn raid1_uefi_deploy_boots_from_either_disk() {
         &vm,
     )
     .await;
-    verb(&conductor, &uuid, "provide").await;
-    wait_states(&conductor, &uuid, &["available"], Duration::from_secs(60)).await;
-    conductor
-        .patch_node(
-            &uuid,
+    let serial = deploy(&conductor, &uuid, &mut vm, |c, u| async move {
+        c.patch_node(
+            u,
             json!([{"op": "add", "path": "/instance_info", "value": {
                 "image_source": "http://10.0.2.100/images/uefi.qcow2",
                 "image_checksum": checksum_of("uefi.qcow2"), "image_disk_format": "qcow2"}}]),
         )
-        .await;
-    verb(&conductor, &uuid, "active").await;
-    let node = wait_states(
-        &conductor,
-        &uuid,
-        &["active", "deploy failed"],
-        Duration::from_secs(300),
-    )
-    .await;
-    assert_eq!(
-        node["provision_state"],
-        "active",
-        "{}\n{}",
-        node["last_error"],
-        vm.proc.log_text()
-    );
-    wait_exit(&mut vm.proc, Duration::from_secs(60))
         .await
-        .expect("the agent powers the machine off after the deploy");
-    let serial = vm.proc.log_text();
+    })
+    .await;
     assert!(serial.contains("device=/dev/md0"), "{serial}");
     drop(vm);
 

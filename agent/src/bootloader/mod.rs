@@ -261,19 +261,12 @@ fn softraid_efi_setup(
         .iter()
         .map(|h| Path::new("/dev").join(h))
         .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let homehost = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok());
     let esps = crate::disk::raid::esp::prepare(
         env.sysfs_root,
         &holders,
         (env.disk, esp.start, esp.len),
-        homehost.as_deref(),
-        now,
+        crate::disk::md::homehost().as_deref(),
+        crate::disk::md::now(),
         env.load_module,
     )
     .map_err(|e| RestError::command_execution(format!("software RAID ESPs: {e}")))?;

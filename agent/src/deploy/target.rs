@@ -6,10 +6,25 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::whole_disk::hints;
+use crate::config::Config;
 use crate::disk::install_target;
 use crate::disk::skip_list::SkipList;
+use crate::disk::DiskPolicy;
 use crate::errors::RestError;
 use crate::state::AgentContext;
+
+/// Where a deploy looks for its install device, under `policy` (from
+/// [`Config::disk_policy`]); arrays found on disk are started with the
+/// ramdisk's module loader.
+pub fn install_scope<'a>(cfg: &'a Config, policy: &'a DiskPolicy) -> install_target::Scope<'a> {
+    install_target::Scope {
+        sysfs_root: &cfg.sysfs_root,
+        dev_root: &cfg.dev_root,
+        policy,
+        run_dir: &cfg.run_dir,
+        load_module: &crate::init::modules::load_in_ramdisk,
+    }
+}
 
 pub fn install_device(ctx: &AgentContext) -> Result<PathBuf, RestError> {
     if let Some(prepared) = ctx.prepared() {
@@ -24,7 +39,7 @@ pub fn install_device(ctx: &AgentContext) -> Result<PathBuf, RestError> {
     let skip = SkipList::from_node(&node).map_err(RestError::invalid_params)?;
     let policy = cfg.disk_policy();
     Ok(
-        install_target::install_device(cfg.install_scope(&policy), &skip, hints(&node).as_ref())?
+        install_target::install_device(install_scope(cfg, &policy), &skip, hints(&node).as_ref())?
             .path,
     )
 }

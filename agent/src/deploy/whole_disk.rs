@@ -44,7 +44,11 @@ pub fn prepare_image(
     let skip =
         crate::disk::skip_list::SkipList::from_node(node).map_err(RestError::invalid_params)?;
     let policy = cfg.disk_policy();
-    let device = install_device(cfg.install_scope(&policy), &skip, hints(node).as_ref())?;
+    let device = install_device(
+        super::target::install_scope(cfg, &policy),
+        &skip,
+        hints(node).as_ref(),
+    )?;
     if info.image_type.as_deref() == Some("partition") {
         info!(image = %info.id, device = %device.path.display(), size = device.size, "deploying partition image");
         return partition_image::prepare(

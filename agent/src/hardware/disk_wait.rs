@@ -126,7 +126,7 @@ fn root_disk(cfg: &Config, node: Option<&Map<String, Value>>) -> Result<BlockDev
     };
     let policy = cfg.disk_policy();
     install_device(
-        cfg.install_scope(&policy),
+        crate::deploy::target::install_scope(cfg, &policy),
         &skip,
         node.and_then(hints).as_ref(),
     )

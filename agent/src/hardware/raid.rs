@@ -5,13 +5,12 @@
 //! [`crate::disk::raid::SoftwareRaid`]; the disks are laid out, the md
 //! superblocks written and the arrays started natively (no mdadm).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{json, Value};
 use tracing::info;
 
 use super::manager::StepCall;
 use crate::disk::boot_mode::BootMode;
+use crate::disk::md;
 use crate::disk::raid::{self, config, lifecycle, node, root_volume, NodeContext, SoftwareRaid};
 use crate::disk::{list_block_devices, BlockDevice};
 use crate::errors::RestError;
@@ -34,13 +33,6 @@ fn disks(call: &StepCall) -> Vec<BlockDevice> {
     list_block_devices(&cfg.sysfs_root, &cfg.dev_root, &cfg.disk_policy())
 }
 
-fn homehost() -> Option<String> {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-}
-
 fn raid_error(e: impl std::fmt::Display) -> RestError {
     RestError::software_raid(e.to_string())
 }
@@ -58,15 +50,11 @@ fn create(call: &StepCall, node: &Value, raid: &SoftwareRaid) -> Result<(), Rest
         holders = plan.holders.len(),
         "creating software RAID"
     );
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     let created = lifecycle::create(
         &cfg.sysfs_root,
         &plan,
-        homehost().as_deref(),
-        now,
+        md::homehost().as_deref(),
+        md::now(),
         &crate::init::modules::load_in_ramdisk,
     )
     .map_err(raid_error)?;

@@ -15,6 +15,22 @@ mod examine_oracle;
 pub use geometry::{superblocks, ArraySpec, Level, Metadata};
 pub use superblock::{Superblock, MAGIC};
 
+/// mdadm's default home host: this machine's name.
+pub fn homehost() -> Option<String> {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+}
+
+/// Seconds since the epoch, for superblock times.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// `set_name` as mdadm forms it: `homehost:name`, unless the name already
 /// names a host, there is no home host, or the pair would not fit in 32 bytes.
 pub fn set_name(homehost: Option<&str>, name: &str) -> String {

@@ -48,6 +48,12 @@ pub enum EspError {
     NoGpt(String),
     #[error("{disk}: no room for a {ESP_MIB} MiB ESP before its first partition at byte {first}")]
     NoRoom { disk: String, first: u64 },
+    #[error("{disk}: ESP partition {number} has no usable PARTUUID ({value:?})")]
+    PartUuid {
+        disk: String,
+        number: u32,
+        value: String,
+    },
     #[error("{0}: the new ESP partition is not in the partition table")]
     Lost(String),
     #[error("the kernel made no device node for ESP {0}")]
@@ -116,13 +122,18 @@ fn holder_esp(disk: &Path, i: usize) -> Result<HolderEsp, EspError> {
     let p = table
         .get(number)
         .ok_or_else(|| EspError::Lost(disk.display().to_string()))?;
+    let part_uuid = Uuid::parse_str(&p.part_uuid).map_err(|_| EspError::PartUuid {
+        disk: disk.display().to_string(),
+        number,
+        value: p.part_uuid.clone(),
+    })?;
     announce(disk, &[(number, p.start, p.len)]);
     Ok(HolderEsp {
         disk: disk.to_path_buf(),
         number,
         start: p.start,
         len: p.len,
-        part_uuid: Uuid::parse_str(&p.part_uuid).unwrap_or_default(),
+        part_uuid,
         sector,
     })
 }

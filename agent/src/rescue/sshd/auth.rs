@@ -21,8 +21,8 @@ pub enum HashFileError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is {size} bytes: not a password hash")]
-    TooLarge { path: String, size: u64 },
+    #[error("{path} is over {limit} bytes: not a password hash")]
+    TooLarge { path: String, limit: u64 },
     #[error("{path} holds no SHA-crypt ($5$/$6$) hash")]
     NotAHash { path: String },
 }
@@ -89,11 +89,19 @@ fn read_hash(path: &Path) -> Result<String, HashFileError> {
         path: shown.clone(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(read)?.len();
-    if size > MAX_HASH_FILE {
-        return Err(HashFileError::TooLarge { path: shown, size });
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(MAX_HASH_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(read)?;
+    if text.len() as u64 > MAX_HASH_FILE {
+        return Err(HashFileError::TooLarge {
+            path: shown,
+            limit: MAX_HASH_FILE,
+        });
     }
-    let text = std::fs::read_to_string(path).map_err(read)?;
     let hash = text.trim();
     if is_crypt_hash(hash) && !hash.contains(char::is_whitespace) {
         Ok(hash.to_string())
