@@ -13,10 +13,17 @@
   initramfs.py profile-files PROFILE_DIR PROFILE
       Print the profile's `@file <package> <path>` lines (files copied from
       Debian packages of the target architecture, e.g. a static busybox).
+  initramfs.py layer-base PROFILE_DIR PROFILE
+      Print the profile PROFILE is a layer over: its only lines are one
+      `@include <base>` and `@file` lines, so its ramdisk is the base's plus
+      those files. Fails (exit 1, with the reason) for any other profile.
   initramfs.py cpio ROOTFS OUT
       Write ROOTFS as a newc cpio archive: sorted paths, owner 0:0, mtime
       $SOURCE_DATE_EPOCH, normalised modes, plus /dev/console and /dev/null
       (the kernel opens /dev/console for init before anything is mounted).
+  initramfs.py cpio-layer ROOTFS OUT
+      The same without the standard entries: an archive appended to a full
+      one (the kernel unpacks concatenated archives in order).
 """
 import lzma
 import os
@@ -153,6 +160,24 @@ def profile_files(profile_dir, name):
     """Print the `<package> <path>` pairs of a profile's `@file` lines."""
     for line in read_profile(profile_dir, name)[3]:
         print(line)
+
+
+def layer_base(profile_dir, name):
+    """The base profile of a layer profile (see the module docstring)."""
+    path = os.path.join(profile_dir, name + ".list")
+    read_profile(profile_dir, name)  # validates every line and the includes
+    includes, others = [], []
+    with open(path) as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line.startswith("@include "):
+                includes.append(line.split(None, 1)[1].strip())
+            elif line and not line.startswith("@file "):
+                others.append(line)
+    if len(includes) != 1 or others:
+        sys.exit(f"profile {name!r} is not a layer: a layer has exactly one @include "
+                 f"and otherwise only @file lines (includes {includes}, other lines {others})")
+    print(includes[0])
 
 
 def modules(kroot, kver, profile_dir, profile, rootfs, *firmware_roots):
@@ -307,7 +332,7 @@ def modules(kroot, kver, profile_dir, profile, rootfs, *firmware_roots):
                   f"{' '.join(sorted(fw_missing))}")
 
 
-def cpio(rootfs, out):
+def cpio(rootfs, out, standard_entries=True):
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
     entries = []  # (name, mode, data, rdev)
     for dirpath, dirs, files in os.walk(rootfs):
@@ -326,12 +351,13 @@ def cpio(rootfs, out):
                     entries.append((rel, stat.S_IFREG | perm, f.read(), (0, 0)))
             else:
                 sys.exit(f"cpio: unsupported file type: {full}")
-    names = {e[0] for e in entries}
-    for d in ("dev", "proc", "sys", "run", "tmp"):
-        if d not in names:
-            entries.append((d, stat.S_IFDIR | 0o755, b"", (0, 0)))
-    entries.append(("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)))
-    entries.append(("dev/null", stat.S_IFCHR | 0o666, b"", (1, 3)))
+    if standard_entries:
+        names = {e[0] for e in entries}
+        for d in ("dev", "proc", "sys", "run", "tmp"):
+            if d not in names:
+                entries.append((d, stat.S_IFDIR | 0o755, b"", (0, 0)))
+        entries.append(("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)))
+        entries.append(("dev/null", stat.S_IFCHR | 0o666, b"", (1, 3)))
     entries.sort(key=lambda e: e[0])
 
     def header(ino, name, mode, size, rdev, nlink):
@@ -356,7 +382,11 @@ if __name__ == "__main__":
         profile_firmware(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "profile-files":
         profile_files(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "layer-base":
+        layer_base(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "cpio":
         cpio(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "cpio-layer":
+        cpio(*sys.argv[2:], standard_entries=False)
     else:
         sys.exit(__doc__)

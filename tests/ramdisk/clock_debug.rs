@@ -23,13 +23,13 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UdpSocket, UnixStream};
 
-use crate::qemu::{build_ramdisk, virtual_ramdisk, vm_slot, workspace, Arch, DirectBoot, Vm};
+use crate::qemu::{layer_ramdisk, virtual_ramdisk, vm_slot, workspace, Arch, DirectBoot, Vm};
 
 /// The `debug` profile (server + busybox), built once per test run.
 fn debug_ramdisk() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        build_ramdisk(
+        layer_ramdisk(
             Arch::X86_64,
             "debug",
             &workspace().join("build/ramdisk-debug"),

@@ -130,14 +130,54 @@ pub(crate) fn virtual_ramdisk() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// Whether scripts/test's background build made every ramdisk in this run,
+/// from the agent it had just built. `FERRITE_PREBUILT_RAMDISKS` names the
+/// file that build writes when it ends (`ok` or `failed`); the first suites
+/// run while it is still going, so this waits for it, within a bound.
+fn prebuilt_ramdisks() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        let Some(status) = std::env::var_os("FERRITE_PREBUILT_RAMDISKS") else {
+            return false;
+        };
+        let status = PathBuf::from(status);
+        let deadline = Instant::now() + Duration::from_secs(40 * 60);
+        loop {
+            match std::fs::read_to_string(&status) {
+                Ok(text) => {
+                    let ok = text.trim() == "ok";
+                    if !ok {
+                        eprintln!("scripts/test's ramdisk build failed; building here");
+                    }
+                    return ok;
+                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(1)),
+                Err(e) => {
+                    eprintln!("no ramdisk build status at {}: {e}", status.display());
+                    return false;
+                }
+            }
+        }
+    })
+}
+
 pub(crate) fn build_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, PathBuf) {
+    run_build(arch, profile, out, None)
+}
+
+/// A layer profile (`debug`, `rescue`: server plus files), built as the
+/// server ramdisk of this run with the layer's archive appended.
+pub(crate) fn layer_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, PathBuf) {
+    let (_, base_initramfs) = ramdisk_for(arch);
+    let base = base_initramfs
+        .parent()
+        .expect("the initramfs is in its build directory");
+    run_build(arch, profile, out, Some(base))
+}
+
+fn run_build(arch: Arch, profile: &str, out: &Path, layer_on: Option<&Path>) -> (PathBuf, PathBuf) {
     let outputs = (out.join("deploy.kernel"), out.join("deploy.initramfs"));
-    // scripts/test built all five in this run, from the agent it had just
-    // built, and says so only when every build succeeded.
-    if std::env::var_os("FERRITE_PREBUILT_RAMDISKS").is_some()
-        && outputs.0.exists()
-        && outputs.1.exists()
-    {
+    if prebuilt_ramdisks() && outputs.0.exists() && outputs.1.exists() {
         eprintln!("{arch:?} {profile} ramdisk: prebuilt by scripts/test");
         return outputs;
     }
@@ -147,6 +187,9 @@ pub(crate) fn build_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, 
         .env("ARCH", arch.name())
         .env("PROFILE", profile)
         .env("OUT", out);
+    if let Some(base) = layer_on {
+        build.env("LAYER_ON", base);
+    }
     // What cargo sets for this test binary would reach the agent's build:
     // ring's build script reruns when CARGO_MANIFEST_DIR differs, relinking
     // the agent that scripts/test has just built.

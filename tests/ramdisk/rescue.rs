@@ -21,7 +21,7 @@ use ferrite_tests::ssh::{ssh, Login};
 use ferrite_tests::{free_port, wait_for, Agent, Conductor};
 use serde_json::{json, Value};
 
-use crate::qemu::{build_ramdisk, vm_slot, workspace, Arch, DirectBoot, Vm};
+use crate::qemu::{layer_ramdisk, vm_slot, workspace, Arch, DirectBoot, Vm};
 
 const MAC: &str = "52:54:00:5e:5c:21";
 const PASSWORD: &str = "Tenant-qemu-rescue-9137";
@@ -30,7 +30,7 @@ const PASSWORD: &str = "Tenant-qemu-rescue-9137";
 fn rescue_ramdisk() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        build_ramdisk(
+        layer_ramdisk(
             Arch::X86_64,
             "rescue",
             &workspace().join("build/ramdisk-rescue"),
