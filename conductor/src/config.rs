@@ -147,6 +147,16 @@ pub struct ConductorConfig {
     /// without a heartbeat.
     #[arg(long, env = "FERRITE_RESCUE_CALLBACK_TIMEOUT", default_value_t = 1800)]
     pub rescue_callback_timeout: u64,
+    /// `[conductor]rescue_kernel`: the rescue ramdisk's kernel for nodes
+    /// whose `driver_info` has no `rescue_kernel`/`rescue_ramdisk` pair: an
+    /// http(s) URL, or a file name in the boot directory. With neither, a
+    /// rescue is refused (Ironic's `validate_rescue`).
+    #[arg(long, env = "FERRITE_RESCUE_KERNEL")]
+    pub rescue_kernel: Option<String>,
+    /// `[conductor]rescue_ramdisk`: the rescue ramdisk's initramfs, as
+    /// `--rescue-kernel`.
+    #[arg(long, env = "FERRITE_RESCUE_RAMDISK")]
+    pub rescue_ramdisk: Option<String>,
     /// `[conductor]rescue_password_hash_algorithm`: the crypt(3) hash the
     /// rescue password is sent to the ramdisk in (`sha256` or `sha512`).
     #[arg(long, env = "FERRITE_RESCUE_PASSWORD_HASH_ALGORITHM", default_value = "sha256",

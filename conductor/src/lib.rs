@@ -13,6 +13,7 @@ pub mod flows;
 pub mod fsm;
 pub mod pairing;
 pub mod power;
+pub mod pyrepr;
 pub mod ramdisk_logs;
 pub mod server;
 pub mod store;

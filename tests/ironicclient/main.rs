@@ -291,3 +291,70 @@ async fn baremetal_cli_over_https_with_the_ca() {
     let err = String::from_utf8_lossy(&untrusted.stderr);
     assert!(err.contains("SSL") || err.contains("certificate"), "{err}");
 }
+
+/// `baremetal node deploy --deploy-steps` (API 1.69): a malformed step is
+/// refused with Ironic's schema text, a good one is kept on the node for
+/// the deploy (its ramdisk never calls back here).
+#[tokio::test(flavor = "multi_thread")]
+async fn baremetal_cli_deploys_with_deploy_steps() {
+    let c = Conductor::start(&["--automated-clean", "false"]).await;
+    let node = json(
+        &c,
+        &[
+            "node",
+            "create",
+            "--driver",
+            "fake-hardware",
+            "--name",
+            "steps-1",
+        ],
+    );
+    let uuid = node["uuid"].as_str().expect("uuid").to_string();
+    run(&c, &["node", "manage", "--wait", "30", &uuid]);
+    run(&c, &["node", "provide", "--wait", "30", &uuid]);
+    run(
+        &c,
+        &[
+            "node",
+            "set",
+            &uuid,
+            "--instance-info",
+            "image_source=http://images.example/disk.img",
+            "--instance-info",
+            "image_checksum=0123456789abcdef0123456789abcdef",
+        ],
+    );
+    let env = [
+        ("OS_ENDPOINT", c.url.as_str()),
+        ("OS_AUTH_TYPE", "http_basic"),
+        ("OS_USERNAME", ferrite_tests::API_USER),
+        ("OS_PASSWORD", ferrite_tests::API_PASSWORD),
+    ];
+    let refused = cli(
+        &[
+            "node",
+            "deploy",
+            &uuid,
+            "--deploy-steps",
+            r#"[{"interface": "deploy", "step": "inject_files", "args": {}}]"#,
+        ],
+        &env,
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("Invalid deploy_steps: 'priority' is a required property"),
+        "{err}"
+    );
+    assert_eq!(c.node(&uuid).await["provision_state"], "available");
+
+    let steps = r#"[{"interface": "deploy", "step": "inject_files", "args": {"files": []}, "priority": 50}]"#;
+    run(&c, &["node", "deploy", &uuid, "--deploy-steps", steps]);
+    c.wait_state(&uuid, "wait call-back", std::time::Duration::from_secs(30))
+        .await;
+    let shown = json(&c, &["node", "show", &uuid]);
+    assert_eq!(
+        shown["driver_internal_info"]["user_deploy_steps"],
+        serde_json::from_str::<Value>(steps).unwrap()
+    );
+}

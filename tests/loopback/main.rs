@@ -7,6 +7,7 @@ mod burnin;
 mod burnin_network;
 mod conductor_api;
 mod conductor_client;
+mod deploy_steps;
 mod flows;
 mod inspection;
 mod ipmi;

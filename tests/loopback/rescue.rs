@@ -38,6 +38,17 @@ async fn provision_at(c: &Conductor, uuid: &str, version: &str, body: Value) -> 
     (code, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Where the rescue kernel is (never fetched here: the agent runs on the host).
+const RESCUE_KERNEL: &str = "http://images.example/rescue/vmlinuz";
+
+/// The iPXE script the conductor serves the machine booting from `mac`.
+async fn boot_script(c: &Conductor, mac: &str) -> String {
+    let url = format!("{}/boot/node/{}.ipxe", c.url, mac.replace(':', "-"));
+    let r = reqwest::get(url).await.expect("GET boot script");
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap_or_default()
+}
+
 /// The node as `GET /v1/nodes/{id}` returns it, as text.
 async fn node_text(c: &Conductor, uuid: &str) -> String {
     c.node(uuid).await.to_string()
@@ -156,6 +167,28 @@ async fn rescue_and_unrescue_a_deployed_node() {
     )
     .await;
     assert_eq!(c.node(&uuid).await["provision_state"], "active");
+    // No rescue kernel and ramdisk, neither on the node nor in the
+    // configuration: the PXE boot interface's `validate_rescue`.
+    let (code, answer) = c.act(&uuid, rescue.clone()).await;
+    assert_eq!(code, 500, "{answer}");
+    assert_eq!(
+        faultstring(&answer),
+        format!("Failed to rescue instance None for node {uuid}: Validation failed: Cannot validate PXE bootloader. Some parameters were missing in node's driver_info and configuration. Missing are: ['rescue_kernel', 'rescue_ramdisk']")
+    );
+    let unchanged = c.node(&uuid).await;
+    assert_eq!(unchanged["provision_state"], "active");
+    assert_eq!(unchanged["target_provision_state"], Value::Null);
+    assert!(unchanged["instance_info"].get("rescue_password").is_none());
+    // The rescue images (not secrets: the API shows them).
+    c.patch_node(
+        &uuid,
+        json!([{"op": "add", "path": "/driver_info/rescue_kernel", "value": RESCUE_KERNEL},
+               {"op": "add", "path": "/driver_info/rescue_ramdisk", "value": "rescue.initramfs"}]),
+    )
+    .await;
+    let shown = c.node(&uuid).await;
+    assert_eq!(shown["driver_info"]["rescue_kernel"], RESCUE_KERNEL);
+    assert_eq!(shown["driver_info"]["rescue_ramdisk"], "rescue.initramfs");
 
     // Rescue: the ramdisk boots (a new agent), heartbeats, gets the hash.
     let (code, answer) = c.act(&uuid, rescue.clone()).await;
@@ -168,6 +201,20 @@ async fn rescue_and_unrescue_a_deployed_node() {
     assert_eq!(waiting["instance_info"]["rescue_password"], "******");
     assert_eq!(waiting["instance_info"]["hashed_rescue_password"], "******");
     assert!(!waiting.to_string().contains(PASSWORD));
+    // The machine PXE-boots the rescue ramdisk, not the deploy one.
+    let script = boot_script(&c, MAC).await;
+    assert!(
+        script.contains(&format!("kernel --name deploy.kernel {RESCUE_KERNEL} ")),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!(
+            "initrd --name deploy.initramfs {}/boot/files/rescue.initramfs ",
+            c.url
+        )),
+        "{script}"
+    );
+    assert!(!script.contains("/boot/files/deploy."), "{script}");
     let rescue_agent = Agent::start(&c.url, &[MAC], &[&disks]);
     let rescued = c.wait_state(&uuid, "rescue", Duration::from_secs(90)).await;
     assert_eq!(rescued["last_error"], Value::Null);
@@ -249,4 +296,68 @@ async fn rescue_and_unrescue_a_deployed_node() {
         !log.contains(PASSWORD),
         "the password is in the conductor log"
     );
+}
+
+/// A node being deployed still PXE-boots the deploy ramdisk while rescue
+/// images are configured (`--rescue-kernel`/`--rescue-ramdisk`, Ironic's
+/// `[conductor]rescue_kernel`/`rescue_ramdisk`), and `validate` counts the
+/// configured ones for the rescue interface.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploying_node_boots_the_deploy_ramdisk_with_rescue_images_configured() {
+    const DEPLOY_MAC: &str = "52:54:00:5e:5c:02";
+    let c = Conductor::start(&[
+        "--rescue-kernel",
+        "rescue.kernel",
+        "--rescue-ramdisk",
+        "http://images.example/rescue.initramfs",
+    ])
+    .await;
+    let node = c
+        .create_node(json!({"driver": "fake-hardware", "automated_clean": false,
+                            "rescue_interface": "agent"}))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    c.create_port(&uuid, DEPLOY_MAC).await;
+    let validate: Value = c
+        .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}/validate"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(validate["rescue"]["result"], true, "{validate}");
+    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
+    c.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
+    assert_eq!(c.act(&uuid, json!({"target": "provide"})).await.0, 202);
+    c.wait_state(&uuid, "available", Duration::from_secs(30))
+        .await;
+    c.patch_node(
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": "http://images.example/disk.raw", "image_checksum": "abc",
+            "image_disk_format": "raw"}}]),
+    )
+    .await;
+    assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
+    // No agent ever answers: the node waits for its call-back.
+    c.wait_state(&uuid, "wait call-back", Duration::from_secs(30))
+        .await;
+    let script = boot_script(&c, DEPLOY_MAC).await;
+    assert!(
+        script.contains(&format!(
+            "kernel --name deploy.kernel {}/boot/files/deploy.kernel ",
+            c.url
+        )),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!(
+            "initrd --name deploy.initramfs {}/boot/files/deploy.initramfs ",
+            c.url
+        )),
+        "{script}"
+    );
+    assert!(!script.contains("rescue"), "{script}");
 }

@@ -65,6 +65,14 @@ async fn active_node(c: &Conductor, dir: &Path, server: &ImageServer, sum: &str)
     c.wait_state(&uuid, "available", Duration::from_secs(30))
         .await;
     c.create_port(&uuid, MAC).await;
+    // The rescue kernel and ramdisk a PXE boot would fetch (the conductor
+    // refuses a rescue without them); this test boots them directly.
+    c.patch_node(
+        &uuid,
+        json!([{"op": "add", "path": "/driver_info/rescue_kernel", "value": "rescue.kernel"},
+               {"op": "add", "path": "/driver_info/rescue_ramdisk", "value": "rescue.initramfs"}]),
+    )
+    .await;
     let disk = LoopDevice::new(dir, "target.loop", 5 << 30, true);
     let disks = format!("ferrite-disks={}", disk.path.display());
     let agent = Agent::start(&c.url, &[MAC], &[&disks]);

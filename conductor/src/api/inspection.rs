@@ -36,23 +36,7 @@ fn not_found() -> ApiError {
 }
 
 /// Python's `repr` of a JSON value, as jsonschema quotes it in messages.
-fn py_repr(v: &Value) -> String {
-    match v {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
-        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
-        Value::Object(o) => format!(
-            "{{{}}}",
-            o.iter()
-                .map(|(k, v)| format!("'{k}': {}", py_repr(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
+use crate::pyrepr::repr as py_repr;
 
 fn schema_error(message: String) -> ApiError {
     ApiError::bad_request(format!("Schema error for data: {message}"))

@@ -2,6 +2,7 @@
 //! ramdisk endpoints (lookup, heartbeat).
 
 mod burnin_pairing;
+mod deploy_steps;
 pub mod error;
 mod history;
 mod inspection;

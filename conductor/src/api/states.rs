@@ -127,16 +127,55 @@ pub async fn provision(
         }
         _ => {}
     }
+    let deploy_steps = deploy_steps_arg(&body, target, version.minor)?;
     let flows = state.flows.clone();
     let args = ActionArgs {
         configdrive,
         clean_steps,
         rescue_password: rescue_password.flatten(),
+        deploy_steps,
     };
     let node = tokio::task::spawn_blocking(move || flows.request(&ident, event, args))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(accepted(&node.uuid, &state.config.public_url()))
+}
+
+/// `deploy_steps` (API 1.69), checked as Ironic's API does: a list, only
+/// with `active`/`rebuild`, then the schema. An empty list is no list.
+fn deploy_steps_arg(
+    body: &Map<String, Value>,
+    target: &str,
+    minor: u32,
+) -> ApiResult<Option<Vec<Value>>> {
+    let steps = match body.get("deploy_steps") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(steps)) if steps.is_empty() => return Ok(None),
+        Some(Value::Array(steps)) => steps,
+        Some(other) => {
+            let shown = match other {
+                Value::String(s) => s.clone(),
+                v => crate::pyrepr::repr(v),
+            };
+            return Err(ApiError::bad_request(format!(
+                "Expected types <class 'NoneType'>, <class 'list'> for deploy_steps: {shown}"
+            )));
+        }
+    };
+    if minor < 69 {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "Request not acceptable. The minimal required API version should be 1.69",
+        ));
+    }
+    // Ironic compares the target itself: the `deploy` alias is refused.
+    if !matches!(target, "active" | "rebuild") {
+        return Err(ApiError::bad_request(
+            "\"deploy_steps\" is only valid when setting target provision state to active or rebuild",
+        ));
+    }
+    super::deploy_steps::check(steps).map_err(ApiError::bad_request)?;
+    Ok(Some(super::deploy_steps::normalize(steps)))
 }
 
 /// Ironic's clean step schema: interface and step required, args an object.
@@ -310,7 +349,10 @@ pub async fn validate(
         "power": power,
         "raid": ok(),
         "rescue": if node.rescue_interface.as_deref() == Some(crate::drivers::AGENT_RESCUE) {
-            ok()
+            match crate::boot::images::rescue_references(&node, &state.config) {
+                Ok(_) => ok(),
+                Err(missing) => bad(missing),
+            }
         } else {
             unsupported("rescue")
         },

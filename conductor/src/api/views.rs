@@ -153,3 +153,37 @@ pub fn port_view(port: &Port, base: &str, fields: Option<&[String]>) -> Value {
 pub fn owned(fields: &[&str]) -> Vec<String> {
     fields.iter().map(|f| f.to_string()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rescue_images_are_shown_and_the_rescue_password_is_not() {
+        let node = Node {
+            uuid: "u".into(),
+            driver_info: json!({"rescue_kernel": "http://h/k", "rescue_ramdisk": "r.img",
+                                "deploy_kernel": "http://h/dk", "rescue_password": "pw"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+            instance_info: json!({"rescue_password": "pw", "hashed_rescue_password": "$5$x"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            ..Default::default()
+        };
+        for view in [node_full(&node, "http://api"), {
+            let Value::Object(m) = node_secure_dict(&node) else {
+                panic!()
+            };
+            m
+        }] {
+            assert_eq!(view["driver_info"]["rescue_kernel"], "http://h/k");
+            assert_eq!(view["driver_info"]["rescue_ramdisk"], "r.img");
+            assert_eq!(view["driver_info"]["rescue_password"], MASK);
+            assert_eq!(view["instance_info"]["rescue_password"], MASK);
+            assert_eq!(view["instance_info"]["hashed_rescue_password"], MASK);
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! initramfs and instance images (HTTP, with Range), and TFTP for PXE-only
 //! firmware. All in the conductor process, outside the versioned API.
 
+pub mod images;
 pub mod ipxe;
 pub mod tftp;
 
@@ -15,10 +16,10 @@ use serde_json::Value;
 use tower_http::services::ServeDir;
 
 use crate::api::AppState;
+use images::Mode;
 use ipxe::{BootAction, RamdiskBoot};
 
-pub const KERNEL_FILE: &str = "deploy.kernel";
-pub const INITRAMFS_FILE: &str = "deploy.initramfs";
+pub use images::{INITRAMFS_FILE, KERNEL_FILE};
 
 pub fn router(state: AppState) -> Router {
     let files = ServeDir::new(state.config.boot_dir());
@@ -58,16 +59,6 @@ async fn ca(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `driver_info[key]` when it is a URL iPXE can fetch, else our own file.
-fn boot_file_url(node: &Node, key: &str, public_url: &str, file: &str) -> String {
-    node.driver_info
-        .get(key)
-        .and_then(Value::as_str)
-        .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{public_url}/boot/files/{file}"))
-}
-
 /// The deploy ramdisk's command line for this node booting from `mac`.
 fn kernel_params(state: &AppState, node: &Node, mac: &str) -> String {
     let cfg = &state.config;
@@ -99,9 +90,23 @@ fn kernel_params(state: &AppState, node: &Node, mac: &str) -> String {
 pub fn decide(state: &AppState, node: &Node, mac: &str) -> BootAction {
     let boot = state.config.boot_url();
     if ipxe::wants_ramdisk(&node.provision_state, state.config.fast_track) {
+        // Ironic's PXE boot interface: the rescue ramdisk in rescue-like
+        // states, the deploy one otherwise.
+        let urls = match Mode::for_state(&node.provision_state) {
+            Mode::Deploy => images::deploy_urls(node, &boot),
+            Mode::Rescue => match images::rescue_urls(node, &state.config, &boot) {
+                Ok(urls) => urls,
+                Err(why) => {
+                    return BootAction::Nothing(format!(
+                        "node {} is {}: {why}",
+                        node.uuid, node.provision_state
+                    ))
+                }
+            },
+        };
         BootAction::Ramdisk(RamdiskBoot {
-            kernel_url: boot_file_url(node, "deploy_kernel", &boot, KERNEL_FILE),
-            initramfs_url: boot_file_url(node, "deploy_ramdisk", &boot, INITRAMFS_FILE),
+            kernel_url: urls.kernel,
+            initramfs_url: urls.initramfs,
             kernel_params: kernel_params(state, node, mac),
             ca_url: state
                 .config

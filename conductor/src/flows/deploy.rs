@@ -1,13 +1,18 @@
 //! Direct deploy, as Ironic's `agent` deploy interface runs it: boot the
-//! ramdisk, `write_image` as a deploy step, `get_partition_uuids`,
-//! `install_bootloader` where the image needs it, power off through the
-//! agent, boot from disk, `active`. And the reverse: undeploy.
+//! ramdisk, then the deploy steps in priority order (`deploy_steps`):
+//! `write_image` (the agent writes the image; then `get_partition_uuids`),
+//! the agent's in-band steps the operator asked for (`inject_files`,
+//! `raid.apply_configuration`, ...), `prepare_instance_boot`
+//! (`install_bootloader` where the image needs it), and `tear_down_agent`:
+//! power off through the agent, boot from disk, `active`. And the reverse:
+//! undeploy.
 
 use ferrite_protocol::node::Node;
 use ferrite_protocol::CommandStatus;
 use serde_json::{json, Map, Value};
 use tracing::info;
 
+use super::deploy_steps::{self as steps, AGENT_CACHE, INDEX, STEPS, USER_STEPS};
 use super::{logs, power, transition, Flows};
 use crate::agent_client::AgentClient;
 use crate::fsm::Event;
@@ -16,9 +21,10 @@ use crate::store::StoreError;
 
 const PHASE: &str = "deploy_phase";
 const COMMAND: &str = "deploy_command_id";
-const PHASE_WRITE: &str = "write_image";
-const PHASE_BOOTLOADER: &str = "install_bootloader";
 const PHASE_FINISH: &str = "finishing";
+
+/// Everything a deploy keeps in `driver_internal_info` while it runs.
+const RUN_KEYS: &[&str] = &[PHASE, COMMAND, STEPS, INDEX, AGENT_CACHE, "deploy_progress"];
 
 pub fn finishing(node: &Node) -> bool {
     node.driver_internal_info.get(PHASE).and_then(Value::as_str) == Some(PHASE_FINISH)
@@ -166,8 +172,10 @@ pub fn image_info(node: &Node) -> Value {
 /// Right after `deploy`/`rebuild`: boot the ramdisk and wait for its call.
 pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     flows.store.update_node::<StoreError, _>(&node.uuid, |n| {
-        n.driver_internal_info.remove(PHASE);
-        n.driver_internal_info.remove(COMMAND);
+        // A fast-track agent's steps are asked again, as Ironic's `deploy` step does.
+        for key in RUN_KEYS {
+            n.driver_internal_info.remove(*key);
+        }
         n.deploy_step.clear();
         Ok(())
     })?;
@@ -175,15 +183,16 @@ pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     flows.boot_and_wait(node, false, &what).await
 }
 
-fn set_phase(
+/// The step now running (its index and command), shown as `deploy_step`.
+fn set_current(
     flows: &Flows,
     uuid: &str,
-    phase: &str,
+    index: usize,
     command: Option<&str>,
-    step: Value,
+    step: &Value,
 ) -> anyhow::Result<()> {
     flows.store.update_node::<StoreError, _>(uuid, |n| {
-        n.driver_internal_info.insert(PHASE.into(), json!(phase));
+        n.driver_internal_info.insert(INDEX.into(), json!(index));
         match command {
             Some(id) => n.driver_internal_info.insert(COMMAND.into(), json!(id)),
             None => n.driver_internal_info.remove(COMMAND),
@@ -213,92 +222,142 @@ async fn fail_deploy(flows: &Flows, node: &Node, message: String) -> anyhow::Res
     Ok(())
 }
 
-/// `wait call-back`, each heartbeat: start or follow the current phase.
+/// The first heartbeat of this ramdisk: its deploy steps, then the step
+/// list (Ironic's `validate_deploy_steps` once the agent is up). `None`
+/// when the deploy failed.
+async fn load_steps(flows: &Flows, node: &Node) -> anyhow::Result<Option<Node>> {
+    let uuid = &node.uuid;
+    if !node.driver_internal_info.contains_key(AGENT_CACHE) {
+        if let Err(e) = steps::refresh(&flows.store, &flows.config, uuid).await {
+            fail_deploy(
+                flows,
+                node,
+                format!("Failed to load in-band deploy steps: {e:#}"),
+            )
+            .await?;
+            return Ok(None);
+        }
+    }
+    let node = flows.store.get_node(uuid)?;
+    if node.driver_internal_info.contains_key(STEPS) {
+        return Ok(Some(node));
+    }
+    let list = match steps::plan(&node) {
+        Ok(list) => list,
+        Err(e) => {
+            fail_deploy(
+                flows,
+                &node,
+                format!("Failed to validate the final deploy steps list for node {uuid}: {e}"),
+            )
+            .await?;
+            return Ok(None);
+        }
+    };
+    // `deploy.deploy` (boot the ramdisk) is what brought the agent here.
+    let booted = list
+        .iter()
+        .position(|s| steps::is_out_of_band(s) && s["step"] == steps::DEPLOY);
+    info!(node = %uuid, steps = ?list.iter().map(steps::step_id).collect::<Vec<_>>(), "deploy steps");
+    let node = flows.store.update_node::<StoreError, _>(uuid, |n| {
+        n.driver_internal_info
+            .insert(STEPS.into(), Value::Array(list.clone()));
+        match booted {
+            Some(i) => n.driver_internal_info.insert(INDEX.into(), json!(i)),
+            None => n.driver_internal_info.remove(INDEX),
+        };
+        Ok(())
+    })?;
+    Ok(Some(node))
+}
+
+/// `wait call-back`, each heartbeat: follow the running step, or start the
+/// next one.
 pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
-    let client = AgentClient::for_node(&node.driver_internal_info, &flows.config)?;
-    let phase = node
+    let Some(node) = load_steps(flows, node).await? else {
+        return Ok(());
+    };
+    let list: Vec<Value> = node
         .driver_internal_info
-        .get(PHASE)
-        .and_then(Value::as_str)
-        .map(str::to_string);
+        .get(STEPS)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let index = node
+        .driver_internal_info
+        .get(INDEX)
+        .and_then(Value::as_u64)
+        .map(|i| i as usize);
+    let client = AgentClient::for_node(&node.driver_internal_info, &flows.config)?;
+
     let command = node
         .driver_internal_info
         .get(COMMAND)
         .and_then(Value::as_str)
         .map(str::to_string);
-
-    let finished_ok = match (&phase, &command) {
-        (Some(_), Some(id)) => {
-            let commands = client.commands().await?;
-            let Some(cmd) = commands.iter().rev().find(|c| &c.id == id) else {
+    if let (Some(i), Some(id)) = (index, command) {
+        let current = list.get(i).cloned().unwrap_or_default();
+        let commands = client.commands().await?;
+        let Some(cmd) = commands.iter().rev().find(|c| c.id == id) else {
+            return fail_deploy(
+                flows,
+                &node,
+                format!("Agent lost the running deploy command {id}"),
+            )
+            .await;
+        };
+        match cmd.command_status {
+            CommandStatus::Running => {
+                // Progress for operators: the agent's interim result.
+                if let Some(progress) = cmd.command_result.as_ref().and_then(|r| r.get("progress"))
+                {
+                    let p = progress.clone();
+                    flows.store.update_node::<StoreError, _>(uuid, |n| {
+                        n.driver_internal_info.insert("deploy_progress".into(), p);
+                        Ok(())
+                    })?;
+                }
+                return Ok(());
+            }
+            CommandStatus::Succeeded => {
+                info!(node = %uuid, step = %steps::step_id(&current), "deploy step done");
+                after_step(flows, &node, &client, &current, cmd.command_result.as_ref()).await?;
+            }
+            _ => {
+                let detail = cmd
+                    .command_error
+                    .as_ref()
+                    .map(|e| e.summary().to_string())
+                    .unwrap_or_default();
                 return fail_deploy(
                     flows,
-                    node,
-                    format!("Agent lost the running deploy command {id}"),
+                    &node,
+                    format!(
+                        "Deploy step {} failed on node {uuid}. {detail}",
+                        steps::step_id(&current)
+                    ),
                 )
                 .await;
-            };
-            match cmd.command_status {
-                CommandStatus::Running => {
-                    // Progress for operators: the agent's interim result.
-                    if let Some(progress) =
-                        cmd.command_result.as_ref().and_then(|r| r.get("progress"))
-                    {
-                        let p = progress.clone();
-                        flows.store.update_node::<StoreError, _>(uuid, |n| {
-                            n.driver_internal_info.insert("deploy_progress".into(), p);
-                            Ok(())
-                        })?;
-                    }
-                    return Ok(());
-                }
-                CommandStatus::Succeeded => true,
-                _ => {
-                    let detail = cmd
-                        .command_error
-                        .as_ref()
-                        .map(|e| e.summary().to_string())
-                        .unwrap_or_default();
-                    let step = phase.clone().unwrap_or_default();
-                    return fail_deploy(
-                        flows,
-                        node,
-                        format!("Deploy step deploy.{step} failed on node {uuid}. {detail}"),
-                    )
-                    .await;
-                }
             }
         }
-        _ => false,
-    };
+    }
+    let node = flows.store.get_node(uuid)?;
+    start_next(flows, &node, &client, &list, index.map_or(0, |i| i + 1)).await
+}
 
-    match (phase.as_deref(), finished_ok) {
-        (None, _) => {
-            let step = json!({"interface": "deploy", "step": "write_image", "priority": 80,
-                              "args": {"image_info": image_info(node),
-                                       "configdrive": node.instance_info.get("configdrive").cloned().unwrap_or(Value::Null)}});
-            let params = flows.step_params(node, &step, "deploy_version")?;
-            let started = client
-                .run("deploy.execute_deploy_step", params, false)
-                .await?;
-            info!(node = %uuid, "write_image started");
-            set_phase(flows, uuid, PHASE_WRITE, Some(&started.id), step)?;
-            Ok(())
-        }
-        (Some(PHASE_WRITE), true) => {
-            let uuids = client
-                .run("standby.get_partition_uuids", Map::new(), true)
-                .await?;
-            let result = uuids.command_result.unwrap_or(Value::Null);
-            let root = result
-                .get("root uuid")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let efi = result
-                .get("efi system partition uuid")
-                .and_then(Value::as_str)
-                .map(str::to_string);
+/// What a finished step leaves on the node.
+async fn after_step(
+    flows: &Flows,
+    node: &Node,
+    client: &AgentClient,
+    step: &Value,
+    result: Option<&Value>,
+) -> anyhow::Result<()> {
+    let uuid = &node.uuid;
+    match steps::step_id(step).as_str() {
+        "deploy.write_image" => {
+            let (root, _) = partition_uuids(client).await?;
             let whole_disk = !is_partition_image(node);
             flows.store.update_node::<StoreError, _>(uuid, |n| {
                 n.driver_internal_info
@@ -308,34 +367,118 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                 n.driver_internal_info.remove("deploy_progress");
                 Ok(())
             })?;
-            // Ironic installs a bootloader for partition images, for
-            // whole-disk images in UEFI (the NVRAM entry), and on software
-            // RAID (the holders' boot partitions).
-            let uefi = boot_mode(node) == "uefi";
-            if whole_disk && !uefi && !is_software_raid(node) {
-                return finish_now(flows, uuid).await;
-            }
-            let mut params = Map::new();
-            params.insert("root_uuid".into(), json!(root));
-            params.insert("efi_system_part_uuid".into(), json!(efi));
-            params.insert("prep_boot_part_uuid".into(), Value::Null);
-            params.insert("target_boot_mode".into(), json!(boot_mode(node)));
-            let started = client
-                .run("image.install_bootloader", params, false)
-                .await?;
-            let step = json!({"interface": "deploy", "step": "prepare_instance_boot", "priority": 60, "args": {}});
-            set_phase(flows, uuid, PHASE_BOOTLOADER, Some(&started.id), step)?;
-            Ok(())
         }
-        (Some(PHASE_BOOTLOADER), true) => finish_now(flows, uuid).await,
-        _ => Ok(()),
+        // Ironic's `_create_configuration_final` after the deploy step.
+        "raid.apply_configuration" => {
+            let created = result
+                .and_then(|r| r.get("deploy_result"))
+                .and_then(|r| r.get("logical_disks"))
+                .filter(|l| l.is_array())
+                .cloned();
+            if let Some(lds) = created {
+                flows.store.update_node::<StoreError, _>(uuid, |n| {
+                    n.raid_config = Map::new();
+                    n.raid_config.insert("logical_disks".into(), lds);
+                    n.raid_config
+                        .insert("last_updated".into(), json!(crate::time::internal_now()));
+                    Ok(())
+                })?;
+            }
+        }
+        _ => {}
+    }
+    flows.store.update_node::<StoreError, _>(uuid, |n| {
+        n.driver_internal_info.remove(COMMAND);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// `standby.get_partition_uuids`: the root and ESP UUIDs.
+async fn partition_uuids(client: &AgentClient) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let uuids = client
+        .run("standby.get_partition_uuids", Map::new(), true)
+        .await?;
+    let result = uuids.command_result.unwrap_or(Value::Null);
+    let get = |k: &str| result.get(k).and_then(Value::as_str).map(str::to_string);
+    Ok((get("root uuid"), get("efi system partition uuid")))
+}
+
+/// Start the step at `next` or later (the conductor's own steps that need
+/// no command are done in passing); the end of the list, or
+/// `tear_down_agent`, finishes the deploy.
+async fn start_next(
+    flows: &Flows,
+    node: &Node,
+    client: &AgentClient,
+    list: &[Value],
+    mut next: usize,
+) -> anyhow::Result<()> {
+    let uuid = &node.uuid;
+    loop {
+        let Some(step) = list.get(next) else {
+            return finish_now(flows, uuid).await;
+        };
+        if !steps::is_out_of_band(step) {
+            let params = flows.step_params(node, step, "deploy_version")?;
+            let started = client
+                .run("deploy.execute_deploy_step", params, false)
+                .await?;
+            info!(node = %uuid, step = %steps::step_id(step), "deploy step started");
+            return set_current(flows, uuid, next, Some(&started.id), step);
+        }
+        match step["step"].as_str().unwrap_or_default() {
+            steps::WRITE_IMAGE => {
+                let step = json!({"interface": "deploy", "step": "write_image",
+                                  "priority": step["priority"],
+                                  "args": {"image_info": image_info(node),
+                                           "configdrive": node.instance_info.get("configdrive").cloned().unwrap_or(Value::Null)}});
+                let params = flows.step_params(node, &step, "deploy_version")?;
+                let started = client
+                    .run("deploy.execute_deploy_step", params, false)
+                    .await?;
+                info!(node = %uuid, "write_image started");
+                return set_current(flows, uuid, next, Some(&started.id), &step);
+            }
+            steps::PREPARE_INSTANCE_BOOT => {
+                // Ironic installs a bootloader for partition images, for
+                // whole-disk images in UEFI (the NVRAM entry), and on
+                // software RAID (the holders' boot partitions).
+                let whole_disk = !is_partition_image(node);
+                let uefi = boot_mode(node) == "uefi";
+                if whole_disk && !uefi && !is_software_raid(node) {
+                    next += 1;
+                    continue;
+                }
+                let (root, efi) = partition_uuids(client).await?;
+                let mut params = Map::new();
+                params.insert("root_uuid".into(), json!(root));
+                params.insert("efi_system_part_uuid".into(), json!(efi));
+                params.insert("prep_boot_part_uuid".into(), Value::Null);
+                params.insert("target_boot_mode".into(), json!(boot_mode(node)));
+                let started = client
+                    .run("image.install_bootloader", params, false)
+                    .await?;
+                return set_current(flows, uuid, next, Some(&started.id), step);
+            }
+            // `deploy` booted the ramdisk already.
+            steps::DEPLOY => next += 1,
+            // tear_down_agent, switch_to_tenant_network, boot_instance.
+            _ => return finish_now(flows, uuid).await,
+        }
     }
 }
 
 async fn finish_now(flows: &Flows, uuid: &str) -> anyhow::Result<()> {
     let step =
         json!({"interface": "deploy", "step": "tear_down_agent", "priority": 40, "args": {}});
-    set_phase(flows, uuid, PHASE_FINISH, None, step)?;
+    flows.store.update_node::<StoreError, _>(uuid, |n| {
+        n.driver_internal_info
+            .insert(PHASE.into(), json!(PHASE_FINISH));
+        n.driver_internal_info.remove(COMMAND);
+        n.deploy_step = step.as_object().cloned().unwrap_or_default();
+        Ok(())
+    })?;
     let node = flows.store.get_node(uuid)?;
     finish(flows, &node).await
 }
@@ -366,14 +509,14 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         // The boot script follows the state: `active` boots the local disk.
         transition::fire(flows, uuid, Event::Done, |n| {
             n.deploy_step.clear();
-            for key in [
-                PHASE,
-                COMMAND,
+            // Ironic's `wipe_deploy_internal_info`.
+            for key in RUN_KEYS.iter().chain(&[
+                USER_STEPS,
                 "agent_url",
                 "agent_secret_token",
                 "agent_verify_ca",
-            ] {
-                n.driver_internal_info.remove(key);
+            ]) {
+                n.driver_internal_info.remove(*key);
             }
         })?;
         let node = flows.store.get_node(uuid)?;
@@ -411,14 +554,12 @@ pub async fn tear_down(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let node = transition::fire(flows, uuid, Event::Clean, |n| {
         n.instance_info.clear();
         n.instance_uuid = None;
-        for key in [
-            "is_whole_disk_image",
-            "root_uuid_or_disk_id",
-            PHASE,
-            COMMAND,
-            "deploy_progress",
-        ] {
-            n.driver_internal_info.remove(key);
+        for key in
+            RUN_KEYS
+                .iter()
+                .chain(&[USER_STEPS, "is_whole_disk_image", "root_uuid_or_disk_id"])
+        {
+            n.driver_internal_info.remove(*key);
         }
         n.deploy_step.clear();
         super::cleaning::reset(n, None);

@@ -6,6 +6,7 @@
 
 mod cleaning;
 mod deploy;
+pub mod deploy_steps;
 mod file_url;
 mod logs;
 mod power;
@@ -58,6 +59,9 @@ pub struct ActionArgs {
     pub clean_steps: Option<Vec<Value>>,
     /// `rescue` only: the tenant's password (required there).
     pub rescue_password: Option<rescue::RescuePassword>,
+    /// `active`/`rebuild` only: the operator's deploy steps (API 1.69),
+    /// schema-checked, priorities as numbers.
+    pub deploy_steps: Option<Vec<Value>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +158,21 @@ impl Flows {
             self.validate_rescue(&node, args.rescue_password.is_some())?;
         }
         if event == Event::Deploy || event == Event::Rebuild {
+            // Ironic's do_node_deploy: the disallow list, then start_deploy's
+            // validation (in-band steps are not known before the agent runs).
+            if let Some(user) = &args.deploy_steps {
+                deploy_steps::check_disallowed(user).map_err(RequestError::Invalid)?;
+            }
             deploy::validate(&node, &self.config.file_url_allowed_paths)
                 .map_err(RequestError::Invalid)?;
+            if let Some(user) = &args.deploy_steps {
+                deploy_steps::validate_user(&node, user, true).map_err(|e| {
+                    RequestError::Invalid(format!(
+                        "Failed to validate deploy or power info for node {}: {e}",
+                        node.uuid
+                    ))
+                })?;
+            }
         }
         let lock = self
             .reserve(&node.uuid)
@@ -198,6 +215,14 @@ impl Flows {
             if let Some(cd) = &args.configdrive {
                 n.instance_info.insert("configdrive".into(), cd.clone());
             }
+            if matches!(event, Event::Deploy | Event::Rebuild) {
+                match &args.deploy_steps {
+                    Some(user) => n
+                        .driver_internal_info
+                        .insert(deploy_steps::USER_STEPS.into(), Value::Array(user.clone())),
+                    None => n.driver_internal_info.remove(deploy_steps::USER_STEPS),
+                };
+            }
             cleaning::reset(n, args.clean_steps.clone());
         })?;
         let flows = self.clone();
@@ -215,7 +240,8 @@ impl Flows {
     }
 
     /// The API's and the conductor's checks of a rescue, in Ironic's order
-    /// (after the state check): a password, then the rescue interface.
+    /// (after the state check): a password, the rescue interface, then the
+    /// rescue kernel and ramdisk.
     fn validate_rescue(&self, node: &Node, has_password: bool) -> Result<(), RequestError> {
         if !has_password {
             return Err(RequestError::Invalid(
@@ -235,6 +261,14 @@ impl Flows {
                     "Validation failed: Driver {} does not support rescue (disabled or not implemented).",
                     node.driver
                 ),
+            });
+        }
+        // The boot interface's `validate_rescue`: a rescue kernel and ramdisk.
+        if let Err(missing) = crate::boot::images::rescue_references(node, &self.config) {
+            return Err(RequestError::RescueFailure {
+                instance: node.instance_uuid.clone().unwrap_or_else(|| "None".into()),
+                node: node.uuid.clone(),
+                reason: format!("Validation failed: {missing}"),
             });
         }
         Ok(())
@@ -355,6 +389,7 @@ impl Flows {
                 "agent_verify_ca",
                 "agent_last_heartbeat",
                 CACHE_KEY,
+                deploy_steps::AGENT_CACHE,
             ] {
                 n.driver_internal_info.remove(key);
             }
