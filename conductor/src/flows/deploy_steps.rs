@@ -277,11 +277,7 @@ pub fn plan(node: &Node) -> Result<Vec<Value>, String> {
 pub async fn refresh(store: &Store, config: &ConductorConfig, uuid: &str) -> anyhow::Result<()> {
     let node = store.get_node(uuid)?;
     let client = AgentClient::for_node(&node.driver_internal_info, config)?;
-    let ports: Vec<Value> = store
-        .list_ports(Some(uuid))?
-        .iter()
-        .filter_map(|p| serde_json::to_value(p).ok())
-        .collect();
+    let ports = super::steps_cache::node_ports(store, uuid)?;
     let mut params = Map::new();
     params.insert("node".into(), node_secure_dict(&node));
     params.insert("ports".into(), Value::Array(ports));

@@ -15,6 +15,15 @@ use crate::time::internal_now;
 
 pub const CACHE_KEY: &str = "agent_cached_clean_steps";
 
+/// The node's ports as the agent's step calls carry them (`ports`).
+pub fn node_ports(store: &Store, uuid: &str) -> Result<Vec<Value>, StoreError> {
+    Ok(store
+        .list_ports(Some(uuid))?
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect())
+}
+
 pub async fn refresh_clean_steps(
     store: &Store,
     config: &ConductorConfig,
@@ -22,11 +31,7 @@ pub async fn refresh_clean_steps(
 ) -> anyhow::Result<()> {
     let node = store.get_node(uuid)?;
     let client = AgentClient::for_node(&node.driver_internal_info, config)?;
-    let ports: Vec<Value> = store
-        .list_ports(Some(uuid))?
-        .iter()
-        .filter_map(|p| serde_json::to_value(p).ok())
-        .collect();
+    let ports = node_ports(store, uuid)?;
     let result = client
         .get_clean_steps(node_secure_dict(&node), ports)
         .await
