@@ -317,7 +317,7 @@ fn softraid_efi_setup(
             env.disk.display()
         )));
     }
-    let holders = holder_disks(&array);
+    let holders = holder_disks(array);
     let esps = crate::disk::raid::esp::prepare(
         env.sysfs_root,
         &holders,
