@@ -30,11 +30,11 @@ use crate::e2e::{
 };
 use crate::qemu::{vm_slot, workspace};
 
-const IMAGE: &str = "debian-grub.qcow2";
+pub(crate) const IMAGE: &str = "debian-grub.qcow2";
 
 /// tests/qemu/make-grub-root-image's output (cached under build/) and
 /// what it says about the image (kernel version, root UUID, marker).
-fn grub_image() -> &'static (PathBuf, HashMap<String, String>) {
+pub(crate) fn grub_image() -> &'static (PathBuf, HashMap<String, String>) {
     static BUILT: OnceLock<(PathBuf, HashMap<String, String>)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let out = workspace().join("build/grub-image");
@@ -67,9 +67,23 @@ fn bootable_partition(mbr: &[u8]) -> Option<(u64, u64)> {
     })
 }
 
-/// The GPT partition that starts last (root, as Ironic lays the disk out)
-/// and the ESP: (start, length) in bytes.
-fn gpt_root_and_esp(disk: &Path) -> ((u64, u64), (u64, u64)) {
+/// A GPT entry as stored: type and unique GUIDs in on-disk (mixed-endian)
+/// byte order, bytes from the disk's start, the name.
+pub(crate) struct GptEntry {
+    pub(crate) type_guid: [u8; 16],
+    pub(crate) unique_guid: [u8; 16],
+    pub(crate) start: u64,
+    pub(crate) len: u64,
+    pub(crate) name: String,
+}
+
+/// C12A7328-F81F-11D2-BA4B-00A0C93EC93B, as stored (mixed endian).
+pub(crate) const ESP_GUID: [u8; 16] = [
+    0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b,
+];
+
+/// The used entries of the GPT on `disk` (512-byte sectors).
+pub(crate) fn gpt_entries(disk: &Path) -> Vec<GptEntry> {
     let f = std::fs::File::open(disk).unwrap();
     let read = |offset: u64, len: usize| {
         let mut b = vec![0u8; len];
@@ -77,7 +91,7 @@ fn gpt_root_and_esp(disk: &Path) -> ((u64, u64), (u64, u64)) {
         b
     };
     let header = read(512, 92);
-    assert_eq!(&header[..8], b"EFI PART", "no GPT on the disk");
+    assert_eq!(&header[..8], b"EFI PART", "no GPT on {}", disk.display());
     let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
     let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
     let (lba, count, size) = (
@@ -86,22 +100,37 @@ fn gpt_root_and_esp(disk: &Path) -> ((u64, u64), (u64, u64)) {
         u32_at(&header, 84) as usize,
     );
     let entries = read(lba * 512, count * size);
-    // C12A7328-F81F-11D2-BA4B-00A0C93EC93B, as stored (mixed endian).
-    const ESP: [u8; 16] = [
-        0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9,
-        0x3b,
-    ];
-    let parts: Vec<(bool, u64, u64)> = entries
+    entries
         .chunks(size)
         .filter(|e| e[..16].iter().any(|&b| b != 0))
         .map(|e| {
             let (first, last) = (u64_at(e, 32), u64_at(e, 40));
-            (e[..16] == ESP, first * 512, (last - first + 1) * 512)
+            let name: Vec<u16> = e[56..128]
+                .chunks(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|&c| c != 0)
+                .collect();
+            GptEntry {
+                type_guid: e[..16].try_into().unwrap(),
+                unique_guid: e[16..32].try_into().unwrap(),
+                start: first * 512,
+                len: (last - first + 1) * 512,
+                name: String::from_utf16_lossy(&name),
+            }
         })
-        .collect();
-    let root = parts.iter().max_by_key(|p| p.1).expect("no partitions");
-    let esp = parts.iter().find(|p| p.0).expect("no ESP");
-    ((root.1, root.2), (esp.1, esp.2))
+        .collect()
+}
+
+/// The GPT partition that starts last (root, as Ironic lays the disk out)
+/// and the ESP: (start, length) in bytes.
+fn gpt_root_and_esp(disk: &Path) -> ((u64, u64), (u64, u64)) {
+    let parts = gpt_entries(disk);
+    let root = parts.iter().max_by_key(|p| p.start).expect("no partitions");
+    let esp = parts
+        .iter()
+        .find(|p| p.type_guid == ESP_GUID)
+        .expect("no ESP");
+    ((root.start, root.len), (esp.start, esp.len))
 }
 
 /// A file of the ext4 filesystem at `offset` in `disk`, read with debugfs
@@ -117,7 +146,7 @@ fn ext4_file(disk: &Path, offset: u64, path: &str) -> String {
 
 /// The serial log without terminal control sequences (CSI `ESC [ ... final`,
 /// and the other `ESC [intermediates] final` ones).
-fn without_escapes(text: &str) -> String {
+pub(crate) fn without_escapes(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {

@@ -17,6 +17,7 @@ mod hardware;
 mod ipv6_only;
 mod multi_nic;
 mod net6;
+mod ovmf_vars;
 mod power;
 mod qemu;
 mod raid;

@@ -1,24 +1,29 @@
 //! Software RAID through ferrite-conductor, as Ironic's agent RAID
-//! interface drives it, on a QEMU machine with two virtio disks:
+//! interface drives it, on a QEMU machine with two virtio disks.
 //!
+//! BIOS (SeaBIOS), with `[conductor]enable_bios_bootloader_install` on:
 //! 1. `PUT .../states/raid` sets a RAID-1 `target_raid_config`; manual
 //!    cleaning runs `delete_configuration` then `create_configuration`:
-//!    the agent partitions both disks, writes md v1.2 superblocks and
-//!    starts `/dev/md0` through sysfs (no mdadm). The node's `raid_config`
-//!    records the result.
-//! 2. A whole-disk image is deployed (fast track): the install device is
-//!    `md0`, not a disk, so both disks hold the image after the member's
-//!    data offset (a mirror), read back from the host.
-//! 3. A second boot of the same disks: `delete_configuration` assembles the
-//!    array it finds on disk, stops it, zeroes the superblocks and wipes
-//!    both disks; the host then finds no partition table and no md magic.
+//!    the agent lays out both disks (GPT, `disk_label:gpt`), writes md v1.2
+//!    superblocks and starts `/dev/md0` through sysfs (no mdadm). The
+//!    node's `raid_config` records the result.
+//! 2. The Debian partition image of the GRUB tests (its own GRUB, and mdadm
+//!    in its initramfs) is deployed (fast track) onto `md0`:
+//!    `install_bootloader` gives each disk a BIOS boot partition and runs
+//!    the image's `grub-install` on both disks, `grub-mkconfig` once.
+//! 3. The machine boots from its disks: GRUB reads the root through md,
+//!    the image's initramfs assembles the array and the image's init prints
+//!    its marker. Then from the second disk alone (a degraded mirror).
 //!
-//!
-//! In UEFI (OVMF), a second test deploys the bootable `uefi.qcow2` onto the
-//! mirror: `install_bootloader` gives each disk an ESP, mirrors them (md
-//! metadata 1.0, plain FAT to firmware), copies the image's ESP onto them
-//! and writes an NVRAM entry per disk. The machine then boots from its
-//! disks, and from the second disk alone.
+//! UEFI (OVMF): the bootable `uefi.qcow2` onto the mirror:
+//! `install_bootloader` gives each disk an ESP, mirrors them (md metadata
+//! 1.0, plain FAT to firmware), copies the image's ESP onto them and writes
+//! an NVRAM entry per disk. The machine boots from its disks, and from the
+//! second disk alone. A second ramdisk boot then runs `clean_uefi_nvram`
+//! with a pattern naming the first disk's ESP (its entry goes, every other
+//! entry stays, read from the variable store file on the host) and
+//! `delete_configuration` (both arrays assembled from disk, stopped,
+//! superblocks zeroed, disks wiped; the host finds them clean).
 //!
 //! Direct kernel boot (PXE is not what this proves) on a sealed network.
 
@@ -32,7 +37,8 @@ use serde_json::{json, Value};
 use crate::e2e::{
     checksum_of, conductor_serving, test_images, verb, wait_states, MARKER, OVMF_CODE, OVMF_VARS,
 };
-use crate::hardware::TestImage;
+use crate::grub::{gpt_entries, grub_image, without_escapes, GptEntry, ESP_GUID, IMAGE};
+use crate::ovmf_vars::{boot_entries, boot_order, BootEntry};
 use crate::qemu::{ramdisk, vm_slot, Arch, DirectBoot, Vm};
 
 const MAC: &str = "52:54:00:a5:10:01";
@@ -41,6 +47,9 @@ const MAC: &str = "52:54:00:a5:10:01";
 const DISK_BYTES: u64 = 5 << 30;
 /// md's superblock magic, little-endian on disk.
 const MD_MAGIC: [u8; 4] = 0xa92b_4efc_u32.to_le_bytes();
+/// 21686148-6449-6E6F-744E-656564454649 (`ef02`), as stored.
+const BIOS_BOOT_GUID: [u8; 16] = *b"Hah!IdontNeedEFI";
+const MIB: u64 = 1 << 20;
 
 fn boot(dir: &Path, port: u16, disks: &[PathBuf], keep_as: &str) -> Vm {
     boot_with(dir, port, disks, keep_as, Vec::new())
@@ -175,43 +184,132 @@ fn read_at(disk: &Path, offset: u64, len: usize) -> Vec<u8> {
     buf
 }
 
-/// The first msdos partition's start, in bytes.
-fn first_partition_start(disk: &Path) -> u64 {
-    let mbr = read_at(disk, 0, 512);
-    assert_eq!(
-        &mbr[510..],
-        &[0x55, 0xaa],
-        "no msdos table on {}",
-        disk.display()
-    );
-    let lba = u32::from_le_bytes(mbr[0x1be + 8..0x1be + 12].try_into().unwrap());
-    u64::from(lba) * 512
+/// Two empty sparse disks in `dir`.
+fn blank_disks(dir: &Path) -> Vec<PathBuf> {
+    (0..2)
+        .map(|i| {
+            let d = dir.join(format!("disk{i}.raw"));
+            std::fs::File::create(&d)
+                .unwrap()
+                .set_len(DISK_BYTES)
+                .unwrap();
+            d
+        })
+        .collect()
 }
 
-/// Where the array's data starts on a member disk: the partition start
-/// plus the superblock's `data_offset` (sectors, at byte 128).
-fn member_data_start(disk: &Path) -> u64 {
-    let start = first_partition_start(disk);
-    let sb = read_at(disk, start + 4096, 256);
-    assert_eq!(sb[..4], MD_MAGIC, "no md superblock on {}", disk.display());
-    assert_eq!(u32::from_le_bytes(sb[4..8].try_into().unwrap()), 1);
-    assert_eq!(
-        i32::from_le_bytes(sb[72..76].try_into().unwrap()),
-        1,
-        "level"
+/// The machine powered on from its disks (no kernel given, no network),
+/// with `firmware` (OVMF's flash, or nothing for SeaBIOS). Returns the
+/// serial log, without terminal escapes, once the machine stops.
+async fn boot_from_disks(
+    dir: &Path,
+    firmware: Vec<String>,
+    disks: &[PathBuf],
+    tag: &str,
+    within: Duration,
+) -> String {
+    let mut cmd = std::process::Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+    ])
+    .args(["-serial", "stdio", "-nic", "none"])
+    .args(firmware);
+    for (i, d) in disks.iter().enumerate() {
+        cmd.args([
+            "-drive",
+            &format!("file={},format=raw,if=none,id=r{i}", d.display()),
+        ])
+        .args(["-device", &format!("virtio-blk-pci,drive=r{i}")]);
+    }
+    let log = dir.join(format!("{tag}.log"));
+    let started = std::time::Instant::now();
+    let mut vm = Proc::spawn(cmd, log.clone());
+    let status = wait_exit(&mut vm, within).await;
+    // GRUB draws on the serial line with cursor moves that can split words.
+    let serial = without_escapes(&vm.log_text());
+    let _ = std::fs::copy(
+        &log,
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("raid-{tag}.log")),
     );
-    start + u64::from_le_bytes(sb[128..136].try_into().unwrap()) * 512
+    eprintln!(
+        "raid {tag}: power on -> off {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(status.is_ok(), "{tag}: the machine did not stop:\n{serial}");
+    serial
+}
+
+/// The Debian image's marker line: GRUB booted its kernel with the
+/// grub.cfg made at deploy time, and the root it runs on is on md.
+fn assert_debian_booted_from_md(serial: &str, info: &std::collections::HashMap<String, String>) {
+    let (kernel, fs_uuid, marker) = (&info["kernel"], &info["fs_uuid"], &info["marker"]);
+    assert!(
+        serial.contains("Welcome to GRUB!") && serial.contains("GNU GRUB"),
+        "GRUB did not start from the disks:\n{serial}"
+    );
+    assert!(
+        serial.contains(&format!("Loading Linux {kernel} ...")),
+        "GRUB did not load the image's kernel from the array:\n{serial}"
+    );
+    let line = serial
+        .lines()
+        .find(|l| l.contains(marker.as_str()))
+        .unwrap_or_else(|| panic!("the deployed Debian did not boot:\n{serial}"));
+    assert!(
+        line.contains(&format!("root=UUID={fs_uuid} ")) && line.contains(" root=/dev/md"),
+        "not the deployed root, or not mounted through md: {line}"
+    );
+}
+
+/// A GUID stored mixed-endian, as text.
+fn guid_text(b: &[u8; 16]) -> String {
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{}",
+        u32::from_le_bytes(b[..4].try_into().unwrap()),
+        u16::from_le_bytes(b[4..6].try_into().unwrap()),
+        u16::from_le_bytes(b[6..8].try_into().unwrap()),
+        b[8],
+        b[9],
+        b[10..]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    )
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn raid1_created_deployed_onto_and_deleted() {
+async fn raid1_bios_partition_image_boots_from_either_disk() {
     let _slot = vm_slot().await;
-    let img = TestImage::get();
-    let conductor = conductor_serving(&img.dir, &["--fast-track", "true"]).await;
+    let (images, info) = grub_image();
+    let checksum = std::fs::read_to_string(images.join(format!("{IMAGE}.sha256")))
+        .unwrap()
+        .trim()
+        .to_string();
+    let conductor = conductor_serving(
+        images,
+        &[
+            "--fast-track",
+            "true",
+            "--enable-bios-bootloader-install",
+            "true",
+        ],
+    )
+    .await;
     let port: u16 = conductor.url.rsplit(':').next().unwrap().parse().unwrap();
     let uuid = conductor
         .create_node(json!({"driver": "fake-hardware", "name": "raid-1",
-            "automated_clean": false}))
+            "automated_clean": false,
+            "properties": {"capabilities": "boot_mode:bios,disk_label:gpt"}}))
         .await["uuid"]
         .as_str()
         .unwrap()
@@ -237,18 +335,11 @@ async fn raid1_created_deployed_onto_and_deleted() {
     wait_states(&conductor, &uuid, &["manageable"], Duration::from_secs(30)).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let disks: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("disk{i}.raw")))
-        .collect();
-    for d in &disks {
-        std::fs::File::create(d)
-            .unwrap()
-            .set_len(DISK_BYTES)
-            .unwrap();
-    }
-    let vm1_dir = dir.path().join("boot1");
-    std::fs::create_dir_all(&vm1_dir).unwrap();
-    let mut vm = boot(&vm1_dir, port, &disks, "raid-boot1.log");
+    let disks = blank_disks(dir.path());
+    let vm_dir = dir.path().join("ramdisk");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let started = std::time::Instant::now();
+    let mut vm = boot(&vm_dir, port, &disks, "raid-bios-ramdisk.log");
     vm.wait_heartbeat(&conductor, &uuid, Duration::from_secs(240))
         .await;
 
@@ -263,11 +354,23 @@ async fn raid1_created_deployed_onto_and_deleted() {
     assert_eq!(lds[0]["controller"], "software", "{node}");
     assert!(node["raid_config"]["last_updated"].is_string(), "{node}");
 
-    // 2. Deploy onto the array.
+    // 2. The partition image onto the array, its GRUB onto both disks.
     let serial = deploy(&conductor, &uuid, &mut vm, |c, u| async move {
-        img.set_as_instance_image(c, u).await
+        c.patch_node(
+            u,
+            json!([{"op": "add", "path": "/instance_info", "value": {
+                "image_source": format!("http://10.0.2.100/images/{IMAGE}"),
+                "image_checksum": checksum, "image_disk_format": "qcow2",
+                "image_type": "partition", "root_gb": 1,
+                "capabilities": "boot_mode:bios"}}]),
+        )
+        .await
     })
     .await;
+    eprintln!(
+        "raid bios: ramdisk power on -> deployed and off {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert!(
         serial.contains("md/raid1:md0: active with 2 out of 2 mirrors"),
         "the kernel did not run the mirror:\n{serial}"
@@ -276,97 +379,68 @@ async fn raid1_created_deployed_onto_and_deleted() {
         serial.contains("device=/dev/md0"),
         "the deploy did not go to /dev/md0:\n{serial}"
     );
-    for d in &disks {
-        let at = member_data_start(d);
-        let got = read_at(d, at, img.raw.len());
+    for disk in ["/dev/vda", "/dev/vdb"] {
         assert!(
-            got == img.raw,
-            "{} does not hold the image at the array's data offset {at}",
-            d.display()
+            serial.contains(&format!("grub-install --target=i386-pc {disk}")),
+            "the image's grub-install did not run on {disk}:\n{serial}"
         );
     }
     drop(vm);
 
-    // 3. A fresh ramdisk on the same disks deletes the configuration.
-    verb(&conductor, &uuid, "deleted").await;
-    wait_states(&conductor, &uuid, &["available"], Duration::from_secs(120)).await;
-    verb(&conductor, &uuid, "manage").await;
-    wait_states(&conductor, &uuid, &["manageable"], Duration::from_secs(30)).await;
-    let vm2_dir = dir.path().join("boot2");
-    std::fs::create_dir_all(&vm2_dir).unwrap();
-    let mut vm = boot(&vm2_dir, port, &disks, "raid-boot2.log");
-    conductor.wait_agent(&uuid).await;
-    let node = clean(
-        &conductor,
-        &uuid,
-        json!([{"interface": "raid", "step": "delete_configuration"}]),
-        &vm,
+    // Each disk: GRUB's boot code in the (protective) MBR, core.img in a
+    // BIOS boot partition at 1 MiB, the RAID member after the 8 MiB left.
+    for (i, d) in disks.iter().enumerate() {
+        let mbr = read_at(d, 0, 512);
+        assert!(
+            contains(&mbr[..440], b"GRUB"),
+            "{}: no GRUB boot code in the MBR",
+            d.display()
+        );
+        let parts = gpt_entries(d);
+        let bios: Vec<&GptEntry> = parts
+            .iter()
+            .filter(|p| p.type_guid == BIOS_BOOT_GUID)
+            .collect();
+        assert_eq!(bios.len(), 1, "{}: BIOS boot partitions", d.display());
+        assert_eq!(
+            (bios[0].start, bios[0].len, bios[0].name.as_str()),
+            (MIB, 2 * MIB, format!("bios-boot-part-{i}").as_str())
+        );
+        assert!(
+            read_at(d, MIB, 512).iter().any(|&b| b != 0),
+            "{}: no core.img in the BIOS boot partition",
+            d.display()
+        );
+        assert!(
+            parts.iter().any(|p| p.start == 8 * MIB),
+            "{}: the RAID member moved",
+            d.display()
+        );
+    }
+
+    // 3. Power on from the disks, then from the second one alone.
+    let serial = boot_from_disks(
+        dir.path(),
+        Vec::new(),
+        &disks,
+        "bios-both-disks",
+        Duration::from_secs(420),
     )
     .await;
-    assert_eq!(node["raid_config"], json!({}), "{node}");
-    let serial = vm.proc.log_text();
-    assert!(
-        serial.contains("md array assembled"),
-        "the array on disk was not assembled before deletion:\n{serial}"
-    );
-    let api = vm.agent_api(&conductor, &uuid).await;
-    vm.power_off(&api, Duration::from_secs(120)).await;
-    for d in &disks {
-        let head = read_at(d, 0, 2 << 20);
-        assert!(
-            head.iter().all(|&b| b == 0),
-            "{}: the table and first member superblock must be gone",
-            d.display()
-        );
-        let tail = read_at(d, DISK_BYTES - (1 << 20), 1 << 20);
-        assert!(
-            !tail.windows(4).any(|w| w == MD_MAGIC),
-            "{}: md magic left at the end",
-            d.display()
-        );
-    }
-}
-
-/// The machine powered on from its disks (no kernel given, no network):
-/// OVMF follows its NVRAM entries. Returns the serial log once it stops.
-async fn boot_from_disks(dir: &Path, vars: &Path, disks: &[PathBuf], tag: &str) -> String {
-    let mut cmd = std::process::Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-m",
-        "512",
-        "-nographic",
-        "-no-reboot",
-        "-nodefaults",
-    ])
-    .args(["-serial", "stdio", "-nic", "none"])
-    .args(ovmf_args(vars));
-    for (i, d) in disks.iter().enumerate() {
-        cmd.args([
-            "-drive",
-            &format!("file={},format=raw,if=none,id=r{i}", d.display()),
-        ])
-        .args(["-device", &format!("virtio-blk-pci,drive=r{i}")]);
-    }
-    let log = dir.join(format!("{tag}.log"));
-    let mut vm = Proc::spawn(cmd, log.clone());
-    let status = wait_exit(&mut vm, Duration::from_secs(240)).await;
-    let serial = vm.log_text();
-    let _ = std::fs::copy(
-        &log,
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("raid-{tag}.log")),
-    );
-    assert!(status.is_ok(), "{tag}: the machine did not stop:\n{serial}");
-    serial
-}
-
-fn utf16(s: &str) -> Vec<u8> {
-    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    assert_debian_booted_from_md(&serial, info);
+    let serial = boot_from_disks(
+        dir.path(),
+        Vec::new(),
+        &disks[1..],
+        "bios-second-disk",
+        Duration::from_secs(420),
+    )
+    .await;
+    assert_debian_booted_from_md(&serial, info);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn raid1_uefi_deploy_boots_from_either_disk() {
+async fn raid1_uefi_deploy_boots_from_either_disk_then_nvram_cleaned_and_deleted() {
     let _slot = vm_slot().await;
     let images = test_images();
     let conductor = conductor_serving(images, &["--fast-track", "true"]).await;
@@ -388,19 +462,12 @@ async fn raid1_uefi_deploy_boots_from_either_disk() {
     wait_states(&conductor, &uuid, &["manageable"], Duration::from_secs(30)).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let disks: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("disk{i}.raw")))
-        .collect();
-    for d in &disks {
-        std::fs::File::create(d)
-            .unwrap()
-            .set_len(DISK_BYTES)
-            .unwrap();
-    }
+    let disks = blank_disks(dir.path());
     let vars = dir.path().join("OVMF_VARS.fd");
     std::fs::copy(OVMF_VARS, &vars).expect("OVMF (scripts/setup installs ovmf)");
     let vm_dir = dir.path().join("ramdisk");
     std::fs::create_dir_all(&vm_dir).unwrap();
+    let started = std::time::Instant::now();
     let mut vm = boot_with(
         &vm_dir,
         port,
@@ -427,46 +494,173 @@ async fn raid1_uefi_deploy_boots_from_either_disk() {
         .await
     })
     .await;
+    eprintln!(
+        "raid uefi: ramdisk power on -> deployed and off {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert!(serial.contains("device=/dev/md0"), "{serial}");
     drop(vm);
 
-    // One NVRAM entry per disk's ESP.
-    let nvram = std::fs::read(&vars).unwrap();
-    for part in ["(RAID, part0)", "(RAID, part1)"] {
-        let label = utf16(part);
-        assert!(
-            nvram.windows(label.len()).any(|w| w == label.as_slice()),
-            "no {part} boot entry in the NVRAM\n{serial}"
-        );
-    }
-    // Each disk's ESP is plain FAT at 1 MiB, ended by an md 1.0 superblock.
-    for d in &disks {
-        let boot_sector = read_at(d, 1 << 20, 512);
+    // Each disk's ESP is plain FAT at 1 MiB, ended by an md 1.0 superblock,
+    // and has a live NVRAM entry naming it.
+    let entries = boot_entries(&std::fs::read(&vars).unwrap());
+    let mut esp_guids = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let esp = gpt_entries(d)
+            .into_iter()
+            .find(|p| p.type_guid == ESP_GUID)
+            .unwrap_or_else(|| panic!("{}: no ESP", d.display()));
+        assert_eq!(esp.start, MIB, "{}: ESP", d.display());
+        let boot_sector = read_at(d, esp.start, 512);
         assert_eq!(
             &boot_sector[510..],
             &[0x55, 0xaa],
             "{}: no FAT at 1 MiB",
             d.display()
         );
-        let esp_end = (1 << 20) + (550 << 20);
-        let tail = read_at(d, esp_end - (64 << 10), 64 << 10);
+        let tail = read_at(d, esp.start + esp.len - (64 << 10), 64 << 10);
         assert!(
-            tail.windows(4).any(|w| w == MD_MAGIC),
+            contains(&tail, &MD_MAGIC),
             "{}: no md 1.0 superblock at the ESP's end",
             d.display()
         );
+        let label = format!("(RAID, part{i})");
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.description.ends_with(&label) && contains(&e.path, &esp.unique_guid)),
+            "no live {label} entry naming {}'s ESP: {entries:#?}\n{serial}",
+            d.display()
+        );
+        esp_guids.push(esp.unique_guid);
     }
 
     // Power on from the disks: the deployed OS runs and powers off.
-    let serial = boot_from_disks(dir.path(), &vars, &disks, "uefi-both-disks").await;
+    let serial = boot_from_disks(
+        dir.path(),
+        ovmf_args(&vars),
+        &disks,
+        "uefi-both-disks",
+        Duration::from_secs(240),
+    )
+    .await;
     assert!(
         serial.contains(&format!("{MARKER} ")) && serial.contains("ferrite.image=uefi"),
         "the deployed image did not boot from the mirror:\n{serial}"
     );
     // The first disk gone: the second one's ESP boots the same image.
-    let serial = boot_from_disks(dir.path(), &vars, &disks[1..], "uefi-second-disk").await;
+    let serial = boot_from_disks(
+        dir.path(),
+        ovmf_args(&vars),
+        &disks[1..],
+        "uefi-second-disk",
+        Duration::from_secs(240),
+    )
+    .await;
     assert!(
         serial.contains(&format!("{MARKER} ")) && serial.contains("ferrite.image=uefi"),
         "the deployed image did not boot from the second disk alone:\n{serial}"
     );
+
+    // Unprovisioned (no automated clean), then a manual clean in the
+    // ramdisk, booted in UEFI on the same NVRAM: clean_uefi_nvram with a
+    // pattern naming the first disk's ESP, then delete_configuration.
+    verb(&conductor, &uuid, "deleted").await;
+    wait_states(&conductor, &uuid, &["available"], Duration::from_secs(120)).await;
+    verb(&conductor, &uuid, "manage").await;
+    wait_states(&conductor, &uuid, &["manageable"], Duration::from_secs(30)).await;
+    let vm_dir = dir.path().join("ramdisk2");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let mut vm = boot_with(
+        &vm_dir,
+        port,
+        &disks,
+        "raid-uefi-ramdisk2.log",
+        ovmf_args(&vars),
+    );
+    conductor.wait_agent(&uuid).await;
+    // The firmware is done with its variables once the agent is up.
+    let before = boot_entries(&std::fs::read(&vars).unwrap());
+    let first_esp = guid_text(&esp_guids[0]);
+    let node = clean(
+        &conductor,
+        &uuid,
+        json!([
+            {"interface": "deploy", "step": "clean_uefi_nvram",
+             "args": {"match_patterns": [format!("HD\\(\\d+,GPT,{}", first_esp.to_uppercase())]}},
+            {"interface": "raid", "step": "delete_configuration"},
+        ]),
+        &vm,
+    )
+    .await;
+    assert_eq!(node["raid_config"], json!({}), "{node}");
+    let serial = vm.proc.log_text();
+    assert!(
+        serial.contains("deleting UEFI boot entry"),
+        "clean_uefi_nvram deleted nothing:\n{serial}"
+    );
+    assert!(
+        serial.matches("md array assembled").count() >= 2,
+        "the root array and the ESP mirror on disk were not assembled before deletion:\n{serial}"
+    );
+    let api = vm.agent_api(&conductor, &uuid).await;
+    vm.power_off(&api, Duration::from_secs(120)).await;
+
+    // The NVRAM: exactly the entries on the first disk's ESP are gone.
+    let fd = std::fs::read(&vars).unwrap();
+    let after = boot_entries(&fd);
+    let on_first = |e: &BootEntry| contains(&e.path, &esp_guids[0]);
+    let (gone, kept): (Vec<&BootEntry>, Vec<&BootEntry>) = before.iter().partition(|e| on_first(e));
+    assert!(
+        !gone.is_empty()
+            && gone
+                .iter()
+                .all(|e| e.description.ends_with("(RAID, part0)")),
+        "{before:#?}"
+    );
+    assert!(
+        after.iter().all(|e| !on_first(e)),
+        "an entry on the first disk's ESP is still live: {after:#?}"
+    );
+    for e in &kept {
+        assert!(after.contains(e), "{e:?} was not to be deleted: {after:#?}");
+    }
+    assert!(
+        kept.iter()
+            .any(|e| e.description.ends_with("(RAID, part1)")),
+        "{kept:#?}"
+    );
+    let order = boot_order(&fd).expect("BootOrder");
+    assert!(
+        gone.iter().all(|e| !order.contains(&e.number)),
+        "BootOrder {order:04X?} still names a deleted entry"
+    );
+
+    // The disks: no table (MBR, GPT and its backup), no md superblock (the
+    // root's at 4 KiB into its member, the ESP mirror's at the ESP's end).
+    for d in &disks {
+        let head = read_at(d, 0, 1 << 20);
+        assert!(
+            head.iter().all(|&b| b == 0),
+            "{}: the table must be gone",
+            d.display()
+        );
+        assert!(
+            !contains(&read_at(d, DISK_BYTES - 512, 512), b"EFI PART"),
+            "{}: the backup GPT is left",
+            d.display()
+        );
+        let esp_end = MIB + (550 << 20);
+        for (at, what) in [
+            (esp_end - (64 << 10), "the ESP's end"),
+            (esp_end + 4096, "the root member's start"),
+            (DISK_BYTES - (1 << 20), "the disk's end"),
+        ] {
+            assert!(
+                !contains(&read_at(d, at, 64 << 10), &MD_MAGIC),
+                "{}: md magic left at {what}",
+                d.display()
+            );
+        }
+    }
 }

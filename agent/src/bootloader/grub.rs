@@ -161,6 +161,45 @@ pub fn install_uefi(
     run_in_root(root, &tools.install, &removable)
 }
 
+/// IPA's `_has_dracut`: the image builds its initramfs with dracut.
+pub fn has_dracut(root: &Path) -> bool {
+    ["usr/sbin", "usr/bin", "sbin", "bin"]
+        .iter()
+        .any(|d| root.join(d).join("dracut").exists())
+}
+
+/// md's array UUID as mdadm prints it (`xxxxxxxx:xxxxxxxx:xxxxxxxx:xxxxxxxx`),
+/// the form dracut's `rd.md.uuid=` takes.
+pub fn mdadm_uuid(uuid: &uuid::Uuid) -> String {
+    uuid.as_bytes()
+        .chunks(4)
+        .map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// IPA's `_configure_grub` edit of `/etc/default/grub`: `extra` appended
+/// inside every `GRUB_CMDLINE_LINUX="..."` line.
+pub fn append_to_cmdline(default_grub: &str, extra: &str) -> String {
+    let mut out: String = default_grub
+        .lines()
+        .map(|l| {
+            match l
+                .strip_prefix("GRUB_CMDLINE_LINUX=\"")
+                .and_then(|v| v.strip_suffix('"'))
+            {
+                Some(v) => format!("GRUB_CMDLINE_LINUX=\"{v} {extra}\""),
+                None => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if default_grub.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
 pub fn make_config(root: &Path, tools: &GrubTools) -> Result<(), String> {
     run_in_root(root, &tools.mkconfig, &["-o", &tools.config])
 }
@@ -223,6 +262,25 @@ mod tests {
         let t = find_tools(d.path()).unwrap();
         assert_eq!(t.install, "/usr/sbin/grub2-install");
         assert_eq!(t.config, "/boot/grub2/grub.cfg");
+    }
+
+    #[test]
+    fn dracut_md_uuids_go_into_the_kernel_command_line() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!has_dracut(d.path()));
+        std::fs::create_dir_all(d.path().join("usr/bin")).unwrap();
+        std::fs::write(d.path().join("usr/bin/dracut"), "").unwrap();
+        assert!(has_dracut(d.path()));
+        let u = uuid::Uuid::parse_str("0123abcd-4567-89ef-0011-223344556677").unwrap();
+        assert_eq!(mdadm_uuid(&u), "0123abcd:456789ef:00112233:44556677");
+        let text = "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=\"console=ttyS0 quiet\"\n\
+                    GRUB_CMDLINE_LINUX_DEFAULT=\"x\"\n";
+        assert_eq!(
+            append_to_cmdline(text, "rd.md.uuid=a rd.md.uuid=b"),
+            "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=\"console=ttyS0 quiet rd.md.uuid=a rd.md.uuid=b\"\n\
+             GRUB_CMDLINE_LINUX_DEFAULT=\"x\"\n"
+        );
+        assert_eq!(append_to_cmdline("A=1", "x"), "A=1");
     }
 
     #[test]

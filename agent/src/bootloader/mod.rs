@@ -236,6 +236,67 @@ fn add_entries(
     Ok(())
 }
 
+/// The md array the image went to, when the install device is one.
+fn root_array(env: &Environment) -> Option<crate::disk::raid::running::RunningArray> {
+    crate::disk::raid::running::arrays(env.sysfs_root)
+        .into_iter()
+        .find(|a| a.path == env.disk && !a.holders.is_empty())
+}
+
+/// IPA's `_configure_grub` for dracut images on md: `rd.md.uuid=` for
+/// every array the kernel runs, so the image's initramfs assembles them.
+fn add_rd_md_uuids(env: &Environment, root: &Path) -> Result<(), String> {
+    let uuids: Vec<String> = crate::disk::raid::running::arrays(env.sysfs_root)
+        .iter()
+        .filter_map(|a| {
+            let member = Path::new("/dev").join(a.members.first()?);
+            crate::disk::md::scan::scan(&[member])
+                .first()
+                .map(|f| format!("rd.md.uuid={}", grub::mdadm_uuid(&f.sb.set_uuid)))
+        })
+        .collect();
+    if uuids.is_empty() {
+        return Ok(());
+    }
+    let path = root.join("etc/default/grub");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    std::fs::write(&path, grub::append_to_cmdline(&text, &uuids.join(" ")))
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    info!(
+        ?uuids,
+        "rd.md.uuid kernel parameters set for the image's dracut"
+    );
+    Ok(())
+}
+
+/// The array's holder disks as device nodes, in the array's order.
+fn holder_disks(array: &crate::disk::raid::running::RunningArray) -> Vec<PathBuf> {
+    array
+        .holders
+        .iter()
+        .map(|h| Path::new("/dev").join(h))
+        .collect()
+}
+
+/// Where GRUB's BIOS boot code goes: the install disk, or, when the image
+/// is on an md array, every holder disk of it (IPA's `_install_grub2`), each
+/// given room for core.img first (IPA's `prepare_boot_partitions_for_softraid`).
+fn bios_grub_disks(env: &Environment) -> Result<Vec<PathBuf>, String> {
+    let Some(array) = root_array(env) else {
+        return Ok(vec![env.disk.to_path_buf()]);
+    };
+    let holders = holder_disks(&array);
+    crate::disk::raid::bios_boot::prepare(&holders).map_err(|e| {
+        format!(
+            "BIOS boot partitions on the holders of {}: {e}",
+            array.name()
+        )
+    })?;
+    info!(array = %array.name(), disks = ?holders, "GRUB2 will be installed on the holder disks");
+    Ok(holders)
+}
+
 /// IPA's software RAID UEFI setup: the image (on an md array) keeps its
 /// ESP inside the array, where firmware cannot see it; each holder gets an
 /// ESP of its own, mirrored, holding the image's ESP, and an NVRAM entry
@@ -256,11 +317,7 @@ fn softraid_efi_setup(
             env.disk.display()
         )));
     }
-    let holders: Vec<PathBuf> = array
-        .holders
-        .iter()
-        .map(|h| Path::new("/dev").join(h))
-        .collect();
+    let holders = holder_disks(array);
     let esps = crate::disk::raid::esp::prepare(
         env.sysfs_root,
         &holders,
@@ -351,6 +408,11 @@ fn install_grub(env: &Environment, view: &DiskView, req: &Request) -> Result<Str
         None
     };
 
+    let bios_disks = if uefi {
+        Vec::new()
+    } else {
+        bios_grub_disks(env)?
+    };
     let point = temp_mount_point("root").map_err(|e| e.details)?;
     let mut mounts = Mounts::default();
     let result = (|| -> Result<String, String> {
@@ -382,7 +444,12 @@ fn install_grub(env: &Environment, view: &DiskView, req: &Request) -> Result<Str
         if uefi {
             grub::install_uefi(&point, &tools, arch, &id)?;
         } else {
-            grub::install_bios(&point, &tools, arch, env.disk)?;
+            for disk in &bios_disks {
+                grub::install_bios(&point, &tools, arch, disk)?;
+            }
+        }
+        if root_array(env).is_some() && grub::has_dracut(&point) {
+            add_rd_md_uuids(env, &point)?;
         }
         grub::make_config(&point, &tools)?;
         nix::unistd::sync();
@@ -426,10 +493,7 @@ pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, Res
         warn!("prep_boot_part_uuid given: PReP (ppc64) boot partitions are not handled on this architecture");
     }
     if current == BootMode::Uefi {
-        let on_array = crate::disk::raid::running::arrays(env.sysfs_root)
-            .into_iter()
-            .find(|a| a.path == env.disk && !a.holders.is_empty());
-        if let Some(array) = on_array {
+        if let Some(array) = root_array(env) {
             softraid_efi_setup(env, &array, req)?;
             return Ok(Value::Null);
         }

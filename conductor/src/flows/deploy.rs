@@ -91,6 +91,22 @@ fn is_partition_image(node: &Node) -> bool {
     }
 }
 
+/// The root `install_bootloader` is given: on software RAID Ironic names it
+/// by the image's `rootfs_uuid` (`instance_info.image_rootfs_uuid`; there is
+/// no Glance here) before what the agent found.
+fn bootloader_root(node: &Node, found: Option<String>) -> Option<String> {
+    is_software_raid(node)
+        .then(|| {
+            node.instance_info
+                .get("image_rootfs_uuid")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        })
+        .flatten()
+        .or(found)
+}
+
 /// Ironic's `is_software_raid`: a logical disk on the `software` controller.
 fn is_software_raid(node: &Node) -> bool {
     node.target_raid_config
@@ -451,6 +467,7 @@ async fn start_next(
                     continue;
                 }
                 let (root, efi) = partition_uuids(client).await?;
+                let root = bootloader_root(node, root);
                 let mut params = Map::new();
                 params.insert("root_uuid".into(), json!(root));
                 params.insert("efi_system_part_uuid".into(), json!(efi));
@@ -577,6 +594,28 @@ mod tests {
             instance_info: info.as_object().cloned().unwrap_or_default(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn software_raid_root_is_the_images_rootfs_uuid_first() {
+        let found = Some("from-agent".to_string());
+        let mut n = node(json!({"image_rootfs_uuid": "from-image"}));
+        assert_eq!(
+            bootloader_root(&n, found.clone()),
+            found,
+            "not software RAID"
+        );
+        n.target_raid_config = json!({"logical_disks": [
+            {"size_gb": "MAX", "raid_level": "1", "controller": "software"}]})
+        .as_object()
+        .cloned()
+        .unwrap();
+        assert_eq!(
+            bootloader_root(&n, found.clone()).as_deref(),
+            Some("from-image")
+        );
+        n.instance_info.remove("image_rootfs_uuid");
+        assert_eq!(bootloader_root(&n, found.clone()), found);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `target_raid_config` and the partition/array plan built from it. The md
 //! metadata itself is [`crate::disk::md`]; docs/raid-plan.md has the rest.
 
+pub mod bios_boot;
 pub mod config;
 pub mod create;
 pub mod delete;
