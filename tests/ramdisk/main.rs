@@ -8,6 +8,7 @@ mod archive;
 mod arm64;
 mod bmc;
 mod boot_timeline;
+mod burnin_network;
 mod capture;
 mod clock_debug;
 mod dhcp;

@@ -20,36 +20,54 @@ use serde_json::json;
 
 pub(crate) const MAC: &str = "52:54:00:12:34:56";
 
-/// QEMU under TCG keeps a core busy per VM: at most one VM per core runs
-/// at once (each test holds its slot for its whole run). `FERRITE_TEST_VMS`
-/// overrides the count (1 serialises the VM tests, as they ran before).
-fn vm_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+/// The VM slots and how many there are. QEMU under TCG keeps a core busy
+/// per VM: at most one VM per core runs at once (each test holds its slot
+/// for its whole run). `FERRITE_TEST_VMS` overrides the count (1
+/// serialises the VM tests, as they ran before).
+fn slots() -> &'static (tokio::sync::Semaphore, u32) {
+    static SLOTS: OnceLock<(tokio::sync::Semaphore, u32)> = OnceLock::new();
     SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let slots = std::env::var("FERRITE_TEST_VMS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|&n| n > 0)
-            .unwrap_or(cores);
-        tokio::sync::Semaphore::new(slots)
+            .unwrap_or(cores)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let count = u32::try_from(slots).unwrap_or(u32::MAX);
+        (tokio::sync::Semaphore::new(count as usize), count)
     })
 }
 
 /// Wait for a VM slot; the VM may run while the permit lives.
 pub(crate) async fn vm_slot() -> tokio::sync::SemaphorePermit<'static> {
-    vm_slots()
-        .acquire()
+    vm_slots(1).await
+}
+
+/// Wait for `n` VM slots at once, for machines that must run together:
+/// taken one by one, two such tests could each hold one and wait forever
+/// (tokio's semaphore is fair, so a test waiting for several is not
+/// starved by single-slot tests). With fewer slots than `n` in all, it
+/// takes them all: the machines then share them.
+pub(crate) async fn vm_slots(n: u32) -> tokio::sync::SemaphorePermit<'static> {
+    let (semaphore, count) = slots();
+    semaphore
+        .acquire_many(n.clamp(1, *count))
         .await
         .expect("the VM semaphore is never closed")
 }
 
 /// [`vm_slot`] for a test outside any runtime.
 pub(crate) fn vm_slot_blocking() -> tokio::sync::SemaphorePermit<'static> {
+    vm_slots_blocking(1)
+}
+
+/// [`vm_slots`] for a test outside any runtime.
+pub(crate) fn vm_slots_blocking(n: u32) -> tokio::sync::SemaphorePermit<'static> {
     tokio::runtime::Builder::new_current_thread()
         .build()
-        .expect("a runtime to wait for a VM slot")
-        .block_on(vm_slot())
+        .expect("a runtime to wait for VM slots")
+        .block_on(vm_slots(n))
 }
 
 pub(crate) fn workspace() -> PathBuf {

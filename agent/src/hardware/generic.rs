@@ -352,9 +352,13 @@ fn burnin_network(call: &StepCall) -> Result<Value, RestError> {
     let connect_within = call
         .u64_setting("agent_burnin_fio_network_connect_timeout")?
         .unwrap_or(DEFAULT_PAIRING_TIMEOUT_SECS);
+    // The address the conductor hands the partner (the one Ironic calls
+    // us on); the writer listens where the agent API does, on every
+    // address by default, so a static partner may use any of ours.
     let local = call.ctx.advertise_ip().ok_or_else(|| {
         RestError::cleaning("fio (network): the agent does not know its own address yet")
     })?;
+    let listen = call.ctx.config.listen_host;
 
     let (role, partner) = match call.setting("agent_burnin_fio_network_config") {
         Some(config) => static_pairing(config)?,
@@ -373,7 +377,7 @@ fn burnin_network(call: &StepCall) -> Result<Value, RestError> {
         return Err(RestError::cleaning("fio (network) failed to find partner"));
     };
     let partner_addr = resolve(&partner, port)?;
-    info!(%partner, role = role.word(), runtime, %local, port, "network burn-in started");
+    info!(%partner, role = role.word(), runtime, %local, %listen, port, "network burn-in started");
     let plan = network::Plan {
         runtime: Duration::from_secs(runtime),
         port,
@@ -382,7 +386,7 @@ fn burnin_network(call: &StepCall) -> Result<Value, RestError> {
     };
     for (order, direction) in [(1, role), (2, role.other())] {
         let result = match direction {
-            Role::Writer => network::write(local, plan),
+            Role::Writer => network::write(listen, plan),
             Role::Reader => network::read(partner_addr, plan),
         };
         if let Some(base) = &outputfile {
@@ -390,7 +394,18 @@ fn burnin_network(call: &StepCall) -> Result<Value, RestError> {
             write_direction_report(&path, order, direction, &result);
         }
         match result {
-            Ok(report) => info!(?report, "network burn-in direction finished"),
+            // Flat fields: an operator reading the console sees the figures.
+            Ok(report) => info!(
+                direction = order,
+                role = %report.role.word(),
+                local = %report.local,
+                partner = %report.partner,
+                streams = report.streams,
+                bytes = report.bytes,
+                seconds = report.seconds,
+                mib_per_s = report.mib_per_s,
+                "network burn-in direction finished"
+            ),
             Err(e) => {
                 return Err(RestError::command_execution(format!(
                     "fio (network) failed with error: {} ({}): {e}",

@@ -109,16 +109,23 @@ pub enum NetError {
     },
 }
 
-/// Listen on `local` and send for the runtime on every stream.
-pub fn write(local: IpAddr, plan: Plan) -> Result<DirectionReport, NetError> {
-    let addr = SocketAddr::new(local, plan.port);
-    let listener = TcpListener::bind(addr).map_err(|source| NetError::Listen { addr, source })?;
+/// Listen on `listen` and send for the runtime on every stream. An
+/// unspecified address listens on all of them, as fio's `--listen` does:
+/// the reader may reach this node on any NIC (a static partner on a
+/// burn-in network, an advertised address behind NAT), not only on the
+/// address it advertises to Ironic.
+pub fn write(listen: IpAddr, plan: Plan) -> Result<DirectionReport, NetError> {
+    let (listener, addr) = listen_on(listen, plan.port)?;
     let streams = accept_all(&listener, addr, plan.connect_within)?;
     drop(listener);
-    let peer = streams
-        .first()
+    let first = streams.first();
+    let peer = first
         .and_then(|s| s.peer_addr().ok())
-        .map_or_else(String::new, |p| p.ip().to_string());
+        .map_or_else(String::new, |p| p.ip().to_canonical().to_string());
+    // Where the reader reached us, not the wildcard we listened on.
+    let addr = first
+        .and_then(|s| s.local_addr().ok())
+        .map_or(addr, |a| SocketAddr::new(a.ip().to_canonical(), a.port()));
     let started = Instant::now();
     let deadline = started + plan.runtime;
     let results = std::thread::scope(|s| {
@@ -132,6 +139,23 @@ pub fn write(local: IpAddr, plan: Plan) -> Result<DirectionReport, NetError> {
     report(Role::Writer, addr, peer, plan, started, results)
 }
 
+/// A listener on `host`; `::` falls back to `0.0.0.0` on a kernel
+/// without IPv6 (as the agent API's listener does).
+fn listen_on(host: IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), NetError> {
+    let addr = SocketAddr::new(host, port);
+    match TcpListener::bind(addr) {
+        Ok(l) => Ok((l, addr)),
+        Err(e) if host.is_unspecified() && host.is_ipv6() => {
+            tracing::warn!(error = %e, "cannot listen on [::] for the burn-in, using 0.0.0.0");
+            let v4 = SocketAddr::from(([0, 0, 0, 0], port));
+            TcpListener::bind(v4)
+                .map(|l| (l, v4))
+                .map_err(|source| NetError::Listen { addr: v4, source })
+        }
+        Err(source) => Err(NetError::Listen { addr, source }),
+    }
+}
+
 /// Connect to the writer at `partner` (retrying while it is not listening
 /// yet) and receive on every stream until the writer ends it.
 pub fn read(partner: SocketAddr, plan: Plan) -> Result<DirectionReport, NetError> {
@@ -139,7 +163,9 @@ pub fn read(partner: SocketAddr, plan: Plan) -> Result<DirectionReport, NetError
     let local = streams
         .first()
         .and_then(|s| s.local_addr().ok())
-        .map_or(partner, |a| a);
+        .map_or(partner, |a| {
+            SocketAddr::new(a.ip().to_canonical(), a.port())
+        });
     let started = Instant::now();
     let results = std::thread::scope(|s| {
         let workers: Vec<_> = streams
@@ -449,6 +475,23 @@ mod tests {
         assert!(r.bytes > 0 && r.bytes == w.bytes, "{r:?} {w:?}");
         assert!(w.seconds >= 0.3, "{w:?}");
         assert_eq!((w.role, r.role), (Role::Writer, Role::Reader));
+    }
+
+    #[test]
+    fn a_writer_on_every_address_is_reached_on_any_of_them() {
+        let port = free_port();
+        let p = plan(port, 200);
+        // What the ramdisk's default `ipa-listen-host` is.
+        let writer = std::thread::spawn(move || write(IpAddr::from([0u16; 8]), p));
+        let r = read(SocketAddr::from(([127, 0, 0, 9], port)), p).unwrap();
+        let w = writer.join().unwrap().unwrap();
+        assert_eq!(w.bytes, r.bytes);
+        // The report names the address the reader reached, not `::`.
+        assert_eq!(
+            (w.local.as_str(), r.partner.as_str()),
+            ("127.0.0.9", "127.0.0.9")
+        );
+        assert_eq!(w.partner, r.local, "{w:?}\n{r:?}");
     }
 
     #[test]
