@@ -148,35 +148,47 @@ pub(crate) fn virtual_ramdisk() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-/// Whether scripts/test's background build made every ramdisk in this run,
-/// from the agent it had just built. `FERRITE_PREBUILT_RAMDISKS` names the
-/// file that build writes when it ends (`ok` or `failed`); the first suites
-/// run while it is still going, so this waits for it, within a bound.
-fn prebuilt_ramdisks() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        let Some(status) = std::env::var_os("FERRITE_PREBUILT_RAMDISKS") else {
-            return false;
-        };
-        let status = PathBuf::from(status);
-        let deadline = Instant::now() + Duration::from_secs(40 * 60);
-        loop {
-            match std::fs::read_to_string(&status) {
-                Ok(text) => {
-                    let ok = text.trim() == "ok";
-                    if !ok {
-                        eprintln!("scripts/test's ramdisk build failed; building here");
-                    }
-                    return ok;
-                }
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(1)),
-                Err(e) => {
-                    eprintln!("no ramdisk build status at {}: {e}", status.display());
-                    return false;
-                }
-            }
+/// Whether scripts/test's background build made the ramdisk in `out` in
+/// this run, from the agent it had just built. `FERRITE_PREBUILT_RAMDISKS`
+/// names the file that build appends to: `ready <dir under build/>` as each
+/// ramdisk is done, then `ok` or `failed` when it ends. The first suites
+/// run while it is still going, so this waits for the ramdisk's line, or
+/// the end, within a bound. Any other value (`1`: not a file) takes
+/// whatever is in `out`, for a developer who has just built it.
+fn prebuilt(out: &Path) -> bool {
+    let Some(status) = std::env::var_os("FERRITE_PREBUILT_RAMDISKS") else {
+        return false;
+    };
+    let status = PathBuf::from(status);
+    if !status.is_file() {
+        return true;
+    }
+    let Some(name) = out.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(40 * 60);
+    loop {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        let mut lines = text.lines().map(str::trim);
+        if lines
+            .clone()
+            .any(|l| l.strip_prefix("ready ") == Some(name))
+        {
+            return true;
         }
-    })
+        if lines.any(|l| l == "ok" || l == "failed") {
+            eprintln!("scripts/test's background build ended without {name}; building it here");
+            return false;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "no word of {name} in {} in 40 min; building it here",
+                status.display()
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 pub(crate) fn build_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, PathBuf) {
@@ -195,7 +207,7 @@ pub(crate) fn layer_ramdisk(arch: Arch, profile: &str, out: &Path) -> (PathBuf, 
 
 fn run_build(arch: Arch, profile: &str, out: &Path, layer_on: Option<&Path>) -> (PathBuf, PathBuf) {
     let outputs = (out.join("deploy.kernel"), out.join("deploy.initramfs"));
-    if prebuilt_ramdisks() && outputs.0.exists() && outputs.1.exists() {
+    if prebuilt(out) && outputs.0.exists() && outputs.1.exists() {
         eprintln!("{arch:?} {profile} ramdisk: prebuilt by scripts/test");
         return outputs;
     }
