@@ -252,12 +252,17 @@ async fn boot_case(nic_model: &str, disk: Disk, n: u8, image: Option<&TestImage>
         Disk::Nvme => (NVME_BYTES, ERASE_MARKS.to_vec()),
         _ => (DISK_BYTES, Vec::new()),
     };
+    let guards = matches!(disk, Disk::Nvme).then(|| GuardDisks::create(dir.path()));
+    let mut devices = disk.args(&serial);
+    if let Some(g) = &guards {
+        devices.extend(g.qemu_args());
+    }
     let mut machine = Machine::boot_with_disk(
         dir.path(),
         matrix_ramdisk(),
         port,
         (nic_model, &mac),
-        disk.args(&serial),
+        devices,
         &tag,
         bytes,
         &marks,
@@ -281,8 +286,8 @@ async fn boot_case(nic_model: &str, disk: Disk, n: u8, image: Option<&TestImage>
         "PID 1 did not coldplug:\n{serial_log}"
     );
 
-    if matches!(disk, Disk::Nvme) {
-        erase_by_format(&api, &machine, &tag).await;
+    if let Some(g) = &guards {
+        erase_by_format(&api, &machine, g, &tag).await;
         burn_in(&api, &machine, &tag).await;
     }
 
@@ -312,45 +317,281 @@ const ERASE_MARKS: [(u64, &[u8]); 3] = [
     (NVME_BYTES - (1 << 20), b"FERRITE-ERASE-MARK-END"),
 ];
 
-/// `erase_devices`, as Ironic's automated clean sends it, erases the NVMe
-/// namespace with Format NVM (QEMU's controller implements it): the step
-/// succeeds with IPA's result shape, the log names the format, and the
-/// marks are gone from the backing file.
-async fn erase_by_format(api: &AgentApi, machine: &Machine, tag: &str) {
+/// `erase_devices`, as Ironic's automated clean sends it, beside IPA's
+/// guards ([`GuardDisks`]): first the GFS2 disk fails the step with IPA's
+/// `ProtectedDeviceError` and nothing anywhere is erased; then, with the
+/// node's `wipe_special_filesystems: false`, the step succeeds with IPA's
+/// result shape: the NVMe namespace is erased by Format NVM (QEMU's
+/// controller implements it; the log names it, the marks are gone from the
+/// backing file), the GFS2 disk is erased, and the disk on the node's
+/// `skip_block_devices` (by serial) and the RAID member keep every byte.
+async fn erase_by_format(api: &AgentApi, machine: &Machine, guards: &GuardDisks, tag: &str) {
     use std::os::unix::fs::FileExt;
-    let step = json!({
+    let step = |dii: Value| {
+        json!({
         "step": {"step": "erase_devices", "interface": "deploy", "priority": 10},
-        "node": {"driver_internal_info": {"disk_erasure_concurrency": 4}},
-        "ports": [], "clean_version": {"generic_hardware_manager": "1.2"}});
+        "node": {"driver_internal_info": dii,
+                 "properties": {"skip_block_devices": [{"serial": GuardDisks::KEEP_SERIAL}]}},
+        "ports": [], "clean_version": {"generic_hardware_manager": "1.2"}})
+    };
+    let marks_left = || {
+        let f = std::fs::File::open(&machine.disk).unwrap();
+        ERASE_MARKS
+            .iter()
+            .filter(|(offset, mark)| {
+                let mut back = vec![0u8; mark.len()];
+                f.read_exact_at(&mut back, *offset).unwrap();
+                back == *mark
+            })
+            .count()
+    };
+    let before = guards.contents();
+
+    let refused = api
+        .run_within(
+            "clean.execute_clean_step",
+            step(json!({"disk_erasure_concurrency": 4})),
+            Duration::from_secs(120),
+        )
+        .await;
+    let log = machine.vm.proc.log_text();
+    assert_eq!(refused["command_status"], "FAILED", "{refused}\n{log}");
+    assert_eq!(
+        refused["command_error"]["type"], "ProtectedDeviceError",
+        "{refused}"
+    );
+    let details = refused["command_error"]["details"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        details.starts_with("Protected Red Hat Global File System 2 located on device /dev/vd"),
+        "{details}"
+    );
+    assert_eq!(
+        marks_left(),
+        ERASE_MARKS.len(),
+        "a refused step erased the NVMe namespace"
+    );
+    assert_eq!(
+        guards.contents(),
+        before,
+        "a refused step changed a guarded disk"
+    );
+
     let t = std::time::Instant::now();
     let res = api
-        .run_within("clean.execute_clean_step", step, Duration::from_secs(300))
+        .run_within(
+            "clean.execute_clean_step",
+            step(json!({"disk_erasure_concurrency": 4, "wipe_special_filesystems": false})),
+            Duration::from_secs(300),
+        )
         .await;
     let secs = t.elapsed().as_secs_f64();
     let log = machine.vm.proc.log_text();
     assert_eq!(res["command_status"], "SUCCEEDED", "{res}\n{log}");
+    let erased = res["command_result"]["clean_result"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(erased.contains_key("/dev/nvme0n1"), "{res}");
     assert_eq!(
-        res["command_result"]["clean_result"],
-        json!({"/dev/nvme0n1": null}),
-        "{res}"
+        erased.len(),
+        2,
+        "only the NVMe and the GFS2 disk may be erased: {res}"
     );
     assert!(
         log.contains("NVMe Format NVM"),
         "no Format NVM in the log:\n{log}"
     );
+    assert!(
+        log.contains("skipping a software RAID member"),
+        "the RAID member was not named as skipped:\n{log}"
+    );
     eprintln!(
-        "{tag}: erase_devices of an {} GiB NVMe namespace by Format NVM: {secs:.1} s",
+        "{tag}: erase_devices of an {} GiB NVMe namespace by Format NVM (and a 64 MiB disk by shred): {secs:.1} s",
         NVME_BYTES >> 30
     );
-    let f = std::fs::File::open(&machine.disk).unwrap();
-    for (offset, mark) in ERASE_MARKS {
-        let mut back = vec![0u8; mark.len()];
-        f.read_exact_at(&mut back, offset).unwrap();
+    assert_eq!(marks_left(), 0, "data left on the NVMe namespace");
+    let after = guards.contents();
+    assert_eq!(after.keep, before.keep, "skip_block_devices ignored");
+    assert_eq!(after.member, before.member, "the RAID member was touched");
+    assert_ne!(
+        after.gfs2, before.gfs2,
+        "the GFS2 disk was not erased when allowed"
+    );
+    assert!(
+        !blkid_type(&guards.gfs2).contains("gfs2"),
+        "GFS2 still found after the erase"
+    );
+}
+
+/// Three small virtio disks beside the NVMe namespace, each one of IPA's
+/// erase guards, made on the host and checked there by the tools that
+/// know them (blkid, mdadm): an ext4 disk named in the node's
+/// `skip_block_devices` by serial, a GFS2 filesystem (shared-disk: the
+/// step must refuse it), and a member of a two-disk RAID-1 (md v1.2).
+struct GuardDisks {
+    keep: PathBuf,
+    gfs2: PathBuf,
+    member: PathBuf,
+}
+
+/// What the guarded disks hold, to compare before and after.
+#[derive(Debug, PartialEq, Eq)]
+struct GuardContents {
+    keep: Vec<u8>,
+    gfs2: Vec<u8>,
+    member: Vec<u8>,
+}
+
+impl GuardDisks {
+    const KEEP_SERIAL: &'static str = "FERRITE-KEEP";
+    const BYTES: u64 = 64 << 20;
+
+    fn create(dir: &Path) -> Self {
+        let blank = |name: &str| {
+            let path = dir.join(name);
+            std::fs::File::create(&path)
+                .and_then(|f| f.set_len(Self::BYTES))
+                .unwrap();
+            path
+        };
+        let (keep, gfs2, member) = (blank("keep.raw"), blank("gfs2.raw"), blank("member.raw"));
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "keep"])
+            .arg(&keep)
+            .output()
+            .unwrap();
         assert!(
-            back.iter().all(|b| *b == 0),
-            "data left at {offset}: {back:?}"
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        write_at(&gfs2, 64 << 10, &gfs2_superblock());
+        assert_eq!(
+            blkid_type(&gfs2),
+            "gfs2",
+            "blkid does not see the GFS2 superblock"
+        );
+        write_at(&member, 4096, &md_v12_superblock(Self::BYTES));
+        let examine = Command::new("mdadm")
+            .arg("--examine")
+            .arg(&member)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&examine.stdout);
+        assert!(
+            examine.status.success() && text.contains("raid1"),
+            "mdadm does not see a RAID-1 member: {text}{}",
+            String::from_utf8_lossy(&examine.stderr)
+        );
+        Self { keep, gfs2, member }
     }
+
+    fn qemu_args(&self) -> Vec<String> {
+        [
+            (&self.keep, Self::KEEP_SERIAL),
+            (&self.gfs2, "FERRITE-GFS2"),
+            (&self.member, "FERRITE-MEMBER"),
+        ]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (path, serial))| {
+            [
+                "-drive".to_string(),
+                format!("file={},format=raw,if=none,id=g{i}", path.display()),
+                "-device".to_string(),
+                format!("virtio-blk-pci,drive=g{i},serial={serial}"),
+            ]
+        })
+        .collect()
+    }
+
+    fn contents(&self) -> GuardContents {
+        let read = |p: &Path| std::fs::read(p).unwrap();
+        GuardContents {
+            keep: read(&self.keep),
+            gfs2: read(&self.gfs2),
+            member: read(&self.member),
+        }
+    }
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.write_all_at(data, offset))
+        .unwrap();
+}
+
+/// `blkid -p`'s TYPE for a file ("" when it finds nothing).
+fn blkid_type(path: &Path) -> String {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A GFS2 superblock (big-endian, at 64 KiB): the metadata header (magic,
+/// type 1 = superblock, format 100), then `sb_fs_format` 1801 and
+/// `sb_multihost_format` 1900, as mkfs.gfs2 writes them and blkid checks.
+fn gfs2_superblock() -> Vec<u8> {
+    let mut sb = vec![0u8; 512];
+    for (at, v) in [
+        (0, 0x0116_1970u32),
+        (4, 1),
+        (16, 100),
+        (24, 1801),
+        (28, 1900),
+    ] {
+        sb[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    sb
+}
+
+/// An md v1.2 superblock (at 4 KiB) of device 0 of a two-disk RAID-1 on a
+/// disk of `bytes`, with the checksum the kernel computes
+/// (`calc_sb_1_csum`): enough for mdadm and the kernel to call it a member.
+fn md_v12_superblock(bytes: u64) -> Vec<u8> {
+    const MAX_DEV: usize = 2;
+    let mut sb = vec![0u8; 256 + 2 * MAX_DEV];
+    let put32 =
+        |sb: &mut Vec<u8>, at: usize, v: u32| sb[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 =
+        |sb: &mut Vec<u8>, at: usize, v: u64| sb[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    let data_offset: u64 = 2048; // sectors
+    let data_size = bytes / 512 - data_offset;
+    put32(&mut sb, 0, 0xa92b_4efc); // magic
+    put32(&mut sb, 4, 1); // major_version
+    sb[16..32].copy_from_slice(&[0x5a; 16]); // set_uuid
+    sb[32..44].copy_from_slice(b"ferrite:md0\0");
+    put64(&mut sb, 64, 1_700_000_000); // ctime
+    put32(&mut sb, 72, 1); // level
+    put64(&mut sb, 80, data_size); // size
+    put32(&mut sb, 92, 2); // raid_disks
+    put64(&mut sb, 128, data_offset);
+    put64(&mut sb, 136, data_size);
+    put64(&mut sb, 144, 8); // super_offset: 4 KiB
+    put64(&mut sb, 152, 0); // recovery_offset
+    put32(&mut sb, 160, 0); // dev_number
+    sb[168..184].copy_from_slice(&[0xa5; 16]); // device_uuid
+    put64(&mut sb, 192, 1_700_000_000); // utime
+    put64(&mut sb, 200, 1); // events
+    put64(&mut sb, 208, u64::MAX); // resync_offset: in sync
+    put32(&mut sb, 220, MAX_DEV as u32);
+    sb[256..258].copy_from_slice(&0u16.to_le_bytes()); // dev_roles[0] = slot 0
+    sb[258..260].copy_from_slice(&1u16.to_le_bytes()); // dev_roles[1] = slot 1
+    let sum: u64 = sb
+        .chunks(4)
+        .map(|w| u64::from(u32::from_le_bytes(w.try_into().unwrap())))
+        .sum();
+    let csum = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+    put32(&mut sb, 216, csum);
+    sb
 }
 
 /// Each burn-in step for about two seconds in the guest, with IPA's
