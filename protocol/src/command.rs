@@ -88,6 +88,15 @@ pub struct CommandResult {
     pub command_result: Option<Value>,
 }
 
+impl CommandResult {
+    /// The error's summary (`CommandError::summary`), or "" without one.
+    pub fn error_summary(&self) -> &str {
+        self.command_error
+            .as_ref()
+            .map_or("", CommandError::summary)
+    }
+}
+
 /// `GET /v1/commands/`: results in the order they were started; the last one
 /// is "the current command" for the conductor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -233,11 +233,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                 return Ok(());
             }
             _ => {
-                let detail = cmd
-                    .command_error
-                    .as_ref()
-                    .map(|e| e.summary().to_string())
-                    .unwrap_or_default();
+                let detail = cmd.error_summary().to_string();
                 let message = format!(
                     "Agent returned error for clean step {} on node {uuid} : {detail}.",
                     steps[i]

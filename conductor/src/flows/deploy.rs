@@ -341,11 +341,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                 after_step(flows, &node, &client, &current, cmd.command_result.as_ref()).await?;
             }
             _ => {
-                let detail = cmd
-                    .command_error
-                    .as_ref()
-                    .map(|e| e.summary().to_string())
-                    .unwrap_or_default();
+                let detail = cmd.error_summary().to_string();
                 return fail_deploy(
                     flows,
                     &node,

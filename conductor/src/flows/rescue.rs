@@ -136,11 +136,7 @@ async fn finalize(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let client = AgentClient::for_node(&node.driver_internal_info, &flows.config)?;
     let result = client.run(rescue::COMMAND, params, true).await?;
     if result.command_status != CommandStatus::Succeeded {
-        let detail = result
-            .command_error
-            .as_ref()
-            .map(|e| e.summary().to_string())
-            .unwrap_or_default();
+        let detail = result.error_summary().to_string();
         anyhow::bail!("Agent returned bad result for command finalize_rescue: {detail}");
     }
     Ok(())
