@@ -80,6 +80,19 @@ pub struct ConductorConfig {
     /// State directory: the SQLite database and agent certificates live here.
     #[arg(long, env = "FERRITE_DATA_DIR", default_value = "/var/lib/ferrite")]
     pub data_dir: PathBuf,
+    /// The database: `sqlite:///path/file` (default:
+    /// `sqlite://<data-dir>/ferrite.sqlite`), or
+    /// `postgresql://user@host:port/dbname` for several conductors sharing
+    /// one fleet. Never logged with its password.
+    #[arg(long, env = "FERRITE_DATABASE", value_parser = crate::store::DatabaseUrl::parse)]
+    pub database: Option<crate::store::DatabaseUrl>,
+    /// A file whose first line is the PostgreSQL password, so that it need
+    /// not be in the URL, on a command line or in the environment.
+    #[arg(long, env = "FERRITE_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+    /// PostgreSQL connections this conductor keeps at most.
+    #[arg(long, env = "FERRITE_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
     /// This conductor's name, used for node reservations.
     #[arg(long, env = "FERRITE_HOST")]
     pub host: Option<String>,
@@ -253,8 +266,10 @@ impl ConductorConfig {
         })
     }
 
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("ferrite.sqlite")
+    pub fn database(&self) -> crate::store::DatabaseUrl {
+        self.database.clone().unwrap_or_else(|| {
+            crate::store::DatabaseUrl::Sqlite(self.data_dir.join("ferrite.sqlite"))
+        })
     }
 
     pub fn boot_dir(&self) -> PathBuf {

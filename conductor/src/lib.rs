@@ -30,18 +30,25 @@ use axum::Router;
 /// and serve the API until the process is stopped.
 pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     private_data_dir(&config)?;
+    let database = config.database();
+    let password = match &config.database_password_file {
+        Some(path) => Some(read_password(path)?),
+        None => None,
+    };
     let store = Arc::new(
-        store::Store::open(&config.database_path())
-            .with_context(|| format!("opening {}", config.database_path().display()))?,
+        store::Store::connect(&database, password.as_deref(), config.db_pool_size)
+            .await
+            .with_context(|| format!("opening the database {}", database.redacted()))?,
     );
+    tracing::info!(database = %database.redacted(), "store open");
     let config = Arc::new(config);
     let flows = flows::Flows::new(store.clone(), config.clone());
-    let freed = store.release_all(flows.host())?;
+    let freed = store.release_all(flows.host()).await?;
     if freed > 0 {
         tracing::warn!(nodes = freed, "released node locks left by a previous run");
     }
     flows.spawn_periodic();
-    flows.resume_interrupted()?;
+    flows.resume_interrupted().await?;
     let state = api::AppState {
         store,
         config: config.clone(),
@@ -119,6 +126,13 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         .context("API server failed")
 }
 
+/// The first line of `--database-password-file`.
+fn read_password(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the database password from {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
 /// The data dir holds the database (BMC passwords, agent tokens) and agent
 /// certificates: 0700, the database and its WAL files 0600, whatever the
 /// umask or an earlier run left. Files made later inherit the umask 077.
@@ -129,12 +143,13 @@ fn private_data_dir(config: &config::ConductorConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making {} private", dir.display()))?;
-    let db = config.database_path();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
-        if path.exists() {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("making {} private", path.display()))?;
+    if let store::DatabaseUrl::Sqlite(db) = config.database() {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("making {} private", path.display()))?;
+            }
         }
     }
     let certs = config.certificates_dir();

@@ -53,7 +53,15 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FERRITE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,hyper=info,rustls=info,reqwest=info")),
+                .unwrap_or_else(|_| EnvFilter::new("info,hyper=info,rustls=info,reqwest=info"))
+                // The PostgreSQL driver logs every statement's parameters
+                // at debug: node documents, with tokens and BMC passwords.
+                // Capped whatever FERRITE_LOG asks, so no filter leaks them.
+                .add_directive(
+                    "tokio_postgres=info"
+                        .parse()
+                        .expect("a constant, valid directive"),
+                ),
         )
         .with_ansi(false)
         .init();

@@ -5,6 +5,7 @@
 pub mod forward_proxy;
 pub mod image_server;
 pub mod images;
+pub mod pg;
 pub mod recorder;
 pub mod ssh;
 pub mod tls;
@@ -156,11 +157,122 @@ fn tls_root(flags: &[String]) -> Option<PathBuf> {
     value("--tls-ca").or_else(|| value("--tls-cert"))
 }
 
+/// The database a test conductor runs on: its SQLite file by default, or
+/// a fresh database in the shared PostgreSQL cluster when
+/// `FERRITE_TEST_DATABASE=postgresql` (the same suites run on both).
+#[derive(Clone, Debug)]
+pub enum TestDb {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl TestDb {
+    fn for_data_dir(dir: &Path) -> Self {
+        if Self::postgres_selected() {
+            Self::Postgres(pg::PgCluster::shared().create_database())
+        } else {
+            Self::Sqlite(dir.join("ferrite.sqlite"))
+        }
+    }
+
+    /// Whether this run's conductors use PostgreSQL.
+    pub fn postgres_selected() -> bool {
+        std::env::var("FERRITE_TEST_DATABASE").is_ok_and(|v| v == "postgresql")
+    }
+
+    fn flags(&self) -> Vec<String> {
+        match self {
+            Self::Sqlite(_) => vec![],
+            Self::Postgres(url) => vec!["--database".into(), url.clone()],
+        }
+    }
+
+    /// The stored JSON document of a node.
+    pub fn node_data(&self, uuid: &str) -> Option<String> {
+        match self {
+            Self::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).ok()?;
+                conn.busy_timeout(Duration::from_secs(5)).ok()?;
+                conn.query_row("SELECT data FROM nodes WHERE uuid = ?1", [uuid], |r| {
+                    r.get(0)
+                })
+                .ok()
+            }
+            Self::Postgres(url) => {
+                let uuid = uuid.to_string();
+                pg::blocking(url, move |c| {
+                    Box::pin(async move {
+                        let row = c
+                            .query_opt("SELECT data FROM nodes WHERE uuid = $1", &[&uuid])
+                            .await?;
+                        Ok(row.map(|r| r.get::<_, String>(0)))
+                    })
+                })
+                .ok()
+                .flatten()
+            }
+        }
+    }
+
+    /// Write a node's row behind the conductor's back: the document and/or
+    /// the provision-state column; the number of rows changed.
+    pub fn set_node(&self, uuid: &str, data: Option<&str>, provision_state: Option<&str>) -> u64 {
+        self.execute(
+            "UPDATE nodes SET data = coalesce($2, data), \
+             provision_state = coalesce($3, provision_state) WHERE uuid = $1",
+            [Some(uuid), data, provision_state],
+        )
+    }
+
+    /// Set or clear a node's reservation, as another conductor would hold it.
+    pub fn set_reservation(&self, uuid: &str, holder: Option<&str>) -> u64 {
+        self.execute(
+            "UPDATE nodes SET reservation = $2 WHERE uuid = $1",
+            [Some(uuid), holder, None],
+        )
+    }
+
+    fn execute(&self, sql: &str, params: [Option<&str>; 3]) -> u64 {
+        let count = sql.matches('$').count().min(3);
+        match self {
+            Self::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).expect("open the conductor database");
+                conn.busy_timeout(Duration::from_secs(5))
+                    .expect("busy timeout");
+                conn.execute(
+                    &sql.replace('$', "?"),
+                    rusqlite::params_from_iter(params.iter().take(count)),
+                )
+                .expect("update the conductor database") as u64
+            }
+            Self::Postgres(url) => {
+                let sql = sql.to_string();
+                let params: Vec<Option<String>> = params
+                    .iter()
+                    .take(count)
+                    .map(|p| p.map(str::to_string))
+                    .collect();
+                pg::blocking(url, move |c| {
+                    Box::pin(async move {
+                        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                            .iter()
+                            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                            .collect();
+                        c.execute(&sql, &refs).await
+                    })
+                })
+                .expect("update the conductor database")
+            }
+        }
+    }
+}
+
 pub struct Conductor {
     pub proc: Proc,
     pub url: String,
     pub dir: TempDir,
     pub http: reqwest::Client,
+    pub db: TestDb,
     host: String,
     port: u16,
     flags: Vec<String>,
@@ -175,10 +287,25 @@ impl Conductor {
 
     /// [`Conductor::start`] listening on `host` (an IPv6 one in brackets).
     pub async fn start_on(host: &str, flags: &[&str]) -> Self {
+        Self::start_full(host, None, flags).await
+    }
+
+    /// [`Conductor::start`] on a database of the test's choosing (a
+    /// private PostgreSQL cluster), whatever `FERRITE_TEST_DATABASE` says.
+    pub async fn start_on_db(db: TestDb, flags: &[&str]) -> Self {
+        Self::start_full("127.0.0.1", Some(db), flags).await
+    }
+
+    async fn start_full(host: &str, db: Option<TestDb>, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         write_htpasswd(dir.path());
         let port = free_port();
-        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let db = db.unwrap_or_else(|| TestDb::for_data_dir(dir.path()));
+        let flags: Vec<String> = db
+            .flags()
+            .into_iter()
+            .chain(flags.iter().map(|f| f.to_string()))
+            .collect();
         let proc = Self::spawn(dir.path(), host, port, &flags, "conductor.log");
         let root = tls_root(&flags);
         let scheme = if root.is_some() { "https" } else { "http" };
@@ -187,6 +314,7 @@ impl Conductor {
             url: format!("{scheme}://{host}:{port}"),
             dir,
             http: api_client_trusting(root.as_deref()),
+            db,
             host: host.to_string(),
             port,
             flags,
@@ -361,8 +489,6 @@ impl Conductor {
         resp.json().await.expect("node json")
     }
 
-    /// The unmasked agent token, read from the conductor's SQLite file (the
-    /// API masks it, as Ironic does).
     /// `GET /v1/nodes/{uuid}/inventory`: what inspection stored.
     pub async fn inventory(&self, uuid: &str) -> Value {
         let resp = self
@@ -374,17 +500,23 @@ impl Conductor {
         resp.json().await.expect("inventory json")
     }
 
+    /// The unmasked agent token, read from the conductor's database (the
+    /// API masks it, as Ironic does).
     pub fn agent_token(&self, uuid: &str) -> Option<String> {
-        let conn = rusqlite::Connection::open(self.data_dir().join("ferrite.sqlite")).ok()?;
-        let data: String = conn
-            .query_row("SELECT data FROM nodes WHERE uuid = ?1", [uuid], |r| {
-                r.get(0)
-            })
-            .ok()?;
-        let node: Value = serde_json::from_str(&data).ok()?;
+        let node: Value = serde_json::from_str(&self.db.node_data(uuid)?).ok()?;
         node["driver_internal_info"]["agent_secret_token"]
             .as_str()
             .map(str::to_string)
+    }
+
+    /// Put a node straight into `state` in the database, document and
+    /// column alike: for states no API verb reaches from where it is.
+    pub fn force_state(&self, uuid: &str, state: &str) {
+        let data = self.db.node_data(uuid).expect("the node's stored record");
+        let mut doc: Value = serde_json::from_str(&data).expect("a readable record");
+        doc["provision_state"] = json!(state);
+        let changed = self.db.set_node(uuid, Some(&doc.to_string()), Some(state));
+        assert_eq!(changed, 1, "force {uuid} into {state}");
     }
 
     /// Wait for a heartbeat over TLS: the certificate the agent sent.

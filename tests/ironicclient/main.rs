@@ -153,15 +153,7 @@ async fn baremetal_cli_reads_the_inspected_inventory() {
     );
 
     // The state machine that enters `inspect wait` is elsewhere: set it directly.
-    let conn = rusqlite::Connection::open(conductor.data_dir().join("ferrite.sqlite")).expect("db");
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .expect("busy");
-    conn.execute(
-        "UPDATE nodes SET provision_state = 'inspect wait',
-             data = json_set(data, '$.provision_state', 'inspect wait') WHERE uuid = ?1",
-        [&uuid],
-    )
-    .expect("set state");
+    conductor.force_state(&uuid, "inspect wait");
     let body = serde_json::json!({
         "inventory": {"interfaces": [{"name": "eth0", "mac_address": "52:54:00:dd:00:21"}],
                       "cpu": {"count": 2, "architecture": "x86_64"}, "memory": {"physical_mb": 2048}},

@@ -114,23 +114,14 @@ async fn illegal_verbs_maintenance_and_locks() {
     set_maintenance(&c, &uuid, false).await;
 
     // A node locked by another conductor: 409 NodeLocked.
-    let db = rusqlite::Connection::open(c.data_dir().join("ferrite.sqlite")).unwrap();
-    db.execute(
-        "UPDATE nodes SET reservation = 'other-host' WHERE uuid = ?1",
-        [&uuid],
-    )
-    .unwrap();
+    assert_eq!(c.db.set_reservation(&uuid, Some("other-host")), 1);
     let (code, body) = c.provision(&uuid, json!({"target": "provide"})).await;
     assert_eq!(code, 409, "{body}");
     assert!(
         faultstring(&body).contains("locked by host other-host"),
         "{body}"
     );
-    db.execute(
-        "UPDATE nodes SET reservation = NULL WHERE uuid = ?1",
-        [&uuid],
-    )
-    .unwrap();
+    assert_eq!(c.db.set_reservation(&uuid, None), 1);
     let n = c.node(&uuid).await;
     assert_eq!(n["provision_state"], "manageable");
 }

@@ -7,23 +7,6 @@ use std::time::Duration;
 use ferrite_tests::{wait_for, Agent, Conductor};
 use serde_json::{json, Value};
 
-/// Put a node in a provision state directly in the database: the state
-/// machine that moves nodes into `inspect wait` is not part of this API.
-fn set_state(conductor: &Conductor, uuid: &str, state: &str) {
-    let conn = rusqlite::Connection::open(conductor.data_dir().join("ferrite.sqlite"))
-        .expect("open the conductor database");
-    conn.busy_timeout(Duration::from_secs(5))
-        .expect("busy timeout");
-    let changed = conn
-        .execute(
-            "UPDATE nodes SET provision_state = ?2,
-                 data = json_set(data, '$.provision_state', ?2) WHERE uuid = ?1",
-            [uuid, state],
-        )
-        .expect("update state");
-    assert_eq!(changed, 1);
-}
-
 async fn post(
     conductor: &Conductor,
     query: &str,
@@ -56,7 +39,7 @@ async fn node_waiting_for_inspection(conductor: &Conductor, mac: &str, props: Va
         .await;
     let uuid = node["uuid"].as_str().expect("uuid").to_string();
     conductor.create_port(&uuid, mac).await;
-    set_state(conductor, &uuid, "inspect wait");
+    conductor.force_state(&uuid, "inspect wait");
     uuid
 }
 
@@ -294,7 +277,7 @@ async fn continue_inspection_rejects_bad_input_like_ironic() {
     .await;
     assert_eq!(status, 404);
     // The node must be waiting for inspection.
-    set_state(&conductor, &uuid, "manageable");
+    conductor.force_state(&uuid, "manageable");
     let (status, _) = post(&conductor, "", None, &body(&[mac])).await;
     assert_eq!(status, 404);
     let resp = conductor
@@ -329,7 +312,7 @@ async fn continue_inspection_answers_per_version_and_records_ramdisk_errors() {
     // Data is accepted only in `inspect wait`: now a bare 404, as Ironic.
     let (status, _) = post(&conductor, "", None, &body(&[mac])).await;
     assert_eq!(status, 404);
-    set_state(&conductor, &uuid, "inspect wait");
+    conductor.force_state(&uuid, "inspect wait");
     assert_eq!(
         (&node["properties"]["cpus"], &node["properties"]["cpu_arch"]),
         (&json!(4), &json!("aarch64"))
@@ -353,7 +336,7 @@ async fn continue_inspection_answers_per_version_and_records_ramdisk_errors() {
     // (Reading it before that point would race the inspection hook.)
     wait_state(&conductor, &uuid, "manageable").await;
     assert_eq!(conductor.agent_token(&uuid), None);
-    set_state(&conductor, &uuid, "inspect wait");
+    conductor.force_state(&uuid, "inspect wait");
 
     // A ramdisk error fails inspection: recorded, the inventory not replaced.
     let mut failed = body(&[mac]);
@@ -415,15 +398,7 @@ fn inventory_subcommand_prints_the_inventory_of_a_fixture_tree() {
 }
 
 fn set_reservation(conductor: &Conductor, uuid: &str, holder: Option<&str>) {
-    let conn = rusqlite::Connection::open(conductor.data_dir().join("ferrite.sqlite"))
-        .expect("open the conductor database");
-    conn.busy_timeout(Duration::from_secs(5))
-        .expect("busy timeout");
-    conn.execute(
-        "UPDATE nodes SET reservation = ?2 WHERE uuid = ?1",
-        rusqlite::params![uuid, holder],
-    )
-    .expect("set reservation");
+    conductor.db.set_reservation(uuid, holder);
 }
 
 #[tokio::test]
@@ -519,7 +494,7 @@ async fn unknown_macs_are_matched_by_the_bmc_address() {
                                     "driver_info": {"ipmi_address": bmc}}))
                 .await;
             let uuid = node["uuid"].as_str().expect("uuid").to_string();
-            set_state(conductor, &uuid, "inspect wait");
+            conductor.force_state(&uuid, "inspect wait");
             uuid
         }
     };

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferrite_tests::image_server::ImageServer;
 use ferrite_tests::images::{make_raw, LoopDevice};
 use ferrite_tests::recorder::{CommandFault, Recorder};
-use ferrite_tests::{wait_for, Agent, Conductor};
+use ferrite_tests::{wait_for, Agent, Conductor, TestDb};
 use serde_json::{json, Value};
 
 const INSTANCE: &str = "6f1d3c52-8b0e-4b8e-9d55-0a4f3e1c2b7a";
@@ -256,7 +256,7 @@ async fn bad_or_missing_logs_do_not_mask_the_failure() {
         &["52:54:00:1c:00:03"],
         &[&bench.disks_param(), NO_RETRIES],
     );
-    let token = first_token(c.data_dir().join("ferrite.sqlite"), uuid.clone());
+    let token = first_token(c.db.clone(), uuid.clone());
     recorder.fault_command("log.collect_system_logs", CommandFault::Hangup);
     c.patch_node(
         &uuid,
@@ -342,15 +342,10 @@ async fn always_keeps_the_logs_of_a_clean_that_succeeds() {
 
 /// Watch the conductor's database for the node's next agent token (the
 /// flow wipes it again when it fails, so it must be caught while it lives).
-fn first_token(db: PathBuf, uuid: String) -> std::thread::JoinHandle<Option<String>> {
+fn first_token(db: TestDb, uuid: String) -> std::thread::JoinHandle<Option<String>> {
     std::thread::spawn(move || {
         for _ in 0..2400 {
-            let token = rusqlite::Connection::open(&db).ok().and_then(|conn| {
-                let data: String = conn
-                    .query_row("SELECT data FROM nodes WHERE uuid = ?1", [&uuid], |r| {
-                        r.get(0)
-                    })
-                    .ok()?;
+            let token = db.node_data(&uuid).and_then(|data| {
                 let node: Value = serde_json::from_str(&data).ok()?;
                 node["driver_internal_info"]["agent_secret_token"]
                     .as_str()

@@ -107,23 +107,17 @@ async fn a_corrupt_record_is_listed_degraded_and_can_be_deleted() {
     let deep = c
         .create_node(json!({"driver": "fake-hardware", "name": "deep"}))
         .await;
-    let db = rusqlite::Connection::open(c.data_dir().join("ferrite.sqlite")).unwrap();
-    db.execute(
-        "UPDATE nodes SET data = '{not json', provision_state = 'deploying' WHERE uuid = ?1",
-        [bad["uuid"].as_str().unwrap()],
-    )
-    .unwrap();
+    c.db.set_node(
+        bad["uuid"].as_str().unwrap(),
+        Some("{not json"),
+        Some("deploying"),
+    );
     let too_deep = format!(
         "{{\"uuid\": \"{}\", \"driver\": \"fake-hardware\", \"extra\": {}}}",
         deep["uuid"].as_str().unwrap(),
         nested(200)
     );
-    db.execute(
-        "UPDATE nodes SET data = ?2 WHERE uuid = ?1",
-        [deep["uuid"].as_str().unwrap(), too_deep.as_str()],
-    )
-    .unwrap();
-    drop(db);
+    c.db.set_node(deep["uuid"].as_str().unwrap(), Some(&too_deep), None);
     // Start-up reads every node (interrupted flows): it must survive them.
     c.kill_and_restart().await;
     let (code, list) = send(&c, Method::GET, "/v1/nodes/detail", None).await;
@@ -323,20 +317,10 @@ async fn heartbeats_in_states_that_expect_none_change_nothing() {
         .await;
     let uuid = node["uuid"].as_str().unwrap().to_string();
     // A token left behind (as before the wipe existed), on an enrolled node.
-    let db = rusqlite::Connection::open(c.data_dir().join("ferrite.sqlite")).unwrap();
-    let data: String = db
-        .query_row("SELECT data FROM nodes WHERE uuid = ?1", [&uuid], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let data = c.db.node_data(&uuid).unwrap();
     let mut doc: Value = serde_json::from_str(&data).unwrap();
     doc["driver_internal_info"]["agent_secret_token"] = json!("stale-token");
-    db.execute(
-        "UPDATE nodes SET data = ?2 WHERE uuid = ?1",
-        [uuid.as_str(), doc.to_string().as_str()],
-    )
-    .unwrap();
-    drop(db);
+    assert_eq!(c.db.set_node(&uuid, Some(&doc.to_string()), None), 1);
     assert_eq!(
         heartbeat(&c, &uuid, "stale-token", "http://127.0.0.1:9/").await,
         202
@@ -499,6 +483,12 @@ async fn file_image_sources_need_the_allow_list() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_data_dir_and_database_are_private() {
+    if ferrite_tests::TestDb::postgres_selected() {
+        eprintln!(
+            "skipped on PostgreSQL: the database files are the server's, not in the data dir"
+        );
+        return;
+    }
     let mut c = Conductor::start(&[]).await;
     c.create_node(json!({"driver": "fake-hardware", "name": "perm"}))
         .await;
@@ -582,19 +572,6 @@ async fn a_running_deploy_step_shows_no_image_credentials_or_config_drive() {
     }
 }
 
-/// Put a node straight into `state` in the conductor's database.
-fn force_state(c: &Conductor, uuid: &str, state: &str) {
-    let db = rusqlite::Connection::open(c.data_dir().join("ferrite.sqlite")).unwrap();
-    let changed = db
-        .execute(
-            "UPDATE nodes SET provision_state = ?2, \
-             data = json_set(data, '$.provision_state', ?2) WHERE uuid = ?1",
-            [uuid, state],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
-}
-
 async fn continue_inspection(c: &Conductor, query: &str, body: &Value) -> (u16, Value) {
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/continue_inspection{query}", c.url))
@@ -623,7 +600,7 @@ async fn continue_inspection_hands_out_no_token_for_a_uuid_and_changes_nothing_o
         .create_node(json!({"driver": "fake-hardware", "name": "insp-wait"}))
         .await;
     let waiting = waiting["uuid"].as_str().unwrap().to_string();
-    force_state(&c, &waiting, "inspect wait");
+    c.force_state(&waiting, "inspect wait");
     let (code, body) = continue_inspection(
         &c,
         &format!("?node_uuid={waiting}"),

@@ -45,7 +45,7 @@ struct PairRequest {
 
 pub async fn pair(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Answer>> {
     let req: PairRequest = parse_body(&body)?;
-    let node = authenticate(&state, &req.member)?;
+    let node = authenticate(&state, &req.member).await?;
     // Answer well before the server's own request timeout cuts us off.
     let cap = Duration::from_secs(state.config.request_timeout.saturating_sub(5).max(1));
     let answer = state
@@ -62,7 +62,7 @@ pub async fn pair(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<
 
 pub async fn leave(State(state): State<AppState>, body: Bytes) -> ApiResult<StatusCode> {
     let member: Member = parse_body(&body)?;
-    let node = authenticate(&state, &member)?;
+    let node = authenticate(&state, &member).await?;
     if state.pairing.leave(&member.group, &node) {
         tracing::info!(node, group = %member.group, "left the network burn-in group");
     }
@@ -71,13 +71,13 @@ pub async fn leave(State(state): State<AppState>, body: Bytes) -> ApiResult<Stat
 
 /// The node's UUID, if the token is its agent's and a ramdisk may be
 /// running on it.
-fn authenticate(state: &AppState, member: &Member) -> ApiResult<String> {
+async fn authenticate(state: &AppState, member: &Member) -> ApiResult<String> {
     if member.group.is_empty() || member.group.len() > 255 {
         return Err(ApiError::bad_request(
             "group must be between 1 and 255 characters",
         ));
     }
-    let node = state.store.get_node(&member.node_uuid)?;
+    let node = state.store.get_node(&member.node_uuid).await?;
     let expected = node
         .driver_internal_info
         .get(TOKEN_KEY)

@@ -46,6 +46,12 @@ impl From<StoreError> for ApiError {
         let status = match e {
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
+            // A lost database is not the request's fault and passes: the
+            // client (an agent's heartbeat, the CLI) retries.
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => {
                 tracing::error!(error = %e, "store failure");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -57,11 +63,18 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(IronicErrorBody::new(self.status.as_u16(), self.message)),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("10"),
+            );
+        }
+        response
     }
 }
 

@@ -34,12 +34,12 @@ pub async fn list(
     Path(ident): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let node = state.store.get_node(&ident)?;
+    let node = state.store.get_node(&ident).await?;
     let detail = params
         .get("detail")
         .is_some_and(|d| d == "true" || d == "True");
     let base = state.config.public_url();
-    let events = state.store.history(&node.uuid)?;
+    let events = state.store.history(&node.uuid).await?;
     Ok(Json(json!({
         "history": events.iter().map(|e| view(e, &base, &node.uuid, detail)).collect::<Vec<_>>()
     })))
@@ -49,11 +49,12 @@ pub async fn show(
     State(state): State<AppState>,
     Path((ident, event)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let node = state.store.get_node(&ident)?;
+    let node = state.store.get_node(&ident).await?;
     let base = state.config.public_url();
     state
         .store
-        .history(&node.uuid)?
+        .history(&node.uuid)
+        .await?
         .iter()
         .find(|e| e.uuid == event)
         .map(|e| Json(view(e, &base, &node.uuid, true)))

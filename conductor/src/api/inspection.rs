@@ -153,20 +153,20 @@ pub fn bmc_matches(node: &Node, addresses: &[String]) -> bool {
 
 /// Ironic's `inspect_utils.lookup_node`: by UUID, by port MACs, by BMC
 /// address; any ambiguity or a node in the wrong state is a bare 404.
-pub fn lookup_node(
+pub async fn lookup_node(
     state: &AppState,
     macs: &[String],
     bmc_addresses: &[String],
     node_uuid: Option<&str>,
 ) -> ApiResult<Node> {
     let mut node = match node_uuid {
-        Some(uuid) => Some(state.store.get_node(uuid).map_err(|_| not_found())?),
+        Some(uuid) => Some(state.store.get_node(uuid).await.map_err(|_| not_found())?),
         None => None,
     };
     if !macs.is_empty() {
         let mut owners = BTreeSet::new();
         for mac in macs {
-            if let Some(port) = state.store.port_by_address(mac)? {
+            if let Some(port) = state.store.port_by_address(mac).await? {
                 owners.insert(port.node_uuid);
             }
         }
@@ -182,7 +182,7 @@ pub fn lookup_node(
                 error!(%owner, "Conflict on inspection lookup: the MACs belong to another node");
                 return Err(not_found());
             }
-            node = Some(state.store.get_node(&owner)?);
+            node = Some(state.store.get_node(&owner).await?);
         }
     }
     if let Some(n) = &node {
@@ -199,7 +199,8 @@ pub fn lookup_node(
         };
         let by_bmc: BTreeSet<String> = state
             .store
-            .list_nodes(&query)?
+            .list_nodes(&query)
+            .await?
             .into_iter()
             .filter(|n| {
                 let known = node_bmc_addresses(n);
@@ -222,7 +223,7 @@ pub fn lookup_node(
             }
             None => {
                 if let Some(uuid) = by_bmc.into_iter().next() {
-                    node = Some(state.store.get_node(&uuid)?);
+                    node = Some(state.store.get_node(&uuid).await?);
                 }
             }
         }
@@ -315,7 +316,7 @@ fn valid_interfaces(inventory: &Value) -> Vec<(String, bool)> {
 /// = only the PXE NIC when it is known, else all; `active` = those with an
 /// IP; `all`; `disabled`), `pxe_enabled` only on the PXE NIC; existing
 /// ports of the node follow the inventory's PXE NIC when it is known.
-fn sync_ports(state: &AppState, node: &Node, inventory: &Value) -> ApiResult<Vec<String>> {
+async fn sync_ports(state: &AppState, node: &Node, inventory: &Value) -> ApiResult<Vec<String>> {
     let interfaces = valid_interfaces(inventory);
     let macs: Vec<String> = interfaces.iter().map(|(m, _)| m.clone()).collect();
     let pxe = pxe_mac(inventory);
@@ -331,7 +332,7 @@ fn sync_ports(state: &AppState, node: &Node, inventory: &Value) -> ApiResult<Vec
     };
     let mut created = Vec::new();
     for mac in add {
-        if let Some(existing) = state.store.port_by_address(mac)? {
+        if let Some(existing) = state.store.port_by_address(mac).await? {
             if existing.node_uuid != node.uuid {
                 warn!(%mac, owner = %existing.node_uuid, "Port already exists for MAC address");
             }
@@ -346,17 +347,17 @@ fn sync_ports(state: &AppState, node: &Node, inventory: &Value) -> ApiResult<Vec
             created_at: Some(now),
             ..Port::default()
         };
-        state.store.create_port(&port)?;
+        state.store.create_port(&port).await?;
         info!(node = %node.uuid, %mac, pxe = port.pxe_enabled, "Port created");
         created.push(mac.clone());
     }
     if let Some(pxe) = &pxe {
-        for mut port in state.store.list_ports(Some(&node.uuid))? {
+        for mut port in state.store.list_ports(Some(&node.uuid)).await? {
             let wanted = &port.address == pxe;
             if port.pxe_enabled != wanted && macs.contains(&port.address) {
                 port.pxe_enabled = wanted;
                 port.updated_at = Some(api_now());
-                state.store.update_port(&port)?;
+                state.store.update_port(&port).await?;
             }
         }
     }
@@ -366,7 +367,7 @@ fn sync_ports(state: &AppState, node: &Node, inventory: &Value) -> ApiResult<Vec
 /// The processing Ironic does after the API answered: a ramdisk error
 /// fails inspection (recorded in `last_error`); otherwise store the data
 /// and fill in properties and ports.
-pub fn process(
+pub async fn process(
     state: &AppState,
     node: &Node,
     inventory: Value,
@@ -375,18 +376,24 @@ pub fn process(
     if let Some(err) = plugin_data["error"].as_str().filter(|e| !e.is_empty()) {
         let message = format!("Ramdisk reported error: {err}");
         error!(node = %node.uuid, %message, "inspection failed");
-        state.store.update_node::<ApiError, _>(&node.uuid, |n| {
-            n.last_error = Some(message);
-            Ok(())
-        })?;
+        state
+            .store
+            .update_node::<ApiError, _>(&node.uuid, |n| {
+                n.last_error = Some(message);
+                Ok(())
+            })
+            .await?;
         return Ok(());
     }
-    let created = sync_ports(state, node, &inventory)?;
-    state.store.update_node::<ApiError, _>(&node.uuid, |n| {
-        fill_properties(&mut n.properties, &inventory, &plugin_data);
-        n.last_error = None;
-        Ok(())
-    })?;
+    let created = sync_ports(state, node, &inventory).await?;
+    state
+        .store
+        .update_node::<ApiError, _>(&node.uuid, |n| {
+            fill_properties(&mut n.properties, &inventory, &plugin_data);
+            n.last_error = None;
+            Ok(())
+        })
+        .await?;
     // Logs go to the conductor's log directory in Ironic, not the database.
     let mut stored = plugin_data;
     if let Some(obj) = stored.as_object_mut() {
@@ -394,7 +401,8 @@ pub fn process(
     }
     state
         .store
-        .save_inventory(&node.uuid, &inventory, &stored, &api_now())?;
+        .save_inventory(&node.uuid, &inventory, &stored, &api_now())
+        .await?;
     info!(node = %node.uuid, ports_created = created.len(), "inspection data stored");
     Ok(())
 }
@@ -408,13 +416,17 @@ pub async fn get_inventory(
     if version < NODE_INVENTORY {
         return Err(not_found());
     }
-    let node = state.store.get_node(&ident)?;
-    let stored = state.store.get_inventory(&node.uuid)?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "Node inventory record for node {} could not be found.",
-            node.uuid
-        ))
-    })?;
+    let node = state.store.get_node(&ident).await?;
+    let stored = state
+        .store
+        .get_inventory(&node.uuid)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Node inventory record for node {} could not be found.",
+                node.uuid
+            ))
+        })?;
     Ok(Json(json!({
         "inventory": stored.inventory,
         "plugin_data": stored.plugin_data,

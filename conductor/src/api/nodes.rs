@@ -100,7 +100,7 @@ pub async fn create(
     }
     .into();
     node.power_state = None;
-    state.store.create_node(&node)?;
+    state.store.create_node(&node).await?;
     tracing::info!(node = %node.uuid, driver = %node.driver, "node created");
     let base = state.config.public_url();
     let location = format!("{base}/v1/nodes/{}", node.uuid);
@@ -206,7 +206,7 @@ async fn list_impl(
     let base = state.config.public_url();
     let template = views::node_full(&Node::default(), &base);
     let list = ListParams::parse(&params, detail, &template, NODE_LIST_FIELDS)?;
-    let nodes = state.store.list_nodes(&query_from(&params)?)?;
+    let nodes = state.store.list_nodes(&query_from(&params)?).await?;
     let items = nodes.iter().map(|n| views::node_full(n, &base)).collect();
     Ok(Json(list_page(
         items,
@@ -235,7 +235,7 @@ pub async fn show(
     Path(ident): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let node = state.store.get_node(&ident)?;
+    let node = state.store.get_node(&ident).await?;
     let base = state.config.public_url();
     let fields = views::parse_fields(
         params.get("fields").map(String::as_str),
@@ -249,19 +249,23 @@ pub async fn update(
     Path(ident): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let updated = state.store.update_node::<ApiError, _>(&ident, |node| {
-        if let Some(holder) = &node.reservation {
-            return Err(ApiError::node_locked(&node.uuid, holder));
-        }
-        let old_driver = node.driver.clone();
-        let patched: Node = patch::apply(&*node, &body, WRITABLE, super::secrets::mask_node_value)?;
-        validate(&state, &patched)?;
-        *node = patched;
-        if node.driver != old_driver {
-            fill_interfaces(node, &Map::new());
-        }
-        Ok(())
-    })?;
+    let updated = state
+        .store
+        .update_node::<ApiError, _>(&ident, |node| {
+            if let Some(holder) = &node.reservation {
+                return Err(ApiError::node_locked(&node.uuid, holder));
+            }
+            let old_driver = node.driver.clone();
+            let patched: Node =
+                patch::apply(&*node, &body, WRITABLE, super::secrets::mask_node_value)?;
+            validate(&state, &patched)?;
+            *node = patched;
+            if node.driver != old_driver {
+                fill_interfaces(node, &Map::new());
+            }
+            Ok(())
+        })
+        .await?;
     Ok(Json(views::node_view(
         &updated,
         &state.config.public_url(),
@@ -273,7 +277,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(ident): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let node = state.store.get_node(&ident)?;
+    let node = state.store.get_node(&ident).await?;
     if node.protected {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -292,7 +296,7 @@ pub async fn delete(
     if let Some(holder) = &node.reservation {
         return Err(ApiError::node_locked(&node.uuid, holder));
     }
-    state.store.delete_node(&node.uuid)?;
+    state.store.delete_node(&node.uuid).await?;
     tracing::info!(node = %node.uuid, "node deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -301,7 +305,7 @@ pub async fn states(
     State(state): State<AppState>,
     Path(ident): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let n = state.store.get_node(&ident)?;
+    let n = state.store.get_node(&ident).await?;
     Ok(Json(json!({
         "power_state": n.power_state,
         "target_power_state": n.target_power_state,

@@ -31,7 +31,7 @@ const WRITABLE: &[&str] = &[
 ];
 
 /// Normalize the MAC and make sure the node exists.
-fn validate(state: &AppState, port: &mut Port) -> ApiResult<()> {
+async fn validate(state: &AppState, port: &mut Port) -> ApiResult<()> {
     port.address = normalize_mac(&port.address).ok_or_else(|| {
         ApiError::bad_request(format!(
             "Expected a MAC address but received {}.",
@@ -41,7 +41,7 @@ fn validate(state: &AppState, port: &mut Port) -> ApiResult<()> {
     if port.node_uuid.is_empty() {
         return Err(ApiError::bad_request("Mandatory field missing: node_uuid"));
     }
-    let node = state.store.get_node(&port.node_uuid).map_err(|_| {
+    let node = state.store.get_node(&port.node_uuid).await.map_err(|_| {
         ApiError::bad_request(format!("Node {} could not be found.", port.node_uuid))
     })?;
     port.node_uuid = node.uuid;
@@ -71,9 +71,9 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
             port.uuid
         )));
     }
-    validate(&state, &mut port)?;
+    validate(&state, &mut port).await?;
     port.created_at = Some(api_now());
-    state.store.create_port(&port)?;
+    state.store.create_port(&port).await?;
     let base = state.config.public_url();
     let location = format!("{base}/v1/ports/{}", port.uuid);
     Ok((
@@ -100,10 +100,10 @@ async fn list_impl(
             .cloned()
     });
     let node_uuid = match node_ident {
-        Some(ident) => Some(state.store.get_node(&ident)?.uuid),
+        Some(ident) => Some(state.store.get_node(&ident).await?.uuid),
         None => None,
     };
-    let mut ports = state.store.list_ports(node_uuid.as_deref())?;
+    let mut ports = state.store.list_ports(node_uuid.as_deref()).await?;
     if let Some(address) = params.get("address") {
         let wanted = normalize_mac(address);
         ports.retain(|p| Some(&p.address) == wanted.as_ref());
@@ -152,7 +152,7 @@ pub async fn show(
     Path(uuid): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let port = state.store.get_port(&uuid)?;
+    let port = state.store.get_port(&uuid).await?;
     let base = state.config.public_url();
     let fields = views::parse_fields(
         params.get("fields").map(String::as_str),
@@ -166,11 +166,11 @@ pub async fn update(
     Path(uuid): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let port = state.store.get_port(&uuid)?;
+    let port = state.store.get_port(&uuid).await?;
     let mut patched: Port = patch::apply(&port, &body, WRITABLE, |_| {})?;
-    validate(&state, &mut patched)?;
+    validate(&state, &mut patched).await?;
     patched.updated_at = Some(api_now());
-    state.store.update_port(&patched)?;
+    state.store.update_port(&patched).await?;
     Ok(Json(views::port_view(
         &patched,
         &state.config.public_url(),
@@ -182,6 +182,6 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(uuid): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.store.delete_port(&uuid)?;
+    state.store.delete_port(&uuid).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -97,14 +97,17 @@ pub async fn set_target(
     }
     let config: Map<String, Value> = parse_body(&body)?;
     check(&config)?;
-    let node = state.store.get_node(&ident)?;
+    let node = state.store.get_node(&ident).await?;
     if let Some(holder) = &node.reservation {
         return Err(ApiError::node_locked(&node.uuid, holder));
     }
-    state.store.update_node::<StoreError, _>(&node.uuid, |n| {
-        n.target_raid_config = config;
-        Ok(())
-    })?;
+    state
+        .store
+        .update_node::<StoreError, _>(&node.uuid, |n| {
+            n.target_raid_config = config;
+            Ok(())
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -68,11 +68,18 @@ pub async fn lookup(
     // Deliberately the same 404 for "no such node" and "not allowed now".
     let not_found = || ApiError::not_found("The resource could not be found.");
     let uuid = match &node_uuid {
-        Some(uuid) => state.store.get_node(uuid).map_err(|_| not_found())?.uuid,
+        Some(uuid) => {
+            state
+                .store
+                .get_node(uuid)
+                .await
+                .map_err(|_| not_found())?
+                .uuid
+        }
         None => {
             let mut owners = BTreeSet::new();
             for mac in &macs {
-                if let Some(port) = state.store.port_by_address(mac)? {
+                if let Some(port) = state.store.port_by_address(mac).await? {
                     owners.insert(port.node_uuid);
                 }
             }
@@ -83,7 +90,7 @@ pub async fn lookup(
         }
     };
     let cfg = &state.config;
-    let node = state.store.get_node(&uuid)?;
+    let node = state.store.get_node(&uuid).await?;
     if cfg.restrict_lookup && !fsm::lookup_allowed(&node.provision_state, cfg.fast_track) {
         debug!(node = %uuid, state = %node.provision_state, "lookup refused in this state");
         return Err(not_found());
@@ -91,16 +98,17 @@ pub async fn lookup(
 
     // The token goes only to a caller that shows one of the node's MACs:
     // a UUID is not a secret (it is in logs, URLs and the boot script).
-    let issue = owns_a_mac(&state, &uuid, &macs)?;
-    Ok(Json(node_with_token(&state, &uuid, version, issue)?))
+    let issue = owns_a_mac(&state, &uuid, &macs).await?;
+    Ok(Json(node_with_token(&state, &uuid, version, issue).await?))
 }
 
 /// Whether one of `macs` is a port of the node.
-fn owns_a_mac(state: &AppState, uuid: &str, macs: &[String]) -> ApiResult<bool> {
+async fn owns_a_mac(state: &AppState, uuid: &str, macs: &[String]) -> ApiResult<bool> {
     for mac in macs {
         if state
             .store
-            .port_by_address(mac)?
+            .port_by_address(mac)
+            .await?
             .is_some_and(|p| p.node_uuid == uuid)
         {
             return Ok(true);
@@ -111,18 +119,19 @@ fn owns_a_mac(state: &AppState, uuid: &str, macs: &[String]) -> ApiResult<bool> 
 
 /// Ironic's `get_node_with_token` + `convert_with_links`: the lookup body,
 /// issuing the agent token on first use (a mask afterwards) when `issue`.
-fn node_with_token(
+async fn node_with_token(
     state: &AppState,
     uuid: &str,
     version: ApiVersion,
     issue: bool,
 ) -> ApiResult<LookupResponse> {
     let cfg = &state.config;
-    let node = state.store.get_node(uuid)?;
+    let node = state.store.get_node(uuid).await?;
     // The token is handed out once per ramdisk boot; later lookups see a mask.
     let mut token = None;
-    let node = if version >= ApiVersion::AGENT_TOKEN {
-        state.store.update_node::<ApiError, _>(uuid, |n| {
+    let node =
+        if version >= ApiVersion::AGENT_TOKEN {
+            state.store.update_node::<ApiError, _>(uuid, |n| {
             if let Some(holder) = &n.reservation {
                 return Err(ApiError::node_locked(&n.uuid, holder));
             }
@@ -141,10 +150,10 @@ fn node_with_token(
                 }
             };
             Ok(())
-        })?
-    } else {
-        node
-    };
+        }).await?
+        } else {
+            node
+        };
 
     let mut masked = serde_json::to_value(&node)
         .ok()
@@ -237,7 +246,7 @@ pub async fn continue_inspection(
     if macs.is_empty() && bmc.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
-    let node = inspection::lookup_node(&state, &macs, &bmc, node_uuid.map(String::as_str))?;
+    let node = inspection::lookup_node(&state, &macs, &bmc, node_uuid.map(String::as_str)).await?;
     if let Some(holder) = &node.reservation {
         return Err(ApiError::node_locked(&node.uuid, holder));
     }
@@ -245,8 +254,9 @@ pub async fn continue_inspection(
     let answer = if new_style {
         // As lookup: the token only for a ramdisk that shows the node's
         // MACs or its BMC address, not for one that just names its UUID.
-        let issue = owns_a_mac(&state, &node.uuid, &macs)? || inspection::bmc_matches(&node, &bmc);
-        serde_json::to_value(node_with_token(&state, &node.uuid, version, issue)?)
+        let issue =
+            owns_a_mac(&state, &node.uuid, &macs).await? || inspection::bmc_matches(&node, &bmc);
+        serde_json::to_value(node_with_token(&state, &node.uuid, version, issue).await?)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     } else {
         json!({ "uuid": node.uuid })
@@ -255,7 +265,7 @@ pub async fn continue_inspection(
         .as_str()
         .filter(|e| !e.is_empty())
         .map(|e| format!("Ramdisk reported error: {e}"));
-    inspection::process(&state, &node, inventory, data)?;
+    inspection::process(&state, &node, inventory, data).await?;
     // The state machine moves on in the background: inspect wait →
     // manageable (or inspect failed), power off as Ironic's [inspector]power_off.
     state
@@ -284,79 +294,82 @@ pub async fn heartbeat(
     let certs = state.config.certificates_dir();
     let require_tls = state.config.require_tls;
     let fast_track = state.config.fast_track;
-    let updated = state.store.update_node::<ApiError, _>(&ident, |node| {
-        let dii = &node.driver_internal_info;
-        let recorded_url = dii
-            .get("agent_url")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if recorded_url.is_none() {
-            if let Some(holder) = &node.reservation {
-                return Err(ApiError::node_locked(&node.uuid, holder));
-            }
-        }
-        let expected = dii.get(TOKEN_KEY).and_then(Value::as_str);
-        if !tokens_match(expected, hb.agent_token.as_deref()) {
-            return Err(ApiError::bad_request(
-                "Invalid or missing agent token received.",
-            ));
-        }
-        // Ironic's heartbeat_allowed: a beat in a state that expects none
-        // is answered (202) but changes nothing.
-        if !fsm::lookup_allowed(&node.provision_state, fast_track) {
-            return Err(ignored_heartbeat());
-        }
-        if hb.agent_version.is_none() && hb.agent_status.is_none() {
-            return Err(ApiError::bad_request(
-                "Agent did not transmit a version (agent_version is required)",
-            ));
-        }
-        if require_tls && scheme != "https" {
-            return Err(ApiError::bad_request("TLS is required by configuration"));
-        }
-        if recorded_url.as_ref().is_some_and(|u| u != &hb.callback_url) {
-            return Err(ApiError::bad_request(
-                "Detected change in ramdisk provided callback_url",
-            ));
-        }
-        if let Some(pem) = &hb.agent_verify_ca {
-            let path = certs.join(format!("{}.crt", node.uuid));
-            let recorded = dii.get("agent_verify_ca").and_then(Value::as_str).is_some();
-            if recorded {
-                if fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
-                    return Err(ApiError::bad_request(
-                        "Detected change in ramdisk provided agent_verify_ca",
-                    ));
+    let updated = state
+        .store
+        .update_node::<ApiError, _>(&ident, |node| {
+            let dii = &node.driver_internal_info;
+            let recorded_url = dii
+                .get("agent_url")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if recorded_url.is_none() {
+                if let Some(holder) = &node.reservation {
+                    return Err(ApiError::node_locked(&node.uuid, holder));
                 }
-            } else {
-                fs::create_dir_all(&certs)
-                    .and_then(|_| write_whole(&certs, &path, pem))
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("storing agent certificate: {e}"),
-                        )
-                    })?;
             }
-            node.driver_internal_info.insert(
-                "agent_verify_ca".into(),
-                Value::String(path.to_string_lossy().into_owned()),
-            );
-        }
-        let dii = &mut node.driver_internal_info;
-        dii.insert("agent_url".into(), Value::String(hb.callback_url.clone()));
-        if let Some(v) = &hb.agent_version {
-            dii.insert("agent_version".into(), Value::String(v.clone()));
-        }
-        if let Some(s) = &hb.agent_status {
-            dii.insert("agent_status".into(), Value::String(s.clone()));
-        }
-        if let Some(m) = &hb.agent_status_message {
-            dii.insert("agent_status_message".into(), Value::String(m.clone()));
-        }
-        dii.insert("agent_last_heartbeat".into(), Value::String(internal_now()));
-        Ok(())
-    });
+            let expected = dii.get(TOKEN_KEY).and_then(Value::as_str);
+            if !tokens_match(expected, hb.agent_token.as_deref()) {
+                return Err(ApiError::bad_request(
+                    "Invalid or missing agent token received.",
+                ));
+            }
+            // Ironic's heartbeat_allowed: a beat in a state that expects none
+            // is answered (202) but changes nothing.
+            if !fsm::lookup_allowed(&node.provision_state, fast_track) {
+                return Err(ignored_heartbeat());
+            }
+            if hb.agent_version.is_none() && hb.agent_status.is_none() {
+                return Err(ApiError::bad_request(
+                    "Agent did not transmit a version (agent_version is required)",
+                ));
+            }
+            if require_tls && scheme != "https" {
+                return Err(ApiError::bad_request("TLS is required by configuration"));
+            }
+            if recorded_url.as_ref().is_some_and(|u| u != &hb.callback_url) {
+                return Err(ApiError::bad_request(
+                    "Detected change in ramdisk provided callback_url",
+                ));
+            }
+            if let Some(pem) = &hb.agent_verify_ca {
+                let path = certs.join(format!("{}.crt", node.uuid));
+                let recorded = dii.get("agent_verify_ca").and_then(Value::as_str).is_some();
+                if recorded {
+                    if fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
+                        return Err(ApiError::bad_request(
+                            "Detected change in ramdisk provided agent_verify_ca",
+                        ));
+                    }
+                } else {
+                    fs::create_dir_all(&certs)
+                        .and_then(|_| write_whole(&certs, &path, pem))
+                        .map_err(|e| {
+                            ApiError::new(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                format!("storing agent certificate: {e}"),
+                            )
+                        })?;
+                }
+                node.driver_internal_info.insert(
+                    "agent_verify_ca".into(),
+                    Value::String(path.to_string_lossy().into_owned()),
+                );
+            }
+            let dii = &mut node.driver_internal_info;
+            dii.insert("agent_url".into(), Value::String(hb.callback_url.clone()));
+            if let Some(v) = &hb.agent_version {
+                dii.insert("agent_version".into(), Value::String(v.clone()));
+            }
+            if let Some(s) = &hb.agent_status {
+                dii.insert("agent_status".into(), Value::String(s.clone()));
+            }
+            if let Some(m) = &hb.agent_status_message {
+                dii.insert("agent_status_message".into(), Value::String(m.clone()));
+            }
+            dii.insert("agent_last_heartbeat".into(), Value::String(internal_now()));
+            Ok(())
+        })
+        .await;
     let node = match updated {
         Err(e) if e.status == StatusCode::ACCEPTED => {
             info!(node = %ident, "heartbeat in a state that expects none: not taking any action");

@@ -98,7 +98,7 @@ pub async fn provision(
         crate::configdrive::validate(cd).map_err(|e| ApiError::bad_request(e.to_string()))?;
         // A JSON config drive becomes the ISO the agent writes, as Ironic builds it.
         if let Value::Object(map) = cd {
-            let node = state.store.get_node(&ident)?;
+            let node = state.store.get_node(&ident).await?;
             let map = map.clone();
             let built =
                 tokio::task::spawn_blocking(move || crate::configdrive::build(&node.uuid, &map))
@@ -128,16 +128,13 @@ pub async fn provision(
         _ => {}
     }
     let deploy_steps = deploy_steps_arg(&body, target, version.minor)?;
-    let flows = state.flows.clone();
     let args = ActionArgs {
         configdrive,
         clean_steps,
         rescue_password: rescue_password.flatten(),
         deploy_steps,
     };
-    let node = tokio::task::spawn_blocking(move || flows.request(&ident, event, args))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let node = state.flows.request(&ident, event, args).await?;
     Ok(accepted(&node.uuid, &state.config.public_url()))
 }
 
@@ -226,35 +223,40 @@ pub async fn power(
             "Invalid input for field/attribute target. Value: '{target}'. Value should be one of: power on, power off, rebooting, soft power off, soft rebooting"
         ))
     })?;
-    let node = state.store.get_node(&ident)?;
+    let node = state.store.get_node(&ident).await?;
     if let Some(holder) = &node.reservation {
         return Err(ApiError::node_locked(&node.uuid, holder));
     }
     let driver = PowerDriver::for_node(&node).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    state.store.update_node::<StoreError, _>(&node.uuid, |n| {
-        n.target_power_state = Some(action.result().to_string());
-        // Power off and reboot end the running ramdisk (Ironic's
-        // wipe_internal_info_on_power_off).
-        if action != PowerAction::On {
-            crate::flows::wipe_token_and_url(n);
-        }
-        Ok(())
-    })?;
+    state
+        .store
+        .update_node::<StoreError, _>(&node.uuid, |n| {
+            n.target_power_state = Some(action.result().to_string());
+            // Power off and reboot end the running ramdisk (Ironic's
+            // wipe_internal_info_on_power_off).
+            if action != PowerAction::On {
+                crate::flows::wipe_token_and_url(n);
+            }
+            Ok(())
+        })
+        .await?;
     let store = state.store.clone();
     let uuid = node.uuid.clone();
     tokio::spawn(async move {
         let outcome = driver.set_state(action).await;
-        let _ = store.update_node::<StoreError, _>(&uuid, |n| {
-            n.target_power_state = None;
-            match &outcome {
-                Ok(s) => {
-                    n.power_state = Some(s.to_string());
-                    n.last_error = None;
+        let _ = store
+            .update_node::<StoreError, _>(&uuid, |n| {
+                n.target_power_state = None;
+                match &outcome {
+                    Ok(s) => {
+                        n.power_state = Some(s.to_string());
+                        n.last_error = None;
+                    }
+                    Err(e) => n.last_error = Some(format!("Failed to change power state: {e}")),
                 }
-                Err(e) => n.last_error = Some(format!("Failed to change power state: {e}")),
-            }
-            Ok(())
-        });
+                Ok(())
+            })
+            .await;
     });
     Ok(accepted(&node.uuid, &state.config.public_url()))
 }
@@ -263,7 +265,7 @@ pub async fn get_boot_device(
     State(state): State<AppState>,
     Path(ident): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let node = state.store.get_node(&ident)?;
+    let node = state.store.get_node(&ident).await?;
     let current = node
         .driver_internal_info
         .get("boot_device")
@@ -291,19 +293,22 @@ pub async fn set_boot_device(
         .get("persistent")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let node = state.store.get_node(&ident)?;
+    let node = state.store.get_node(&ident).await?;
     let driver = PowerDriver::for_node(&node).map_err(|e| ApiError::bad_request(e.to_string()))?;
     driver
         .set_boot_device(device, persistent)
         .await
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    state.store.update_node::<StoreError, _>(&node.uuid, |n| {
-        n.driver_internal_info.insert(
-            "boot_device".into(),
-            json!({"boot_device": device.name(), "persistent": persistent}),
-        );
-        Ok(())
-    })?;
+    state
+        .store
+        .update_node::<StoreError, _>(&node.uuid, |n| {
+            n.driver_internal_info.insert(
+                "boot_device".into(),
+                json!({"boot_device": device.name(), "persistent": persistent}),
+            );
+            Ok(())
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -312,7 +317,7 @@ pub async fn validate(
     State(state): State<AppState>,
     Path(ident): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let node = state.store.get_node(&ident)?;
+    let node = state.store.get_node(&ident).await?;
     let ok = || json!({"result": true});
     let bad = |reason: String| json!({"result": false, "reason": reason});
     let power = match PowerDriver::for_node(&node) {
@@ -376,11 +381,14 @@ pub async fn set_maintenance(
         .get("reason")
         .and_then(Value::as_str)
         .map(str::to_string);
-    state.store.update_node::<StoreError, _>(&ident, |n| {
-        n.maintenance = true;
-        n.maintenance_reason = reason;
-        Ok(())
-    })?;
+    state
+        .store
+        .update_node::<StoreError, _>(&ident, |n| {
+            n.maintenance = true;
+            n.maintenance_reason = reason;
+            Ok(())
+        })
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -388,11 +396,14 @@ pub async fn unset_maintenance(
     State(state): State<AppState>,
     Path(ident): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.store.update_node::<StoreError, _>(&ident, |n| {
-        n.maintenance = false;
-        n.maintenance_reason = None;
-        n.fault = None;
-        Ok(())
-    })?;
+    state
+        .store
+        .update_node::<StoreError, _>(&ident, |n| {
+            n.maintenance = false;
+            n.maintenance_reason = None;
+            n.fault = None;
+            Ok(())
+        })
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }

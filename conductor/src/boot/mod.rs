@@ -141,23 +141,18 @@ async fn node_script(State(state): State<AppState>, Path(file): Path<String>) ->
     let Some(mac) = file.strip_suffix(".ipxe").and_then(normalize_mac) else {
         return (StatusCode::NOT_FOUND, "expected /boot/node/<mac>.ipxe\n").into_response();
     };
-    let store = state.store.clone();
-    let lookup_mac = mac.clone();
-    let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Node>> {
-        let Some(port) = store.port_by_address(&lookup_mac)? else {
+    let found = async {
+        let Some(port) = state.store.port_by_address(&mac).await? else {
             return Ok(None);
         };
-        Ok(Some(store.get_node(&port.node_uuid)?))
-    })
+        anyhow::Ok(Some(state.store.get_node(&port.node_uuid).await?))
+    }
     .await;
     let action = match found {
-        Ok(Ok(Some(node))) => decide(&state, &node, &mac),
-        Ok(Ok(None)) => BootAction::Nothing(format!("no node has a port with MAC {mac}")),
-        Ok(Err(e)) => {
-            tracing::error!(%mac, error = %e, "boot script lookup failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
-        }
+        Ok(Some(node)) => decide(&state, &node, &mac),
+        Ok(None) => BootAction::Nothing(format!("no node has a port with MAC {mac}")),
         Err(e) => {
+            tracing::error!(%mac, error = %e, "boot script lookup failed");
             return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
         }
     };

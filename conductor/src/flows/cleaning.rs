@@ -47,7 +47,7 @@ fn is_manual(node: &Node) -> bool {
 pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     if !is_manual(node) && !automated_clean_enabled(flows, node) {
         info!(node = %node.uuid, "automated cleaning disabled");
-        transition::fire(flows, &node.uuid, Event::Done, |_| {})?;
+        transition::fire(flows, &node.uuid, Event::Done, |_| {}).await?;
         return Ok(());
     }
     let what = format!("Failed to prepare node {} for cleaning", node.uuid);
@@ -123,7 +123,7 @@ fn check_manual(node: &Node, steps: &[Value]) -> Result<(), String> {
 /// Ironic's agent RAID post-step hooks: a finished `create_configuration`
 /// stores the agent's result as the node's `raid_config` (with
 /// `last_updated`), `delete_configuration` empties it.
-fn record_raid_result(
+async fn record_raid_result(
     flows: &Flows,
     uuid: &str,
     step: &Value,
@@ -148,10 +148,13 @@ fn record_raid_result(
         _ => None,
     };
     if let Some(raid_config) = update {
-        flows.store.update_node::<StoreError, _>(uuid, |n| {
-            n.raid_config = raid_config;
-            Ok(())
-        })?;
+        flows
+            .store
+            .update_node::<StoreError, _>(uuid, |n| {
+                n.raid_config = raid_config;
+                Ok(())
+            })
+            .await?;
     }
     Ok(())
 }
@@ -166,7 +169,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     {
         steps_cache::refresh_clean_steps(&flows.store, &flows.config, uuid).await?;
     }
-    let mut node = flows.store.get_node(uuid)?;
+    let mut node = flows.store.get_node(uuid).await?;
     let steps: Vec<Value> = match node
         .driver_internal_info
         .get(STEPS)
@@ -175,17 +178,20 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         Some(s) => s.clone(),
         None => {
             let s = automated_steps(flows, &node);
-            node = flows.store.update_node::<StoreError, _>(uuid, |n| {
-                n.driver_internal_info
-                    .insert(STEPS.into(), Value::Array(s.clone()));
-                Ok(())
-            })?;
+            node = flows
+                .store
+                .update_node::<StoreError, _>(uuid, |n| {
+                    n.driver_internal_info
+                        .insert(STEPS.into(), Value::Array(s.clone()));
+                    Ok(())
+                })
+                .await?;
             s
         }
     };
     if is_manual(&node) && !node.driver_internal_info.contains_key(INDEX) {
         if let Err(e) = check_manual(&node, &steps) {
-            transition::fail(flows, uuid, &e)?;
+            transition::fail(flows, uuid, &e).await?;
             return Ok(());
         }
     }
@@ -209,27 +215,30 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                 steps.get(i).cloned().unwrap_or_default()
             );
             let message = logs::on_failure(flows, &node, Some(logs::CLEANING), message).await;
-            transition::fail(flows, uuid, &message)?;
+            transition::fail(flows, uuid, &message).await?;
             return Ok(());
         };
         match cmd.command_status {
             CommandStatus::Running => return Ok(()),
             CommandStatus::Succeeded => {
                 info!(node = %uuid, step = %steps[i], "clean step done");
-                record_raid_result(flows, uuid, &steps[i], cmd.command_result.as_ref())?;
+                record_raid_result(flows, uuid, &steps[i], cmd.command_result.as_ref()).await?;
                 index = Some(i + 1);
             }
             CommandStatus::CleanVersionMismatch => {
                 info!(node = %uuid, "hardware manager versions changed; restarting cleaning");
-                flows.store.update_node::<StoreError, _>(uuid, |n| {
-                    n.driver_internal_info.remove(steps_cache::CACHE_KEY);
-                    n.driver_internal_info.remove(INDEX);
-                    n.driver_internal_info.remove(COMMAND);
-                    if !is_manual(n) {
-                        n.driver_internal_info.remove(STEPS);
-                    }
-                    Ok(())
-                })?;
+                flows
+                    .store
+                    .update_node::<StoreError, _>(uuid, |n| {
+                        n.driver_internal_info.remove(steps_cache::CACHE_KEY);
+                        n.driver_internal_info.remove(INDEX);
+                        n.driver_internal_info.remove(COMMAND);
+                        if !is_manual(n) {
+                            n.driver_internal_info.remove(STEPS);
+                        }
+                        Ok(())
+                    })
+                    .await?;
                 return Ok(());
             }
             _ => {
@@ -239,7 +248,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                     steps[i]
                 );
                 let message = logs::on_failure(flows, &node, Some(logs::CLEANING), message).await;
-                transition::fail(flows, uuid, &message)?;
+                transition::fail(flows, uuid, &message).await?;
                 power::set_power(&flows.store, &node, PowerAction::Off)
                     .await
                     .ok();
@@ -249,25 +258,31 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     }
     let next = index.unwrap_or(0);
     let Some(step) = steps.get(next).cloned() else {
-        flows.store.update_node::<StoreError, _>(uuid, |n| {
-            n.driver_internal_info.insert(FINISHING.into(), json!(true));
-            Ok(())
-        })?;
-        let node = flows.store.get_node(uuid)?;
+        flows
+            .store
+            .update_node::<StoreError, _>(uuid, |n| {
+                n.driver_internal_info.insert(FINISHING.into(), json!(true));
+                Ok(())
+            })
+            .await?;
+        let node = flows.store.get_node(uuid).await?;
         return finish(flows, &node).await;
     };
-    let params = flows.step_params(&node, &step, "clean_version")?;
+    let params = flows.step_params(&node, &step, "clean_version").await?;
     let started = client
         .run("clean.execute_clean_step", params, false)
         .await?;
     info!(node = %uuid, %step, "clean step started");
-    flows.store.update_node::<StoreError, _>(uuid, |n| {
-        n.driver_internal_info.insert(INDEX.into(), json!(next));
-        n.driver_internal_info
-            .insert(COMMAND.into(), json!(started.id));
-        n.clean_step = step.as_object().cloned().unwrap_or_default();
-        Ok(())
-    })?;
+    flows
+        .store
+        .update_node::<StoreError, _>(uuid, |n| {
+            n.driver_internal_info.insert(INDEX.into(), json!(next));
+            n.driver_internal_info
+                .insert(COMMAND.into(), json!(started.id));
+            n.clean_step = step.as_object().cloned().unwrap_or_default();
+            Ok(())
+        })
+        .await?;
     Ok(())
 }
 
@@ -275,9 +290,9 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
 pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
     if node.provision_state == fsm::CLEANWAIT {
-        transition::fire(flows, uuid, Event::Resume, |_| {})?;
+        transition::fire(flows, uuid, Event::Resume, |_| {}).await?;
     }
-    let node = flows.store.get_node(uuid)?;
+    let node = flows.store.get_node(uuid).await?;
     // Ironic keeps the logs with `always` before tearing cleaning down.
     logs::on_success(flows, &node, Some(logs::CLEANING)).await;
     if !flows.config.fast_track {
@@ -286,7 +301,8 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                 flows,
                 uuid,
                 &format!("Failed to tear down cleaning on node {uuid}: {e:#}"),
-            )?;
+            )
+            .await?;
             return Ok(());
         }
     }
@@ -295,7 +311,8 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     transition::fire(flows, uuid, event, |n| {
         reset(n, None);
         n.target_provision_state = None;
-    })?;
+    })
+    .await?;
     info!(node = %uuid, manual, "cleaning finished");
     Ok(())
 }

@@ -187,35 +187,41 @@ pub fn image_info(node: &Node) -> Value {
 
 /// Right after `deploy`/`rebuild`: boot the ramdisk and wait for its call.
 pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
-    flows.store.update_node::<StoreError, _>(&node.uuid, |n| {
-        // A fast-track agent's steps are asked again, as Ironic's `deploy` step does.
-        for key in RUN_KEYS {
-            n.driver_internal_info.remove(*key);
-        }
-        n.deploy_step.clear();
-        Ok(())
-    })?;
+    flows
+        .store
+        .update_node::<StoreError, _>(&node.uuid, |n| {
+            // A fast-track agent's steps are asked again, as Ironic's `deploy` step does.
+            for key in RUN_KEYS {
+                n.driver_internal_info.remove(*key);
+            }
+            n.deploy_step.clear();
+            Ok(())
+        })
+        .await?;
     let what = format!("Deploy failed for node {}", node.uuid);
     flows.boot_and_wait(node, false, &what).await
 }
 
 /// The step now running (its index and command), shown as `deploy_step`.
-fn set_current(
+async fn set_current(
     flows: &Flows,
     uuid: &str,
     index: usize,
     command: Option<&str>,
     step: &Value,
 ) -> anyhow::Result<()> {
-    flows.store.update_node::<StoreError, _>(uuid, |n| {
-        n.driver_internal_info.insert(INDEX.into(), json!(index));
-        match command {
-            Some(id) => n.driver_internal_info.insert(COMMAND.into(), json!(id)),
-            None => n.driver_internal_info.remove(COMMAND),
-        };
-        n.deploy_step = step.as_object().cloned().unwrap_or_default();
-        Ok(())
-    })?;
+    flows
+        .store
+        .update_node::<StoreError, _>(uuid, |n| {
+            n.driver_internal_info.insert(INDEX.into(), json!(index));
+            match command {
+                Some(id) => n.driver_internal_info.insert(COMMAND.into(), json!(id)),
+                None => n.driver_internal_info.remove(COMMAND),
+            };
+            n.deploy_step = step.as_object().cloned().unwrap_or_default();
+            Ok(())
+        })
+        .await?;
     Ok(())
 }
 
@@ -225,13 +231,13 @@ fn set_current(
 /// whose power the conductor does not drive), then the power driver.
 async fn fail_deploy(flows: &Flows, node: &Node, message: String) -> anyhow::Result<()> {
     let message = logs::on_failure(flows, node, None, message).await;
-    transition::fail(flows, &node.uuid, &message)?;
+    transition::fail(flows, &node.uuid, &message).await?;
     if let Ok(client) = AgentClient::for_node(&node.driver_internal_info, &flows.config) {
         if let Err(e) = client.run("standby.power_off", Map::new(), false).await {
             tracing::warn!(node = %node.uuid, error = %e, "power off through the agent failed");
         }
     }
-    let node = flows.store.get_node(&node.uuid)?;
+    let node = flows.store.get_node(&node.uuid).await?;
     if let Err(e) = power::set_power(&flows.store, &node, PowerAction::Off).await {
         tracing::warn!(node = %node.uuid, error = %format!("{e:#}"), "power off after the failed deploy failed");
     }
@@ -254,7 +260,7 @@ async fn load_steps(flows: &Flows, node: &Node) -> anyhow::Result<Option<Node>> 
             return Ok(None);
         }
     }
-    let node = flows.store.get_node(uuid)?;
+    let node = flows.store.get_node(uuid).await?;
     if node.driver_internal_info.contains_key(STEPS) {
         return Ok(Some(node));
     }
@@ -275,15 +281,18 @@ async fn load_steps(flows: &Flows, node: &Node) -> anyhow::Result<Option<Node>> 
         .iter()
         .position(|s| steps::is_out_of_band(s) && s["step"] == steps::DEPLOY);
     info!(node = %uuid, steps = ?list.iter().map(steps::step_id).collect::<Vec<_>>(), "deploy steps");
-    let node = flows.store.update_node::<StoreError, _>(uuid, |n| {
-        n.driver_internal_info
-            .insert(STEPS.into(), Value::Array(list.clone()));
-        match booted {
-            Some(i) => n.driver_internal_info.insert(INDEX.into(), json!(i)),
-            None => n.driver_internal_info.remove(INDEX),
-        };
-        Ok(())
-    })?;
+    let node = flows
+        .store
+        .update_node::<StoreError, _>(uuid, |n| {
+            n.driver_internal_info
+                .insert(STEPS.into(), Value::Array(list.clone()));
+            match booted {
+                Some(i) => n.driver_internal_info.insert(INDEX.into(), json!(i)),
+                None => n.driver_internal_info.remove(INDEX),
+            };
+            Ok(())
+        })
+        .await?;
     Ok(Some(node))
 }
 
@@ -329,10 +338,13 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                 if let Some(progress) = cmd.command_result.as_ref().and_then(|r| r.get("progress"))
                 {
                     let p = progress.clone();
-                    flows.store.update_node::<StoreError, _>(uuid, |n| {
-                        n.driver_internal_info.insert("deploy_progress".into(), p);
-                        Ok(())
-                    })?;
+                    flows
+                        .store
+                        .update_node::<StoreError, _>(uuid, |n| {
+                            n.driver_internal_info.insert("deploy_progress".into(), p);
+                            Ok(())
+                        })
+                        .await?;
                 }
                 return Ok(());
             }
@@ -354,7 +366,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
             }
         }
     }
-    let node = flows.store.get_node(uuid)?;
+    let node = flows.store.get_node(uuid).await?;
     start_next(flows, &node, &client, &list, index.map_or(0, |i| i + 1)).await
 }
 
@@ -371,14 +383,17 @@ async fn after_step(
         "deploy.write_image" => {
             let (root, _) = partition_uuids(client).await?;
             let whole_disk = !is_partition_image(node);
-            flows.store.update_node::<StoreError, _>(uuid, |n| {
-                n.driver_internal_info
-                    .insert("is_whole_disk_image".into(), json!(whole_disk));
-                n.driver_internal_info
-                    .insert("root_uuid_or_disk_id".into(), json!(root));
-                n.driver_internal_info.remove("deploy_progress");
-                Ok(())
-            })?;
+            flows
+                .store
+                .update_node::<StoreError, _>(uuid, |n| {
+                    n.driver_internal_info
+                        .insert("is_whole_disk_image".into(), json!(whole_disk));
+                    n.driver_internal_info
+                        .insert("root_uuid_or_disk_id".into(), json!(root));
+                    n.driver_internal_info.remove("deploy_progress");
+                    Ok(())
+                })
+                .await?;
         }
         // Ironic's `_create_configuration_final` after the deploy step.
         "raid.apply_configuration" => {
@@ -388,21 +403,27 @@ async fn after_step(
                 .filter(|l| l.is_array())
                 .cloned();
             if let Some(lds) = created {
-                flows.store.update_node::<StoreError, _>(uuid, |n| {
-                    n.raid_config = Map::new();
-                    n.raid_config.insert("logical_disks".into(), lds);
-                    n.raid_config
-                        .insert("last_updated".into(), json!(crate::time::internal_now()));
-                    Ok(())
-                })?;
+                flows
+                    .store
+                    .update_node::<StoreError, _>(uuid, |n| {
+                        n.raid_config = Map::new();
+                        n.raid_config.insert("logical_disks".into(), lds);
+                        n.raid_config
+                            .insert("last_updated".into(), json!(crate::time::internal_now()));
+                        Ok(())
+                    })
+                    .await?;
             }
         }
         _ => {}
     }
-    flows.store.update_node::<StoreError, _>(uuid, |n| {
-        n.driver_internal_info.remove(COMMAND);
-        Ok(())
-    })?;
+    flows
+        .store
+        .update_node::<StoreError, _>(uuid, |n| {
+            n.driver_internal_info.remove(COMMAND);
+            Ok(())
+        })
+        .await?;
     Ok(())
 }
 
@@ -432,12 +453,12 @@ async fn start_next(
             return finish_now(flows, uuid).await;
         };
         if !steps::is_out_of_band(step) {
-            let params = flows.step_params(node, step, "deploy_version")?;
+            let params = flows.step_params(node, step, "deploy_version").await?;
             let started = client
                 .run("deploy.execute_deploy_step", params, false)
                 .await?;
             info!(node = %uuid, step = %steps::step_id(step), "deploy step started");
-            return set_current(flows, uuid, next, Some(&started.id), step);
+            return set_current(flows, uuid, next, Some(&started.id), step).await;
         }
         match step["step"].as_str().unwrap_or_default() {
             steps::WRITE_IMAGE => {
@@ -445,12 +466,12 @@ async fn start_next(
                                   "priority": step["priority"],
                                   "args": {"image_info": image_info(node),
                                            "configdrive": node.instance_info.get("configdrive").cloned().unwrap_or(Value::Null)}});
-                let params = flows.step_params(node, &step, "deploy_version")?;
+                let params = flows.step_params(node, &step, "deploy_version").await?;
                 let started = client
                     .run("deploy.execute_deploy_step", params, false)
                     .await?;
                 info!(node = %uuid, "write_image started");
-                return set_current(flows, uuid, next, Some(&started.id), &step);
+                return set_current(flows, uuid, next, Some(&started.id), &step).await;
             }
             steps::PREPARE_INSTANCE_BOOT => {
                 // Ironic installs a bootloader for partition images, for
@@ -472,7 +493,7 @@ async fn start_next(
                 let started = client
                     .run("image.install_bootloader", params, false)
                     .await?;
-                return set_current(flows, uuid, next, Some(&started.id), step);
+                return set_current(flows, uuid, next, Some(&started.id), step).await;
             }
             // `deploy` booted the ramdisk already.
             steps::DEPLOY => next += 1,
@@ -485,14 +506,17 @@ async fn start_next(
 async fn finish_now(flows: &Flows, uuid: &str) -> anyhow::Result<()> {
     let step =
         json!({"interface": "deploy", "step": "tear_down_agent", "priority": 40, "args": {}});
-    flows.store.update_node::<StoreError, _>(uuid, |n| {
-        n.driver_internal_info
-            .insert(PHASE.into(), json!(PHASE_FINISH));
-        n.driver_internal_info.remove(COMMAND);
-        n.deploy_step = step.as_object().cloned().unwrap_or_default();
-        Ok(())
-    })?;
-    let node = flows.store.get_node(uuid)?;
+    flows
+        .store
+        .update_node::<StoreError, _>(uuid, |n| {
+            n.driver_internal_info
+                .insert(PHASE.into(), json!(PHASE_FINISH));
+            n.driver_internal_info.remove(COMMAND);
+            n.deploy_step = step.as_object().cloned().unwrap_or_default();
+            Ok(())
+        })
+        .await?;
+    let node = flows.store.get_node(uuid).await?;
     finish(flows, &node).await
 }
 
@@ -500,7 +524,7 @@ async fn finish_now(flows: &Flows, uuid: &str) -> anyhow::Result<()> {
 pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
     if node.provision_state == crate::fsm::DEPLOYWAIT {
-        transition::fire(flows, uuid, Event::Resume, |_| {})?;
+        transition::fire(flows, uuid, Event::Resume, |_| {}).await?;
     }
     if let Ok(client) = AgentClient::for_node(&node.driver_internal_info, &flows.config) {
         // Ironic's tear_down_agent keeps the logs first with `always`.
@@ -515,7 +539,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
             }
         }
     }
-    let node = flows.store.get_node(uuid)?;
+    let node = flows.store.get_node(uuid).await?;
     let outcome = async {
         power::set_power(&flows.store, &node, PowerAction::Off).await?;
         power::set_boot_device(&flows.store, &node, BootDevice::Disk, true).await?;
@@ -531,19 +555,21 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
             ]) {
                 n.driver_internal_info.remove(*key);
             }
-        })?;
-        let node = flows.store.get_node(uuid)?;
+        })
+        .await?;
+        let node = flows.store.get_node(uuid).await?;
         power::set_power(&flows.store, &node, PowerAction::On).await
     }
     .await;
     if let Err(e) = outcome {
-        let node = flows.store.get_node(uuid)?;
+        let node = flows.store.get_node(uuid).await?;
         if node.provision_state != crate::fsm::ACTIVE {
             transition::fail(
                 flows,
                 uuid,
                 &format!("Error rebooting node {uuid} after deploy: {e:#}"),
-            )?;
+            )
+            .await?;
         } else {
             tracing::warn!(node = %uuid, error = %format!("{e:#}"), "powering on after deploy failed");
         }
@@ -561,7 +587,8 @@ pub async fn tear_down(flows: &Flows, node: &Node) -> anyhow::Result<()> {
             flows,
             uuid,
             &format!("Failed to tear down node {uuid}: {e:#}"),
-        )?;
+        )
+        .await?;
         return Ok(());
     }
     let node = transition::fire(flows, uuid, Event::Clean, |n| {
@@ -576,7 +603,8 @@ pub async fn tear_down(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         }
         n.deploy_step.clear();
         super::cleaning::reset(n, None);
-    })?;
+    })
+    .await?;
     super::cleaning::begin(flows, &node).await
 }
 

@@ -275,9 +275,9 @@ pub fn plan(node: &Node) -> Result<Vec<Value>, String> {
 /// Ask the agent for its deploy steps and cache them on the node, as
 /// Ironic's `refresh_steps(task, 'deploy')`.
 pub async fn refresh(store: &Store, config: &ConductorConfig, uuid: &str) -> anyhow::Result<()> {
-    let node = store.get_node(uuid)?;
+    let node = store.get_node(uuid).await?;
     let client = AgentClient::for_node(&node.driver_internal_info, config)?;
-    let ports = super::steps_cache::node_ports(store, uuid)?;
+    let ports = super::steps_cache::node_ports(store, uuid).await?;
     let mut params = Map::new();
     params.insert("node".into(), node_secure_dict(&node));
     params.insert("ports".into(), Value::Array(ports));
@@ -312,16 +312,18 @@ pub async fn refresh(store: &Store, config: &ConductorConfig, uuid: &str) -> any
             .push(step.clone());
     }
     let versions = versions.clone();
-    store.update_node::<StoreError, _>(uuid, |n| {
-        let dii = &mut n.driver_internal_info;
-        dii.insert(AGENT_CACHE.into(), json!(by_interface));
-        dii.insert(
-            "agent_cached_deploy_steps_refreshed".into(),
-            json!(internal_now()),
-        );
-        dii.insert("hardware_manager_version".into(), versions);
-        Ok(())
-    })?;
+    store
+        .update_node::<StoreError, _>(uuid, |n| {
+            let dii = &mut n.driver_internal_info;
+            dii.insert(AGENT_CACHE.into(), json!(by_interface));
+            dii.insert(
+                "agent_cached_deploy_steps_refreshed".into(),
+                json!(internal_now()),
+            );
+            dii.insert("hardware_manager_version".into(), versions);
+            Ok(())
+        })
+        .await?;
     info!(node = %uuid, "cached the agent's deploy steps");
     Ok(())
 }

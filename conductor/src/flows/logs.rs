@@ -51,10 +51,10 @@ pub async fn on_success(flows: &Flows, node: &Node, label: Option<&str>) {
     match collect(flows, node, label).await {
         Ok(path) => {
             let text = format!("Ramdisk logs: {}", path.display());
-            if let Err(e) =
-                flows
-                    .store
-                    .record_event(&node.uuid, "INFO", "provisioning", &text, flows.host())
+            if let Err(e) = flows
+                .store
+                .record_event(&node.uuid, "INFO", "provisioning", &text, flows.host())
+                .await
             {
                 warn!(node = %node.uuid, error = %e, "could not record node history");
             }

@@ -46,7 +46,7 @@ pub struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Err(e) = self.store.release(&self.uuid, &self.host) {
+        if let Err(e) = self.store.release_on_drop(&self.uuid, &self.host) {
             warn!(node = %self.uuid, error = %e, "could not release the node lock");
         }
     }
@@ -115,10 +115,11 @@ impl Flows {
         &self.host
     }
 
-    fn reserve(&self, uuid: &str) -> anyhow::Result<Option<Reservation>> {
+    async fn reserve(&self, uuid: &str) -> anyhow::Result<Option<Reservation>> {
         Ok(self
             .store
-            .try_reserve(uuid, &self.host)?
+            .try_reserve(uuid, &self.host)
+            .await?
             .then(|| Reservation {
                 store: self.store.clone(),
                 uuid: uuid.to_string(),
@@ -128,13 +129,13 @@ impl Flows {
 
     /// `PUT /v1/nodes/{id}/states/provision`: validate, move the node into
     /// the verb's state and start the flow in the background.
-    pub fn request(
+    pub async fn request(
         self: &Arc<Self>,
         ident: &str,
         event: Event,
         args: ActionArgs,
     ) -> Result<Node, RequestError> {
-        let node = self.store.get_node(ident)?;
+        let node = self.store.get_node(ident).await?;
         if node.maintenance && blocked_in_maintenance(event) {
             return Err(RequestError::Maintenance {
                 verb: match event {
@@ -176,6 +177,7 @@ impl Flows {
         }
         let lock = self
             .reserve(&node.uuid)
+            .await
             .map_err(|e| RequestError::Invalid(e.to_string()))?
             .ok_or_else(|| RequestError::Locked {
                 node: node.uuid.clone(),
@@ -224,7 +226,8 @@ impl Flows {
                 };
             }
             cleaning::reset(n, args.clean_steps.clone());
-        })?;
+        })
+        .await?;
         let flows = self.clone();
         let uuid = updated.uuid.clone();
         tokio::spawn(async move {
@@ -277,7 +280,7 @@ impl Flows {
     /// Fast track found the agent running: go on at once, as Ironic does,
     /// rather than wait for its next heartbeat (IPA's can be minutes away).
     async fn continue_fast_track(&self, uuid: &str) {
-        let Ok(node) = self.store.get_node(uuid) else {
+        let Ok(node) = self.store.get_node(uuid).await else {
             return;
         };
         let waiting = matches!(
@@ -294,7 +297,7 @@ impl Flows {
 
     /// The part of a flow that runs right after the verb (lock held).
     async fn begin(&self, uuid: &str, event: Event) -> anyhow::Result<()> {
-        let node = self.store.get_node(uuid)?;
+        let node = self.store.get_node(uuid).await?;
         match node.provision_state.as_str() {
             fsm::VERIFYING => verify::run(self, &node).await,
             fsm::MANAGEABLE => Ok(()),
@@ -316,11 +319,13 @@ impl Flows {
     }
 
     async fn begin_inspection(&self, node: &Node) -> anyhow::Result<()> {
-        self.store.update_node::<StoreError, _>(&node.uuid, |n| {
-            n.inspection_started_at = Some(crate::time::api_now());
-            n.inspection_finished_at = None;
-            Ok(())
-        })?;
+        self.store
+            .update_node::<StoreError, _>(&node.uuid, |n| {
+                n.inspection_started_at = Some(crate::time::api_now());
+                n.inspection_finished_at = None;
+                Ok(())
+            })
+            .await?;
         // Always a fresh boot: the agent sends its inventory when it starts.
         self.boot_and_wait(node, true, "Failed to boot the inspection ramdisk")
             .await
@@ -335,8 +340,8 @@ impl Flows {
             self.boot_ramdisk(node).await
         };
         match booted {
-            Ok(()) => transition::fire(self, &node.uuid, Event::Wait, |_| {})?,
-            Err(e) => transition::fail(self, &node.uuid, &format!("{what}: {e:#}"))?,
+            Ok(()) => transition::fire(self, &node.uuid, Event::Wait, |_| {}).await?,
+            Err(e) => transition::fail(self, &node.uuid, &format!("{what}: {e:#}")).await?,
         };
         Ok(())
     }
@@ -344,7 +349,7 @@ impl Flows {
     /// Parameters of `clean/deploy.execute_*_step`, as Ironic sends them:
     /// the step, the node (secrets masked), its ports and the hardware
     /// manager versions under `version_key`.
-    fn step_params(
+    async fn step_params(
         &self,
         node: &Node,
         step: &Value,
@@ -352,7 +357,8 @@ impl Flows {
     ) -> anyhow::Result<serde_json::Map<String, Value>> {
         let ports: Vec<Value> = self
             .store
-            .list_ports(Some(&node.uuid))?
+            .list_ports(Some(&node.uuid))
+            .await?
             .iter()
             .filter_map(|p| serde_json::to_value(p).ok())
             .collect();
@@ -381,21 +387,23 @@ impl Flows {
 
     async fn boot_fresh_ramdisk(&self, node: &Node) -> anyhow::Result<()> {
         // A new ramdisk boot gets a new agent, URL and token.
-        self.store.update_node::<StoreError, _>(&node.uuid, |n| {
-            for key in [
-                "agent_url",
-                "agent_secret_token",
-                "agent_secret_token_pregenerated",
-                "agent_verify_ca",
-                "agent_last_heartbeat",
-                CACHE_KEY,
-                deploy_steps::AGENT_CACHE,
-            ] {
-                n.driver_internal_info.remove(key);
-            }
-            Ok(())
-        })?;
-        let node = self.store.get_node(&node.uuid)?;
+        self.store
+            .update_node::<StoreError, _>(&node.uuid, |n| {
+                for key in [
+                    "agent_url",
+                    "agent_secret_token",
+                    "agent_secret_token_pregenerated",
+                    "agent_verify_ca",
+                    "agent_last_heartbeat",
+                    CACHE_KEY,
+                    deploy_steps::AGENT_CACHE,
+                ] {
+                    n.driver_internal_info.remove(key);
+                }
+                Ok(())
+            })
+            .await?;
+        let node = self.store.get_node(&node.uuid).await?;
         power::boot_ramdisk(&self.store, &node).await
     }
 
@@ -432,20 +440,22 @@ impl Flows {
     }
 
     async fn handle_heartbeat(&self, uuid: &str) -> anyhow::Result<()> {
-        let node = self.store.get_node(uuid)?;
+        let node = self.store.get_node(uuid).await?;
         if !fsm::lookup_allowed(&node.provision_state, self.config.fast_track) {
             return Ok(());
         }
-        let Some(_lock) = self.reserve(uuid)? else {
+        let Some(_lock) = self.reserve(uuid).await? else {
             debug!(node = %uuid, "node locked; will retry on the next heartbeat");
             return Ok(());
         };
         // A beat is progress: it pushes the wait timeout back (Ironic's touch_provisioning).
         let node = if fsm::is_wait_state(&node.provision_state) {
-            self.store.update_node::<StoreError, _>(uuid, |n| {
-                n.provision_updated_at = Some(crate::time::api_now());
-                Ok(())
-            })?
+            self.store
+                .update_node::<StoreError, _>(uuid, |n| {
+                    n.provision_updated_at = Some(crate::time::api_now());
+                    Ok(())
+                })
+                .await?
         } else {
             node
         };
@@ -471,7 +481,7 @@ impl Flows {
         tokio::spawn(async move {
             let mut lock = None;
             for _ in 0..300 {
-                match flows.reserve(&uuid) {
+                match flows.reserve(&uuid).await {
                     Ok(Some(l)) => {
                         lock = Some(l);
                         break;
@@ -489,6 +499,7 @@ impl Flows {
             };
             let outcome = match ramdisk_error {
                 Some(err) => transition::fail(&flows, &uuid, &err)
+                    .await
                     .map(|_| ())
                     .map_err(anyhow::Error::from),
                 None => flows.inspection_done(&uuid).await,
@@ -502,7 +513,7 @@ impl Flows {
     /// Inspection data is in: power off (unless fast track keeps the
     /// ramdisk) and move to manageable. Called with the lock held.
     async fn inspection_done(&self, uuid: &str) -> anyhow::Result<()> {
-        let node = self.store.get_node(uuid)?;
+        let node = self.store.get_node(uuid).await?;
         if !matches!(
             node.provision_state.as_str(),
             fsm::INSPECTWAIT | fsm::INSPECTING
@@ -514,14 +525,15 @@ impl Flows {
         }
         transition::fire(self, uuid, Event::Done, |n| {
             n.inspection_finished_at = Some(crate::time::api_now());
-        })?;
+        })
+        .await?;
         Ok(())
     }
 
     /// Fail nodes in wait states whose agent stopped calling back.
     pub async fn check_timeouts(&self) -> anyhow::Result<()> {
         let now = chrono::Utc::now().naive_utc();
-        for node in self.store.list_nodes(&Default::default())? {
+        for node in self.store.list_nodes(&Default::default()).await? {
             let (limit, message) = match node.provision_state.as_str() {
                 fsm::DEPLOYWAIT => (
                     self.config.deploy_callback_timeout,
@@ -548,7 +560,7 @@ impl Flows {
             if (now - updated).num_seconds() < limit as i64 {
                 continue;
             }
-            let Some(_lock) = self.reserve(&node.uuid)? else {
+            let Some(_lock) = self.reserve(&node.uuid).await? else {
                 continue;
             };
             let step = match node.provision_state.as_str() {
@@ -565,7 +577,7 @@ impl Flows {
                 rescue::timed_out(self, &node).await?;
                 continue;
             }
-            transition::fail(self, &node.uuid, &format!("{message}{step}"))?;
+            transition::fail(self, &node.uuid, &format!("{message}{step}")).await?;
             if let Err(e) =
                 power::set_power(&self.store, &node, crate::power::PowerAction::Off).await
             {
@@ -592,8 +604,8 @@ impl Flows {
 
     /// After a restart: flows that were between steps continue. Wait
     /// states continue on the next heartbeat by themselves.
-    pub fn resume_interrupted(self: &Arc<Self>) -> anyhow::Result<()> {
-        for node in self.store.list_nodes(&Default::default())? {
+    pub async fn resume_interrupted(self: &Arc<Self>) -> anyhow::Result<()> {
+        for node in self.store.list_nodes(&Default::default()).await? {
             if node.fault.as_deref() == Some(crate::store::CORRUPT_FAULT) {
                 continue;
             }
@@ -610,7 +622,7 @@ impl Flows {
             ) {
                 continue;
             }
-            let Some(lock) = self.reserve(&node.uuid)? else {
+            let Some(lock) = self.reserve(&node.uuid).await? else {
                 continue;
             };
             info!(node = %node.uuid, %state, "resuming an interrupted flow");

@@ -12,17 +12,21 @@ pub async fn set_power(store: &Store, node: &Node, action: PowerAction) -> anyho
     if action != PowerAction::On {
         // The ramdisk dies with the power: forget its token and URL first,
         // so that nothing can use them while the action runs.
-        store.update_node::<StoreError, _>(&node.uuid, |n| {
-            super::transition::wipe_token_and_url(n);
-            Ok(())
-        })?;
+        store
+            .update_node::<StoreError, _>(&node.uuid, |n| {
+                super::transition::wipe_token_and_url(n);
+                Ok(())
+            })
+            .await?;
     }
     let state = driver.set_state(action).await?;
-    store.update_node::<StoreError, _>(&node.uuid, |n| {
-        n.power_state = Some(state.to_string());
-        n.target_power_state = None;
-        Ok(())
-    })?;
+    store
+        .update_node::<StoreError, _>(&node.uuid, |n| {
+            n.power_state = Some(state.to_string());
+            n.target_power_state = None;
+            Ok(())
+        })
+        .await?;
     tracing::info!(node = %node.uuid, ?action, interface = driver.interface(), "power action done");
     Ok(())
 }
@@ -36,13 +40,15 @@ pub async fn set_boot_device(
     PowerDriver::for_node(node)?
         .set_boot_device(device, persistent)
         .await?;
-    store.update_node::<StoreError, _>(&node.uuid, |n| {
-        n.driver_internal_info.insert(
-            "boot_device".into(),
-            json!({"boot_device": device.name(), "persistent": persistent}),
-        );
-        Ok(())
-    })?;
+    store
+        .update_node::<StoreError, _>(&node.uuid, |n| {
+            n.driver_internal_info.insert(
+                "boot_device".into(),
+                json!({"boot_device": device.name(), "persistent": persistent}),
+            );
+            Ok(())
+        })
+        .await?;
     Ok(())
 }
 

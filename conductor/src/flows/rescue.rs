@@ -73,8 +73,9 @@ pub async fn fail(flows: &Flows, node: &Node, error: &str) -> anyhow::Result<()>
         n.last_error = Some(message);
         remove_password(n);
         transition::wipe_token_and_url(n);
-    })?;
-    let node = flows.store.get_node(&node.uuid)?;
+    })
+    .await?;
+    let node = flows.store.get_node(&node.uuid).await?;
     if let Err(e) = power::set_power(&flows.store, &node, PowerAction::Off).await {
         warn!(node = %node.uuid, error = %format!("{e:#}"), "power off after the failed rescue failed");
     }
@@ -86,7 +87,7 @@ pub async fn fail(flows: &Flows, node: &Node, error: &str) -> anyhow::Result<()>
 pub async fn begin(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     match flows.boot_fresh_ramdisk(node).await {
         Ok(()) => {
-            transition::fire(flows, &node.uuid, Event::Wait, |_| {})?;
+            transition::fire(flows, &node.uuid, Event::Wait, |_| {}).await?;
             info!(node = %node.uuid, "rescue ramdisk booting; waiting for its heartbeat");
             Ok(())
         }
@@ -107,13 +108,14 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         )
         .await;
     }
-    transition::fire(flows, uuid, Event::Resume, |_| {})?;
+    transition::fire(flows, uuid, Event::Resume, |_| {}).await?;
     // The agent's API is closed for good: its URL and token are worth
     // nothing now, and the password is the tenant's business.
     transition::fire(flows, uuid, Event::Done, |n| {
         remove_password(n);
         transition::wipe_token_and_url(n);
-    })?;
+    })
+    .await?;
     info!(node = %uuid, "rescued");
     Ok(())
 }
@@ -151,7 +153,8 @@ pub async fn fail_cleanup(flows: &Flows, node: &Node) -> anyhow::Result<()> {
             remove_password(n);
             transition::wipe_token_and_url(n);
             Ok(())
-        })?;
+        })
+        .await?;
     power::set_power(&flows.store, node, PowerAction::Off).await
 }
 
@@ -175,19 +178,21 @@ pub async fn unrescue(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         transition::fire(flows, uuid, Event::Done, |n| {
             remove_password(n);
             transition::wipe_token_and_url(n);
-        })?;
-        let node = flows.store.get_node(uuid)?;
+        })
+        .await?;
+        let node = flows.store.get_node(uuid).await?;
         power::set_power(&flows.store, &node, PowerAction::On).await
     }
     .await;
     if let Err(e) = outcome {
-        let node = flows.store.get_node(uuid)?;
+        let node = flows.store.get_node(uuid).await?;
         if node.provision_state == crate::fsm::UNRESCUING {
             let message = format!("Failed to unrescue: {e:#}");
             warn!(node = %uuid, error = %message, "unrescue failed");
             transition::fire(flows, uuid, Event::Fail, move |n| {
                 n.last_error = Some(message);
-            })?;
+            })
+            .await?;
         } else {
             warn!(node = %uuid, error = %format!("{e:#}"), "powering on after unrescue failed");
         }

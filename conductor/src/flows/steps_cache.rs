@@ -16,9 +16,10 @@ use crate::time::internal_now;
 pub const CACHE_KEY: &str = "agent_cached_clean_steps";
 
 /// The node's ports as the agent's step calls carry them (`ports`).
-pub fn node_ports(store: &Store, uuid: &str) -> Result<Vec<Value>, StoreError> {
+pub async fn node_ports(store: &Store, uuid: &str) -> Result<Vec<Value>, StoreError> {
     Ok(store
-        .list_ports(Some(uuid))?
+        .list_ports(Some(uuid))
+        .await?
         .iter()
         .filter_map(|p| serde_json::to_value(p).ok())
         .collect())
@@ -29,9 +30,9 @@ pub async fn refresh_clean_steps(
     config: &ConductorConfig,
     uuid: &str,
 ) -> anyhow::Result<()> {
-    let node = store.get_node(uuid)?;
+    let node = store.get_node(uuid).await?;
     let client = AgentClient::for_node(&node.driver_internal_info, config)?;
-    let ports = node_ports(store, uuid)?;
+    let ports = node_ports(store, uuid).await?;
     let result = client
         .get_clean_steps(node_secure_dict(&node), ports)
         .await
@@ -47,19 +48,21 @@ pub async fn refresh_clean_steps(
             .push(serde_json::to_value(&step)?);
     }
     let count: usize = by_interface.values().map(Vec::len).sum();
-    store.update_node::<StoreError, _>(uuid, |n| {
-        let dii = &mut n.driver_internal_info;
-        dii.insert(CACHE_KEY.into(), json!(by_interface));
-        dii.insert(
-            "agent_cached_clean_steps_refreshed".into(),
-            json!(internal_now()),
-        );
-        dii.insert(
-            "hardware_manager_version".into(),
-            json!(result.hardware_manager_version),
-        );
-        Ok(())
-    })?;
+    store
+        .update_node::<StoreError, _>(uuid, |n| {
+            let dii = &mut n.driver_internal_info;
+            dii.insert(CACHE_KEY.into(), json!(by_interface));
+            dii.insert(
+                "agent_cached_clean_steps_refreshed".into(),
+                json!(internal_now()),
+            );
+            dii.insert(
+                "hardware_manager_version".into(),
+                json!(result.hardware_manager_version),
+            );
+            Ok(())
+        })
+        .await?;
     info!(node = %uuid, steps = count, "cached the agent's clean steps");
     Ok(())
 }

@@ -48,30 +48,33 @@ pub fn apply(node: &mut Node, event: Event) -> Result<&'static str, TransitionEr
 
 /// Apply `event` in the store, with `also` for the flow's own fields; the
 /// change goes into the node's history.
-pub fn fire(
+pub async fn fire(
     flows: &Flows,
     uuid: &str,
     event: Event,
     also: impl FnOnce(&mut Node),
 ) -> Result<Node, TransitionError> {
     let mut from = String::new();
-    let node = flows.store.update_node::<TransitionError, _>(uuid, |n| {
-        from = n.provision_state.clone();
-        apply(n, event)?;
-        also(n);
-        // Ironic (wipe_deploy/cleaning_internal_info, the error handlers)
-        // wipes the agent's token and URL when a flow fails, is aborted or
-        // ends in a state that expects no agent, unless it is
-        // `fast_track_able` (fast track on, no last_error): a stale agent
-        // (or whoever learnt its token) must not drive the node afterwards.
-        let ended = matches!(event, Event::Fail | Event::Abort)
-            || !fsm::lookup_allowed(&n.provision_state, false);
-        let fast_track_able = flows.config.fast_track && n.last_error.is_none();
-        if ended && !fast_track_able {
-            wipe_token_and_url(n);
-        }
-        Ok(())
-    })?;
+    let node = flows
+        .store
+        .update_node::<TransitionError, _>(uuid, |n| {
+            from = n.provision_state.clone();
+            apply(n, event)?;
+            also(n);
+            // Ironic (wipe_deploy/cleaning_internal_info, the error handlers)
+            // wipes the agent's token and URL when a flow fails, is aborted or
+            // ends in a state that expects no agent, unless it is
+            // `fast_track_able` (fast track on, no last_error): a stale agent
+            // (or whoever learnt its token) must not drive the node afterwards.
+            let ended = matches!(event, Event::Fail | Event::Abort)
+                || !fsm::lookup_allowed(&n.provision_state, false);
+            let fast_track_able = flows.config.fast_track && n.last_error.is_none();
+            if ended && !fast_track_able {
+                wipe_token_and_url(n);
+            }
+            Ok(())
+        })
+        .await?;
     let to = &node.provision_state;
     info!(node = %uuid, %from, %to, event = event.verb(), "provision state changed");
     let (severity, text) = match (&node.last_error, event) {
@@ -89,6 +92,7 @@ pub fn fire(
     if let Err(e) = flows
         .store
         .record_event(uuid, severity, "provisioning", &text, flows.host())
+        .await
     {
         tracing::warn!(node = %uuid, error = %e, "could not record node history");
     }
@@ -110,7 +114,7 @@ pub fn wipe_token_and_url(node: &mut Node) {
 }
 
 /// `fail` with Ironic's `last_error`.
-pub fn fail(flows: &Flows, uuid: &str, error: &str) -> Result<Node, TransitionError> {
+pub async fn fail(flows: &Flows, uuid: &str, error: &str) -> Result<Node, TransitionError> {
     let error = error.to_string();
     tracing::warn!(node = %uuid, %error, "flow failed");
     fire(flows, uuid, Event::Fail, move |n| {
@@ -118,4 +122,5 @@ pub fn fail(flows: &Flows, uuid: &str, error: &str) -> Result<Node, TransitionEr
         n.clean_step.clear();
         n.deploy_step.clear();
     })
+    .await
 }

@@ -18,7 +18,8 @@ pub async fn run(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         Ok(power) => {
             transition::fire(flows, &node.uuid, Event::Done, |n| {
                 n.power_state = Some(power);
-            })?;
+            })
+            .await?;
         }
         Err(e) => {
             transition::fail(
@@ -28,7 +29,8 @@ pub async fn run(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                     "Failed to get power state for node {}. Error: {e:#}",
                     node.uuid
                 ),
-            )?;
+            )
+            .await?;
         }
     }
     Ok(())

@@ -1,21 +1,21 @@
-//! The embedded SQLite store. Nodes and ports are kept as JSON documents
-//! (Ironic's field set is wide and grows), with the fields we query or
-//! constrain on (uuid, name, MAC, state, reservation) as real columns.
+//! The conductor's store: nodes and ports as JSON documents (Ironic's field
+//! set is wide and grows), with the fields we query or constrain on (uuid,
+//! name, MAC, state, reservation) as real columns.
+//!
+//! Two engines run the same statements ([`rows::sql`]): SQLite, embedded,
+//! the default; and PostgreSQL, which several conductors share. The enum
+//! dispatches statically, because [`Store::update_node`] takes a closure.
 
-mod history;
-mod inventory;
-mod migrations;
-mod nodes;
-mod ports;
+mod pg;
+mod rows;
+mod sqlite;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::Connection;
+use ferrite_protocol::node::{Node, Port};
+use serde_json::Value;
 
-pub use history::HistoryEvent;
-pub use inventory::StoredInventory;
-pub use nodes::{NodeQuery, CORRUPT_FAULT};
+pub use rows::{HistoryEvent, NodeQuery, StoredInventory, CORRUPT_FAULT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,55 +24,291 @@ pub enum StoreError {
     #[error("{0}")]
     Conflict(String),
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(String),
+    /// The database cannot be reached now; the request may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("schema migration failed: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
+    Migration(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-pub struct Store {
-    conn: Mutex<Connection>,
+/// Where the store lives: `--database`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// `sqlite:///abs/path` (or `sqlite://rel/path`), or
+    /// `postgresql://…`/`postgres://…`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path".into());
+            }
+            Ok(Self::Sqlite(path.into()))
+        } else if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+            Ok(Self::Postgres(url.to_string()))
+        } else {
+            Err("the database URL must start with sqlite:// or postgresql://".into())
+        }
+    }
+
+    /// For logs: the engine and where, never a password.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(url) => match url::Url::parse(url) {
+                Ok(u) => format!(
+                    "postgresql://{}:{}{}",
+                    u.host_str().unwrap_or("localhost"),
+                    u.port().unwrap_or(5432),
+                    u.path()
+                ),
+                Err(_) => "postgresql://(unparsed URL)".into(),
+            },
+        }
+    }
+}
+
+/// Debug output is the redacted form: a config dump must not leak a password.
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+pub enum Store {
+    Sqlite(sqlite::Db),
+    Postgres(pg::Db),
 }
 
 impl Store {
-    /// Open (creating if needed) the database file and bring its schema up to date.
+    /// Open (creating if needed) a SQLite file and bring its schema up to date.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        Ok(Self::Sqlite(sqlite::Db::open(path)?))
     }
 
-    /// A private in-memory database, for unit tests.
+    /// A private in-memory SQLite database, for unit tests.
     pub fn in_memory() -> StoreResult<Self> {
-        Self::init(Connection::open_in_memory()?)
+        Ok(Self::Sqlite(sqlite::Db::in_memory()?))
     }
 
-    fn init(mut conn: Connection) -> StoreResult<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        migrations::migrations().to_latest(&mut conn)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
-    }
-
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Map SQLite's UNIQUE violations to a conflict with a readable message.
-fn unique_violation(e: rusqlite::Error, message: impl FnOnce() -> String) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::Conflict(message())
+    /// Open the database `url` names, with a pool of `pool_size` connections
+    /// where the engine pools.
+    pub async fn connect(
+        url: &DatabaseUrl,
+        password: Option<&str>,
+        pool_size: usize,
+    ) -> StoreResult<Self> {
+        match url {
+            DatabaseUrl::Sqlite(path) => Self::open(path),
+            DatabaseUrl::Postgres(url) => Ok(Self::Postgres(
+                pg::Db::connect(url, password, pool_size).await?,
+            )),
         }
-        _ => StoreError::Db(e),
+    }
+
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgresql",
+        }
+    }
+
+    pub async fn create_node(&self, node: &Node) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.create_node(node),
+            Self::Postgres(db) => db.create_node(node).await,
+        }
+    }
+
+    /// By UUID, or by name when the ident is not a known UUID.
+    pub async fn get_node(&self, ident: &str) -> StoreResult<Node> {
+        match self {
+            Self::Sqlite(db) => db.get_node(ident),
+            Self::Postgres(db) => db.get_node(ident).await,
+        }
+    }
+
+    pub async fn list_nodes(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
+        match self {
+            Self::Sqlite(db) => db.list_nodes(query),
+            Self::Postgres(db) => db.list_nodes(query).await,
+        }
+    }
+
+    /// Read-modify-write one node atomically. `update` may refuse with an error.
+    pub async fn update_node<E, F>(&self, ident: &str, update: F) -> Result<Node, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&mut Node) -> Result<(), E>,
+    {
+        match self {
+            Self::Sqlite(db) => db.update_node(ident, update),
+            Self::Postgres(db) => db.update_node(ident, update).await,
+        }
+    }
+
+    pub async fn delete_node(&self, uuid: &str) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.delete_node(uuid),
+            Self::Postgres(db) => db.delete_node(uuid).await,
+        }
+    }
+
+    /// Take the node's exclusive lock for `host`; `Ok(false)` if someone holds it.
+    pub async fn try_reserve(&self, uuid: &str, host: &str) -> StoreResult<bool> {
+        match self {
+            Self::Sqlite(db) => db.try_reserve(uuid, host),
+            Self::Postgres(db) => db.try_reserve(uuid, host).await,
+        }
+    }
+
+    pub async fn release(&self, uuid: &str, host: &str) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.release(uuid, host),
+            Self::Postgres(db) => db.release(uuid, host).await,
+        }
+    }
+
+    /// [`Store::release`] from a `Drop`, which cannot await. SQLite's call
+    /// is synchronous anyway; PostgreSQL's blocks this worker thread for the
+    /// one statement, so that the lock is free when the guard's scope ends,
+    /// and is spawned where the runtime has no other thread to block.
+    pub fn release_on_drop(&self, uuid: &str, host: &str) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.release(uuid, host),
+            Self::Postgres(db) => {
+                let handle = tokio::runtime::Handle::try_current()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                match handle.runtime_flavor() {
+                    tokio::runtime::RuntimeFlavor::MultiThread => {
+                        tokio::task::block_in_place(|| handle.block_on(db.release(uuid, host)))
+                    }
+                    _ => {
+                        let db = db.clone();
+                        let (uuid, host) = (uuid.to_string(), host.to_string());
+                        handle.spawn(async move {
+                            if let Err(e) = db.release(&uuid, &host).await {
+                                tracing::warn!(node = %uuid, error = %e, "could not release the node lock");
+                            }
+                        });
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drop every lock held by `host` (locks of a conductor that died).
+    pub async fn release_all(&self, host: &str) -> StoreResult<usize> {
+        match self {
+            Self::Sqlite(db) => db.release_all(host),
+            Self::Postgres(db) => db.release_all(host).await,
+        }
+    }
+
+    pub async fn create_port(&self, port: &Port) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.create_port(port),
+            Self::Postgres(db) => db.create_port(port).await,
+        }
+    }
+
+    pub async fn get_port(&self, uuid: &str) -> StoreResult<Port> {
+        match self {
+            Self::Sqlite(db) => db.get_port(uuid),
+            Self::Postgres(db) => db.get_port(uuid).await,
+        }
+    }
+
+    pub async fn port_by_address(&self, address: &str) -> StoreResult<Option<Port>> {
+        match self {
+            Self::Sqlite(db) => db.port_by_address(address),
+            Self::Postgres(db) => db.port_by_address(address).await,
+        }
+    }
+
+    pub async fn list_ports(&self, node_uuid: Option<&str>) -> StoreResult<Vec<Port>> {
+        match self {
+            Self::Sqlite(db) => db.list_ports(node_uuid),
+            Self::Postgres(db) => db.list_ports(node_uuid).await,
+        }
+    }
+
+    pub async fn update_port(&self, port: &Port) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.update_port(port),
+            Self::Postgres(db) => db.update_port(port).await,
+        }
+    }
+
+    pub async fn delete_port(&self, uuid: &str) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.delete_port(uuid),
+            Self::Postgres(db) => db.delete_port(uuid).await,
+        }
+    }
+
+    /// Append to a node's history (`GET /v1/nodes/{id}/history`).
+    pub async fn record_event(
+        &self,
+        node_uuid: &str,
+        severity: &str,
+        event_type: &str,
+        event: &str,
+        conductor: &str,
+    ) -> StoreResult<()> {
+        let event = HistoryEvent {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            created_at: crate::time::api_now(),
+            severity: severity.into(),
+            event_type: event_type.into(),
+            event: event.into(),
+            conductor: Some(conductor.into()),
+            user: None,
+        };
+        match self {
+            Self::Sqlite(db) => db.record_event(&event, node_uuid),
+            Self::Postgres(db) => db.record_event(&event, node_uuid).await,
+        }
+    }
+
+    pub async fn history(&self, node_uuid: &str) -> StoreResult<Vec<HistoryEvent>> {
+        match self {
+            Self::Sqlite(db) => db.history(node_uuid),
+            Self::Postgres(db) => db.history(node_uuid).await,
+        }
+    }
+
+    pub async fn save_inventory(
+        &self,
+        node_uuid: &str,
+        inventory: &Value,
+        plugin_data: &Value,
+        created_at: &str,
+    ) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.save_inventory(node_uuid, inventory, plugin_data, created_at),
+            Self::Postgres(db) => {
+                db.save_inventory(node_uuid, inventory, plugin_data, created_at)
+                    .await
+            }
+        }
+    }
+
+    pub async fn get_inventory(&self, node_uuid: &str) -> StoreResult<Option<StoredInventory>> {
+        match self {
+            Self::Sqlite(db) => db.get_inventory(node_uuid),
+            Self::Postgres(db) => db.get_inventory(node_uuid).await,
+        }
     }
 }

@@ -3,61 +3,46 @@
 use ferrite_protocol::node::Port;
 use rusqlite::{params, OptionalExtension};
 
-use super::{unique_violation, Store, StoreError, StoreResult};
+use super::{constraint, q, Db};
+use crate::store::rows::{decode_port, duplicate_port, port_not_found, sql};
+use crate::store::StoreResult;
 
-fn decode(data: String) -> StoreResult<Port> {
-    Ok(serde_json::from_str(&data)?)
-}
-
-impl Store {
+impl Db {
     pub fn create_port(&self, port: &Port) -> StoreResult<()> {
         let data = serde_json::to_string(port)?;
         self.conn()
             .execute(
-                "INSERT INTO ports (uuid, address, node_uuid, data) VALUES (?1, ?2, ?3, ?4)",
+                &q(sql::INSERT_PORT),
                 params![port.uuid, port.address, port.node_uuid, data],
             )
-            .map_err(|e| {
-                unique_violation(e, || {
-                    format!("A port with MAC address {} already exists.", port.address)
-                })
-            })?;
+            .map_err(|e| constraint(e, || duplicate_port(port)))?;
         Ok(())
     }
 
     pub fn get_port(&self, uuid: &str) -> StoreResult<Port> {
         let data: Option<String> = self
             .conn()
-            .query_row(
-                "SELECT data FROM ports WHERE uuid = ?1",
-                params![uuid],
-                |r| r.get(0),
-            )
+            .query_row(&q(sql::PORT_BY_UUID), params![uuid], |r| r.get(0))
             .optional()?;
-        decode(
-            data.ok_or_else(|| StoreError::NotFound(format!("Port {uuid} could not be found.")))?,
-        )
+        decode_port(data.ok_or_else(|| port_not_found(uuid))?)
     }
 
     pub fn port_by_address(&self, address: &str) -> StoreResult<Option<Port>> {
         let data: Option<String> = self
             .conn()
-            .query_row(
-                "SELECT data FROM ports WHERE address = ?1",
-                params![address],
-                |r| r.get(0),
-            )
+            .query_row(&q(sql::PORT_BY_ADDRESS), params![address], |r| r.get(0))
             .optional()?;
-        data.map(decode).transpose()
+        data.map(decode_port).transpose()
     }
 
-    /// All ports, or those of one node, in creation order.
     pub fn list_ports(&self, node_uuid: Option<&str>) -> StoreResult<Vec<Port>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT data FROM ports WHERE ?1 IS NULL OR node_uuid = ?1 ORDER BY id")?;
-        let rows = stmt.query_map(params![node_uuid], |r| r.get::<_, String>(0))?;
-        rows.map(|r| decode(r?)).collect()
+        let (mut stmt, args) = match node_uuid {
+            Some(node) => (conn.prepare(&q(sql::LIST_NODE_PORTS))?, vec![node]),
+            None => (conn.prepare(sql::LIST_PORTS)?, vec![]),
+        };
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))?;
+        rows.map(|r| decode_port(r?)).collect()
     }
 
     pub fn update_port(&self, port: &Port) -> StoreResult<()> {
@@ -65,31 +50,20 @@ impl Store {
         let n = self
             .conn()
             .execute(
-                "UPDATE ports SET address = ?2, node_uuid = ?3, data = ?4 WHERE uuid = ?1",
+                &q(sql::UPDATE_PORT),
                 params![port.uuid, port.address, port.node_uuid, data],
             )
-            .map_err(|e| {
-                unique_violation(e, || {
-                    format!("A port with MAC address {} already exists.", port.address)
-                })
-            })?;
+            .map_err(|e| constraint(e, || duplicate_port(port)))?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!(
-                "Port {} could not be found.",
-                port.uuid
-            )));
+            return Err(port_not_found(&port.uuid));
         }
         Ok(())
     }
 
     pub fn delete_port(&self, uuid: &str) -> StoreResult<()> {
-        let n = self
-            .conn()
-            .execute("DELETE FROM ports WHERE uuid = ?1", params![uuid])?;
+        let n = self.conn().execute(&q(sql::DELETE_PORT), params![uuid])?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!(
-                "Port {uuid} could not be found."
-            )));
+            return Err(port_not_found(uuid));
         }
         Ok(())
     }
@@ -98,11 +72,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
     use ferrite_protocol::node::Node;
 
     #[test]
     fn ports_belong_to_nodes_and_macs_are_unique() {
-        let store = Store::in_memory().unwrap();
+        let store = Db::in_memory().unwrap();
         store
             .create_node(&Node {
                 uuid: "n".into(),

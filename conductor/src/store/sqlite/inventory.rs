@@ -1,20 +1,13 @@
-//! Inspection data per node (Ironic's `node_inventory`): one row, replaced
-//! by each successful inspection, deleted with the node.
+//! In-band inspection results (Ironic's node_inventory table).
 
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
-use super::{Store, StoreResult};
+use super::{q, Db};
+use crate::store::rows::{inventory_from_text, sql, StoredInventory};
+use crate::store::StoreResult;
 
-/// What `GET /v1/nodes/{id}/inventory` returns.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredInventory {
-    pub inventory: Value,
-    pub plugin_data: Value,
-    pub created_at: String,
-}
-
-impl Store {
+impl Db {
     pub fn save_inventory(
         &self,
         node_uuid: &str,
@@ -23,9 +16,7 @@ impl Store {
         created_at: &str,
     ) -> StoreResult<()> {
         self.conn().execute(
-            "INSERT INTO node_inventory (node_uuid, inventory, plugin_data, created_at)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(node_uuid) DO UPDATE SET inventory = ?2, plugin_data = ?3, created_at = ?4",
+            &q(sql::SAVE_INVENTORY),
             params![
                 node_uuid,
                 serde_json::to_string(inventory)?,
@@ -39,20 +30,12 @@ impl Store {
     pub fn get_inventory(&self, node_uuid: &str) -> StoreResult<Option<StoredInventory>> {
         let row: Option<(String, String, String)> = self
             .conn()
-            .query_row(
-                "SELECT inventory, plugin_data, created_at FROM node_inventory WHERE node_uuid = ?1",
-                params![node_uuid],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        row.map(|(inv, plugin, created_at)| {
-            Ok(StoredInventory {
-                inventory: serde_json::from_str(&inv)?,
-                plugin_data: serde_json::from_str(&plugin)?,
-                created_at,
+            .query_row(&q(sql::GET_INVENTORY), params![node_uuid], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
-        })
-        .transpose()
+            .optional()?;
+        row.map(|(inv, plugin, created_at)| inventory_from_text(&inv, &plugin, created_at))
+            .transpose()
     }
 }
 
@@ -65,7 +48,7 @@ mod tests {
 
     #[test]
     fn saved_replaced_and_deleted_with_the_node() {
-        let store = Store::in_memory().unwrap();
+        let store = Db::in_memory().unwrap();
         let node = Node {
             uuid: "1be26c0b-03f2-4d2e-ae87-c02d7f33c123".into(),
             ..Node::default()

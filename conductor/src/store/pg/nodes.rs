@@ -1,0 +1,139 @@
+//! Node records.
+
+use ferrite_protocol::node::Node;
+use tokio_postgres::Row;
+
+use super::{constraint, Db};
+use crate::store::rows::{
+    decode, decode_or_degraded, duplicate_node, encode_update, node_not_found, sql, NodeQuery,
+    NodeRow,
+};
+use crate::store::{StoreError, StoreResult};
+
+fn node_row(row: &Row) -> StoreResult<NodeRow> {
+    Ok(NodeRow {
+        data: row.try_get(0)?,
+        reservation: row.try_get(1)?,
+        uuid: row.try_get(2)?,
+        name: row.try_get(3)?,
+        instance_uuid: row.try_get(4)?,
+        provision_state: row.try_get(5)?,
+    })
+}
+
+impl Db {
+    pub async fn create_node(&self, node: &Node) -> StoreResult<()> {
+        let data = serde_json::to_string(node)?;
+        self.client()
+            .await?
+            .execute(
+                sql::INSERT_NODE,
+                &[
+                    &node.uuid,
+                    &node.name,
+                    &node.instance_uuid,
+                    &node.provision_state,
+                    &data,
+                ],
+            )
+            .await
+            .map_err(|e| constraint(e, || duplicate_node(node)))?;
+        Ok(())
+    }
+
+    pub async fn get_node(&self, ident: &str) -> StoreResult<Node> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(sql::NODE_BY_IDENT, &[&ident])
+            .await?
+            .ok_or_else(|| node_not_found(ident))?;
+        Ok(decode_or_degraded(node_row(&row)?))
+    }
+
+    pub async fn list_nodes(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
+        let rows = self.client().await?.query(sql::LIST_NODES, &[]).await?;
+        let mut nodes = Vec::new();
+        for row in rows {
+            let node = decode_or_degraded(node_row(&row)?);
+            if query.matches(&node) {
+                nodes.push(node);
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Read-modify-write one node in a transaction that holds its row lock.
+    pub async fn update_node<E, F>(&self, ident: &str, update: F) -> Result<Node, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&mut Node) -> Result<(), E>,
+    {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(StoreError::from)?;
+        let row = tx
+            .query_opt(&format!("{} FOR UPDATE", sql::NODE_BY_IDENT), &[&ident])
+            .await
+            .map_err(StoreError::from)?
+            .ok_or_else(|| node_not_found(ident))?;
+        let mut node = decode(node_row(&row)?)?;
+        let uuid = node.uuid.clone();
+        update(&mut node)?;
+        node.uuid = uuid;
+        let data = encode_update(&mut node)?;
+        tx.execute(
+            sql::UPDATE_NODE,
+            &[
+                &node.uuid,
+                &node.name,
+                &node.instance_uuid,
+                &node.provision_state,
+                &data,
+            ],
+        )
+        .await
+        .map_err(|e| constraint(e, || duplicate_node(&node)))?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(node)
+    }
+
+    pub async fn delete_node(&self, uuid: &str) -> StoreResult<()> {
+        let n = self
+            .client()
+            .await?
+            .execute(sql::DELETE_NODE, &[&uuid])
+            .await?;
+        if n == 0 {
+            return Err(node_not_found(uuid));
+        }
+        Ok(())
+    }
+
+    pub async fn try_reserve(&self, uuid: &str, host: &str) -> StoreResult<bool> {
+        // READ COMMITTED makes a concurrent UPDATE wait for the row and
+        // re-check `reservation IS NULL`: exactly one taker wins.
+        let n = self
+            .client()
+            .await?
+            .execute(sql::RESERVE, &[&uuid, &host])
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn release(&self, uuid: &str, host: &str) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(sql::RELEASE, &[&uuid, &host])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn release_all(&self, host: &str) -> StoreResult<usize> {
+        let n = self
+            .client()
+            .await?
+            .execute(sql::RELEASE_ALL, &[&host])
+            .await?;
+        Ok(n as usize)
+    }
+}

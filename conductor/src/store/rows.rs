@@ -1,0 +1,190 @@
+//! What both engines share: the SQL text, and how a stored row becomes a
+//! record. Statements are written once with PostgreSQL's `$N` parameters;
+//! the SQLite engine reads them as `?N` ([`super::sqlite`]).
+
+use ferrite_protocol::node::{Node, Port};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{StoreError, StoreResult};
+
+/// Filters for listing nodes (Ironic's query parameters).
+#[derive(Debug, Default, Clone)]
+pub struct NodeQuery {
+    pub provision_state: Option<String>,
+    pub driver: Option<String>,
+    pub maintenance: Option<bool>,
+    pub associated: Option<bool>,
+    pub resource_class: Option<String>,
+}
+
+/// `maintenance_reason`/`fault` of a node whose stored record cannot be read.
+pub const CORRUPT_FAULT: &str = "corrupt record";
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HistoryEvent {
+    pub uuid: String,
+    pub created_at: String,
+    pub severity: String,
+    pub event_type: String,
+    pub event: String,
+    pub conductor: Option<String>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredInventory {
+    pub inventory: Value,
+    pub plugin_data: Value,
+    pub created_at: String,
+}
+
+pub mod sql {
+    /// By UUID, or by name when the ident is not a known UUID.
+    pub const NODE_BY_IDENT: &str =
+        "SELECT data, reservation, uuid, name, instance_uuid, provision_state FROM nodes \
+         WHERE uuid = $1 OR name = $1 ORDER BY uuid = $1 DESC LIMIT 1";
+    pub const LIST_NODES: &str = "SELECT data, reservation, uuid, name, instance_uuid, provision_state FROM nodes ORDER BY id";
+    pub const INSERT_NODE: &str = "INSERT INTO nodes (uuid, name, instance_uuid, provision_state, data) VALUES ($1, $2, $3, $4, $5)";
+    pub const UPDATE_NODE: &str = "UPDATE nodes SET name = $2, instance_uuid = $3, provision_state = $4, data = $5 WHERE uuid = $1";
+    pub const DELETE_NODE: &str = "DELETE FROM nodes WHERE uuid = $1";
+    /// The lock is one atomic statement: one changed row means it was won.
+    pub const RESERVE: &str =
+        "UPDATE nodes SET reservation = $2 WHERE uuid = $1 AND reservation IS NULL";
+    pub const RELEASE: &str =
+        "UPDATE nodes SET reservation = NULL WHERE uuid = $1 AND reservation = $2";
+    pub const RELEASE_ALL: &str = "UPDATE nodes SET reservation = NULL WHERE reservation = $1";
+
+    pub const INSERT_PORT: &str =
+        "INSERT INTO ports (uuid, address, node_uuid, data) VALUES ($1, $2, $3, $4)";
+    pub const PORT_BY_UUID: &str = "SELECT data FROM ports WHERE uuid = $1";
+    pub const PORT_BY_ADDRESS: &str = "SELECT data FROM ports WHERE address = $1";
+    pub const LIST_PORTS: &str = "SELECT data FROM ports ORDER BY id";
+    pub const LIST_NODE_PORTS: &str = "SELECT data FROM ports WHERE node_uuid = $1 ORDER BY id";
+    pub const UPDATE_PORT: &str =
+        "UPDATE ports SET address = $2, node_uuid = $3, data = $4 WHERE uuid = $1";
+    pub const DELETE_PORT: &str = "DELETE FROM ports WHERE uuid = $1";
+
+    pub const INSERT_EVENT: &str = "INSERT INTO node_history (uuid, node_uuid, created_at, severity, event_type, event, conductor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    pub const HISTORY: &str =
+        "SELECT uuid, created_at, severity, event_type, event, conductor, \"user\" \
+         FROM node_history WHERE node_uuid = $1 ORDER BY id";
+
+    pub const SAVE_INVENTORY: &str =
+        "INSERT INTO node_inventory (node_uuid, inventory, plugin_data, created_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (node_uuid) DO UPDATE SET inventory = excluded.inventory, \
+         plugin_data = excluded.plugin_data, created_at = excluded.created_at";
+    pub const GET_INVENTORY: &str =
+        "SELECT inventory, plugin_data, created_at FROM node_inventory WHERE node_uuid = $1";
+}
+
+/// One node row: the JSON document plus the columns kept beside it.
+pub struct NodeRow {
+    pub data: String,
+    pub reservation: Option<String>,
+    pub uuid: String,
+    pub name: Option<String>,
+    pub instance_uuid: Option<String>,
+    pub provision_state: String,
+}
+
+/// For writes: the record must parse, or nothing overwrites its bytes.
+pub fn decode(row: NodeRow) -> StoreResult<Node> {
+    let mut node: Node = serde_json::from_str(&row.data)?;
+    // The lock lives only in its column, so that taking it is one atomic UPDATE.
+    node.reservation = row.reservation;
+    Ok(node)
+}
+
+/// For reads: a record that does not parse (written by hand, or by an older
+/// bug) must not take listing or start-up down with it. It is shown from
+/// its columns, in maintenance with the reason, so an operator sees it and
+/// can delete it; writes still refuse it ([`decode`]), so nothing
+/// overwrites the original bytes.
+pub fn decode_or_degraded(row: NodeRow) -> Node {
+    let columns = Node {
+        uuid: row.uuid.clone(),
+        name: row.name.clone(),
+        instance_uuid: row.instance_uuid.clone(),
+        provision_state: row.provision_state.clone(),
+        reservation: row.reservation.clone(),
+        ..Node::default()
+    };
+    match decode(row) {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::error!(node = %columns.uuid, error = %e, "stored node record is corrupt; showing it degraded");
+            Node {
+                maintenance: true,
+                maintenance_reason: Some(format!(
+                    "The stored record of this node is corrupt ({e}); delete the node and enroll it again"
+                )),
+                fault: Some(CORRUPT_FAULT.into()),
+                ..columns
+            }
+        }
+    }
+}
+
+/// The document written for a node, stamped with the time of the write.
+pub fn encode_update(node: &mut Node) -> StoreResult<String> {
+    node.updated_at = Some(crate::time::api_now());
+    Ok(serde_json::to_string(node)?)
+}
+
+pub fn decode_port(data: String) -> StoreResult<Port> {
+    Ok(serde_json::from_str(&data)?)
+}
+
+pub fn node_not_found(ident: &str) -> StoreError {
+    StoreError::NotFound(format!("Node {ident} could not be found."))
+}
+
+pub fn port_not_found(uuid: &str) -> StoreError {
+    StoreError::NotFound(format!("Port {uuid} could not be found."))
+}
+
+pub fn duplicate_node(node: &Node) -> String {
+    match &node.name {
+        Some(name) => format!(
+            "A node with UUID {} or name {name} already exists.",
+            node.uuid
+        ),
+        None => format!("A node with UUID {} already exists.", node.uuid),
+    }
+}
+
+pub fn duplicate_port(port: &Port) -> String {
+    format!("A port with MAC address {} already exists.", port.address)
+}
+
+pub fn inventory_from_text(
+    inventory: &str,
+    plugin_data: &str,
+    created_at: String,
+) -> StoreResult<StoredInventory> {
+    Ok(StoredInventory {
+        inventory: serde_json::from_str(inventory)?,
+        plugin_data: serde_json::from_str(plugin_data)?,
+        created_at,
+    })
+}
+
+impl NodeQuery {
+    pub fn matches(&self, node: &Node) -> bool {
+        self.provision_state
+            .as_ref()
+            .is_none_or(|s| &node.provision_state == s)
+            && self.driver.as_ref().is_none_or(|d| &node.driver == d)
+            && self.maintenance.is_none_or(|m| node.maintenance == m)
+            && self
+                .associated
+                .is_none_or(|a| node.instance_uuid.is_some() == a)
+            && self
+                .resource_class
+                .as_ref()
+                .is_none_or(|r| node.resource_class.as_ref() == Some(r))
+    }
+}

@@ -1,0 +1,195 @@
+//! Node records.
+
+use ferrite_protocol::node::Node;
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{constraint, q, Db};
+use crate::store::rows::{
+    decode, decode_or_degraded, duplicate_node, encode_update, node_not_found, sql, NodeQuery,
+    NodeRow,
+};
+use crate::store::{StoreError, StoreResult};
+
+fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRow> {
+    Ok(NodeRow {
+        data: row.get(0)?,
+        reservation: row.get(1)?,
+        uuid: row.get(2)?,
+        name: row.get(3)?,
+        instance_uuid: row.get(4)?,
+        provision_state: row.get(5)?,
+    })
+}
+
+impl Db {
+    pub fn create_node(&self, node: &Node) -> StoreResult<()> {
+        let data = serde_json::to_string(node)?;
+        self.conn()
+            .execute(
+                &q(sql::INSERT_NODE),
+                params![
+                    node.uuid,
+                    node.name,
+                    node.instance_uuid,
+                    node.provision_state,
+                    data
+                ],
+            )
+            .map_err(|e| constraint(e, || duplicate_node(node)))?;
+        Ok(())
+    }
+
+    pub fn get_node(&self, ident: &str) -> StoreResult<Node> {
+        let row = self
+            .conn()
+            .query_row(&q(sql::NODE_BY_IDENT), params![ident], node_from_row)
+            .optional()?;
+        Ok(decode_or_degraded(
+            row.ok_or_else(|| node_not_found(ident))?,
+        ))
+    }
+
+    pub fn list_nodes(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql::LIST_NODES)?;
+        let rows = stmt.query_map([], node_from_row)?;
+        let mut nodes = Vec::new();
+        for row in rows {
+            let node = decode_or_degraded(row?);
+            if query.matches(&node) {
+                nodes.push(node);
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Read-modify-write one node atomically. `update` may refuse with an error.
+    pub fn update_node<E, F>(&self, ident: &str, update: F) -> Result<Node, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&mut Node) -> Result<(), E>,
+    {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(StoreError::from)?;
+        let row = tx
+            .query_row(&q(sql::NODE_BY_IDENT), params![ident], node_from_row)
+            .optional()
+            .map_err(StoreError::from)?;
+        let mut node = decode(row.ok_or_else(|| node_not_found(ident))?)?;
+        let uuid = node.uuid.clone();
+        update(&mut node)?;
+        node.uuid = uuid;
+        let data = encode_update(&mut node)?;
+        tx.execute(
+            &q(sql::UPDATE_NODE),
+            params![
+                node.uuid,
+                node.name,
+                node.instance_uuid,
+                node.provision_state,
+                data
+            ],
+        )
+        .map_err(|e| constraint(e, || duplicate_node(&node)))?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(node)
+    }
+
+    pub fn delete_node(&self, uuid: &str) -> StoreResult<()> {
+        let n = self.conn().execute(&q(sql::DELETE_NODE), params![uuid])?;
+        if n == 0 {
+            return Err(node_not_found(uuid));
+        }
+        Ok(())
+    }
+
+    pub fn try_reserve(&self, uuid: &str, host: &str) -> StoreResult<bool> {
+        let n = self.conn().execute(&q(sql::RESERVE), params![uuid, host])?;
+        Ok(n == 1)
+    }
+
+    pub fn release(&self, uuid: &str, host: &str) -> StoreResult<()> {
+        self.conn().execute(&q(sql::RELEASE), params![uuid, host])?;
+        Ok(())
+    }
+
+    pub fn release_all(&self, host: &str) -> StoreResult<usize> {
+        Ok(self.conn().execute(&q(sql::RELEASE_ALL), params![host])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(uuid: &str, name: &str) -> Node {
+        Node {
+            uuid: uuid.into(),
+            name: Some(name.into()),
+            driver: "fake-hardware".into(),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn create_get_update_delete() {
+        let store = Db::in_memory().unwrap();
+        store.create_node(&node("u1", "n1")).unwrap();
+        assert_eq!(store.get_node("n1").unwrap().uuid, "u1");
+        assert_eq!(store.get_node("u1").unwrap().name.as_deref(), Some("n1"));
+        let updated = store
+            .update_node::<StoreError, _>("u1", |n| {
+                n.provision_state = "manageable".into();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(updated.provision_state, "manageable");
+        assert_eq!(store.get_node("u1").unwrap().provision_state, "manageable");
+        store.delete_node("u1").unwrap();
+        assert!(matches!(store.get_node("u1"), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn duplicates_conflict_and_change_nothing() {
+        let store = Db::in_memory().unwrap();
+        store.create_node(&node("u1", "n1")).unwrap();
+        assert!(matches!(
+            store.create_node(&node("u2", "n1")),
+            Err(StoreError::Conflict(_))
+        ));
+        store.create_node(&node("u2", "n2")).unwrap();
+        let renamed = store.update_node::<StoreError, _>("u2", |n| {
+            n.name = Some("n1".into());
+            Ok(())
+        });
+        assert!(matches!(renamed, Err(StoreError::Conflict(_))));
+        assert_eq!(store.get_node("u2").unwrap().name.as_deref(), Some("n2"));
+    }
+
+    #[test]
+    fn reservation_is_exclusive() {
+        let store = Db::in_memory().unwrap();
+        store.create_node(&node("u1", "n1")).unwrap();
+        assert!(store.try_reserve("u1", "a").unwrap());
+        assert!(!store.try_reserve("u1", "b").unwrap());
+        assert_eq!(
+            store.get_node("u1").unwrap().reservation.as_deref(),
+            Some("a")
+        );
+        store.release("u1", "b").unwrap();
+        assert!(!store.try_reserve("u1", "b").unwrap());
+        store.release("u1", "a").unwrap();
+        assert!(store.try_reserve("u1", "b").unwrap());
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        Db::open(&path)
+            .unwrap()
+            .create_node(&node("u1", "n1"))
+            .unwrap();
+        assert_eq!(Db::open(&path).unwrap().get_node("n1").unwrap().uuid, "u1");
+    }
+}
