@@ -222,6 +222,41 @@ pub struct ConductorConfig {
     /// Default: <data-dir>/ramdisk-logs.
     #[arg(long, env = "FERRITE_DEPLOY_LOGS_LOCAL_PATH")]
     pub deploy_logs_local_path: Option<PathBuf>,
+    /// `[conductor]sync_power_state_interval`: seconds between power-state
+    /// sync rounds over this conductor's nodes; 0 disables them.
+    #[arg(long, env = "FERRITE_SYNC_POWER_STATE_INTERVAL", default_value_t = 120)]
+    pub sync_power_state_interval: u64,
+    /// `[conductor]power_state_sync_max_retries`: failed syncs in a row a
+    /// node may have before it goes into maintenance with a power failure.
+    #[arg(
+        long,
+        env = "FERRITE_POWER_STATE_SYNC_MAX_RETRIES",
+        default_value_t = 3
+    )]
+    pub power_state_sync_max_retries: u32,
+    /// `[conductor]sync_power_state_workers`: nodes synced at once.
+    #[arg(long, env = "FERRITE_SYNC_POWER_STATE_WORKERS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub sync_power_state_workers: u32,
+    /// `[conductor]periodic_max_workers`: the cap on any periodic task's
+    /// concurrency, power sync included.
+    #[arg(long, env = "FERRITE_PERIODIC_MAX_WORKERS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub periodic_max_workers: u32,
+    /// `[conductor]force_power_state_during_sync`: a machine found in
+    /// another power state than recorded is powered back to the recorded
+    /// one (true), or the record follows the machine (false).
+    #[arg(long, env = "FERRITE_FORCE_POWER_STATE_DURING_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub force_power_state_during_sync: bool,
+    /// `[conductor]power_failure_recovery_interval`: seconds between checks
+    /// of nodes in maintenance for a power failure; a good read ends it. 0
+    /// disables them.
+    #[arg(
+        long,
+        env = "FERRITE_POWER_FAILURE_RECOVERY_INTERVAL",
+        default_value_t = 300
+    )]
+    pub power_failure_recovery_interval: u64,
 }
 
 impl ConductorConfig {

@@ -6,6 +6,7 @@ pub mod agent_tls;
 pub mod api;
 pub mod auth;
 pub mod boot;
+pub mod cluster;
 pub mod config;
 pub mod configdrive;
 pub mod drivers;

@@ -12,6 +12,7 @@ mod flows;
 mod inspection;
 mod ipmi;
 mod lookup_heartbeat;
+mod power_sync;
 mod ramdisk_logs;
 mod redfish;
 mod rescue;

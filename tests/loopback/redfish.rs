@@ -9,40 +9,50 @@ use std::time::Duration;
 use ferrite_tests::{free_port, wait_for, Conductor};
 use serde_json::{json, Value};
 
-const SYSTEM: &str = "27946b59-9e44-4fa7-8e91-f3527a1ef094";
+pub(crate) const SYSTEM: &str = "27946b59-9e44-4fa7-8e91-f3527a1ef094";
 
-struct Emulator {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
+/// sushy-emulator with one fake system; its state (power included) lives
+/// in the temp dir, so it survives `stop` and `restart`.
+pub(crate) struct Emulator {
+    child: Option<std::process::Child>,
+    port: u16,
+    pub(crate) url: String,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
-async fn start_emulator() -> Emulator {
+impl Emulator {
+    /// The BMC goes away: connections to it are refused.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The BMC is back, on the same address, with the state it had.
+    pub(crate) async fn restart(&mut self) {
+        self.stop();
+        self.child = Some(spawn_emulator(self.dir.path(), self.port));
+        wait_ready(&self.url).await;
+    }
+}
+
+fn spawn_emulator(dir: &std::path::Path, port: u16) -> std::process::Child {
     let bin =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/bmc-venv/bin/sushy-emulator");
     assert!(bin.exists(), "{} missing: run scripts/setup", bin.display());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("emulator.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "SUSHY_EMULATOR_FAKE_SYSTEMS = [{{'uuid': '{SYSTEM}', 'name': 'ferrite-bm', \
-             'power_state': 'Off', 'nics': [{{'mac': '52:54:00:4e:d0:01', 'ip': '10.0.2.15'}}]}}]\n\
-             SUSHY_EMULATOR_STATE_DIR = '{}'\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
-    let child = Command::new(bin)
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("emulator.log"))
+        .unwrap();
+    Command::new(bin)
         .args([
             "--fake",
             "-i",
@@ -51,12 +61,14 @@ async fn start_emulator() -> Emulator {
             &port.to_string(),
             "--config",
         ])
-        .arg(&config)
+        .arg(dir.join("emulator.conf"))
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
-        .expect("sushy-emulator");
-    let url = format!("http://127.0.0.1:{port}");
+        .expect("sushy-emulator")
+}
+
+async fn wait_ready(url: &str) {
     let probe = format!("{url}/redfish/v1/Systems/{SYSTEM}");
     wait_for("the Redfish emulator", Duration::from_secs(60), || {
         let probe = probe.clone();
@@ -68,14 +80,33 @@ async fn start_emulator() -> Emulator {
         }
     })
     .await;
+}
+
+pub(crate) async fn start_emulator() -> Emulator {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("emulator.conf"),
+        format!(
+            "SUSHY_EMULATOR_FAKE_SYSTEMS = [{{'uuid': '{SYSTEM}', 'name': 'ferrite-bm', \
+             'power_state': 'Off', 'nics': [{{'mac': '52:54:00:4e:d0:01', 'ip': '10.0.2.15'}}]}}]\n\
+             SUSHY_EMULATOR_STATE_DIR = '{}'\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = spawn_emulator(dir.path(), port);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&url).await;
     Emulator {
-        child,
+        child: Some(child),
+        port,
         url,
-        _dir: dir,
+        dir,
     }
 }
 
-async fn system(e: &Emulator) -> Value {
+pub(crate) async fn system(e: &Emulator) -> Value {
     reqwest::get(format!("{}/redfish/v1/Systems/{SYSTEM}", e.url))
         .await
         .unwrap()

@@ -10,6 +10,7 @@ pub mod deploy_steps;
 mod file_url;
 mod logs;
 mod power;
+pub mod power_sync;
 pub mod rescue;
 mod steps_cache;
 pub mod transition;
@@ -587,8 +588,11 @@ impl Flows {
         Ok(())
     }
 
-    /// Periodic work: wait timeouts.
+    /// Periodic work: wait timeouts, power-state sync and power-failure
+    /// recovery.
     pub fn spawn_periodic(self: &Arc<Self>) {
+        // One conductor owns every node until the hash ring is wired in.
+        power_sync::spawn(self, Arc::new(|_: &Node| true));
         let flows = self.clone();
         let every = Duration::from_secs(self.config.periodic_interval.max(1));
         tokio::spawn(async move {

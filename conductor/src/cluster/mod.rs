@@ -1,0 +1,3 @@
+//! Several conductors sharing one fleet (issue 17, docs/scale-plan.md §2).
+
+pub mod hash_ring;
