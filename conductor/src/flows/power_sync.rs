@@ -118,7 +118,8 @@ impl PowerSync {
         let mut uuids: Vec<String> = self
             .flows
             .store
-            .list_nodes(&query)?
+            .list_nodes(&query)
+            .await?
             .into_iter()
             .filter(|n| (self.owns)(n))
             .map(|n| n.uuid)
@@ -174,7 +175,7 @@ impl PowerSync {
     /// `_sync_power_state_nodes_task` for one node: the checks made before
     /// any lock, then the sync, then the count kept or dropped.
     async fn sync_one(&self, uuid: &str) {
-        let node = match self.flows.store.get_node(uuid) {
+        let node = match self.flows.store.get_node(uuid).await {
             Ok(n) => n,
             Err(StoreError::NotFound(_)) => {
                 info!(node = %uuid, "During sync_power_state, node was not found and presumed deleted by another process.");
@@ -220,10 +221,11 @@ impl PowerSync {
             Ok(state) => state,
             Err(e) => {
                 if count > max_retries {
-                    let Some(_lock) = flows.reserve(&node.uuid)? else {
+                    let Some(_lock) = flows.reserve(&node.uuid).await? else {
                         return Ok(Outcome::Locked);
                     };
-                    self.max_retries_exceeded(&node.uuid, None, Some(&e))?;
+                    self.max_retries_exceeded(&node.uuid, None, Some(&e))
+                        .await?;
                 } else {
                     warn!(
                         node = %node.uuid,
@@ -235,17 +237,19 @@ impl PowerSync {
             }
         };
         if node.power_state == actual {
-            self.clear_last_error(&node, "confirmed power state match")?;
+            self.clear_last_error(&node, "confirmed power state match")
+                .await?;
             return Ok(Outcome::Count(0));
         }
 
         // It differs: take the lock, and decide on the node as it is now.
-        let Some(_lock) = flows.reserve(&node.uuid)? else {
+        let Some(_lock) = flows.reserve(&node.uuid).await? else {
             return Ok(Outcome::Locked);
         };
-        let node = flows.store.get_node(&node.uuid)?;
+        let node = flows.store.get_node(&node.uuid).await?;
         if node.power_state == actual {
-            self.clear_last_error(&node, "confirmed power state match")?;
+            self.clear_last_error(&node, "confirmed power state match")
+                .await?;
             return Ok(Outcome::Count(0));
         }
         // Something was done to the node meanwhile. Ironic re-checks the
@@ -263,15 +267,19 @@ impl PowerSync {
         };
         if node.power_state.is_none() {
             info!(node = %node.uuid, state = %actual, "During sync_power_state, node has no previous known state. Recording current state.");
-            flows.store.update_node::<StoreError, _>(&node.uuid, |n| {
-                n.power_state = Some(actual.clone());
-                drop_last_error(n, "no previous known state");
-                Ok(())
-            })?;
+            flows
+                .store
+                .update_node::<StoreError, _>(&node.uuid, |n| {
+                    n.power_state = Some(actual.clone());
+                    drop_last_error(n, "no previous known state");
+                    Ok(())
+                })
+                .await?;
             return Ok(Outcome::Count(0));
         }
         if count > max_retries {
-            self.max_retries_exceeded(&node.uuid, Some(&actual), None)?;
+            self.max_retries_exceeded(&node.uuid, Some(&actual), None)
+                .await?;
             return Ok(Outcome::Count(count));
         }
         let recorded = node.power_state.clone().unwrap_or_default();
@@ -292,10 +300,13 @@ impl PowerSync {
                 node = %node.uuid,
                 "During sync_power_state, node state does not match expected state '{recorded}'. Updating recorded state to '{actual}'."
             );
-            flows.store.update_node::<StoreError, _>(&node.uuid, |n| {
-                n.power_state = Some(actual.clone());
-                Ok(())
-            })?;
+            flows
+                .store
+                .update_node::<StoreError, _>(&node.uuid, |n| {
+                    n.power_state = Some(actual.clone());
+                    Ok(())
+                })
+                .await?;
         }
         Ok(Outcome::Count(count))
     }
@@ -304,7 +315,7 @@ impl PowerSync {
     /// record what the BMC said (None when it could not be read), the
     /// message as a MONITORING error, and maintenance with the power
     /// failure fault unless an operator had already set maintenance.
-    fn max_retries_exceeded(
+    async fn max_retries_exceeded(
         &self,
         uuid: &str,
         actual: Option<&str>,
@@ -332,15 +343,15 @@ impl PowerSync {
                 n.fault = Some(POWER_FAILURE.to_string());
             }
             Ok(())
-        })?;
-        record(flows, uuid, "ERROR", "monitoring", &message);
+        }).await?;
+        record(flows, uuid, "ERROR", "monitoring", &message).await;
         error!(node = %uuid, "{message}");
         Ok(())
     }
 
     /// Ironic's `_clear_last_error_if_needed` (with node history on, the
     /// default): a confirmed power state clears a stale error.
-    fn clear_last_error(&self, node: &Node, reason: &str) -> Result<(), StoreError> {
+    async fn clear_last_error(&self, node: &Node, reason: &str) -> Result<(), StoreError> {
         if node.last_error.is_none() {
             return Ok(());
         }
@@ -349,7 +360,8 @@ impl PowerSync {
             .update_node::<StoreError, _>(&node.uuid, |n| {
                 drop_last_error(n, reason);
                 Ok(())
-            })?;
+            })
+            .await?;
         Ok(())
     }
 
@@ -363,23 +375,29 @@ impl PowerSync {
             crate::power::POWER_OFF => PowerAction::Off,
             other => anyhow::bail!("cannot power a node towards '{other}'"),
         };
-        let node = flows.store.update_node::<StoreError, _>(&node.uuid, |n| {
-            n.target_power_state = Some(recorded.to_string());
-            if !FAILURE_STATES.contains(&n.provision_state.as_str()) {
-                n.last_error = None;
-            }
-            Ok(())
-        })?;
+        let node = flows
+            .store
+            .update_node::<StoreError, _>(&node.uuid, |n| {
+                n.target_power_state = Some(recorded.to_string());
+                if !FAILURE_STATES.contains(&n.provision_state.as_str()) {
+                    n.last_error = None;
+                }
+                Ok(())
+            })
+            .await?;
         if let Err(e) = super::power::set_power(&flows.store, &node, action).await {
             let message =
                 format!("Failed to change power state to '{recorded}' by '{recorded}': {e:#}");
-            flows.store.update_node::<StoreError, _>(&node.uuid, |n| {
-                n.target_power_state = None;
-                n.last_error = Some(message.clone());
-                Ok(())
-            })?;
+            flows
+                .store
+                .update_node::<StoreError, _>(&node.uuid, |n| {
+                    n.target_power_state = None;
+                    n.last_error = Some(message.clone());
+                    Ok(())
+                })
+                .await?;
             // node_history_record without an event type stores "UNKNOWN".
-            record(flows, &node.uuid, "ERROR", "UNKNOWN", &message);
+            record(flows, &node.uuid, "ERROR", "UNKNOWN", &message).await;
             return Err(e);
         }
         Ok(())
@@ -395,7 +413,7 @@ impl PowerSync {
             ..Default::default()
         };
         let mut recovered = 0;
-        for node in flows.store.list_nodes(&query)? {
+        for node in flows.store.list_nodes(&query).await? {
             if node.reservation.is_some() || !power_failed(&node) || !(self.owns)(&node) {
                 continue;
             }
@@ -406,22 +424,25 @@ impl PowerSync {
                     continue;
                 }
             };
-            let Some(_lock) = flows.reserve(&node.uuid)? else {
+            let Some(_lock) = flows.reserve(&node.uuid).await? else {
                 continue;
             };
             let mut done = false;
-            flows.store.update_node::<StoreError, _>(&node.uuid, |n| {
-                // An operator may have acted meanwhile (the lock is ours).
-                if !power_failed(n) {
-                    return Ok(());
-                }
-                n.power_state = actual.clone();
-                n.maintenance = false;
-                n.maintenance_reason = None;
-                n.fault = None;
-                done = true;
-                Ok(())
-            })?;
+            flows
+                .store
+                .update_node::<StoreError, _>(&node.uuid, |n| {
+                    // An operator may have acted meanwhile (the lock is ours).
+                    if !power_failed(n) {
+                        return Ok(());
+                    }
+                    n.power_state = actual.clone();
+                    n.maintenance = false;
+                    n.maintenance_reason = None;
+                    n.fault = None;
+                    done = true;
+                    Ok(())
+                })
+                .await?;
             if done {
                 recovered += 1;
                 info!(node = %node.uuid, state = ?actual, "Node is recovered from power failure with actual power state.");
@@ -467,10 +488,11 @@ fn drop_last_error(node: &mut Node, reason: &str) {
     }
 }
 
-fn record(flows: &Flows, uuid: &str, severity: &str, event_type: &str, event: &str) {
+async fn record(flows: &Flows, uuid: &str, severity: &str, event_type: &str, event: &str) {
     if let Err(e) = flows
         .store
         .record_event(uuid, severity, event_type, event, flows.host())
+        .await
     {
         warn!(node = %uuid, error = %e, "could not record node history");
     }
@@ -514,7 +536,7 @@ mod tests {
         format!("http://127.0.0.1:{port}")
     }
 
-    fn add(s: &PowerSync, uuid: &str, edit: impl FnOnce(&mut Node)) {
+    async fn add(s: &PowerSync, uuid: &str, edit: impl FnOnce(&mut Node)) {
         let mut node = Node {
             uuid: uuid.into(),
             driver: "redfish".into(),
@@ -523,7 +545,7 @@ mod tests {
             ..Node::default()
         };
         edit(&mut node);
-        s.flows.store.create_node(&node).expect("create");
+        s.flows.store.create_node(&node).await.expect("create");
     }
 
     fn redfish(node: &mut Node, address: &str) {
@@ -535,23 +557,23 @@ mod tests {
                 .unwrap_or_default();
     }
 
-    fn get(s: &PowerSync, uuid: &str) -> Node {
-        s.flows.store.get_node(uuid).expect("node")
+    async fn get(s: &PowerSync, uuid: &str) -> Node {
+        s.flows.store.get_node(uuid).await.expect("node")
     }
 
     #[tokio::test]
     async fn an_unreadable_bmc_means_maintenance_after_max_retries_plus_one_rounds() {
         let s = sync(everything());
         let bmc = dead_bmc();
-        add(&s, "n1", |n| redfish(n, &bmc));
+        add(&s, "n1", |n| redfish(n, &bmc)).await;
         for round in 1..=3 {
             assert_eq!(s.round().await.expect("round"), 1);
-            let n = get(&s, "n1");
+            let n = get(&s, "n1").await;
             assert!(!n.maintenance, "round {round}");
             assert_eq!(s.lock_failures().get("n1"), Some(&round));
         }
         s.round().await.expect("round");
-        let n = get(&s, "n1");
+        let n = get(&s, "n1").await;
         assert!(n.maintenance);
         assert_eq!(n.fault.as_deref(), Some(POWER_FAILURE));
         assert_eq!(n.power_state, None);
@@ -561,7 +583,7 @@ mod tests {
             "{reason}"
         );
         assert_eq!(n.last_error.as_deref(), Some(reason.as_str()));
-        let history = s.flows.store.history("n1").expect("history");
+        let history = s.flows.store.history("n1").await.expect("history");
         assert_eq!(history.len(), 1);
         assert_eq!(
             (history[0].severity.as_str(), history[0].event_type.as_str()),
@@ -573,7 +595,7 @@ mod tests {
         // so recovery does too.
         assert_eq!(s.round().await.expect("round"), 0);
         assert_eq!(s.recovery_round().await.expect("recovery"), 0);
-        assert!(get(&s, "n1").maintenance);
+        assert!(get(&s, "n1").await.maintenance);
     }
 
     #[tokio::test]
@@ -585,68 +607,79 @@ mod tests {
             n.maintenance_reason = Some("max retries exceeded".into());
             n.fault = Some(POWER_FAILURE.into());
             n.last_error = Some("max retries exceeded".into());
-        });
+        })
+        .await;
         // An operator's maintenance is not ours to end.
         add(&s, "n2", |n| {
             n.maintenance = true;
             n.maintenance_reason = Some("operator".into());
-        });
+        })
+        .await;
         assert_eq!(s.recovery_round().await.expect("recovery"), 1);
-        let n = get(&s, "n1");
+        let n = get(&s, "n1").await;
         assert!(!n.maintenance);
         assert_eq!((n.maintenance_reason, n.fault), (None, None));
         assert_eq!(n.power_state.as_deref(), Some(crate::power::POWER_ON));
         // Recovery keeps last_error; the next matching sync clears it.
         assert!(n.last_error.is_some());
         s.round().await.expect("round");
-        assert_eq!(get(&s, "n1").last_error, None);
-        assert!(get(&s, "n2").maintenance);
+        assert_eq!(get(&s, "n1").await.last_error, None);
+        assert!(get(&s, "n2").await.maintenance);
     }
 
     #[tokio::test]
     async fn nodes_not_ours_or_busy_are_left_alone() {
         let bmc = dead_bmc();
         let s = sync(Arc::new(|n: &Node| n.uuid != "theirs"));
-        add(&s, "theirs", |n| redfish(n, &bmc));
+        add(&s, "theirs", |n| redfish(n, &bmc)).await;
         add(&s, "waiting", |n| {
             redfish(n, &bmc);
             n.provision_state = fsm::DEPLOYWAIT.into();
-        });
+        })
+        .await;
         add(&s, "acting", |n| {
             redfish(n, &bmc);
             n.target_power_state = Some(crate::power::POWER_OFF.into());
-        });
-        add(&s, "locked", |n| redfish(n, &bmc));
-        assert!(s.flows.store.try_reserve("locked", "c2").expect("reserve"));
+        })
+        .await;
+        add(&s, "locked", |n| redfish(n, &bmc)).await;
+        assert!(s
+            .flows
+            .store
+            .try_reserve("locked", "c2")
+            .await
+            .expect("reserve"));
         // No record and no usable driver_info: not a failure.
         add(&s, "unset", |n| {
             redfish(n, "");
             n.power_state = None;
-        });
+        })
+        .await;
         for _ in 0..6 {
             assert_eq!(s.round().await.expect("round"), 4);
         }
         for uuid in ["theirs", "waiting", "acting", "locked", "unset"] {
-            let n = get(&s, uuid);
+            let n = get(&s, uuid).await;
             assert!(!n.maintenance, "{uuid}");
             assert_eq!(s.lock_failures().get(uuid), None, "{uuid}");
         }
-        assert_eq!(get(&s, "locked").reservation.as_deref(), Some("c2"));
+        assert_eq!(get(&s, "locked").await.reservation.as_deref(), Some("c2"));
     }
 
     #[tokio::test]
     async fn a_confirmed_state_clears_last_error() {
         let s = sync(everything());
-        add(&s, "n1", |n| n.last_error = Some("old".into()));
+        add(&s, "n1", |n| n.last_error = Some("old".into())).await;
         add(&s, "n2", |n| {
             n.power_state = None;
             n.last_error = Some("old".into());
-        });
+        })
+        .await;
         s.round().await.expect("round");
-        assert_eq!(get(&s, "n1").last_error, None);
+        assert_eq!(get(&s, "n1").await.last_error, None);
         // The fake interface reads None back: a match too, as in Ironic
         // (`node.power_state is None and power_state is None`).
-        let n2 = get(&s, "n2");
+        let n2 = get(&s, "n2").await;
         assert_eq!((n2.power_state, n2.last_error), (None, None));
         assert!(s.lock_failures().is_empty());
     }
