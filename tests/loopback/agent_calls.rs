@@ -1,7 +1,8 @@
 //! The conductor's calls to agents under load (issue 17): shared HTTP
 //! clients (memory flat however many calls), an unreachable agent left
 //! alone between backoff windows, a bounded heartbeat worker pool, and
-//! idle keep-alive connections that do not pin the connection cap.
+//! idle keep-alive connections that do not pin the connection cap, and
+//! the listen backlog.
 //!
 //! The agents here are one fake HTTPS endpoint in the test (as a fleet
 //! simulator's), answering `clean.get_clean_steps` for any node: the
@@ -286,19 +287,8 @@ async fn an_unreachable_agent_is_tried_once_per_backoff_window_then_recovers() {
     .await;
     let (uuid, token) = looked_up(&c, "52:54:00:17:ff:01").await;
     let cert = cert();
-    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = refusing.local_addr().unwrap();
+    let (addr, attempts, closer) = refusing_listener();
     let callback = format!("https://{addr}");
-    let attempts: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let counted = attempts.clone();
-    refusing.set_nonblocking(true).unwrap();
-    let refusing = tokio::net::TcpListener::from_std(refusing).unwrap();
-    let closer = tokio::spawn(async move {
-        while let Ok((stream, _)) = refusing.accept().await {
-            counted.lock().unwrap().push(Instant::now());
-            drop(stream);
-        }
-    });
 
     // Heartbeats every 100 ms for 9 s: windows of 2, 4, 4 s after the
     // failures at about 0, 2, 6 s allow tries at 0, 2, 6 (and ~10) s.
@@ -354,6 +344,87 @@ async fn an_unreachable_agent_is_tried_once_per_backoff_window_then_recovers() {
     .await;
     assert_eq!(agent.counters.calls.load(Ordering::SeqCst), 1);
     assert!(recovered.elapsed() < Duration::from_secs(6));
+}
+
+/// Accept and close at once on a fresh port (the TLS handshake fails, as
+/// towards a closed port); the times of the connection attempts.
+fn refusing_listener() -> (
+    SocketAddr,
+    Arc<Mutex<Vec<Instant>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = refusing.local_addr().unwrap();
+    let attempts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let counted = attempts.clone();
+    refusing.set_nonblocking(true).unwrap();
+    let refusing = tokio::net::TcpListener::from_std(refusing).unwrap();
+    let closer = tokio::spawn(async move {
+        while let Ok((stream, _)) = refusing.accept().await {
+            counted.lock().unwrap().push(Instant::now());
+            drop(stream);
+        }
+    });
+    (addr, attempts, closer)
+}
+
+/// In `clean wait` the flow's call keeps Ironic's retries
+/// (`--agent-max-command-attempts`, 3) but not the `commands()` guard, and
+/// is not made again before the backoff ends; the heartbeats still count
+/// as progress, so the callback timeout does not fire while they come.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_clean_wait_an_unreachable_agent_waits_for_the_backoff_and_beats_count() {
+    let c = Conductor::start(&["--agent-backoff", "2", "--agent-backoff-max", "4"]).await;
+    let node = c
+        .create_node(json!({"driver": "fake-hardware", "name": "unreachable"}))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    c.create_port(&uuid, "52:54:00:17:ff:02").await;
+    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
+    c.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
+    assert_eq!(c.act(&uuid, json!({"target": "provide"})).await.0, 202);
+    c.wait_state(&uuid, "clean wait", Duration::from_secs(30))
+        .await;
+    let found: Value = c
+        .http
+        .get(format!("{}/v1/lookup?addresses=52:54:00:17:ff:02", c.url))
+        .header("X-OpenStack-Ironic-API-Version", "1.68")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = found["config"]["agent_token"].as_str().unwrap().to_string();
+    let (addr, attempts, closer) = refusing_listener();
+    let callback = format!("https://{addr}");
+    let pem = cert().pem;
+    let start = Instant::now();
+    let mut touched = Vec::new();
+    while start.elapsed() < Duration::from_millis(3500) {
+        heartbeat(&c, &uuid, &token, &callback, &pem).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        touched.push(c.node(&uuid).await["provision_updated_at"].clone());
+    }
+    closer.abort();
+    let seen: Vec<f64> = attempts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.duration_since(start).as_secs_f64())
+        .collect();
+    eprintln!("connection attempts at {seen:.2?} s");
+    // Three tries at about 0 s, three after the 2 s window.
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(seen[2] < 1.0 && seen[3] >= 1.9, "{seen:?}");
+    touched.dedup();
+    assert!(
+        touched.len() >= 3,
+        "the beats pushed the timeout back: {touched:?}"
+    );
+    let node = c.node(&uuid).await;
+    assert_eq!(node["provision_state"], "clean wait", "{node}");
 }
 
 /// `--workers-pool-size 3`: 12 nodes heartbeat at once while the agent
@@ -428,5 +499,43 @@ async fn idle_keep_alive_connections_are_closed_by_the_header_read_timeout() {
     assert!(
         closed_after >= Duration::from_millis(1500) && closed_after < Duration::from_secs(4),
         "closed after {closed_after:?}"
+    );
+}
+
+/// The listening socket's backlog, as `ss` shows it (Send-Q).
+fn listen_backlog(url: &str) -> u32 {
+    let port = url.rsplit(':').next().expect("port");
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listener in: {text}"))
+}
+
+/// The API listens with `--listen-backlog` (4096 by default; the std bind
+/// gave 128 here), and a backlog the kernel will cap is warned about.
+#[tokio::test]
+async fn the_listen_backlog_is_set_and_warned_above_somaxconn() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let c = Conductor::start(&[]).await;
+    assert_eq!(listen_backlog(&c.url), somaxconn.min(4096));
+    assert!(!c.proc.log_text().contains("somaxconn"));
+    let above = (somaxconn + 1).to_string();
+    let c = Conductor::start(&["--listen-backlog", &above]).await;
+    assert_eq!(listen_backlog(&c.url), somaxconn);
+    assert!(
+        c.proc
+            .log_text()
+            .contains("--listen-backlog is above net.core.somaxconn"),
+        "{}",
+        c.proc.log_text()
     );
 }

@@ -456,10 +456,14 @@ impl Flows {
             return Ok(());
         }
         let waiting = fsm::is_wait_state(&node.provision_state);
+        // An agent that could not be reached is not called again before its
+        // backoff ends; in a wait state the beat still counts as progress.
         let backing_off = self.agents.backing_off(&node);
-        if let (Some(left), false) = (backing_off, waiting) {
+        if let Some(left) = backing_off {
             debug!(node = %uuid, left_s = left.as_secs(), "agent unreachable; not calling it before the backoff ends");
-            return Ok(());
+            if !waiting {
+                return Ok(());
+            }
         }
         let Some(_lock) = self.reserve(uuid)? else {
             debug!(node = %uuid, "node locked; will retry on the next heartbeat");
@@ -474,8 +478,7 @@ impl Flows {
         } else {
             node
         };
-        if let Some(left) = backing_off {
-            debug!(node = %uuid, left_s = left.as_secs(), "agent unreachable; not calling it before the backoff ends");
+        if backing_off.is_some() {
             return Ok(());
         }
         match node.provision_state.as_str() {
