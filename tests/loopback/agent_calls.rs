@@ -189,8 +189,8 @@ fn vm_rss_kib(pid: u32) -> u64 {
 }
 
 /// A conductor with `flags` and `nodes` fast-track nodes heartbeating to
-/// one HTTPS agent (pinned certificate) that holds each reply a second and
-/// fails it, so that every heartbeat calls it again. Each round, all nodes
+/// one HTTPS agent (pinned certificate) that holds each reply 2 s (longer
+/// than a round's heartbeats take to arrive) and fails it, so that every heartbeat calls it again. Each round, all nodes
 /// heartbeat at once and the agent's calls are waited for; the conductor's
 /// VmRSS (KiB) before the first round and after each, and the agent's
 /// calls and peak in flight.
@@ -202,7 +202,7 @@ async fn storm(flags: &[&str], nodes: usize, rounds: usize) -> (Vec<u64>, usize,
         std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
         &cert(),
         Reply::Fault {
-            delay: Duration::from_secs(1),
+            delay: Duration::from_secs(2),
         },
     )
     .await;
