@@ -2,7 +2,6 @@
 //! and polling results, like Ironic's `agent_client.py`. HTTPS is verified
 //! against the certificate the agent sent in its heartbeat.
 
-use std::fs;
 use std::time::Duration;
 
 use ferrite_protocol::steps::CleanStepsResult;
@@ -11,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
 use tracing::{debug, warn};
 
+use crate::agent_clients::Outcomes;
 use crate::config::ConductorConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,50 +42,39 @@ pub struct AgentClient {
     http: reqwest::Client,
     commands_url: String,
     token: Option<String>,
+    timeout: Duration,
     max_attempts: u32,
     wait_interval: Duration,
     wait_attempts: u32,
+    outcomes: Outcomes,
 }
 
 impl AgentClient {
-    /// Client for the agent a node's heartbeat announced. `driver_internal_info`
-    /// carries `agent_url`, the token and the path of the agent's certificate.
-    pub fn for_node(
-        dii: &Map<String, Value>,
+    /// Built by [`crate::agent_clients::AgentClients`], which owns the
+    /// shared `http` client.
+    pub(crate) fn new(
+        http: reqwest::Client,
         config: &ConductorConfig,
-    ) -> Result<Self, AgentClientError> {
-        let agent_url = dii
-            .get("agent_url")
-            .and_then(Value::as_str)
-            .ok_or(AgentClientError::NoAgentUrl)?;
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.agent_command_timeout())
-            .connect_timeout(Duration::from_secs(10));
-        if agent_url.starts_with("https://") {
-            builder = builder.min_tls_version(reqwest::tls::Version::TLS_1_2);
-            if let Some(path) = dii.get("agent_verify_ca").and_then(Value::as_str) {
-                let pem =
-                    fs::read(path).map_err(|e| AgentClientError::Tls(format!("{path}: {e}")))?;
-                let tls = crate::agent_tls::pinned_client_config(&pem)
-                    .map_err(|e| AgentClientError::Tls(e.to_string()))?;
-                builder = builder.use_preconfigured_tls(tls);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| AgentClientError::Tls(e.to_string()))?;
-        Ok(Self {
+        agent_url: &str,
+        token: Option<String>,
+        outcomes: Outcomes,
+    ) -> Self {
+        Self {
             http,
             commands_url: format!("{}/v1/commands/", agent_url.trim_end_matches('/')),
-            token: dii
-                .get("agent_secret_token")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            token,
+            timeout: config.agent_command_timeout(),
             max_attempts: config.agent_max_command_attempts.max(1),
             wait_interval: Duration::from_secs(config.agent_command_wait_interval),
             wait_attempts: config.agent_command_wait_attempts.max(1),
-        })
+            outcomes,
+        }
+    }
+
+    /// One try per request, no retries on connection failures.
+    pub fn once(mut self) -> Self {
+        self.max_attempts = 1;
+        self
     }
 
     fn query(&self, wait: Option<bool>) -> Vec<(&'static str, String)> {
@@ -130,46 +119,65 @@ impl AgentClient {
     ) -> Result<CommandResult, AgentClientError> {
         let body = CommandRequest::new(name, params);
         let mut last = String::new();
+        let mut unreachable = false;
         for attempt in 1..=self.max_attempts {
             let sent = self
                 .http
                 .post(&self.commands_url)
                 .query(&self.query(Some(wait)))
+                .timeout(self.timeout)
                 .json(&body)
                 .send()
                 .await;
             match sent {
-                Ok(resp) => return decode_command(resp, limit).await,
+                Ok(resp) => {
+                    self.outcomes.reached();
+                    return decode_command(resp, limit).await;
+                }
                 Err(e) => {
+                    unreachable = no_answer(&e);
+                    // A failed connection sent nothing: no command can be running.
+                    let connected = !e.is_connect();
                     last = describe(e);
                     warn!(command = name, attempt, error = %last, "agent command request failed");
                     // The reply may be lost while the command runs: Ironic's guard.
-                    if let Ok(cmds) = self.commands().await {
-                        if let Some(current) = cmds.last() {
-                            if short(&current.command_name) == short(name)
-                                && current.command_status == CommandStatus::Running
-                            {
-                                return Ok(current.clone());
+                    if connected {
+                        if let Ok(cmds) = self.fetch_commands().await {
+                            self.outcomes.reached();
+                            if let Some(current) = cmds.last() {
+                                if short(&current.command_name) == short(name)
+                                    && current.command_status == CommandStatus::Running
+                                {
+                                    return Ok(current.clone());
+                                }
                             }
                         }
                     }
                 }
             }
         }
-        Err(AgentClientError::Connection {
-            url: self.commands_url.clone(),
-            detail: last,
-        })
+        Err(self.failed(last, unreachable))
     }
 
     /// `GET /v1/commands/`: every command the agent ran, oldest first.
     pub async fn commands(&self) -> Result<Vec<CommandResult>, AgentClientError> {
+        let got = self.fetch_commands().await;
+        match &got {
+            Err(AgentClientError::Connection { .. }) => {}
+            _ => self.outcomes.reached(),
+        }
+        got
+    }
+
+    async fn fetch_commands(&self) -> Result<Vec<CommandResult>, AgentClientError> {
         let mut last = String::new();
+        let mut unreachable = false;
         for _ in 0..self.max_attempts {
             match self
                 .http
                 .get(&self.commands_url)
                 .query(&self.query(None))
+                .timeout(self.timeout)
                 .send()
                 .await
             {
@@ -181,13 +189,28 @@ impl AgentClient {
                         .map_err(|e| AgentClientError::Decode(describe(e)))?;
                     return Ok(list.commands);
                 }
-                Err(e) => last = describe(e),
+                Err(e) => {
+                    unreachable = no_answer(&e);
+                    last = describe(e);
+                }
             }
         }
-        Err(AgentClientError::Connection {
+        Err(self.failed(last, unreachable))
+    }
+
+    /// The error after the last attempt; an agent that did not answer at
+    /// all is left alone for a while (see [`AgentClients::backing_off`]).
+    ///
+    /// [`AgentClients::backing_off`]: crate::agent_clients::AgentClients::backing_off
+    fn failed(&self, detail: String, unreachable: bool) -> AgentClientError {
+        if unreachable {
+            let window = self.outcomes.unreachable();
+            debug!(url = %self.commands_url, window_s = window.as_secs(), "agent unreachable: heartbeats leave it alone for this long");
+        }
+        AgentClientError::Connection {
             url: self.commands_url.clone(),
-            detail: last,
-        })
+            detail,
+        }
     }
 
     /// Start `name` asynchronously and poll until it ends (Ironic's `poll=True`).
@@ -227,6 +250,13 @@ impl AgentClient {
         serde_json::from_value(result.command_result.unwrap_or(Value::Null))
             .map_err(|e| AgentClientError::Decode(format!("get_clean_steps result: {e}")))
     }
+}
+
+/// The agent gave no answer at all: the connection failed (refused, no
+/// route, TLS handshake) or dropped before a reply. A slow reply (a
+/// timeout) is an answer of sorts: the agent is there.
+fn no_answer(e: &reqwest::Error) -> bool {
+    e.is_connect() || (e.is_request() && !e.is_timeout())
 }
 
 /// A reqwest error with its causes, without the URL: its query holds the

@@ -77,6 +77,24 @@ pub struct ConductorConfig {
     /// its hard limit at start so that the cap is reachable.
     #[arg(long, env = "FERRITE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Listen backlog of the API and boot listeners: connections the
+    /// kernel completes before they are accepted (a boot storm's agents
+    /// all connect at once). The kernel caps it at net.core.somaxconn.
+    #[arg(long, env = "FERRITE_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+    /// `[conductor]workers_pool_size`: heartbeats handled at once; a
+    /// heartbeat that finds them all busy is left for the next one.
+    #[arg(long, env = "FERRITE_WORKERS_POOL_SIZE", default_value_t = 300,
+          value_parser = clap::value_parser!(u32).range(3..))]
+    pub workers_pool_size: u32,
+    /// Seconds a heartbeat leaves alone an agent the conductor could not
+    /// connect to; doubled on each further failure up to
+    /// --agent-backoff-max, reset when it answers or its URL changes.
+    #[arg(long, env = "FERRITE_AGENT_BACKOFF", default_value_t = 30)]
+    pub agent_backoff: u64,
+    /// Longest --agent-backoff window, seconds.
+    #[arg(long, env = "FERRITE_AGENT_BACKOFF_MAX", default_value_t = 600)]
+    pub agent_backoff_max: u64,
     /// State directory: the SQLite database and agent certificates live here.
     #[arg(long, env = "FERRITE_DATA_DIR", default_value = "/var/lib/ferrite")]
     pub data_dir: PathBuf,

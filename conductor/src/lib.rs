@@ -2,6 +2,7 @@
 //! ferrite-agent (or IPA), on an embedded SQLite store.
 
 pub mod agent_client;
+pub mod agent_clients;
 pub mod agent_tls;
 pub mod api;
 pub mod auth;
@@ -43,7 +44,7 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     );
     tracing::info!(database = %database.redacted(), "store open");
     let config = Arc::new(config);
-    let flows = flows::Flows::new(store.clone(), config.clone());
+    let flows = flows::Flows::new(store.clone(), config.clone())?;
     let freed = store.release_all(flows.host()).await?;
     if freed > 0 {
         tracing::warn!(nodes = freed, "released node locks left by a previous run");
@@ -99,16 +100,14 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         _ => None,
     };
     let mut listeners = vec![server::Listener {
-        tcp: tokio::net::TcpListener::bind(config.listen)
-            .await
+        tcp: server::bind(config.listen, config.listen_backlog)
             .with_context(|| format!("listening on {}", config.listen))?,
         tls,
         app: limited(api_app),
     }];
     if let Some(boot_listen) = config.boot_http_listen {
         listeners.push(server::Listener {
-            tcp: tokio::net::TcpListener::bind(boot_listen)
-                .await
+            tcp: server::bind(boot_listen, config.listen_backlog)
                 .with_context(|| format!("listening on {boot_listen} for boot files"))?,
             tls: None,
             app: limited(boot::router(state)),
@@ -117,6 +116,7 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     } else if config.tls_cert.is_some() {
         tracing::warn!("the API is on TLS and --boot-http-listen is unset: firmware must fetch boot files over https");
     }
+    server::limits::check_backlog(config.listen_backlog);
     let limits = server::Limits {
         header_read_timeout: Duration::from_secs(config.header_read_timeout),
         max_connections: server::limits::raise_nofile(config.max_connections),

@@ -1,9 +1,11 @@
 //! ferrite-conductor's agent client against the real agent: run, poll,
 //! busy and failure reporting, over TLS verified with the heartbeat's PEM.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use ferrite_conductor::agent_client::{AgentClient, AgentClientError};
+use ferrite_conductor::agent_client::AgentClientError;
+use ferrite_conductor::agent_clients::AgentClients;
 use ferrite_conductor::config::ConductorConfig;
 use serde_json::{json, Map, Value};
 
@@ -49,7 +51,8 @@ async fn conductor_client_runs_polls_and_reports_failures() {
         .join("certificates")
         .join(format!("{uuid}.crt"));
     assert_eq!(dii["agent_verify_ca"], json!(cert.to_string_lossy()));
-    let client = AgentClient::for_node(&dii, &config()).unwrap();
+    let agents = AgentClients::new(Arc::new(config())).unwrap();
+    let client = agents.for_agent(&uuid, &dii).unwrap();
 
     let steps = client.get_clean_steps(json!({}), vec![]).await.unwrap();
     assert!(steps.clean_steps["GenericHardwareManager"]
@@ -99,10 +102,12 @@ async fn conductor_client_runs_polls_and_reports_failures() {
 
     // A wrong token is an API error, not a retry loop.
     dii.insert("agent_secret_token".into(), json!("x".repeat(43)));
-    let wrong = AgentClient::for_node(&dii, &config()).unwrap();
+    let wrong = agents.for_agent(&uuid, &dii).unwrap();
     let err = wrong.commands().await.unwrap_err();
     assert!(
         matches!(err, AgentClientError::Api { status, .. } if status == 401),
         "{err}"
     );
+    // Every client for this agent shared one pinned HTTP client.
+    assert_eq!(agents.pinned_count(), 1);
 }

@@ -1,6 +1,7 @@
 //! Loopback integration: the real conductor and agent binaries on 127.0.0.1.
 
 mod agent_api;
+mod agent_calls;
 mod api_security;
 mod boot_serving;
 mod burnin;

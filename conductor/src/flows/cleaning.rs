@@ -9,7 +9,6 @@ use serde_json::{json, Map, Value};
 use tracing::info;
 
 use super::{logs, power, steps_cache, transition, Flows};
-use crate::agent_client::AgentClient;
 use crate::fsm::{self, Event};
 use crate::power::PowerAction;
 use crate::store::StoreError;
@@ -167,7 +166,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         .driver_internal_info
         .contains_key(steps_cache::CACHE_KEY)
     {
-        steps_cache::refresh_clean_steps(&flows.store, &flows.config, uuid).await?;
+        steps_cache::refresh_clean_steps(&flows.store, &flows.agents, uuid, false).await?;
     }
     let mut node = flows.store.get_node(uuid).await?;
     let steps: Vec<Value> = match node
@@ -195,7 +194,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let client = AgentClient::for_node(&node.driver_internal_info, &flows.config)?;
+    let client = flows.agents.for_node(&node)?;
     let mut index = node
         .driver_internal_info
         .get(INDEX)

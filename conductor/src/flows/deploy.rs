@@ -232,7 +232,7 @@ async fn set_current(
 async fn fail_deploy(flows: &Flows, node: &Node, message: String) -> anyhow::Result<()> {
     let message = logs::on_failure(flows, node, None, message).await;
     transition::fail(flows, &node.uuid, &message).await?;
-    if let Ok(client) = AgentClient::for_node(&node.driver_internal_info, &flows.config) {
+    if let Ok(client) = flows.agents.for_node(node) {
         if let Err(e) = client.run("standby.power_off", Map::new(), false).await {
             tracing::warn!(node = %node.uuid, error = %e, "power off through the agent failed");
         }
@@ -250,7 +250,7 @@ async fn fail_deploy(flows: &Flows, node: &Node, message: String) -> anyhow::Res
 async fn load_steps(flows: &Flows, node: &Node) -> anyhow::Result<Option<Node>> {
     let uuid = &node.uuid;
     if !node.driver_internal_info.contains_key(AGENT_CACHE) {
-        if let Err(e) = steps::refresh(&flows.store, &flows.config, uuid).await {
+        if let Err(e) = steps::refresh(&flows.store, &flows.agents, uuid).await {
             fail_deploy(
                 flows,
                 node,
@@ -314,7 +314,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         .get(INDEX)
         .and_then(Value::as_u64)
         .map(|i| i as usize);
-    let client = AgentClient::for_node(&node.driver_internal_info, &flows.config)?;
+    let client = flows.agents.for_node(&node)?;
 
     let command = node
         .driver_internal_info
@@ -526,7 +526,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     if node.provision_state == crate::fsm::DEPLOYWAIT {
         transition::fire(flows, uuid, Event::Resume, |_| {}).await?;
     }
-    if let Ok(client) = AgentClient::for_node(&node.driver_internal_info, &flows.config) {
+    if let Ok(client) = flows.agents.for_node(node) {
         // Ironic's tear_down_agent keeps the logs first with `always`.
         logs::on_success(flows, node, None).await;
         if let Err(e) = client.run("standby.sync", Map::new(), true).await {

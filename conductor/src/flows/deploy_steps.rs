@@ -13,9 +13,8 @@ use ferrite_protocol::node::Node;
 use serde_json::{json, Map, Value};
 use tracing::info;
 
-use crate::agent_client::AgentClient;
+use crate::agent_clients::AgentClients;
 use crate::api::views::node_secure_dict;
-use crate::config::ConductorConfig;
 use crate::pyrepr::repr;
 use crate::store::{Store, StoreError};
 use crate::time::internal_now;
@@ -274,9 +273,9 @@ pub fn plan(node: &Node) -> Result<Vec<Value>, String> {
 
 /// Ask the agent for its deploy steps and cache them on the node, as
 /// Ironic's `refresh_steps(task, 'deploy')`.
-pub async fn refresh(store: &Store, config: &ConductorConfig, uuid: &str) -> anyhow::Result<()> {
+pub async fn refresh(store: &Store, agents: &AgentClients, uuid: &str) -> anyhow::Result<()> {
     let node = store.get_node(uuid).await?;
-    let client = AgentClient::for_node(&node.driver_internal_info, config)?;
+    let client = agents.for_node(&node)?;
     let ports = super::steps_cache::node_ports(store, uuid).await?;
     let mut params = Map::new();
     params.insert("node".into(), node_secure_dict(&node));

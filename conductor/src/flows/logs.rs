@@ -11,7 +11,6 @@ use serde_json::{Map, Value};
 use tracing::{info, warn};
 
 use super::Flows;
-use crate::agent_client::AgentClient;
 use crate::config::DeployLogsCollect;
 use crate::ramdisk_logs;
 
@@ -66,8 +65,7 @@ pub async fn on_success(flows: &Flows, node: &Node, label: Option<&str>) {
 /// `log.collect_system_logs`, bounded in time (one command timeout in all,
 /// retries included) and size; the stored file.
 async fn collect(flows: &Flows, node: &Node, label: Option<&str>) -> Result<PathBuf, String> {
-    let client = AgentClient::for_node(&node.driver_internal_info, &flows.config)
-        .map_err(|e| e.to_string())?;
+    let client = flows.agents.for_node(node).map_err(|e| e.to_string())?;
     let limit = flows.config.agent_command_timeout();
     let call = client.run_limited(
         "log.collect_system_logs",

@@ -19,10 +19,13 @@ mod verify;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use ferrite_protocol::node::Node;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
+use crate::agent_clients::AgentClients;
 use crate::config::ConductorConfig;
 use crate::fsm::{self, Event};
 use crate::store::{Store, StoreError};
@@ -36,6 +39,9 @@ pub struct Flows {
     store: Arc<Store>,
     config: Arc<ConductorConfig>,
     host: String,
+    agents: AgentClients,
+    /// Heartbeat work in flight (`--workers-pool-size`).
+    workers: Arc<Semaphore>,
 }
 
 /// The node's exclusive lock, released when dropped.
@@ -103,13 +109,20 @@ fn blocked_in_maintenance(event: Event) -> bool {
 }
 
 impl Flows {
-    pub fn new(store: Arc<Store>, config: Arc<ConductorConfig>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<Store>,
+        config: Arc<ConductorConfig>,
+    ) -> Result<Arc<Self>, crate::agent_client::AgentClientError> {
         let host = config.host_name();
-        Arc::new(Self {
+        let agents = AgentClients::new(config.clone())?;
+        let workers = Arc::new(Semaphore::new(config.workers_pool_size as usize));
+        Ok(Arc::new(Self {
             store,
             config,
             host,
-        })
+            agents,
+            workers,
+        }))
     }
 
     pub fn host(&self) -> &str {
@@ -432,8 +445,14 @@ impl Flows {
     }
 
     pub fn on_heartbeat(self: &Arc<Self>, node_uuid: String) {
+        // Bounded as Ironic's worker pool: a storm cannot pile up tasks.
+        let Ok(worker) = self.workers.clone().try_acquire_owned() else {
+            debug!(node = %node_uuid, "all heartbeat workers busy; the next heartbeat retries");
+            return;
+        };
         let flows = self.clone();
         tokio::spawn(async move {
+            let _worker = worker;
             if let Err(e) = flows.handle_heartbeat(&node_uuid).await {
                 warn!(node = %node_uuid, error = %format!("{e:#}"), "heartbeat handling failed");
             }
@@ -445,12 +464,22 @@ impl Flows {
         if !fsm::lookup_allowed(&node.provision_state, self.config.fast_track) {
             return Ok(());
         }
+        let waiting = fsm::is_wait_state(&node.provision_state);
+        // An agent that could not be reached is not called again before its
+        // backoff ends; in a wait state the beat still counts as progress.
+        let backing_off = self.agents.backing_off(&node);
+        if let Some(left) = backing_off {
+            debug!(node = %uuid, left_s = left.as_secs(), "agent unreachable; not calling it before the backoff ends");
+            if !waiting {
+                return Ok(());
+            }
+        }
         let Some(_lock) = self.reserve(uuid).await? else {
             debug!(node = %uuid, "node locked; will retry on the next heartbeat");
             return Ok(());
         };
         // A beat is progress: it pushes the wait timeout back (Ironic's touch_provisioning).
-        let node = if fsm::is_wait_state(&node.provision_state) {
+        let node = if waiting {
             self.store
                 .update_node::<StoreError, _>(uuid, |n| {
                     n.provision_updated_at = Some(crate::time::api_now());
@@ -460,6 +489,9 @@ impl Flows {
         } else {
             node
         };
+        if backing_off.is_some() {
+            return Ok(());
+        }
         match node.provision_state.as_str() {
             fsm::CLEANWAIT => cleaning::on_heartbeat(self, &node).await,
             fsm::DEPLOYWAIT => deploy::on_heartbeat(self, &node).await,
@@ -468,7 +500,7 @@ impl Flows {
                 .driver_internal_info
                 .contains_key(steps_cache::CACHE_KEY) =>
             {
-                steps_cache::refresh_clean_steps(&self.store, &self.config, uuid).await
+                steps_cache::refresh_clean_steps(&self.store, &self.agents, uuid, true).await
             }
             _ => Ok(()),
         }

@@ -517,7 +517,8 @@ mod tests {
         let flows = Flows::new(
             Arc::new(Store::in_memory().expect("store")),
             Arc::new(config),
-        );
+        )
+        .expect("flows");
         Arc::new(PowerSync {
             flows,
             owns,

@@ -14,7 +14,6 @@ use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
 use super::{power, transition, Flows};
-use crate::agent_client::AgentClient;
 use crate::fsm::Event;
 use crate::power::{BootDevice, PowerAction};
 
@@ -135,7 +134,7 @@ async fn finalize(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    let client = AgentClient::for_node(&node.driver_internal_info, &flows.config)?;
+    let client = flows.agents.for_node(node)?;
     let result = client.run(rescue::COMMAND, params, true).await?;
     if result.command_status != CommandStatus::Succeeded {
         let detail = result.error_summary().to_string();

@@ -7,9 +7,8 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use tracing::info;
 
-use crate::agent_client::AgentClient;
+use crate::agent_clients::AgentClients;
 use crate::api::views::node_secure_dict;
-use crate::config::ConductorConfig;
 use crate::store::{Store, StoreError};
 use crate::time::internal_now;
 
@@ -25,13 +24,19 @@ pub async fn node_ports(store: &Store, uuid: &str) -> Result<Vec<Value>, StoreEr
         .collect())
 }
 
+/// `opportunistic`: only because a heartbeat came (one try; the next
+/// heartbeat tries again), not a step of a flow.
 pub async fn refresh_clean_steps(
     store: &Store,
-    config: &ConductorConfig,
+    agents: &AgentClients,
     uuid: &str,
+    opportunistic: bool,
 ) -> anyhow::Result<()> {
     let node = store.get_node(uuid).await?;
-    let client = AgentClient::for_node(&node.driver_internal_info, config)?;
+    let client = match opportunistic {
+        true => agents.opportunistic(&node)?,
+        false => agents.for_node(&node)?,
+    };
     let ports = node_ports(store, uuid).await?;
     let result = client
         .get_clean_steps(node_secure_dict(&node), ports)

@@ -1,5 +1,6 @@
-//! Limits on clients: the file descriptor ceiling, and a rate-limited
-//! warning when the connection cap bites.
+//! Limits on clients: the file descriptor ceiling, the listen backlog
+//! against somaxconn, and a rate-limited warning when the connection cap
+//! bites.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -33,6 +34,23 @@ pub fn raise_nofile(max_connections: usize) -> usize {
         return reachable.max(1);
     }
     max_connections
+}
+
+/// Warn when the kernel will cap `--listen-backlog`.
+pub fn check_backlog(backlog: u32) {
+    let Some(somaxconn) = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    if backlog > somaxconn {
+        tracing::warn!(
+            listen_backlog = backlog,
+            somaxconn,
+            "--listen-backlog is above net.core.somaxconn, which caps it: raise it with sysctl -w net.core.somaxconn={backlog}"
+        );
+    }
 }
 
 /// At most one warning per `every`, counting the waits in between.

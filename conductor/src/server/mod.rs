@@ -8,13 +8,14 @@ pub mod limits;
 pub mod tls;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -70,6 +71,20 @@ pub async fn serve(
         tracing::warn!("connections still open at shutdown; closing them");
     }
     Ok(())
+}
+
+/// A listener with our backlog: std's and tokio's `bind` ask for 1024,
+/// which a boot storm of a few thousand agents overflows; the dropped SYNs
+/// then cost each agent a TCP retransmit (1 s, 3 s, ...).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind`: a restarted conductor rebinds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn accept_loop(listener: Listener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
