@@ -212,17 +212,20 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let fleet = Arc::new(Fleet::new());
     let mark = meter.mark();
     let mut agents = JoinSet::new();
+    let mut last_boot = Duration::ZERO;
     for i in 0..n {
         let callback_url = if unreachable(i, n, unreachable_count) {
             dead_url.clone()
         } else {
             fake_url.clone()
         };
+        let start_after = Duration::from_secs_f64(args.storm_spread * rand::random::<f64>());
+        last_boot = last_boot.max(start_after);
         let spec = Spec {
             mac: systems::mac(i),
             api: endpoints[i % endpoints.len()].clone(),
             callback_url,
-            start_after: Duration::from_secs_f64(args.storm_spread * rand::random::<f64>()),
+            start_after,
             heartbeat_timeout: args.heartbeat_timeout,
             request_timeout,
         };
@@ -313,6 +316,8 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         agents.abort_all();
     }
 
+    let logs = keep_logs(&system.logs, &args.out.with_extension("logs"));
+
     let held_rate = steady
         .iter()
         .filter(|s| s.held)
@@ -331,6 +336,8 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         storm: StormReport {
             spread_seconds: args.storm_spread,
             all_heartbeated_after_s: storm_done_after.map(procstat::round3),
+            after_last_boot_s: storm_done_after
+                .map(|t| procstat::round3(t - last_boot.as_secs_f64())),
             heartbeated,
             looked_up: fleet.looked_up.load(Ordering::Relaxed),
             gave_up: fleet.gave_up.load(Ordering::Relaxed),
@@ -342,6 +349,26 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         held_rate,
         connections_opened: fleet.connections.load(Ordering::Relaxed),
         fake_agent_calls: fake.calls(),
-        logs: system.logs.clone(),
+        logs,
     })
+}
+
+/// Copy the servers' logs out of their temporary directories (removed when
+/// the servers stop) to `dir`; where they now are.
+fn keep_logs(logs: &[String], dir: &std::path::Path) -> Vec<String> {
+    if std::fs::create_dir_all(dir).is_err() {
+        return Vec::new();
+    }
+    logs.iter()
+        .enumerate()
+        .filter_map(|(i, log)| {
+            let name = std::path::Path::new(log)
+                .file_name()?
+                .to_string_lossy()
+                .to_string();
+            let to = dir.join(format!("{i}-{name}"));
+            std::fs::copy(log, &to).ok()?;
+            Some(to.display().to_string())
+        })
+        .collect()
 }

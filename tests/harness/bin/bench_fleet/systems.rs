@@ -242,7 +242,7 @@ async fn enroll_one(http: &reqwest::Client, api: &str, i: usize) -> anyhow::Resu
         if state.ends_with("failed") || Instant::now() > deadline {
             bail!("node {uuid} stuck in {state:?}: {}", node["last_error"]);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
