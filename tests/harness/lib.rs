@@ -5,6 +5,7 @@
 pub mod forward_proxy;
 pub mod image_server;
 pub mod images;
+pub mod ironic;
 pub mod pg;
 pub mod recorder;
 pub mod ssh;
@@ -21,10 +22,17 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 /// A binary of this workspace, built next to the test executable
-/// (`scripts/test` builds them first).
+/// (`scripts/test` builds them first): the parent of `deps/` for a test,
+/// the executable's own directory for a binary of this crate (the
+/// benchmark's release build).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let own = exe.parent().expect("executable dir");
+    let beside = own.join(name);
+    if beside.is_file() {
+        return beside;
+    }
+    let dir = own.parent().expect("target dir");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -157,6 +165,9 @@ fn tls_root(flags: &[String]) -> Option<PathBuf> {
     value("--tls-ca").or_else(|| value("--tls-cert"))
 }
 
+/// What tests log: everything of ours, little of the libraries.
+pub const TEST_LOG: &str = "debug,hyper=info,rustls=info,reqwest=info";
+
 /// The database a test conductor runs on: its SQLite file by default, or
 /// a fresh database in the shared PostgreSQL cluster when
 /// `FERRITE_TEST_DATABASE=postgresql` (the same suites run on both).
@@ -276,6 +287,7 @@ pub struct Conductor {
     host: String,
     port: u16,
     flags: Vec<String>,
+    log_filter: String,
     runs: u32,
 }
 
@@ -287,16 +299,22 @@ impl Conductor {
 
     /// [`Conductor::start`] listening on `host` (an IPv6 one in brackets).
     pub async fn start_on(host: &str, flags: &[&str]) -> Self {
-        Self::start_full(host, None, flags).await
+        Self::start_full(host, None, flags, TEST_LOG).await
     }
 
     /// [`Conductor::start`] on a database of the test's choosing (a
     /// private PostgreSQL cluster), whatever `FERRITE_TEST_DATABASE` says.
     pub async fn start_on_db(db: TestDb, flags: &[&str]) -> Self {
-        Self::start_full("127.0.0.1", Some(db), flags).await
+        Self::start_full("127.0.0.1", Some(db), flags, TEST_LOG).await
     }
 
-    async fn start_full(host: &str, db: Option<TestDb>, flags: &[&str]) -> Self {
+    /// [`Conductor::start_on`] with `FERRITE_LOG=log_filter` (the benchmark
+    /// runs at `info`: debug logging would be most of what it measures).
+    pub async fn start_logging(host: &str, flags: &[&str], log_filter: &str) -> Self {
+        Self::start_full(host, None, flags, log_filter).await
+    }
+
+    async fn start_full(host: &str, db: Option<TestDb>, flags: &[&str], log_filter: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         write_htpasswd(dir.path());
         let port = free_port();
@@ -306,7 +324,7 @@ impl Conductor {
             .into_iter()
             .chain(flags.iter().map(|f| f.to_string()))
             .collect();
-        let proc = Self::spawn(dir.path(), host, port, &flags, "conductor.log");
+        let proc = Self::spawn(dir.path(), host, port, &flags, log_filter, "conductor.log");
         let root = tls_root(&flags);
         let scheme = if root.is_some() { "https" } else { "http" };
         let conductor = Self {
@@ -318,13 +336,21 @@ impl Conductor {
             host: host.to_string(),
             port,
             flags,
+            log_filter: log_filter.to_string(),
             runs: 1,
         };
         conductor.wait_ready().await;
         conductor
     }
 
-    fn spawn(dir: &Path, host: &str, port: u16, flags: &[String], log: &str) -> Proc {
+    fn spawn(
+        dir: &Path,
+        host: &str,
+        port: u16,
+        flags: &[String],
+        log_filter: &str,
+        log: &str,
+    ) -> Proc {
         let mut cmd = Command::new(bin("ferrite-conductor"));
         cmd.arg("--listen")
             .arg(format!("{host}:{port}"))
@@ -333,7 +359,7 @@ impl Conductor {
             .arg("--host")
             .arg("test-conductor")
             .args(flags)
-            .env("FERRITE_LOG", "debug,hyper=info,rustls=info,reqwest=info");
+            .env("FERRITE_LOG", log_filter);
         Proc::spawn(cmd, dir.join(log))
     }
 
@@ -363,7 +389,14 @@ impl Conductor {
         self.runs += 1;
         let log = format!("conductor-{}.log", self.runs);
         let host = self.host.clone();
-        self.proc = Self::spawn(self.dir.path(), &host, self.port, &self.flags, &log);
+        self.proc = Self::spawn(
+            self.dir.path(),
+            &host,
+            self.port,
+            &self.flags,
+            &self.log_filter,
+            &log,
+        );
         self.wait_ready().await;
     }
 

@@ -10,7 +10,7 @@
 //! with FERRITE_UPDATE_FIXTURES=1, else written under target/tmp/interop).
 
 mod ipa;
-mod ironic;
+use ferrite_tests::ironic;
 mod ironic_inspection;
 mod ironic_to_ferrite;
 

@@ -3,6 +3,7 @@
 //! `ironic` process (API and conductor, `rpc_transport = none`), noauth,
 //! SQLite, fake power and management, the `direct` deploy, the `agent`
 //! (in-band) inspection, and agent TLS required as Ironic's default.
+//! Shared by the interop tests and the fleet benchmark.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrite_tests::{free_port, wait_for, Proc};
+use crate::{free_port, wait_for, Proc};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -136,6 +137,13 @@ impl Config {
         self.0.entry(section).or_default().insert(key, value);
     }
 
+    /// Drop an option, so Ironic's own default applies.
+    pub fn unset(&mut self, section: &'static str, key: &'static str) {
+        if let Some(options) = self.0.get_mut(section) {
+            options.remove(key);
+        }
+    }
+
     fn render(&self) -> String {
         let mut out = String::new();
         for (section, options) in &self.0 {
@@ -230,6 +238,11 @@ impl Ironic {
             dir,
             http,
         }
+    }
+
+    /// The launcher's pid, which is also the process group of its workers.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
     }
 
     pub fn log_text(&self) -> String {
