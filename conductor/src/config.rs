@@ -193,6 +193,32 @@ pub struct ConductorConfig {
     #[arg(long, env = "FERRITE_RESCUE_PASSWORD_HASH_ALGORITHM", default_value = "sha256",
           value_parser = parse_hash_algorithm)]
     pub rescue_password_hash_algorithm: HashAlgorithm,
+    /// `[conductor]conductor_group`: nodes of this group only ("" is the default group).
+    #[arg(long, env = "FERRITE_CONDUCTOR_GROUP", default_value = "")]
+    pub conductor_group: String,
+    /// `[conductor]heartbeat_interval`: seconds between this conductor's
+    /// keepalives in the `conductors` table.
+    #[arg(
+        long,
+        env = "FERRITE_CONDUCTOR_HEARTBEAT_INTERVAL",
+        default_value_t = 10
+    )]
+    pub conductor_heartbeat_interval: u64,
+    /// `[conductor]heartbeat_timeout`: seconds after which a conductor whose
+    /// keepalive stopped is dead, and its nodes and reservations are taken over.
+    #[arg(
+        long,
+        env = "FERRITE_CONDUCTOR_HEARTBEAT_TIMEOUT",
+        default_value_t = 60
+    )]
+    pub conductor_heartbeat_timeout: u64,
+    /// `[DEFAULT]hash_ring_reset_interval`: seconds between hash ring rebuilds.
+    #[arg(long, env = "FERRITE_HASH_RING_RESET_INTERVAL", default_value_t = 15)]
+    pub hash_ring_reset_interval: u64,
+    /// `[DEFAULT]hash_partition_exponent`: 2^N ring partitions per conductor.
+    #[arg(long, env = "FERRITE_HASH_PARTITION_EXPONENT", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub hash_partition_exponent: u32,
     /// `[conductor]check_provision_state_interval`: seconds between timeout checks.
     #[arg(long, env = "FERRITE_PERIODIC_INTERVAL", default_value_t = 10)]
     pub periodic_interval: u64,

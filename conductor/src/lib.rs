@@ -49,12 +49,18 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     if freed > 0 {
         tracing::warn!(nodes = freed, "released node locks left by a previous run");
     }
+    flows
+        .cluster()
+        .register()
+        .await
+        .context("registering this conductor")?;
+    flows.cluster().spawn();
     flows.spawn_periodic();
     flows.resume_interrupted().await?;
     let state = api::AppState {
         store,
         config: config.clone(),
-        flows,
+        flows: flows.clone(),
         pairing: Arc::default(),
     };
     if let Some(tftp) = config.tftp_listen {
@@ -122,9 +128,15 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         max_connections: server::limits::raise_nofile(config.max_connections),
     };
     tracing::info!(listen = %config.listen, public_url = %config.public_url(), data_dir = %config.data_dir.display(), "ferrite-conductor API up");
-    server::serve(listeners, limits, shutdown_signal())
+    let served = server::serve(listeners, limits, shutdown_signal())
         .await
-        .context("API server failed")
+        .context("API server failed");
+    // Leave the cluster cleanly: the others take these nodes at once,
+    // instead of after the heartbeat timeout.
+    if let Err(e) = flows.cluster().unregister().await {
+        tracing::warn!(error = %e, "could not mark this conductor offline");
+    }
+    served
 }
 
 /// The first line of `--database-password-file`.

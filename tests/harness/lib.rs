@@ -355,11 +355,12 @@ impl Conductor {
         cmd.arg("--listen")
             .arg(format!("{host}:{port}"))
             .arg("--data-dir")
-            .arg(dir)
-            .arg("--host")
-            .arg("test-conductor")
-            .args(flags)
-            .env("FERRITE_LOG", log_filter);
+            .arg(dir);
+        // One name unless the test gives each conductor its own.
+        if !flags.iter().any(|f| f == "--host") {
+            cmd.arg("--host").arg("test-conductor");
+        }
+        cmd.args(flags).env("FERRITE_LOG", log_filter);
         Proc::spawn(cmd, dir.join(log))
     }
 

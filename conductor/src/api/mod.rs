@@ -2,6 +2,7 @@
 //! ramdisk endpoints (lookup, heartbeat).
 
 mod burnin_pairing;
+mod conductors;
 mod deploy_steps;
 pub mod error;
 mod history;
@@ -74,6 +75,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/nodes/{ident}/ports/detail",
             get(ports::list_for_node_detail),
         )
+        .route("/v1/conductors", get(conductors::list))
+        .route("/v1/conductors/{hostname}", get(conductors::show))
         .route("/v1/ports", get(ports::list).post(ports::create))
         .route("/v1/ports/", get(ports::list).post(ports::create))
         .route("/v1/ports/detail", get(ports::list_detail))

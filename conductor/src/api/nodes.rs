@@ -100,7 +100,9 @@ pub async fn create(
     }
     .into();
     node.power_state = None;
+    node.conductor = None;
     state.store.create_node(&node).await?;
+    let node = with_owner(&state, node);
     tracing::info!(node = %node.uuid, driver = %node.driver, "node created");
     let base = state.config.public_url();
     let location = format!("{base}/v1/nodes/{}", node.uuid);
@@ -116,13 +118,8 @@ fn validate(state: &AppState, node: &Node) -> ApiResult<()> {
     if node.driver.is_empty() {
         return Err(ApiError::bad_request("Mandatory field missing: driver"));
     }
-    if !state
-        .config
-        .enabled_hardware_types
-        .iter()
-        .any(|t| t == &node.driver)
-        || default_interfaces(&node.driver).is_none()
-    {
+    // As Ironic: some live conductor must serve the node's group and driver.
+    if default_interfaces(&node.driver).is_none() || state.flows.cluster().owner(node).is_none() {
         return Err(ApiError::bad_request(format!(
             "No valid host was found. Reason: No conductor service registered which supports driver {} for conductor group \"{}\".",
             node.driver, node.conductor_group
@@ -207,7 +204,10 @@ async fn list_impl(
     let template = views::node_full(&Node::default(), &base);
     let list = ListParams::parse(&params, detail, &template, NODE_LIST_FIELDS)?;
     let nodes = state.store.list_nodes(&query_from(&params)?).await?;
-    let items = nodes.iter().map(|n| views::node_full(n, &base)).collect();
+    let items = nodes
+        .into_iter()
+        .map(|n| views::node_full(&with_owner(&state, n), &base))
+        .collect();
     Ok(Json(list_page(
         items,
         &list,
@@ -235,7 +235,7 @@ pub async fn show(
     Path(ident): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let node = state.store.get_node(&ident).await?;
+    let node = with_owner(&state, state.store.get_node(&ident).await?);
     let base = state.config.public_url();
     let fields = views::parse_fields(
         params.get("fields").map(String::as_str),
@@ -267,10 +267,18 @@ pub async fn update(
         })
         .await?;
     Ok(Json(views::node_view(
-        &updated,
+        &with_owner(&state, updated),
         &state.config.public_url(),
         None,
     )))
+}
+
+/// The `conductor` field (API 1.49): the node's owner by the hash ring,
+/// worked out at read time, never stored; null when no live conductor
+/// serves its group and driver.
+fn with_owner(state: &AppState, mut node: Node) -> Node {
+    node.conductor = state.flows.cluster().owner(&node);
+    node
 }
 
 pub async fn delete(

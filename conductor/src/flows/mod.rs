@@ -26,6 +26,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::agent_clients::AgentClients;
+use crate::cluster::{Membership, MembershipConfig};
 use crate::config::ConductorConfig;
 use crate::fsm::{self, Event};
 use crate::store::{Store, StoreError};
@@ -42,6 +43,8 @@ pub struct Flows {
     agents: AgentClients,
     /// Heartbeat work in flight (`--workers-pool-size`).
     workers: Arc<Semaphore>,
+    /// This conductor among its peers: which nodes it owns.
+    cluster: Arc<Membership>,
 }
 
 /// The node's exclusive lock, released when dropped.
@@ -116,17 +119,35 @@ impl Flows {
         let host = config.host_name();
         let agents = AgentClients::new(config.clone())?;
         let workers = Arc::new(Semaphore::new(config.workers_pool_size as usize));
+        let cluster = Membership::new(
+            store.clone(),
+            MembershipConfig {
+                hostname: host.clone(),
+                conductor_group: config.conductor_group.clone(),
+                hardware_types: config.enabled_hardware_types.clone(),
+                api_url: config.public_url(),
+                heartbeat_interval: Duration::from_secs(config.conductor_heartbeat_interval.max(1)),
+                heartbeat_timeout: Duration::from_secs(config.conductor_heartbeat_timeout.max(1)),
+                ring_reset_interval: Duration::from_secs(config.hash_ring_reset_interval.max(1)),
+                partition_exponent: config.hash_partition_exponent,
+            },
+        );
         Ok(Arc::new(Self {
             store,
             config,
             host,
             agents,
             workers,
+            cluster,
         }))
     }
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    pub fn cluster(&self) -> &Arc<Membership> {
+        &self.cluster
     }
 
     async fn reserve(&self, uuid: &str) -> anyhow::Result<Option<Reservation>> {
@@ -567,6 +588,9 @@ impl Flows {
     pub async fn check_timeouts(&self) -> anyhow::Result<()> {
         let now = chrono::Utc::now().naive_utc();
         for node in self.store.list_nodes(&Default::default()).await? {
+            if !self.cluster.owns(&node) {
+                continue;
+            }
             let (limit, message) = match node.provision_state.as_str() {
                 fsm::DEPLOYWAIT => (
                     self.config.deploy_callback_timeout,
@@ -623,8 +647,9 @@ impl Flows {
     /// Periodic work: wait timeouts, power-state sync and power-failure
     /// recovery.
     pub fn spawn_periodic(self: &Arc<Self>) {
-        // One conductor owns every node until the hash ring is wired in.
-        power_sync::spawn(self, Arc::new(|_: &Node| true));
+        // Periodic work runs on the nodes this conductor owns by the ring.
+        let cluster = self.cluster.clone();
+        power_sync::spawn(self, Arc::new(move |node: &Node| cluster.owns(node)));
         let flows = self.clone();
         let every = Duration::from_secs(self.config.periodic_interval.max(1));
         tokio::spawn(async move {
@@ -634,6 +659,9 @@ impl Flows {
                 if let Err(e) = flows.check_timeouts().await {
                     warn!(error = %format!("{e:#}"), "timeout check failed");
                 }
+                if let Err(e) = flows.take_over_orphans().await {
+                    warn!(error = %format!("{e:#}"), "orphan reservation check failed");
+                }
             }
         });
     }
@@ -642,43 +670,111 @@ impl Flows {
     /// states continue on the next heartbeat by themselves.
     pub async fn resume_interrupted(self: &Arc<Self>) -> anyhow::Result<()> {
         for node in self.store.list_nodes(&Default::default()).await? {
-            if node.fault.as_deref() == Some(crate::store::CORRUPT_FAULT) {
-                continue;
+            if self.cluster.owns(&node) {
+                self.resume(node).await?;
             }
-            let state = node.provision_state.as_str();
-            if !matches!(
-                state,
+        }
+        Ok(())
+    }
+
+    /// Continue one node's flow if it stopped between steps (a transient
+    /// state with nobody holding the node).
+    async fn resume(self: &Arc<Self>, node: Node) -> anyhow::Result<()> {
+        if node.fault.as_deref() == Some(crate::store::CORRUPT_FAULT) {
+            return Ok(());
+        }
+        let state = node.provision_state.as_str();
+        if !matches!(
+            state,
+            fsm::VERIFYING
+                | fsm::CLEANING
+                | fsm::DEPLOYING
+                | fsm::DELETING
+                | fsm::INSPECTING
+                | fsm::RESCUING
+                | fsm::UNRESCUING
+        ) {
+            return Ok(());
+        }
+        let Some(lock) = self.reserve(&node.uuid).await? else {
+            return Ok(());
+        };
+        // Re-read under the lock: the snapshot may be stale.
+        let node = self.store.get_node(&node.uuid).await?;
+        info!(node = %node.uuid, state = %node.provision_state, "resuming an interrupted flow");
+        let flows = self.clone();
+        tokio::spawn(async move {
+            let _lock = lock;
+            let uuid = node.uuid.clone();
+            let resumed = match node.provision_state.as_str() {
+                fsm::DEPLOYING if deploy::finishing(&node) => deploy::finish(&flows, &node).await,
+                fsm::CLEANING if cleaning::finishing(&node) => {
+                    cleaning::finish(&flows, &node).await
+                }
                 fsm::VERIFYING
-                    | fsm::CLEANING
-                    | fsm::DEPLOYING
-                    | fsm::DELETING
-                    | fsm::INSPECTING
-                    | fsm::RESCUING
-                    | fsm::UNRESCUING
-            ) {
-                continue;
+                | fsm::CLEANING
+                | fsm::DEPLOYING
+                | fsm::DELETING
+                | fsm::INSPECTING
+                | fsm::RESCUING
+                | fsm::UNRESCUING => flows.begin(&uuid, Event::Resume).await,
+                // Moved on while we waited for the lock.
+                _ => Ok(()),
+            };
+            if let Err(e) = resumed {
+                warn!(node = %uuid, error = %format!("{e:#}"), "resume failed");
             }
-            let Some(lock) = self.reserve(&node.uuid).await? else {
+        });
+        Ok(())
+    }
+
+    /// Ironic's `_check_orphan_nodes`: on the nodes this conductor owns,
+    /// free the reservations of conductors that died, record it, and
+    /// continue a flow the dead one left between steps.
+    pub async fn take_over_orphans(self: &Arc<Self>) -> anyhow::Result<()> {
+        for node in self.store.reserved_nodes().await? {
+            let Some(holder) = node.reservation.clone() else {
                 continue;
             };
-            info!(node = %node.uuid, %state, "resuming an interrupted flow");
-            let flows = self.clone();
-            tokio::spawn(async move {
-                let _lock = lock;
-                let uuid = node.uuid.clone();
-                let resumed = match node.provision_state.as_str() {
-                    fsm::DEPLOYING if deploy::finishing(&node) => {
-                        deploy::finish(&flows, &node).await
-                    }
-                    fsm::CLEANING if cleaning::finishing(&node) => {
-                        cleaning::finish(&flows, &node).await
-                    }
-                    _ => flows.begin(&uuid, Event::Resume).await,
-                };
-                if let Err(e) = resumed {
-                    warn!(node = %uuid, error = %format!("{e:#}"), "resume failed");
-                }
-            });
+            if holder == self.host || !self.cluster.is_dead(&holder) || !self.cluster.owns(&node) {
+                continue;
+            }
+            // A compare-and-set on the holder and its death: if it came
+            // back in between (the ring view may be seconds old), or let
+            // go, this changes nothing.
+            if !self
+                .store
+                .release_orphan(&node.uuid, &holder, self.cluster.alive_after_us())
+                .await?
+            {
+                continue;
+            }
+            warn!(node = %node.uuid, dead = %holder, "took over the reservation of a dead conductor");
+            self.store
+                .record_event(
+                    &node.uuid,
+                    "INFO",
+                    "TAKEOVER",
+                    &format!(
+                        "Forcibly removed reservation of conductor {holder} on node {}",
+                        node.uuid
+                    ),
+                    &self.host,
+                )
+                .await?;
+            if node.target_power_state.is_some() {
+                self.store
+                    .update_node::<StoreError, _>(&node.uuid, |n| {
+                        n.target_power_state = None;
+                        n.last_error = Some(
+                            "Pending power operation was aborted due to conductor take over".into(),
+                        );
+                        Ok(())
+                    })
+                    .await?;
+            }
+            let node = self.store.get_node(&node.uuid).await?;
+            self.resume(node).await?;
         }
         Ok(())
     }

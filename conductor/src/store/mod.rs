@@ -15,7 +15,7 @@ use std::path::Path;
 use ferrite_protocol::node::{Node, Port};
 use serde_json::Value;
 
-pub use rows::{HistoryEvent, NodeQuery, StoredInventory, CORRUPT_FAULT};
+pub use rows::{ConductorRecord, HistoryEvent, NodeQuery, StoredInventory, CORRUPT_FAULT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -309,6 +309,60 @@ impl Store {
         match self {
             Self::Sqlite(db) => db.get_inventory(node_uuid),
             Self::Postgres(db) => db.get_inventory(node_uuid).await,
+        }
+    }
+
+    /// Register (or re-register) a conductor, online, stamped now.
+    pub async fn register_conductor(&self, record: &ConductorRecord) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.register_conductor(record),
+            Self::Postgres(db) => db.register_conductor(record).await,
+        }
+    }
+
+    /// The keepalive; `false` when the row is gone (deleted by hand).
+    pub async fn touch_conductor(&self, hostname: &str, at: &str, at_us: i64) -> StoreResult<bool> {
+        match self {
+            Self::Sqlite(db) => db.touch_conductor(hostname, at, at_us),
+            Self::Postgres(db) => db.touch_conductor(hostname, at, at_us).await,
+        }
+    }
+
+    /// A clean shutdown: the others take its nodes at their next rebuild.
+    pub async fn conductor_offline(&self, hostname: &str) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.conductor_offline(hostname),
+            Self::Postgres(db) => db.conductor_offline(hostname).await,
+        }
+    }
+
+    pub async fn list_conductors(&self) -> StoreResult<Vec<ConductorRecord>> {
+        match self {
+            Self::Sqlite(db) => db.list_conductors(),
+            Self::Postgres(db) => db.list_conductors().await,
+        }
+    }
+
+    /// Free a reservation held by a dead conductor: `true` if it was freed,
+    /// `false` if the holder let go or came back alive (a row of it
+    /// online and updated at or after `alive_after_us`).
+    pub async fn release_orphan(
+        &self,
+        uuid: &str,
+        holder: &str,
+        alive_after_us: i64,
+    ) -> StoreResult<bool> {
+        match self {
+            Self::Sqlite(db) => db.release_orphan(uuid, holder, alive_after_us),
+            Self::Postgres(db) => db.release_orphan(uuid, holder, alive_after_us).await,
+        }
+    }
+
+    /// The nodes someone holds a reservation on (an indexed query).
+    pub async fn reserved_nodes(&self) -> StoreResult<Vec<Node>> {
+        match self {
+            Self::Sqlite(db) => db.reserved_nodes(),
+            Self::Postgres(db) => db.reserved_nodes().await,
         }
     }
 }

@@ -39,6 +39,23 @@ pub struct StoredInventory {
     pub created_at: String,
 }
 
+/// One conductor in the `conductors` table (Ironic's, with its hardware
+/// types inline): what the hash ring is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConductorRecord {
+    pub hostname: String,
+    pub conductor_group: String,
+    pub hardware_types: Vec<String>,
+    /// Where its API answers, for operators and forwarding.
+    pub api_url: Option<String>,
+    /// Cleared by a clean shutdown.
+    pub online: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    /// `updated_at` as microseconds since the epoch, for liveness queries.
+    pub updated_us: i64,
+}
+
 pub mod sql {
     /// By UUID, or by name when the ident is not a known UUID.
     pub const NODE_BY_IDENT: &str =
@@ -70,6 +87,27 @@ pub mod sql {
     pub const HISTORY: &str =
         "SELECT uuid, created_at, severity, event_type, event, conductor, \"user\" \
          FROM node_history WHERE node_uuid = $1 ORDER BY id";
+
+    pub const REGISTER_CONDUCTOR: &str = "INSERT INTO conductors \
+         (hostname, conductor_group, hardware_types, api_url, online, created_at, updated_at, updated_us) \
+         VALUES ($1, $2, $3, $4, 1, $5, $5, $6) \
+         ON CONFLICT (hostname) DO UPDATE SET conductor_group = excluded.conductor_group, \
+         hardware_types = excluded.hardware_types, api_url = excluded.api_url, online = 1, \
+         updated_at = excluded.updated_at, updated_us = excluded.updated_us";
+    pub const TOUCH_CONDUCTOR: &str =
+        "UPDATE conductors SET online = 1, updated_at = $2, updated_us = $3 WHERE hostname = $1";
+    pub const CONDUCTOR_OFFLINE: &str = "UPDATE conductors SET online = 0 WHERE hostname = $1";
+    pub const LIST_CONDUCTORS: &str =
+        "SELECT hostname, conductor_group, hardware_types, api_url, online, \
+         created_at, updated_at, updated_us FROM conductors ORDER BY hostname";
+    /// The takeover's compare-and-set: only while the holder still holds
+    /// it, and is still dead (no live row newer than the cutoff).
+    pub const RELEASE_ORPHAN: &str = "UPDATE nodes SET reservation = NULL \
+         WHERE uuid = $1 AND reservation = $2 AND NOT EXISTS \
+         (SELECT 1 FROM conductors WHERE hostname = $2 AND online = 1 AND updated_us >= $3)";
+    pub const RESERVED_NODES: &str =
+        "SELECT data, reservation, uuid, name, instance_uuid, provision_state \
+         FROM nodes WHERE reservation IS NOT NULL ORDER BY id";
 
     pub const SAVE_INVENTORY: &str =
         "INSERT INTO node_inventory (node_uuid, inventory, plugin_data, created_at) \

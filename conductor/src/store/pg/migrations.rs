@@ -48,6 +48,17 @@ const MIGRATIONS: &[&str] = &[
         \"user\" TEXT
     );
     CREATE INDEX node_history_node ON node_history(node_uuid);",
+    "CREATE TABLE conductors (
+        hostname TEXT PRIMARY KEY,
+        conductor_group TEXT NOT NULL,
+        hardware_types TEXT NOT NULL,
+        api_url TEXT,
+        online BIGINT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        updated_us BIGINT NOT NULL
+    );
+    CREATE INDEX nodes_reservation ON nodes(reservation);",
 ];
 
 /// Bring the schema up to date.

@@ -3,6 +3,7 @@
 //! (connect, pool checkout, statement), and a lost database is
 //! [`StoreError::Unavailable`], which the API answers with a 503.
 
+mod conductors;
 mod history;
 mod inventory;
 mod migrations;

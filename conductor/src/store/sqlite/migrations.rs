@@ -48,6 +48,21 @@ pub fn migrations() -> Migrations<'static> {
         );
         CREATE INDEX node_history_node ON node_history(node_uuid);",
         ),
+        // Conductors sharing a database: registration and liveness, from
+        // which each builds the hash ring.
+        M::up(
+            "CREATE TABLE conductors (
+            hostname TEXT PRIMARY KEY,
+            conductor_group TEXT NOT NULL,
+            hardware_types TEXT NOT NULL,
+            api_url TEXT,
+            online INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            updated_us INTEGER NOT NULL
+        );
+        CREATE INDEX nodes_reservation ON nodes(reservation);",
+        ),
     ])
 }
 

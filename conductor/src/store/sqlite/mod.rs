@@ -1,6 +1,7 @@
 //! The embedded engine: one SQLite file in WAL mode, the default for a
 //! lab, a rack, and `scripts/demo`.
 
+mod conductors;
 mod history;
 mod inventory;
 mod migrations;
