@@ -75,11 +75,14 @@ impl AgentClients {
             .get("agent_url")
             .and_then(Value::as_str)
             .ok_or(AgentClientError::NoAgentUrl)?;
-        let pem_path = dii.get("agent_verify_ca").and_then(Value::as_str);
-        let http = match pem_path {
-            Some(path) if agent_url.starts_with("https://") => {
-                let pem =
-                    fs::read(path).map_err(|e| AgentClientError::Tls(format!("{path}: {e}")))?;
+        // The agent's certificate from this conductor's local copy (the
+        // path recorded may be another conductor's).
+        let pinned = dii.get("agent_verify_ca").and_then(Value::as_str).is_some();
+        let http = match pinned {
+            true if agent_url.starts_with("https://") => {
+                let path = crate::agent_certs::cache_path(&self.config.certificates_dir(), uuid);
+                let pem = fs::read(&path)
+                    .map_err(|e| AgentClientError::Tls(format!("{}: {e}", path.display())))?;
                 self.pinned(&pem)?
             }
             _ => self.plain.clone(),

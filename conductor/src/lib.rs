@@ -1,6 +1,7 @@
 //! ferrite-conductor: the subset of Ironic that runs bare-metal nodes with
 //! ferrite-agent (or IPA), on an embedded SQLite store.
 
+pub mod agent_certs;
 pub mod agent_client;
 pub mod agent_clients;
 pub mod agent_tls;

@@ -215,3 +215,153 @@ async fn the_ring_spreads_nodes_and_survivors_take_over_a_dead_conductor() {
     wait_owners(&c3, &want, "conductor-2's nodes back").await;
     assert_eq!(alive(&c1).await, all_alive);
 }
+
+/// A deploy whose conductor dies mid-write: the agent's next heartbeat,
+/// through the same address, reaches a survivor, which finishes the
+/// deploy; the agent was sent no command twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_survives_the_death_of_its_conductor() {
+    use ferrite_tests::failover_proxy::FailoverProxy;
+    use ferrite_tests::image_server::ImageServer;
+    use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
+    use ferrite_tests::Agent;
+
+    let f = fixture(30);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
+    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
+    let sum = sha256_file(&qcow);
+    let server = ImageServer::start(dir.path().to_path_buf()).await;
+    server.faults().rate = 2 << 20; // ~10 s of writing: time to kill the conductor
+    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+
+    let url = PgCluster::shared().create_database();
+    let mut flags: Vec<&str> = vec!["--fast-track", "true", "--heartbeat-timeout", "4"];
+    flags.extend(FAST);
+    let mut conductors = Vec::new();
+    for host in ["conductor-1", "conductor-2", "conductor-3"] {
+        let mut with_host = vec!["--host", host];
+        with_host.extend(&flags);
+        conductors.push(Conductor::start_on_db(TestDb::Postgres(url.clone()), &with_host).await);
+    }
+    let [c1, mut c2, c3]: [Conductor; 3] = conductors.try_into().ok().expect("three");
+    for c in [&c1, &c2, &c3] {
+        wait_for(
+            "three conductors alive",
+            Duration::from_secs(20),
+            || async { (alive(c).await.values().filter(|a| **a).count() == 3).then_some(()) },
+        )
+        .await;
+    }
+    // A node conductor-2 owns: its heartbeats go to conductor-2 first.
+    let uuid = f
+        .uuids
+        .iter()
+        .zip(&f.owners)
+        .find(|(_, o)| *o == "conductor-2")
+        .map(|(u, _)| u.clone())
+        .expect("a node of conductor-2");
+    let uuid = c1
+        .available_node(json!({"uuid": uuid, "name": "takeover"}))
+        .await;
+    c1.create_port(&uuid, "52:54:00:fa:17:21").await;
+    let proxy =
+        FailoverProxy::start(vec![c2.listen_addr(), c1.listen_addr(), c3.listen_addr()]).await;
+    let disks = format!("ferrite-disks={}", disk.path.display());
+    let agent = Agent::start(&proxy.url, &["52:54:00:fa:17:21"], &[&disks]);
+    c1.wait_agent(&uuid).await;
+    c1.patch_node(
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
+            "image_disk_format": "qcow2"}}]),
+    )
+    .await;
+    assert_eq!(c3.act(&uuid, json!({"target": "active"})).await.0, 202);
+    wait_for(
+        "write progress on the node",
+        Duration::from_secs(60),
+        || async {
+            let n = c1.node(&uuid).await;
+            n["driver_internal_info"]["deploy_progress"]["bytes_received"]
+                .as_u64()
+                .filter(|b| *b > 0)
+        },
+    )
+    .await;
+
+    // For reading the agent's command list afterwards: its token and certificate.
+    let token = c1.agent_token(&uuid).expect("the agent's token");
+    let pem = c2
+        .wait_agent_certificate(&uuid, Duration::from_secs(10))
+        .await;
+    let _ = c2.proc.child.kill();
+    let _ = c2.proc.child.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let n = c1.node(&uuid).await;
+        if n["provision_state"] == "active" {
+            break n;
+        }
+        if std::time::Instant::now() > deadline {
+            for c in [&c1, &c3] {
+                let log = c.proc.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!(
+                    "---- {}\n{}",
+                    c.url,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            panic!("not active: {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(done["last_error"], Value::Null);
+    let survivor =
+        &f.owners_without_removed[f.uuids.iter().position(|u| *u == uuid).expect("fixture")];
+    wait_for("the node's new owner", Duration::from_secs(20), || async {
+        (c1.node(&uuid).await["conductor"] == json!(survivor)).then_some(())
+    })
+    .await;
+    same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
+
+    // Every command the agent ran, by name and step: none twice.
+    let api = ferrite_tests::AgentApi {
+        client: ferrite_tests::agent_client(Some(&pem)).expect("agent client"),
+        base: agent.url("https"),
+        token,
+    };
+    let commands: Value = api
+        .client
+        .get(format!(
+            "{}/v1/commands/?agent_token={}",
+            api.base, api.token
+        ))
+        .send()
+        .await
+        .expect("GET commands")
+        .json()
+        .await
+        .expect("commands json");
+    let mut seen = std::collections::BTreeSet::new();
+    for cmd in commands["commands"].as_array().expect("commands") {
+        let name = cmd["command_name"].as_str().unwrap_or_default().to_string();
+        if name.starts_with("get_") {
+            continue; // step and state queries may repeat
+        }
+        let step = cmd["command_result"]["deploy_step"]["step"]
+            .as_str()
+            .or(cmd["command_result"]["clean_step"]["step"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            seen.insert((name.clone(), step.clone())),
+            "{name} {step} sent twice: {commands}"
+        );
+    }
+    assert!(
+        seen.iter().any(|(_, step)| step == "write_image"),
+        "{commands}"
+    );
+}

@@ -2,6 +2,7 @@
 //! binaries on 127.0.0.1 with private ports, data dirs and fixture sysfs
 //! trees, and talk to them over real HTTP.
 
+pub mod failover_proxy;
 pub mod forward_proxy;
 pub mod image_server;
 pub mod images;
@@ -472,6 +473,30 @@ impl Conductor {
 
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The API's socket address (for a proxy in front of it).
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        format!("{}:{}", self.host, self.port)
+            .parse()
+            .expect("the conductor's listen address")
+    }
+
+    /// A fake-hardware node taken through manage and provide (no automated
+    /// cleaning), so it is `available`; its UUID.
+    pub async fn available_node(&self, fields: Value) -> String {
+        let mut body = json!({"driver": "fake-hardware", "automated_clean": false});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), fields.as_object()) {
+            body.extend(extra.clone());
+        }
+        let node = self.create_node(body).await;
+        let uuid = node["uuid"].as_str().expect("uuid").to_string();
+        let wait = Duration::from_secs(30);
+        assert_eq!(self.act(&uuid, json!({"target": "manage"})).await.0, 202);
+        self.wait_state(&uuid, "manageable", wait).await;
+        assert_eq!(self.act(&uuid, json!({"target": "provide"})).await.0, 202);
+        self.wait_state(&uuid, "available", wait).await;
+        uuid
     }
 
     /// A request with the newest microversion, as the `baremetal` CLI sends.

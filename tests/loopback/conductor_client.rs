@@ -51,7 +51,10 @@ async fn conductor_client_runs_polls_and_reports_failures() {
         .join("certificates")
         .join(format!("{uuid}.crt"));
     assert_eq!(dii["agent_verify_ca"], json!(cert.to_string_lossy()));
-    let agents = AgentClients::new(Arc::new(config())).unwrap();
+    // The client reads this conductor's copy of the agent's certificate.
+    let mut cfg = config();
+    cfg.data_dir = conductor.data_dir().to_path_buf();
+    let agents = AgentClients::new(Arc::new(cfg)).unwrap();
     let client = agents.for_agent(&uuid, &dii).unwrap();
 
     let steps = client.get_clean_steps(json!({}), vec![]).await.unwrap();

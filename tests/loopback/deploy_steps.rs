@@ -89,14 +89,7 @@ async fn provision_at(c: &Conductor, uuid: &str, version: &str, body: Value) -> 
 
 /// An `available` node with a port and `instance_info` for `image`.
 async fn available_node(c: &Conductor, image: &str, sum: &str) -> String {
-    let node = c
-        .create_node(json!({"driver": "fake-hardware", "automated_clean": false}))
-        .await;
-    let uuid = node["uuid"].as_str().unwrap().to_string();
-    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
-    c.wait_state(&uuid, "manageable", WAIT).await;
-    assert_eq!(c.act(&uuid, json!({"target": "provide"})).await.0, 202);
-    c.wait_state(&uuid, "available", WAIT).await;
+    let uuid = c.available_node(json!({})).await;
     c.create_port(&uuid, MAC).await;
     c.patch_node(
         &uuid,

@@ -38,17 +38,7 @@ async fn set_maintenance(c: &Conductor, uuid: &str, on: bool) {
 
 /// A node taken to `available` without cleaning.
 async fn available_node(c: &Conductor, name: &str) -> String {
-    let node = c
-        .create_node(json!({"driver": "fake-hardware", "name": name, "automated_clean": false}))
-        .await;
-    let uuid = node["uuid"].as_str().unwrap().to_string();
-    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
-    c.wait_state(&uuid, "manageable", Duration::from_secs(30))
-        .await;
-    assert_eq!(c.act(&uuid, json!({"target": "provide"})).await.0, 202);
-    c.wait_state(&uuid, "available", Duration::from_secs(30))
-        .await;
-    uuid
+    c.available_node(json!({"name": name})).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

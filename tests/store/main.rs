@@ -312,7 +312,7 @@ async fn conductors_starting_together_migrate_once() {
         })
     })
     .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

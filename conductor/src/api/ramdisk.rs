@@ -2,7 +2,6 @@
 //! `POST /v1/heartbeat/{node}`, with Ironic's validation rules.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -292,6 +291,15 @@ pub async fn heartbeat(
         )));
     }
     let certs = state.config.certificates_dir();
+    // The certificate the node's agent sent before, as any conductor
+    // recorded it; compared under the node's row lock below.
+    let stored_pem = match &hb.agent_verify_ca {
+        Some(_) => match state.store.get_node(&ident).await {
+            Ok(node) => state.store.agent_certificate(&node.uuid).await?,
+            Err(_) => None,
+        },
+        None => None,
+    };
     let require_tls = state.config.require_tls;
     let fast_track = state.config.fast_track;
     let updated = state
@@ -332,24 +340,26 @@ pub async fn heartbeat(
                 ));
             }
             if let Some(pem) = &hb.agent_verify_ca {
-                let path = certs.join(format!("{}.crt", node.uuid));
                 let recorded = dii.get("agent_verify_ca").and_then(Value::as_str).is_some();
-                if recorded {
-                    if fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
-                        return Err(ApiError::bad_request(
-                            "Detected change in ramdisk provided agent_verify_ca",
-                        ));
-                    }
-                } else {
-                    fs::create_dir_all(&certs)
-                        .and_then(|_| write_whole(&certs, &path, pem))
-                        .map_err(|e| {
-                            ApiError::new(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                format!("storing agent certificate: {e}"),
-                            )
-                        })?;
+                let known = stored_pem
+                    .clone()
+                    .or_else(|| crate::agent_certs::read_cache(&certs, &node.uuid));
+                if recorded && known.as_deref() != Some(pem.as_str()) {
+                    return Err(ApiError::bad_request(
+                        "Detected change in ramdisk provided agent_verify_ca",
+                    ));
                 }
+                let path = match crate::agent_certs::read_cache(&certs, &node.uuid) {
+                    Some(cached) if cached == *pem => {
+                        crate::agent_certs::cache_path(&certs, &node.uuid)
+                    }
+                    _ => crate::agent_certs::write_cache(&certs, &node.uuid, pem).map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("storing agent certificate: {e}"),
+                        )
+                    })?,
+                };
                 node.driver_internal_info.insert(
                     "agent_verify_ca".into(),
                     Value::String(path.to_string_lossy().into_owned()),
@@ -377,6 +387,11 @@ pub async fn heartbeat(
         }
         other => other?,
     };
+    if let Some(pem) = hb.agent_verify_ca.as_deref() {
+        if stored_pem.as_deref() != Some(pem) {
+            state.store.save_agent_certificate(&node.uuid, pem).await?;
+        }
+    }
     debug!(node = %node.uuid, state = %node.provision_state, "heartbeat");
     state.flows.on_heartbeat(node.uuid);
     Ok(StatusCode::ACCEPTED)
@@ -395,17 +410,4 @@ pub(super) fn tokens_match(expected: Option<&str>, given: Option<&str>) -> bool 
         (Some(e), Some(g)) => e.as_bytes().ct_eq(g.as_bytes()).into(),
         _ => false,
     }
-}
-
-/// Write `data` to `path` through a temporary file in `dir` and a rename, so
-/// a reader (the agent client pinning this certificate) never sees half of it.
-fn write_whole(dir: &std::path::Path, path: &std::path::Path, data: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".agent-cert-")
-        .suffix(".partial")
-        .tempfile_in(dir)?;
-    tmp.write_all(data.as_bytes())?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

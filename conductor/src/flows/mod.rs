@@ -150,6 +150,23 @@ impl Flows {
         &self.cluster
     }
 
+    /// Before calling a node's agent from this conductor: its local copy
+    /// of the agent's certificate, from the database when another
+    /// conductor took the heartbeat that brought it.
+    async fn ensure_agent_certificate(&self, node: &Node) -> anyhow::Result<()> {
+        if !node.driver_internal_info.contains_key("agent_verify_ca") {
+            return Ok(());
+        }
+        let dir = self.config.certificates_dir();
+        if crate::agent_certs::read_cache(&dir, &node.uuid).is_some() {
+            return Ok(());
+        }
+        if let Some(pem) = self.store.agent_certificate(&node.uuid).await? {
+            crate::agent_certs::write_cache(&dir, &node.uuid, &pem)?;
+        }
+        Ok(())
+    }
+
     async fn reserve(&self, uuid: &str) -> anyhow::Result<Option<Reservation>> {
         Ok(self
             .store
@@ -171,6 +188,9 @@ impl Flows {
         args: ActionArgs,
     ) -> Result<Node, RequestError> {
         let node = self.store.get_node(ident).await?;
+        if let Err(e) = self.ensure_agent_certificate(&node).await {
+            warn!(node = %node.uuid, error = %format!("{e:#}"), "no local copy of the agent's certificate");
+        }
         if node.maintenance && blocked_in_maintenance(event) {
             return Err(RequestError::Maintenance {
                 verb: match event {
@@ -701,6 +721,7 @@ impl Flows {
         };
         // Re-read under the lock: the snapshot may be stale.
         let node = self.store.get_node(&node.uuid).await?;
+        self.ensure_agent_certificate(&node).await?;
         info!(node = %node.uuid, state = %node.provision_state, "resuming an interrupted flow");
         let flows = self.clone();
         tokio::spawn(async move {

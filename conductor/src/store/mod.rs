@@ -305,6 +305,21 @@ impl Store {
         }
     }
 
+    /// The certificate a node's agent sent (auto-TLS), for any conductor.
+    pub async fn save_agent_certificate(&self, node_uuid: &str, pem: &str) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(db) => db.save_agent_certificate(node_uuid, pem),
+            Self::Postgres(db) => db.save_agent_certificate(node_uuid, pem).await,
+        }
+    }
+
+    pub async fn agent_certificate(&self, node_uuid: &str) -> StoreResult<Option<String>> {
+        match self {
+            Self::Sqlite(db) => db.agent_certificate(node_uuid),
+            Self::Postgres(db) => db.agent_certificate(node_uuid).await,
+        }
+    }
+
     pub async fn get_inventory(&self, node_uuid: &str) -> StoreResult<Option<StoredInventory>> {
         match self {
             Self::Sqlite(db) => db.get_inventory(node_uuid),

@@ -109,6 +109,10 @@ pub mod sql {
         "SELECT data, reservation, uuid, name, instance_uuid, provision_state \
          FROM nodes WHERE reservation IS NOT NULL ORDER BY id";
 
+    pub const SAVE_AGENT_CERTIFICATE: &str = "INSERT INTO agent_certificates (node_uuid, pem) \
+         VALUES ($1, $2) ON CONFLICT (node_uuid) DO UPDATE SET pem = excluded.pem";
+    pub const AGENT_CERTIFICATE: &str = "SELECT pem FROM agent_certificates WHERE node_uuid = $1";
+
     pub const SAVE_INVENTORY: &str =
         "INSERT INTO node_inventory (node_uuid, inventory, plugin_data, created_at) \
          VALUES ($1, $2, $3, $4) \

@@ -26,6 +26,23 @@ impl Db {
         Ok(())
     }
 
+    pub async fn save_agent_certificate(&self, node_uuid: &str, pem: &str) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(sql::SAVE_AGENT_CERTIFICATE, &[&node_uuid, &pem])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn agent_certificate(&self, node_uuid: &str) -> StoreResult<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(sql::AGENT_CERTIFICATE, &[&node_uuid])
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
     pub async fn get_inventory(&self, node_uuid: &str) -> StoreResult<Option<StoredInventory>> {
         let row = self
             .client()

@@ -59,6 +59,10 @@ const MIGRATIONS: &[&str] = &[
         updated_us BIGINT NOT NULL
     );
     CREATE INDEX nodes_reservation ON nodes(reservation);",
+    "CREATE TABLE agent_certificates (
+        node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
+        pem TEXT NOT NULL
+    );",
 ];
 
 /// Bring the schema up to date.

@@ -27,6 +27,19 @@ impl Db {
         Ok(())
     }
 
+    pub fn save_agent_certificate(&self, node_uuid: &str, pem: &str) -> StoreResult<()> {
+        self.conn()
+            .execute(&q(sql::SAVE_AGENT_CERTIFICATE), params![node_uuid, pem])?;
+        Ok(())
+    }
+
+    pub fn agent_certificate(&self, node_uuid: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(&q(sql::AGENT_CERTIFICATE), params![node_uuid], |r| r.get(0))
+            .optional()?)
+    }
+
     pub fn get_inventory(&self, node_uuid: &str) -> StoreResult<Option<StoredInventory>> {
         let row: Option<(String, String, String)> = self
             .conn()

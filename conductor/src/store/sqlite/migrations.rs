@@ -63,6 +63,14 @@ pub fn migrations() -> Migrations<'static> {
         );
         CREATE INDEX nodes_reservation ON nodes(reservation);",
         ),
+        // The certificate each agent sent, so that any conductor can
+        // verify it (files in the data dir are only a local cache).
+        M::up(
+            "CREATE TABLE agent_certificates (
+            node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
+            pem TEXT NOT NULL
+        );",
+        ),
     ])
 }
 
