@@ -300,22 +300,29 @@ impl Conductor {
 
     /// [`Conductor::start`] listening on `host` (an IPv6 one in brackets).
     pub async fn start_on(host: &str, flags: &[&str]) -> Self {
-        Self::start_full(host, None, flags, TEST_LOG).await
+        Self::start_with(host, None, flags, TEST_LOG).await
     }
 
     /// [`Conductor::start`] on a database of the test's choosing (a
     /// private PostgreSQL cluster), whatever `FERRITE_TEST_DATABASE` says.
     pub async fn start_on_db(db: TestDb, flags: &[&str]) -> Self {
-        Self::start_full("127.0.0.1", Some(db), flags, TEST_LOG).await
+        Self::start_with("127.0.0.1", Some(db), flags, TEST_LOG).await
     }
 
     /// [`Conductor::start_on`] with `FERRITE_LOG=log_filter` (the benchmark
     /// runs at `info`: debug logging would be most of what it measures).
     pub async fn start_logging(host: &str, flags: &[&str], log_filter: &str) -> Self {
-        Self::start_full(host, None, flags, log_filter).await
+        Self::start_with(host, None, flags, log_filter).await
     }
 
-    async fn start_full(host: &str, db: Option<TestDb>, flags: &[&str], log_filter: &str) -> Self {
+    /// The general form: listen on `host`, on `db` (else as the run says),
+    /// with `FERRITE_LOG=log_filter`.
+    pub async fn start_with(
+        host: &str,
+        db: Option<TestDb>,
+        flags: &[&str],
+        log_filter: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         write_htpasswd(dir.path());
         let port = free_port();

@@ -121,6 +121,17 @@ impl PgCluster {
         self.root.join("data")
     }
 
+    /// The postmaster's pid (the parent of every server process).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The server's log, for a failed test's diagnosis.
     pub fn log(&self) -> PathBuf {
         self.root.join("postgres.log")

@@ -112,7 +112,20 @@ async fn power_sync_restores_power_and_fences_a_dead_bmc() {
         "no forced power action in the log"
     );
 
-    // The BMC goes away: 3 failed rounds only warn, the 4th fences.
+    // A round that finds the states matching resets the failure count
+    // (Ironic counts the forced round as a try): wait for one, then
+    // the BMC goes away: 3 failed rounds only warn, the 4th fences.
+    let rounds = |log: &str| log.matches("power state sync done").count();
+    let seen = rounds(&c.proc.log_text());
+    wait_for(
+        "a sync round after the power action",
+        Duration::from_secs(30),
+        || {
+            let log = c.proc.log_text();
+            async move { (rounds(&log) >= seen + 2).then_some(()) }
+        },
+    )
+    .await;
     emulator.stop();
     let stopped = Instant::now();
     let n = wait_node(&c, &uuid, "maintenance for a power failure", 60, |n| {

@@ -156,6 +156,7 @@ impl Membership {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(me.config.heartbeat_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 if let Err(e) = me.keepalive().await {
@@ -166,6 +167,7 @@ impl Membership {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(me.config.ring_reset_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 if let Err(e) = me.rebuild().await {

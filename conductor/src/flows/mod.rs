@@ -506,6 +506,15 @@ impl Flows {
             return Ok(());
         }
         let waiting = fsm::is_wait_state(&node.provision_state);
+        // Most beats of a fleet at rest (fast track, steps cached) need
+        // nothing: no lock is taken, so the beat's only write is its own.
+        if !waiting
+            && node
+                .driver_internal_info
+                .contains_key(steps_cache::CACHE_KEY)
+        {
+            return Ok(());
+        }
         // An agent that could not be reached is not called again before its
         // backoff ends; in a wait state the beat still counts as progress.
         let backing_off = self.agents.backing_off(&node);

@@ -180,30 +180,25 @@ impl Store {
     }
 
     /// [`Store::release`] from a `Drop`, which cannot await. SQLite's call
-    /// is synchronous anyway; PostgreSQL's blocks this worker thread for the
-    /// one statement, so that the lock is free when the guard's scope ends,
-    /// and is spawned where the runtime has no other thread to block.
+    /// is synchronous; PostgreSQL's is spawned at once on the runtime, so
+    /// the lock is free a statement's time after the guard's scope ends
+    /// (callers already retry a locked node, as Ironic's clients do).
+    /// Blocking a worker thread instead (`block_in_place`) made tokio start
+    /// threads without end under load, and memory grew with them.
     pub fn release_on_drop(&self, uuid: &str, host: &str) -> StoreResult<()> {
         match self {
             Self::Sqlite(db) => db.release(uuid, host),
             Self::Postgres(db) => {
                 let handle = tokio::runtime::Handle::try_current()
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                match handle.runtime_flavor() {
-                    tokio::runtime::RuntimeFlavor::MultiThread => {
-                        tokio::task::block_in_place(|| handle.block_on(db.release(uuid, host)))
+                let db = db.clone();
+                let (uuid, host) = (uuid.to_string(), host.to_string());
+                handle.spawn(async move {
+                    if let Err(e) = db.release(&uuid, &host).await {
+                        tracing::warn!(node = %uuid, error = %e, "could not release the node lock");
                     }
-                    _ => {
-                        let db = db.clone();
-                        let (uuid, host) = (uuid.to_string(), host.to_string());
-                        handle.spawn(async move {
-                            if let Err(e) = db.release(&uuid, &host).await {
-                                tracing::warn!(node = %uuid, error = %e, "could not release the node lock");
-                            }
-                        });
-                        Ok(())
-                    }
-                }
+                });
+                Ok(())
             }
         }
     }

@@ -75,17 +75,66 @@ async fn ferrite() -> System {
     }
 }
 
-/// Three conductors on one PostgreSQL: the hook for issue 17's second
-/// configuration. To wire it: start the harness's PostgreSQL cluster, then
-/// three `Conductor`s on it (`--database`, `--host c1..c3`, the flags of
-/// [`ferrite`]); `api_urls` = their three URLs (the agents are spread over
-/// them round-robin); `watched` = one `Scope::Pid` per conductor plus
-/// `Scope::Tree(postmaster pid)`.
+/// Three conductors on one PostgreSQL (a private cluster of the harness,
+/// as the tests run it), with the flags of [`ferrite`]; the agents are
+/// spread over the three APIs round-robin. Watched: each conductor, and
+/// the postmaster with its server processes.
 async fn ferrite_pg3() -> anyhow::Result<System> {
-    bail!(
-        "ferrite-pg3 is not wired yet: it needs the harness's PostgreSQL cluster \
-         (tests/harness/pg.rs); see systems::ferrite_pg3"
-    )
+    let cluster = ferrite_tests::pg::PgCluster::private();
+    let url = cluster.create_database();
+    let mut conductors = Vec::new();
+    for host in ["conductor-1", "conductor-2", "conductor-3"] {
+        conductors.push(
+            Conductor::start_with(
+                "127.0.0.1",
+                Some(ferrite_tests::TestDb::Postgres(url.clone())),
+                &[
+                    "--host",
+                    host,
+                    "--fast-track",
+                    "true",
+                    "--require-tls",
+                    "false",
+                ],
+                "info",
+            )
+            .await,
+        );
+    }
+    let postmaster = cluster
+        .postmaster_pid()
+        .context("the PostgreSQL postmaster's pid")?;
+    let mut watched: Vec<Watched> = conductors
+        .iter()
+        .zip(1..)
+        .map(|(c, i)| Watched {
+            label: format!("ferrite-conductor-{i}"),
+            scope: Scope::Pid(c.proc.child.id()),
+        })
+        .collect();
+    watched.push(Watched {
+        label: "postgresql".into(),
+        scope: Scope::Tree(postmaster),
+    });
+    let mut guards: Vec<Box<dyn Any>> = Vec::new();
+    let api_urls = conductors.iter().map(|c| c.url.clone()).collect();
+    let logs = conductors
+        .iter()
+        .map(|c| c.proc.log.display().to_string())
+        .collect();
+    // Conductors first, so they stop before their database.
+    for c in conductors {
+        guards.push(Box::new(c));
+    }
+    guards.push(Box::new(cluster));
+    Ok(System {
+        name: "3 ferrite-conductors (PostgreSQL)".into(),
+        api_urls,
+        authorization: Some(ferrite_tests::api_authorization()),
+        watched,
+        logs,
+        _guards: guards,
+    })
 }
 
 /// Ironic as tests/interop starts it, tuned as the plan says: fast track,
