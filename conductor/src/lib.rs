@@ -15,6 +15,7 @@ pub mod drivers;
 pub mod flows;
 pub mod fsm;
 pub mod pairing;
+pub mod periodic;
 pub mod power;
 pub mod pyrepr;
 pub mod ramdisk_logs;

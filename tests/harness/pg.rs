@@ -88,28 +88,7 @@ impl PgCluster {
         let mut last = None;
         for _ in 0..5 {
             cluster.port = crate::free_port();
-            let options = format!(
-                "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-                 -c max_connections=300",
-                cluster.port,
-                cluster.root.display()
-            );
-            match cluster.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    &cluster.data().display().to_string(),
-                    "-l",
-                    &cluster.root.join("postgres.log").display().to_string(),
-                    "-w",
-                    "-t",
-                    "60",
-                    "-o",
-                    &options,
-                    "start",
-                ],
-            ) {
+            match cluster.start_server() {
                 Ok(()) => return Ok(cluster),
                 Err(e) => last = Some(e),
             }
@@ -174,6 +153,12 @@ impl PgCluster {
 
     /// Start it again on the same port, after [`PgCluster::stop`].
     pub fn restart(&self) -> anyhow::Result<()> {
+        self.start_server()
+    }
+
+    /// `pg_ctl start` on `self.port`, 127.0.0.1 only, durability off (a
+    /// test database), waiting until it accepts connections.
+    fn start_server(&self) -> anyhow::Result<()> {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",

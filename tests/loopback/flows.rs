@@ -156,10 +156,14 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
         "{failed}"
     );
     // The failure powers the node off right after the state changes.
-    wait_for("the failed node powered off", Duration::from_secs(10), || {
-        let n = c.node(&uuid);
-        async move { (n.await["power_state"] == "power off").then_some(()) }
-    })
+    wait_for(
+        "the failed node powered off",
+        Duration::from_secs(10),
+        || {
+            let n = c.node(&uuid);
+            async move { (n.await["power_state"] == "power off").then_some(()) }
+        },
+    )
     .await;
     for target in ["manage", "provide", "inspect", "abort"] {
         let (code, body) = c.act(&uuid, json!({"target": target})).await;

@@ -154,26 +154,16 @@ impl Membership {
     /// The keepalive and ring-rebuild loops, for the process's lifetime.
     pub fn spawn(self: &Arc<Self>) {
         let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(me.config.heartbeat_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = me.keepalive().await {
-                    warn!(error = %e, "conductor keepalive failed");
-                }
-            }
+        let every = self.config.heartbeat_interval;
+        crate::periodic::spawn_every("conductor keepalive", every, every, move || {
+            let me = me.clone();
+            async move { Ok(me.keepalive().await?) }
         });
         let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(me.config.ring_reset_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = me.rebuild().await {
-                    warn!(error = %e, "hash ring rebuild failed");
-                }
-            }
+        let every = self.config.ring_reset_interval;
+        crate::periodic::spawn_every("hash ring rebuild", every, every, move || {
+            let me = me.clone();
+            async move { Ok(me.rebuild().await?) }
         });
     }
 }

@@ -679,19 +679,16 @@ impl Flows {
         // Periodic work runs on the nodes this conductor owns by the ring.
         let cluster = self.cluster.clone();
         power_sync::spawn(self, Arc::new(move |node: &Node| cluster.owns(node)));
-        let flows = self.clone();
         let every = Duration::from_secs(self.config.periodic_interval.max(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = flows.check_timeouts().await {
-                    warn!(error = %format!("{e:#}"), "timeout check failed");
-                }
-                if let Err(e) = flows.take_over_orphans().await {
-                    warn!(error = %format!("{e:#}"), "orphan reservation check failed");
-                }
-            }
+        let flows = self.clone();
+        crate::periodic::spawn_every("timeout check", Duration::ZERO, every, move || {
+            let flows = flows.clone();
+            async move { flows.check_timeouts().await }
+        });
+        let flows = self.clone();
+        crate::periodic::spawn_every("orphan reservation check", every, every, move || {
+            let flows = flows.clone();
+            async move { flows.take_over_orphans().await }
         });
     }
 

@@ -72,32 +72,20 @@ pub fn spawn(flows: &Arc<Flows>, owns: Owns) -> Arc<PowerSync> {
     });
     let config = &flows.config;
     if config.sync_power_state_interval > 0 {
+        // Like Ironic's periodics, the first round is one interval in.
         let every = Duration::from_secs(config.sync_power_state_interval);
         let s = sync.clone();
-        tokio::spawn(async move {
-            // Like Ironic's periodics, the first round is one interval in.
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = s.round().await {
-                    warn!(error = %format!("{e:#}"), "power state sync failed");
-                }
-            }
+        crate::periodic::spawn_every("power state sync", every, every, move || {
+            let s = s.clone();
+            async move { s.round().await.map(|_| ()) }
         });
     }
     if config.power_failure_recovery_interval > 0 {
         let every = Duration::from_secs(config.power_failure_recovery_interval);
         let s = sync.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = s.recovery_round().await {
-                    warn!(error = %format!("{e:#}"), "power failure recovery failed");
-                }
-            }
+        crate::periodic::spawn_every("power failure recovery", every, every, move || {
+            let s = s.clone();
+            async move { s.recovery_round().await.map(|_| ()) }
         });
     }
     sync

@@ -56,6 +56,29 @@ pub struct ConductorRecord {
     pub updated_us: i64,
 }
 
+/// Schema changes from version 4 on: one text for both engines (SQLite
+/// reads `BIGINT` as an integer). Versions 1–3 predate PostgreSQL and have
+/// a twin per engine.
+pub mod schema {
+    pub const V4_CONDUCTORS: &str = "CREATE TABLE conductors (
+        hostname TEXT PRIMARY KEY,
+        conductor_group TEXT NOT NULL,
+        hardware_types TEXT NOT NULL,
+        api_url TEXT,
+        online BIGINT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        updated_us BIGINT NOT NULL
+    );
+    CREATE INDEX nodes_reservation ON nodes(reservation);";
+    /// The certificate each agent sent, so that any conductor can verify
+    /// it (files in the data dir are only a local cache).
+    pub const V5_AGENT_CERTIFICATES: &str = "CREATE TABLE agent_certificates (
+        node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
+        pem TEXT NOT NULL
+    );";
+}
+
 pub mod sql {
     /// By UUID, or by name when the ident is not a known UUID.
     pub const NODE_BY_IDENT: &str =

@@ -6,6 +6,7 @@
 
 use tokio_postgres::Client;
 
+use crate::store::rows::schema;
 use crate::store::{StoreError, StoreResult};
 
 /// An arbitrary constant: the key of the advisory lock that serialises
@@ -48,21 +49,8 @@ const MIGRATIONS: &[&str] = &[
         \"user\" TEXT
     );
     CREATE INDEX node_history_node ON node_history(node_uuid);",
-    "CREATE TABLE conductors (
-        hostname TEXT PRIMARY KEY,
-        conductor_group TEXT NOT NULL,
-        hardware_types TEXT NOT NULL,
-        api_url TEXT,
-        online BIGINT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        updated_us BIGINT NOT NULL
-    );
-    CREATE INDEX nodes_reservation ON nodes(reservation);",
-    "CREATE TABLE agent_certificates (
-        node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
-        pem TEXT NOT NULL
-    );",
+    schema::V4_CONDUCTORS,
+    schema::V5_AGENT_CERTIFICATES,
 ];
 
 /// Bring the schema up to date.

@@ -2,6 +2,8 @@
 
 use rusqlite_migration::{Migrations, M};
 
+use crate::store::rows::schema;
+
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(
@@ -50,27 +52,8 @@ pub fn migrations() -> Migrations<'static> {
         ),
         // Conductors sharing a database: registration and liveness, from
         // which each builds the hash ring.
-        M::up(
-            "CREATE TABLE conductors (
-            hostname TEXT PRIMARY KEY,
-            conductor_group TEXT NOT NULL,
-            hardware_types TEXT NOT NULL,
-            api_url TEXT,
-            online INTEGER NOT NULL,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            updated_us INTEGER NOT NULL
-        );
-        CREATE INDEX nodes_reservation ON nodes(reservation);",
-        ),
-        // The certificate each agent sent, so that any conductor can
-        // verify it (files in the data dir are only a local cache).
-        M::up(
-            "CREATE TABLE agent_certificates (
-            node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
-            pem TEXT NOT NULL
-        );",
-        ),
+        M::up(schema::V4_CONDUCTORS),
+        M::up(schema::V5_AGENT_CERTIFICATES),
     ])
 }
 
