@@ -193,6 +193,15 @@ pub fn target_of(state: &str) -> Option<&'static str> {
 }
 
 /// States whose progress is waited for with a timeout.
+/// States a flow passes through between steps: a conductor that stops
+/// there (restart, takeover) continues the flow.
+pub fn is_transient(state: &str) -> bool {
+    matches!(
+        state,
+        VERIFYING | CLEANING | DEPLOYING | DELETING | INSPECTING | RESCUING | UNRESCUING
+    )
+}
+
 pub fn is_wait_state(state: &str) -> bool {
     matches!(state, DEPLOYWAIT | CLEANWAIT | INSPECTWAIT | RESCUEWAIT)
 }

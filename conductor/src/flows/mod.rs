@@ -709,17 +709,7 @@ impl Flows {
         if node.fault.as_deref() == Some(crate::store::CORRUPT_FAULT) {
             return Ok(());
         }
-        let state = node.provision_state.as_str();
-        if !matches!(
-            state,
-            fsm::VERIFYING
-                | fsm::CLEANING
-                | fsm::DEPLOYING
-                | fsm::DELETING
-                | fsm::INSPECTING
-                | fsm::RESCUING
-                | fsm::UNRESCUING
-        ) {
+        if !fsm::is_transient(&node.provision_state) {
             return Ok(());
         }
         let Some(lock) = self.reserve(&node.uuid).await? else {
@@ -738,13 +728,7 @@ impl Flows {
                 fsm::CLEANING if cleaning::finishing(&node) => {
                     cleaning::finish(&flows, &node).await
                 }
-                fsm::VERIFYING
-                | fsm::CLEANING
-                | fsm::DEPLOYING
-                | fsm::DELETING
-                | fsm::INSPECTING
-                | fsm::RESCUING
-                | fsm::UNRESCUING => flows.begin(&uuid, Event::Resume).await,
+                state if fsm::is_transient(state) => flows.begin(&uuid, Event::Resume).await,
                 // Moved on while we waited for the lock.
                 _ => Ok(()),
             };
