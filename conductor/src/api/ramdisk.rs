@@ -293,11 +293,10 @@ pub async fn heartbeat(
     let certs = state.config.certificates_dir();
     // The certificate the node's agent sent before, as any conductor
     // recorded it; compared under the node's row lock below.
+    // Agents beat on their node's UUID (the path IPA builds), so the
+    // certificate is looked up by it directly: one read, not two.
     let stored_pem = match &hb.agent_verify_ca {
-        Some(_) => match state.store.get_node(&ident).await {
-            Ok(node) => state.store.agent_certificate(&node.uuid).await?,
-            Err(_) => None,
-        },
+        Some(_) => state.store.agent_certificate(&ident).await?,
         None => None,
     };
     let require_tls = state.config.require_tls;
