@@ -365,3 +365,105 @@ async fn a_deploy_survives_the_death_of_its_conductor() {
         "{commands}"
     );
 }
+
+/// `conductor_group`: a group's nodes belong to its conductors alone.
+/// When the only conductor of a group dies, the others neither own its
+/// nodes nor take over its reservations.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conductor_group_keeps_its_nodes_to_its_own_conductors() {
+    let url = PgCluster::shared().create_database();
+    let c1 = start(&url, "conductor-1").await;
+    let _c2 = start(&url, "conductor-2").await;
+    let mut flags = vec!["--host", "conductor-3", "--conductor-group", "g2"];
+    flags.extend(FAST);
+    let mut c3 = Conductor::start_on_db(TestDb::Postgres(url.clone()), &flags).await;
+    wait_for(
+        "three conductors alive",
+        Duration::from_secs(20),
+        || async { (alive(&c1).await.values().filter(|a| **a).count() == 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        get(&c1, "/v1/conductors/conductor-3").await["conductor_group"],
+        "g2"
+    );
+    // Alive in the table; in every ring after the next rebuild (1 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut default_nodes = Vec::new();
+    let mut g2_nodes = Vec::new();
+    for i in 0..12 {
+        let group = if i % 3 == 0 { "g2" } else { "" };
+        let node = c1
+            .create_node(json!({"name": format!("grp{i}"), "driver": "fake-hardware",
+                                "conductor_group": group}))
+            .await;
+        let uuid = node["uuid"].as_str().expect("uuid").to_string();
+        if group == "g2" {
+            g2_nodes.push(uuid);
+        } else {
+            default_nodes.push(uuid);
+        }
+    }
+    let seen = owners(&c1).await;
+    for uuid in &g2_nodes {
+        assert_eq!(seen[uuid], json!("conductor-3"), "a g2 node");
+    }
+    for uuid in &default_nodes {
+        assert!(
+            seen[uuid] == json!("conductor-1") || seen[uuid] == json!("conductor-2"),
+            "a default-group node owned by {}",
+            seen[uuid]
+        );
+    }
+
+    // conductor-3 dies holding a g2 node: nobody else may take it.
+    let held = g2_nodes[0].clone();
+    assert_eq!(c1.db.set_reservation(&held, Some("conductor-3")), 1);
+    let _ = c3.proc.child.kill();
+    let _ = c3.proc.child.wait();
+    wait_for("conductor-3 dead", Duration::from_secs(20), || async {
+        (alive(&c1).await.get("conductor-3") == Some(&false)).then_some(())
+    })
+    .await;
+    // A few rounds of the others' periodic work (1 s each).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let seen = owners(&c1).await;
+    for uuid in &g2_nodes {
+        assert_eq!(seen[uuid], Value::Null, "a g2 node without its conductor");
+    }
+    let node = get(&c1, &format!("/v1/nodes/{held}")).await;
+    assert_eq!(node["reservation"], "conductor-3", "{node}");
+    let history = get(&c1, &format!("/v1/nodes/{held}/history")).await;
+    assert!(
+        history["history"].as_array().is_some_and(Vec::is_empty),
+        "{history}"
+    );
+    // New g2 nodes are refused while no conductor serves the group.
+    let resp = c1
+        .request(reqwest::Method::POST, "/v1/nodes")
+        .json(&json!({"driver": "fake-hardware", "conductor_group": "g2"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 400);
+
+    // Back again: the group's nodes and the lock are its own again.
+    c3.kill_and_restart().await;
+    wait_owners(
+        &c1,
+        &g2_nodes
+            .iter()
+            .map(|u| (u.clone(), json!("conductor-3")))
+            .chain(default_nodes.iter().map(|u| (u.clone(), seen[u].clone())))
+            .collect(),
+        "g2 back",
+    )
+    .await;
+    let node = get(&c1, &format!("/v1/nodes/{held}")).await;
+    assert_eq!(
+        node["reservation"],
+        Value::Null,
+        "its own start frees its locks: {node}"
+    );
+}
