@@ -467,3 +467,104 @@ async fn a_conductor_group_keeps_its_nodes_to_its_own_conductors() {
         "its own start frees its locks: {node}"
     );
 }
+
+/// The database goes away for 10 s in the middle of a deploy: requests get
+/// a clear 503, nothing is lost, and the deploy finishes once it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_survives_a_database_outage() {
+    use ferrite_tests::image_server::ImageServer;
+    use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
+    use ferrite_tests::Agent;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
+    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
+    let sum = sha256_file(&qcow);
+    let server = ImageServer::start(dir.path().to_path_buf()).await;
+    server.faults().rate = 1 << 20; // writing outlasts the outage
+    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+    let cluster = PgCluster::private();
+    let url = cluster.create_database();
+    let mut flags = vec!["--fast-track", "true", "--heartbeat-timeout", "4"];
+    flags.extend(FAST);
+    let c = Conductor::start_on_db(TestDb::Postgres(url), &flags).await;
+    let uuid = c.available_node(json!({"name": "outage"})).await;
+    c.create_port(&uuid, "52:54:00:fa:17:31").await;
+    let disks = format!("ferrite-disks={}", disk.path.display());
+    let _agent = Agent::start(&c.url, &["52:54:00:fa:17:31"], &[&disks]);
+    c.wait_agent(&uuid).await;
+    c.patch_node(
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
+            "image_disk_format": "qcow2"}}]),
+    )
+    .await;
+    assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
+    wait_for(
+        "write progress on the node",
+        Duration::from_secs(60),
+        || async {
+            let n = c.node(&uuid).await;
+            n["driver_internal_info"]["deploy_progress"]["bytes_received"]
+                .as_u64()
+                .filter(|b| *b > 0)
+        },
+    )
+    .await;
+    let before = get(&c, &format!("/v1/nodes/{uuid}/ports")).await;
+
+    cluster.stop().expect("stop PostgreSQL");
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(10) {
+        let resp = c
+            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status(), 503, "during the outage");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    cluster.restart().expect("start PostgreSQL again");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let resp = c
+            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"))
+            .send()
+            .await
+            .expect("GET");
+        if resp.status() == 200 {
+            let n: Value = resp.json().await.expect("json");
+            if n["provision_state"] == "active" {
+                break n;
+            }
+            assert_ne!(n["provision_state"], "deploy failed", "{n}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no active after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(done["last_error"], Value::Null);
+    same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
+    // The rows afterwards: unlocked, ports as they were, each state change once.
+    assert_eq!(done["reservation"], Value::Null);
+    assert_eq!(get(&c, &format!("/v1/nodes/{uuid}/ports")).await, before);
+    let history = get(&c, &format!("/v1/nodes/{uuid}/history?detail=true")).await;
+    let events: Vec<&str> = history["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    let mut unique = events.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        events.len(),
+        "an event recorded twice: {events:?}"
+    );
+}
