@@ -365,3 +365,206 @@ async fn a_deploy_survives_the_death_of_its_conductor() {
         "{commands}"
     );
 }
+
+/// `conductor_group`: a group's nodes belong to its conductors alone.
+/// When the only conductor of a group dies, the others neither own its
+/// nodes nor take over its reservations.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conductor_group_keeps_its_nodes_to_its_own_conductors() {
+    let url = PgCluster::shared().create_database();
+    let c1 = start(&url, "conductor-1").await;
+    let _c2 = start(&url, "conductor-2").await;
+    let mut flags = vec!["--host", "conductor-3", "--conductor-group", "g2"];
+    flags.extend(FAST);
+    let mut c3 = Conductor::start_on_db(TestDb::Postgres(url.clone()), &flags).await;
+    wait_for(
+        "three conductors alive",
+        Duration::from_secs(20),
+        || async { (alive(&c1).await.values().filter(|a| **a).count() == 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        get(&c1, "/v1/conductors/conductor-3").await["conductor_group"],
+        "g2"
+    );
+    // Alive in the table; in every ring after the next rebuild (1 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut default_nodes = Vec::new();
+    let mut g2_nodes = Vec::new();
+    for i in 0..12 {
+        let group = if i % 3 == 0 { "g2" } else { "" };
+        let node = c1
+            .create_node(json!({"name": format!("grp{i}"), "driver": "fake-hardware",
+                                "conductor_group": group}))
+            .await;
+        let uuid = node["uuid"].as_str().expect("uuid").to_string();
+        if group == "g2" {
+            g2_nodes.push(uuid);
+        } else {
+            default_nodes.push(uuid);
+        }
+    }
+    let seen = owners(&c1).await;
+    for uuid in &g2_nodes {
+        assert_eq!(seen[uuid], json!("conductor-3"), "a g2 node");
+    }
+    for uuid in &default_nodes {
+        assert!(
+            seen[uuid] == json!("conductor-1") || seen[uuid] == json!("conductor-2"),
+            "a default-group node owned by {}",
+            seen[uuid]
+        );
+    }
+
+    // conductor-3 dies holding a g2 node: nobody else may take it.
+    let held = g2_nodes[0].clone();
+    assert_eq!(c1.db.set_reservation(&held, Some("conductor-3")), 1);
+    let _ = c3.proc.child.kill();
+    let _ = c3.proc.child.wait();
+    wait_for("conductor-3 dead", Duration::from_secs(20), || async {
+        (alive(&c1).await.get("conductor-3") == Some(&false)).then_some(())
+    })
+    .await;
+    // A few rounds of the others' periodic work (1 s each).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let seen = owners(&c1).await;
+    for uuid in &g2_nodes {
+        assert_eq!(seen[uuid], Value::Null, "a g2 node without its conductor");
+    }
+    let node = get(&c1, &format!("/v1/nodes/{held}")).await;
+    assert_eq!(node["reservation"], "conductor-3", "{node}");
+    let history = get(&c1, &format!("/v1/nodes/{held}/history")).await;
+    assert!(
+        history["history"].as_array().is_some_and(Vec::is_empty),
+        "{history}"
+    );
+    // New g2 nodes are refused while no conductor serves the group.
+    let resp = c1
+        .request(reqwest::Method::POST, "/v1/nodes")
+        .json(&json!({"driver": "fake-hardware", "conductor_group": "g2"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 400);
+
+    // Back again: the group's nodes and the lock are its own again.
+    c3.kill_and_restart().await;
+    wait_owners(
+        &c1,
+        &g2_nodes
+            .iter()
+            .map(|u| (u.clone(), json!("conductor-3")))
+            .chain(default_nodes.iter().map(|u| (u.clone(), seen[u].clone())))
+            .collect(),
+        "g2 back",
+    )
+    .await;
+    let node = get(&c1, &format!("/v1/nodes/{held}")).await;
+    assert_eq!(
+        node["reservation"],
+        Value::Null,
+        "its own start frees its locks: {node}"
+    );
+}
+
+/// The database goes away for 10 s in the middle of a deploy: requests get
+/// a clear 503, nothing is lost, and the deploy finishes once it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_survives_a_database_outage() {
+    use ferrite_tests::image_server::ImageServer;
+    use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
+    use ferrite_tests::Agent;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
+    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
+    let sum = sha256_file(&qcow);
+    let server = ImageServer::start(dir.path().to_path_buf()).await;
+    server.faults().rate = 1 << 20; // writing outlasts the outage
+    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+    let cluster = PgCluster::private();
+    let url = cluster.create_database();
+    let mut flags = vec!["--fast-track", "true", "--heartbeat-timeout", "4"];
+    flags.extend(FAST);
+    let c = Conductor::start_on_db(TestDb::Postgres(url), &flags).await;
+    let uuid = c.available_node(json!({"name": "outage"})).await;
+    c.create_port(&uuid, "52:54:00:fa:17:31").await;
+    let disks = format!("ferrite-disks={}", disk.path.display());
+    let _agent = Agent::start(&c.url, &["52:54:00:fa:17:31"], &[&disks]);
+    c.wait_agent(&uuid).await;
+    c.patch_node(
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
+            "image_disk_format": "qcow2"}}]),
+    )
+    .await;
+    assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
+    wait_for(
+        "write progress on the node",
+        Duration::from_secs(60),
+        || async {
+            let n = c.node(&uuid).await;
+            n["driver_internal_info"]["deploy_progress"]["bytes_received"]
+                .as_u64()
+                .filter(|b| *b > 0)
+        },
+    )
+    .await;
+    let before = get(&c, &format!("/v1/nodes/{uuid}/ports")).await;
+
+    cluster.stop().expect("stop PostgreSQL");
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(10) {
+        let resp = c
+            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status(), 503, "during the outage");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    cluster.restart().expect("start PostgreSQL again");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let resp = c
+            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"))
+            .send()
+            .await
+            .expect("GET");
+        if resp.status() == 200 {
+            let n: Value = resp.json().await.expect("json");
+            if n["provision_state"] == "active" {
+                break n;
+            }
+            assert_ne!(n["provision_state"], "deploy failed", "{n}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no active after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(done["last_error"], Value::Null);
+    same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
+    // The rows afterwards: unlocked, ports as they were, each state change once.
+    assert_eq!(done["reservation"], Value::Null);
+    assert_eq!(get(&c, &format!("/v1/nodes/{uuid}/ports")).await, before);
+    let history = get(&c, &format!("/v1/nodes/{uuid}/history?detail=true")).await;
+    let events: Vec<&str> = history["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    let mut unique = events.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        events.len(),
+        "an event recorded twice: {events:?}"
+    );
+}
