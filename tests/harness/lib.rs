@@ -450,6 +450,19 @@ impl Conductor {
         .await
     }
 
+    /// Wait until no flow holds the node's lock: a state shows before the
+    /// flow that set it has finished (a power-off after a failure) and let go.
+    pub async fn wait_unlocked(&self, uuid: &str, within: Duration) -> Value {
+        wait_for(&format!("{uuid} unlocked"), within, || {
+            let n = self.node(uuid);
+            async move {
+                let n = n.await;
+                n["reservation"].is_null().then_some(n)
+            }
+        })
+        .await
+    }
+
     /// Wait until an agent has heartbeated for the node; its callback URL.
     pub async fn wait_agent(&self, uuid: &str) -> String {
         wait_for("the agent's heartbeat", Duration::from_secs(60), || {

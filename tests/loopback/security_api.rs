@@ -287,6 +287,7 @@ async fn tokens_go_only_to_the_nodes_ramdisk_and_die_with_the_flow() {
         },
     )
     .await;
+    c.wait_unlocked(&uuid, Duration::from_secs(10)).await;
     assert_eq!(
         heartbeat(&c, &uuid, &token, "http://127.0.0.1:9/").await,
         400
@@ -301,6 +302,8 @@ async fn tokens_go_only_to_the_nodes_ramdisk_and_die_with_the_flow() {
         .wait_state(&uuid, "clean failed", Duration::from_secs(30))
         .await;
     assert_eq!(c.agent_token(&uuid), None, "{node}");
+    // The state shows before the failed flow has powered off and let go.
+    c.wait_unlocked(&uuid, Duration::from_secs(10)).await;
     assert_eq!(
         heartbeat(&c, &uuid, &token, "http://127.0.0.1:9/").await,
         400

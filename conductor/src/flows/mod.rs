@@ -47,15 +47,32 @@ pub struct Flows {
     cluster: Arc<Membership>,
 }
 
-/// The node's exclusive lock, released when dropped.
+/// The node's exclusive lock. A flow gives it back with
+/// [`Reservation::release`], so the next caller finds the node free the
+/// moment the flow's task ends; dropping it (an early return, an error)
+/// releases it too, on PostgreSQL a statement later.
 pub struct Reservation {
     store: Arc<Store>,
     uuid: String,
     host: String,
+    released: bool,
+}
+
+impl Reservation {
+    /// Release the lock now, and wait until the database has it.
+    pub async fn release(mut self) {
+        self.released = true;
+        if let Err(e) = self.store.release(&self.uuid, &self.host).await {
+            warn!(node = %self.uuid, error = %e, "could not release the node lock");
+        }
+    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         if let Err(e) = self.store.release_on_drop(&self.uuid, &self.host) {
             warn!(node = %self.uuid, error = %e, "could not release the node lock");
         }
@@ -176,6 +193,7 @@ impl Flows {
                 store: self.store.clone(),
                 uuid: uuid.to_string(),
                 host: self.host.clone(),
+                released: false,
             }))
     }
 
@@ -286,12 +304,10 @@ impl Flows {
         let flows = self.clone();
         let uuid = updated.uuid.clone();
         tokio::spawn(async move {
-            {
-                let _lock = lock;
-                if let Err(e) = flows.begin(&uuid, event).await {
-                    warn!(node = %uuid, error = %format!("{e:#}"), "flow start failed");
-                }
+            if let Err(e) = flows.begin(&uuid, event).await {
+                warn!(node = %uuid, error = %format!("{e:#}"), "flow start failed");
             }
+            lock.release().await;
             flows.continue_fast_track(&uuid).await;
         });
         Ok(updated)
@@ -524,10 +540,25 @@ impl Flows {
                 return Ok(());
             }
         }
-        let Some(_lock) = self.reserve(uuid).await? else {
+        let Some(lock) = self.reserve(uuid).await? else {
             debug!(node = %uuid, "node locked; will retry on the next heartbeat");
             return Ok(());
         };
+        let outcome = self
+            .heartbeat_locked(uuid, node, waiting, backing_off.is_some())
+            .await;
+        lock.release().await;
+        outcome
+    }
+
+    /// The beat's work under the node's lock.
+    async fn heartbeat_locked(
+        &self,
+        uuid: &str,
+        node: Node,
+        waiting: bool,
+        backing_off: bool,
+    ) -> anyhow::Result<()> {
         // A beat is progress: it pushes the wait timeout back (Ironic's touch_provisioning).
         let node = if waiting {
             self.store
@@ -539,7 +570,7 @@ impl Flows {
         } else {
             node
         };
-        if backing_off.is_some() {
+        if backing_off {
             return Ok(());
         }
         match node.provision_state.as_str() {
@@ -576,7 +607,7 @@ impl Flows {
                     }
                 }
             }
-            let Some(_lock) = lock else {
+            let Some(lock) = lock else {
                 warn!(node = %uuid, "node stayed locked; inspection result left for the timeout");
                 return;
             };
@@ -590,6 +621,7 @@ impl Flows {
             if let Err(e) = outcome {
                 warn!(node = %uuid, error = %format!("{e:#}"), "finishing inspection failed");
             }
+            lock.release().await;
         });
     }
 
@@ -721,7 +753,6 @@ impl Flows {
         info!(node = %node.uuid, state = %node.provision_state, "resuming an interrupted flow");
         let flows = self.clone();
         tokio::spawn(async move {
-            let _lock = lock;
             let uuid = node.uuid.clone();
             let resumed = match node.provision_state.as_str() {
                 fsm::DEPLOYING if deploy::finishing(&node) => deploy::finish(&flows, &node).await,
@@ -735,6 +766,7 @@ impl Flows {
             if let Err(e) = resumed {
                 warn!(node = %uuid, error = %format!("{e:#}"), "resume failed");
             }
+            lock.release().await;
         });
         Ok(())
     }
