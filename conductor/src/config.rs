@@ -219,6 +219,11 @@ pub struct ConductorConfig {
     #[arg(long, env = "FERRITE_HASH_PARTITION_EXPONENT", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(0..=16))]
     pub hash_partition_exponent: u32,
+    /// `[api]max_limit`: the most items one page of a collection returns,
+    /// and the page size when a request gives no `limit`.
+    #[arg(long, env = "FERRITE_API_MAX_LIMIT", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub api_max_limit: u64,
     /// `[conductor]check_provision_state_interval`: seconds between timeout checks.
     #[arg(long, env = "FERRITE_PERIODIC_INTERVAL", default_value_t = 10)]
     pub periodic_interval: u64,

@@ -195,15 +195,21 @@ pub fn target_of(state: &str) -> Option<&'static str> {
 /// States whose progress is waited for with a timeout.
 /// States a flow passes through between steps: a conductor that stops
 /// there (restart, takeover) continues the flow.
+/// States a flow passes through between its steps, with nobody waiting
+/// on the agent: a conductor that stopped there resumes the flow.
+pub const TRANSIENT_STATES: [&str; 7] = [
+    VERIFYING, CLEANING, DEPLOYING, DELETING, INSPECTING, RESCUING, UNRESCUING,
+];
+
+/// States that wait for the agent to call back, under a timeout.
+pub const WAIT_STATES: [&str; 4] = [DEPLOYWAIT, CLEANWAIT, INSPECTWAIT, RESCUEWAIT];
+
 pub fn is_transient(state: &str) -> bool {
-    matches!(
-        state,
-        VERIFYING | CLEANING | DEPLOYING | DELETING | INSPECTING | RESCUING | UNRESCUING
-    )
+    TRANSIENT_STATES.contains(&state)
 }
 
 pub fn is_wait_state(state: &str) -> bool {
-    matches!(state, DEPLOYWAIT | CLEANWAIT | INSPECTWAIT | RESCUEWAIT)
+    WAIT_STATES.contains(&state)
 }
 
 #[cfg(test)]

@@ -236,6 +236,24 @@ impl TestDb {
         )
     }
 
+    /// The conductor's `--database` for this database.
+    pub fn url(&self) -> ferrite_conductor::store::DatabaseUrl {
+        match self {
+            Self::Sqlite(path) => ferrite_conductor::store::DatabaseUrl::Sqlite(path.clone()),
+            Self::Postgres(url) => ferrite_conductor::store::DatabaseUrl::Postgres(url.clone()),
+        }
+    }
+
+    /// Empty a node's listing columns, as in a row written before schema
+    /// version 6 added them.
+    pub fn forget_node_columns(&self, uuid: &str) -> u64 {
+        self.execute(
+            "UPDATE nodes SET driver = NULL, maintenance = NULL, fault = NULL, \
+             conductor_group = NULL, created_at = NULL WHERE uuid = $1",
+            [Some(uuid), None, None],
+        )
+    }
+
     /// Set or clear a node's reservation, as another conductor would hold it.
     pub fn set_reservation(&self, uuid: &str, holder: Option<&str>) -> u64 {
         self.execute(

@@ -193,10 +193,7 @@ pub async fn lookup_node(
         }
     }
     if !bmc_addresses.is_empty() {
-        let query = crate::store::NodeQuery {
-            provision_state: Some(fsm::INSPECTWAIT.into()),
-            ..Default::default()
-        };
+        let query = crate::store::NodeQuery::in_states(&[fsm::INSPECTWAIT]);
         let by_bmc: BTreeSet<String> = state
             .store
             .list_nodes(&query)

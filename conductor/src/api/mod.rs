@@ -111,10 +111,15 @@ async fn not_found() -> ApiError {
 pub struct ListParams {
     /// Fields to show: `?fields=`, else all with `detail`, else the short set.
     fields: Option<Vec<String>>,
-    limit: Option<usize>,
-    marker: Option<String>,
-    sort_key: Option<String>,
-    descending: bool,
+    /// Ironic's `validate_limit`: the request's, at most `[api]max_limit`,
+    /// which is also the default.
+    pub limit: usize,
+    pub marker: Option<String>,
+    pub sort_key: Option<String>,
+    pub descending: bool,
+    /// The other query parameters, repeated in the `next` link so the
+    /// next page has the same filters and order.
+    carried: Vec<(String, String)>,
 }
 
 impl ListParams {
@@ -125,12 +130,15 @@ impl ListParams {
         detail_route: bool,
         template: &Map<String, Value>,
         short_fields: &[&str],
+        max_limit: usize,
     ) -> ApiResult<Self> {
         let limit = params
             .get("limit")
             .map(|l| l.parse::<usize>().ok().filter(|n| *n > 0))
             .map(|l| l.ok_or_else(|| ApiError::bad_request("Limit must be positive")))
-            .transpose()?;
+            .transpose()?
+            .map_or(max_limit, |l| l.min(max_limit))
+            .max(1);
         let descending = match params.get("sort_dir").map(String::as_str) {
             None | Some("asc") => false,
             Some("desc") => true,
@@ -150,17 +158,39 @@ impl ListParams {
             None if detail => None,
             None => Some(views::owned(short_fields)),
         };
+        let mut carried: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "limit" | "marker"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        carried.sort();
         Ok(Self {
             fields,
             limit,
             marker: params.get("marker").cloned(),
             sort_key: params.get("sort_key").cloned(),
             descending,
+            carried,
         })
+    }
+
+    /// Ironic's `get_next`: a full page may have a next one.
+    fn next_link(&self, items: &[Map<String, Value>], collection_url: &str) -> Option<String> {
+        if items.len() != self.limit {
+            return None;
+        }
+        let last = items.last()?.get("uuid")?.as_str()?;
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.carried {
+            query.append_pair(k, v);
+        }
+        query.append_pair("limit", &self.limit.to_string());
+        query.append_pair("marker", last);
+        Some(format!("{collection_url}?{}", query.finish()))
     }
 }
 
-/// Sort, page and select fields; add `next` when a page was cut.
+/// Sort, page and select fields in memory; add `next` when a page is full.
 pub fn list_page(
     mut items: Vec<Map<String, Value>>,
     list: &ListParams,
@@ -169,9 +199,7 @@ pub fn list_page(
 ) -> ApiResult<Value> {
     if let Some(sort_key) = &list.sort_key {
         if items.first().is_some_and(|i| !i.contains_key(sort_key)) {
-            return Err(ApiError::bad_request(format!(
-                "The sort_key value \"{sort_key}\" is an invalid field for sorting"
-            )));
+            return Err(invalid_sort_key(sort_key));
         }
         items.sort_by_key(|i| sort_text(i.get(sort_key)));
     }
@@ -185,19 +213,19 @@ pub fn list_page(
             .ok_or_else(|| ApiError::bad_request(format!("Marker {marker} could not be found.")))?;
         items.drain(..=pos);
     }
-    let mut next = None;
-    if let Some(limit) = list.limit {
-        if items.len() > limit {
-            items.truncate(limit);
-            if let Some(last) = items
-                .last()
-                .and_then(|i| i.get("uuid"))
-                .and_then(Value::as_str)
-            {
-                next = Some(format!("{collection_url}?limit={limit}&marker={last}"));
-            }
-        }
-    }
+    items.truncate(list.limit);
+    Ok(render_page(items, list, collection_url, key))
+}
+
+/// A page already sorted and cut (by the database): select the fields and
+/// add `next` when it is full.
+pub fn render_page(
+    items: Vec<Map<String, Value>>,
+    list: &ListParams,
+    collection_url: &str,
+    key: &str,
+) -> Value {
+    let next = list.next_link(&items, collection_url);
     let shown: Vec<Value> = items
         .into_iter()
         .map(|i| views::select(i, list.fields.as_deref()))
@@ -206,7 +234,13 @@ pub fn list_page(
     if let Some(next) = next {
         page["next"] = Value::String(next);
     }
-    Ok(page)
+    page
+}
+
+pub fn invalid_sort_key(sort_key: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "The sort_key value \"{sort_key}\" is an invalid field for sorting"
+    ))
 }
 
 fn sort_text(v: Option<&Value>) -> String {

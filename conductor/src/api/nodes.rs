@@ -14,10 +14,10 @@ use serde_json::{json, Map, Value};
 use super::error::{parse_body, ApiError, ApiResult};
 use super::version::Requested;
 use super::views::{self, NODE_LIST_FIELDS};
-use super::{list_page, patch, AppState, ListParams};
+use super::{list_page, patch, render_page, AppState, ListParams};
 use crate::drivers::default_interfaces;
 use crate::fsm;
-use crate::store::NodeQuery;
+use crate::store::{NodeQuery, Page, SortKey};
 use crate::time::api_now;
 
 /// Attributes a client may set at creation or by PATCH.
@@ -173,6 +173,22 @@ fn fill_interfaces(node: &mut Node, given: &Map<String, Value>) {
     }
 }
 
+/// Node fields Ironic refuses to sort by (`invalid_sort_key_list`).
+const UNSORTABLE: &[&str] = &[
+    "properties",
+    "driver_info",
+    "extra",
+    "instance_info",
+    "driver_internal_info",
+    "clean_step",
+    "deploy_step",
+    "raid_config",
+    "target_raid_config",
+    "traits",
+    "network_data",
+    "service_step",
+];
+
 fn query_from(params: &HashMap<String, String>) -> ApiResult<NodeQuery> {
     let flag = |key: &str| -> ApiResult<Option<bool>> {
         params
@@ -186,12 +202,20 @@ fn query_from(params: &HashMap<String, String>) -> ApiResult<NodeQuery> {
             })
             .transpose()
     };
+    let text = |key: &str| params.get(key).cloned();
     Ok(NodeQuery {
-        provision_state: params.get("provision_state").cloned(),
-        driver: params.get("driver").cloned(),
+        provision_state: text("provision_state").into_iter().collect(),
+        driver: text("driver"),
         maintenance: flag("maintenance")?,
         associated: flag("associated")?,
-        resource_class: params.get("resource_class").cloned(),
+        resource_class: text("resource_class"),
+        fault: text("fault"),
+        conductor_group: text("conductor_group").map(|g| g.to_ascii_lowercase()),
+        owner: text("owner"),
+        lessee: text("lessee"),
+        retired: flag("retired")?,
+        instance_uuid: text("instance_uuid"),
+        page: None,
     })
 }
 
@@ -202,18 +226,54 @@ async fn list_impl(
 ) -> ApiResult<Json<Value>> {
     let base = state.config.public_url();
     let template = views::node_full(&Node::default(), &base);
-    let list = ListParams::parse(&params, detail, &template, NODE_LIST_FIELDS)?;
-    let nodes = state.store.list_nodes(&query_from(&params)?).await?;
-    let items = nodes
-        .into_iter()
-        .map(|n| views::node_full(&with_owner(&state, n), &base))
-        .collect();
-    Ok(Json(list_page(
-        items,
-        &list,
-        &format!("{base}/v1/nodes"),
-        "nodes",
-    )?))
+    let list = ListParams::parse(
+        &params,
+        detail,
+        &template,
+        NODE_LIST_FIELDS,
+        state.config.api_max_limit as usize,
+    )?;
+    let mut query = query_from(&params)?;
+    let sort = match list.sort_key.as_deref() {
+        Some(key) if UNSORTABLE.contains(&key) => return Err(super::invalid_sort_key(key)),
+        Some(key) => SortKey::column(key),
+        None => Some(SortKey::ID),
+    };
+    let url = format!("{base}/v1/nodes");
+    let render = |nodes: Vec<Node>| -> Vec<Map<String, Value>> {
+        nodes
+            .into_iter()
+            .map(|n| views::node_full(&with_owner(&state, n), &base))
+            .filter(|n| {
+                // Ironic filters by owner after the query, as here.
+                params
+                    .get("conductor")
+                    .is_none_or(|c| n.get("conductor").and_then(Value::as_str) == Some(c))
+            })
+            .collect()
+    };
+    let Some(sort) = sort else {
+        // A field that is not a column: filtered in SQL, sorted in memory.
+        let items = render(state.store.list_nodes(&query).await?);
+        return Ok(Json(list_page(items, &list, &url, "nodes")?));
+    };
+    if let Some(marker) = &list.marker {
+        // Ironic's Node.get_by_uuid: an unknown marker is a 404.
+        let found = state.store.get_node(marker).await?;
+        if &found.uuid != marker {
+            return Err(ApiError::not_found(format!(
+                "Node {marker} could not be found."
+            )));
+        }
+    }
+    query.page = Some(Page {
+        sort,
+        descending: list.descending,
+        marker: list.marker.clone(),
+        limit: list.limit,
+    });
+    let items = render(state.store.list_nodes(&query).await?);
+    Ok(Json(render_page(items, &list, &url, "nodes")))
 }
 
 pub async fn list(

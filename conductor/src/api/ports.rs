@@ -92,7 +92,13 @@ async fn list_impl(
 ) -> ApiResult<Json<Value>> {
     let base = state.config.public_url();
     let template = views::port_full(&Port::default(), &base);
-    let list = ListParams::parse(&params, detail, &template, PORT_LIST_FIELDS)?;
+    let list = ListParams::parse(
+        &params,
+        detail,
+        &template,
+        PORT_LIST_FIELDS,
+        state.config.api_max_limit as usize,
+    )?;
     let node_ident = node_filter.or_else(|| {
         params
             .get("node")

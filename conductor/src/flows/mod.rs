@@ -29,7 +29,7 @@ use crate::agent_clients::AgentClients;
 use crate::cluster::{Membership, MembershipConfig};
 use crate::config::ConductorConfig;
 use crate::fsm::{self, Event};
-use crate::store::{Store, StoreError};
+use crate::store::{NodeQuery, Store, StoreError};
 use transition::TransitionError;
 
 pub use deploy::validate as validate_deploy;
@@ -648,7 +648,8 @@ impl Flows {
     /// Fail nodes in wait states whose agent stopped calling back.
     pub async fn check_timeouts(&self) -> anyhow::Result<()> {
         let now = chrono::Utc::now().naive_utc();
-        for node in self.store.list_nodes(&Default::default()).await? {
+        let waiting = NodeQuery::in_states(&fsm::WAIT_STATES);
+        for node in self.store.list_nodes(&waiting).await? {
             if !self.cluster.owns(&node) {
                 continue;
             }
@@ -727,7 +728,8 @@ impl Flows {
     /// After a restart: flows that were between steps continue. Wait
     /// states continue on the next heartbeat by themselves.
     pub async fn resume_interrupted(self: &Arc<Self>) -> anyhow::Result<()> {
-        for node in self.store.list_nodes(&Default::default()).await? {
+        let between_steps = NodeQuery::in_states(&fsm::TRANSIENT_STATES);
+        for node in self.store.list_nodes(&between_steps).await? {
             if self.cluster.owns(&node) {
                 self.resume(node).await?;
             }

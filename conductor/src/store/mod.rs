@@ -6,6 +6,7 @@
 //! the default; and PostgreSQL, which several conductors share. The enum
 //! dispatches statically, because [`Store::update_node`] takes a closure.
 
+mod node_query;
 mod pg;
 mod rows;
 mod sqlite;
@@ -15,7 +16,8 @@ use std::path::Path;
 use ferrite_protocol::node::{Node, Port};
 use serde_json::Value;
 
-pub use rows::{ConductorRecord, HistoryEvent, NodeQuery, StoredInventory, CORRUPT_FAULT};
+pub use node_query::{NodeQuery, Page, SortKey};
+pub use rows::{ConductorRecord, HistoryEvent, StoredInventory, CORRUPT_FAULT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

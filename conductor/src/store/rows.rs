@@ -6,17 +6,8 @@ use ferrite_protocol::node::{Node, Port};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::node_query::{self, Param};
 use super::{StoreError, StoreResult};
-
-/// Filters for listing nodes (Ironic's query parameters).
-#[derive(Debug, Default, Clone)]
-pub struct NodeQuery {
-    pub provision_state: Option<String>,
-    pub driver: Option<String>,
-    pub maintenance: Option<bool>,
-    pub associated: Option<bool>,
-    pub resource_class: Option<String>,
-}
 
 /// `maintenance_reason`/`fault` of a node whose stored record cannot be read.
 pub const CORRUPT_FAULT: &str = "corrupt record";
@@ -77,6 +68,23 @@ pub mod schema {
         node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
         pem TEXT NOT NULL
     );";
+    /// The fields nodes are listed, filtered and sorted by, as columns
+    /// beside the document ([`super::node_query`]). NULL `driver` marks a
+    /// row written before them, filled when the store opens.
+    pub const V6_NODE_COLUMNS: &str = "ALTER TABLE nodes ADD COLUMN driver TEXT;
+    ALTER TABLE nodes ADD COLUMN maintenance BIGINT;
+    ALTER TABLE nodes ADD COLUMN resource_class TEXT;
+    ALTER TABLE nodes ADD COLUMN conductor_group TEXT;
+    ALTER TABLE nodes ADD COLUMN fault TEXT;
+    ALTER TABLE nodes ADD COLUMN owner TEXT;
+    ALTER TABLE nodes ADD COLUMN lessee TEXT;
+    ALTER TABLE nodes ADD COLUMN retired BIGINT;
+    ALTER TABLE nodes ADD COLUMN power_state TEXT;
+    ALTER TABLE nodes ADD COLUMN provision_updated_at TEXT;
+    ALTER TABLE nodes ADD COLUMN created_at TEXT;
+    ALTER TABLE nodes ADD COLUMN updated_at TEXT;
+    CREATE INDEX nodes_provision_state ON nodes(provision_state);
+    CREATE INDEX nodes_driver ON nodes(driver);";
 }
 
 pub mod sql {
@@ -84,9 +92,23 @@ pub mod sql {
     pub const NODE_BY_IDENT: &str =
         "SELECT data, reservation, uuid, name, instance_uuid, provision_state FROM nodes \
          WHERE uuid = $1 OR name = $1 ORDER BY uuid = $1 DESC LIMIT 1";
-    pub const LIST_NODES: &str = "SELECT data, reservation, uuid, name, instance_uuid, provision_state FROM nodes ORDER BY id";
-    pub const INSERT_NODE: &str = "INSERT INTO nodes (uuid, name, instance_uuid, provision_state, data) VALUES ($1, $2, $3, $4, $5)";
-    pub const UPDATE_NODE: &str = "UPDATE nodes SET name = $2, instance_uuid = $3, provision_state = $4, data = $5 WHERE uuid = $1";
+    /// `$6..$17` are [`super::node_query::columns`].
+    pub const INSERT_NODE: &str =
+        "INSERT INTO nodes (uuid, name, instance_uuid, provision_state, data, \
+         driver, maintenance, resource_class, conductor_group, fault, owner, lessee, retired, \
+         power_state, provision_updated_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+    pub const UPDATE_NODE: &str =
+        "UPDATE nodes SET name = $2, instance_uuid = $3, provision_state = $4, data = $5, \
+         driver = $6, maintenance = $7, resource_class = $8, conductor_group = $9, fault = $10, \
+         owner = $11, lessee = $12, retired = $13, power_state = $14, provision_updated_at = $15, \
+         created_at = $16, updated_at = $17 WHERE uuid = $1";
+    /// Rows from before schema version 6, whose columns are still empty.
+    pub const UNFILLED_NODES: &str =
+        "SELECT data, reservation, uuid, name, instance_uuid, provision_state FROM nodes WHERE driver IS NULL";
+    pub const SET_NODE_COLUMNS: &str = "UPDATE nodes SET driver = $2, maintenance = $3, resource_class = $4, \
+         conductor_group = $5, fault = $6, owner = $7, lessee = $8, retired = $9, power_state = $10, \
+         provision_updated_at = $11, created_at = $12, updated_at = $13 WHERE uuid = $1";
     pub const DELETE_NODE: &str = "DELETE FROM nodes WHERE uuid = $1";
     /// The lock is one atomic statement: one changed row means it was won.
     pub const RESERVE: &str =
@@ -153,6 +175,30 @@ pub struct NodeRow {
     pub name: Option<String>,
     pub instance_uuid: Option<String>,
     pub provision_state: String,
+}
+
+/// The parameters of [`sql::INSERT_NODE`] and [`sql::UPDATE_NODE`].
+pub fn node_params(node: &Node, data: String) -> Vec<Param> {
+    let mut params = vec![
+        Param::Text(Some(node.uuid.clone())),
+        Param::Text(node.name.clone()),
+        Param::Text(node.instance_uuid.clone()),
+        Param::Text(Some(node.provision_state.clone())),
+        Param::Text(Some(data)),
+    ];
+    params.extend(node_query::columns(node));
+    params
+}
+
+/// The parameters of [`sql::SET_NODE_COLUMNS`] for a row from before the
+/// columns existed: from its document, or as corrupt if that does not parse.
+pub fn fill_params(row: NodeRow) -> Vec<Param> {
+    let mut params = vec![Param::Text(Some(row.uuid.clone()))];
+    match decode(row) {
+        Ok(node) => params.extend(node_query::columns(&node)),
+        Err(_) => params.extend(node_query::corrupt_columns()),
+    }
+    params
 }
 
 /// For writes: the record must parse, or nothing overwrites its bytes.
@@ -235,21 +281,4 @@ pub fn inventory_from_text(
         plugin_data: serde_json::from_str(plugin_data)?,
         created_at,
     })
-}
-
-impl NodeQuery {
-    pub fn matches(&self, node: &Node) -> bool {
-        self.provision_state
-            .as_ref()
-            .is_none_or(|s| &node.provision_state == s)
-            && self.driver.as_ref().is_none_or(|d| &node.driver == d)
-            && self.maintenance.is_none_or(|m| node.maintenance == m)
-            && self
-                .associated
-                .is_none_or(|a| node.instance_uuid.is_some() == a)
-            && self
-                .resource_class
-                .as_ref()
-                .is_none_or(|r| node.resource_class.as_ref() == Some(r))
-    }
 }

@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX node_history_node ON node_history(node_uuid);",
     schema::V4_CONDUCTORS,
     schema::V5_AGENT_CERTIFICATES,
+    schema::V6_NODE_COLUMNS,
 ];
 
 /// Bring the schema up to date.

@@ -63,6 +63,13 @@ impl Db {
             .map_err(|e| StoreError::Config(e.to_string()))?;
         let db = Self { pool };
         migrations::run(&mut *db.client().await?).await?;
+        let filled = db.fill_node_columns().await?;
+        if filled > 0 {
+            tracing::info!(
+                nodes = filled,
+                "filled the listing columns of nodes stored before them"
+            );
+        }
         Ok(db)
     }
 

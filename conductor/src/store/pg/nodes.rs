@@ -1,14 +1,36 @@
 //! Node records.
 
 use ferrite_protocol::node::Node;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{constraint, Db};
+use crate::store::node_query::{self, NodeQuery, Param};
 use crate::store::rows::{
-    decode, decode_or_degraded, duplicate_node, encode_update, node_not_found, sql, NodeQuery,
-    NodeRow,
+    decode, decode_or_degraded, duplicate_node, encode_update, fill_params, node_not_found,
+    node_params, sql, NodeRow,
 };
 use crate::store::{StoreError, StoreResult};
+
+/// Generated statements' values, typed for the driver.
+fn bind(params: Vec<Param>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                Param::Text(t) => Box::new(t),
+                Param::Int(i) => Box::new(i),
+            }
+        })
+        .collect()
+}
+
+fn refs(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
 
 fn node_row(row: &Row) -> StoreResult<NodeRow> {
     Ok(NodeRow {
@@ -24,18 +46,10 @@ fn node_row(row: &Row) -> StoreResult<NodeRow> {
 impl Db {
     pub async fn create_node(&self, node: &Node) -> StoreResult<()> {
         let data = serde_json::to_string(node)?;
+        let values = bind(node_params(node, data));
         self.client()
             .await?
-            .execute(
-                sql::INSERT_NODE,
-                &[
-                    &node.uuid,
-                    &node.name,
-                    &node.instance_uuid,
-                    &node.provision_state,
-                    &data,
-                ],
-            )
+            .execute(sql::INSERT_NODE, &refs(&values))
             .await
             .map_err(|e| constraint(e, || duplicate_node(node)))?;
         Ok(())
@@ -52,15 +66,25 @@ impl Db {
     }
 
     pub async fn list_nodes(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
-        let rows = self.client().await?.query(sql::LIST_NODES, &[]).await?;
-        let mut nodes = Vec::new();
-        for row in rows {
-            let node = decode_or_degraded(node_row(&row)?);
-            if query.matches(&node) {
-                nodes.push(node);
-            }
+        let (text, params) = node_query::select(query);
+        let values = bind(params);
+        let rows = self.client().await?.query(&text, &refs(&values)).await?;
+        rows.iter()
+            .map(|row| Ok(decode_or_degraded(node_row(row)?)))
+            .collect()
+    }
+
+    /// Fill the columns of rows written before schema version 6.
+    pub(super) async fn fill_node_columns(&self) -> StoreResult<usize> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let rows = tx.query(sql::UNFILLED_NODES, &[]).await?;
+        for row in &rows {
+            let values = bind(fill_params(node_row(row)?));
+            tx.execute(sql::SET_NODE_COLUMNS, &refs(&values)).await?;
         }
-        Ok(nodes)
+        tx.commit().await?;
+        Ok(rows.len())
     }
 
     /// Read-modify-write one node in a transaction that holds its row lock.
@@ -81,18 +105,10 @@ impl Db {
         update(&mut node)?;
         node.uuid = uuid;
         let data = encode_update(&mut node)?;
-        tx.execute(
-            sql::UPDATE_NODE,
-            &[
-                &node.uuid,
-                &node.name,
-                &node.instance_uuid,
-                &node.provision_state,
-                &data,
-            ],
-        )
-        .await
-        .map_err(|e| constraint(e, || duplicate_node(&node)))?;
+        let values = bind(node_params(&node, data));
+        tx.execute(sql::UPDATE_NODE, &refs(&values))
+            .await
+            .map_err(|e| constraint(e, || duplicate_node(&node)))?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(node)
     }

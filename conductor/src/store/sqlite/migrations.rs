@@ -54,6 +54,7 @@ pub fn migrations() -> Migrations<'static> {
         // which each builds the hash ring.
         M::up(schema::V4_CONDUCTORS),
         M::up(schema::V5_AGENT_CERTIFICATES),
+        M::up(schema::V6_NODE_COLUMNS),
     ])
 }
 

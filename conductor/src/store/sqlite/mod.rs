@@ -43,9 +43,17 @@ impl Db {
         migrations::migrations()
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Self {
+        let db = Self {
             conn: Mutex::new(conn),
-        })
+        };
+        let filled = db.fill_node_columns()?;
+        if filled > 0 {
+            tracing::info!(
+                nodes = filled,
+                "filled the listing columns of nodes stored before them"
+            );
+        }
+        Ok(db)
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

@@ -1,14 +1,24 @@
 //! Node records.
 
 use ferrite_protocol::node::Node;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 
 use super::{constraint, q, Db};
+use crate::store::node_query::{self, NodeQuery, Param};
 use crate::store::rows::{
-    decode, decode_or_degraded, duplicate_node, encode_update, node_not_found, sql, NodeQuery,
-    NodeRow,
+    decode, decode_or_degraded, duplicate_node, encode_update, fill_params, node_not_found,
+    node_params, sql, NodeRow,
 };
 use crate::store::{StoreError, StoreResult};
+
+fn bind(params: Vec<Param>) -> impl rusqlite::Params {
+    params_from_iter(params.into_iter().map(|p| match p {
+        Param::Text(Some(t)) => SqlValue::Text(t),
+        Param::Text(None) => SqlValue::Null,
+        Param::Int(i) => SqlValue::Integer(i),
+    }))
+}
 
 fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRow> {
     Ok(NodeRow {
@@ -25,16 +35,7 @@ impl Db {
     pub fn create_node(&self, node: &Node) -> StoreResult<()> {
         let data = serde_json::to_string(node)?;
         self.conn()
-            .execute(
-                &q(sql::INSERT_NODE),
-                params![
-                    node.uuid,
-                    node.name,
-                    node.instance_uuid,
-                    node.provision_state,
-                    data
-                ],
-            )
+            .execute(&q(sql::INSERT_NODE), bind(node_params(node, data)))
             .map_err(|e| constraint(e, || duplicate_node(node)))?;
         Ok(())
     }
@@ -50,17 +51,31 @@ impl Db {
     }
 
     pub fn list_nodes(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
+        let (text, params) = node_query::select(query);
         let conn = self.conn();
-        let mut stmt = conn.prepare(sql::LIST_NODES)?;
-        let rows = stmt.query_map([], node_from_row)?;
+        let mut stmt = conn.prepare(&q(&text))?;
+        let rows = stmt.query_map(bind(params), node_from_row)?;
         let mut nodes = Vec::new();
         for row in rows {
-            let node = decode_or_degraded(row?);
-            if query.matches(&node) {
-                nodes.push(node);
-            }
+            nodes.push(decode_or_degraded(row?));
         }
         Ok(nodes)
+    }
+
+    /// Fill the columns of rows written before schema version 6.
+    pub(super) fn fill_node_columns(&self) -> StoreResult<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let rows: Vec<NodeRow> = tx
+            .prepare(sql::UNFILLED_NODES)?
+            .query_map([], node_from_row)?
+            .collect::<Result<_, _>>()?;
+        let count = rows.len();
+        for row in rows {
+            tx.execute(&q(sql::SET_NODE_COLUMNS), bind(fill_params(row)))?;
+        }
+        tx.commit()?;
+        Ok(count)
     }
 
     /// Read-modify-write one node atomically. `update` may refuse with an error.
@@ -80,17 +95,8 @@ impl Db {
         update(&mut node)?;
         node.uuid = uuid;
         let data = encode_update(&mut node)?;
-        tx.execute(
-            &q(sql::UPDATE_NODE),
-            params![
-                node.uuid,
-                node.name,
-                node.instance_uuid,
-                node.provision_state,
-                data
-            ],
-        )
-        .map_err(|e| constraint(e, || duplicate_node(&node)))?;
+        tx.execute(&q(sql::UPDATE_NODE), bind(node_params(&node, data)))
+            .map_err(|e| constraint(e, || duplicate_node(&node)))?;
         tx.commit().map_err(StoreError::from)?;
         Ok(node)
     }
