@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use agent::{Fleet, Phase, Spec, Stats};
 use conn::Endpoint;
 use procstat::Meter;
-use report::{KindReport, Report, SteadyReport, StormReport};
+use report::{KindReport, ListReport, Report, SteadyReport, StormReport};
 use systems::Kind;
 
 #[derive(Parser)]
@@ -94,6 +94,9 @@ struct RunArgs {
     /// `--system external`: `Authorization` header value for the admin API.
     #[arg(long, env = "BENCH_FLEET_AUTHORIZATION")]
     authorization: Option<String>,
+    /// Times each listing query is timed after enrollment (0: none).
+    #[arg(long, default_value_t = 20)]
+    list_repeat: usize,
     /// The JSON report.
     #[arg(long)]
     out: PathBuf,
@@ -193,6 +196,17 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let enroll_seconds = systems::enroll(&system, n, args.enroll_in_flight).await?;
     let enroll_usage = meter.usage_since(&mark);
     say(&format!("enrolled in {enroll_seconds:.1} s"));
+    let lists: Vec<ListReport> = systems::time_lists(&system, args.list_repeat)
+        .await?
+        .into_iter()
+        .map(|(query, took, items)| ListReport::new(query, took, items))
+        .collect();
+    for l in &lists {
+        say(&format!(
+            "GET {}: p50 {:.1} ms, max {:.1} ms",
+            l.query, l.p50_ms, l.max_ms
+        ));
+    }
 
     let (fake_url, fake) = fake_agent::start().await?;
     // Bound then released: nothing listens there.
@@ -268,6 +282,10 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         ));
         tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
         let measured = Arc::new(Stats::default());
+        let db_before = match &system.database {
+            Some(url) => Some(systems::db_counters(url)?),
+            None => None,
+        };
         let mark = meter.mark();
         tx.send_replace(Arc::new(Phase {
             heartbeat_timeout: Some(timeout),
@@ -276,6 +294,10 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         }));
         tokio::time::sleep(Duration::from_secs_f64(measure)).await;
         let usage = meter.usage_since(&mark);
+        let db_window = match (&system.database, db_before) {
+            (Some(url), Some(before)) => Some(systems::db_counters(url)?.since(&before)),
+            _ => None,
+        };
         // Whatever comes next counts elsewhere; wait for this window's late replies.
         tx.send_replace(Arc::new(Phase {
             heartbeat_timeout: Some(timeout),
@@ -283,7 +305,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
             stop: false,
         }));
         drain(&measured, drain_limit).await;
-        let report = SteadyReport::new(
+        let mut report = SteadyReport::new(
             rate,
             timeout,
             warmup,
@@ -293,6 +315,10 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
             usage,
             args.p99_target_ms,
         );
+        if let Some(window) = db_window {
+            let beats = report.requests.get(agent::HEARTBEAT).map_or(0, |b| b.ok);
+            report.database = Some(report::DbPerBeat::new(window, beats));
+        }
         say(&format!(
             "steady {rate}/s: {:.1}/s ok, p99 {:?} ms, {} errors",
             report.achieved_rate, report.heartbeat_p99_ms, report.errors
@@ -333,6 +359,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         api_urls: system.api_urls.clone(),
         enroll_seconds: procstat::round3(enroll_seconds),
         enroll_processes: enroll_usage,
+        lists,
         storm: StormReport {
             spread_seconds: args.storm_spread,
             all_heartbeated_after_s: storm_done_after.map(procstat::round3),

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::agent::{KindStats, HEARTBEAT, LOOKUP};
 use crate::procstat::{round3, Usage};
+use crate::systems::DbCounters;
 
 #[derive(Serialize)]
 pub struct KindReport {
@@ -70,6 +71,28 @@ pub struct SteadyReport {
     pub warmup: BTreeMap<String, KindReport>,
     pub requests: BTreeMap<String, KindReport>,
     pub processes: Vec<Usage>,
+    /// PostgreSQL's counters over the window, per successful heartbeat.
+    pub database: Option<DbPerBeat>,
+}
+
+#[derive(Serialize)]
+pub struct DbPerBeat {
+    pub window: DbCounters,
+    pub commits_per_heartbeat: f64,
+    pub rows_written_per_heartbeat: f64,
+    pub rows_read_per_heartbeat: f64,
+}
+
+impl DbPerBeat {
+    pub fn new(window: DbCounters, heartbeats: u64) -> Self {
+        let per = |v: i64| round3(v as f64 / heartbeats.max(1) as f64);
+        Self {
+            commits_per_heartbeat: per(window.commits),
+            rows_written_per_heartbeat: per(window.rows_written),
+            rows_read_per_heartbeat: per(window.rows_read),
+            window,
+        }
+    }
 }
 
 impl SteadyReport {
@@ -100,6 +123,30 @@ impl SteadyReport {
             warmup,
             requests,
             processes,
+            database: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ListReport {
+    pub query: String,
+    pub repeat: usize,
+    pub nodes_returned: usize,
+    pub p50_ms: f64,
+    pub max_ms: f64,
+}
+
+impl ListReport {
+    pub fn new(query: String, mut took_ms: Vec<f64>, nodes_returned: usize) -> Self {
+        took_ms.sort_by(f64::total_cmp);
+        let at = |q: f64| took_ms.get(((took_ms.len() as f64 - 1.0) * q).round() as usize);
+        Self {
+            query,
+            repeat: took_ms.len(),
+            nodes_returned,
+            p50_ms: at(0.5).copied().unwrap_or(0.0),
+            max_ms: took_ms.last().copied().unwrap_or(0.0),
         }
     }
 }
@@ -115,6 +162,8 @@ pub struct Report {
     pub api_urls: Vec<String>,
     pub enroll_seconds: f64,
     pub enroll_processes: Vec<Usage>,
+    /// Listing queries on the enrolled fleet, before the storm.
+    pub lists: Vec<ListReport>,
     pub storm: StormReport,
     pub steady: Vec<SteadyReport>,
     /// The highest offered rate held (p99 under the target, no errors).
@@ -223,16 +272,25 @@ pub fn tables(reports: &[Value]) -> String {
     );
     let _ = writeln!(
         out,
-        "| configuration | N | offered/s | achieved/s | p50 | p99 | errors | server CPU % of a core | server peak MiB | simulator CPU % |"
+        "| configuration | N | offered/s | achieved/s | p50 | p99 | errors | server CPU % of a core | server peak MiB | simulator CPU % | PostgreSQL commits / rows written per heartbeat |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         for s in r["steady"].as_array().into_iter().flatten() {
             let (_, pct, mem) = servers(&s["processes"]);
             let window = s["window_seconds"].as_f64().unwrap_or(1.0).max(1e-3);
+            let db = &s["database"];
+            let per_beat = if db.is_object() {
+                format!(
+                    "{} / {}",
+                    db["commits_per_heartbeat"], db["rows_written_per_heartbeat"]
+                )
+            } else {
+                "–".into()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.0} | {} | {} | {} | {:.1} | {:.0} | {:.1} |",
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {} |",
                 name(r),
                 r["agents"],
                 s["offered_rate"],
@@ -243,7 +301,36 @@ pub fn tables(reports: &[Value]) -> String {
                 pct,
                 mem,
                 100.0 * simulator(&s["processes"]) / window,
+                per_beat,
             );
+        }
+    }
+    if reports
+        .iter()
+        .any(|r| r["lists"].as_array().is_some_and(|l| !l.is_empty()))
+    {
+        let _ = writeln!(
+            out,
+            "\n**Listing** (after enrollment, before the storm; ms, p50 / max)\n"
+        );
+        let _ = writeln!(
+            out,
+            "| configuration | N | query | nodes returned | p50 / max |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for r in reports {
+            for l in r["lists"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | `{}` | {} | {} / {} |",
+                    name(r),
+                    r["agents"],
+                    l["query"].as_str().unwrap_or("?"),
+                    l["nodes_returned"],
+                    ms(&l["p50_ms"]),
+                    ms(&l["max_ms"]),
+                );
+            }
         }
     }
     let _ = writeln!(

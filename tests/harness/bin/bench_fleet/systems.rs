@@ -34,6 +34,9 @@ pub struct System {
     pub watched: Vec<Watched>,
     /// Where the servers log, for the report.
     pub logs: Vec<String>,
+    /// The shared PostgreSQL database, whose statistics the steady phases
+    /// read (writes per heartbeat).
+    pub database: Option<String>,
     /// Keeps the servers running; they stop when the system is dropped.
     _guards: Vec<Box<dyn Any>>,
 }
@@ -71,6 +74,7 @@ async fn ferrite() -> System {
             scope: Scope::Pid(conductor.proc.child.id()),
         }],
         logs: vec![conductor.proc.log.display().to_string()],
+        database: None,
         _guards: vec![Box::new(conductor)],
     }
 }
@@ -133,6 +137,7 @@ async fn ferrite_pg3() -> anyhow::Result<System> {
         authorization: Some(ferrite_tests::api_authorization()),
         watched,
         logs,
+        database: Some(url),
         _guards: guards,
     })
 }
@@ -163,6 +168,7 @@ async fn ironic() -> System {
             .join("state/log/ironic.log")
             .display()
             .to_string()],
+        database: None,
         _guards: vec![Box::new(ironic)],
     }
 }
@@ -184,6 +190,7 @@ fn external(opts: &Options) -> anyhow::Result<System> {
             })
             .collect(),
         logs: vec![],
+        database: None,
         _guards: vec![],
     })
 }
@@ -310,4 +317,80 @@ pub async fn enroll(system: &System, n: usize, in_flight: usize) -> anyhow::Resu
         .try_collect::<()>()
         .await?;
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// The operator's listing queries, timed on a quiet system after
+/// enrollment: a first page, a filtered page of UUIDs, a full detailed page.
+pub const LIST_QUERIES: &[&str] = &[
+    "/v1/nodes?limit=1",
+    "/v1/nodes?provision_state=manageable&fields=uuid&limit=100",
+    "/v1/nodes/detail?limit=1000",
+];
+
+/// Each of [`LIST_QUERIES`] `repeat` times in turn; its latencies (ms) and
+/// the number of nodes its last answer held.
+pub async fn time_lists(
+    system: &System,
+    repeat: usize,
+) -> anyhow::Result<Vec<(String, Vec<f64>, usize)>> {
+    let http = admin_client(system.authorization.as_deref())?;
+    let api = &system.api_urls[0];
+    let mut out = Vec::new();
+    for query in LIST_QUERIES {
+        let mut took = Vec::with_capacity(repeat);
+        let mut items = 0;
+        for _ in 0..repeat {
+            let started = Instant::now();
+            let (status, body) =
+                call(&http, reqwest::Method::GET, &format!("{api}{query}"), None).await?;
+            took.push(started.elapsed().as_secs_f64() * 1e3);
+            if status != 200 {
+                bail!("GET {query}: {status} {body}");
+            }
+            items = body["nodes"].as_array().map_or(0, Vec::len);
+        }
+        out.push((query.to_string(), took, items));
+    }
+    Ok(out)
+}
+
+/// PostgreSQL's own counters for one database (`pg_stat_database`).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct DbCounters {
+    pub commits: i64,
+    pub rows_written: i64,
+    pub rows_read: i64,
+}
+
+impl DbCounters {
+    pub fn since(&self, earlier: &DbCounters) -> DbCounters {
+        DbCounters {
+            commits: self.commits - earlier.commits,
+            rows_written: self.rows_written - earlier.rows_written,
+            rows_read: self.rows_read - earlier.rows_read,
+        }
+    }
+}
+
+/// Read the counters on a new connection (a session caches its snapshot).
+/// PostgreSQL flushes them about once a second, which a window of many
+/// seconds absorbs.
+pub fn db_counters(url: &str) -> anyhow::Result<DbCounters> {
+    let row = ferrite_tests::pg::blocking(url, |c| {
+        Box::pin(async move {
+            c.query_one(
+                "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted, tup_fetched \
+                 FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)))
+        })
+    })
+    .context("reading pg_stat_database")?;
+    Ok(DbCounters {
+        commits: row.0,
+        rows_written: row.1,
+        rows_read: row.2,
+    })
 }
