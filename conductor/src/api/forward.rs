@@ -144,6 +144,12 @@ async fn decide(
     no_host: StatusCode,
 ) -> Result<Route, ApiError> {
     let cluster = state.flows.cluster();
+    // One group in the table (the usual case): no node read on the
+    // heartbeat's path. A node moved by PATCH to a group that has no
+    // conductor at all is then served here, as it was before groups.
+    if !cluster.other_groups() {
+        return Ok(Route::Here);
+    }
     let node = match state.store.get_node(ident).await {
         Ok(node) => node,
         Err(StoreError::NotFound(_)) => return Ok(Route::Here),

@@ -50,6 +50,8 @@ struct View {
     dead: Vec<String>,
     /// The live conductors' API URLs, from the same read as the rings.
     api_urls: HashMap<String, String>,
+    /// Whether any conductor, live or dead, is of another group.
+    other_groups: bool,
 }
 
 fn now_us() -> i64 {
@@ -113,6 +115,9 @@ impl Membership {
     /// Rebuild the rings from the live rows.
     pub async fn rebuild(&self) -> StoreResult<()> {
         let rows = self.store.list_conductors().await?;
+        let other_groups = rows
+            .iter()
+            .any(|c| c.conductor_group != self.config.conductor_group);
         let cutoff = self.alive_after_us();
         let (live, dead): (Vec<_>, Vec<_>) = rows
             .into_iter()
@@ -133,6 +138,7 @@ impl Membership {
             rings: Rings::build(&entries, self.config.partition_exponent),
             dead: dead.into_iter().map(|c| c.hostname).collect(),
             api_urls,
+            other_groups,
         };
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
         Ok(())
@@ -158,6 +164,12 @@ impl Membership {
     /// Where a live conductor serves its API (its `api_url` row).
     pub fn api_url(&self, hostname: &str) -> Option<String> {
         self.view().api_urls.get(hostname).cloned()
+    }
+
+    /// Whether a conductor of another group has registered (and not been
+    /// removed from the table): only then can a node need another group.
+    pub fn other_groups(&self) -> bool {
+        self.view().other_groups
     }
 
     /// Whether `hostname` is a registered conductor that is dead now.
