@@ -570,9 +570,28 @@ async fn a_deploy_survives_a_database_outage() {
 }
 
 async fn start_in(url: &str, host: &str, group: &str) -> Conductor {
+    start_in_with(url, host, group, &[]).await
+}
+
+async fn start_in_with(url: &str, host: &str, group: &str, extra: &[String]) -> Conductor {
     let mut flags = vec!["--host", host, "--conductor-group", group];
     flags.extend(FAST);
+    flags.extend(extra.iter().map(String::as_str));
     Conductor::start_on_db(TestDb::Postgres(url.to_string()), &flags).await
+}
+
+/// HTTPS with a certificate for 127.0.0.1 signed by a CA made in `dir`.
+fn tls_flags(dir: &std::path::Path) -> Vec<String> {
+    let (ca, cert, key) = ferrite_tests::tls::ca_and_server(dir);
+    [
+        "--tls-cert".to_string(),
+        cert.display().to_string(),
+        "--tls-key".to_string(),
+        key.display().to_string(),
+        "--tls-ca".to_string(),
+        ca.display().to_string(),
+    ]
+    .to_vec()
 }
 
 /// A request to `c` for `path` with `body`: status, headers and body text.
@@ -779,5 +798,68 @@ async fn a_request_for_another_groups_node_is_forwarded_to_its_owner() {
         conductors_in_history(&get(&g1, &format!("/v1/nodes/{uuid}/history")).await).len(),
         by.len(),
         "no new history"
+    );
+}
+
+/// Peers on https: the forwarding conductor verifies the owner against
+/// its `--tls-ca`. One that does not trust the owner's CA does not send
+/// the request (503), and the node is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarding_to_an_https_owner_verifies_its_certificate() {
+    let url = PgCluster::shared().create_database();
+    let shared = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    let tls = tls_flags(shared.path());
+    let g1 = start_in_with(&url, "conductor-g1", "g1", &tls).await;
+    let g2 = start_in_with(&url, "conductor-g2", "g2", &tls).await;
+    let stranger = start_in_with(&url, "conductor-g1b", "g1", &tls_flags(other.path())).await;
+    assert!(g1.url.starts_with("https://"), "{}", g1.url);
+    wait_for(
+        "three conductors alive",
+        Duration::from_secs(20),
+        || async { (alive(&g1).await.values().filter(|a| **a).count() == 3).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let node = g1
+        .create_node(json!({"name": "far", "driver": "fake-hardware", "conductor_group": "g2"}))
+        .await;
+    let uuid = node["uuid"].as_str().expect("uuid").to_string();
+    let path = format!("/v1/nodes/{uuid}/states/provision");
+
+    // The owner's CA is not the stranger's: refused before any request.
+    let (code, _, body) = send(
+        &stranger,
+        reqwest::Method::PUT,
+        &path,
+        json!({"target": "manage"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(fault(&body).contains("could not be reached"), "{body}");
+    assert!(fault(&body).contains("invalid peer certificate"), "{body}");
+    assert_eq!(g1.node(&uuid).await["provision_state"], "enroll");
+    assert!(
+        !g2.proc.log_text().contains("serving a forwarded request"),
+        "g2 served a request over an unverified connection"
+    );
+
+    let (code, _, body) = send(
+        &g1,
+        reqwest::Method::PUT,
+        &path,
+        json!({"target": "manage"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    g1.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
+    let history = get(&g1, &format!("/v1/nodes/{uuid}/history?detail=true")).await;
+    let by = conductors_in_history(&history);
+    assert!(
+        !by.is_empty() && by.iter().all(|c| c == "conductor-g2"),
+        "{history}"
     );
 }

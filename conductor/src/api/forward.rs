@@ -191,6 +191,20 @@ async fn decide(
     })
 }
 
+/// An error and its sources, as one line.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// 503, which [`ApiError`] answers with `Retry-After`.
 fn unavailable(message: String) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
@@ -229,7 +243,9 @@ impl Forwarder {
             }
         }
         let unreachable = |e: reqwest::Error| {
-            // reqwest's text names the URL, never the headers.
+            // reqwest's text names the URL, never the headers; its causes
+            // say why (refused, timed out, the certificate).
+            let e = causes(&e);
             warn!(%owner, error = %e, "the node's conductor could not be reached");
             unavailable(format!(
                 "The conductor {owner} that serves this node could not be reached at {base}: {e}. Please retry."
@@ -274,6 +290,7 @@ impl Forwarder {
                 Ok(None) => break,
                 // Sent, and maybe done: the outcome is unknown, not refused.
                 Err(e) => {
+                    let e = causes(&e);
                     warn!(%owner, error = %e, "the answer of the node's conductor was cut");
                     return Err(ApiError::new(
                         StatusCode::BAD_GATEWAY,
