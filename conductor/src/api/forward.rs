@@ -28,8 +28,9 @@ use crate::store::StoreError;
 pub const FORWARDED_BY: &str = "x-ferrite-forwarded-by";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The whole exchange with the owner, its answer included.
-const TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The whole exchange with the owner, its answer included: under
+/// `--request-timeout`'s default (60 s), so the client hears why.
+const TOTAL_TIMEOUT: Duration = Duration::from_secs(45);
 /// What the API answers are: small JSON documents or none.
 const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
@@ -243,13 +244,17 @@ impl Forwarder {
             }
         }
         let unreachable = |e: reqwest::Error| {
+            let connect = e.is_connect();
             // reqwest's text names the URL, never the headers; its causes
             // say why (refused, timed out, the certificate).
             let e = causes(&e);
             warn!(%owner, error = %e, "the node's conductor could not be reached");
-            unavailable(format!(
-                "The conductor {owner} that serves this node could not be reached at {base}: {e}. Please retry."
-            ))
+            unavailable(if connect {
+                format!("The conductor {owner} that serves this node could not be reached at {base}: {e}. Please retry.")
+            } else {
+                // Sent: it may be under way; a retry of a done verb is refused.
+                format!("The conductor {owner} that serves this node did not answer from {base}: {e}. The node's state shows whether the request was done.")
+            })
         };
         let mut answer = match out.send().await {
             Ok(a) => a,
