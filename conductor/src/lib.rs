@@ -64,6 +64,7 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         config: config.clone(),
         flows: flows.clone(),
         pairing: Arc::default(),
+        forwarder: Arc::new(api::forward::Forwarder::new(&config)?),
     };
     if let Some(tftp) = config.tftp_listen {
         boot::tftp::start(

@@ -568,3 +568,298 @@ async fn a_deploy_survives_a_database_outage() {
         "an event recorded twice: {events:?}"
     );
 }
+
+async fn start_in(url: &str, host: &str, group: &str) -> Conductor {
+    start_in_with(url, host, group, &[]).await
+}
+
+async fn start_in_with(url: &str, host: &str, group: &str, extra: &[String]) -> Conductor {
+    let mut flags = vec!["--host", host, "--conductor-group", group];
+    flags.extend(FAST);
+    flags.extend(extra.iter().map(String::as_str));
+    Conductor::start_on_db(TestDb::Postgres(url.to_string()), &flags).await
+}
+
+/// HTTPS with a certificate for 127.0.0.1 signed by a CA made in `dir`.
+fn tls_flags(dir: &std::path::Path) -> Vec<String> {
+    let (ca, cert, key) = ferrite_tests::tls::ca_and_server(dir);
+    [
+        "--tls-cert".to_string(),
+        cert.display().to_string(),
+        "--tls-key".to_string(),
+        key.display().to_string(),
+        "--tls-ca".to_string(),
+        ca.display().to_string(),
+    ]
+    .to_vec()
+}
+
+/// A request to `c` for `path` with `body`: status, headers and body text.
+async fn send(
+    c: &Conductor,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+    extra: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = c.request(method, path).json(&body);
+    for (name, value) in extra {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.expect("body"))
+}
+
+/// The Ironic fault's text in an error body.
+fn fault(body: &str) -> String {
+    serde_json::from_str::<ferrite_protocol::IronicErrorBody>(body)
+        .map(|e| e.faultstring())
+        .unwrap_or_else(|_| panic!("an Ironic fault: {body}"))
+}
+
+fn conductors_in_history(history: &Value) -> Vec<String> {
+    history["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|e| e["conductor"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Work on another conductor group's node is the owner's: a verb sent to
+/// a g1 conductor for a g2 node is forwarded to g2's conductor, which does
+/// it (its name in the history) and whose answer the client gets. A
+/// forwarded request is not forwarded again; an unreachable owner is a
+/// 503 with Retry-After; a group without a live conductor is Ironic's
+/// NoValidHost, and the node is left as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_for_another_groups_node_is_forwarded_to_its_owner() {
+    let url = PgCluster::shared().create_database();
+    let g1 = start_in(&url, "conductor-g1", "g1").await;
+    let mut g2 = start_in(&url, "conductor-g2", "g2").await;
+    wait_for("both conductors alive", Duration::from_secs(20), || async {
+        (alive(&g1).await.values().filter(|a| **a).count() == 2).then_some(())
+    })
+    .await;
+    // In g1's rings after its next rebuild (1 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let node = g1
+        .create_node(json!({"name": "far", "driver": "fake-hardware",
+                            "conductor_group": "g2", "automated_clean": false}))
+        .await;
+    let uuid = node["uuid"].as_str().expect("uuid").to_string();
+    assert_eq!(node["conductor"], "conductor-g2");
+
+    // 1. manage through g1: g2's conductor does it; the answer is g2's,
+    // its Location names the API the client asked.
+    let (code, headers, body) = send(
+        &g1,
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{uuid}/states/provision"),
+        json!({"target": "manage"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(
+        headers["location"],
+        format!("{}/v1/nodes/{uuid}/states", g1.url).as_str()
+    );
+    g1.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
+    g1.wait_unlocked(&uuid, Duration::from_secs(30)).await;
+    let history = get(&g1, &format!("/v1/nodes/{uuid}/history?detail=true")).await;
+    let by = conductors_in_history(&history);
+    assert!(!by.is_empty(), "{history}");
+    assert!(by.iter().all(|c| c == "conductor-g2"), "{history}");
+    assert!(
+        g1.proc
+            .log_text()
+            .contains("forwarding the request to the node's conductor"),
+        "g1's log"
+    );
+    assert!(
+        g2.proc.log_text().contains("serving a forwarded request"),
+        "g2's log"
+    );
+
+    // 2. Power and boot device through g1, done by g2 (fake hardware).
+    let (code, _, body) = send(
+        &g1,
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{uuid}/states/power"),
+        json!({"target": "power on"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    wait_for("power on", Duration::from_secs(30), || async {
+        (g1.node(&uuid).await["power_state"] == "power on").then_some(())
+    })
+    .await;
+    let (code, _, body) = send(
+        &g1,
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{uuid}/management/boot_device"),
+        json!({"boot_device": "pxe"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 204, "{body}");
+    // An error is the owner's too, word for word.
+    let bad = json!({"target": "deploy-me"});
+    let path = format!("/v1/nodes/{uuid}/states/provision");
+    let direct = send(&g2, reqwest::Method::PUT, &path, bad.clone(), &[]).await;
+    let forwarded = send(&g1, reqwest::Method::PUT, &path, bad, &[]).await;
+    assert_eq!(direct.0, 400, "{}", direct.2);
+    assert_eq!((forwarded.0, &forwarded.2), (direct.0, &direct.2));
+    // The agent's heartbeat as well (no token for this node: refused).
+    let beat = json!({"callback_url": "http://127.0.0.1:9999", "agent_version": "13.0.0"});
+    let path = format!("/v1/heartbeat/{uuid}");
+    let direct = send(&g2, reqwest::Method::POST, &path, beat.clone(), &[]).await;
+    let served = |c: &Conductor| {
+        c.proc
+            .log_text()
+            .matches("serving a forwarded request")
+            .count()
+    };
+    let before = served(&g2);
+    let forwarded = send(&g1, reqwest::Method::POST, &path, beat.clone(), &[]).await;
+    assert_eq!((forwarded.0, &forwarded.2), (direct.0, &direct.2));
+    wait_for("g2 served the beat", Duration::from_secs(5), || async {
+        (served(&g2) == before + 1).then_some(())
+    })
+    .await;
+
+    // 3. A forwarded request is never forwarded again: g1 is not of the
+    // node's group, so it asks for a retry and leaves the node alone.
+    let before = served(&g2);
+    let (code, headers, body) = send(
+        &g1,
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{uuid}/states/provision"),
+        json!({"target": "provide"}),
+        &[("X-Ferrite-Forwarded-By", "conductor-elsewhere")],
+    )
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("does not forward a request that was already forwarded"),
+        "{body}"
+    );
+    assert_eq!(headers["retry-after"], "10");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(g1.node(&uuid).await["provision_state"], "manageable");
+    assert_eq!(served(&g2), before);
+
+    // 4. g2's conductor dies: until its row goes stale (4 s) the ring still
+    // names it, and the request gets a 503 with Retry-After.
+    let _ = g2.proc.child.kill();
+    let _ = g2.proc.child.wait();
+    let (code, headers, body) = send(
+        &g1,
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{uuid}/states/provision"),
+        json!({"target": "provide"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(fault(&body).contains("could not be reached"), "{body}");
+    assert_eq!(headers["retry-after"], "10");
+
+    // 5. Once g1's ring has no conductor for g2: Ironic's NoValidHost (a
+    // 404 for the verbs, a 400 for the heartbeat), and nothing changes.
+    wait_for("conductor-g2 dead", Duration::from_secs(20), || async {
+        (alive(&g1).await.get("conductor-g2") == Some(&false)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let no_host = "No valid host was found. Reason: No conductor service registered which supports driver fake-hardware for conductor group \"g2\".";
+    let (code, _, body) = send(
+        &g1,
+        reqwest::Method::PUT,
+        &format!("/v1/nodes/{uuid}/states/provision"),
+        json!({"target": "provide"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(fault(&body), no_host);
+    let (code, _, body) = send(&g1, reqwest::Method::POST, &path, beat, &[]).await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(fault(&body), no_host);
+    let after = g1.node(&uuid).await;
+    assert_eq!(after["provision_state"], "manageable", "{after}");
+    assert_eq!(after["reservation"], Value::Null, "{after}");
+    assert_eq!(
+        conductors_in_history(&get(&g1, &format!("/v1/nodes/{uuid}/history")).await).len(),
+        by.len(),
+        "no new history"
+    );
+}
+
+/// Peers on https: the forwarding conductor verifies the owner against
+/// its `--tls-ca`. One that does not trust the owner's CA does not send
+/// the request (503), and the node is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarding_to_an_https_owner_verifies_its_certificate() {
+    let url = PgCluster::shared().create_database();
+    let shared = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    let tls = tls_flags(shared.path());
+    let g1 = start_in_with(&url, "conductor-g1", "g1", &tls).await;
+    let g2 = start_in_with(&url, "conductor-g2", "g2", &tls).await;
+    let stranger = start_in_with(&url, "conductor-g1b", "g1", &tls_flags(other.path())).await;
+    assert!(g1.url.starts_with("https://"), "{}", g1.url);
+    wait_for(
+        "three conductors alive",
+        Duration::from_secs(20),
+        || async { (alive(&g1).await.values().filter(|a| **a).count() == 3).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let node = g1
+        .create_node(json!({"name": "far", "driver": "fake-hardware", "conductor_group": "g2"}))
+        .await;
+    let uuid = node["uuid"].as_str().expect("uuid").to_string();
+    let path = format!("/v1/nodes/{uuid}/states/provision");
+
+    // The owner's CA is not the stranger's: refused before any request.
+    let (code, _, body) = send(
+        &stranger,
+        reqwest::Method::PUT,
+        &path,
+        json!({"target": "manage"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(fault(&body).contains("could not be reached"), "{body}");
+    assert!(fault(&body).contains("invalid peer certificate"), "{body}");
+    assert_eq!(g1.node(&uuid).await["provision_state"], "enroll");
+    assert!(
+        !g2.proc.log_text().contains("serving a forwarded request"),
+        "g2 served a request over an unverified connection"
+    );
+
+    let (code, _, body) = send(
+        &g1,
+        reqwest::Method::PUT,
+        &path,
+        json!({"target": "manage"}),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    g1.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
+    let history = get(&g1, &format!("/v1/nodes/{uuid}/history?detail=true")).await;
+    let by = conductors_in_history(&history);
+    assert!(
+        !by.is_empty() && by.iter().all(|c| c == "conductor-g2"),
+        "{history}"
+    );
+}

@@ -33,6 +33,18 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, message)
     }
 
+    /// Ironic's NoValidHost: no live conductor serves the node's driver in
+    /// its group. A 404 there (a NotFound), which the API turns into a 400
+    /// where the client chose the group (node create, the agent's heartbeat).
+    pub fn no_valid_host(status: StatusCode, driver: &str, group: &str) -> Self {
+        Self::new(
+            status,
+            format!(
+                "No valid host was found. Reason: No conductor service registered which supports driver {driver} for conductor group \"{group}\"."
+            ),
+        )
+    }
+
     /// Ironic's NodeLocked (409): another task holds the node's reservation.
     pub fn node_locked(node: &str, holder: &str) -> Self {
         Self::conflict(format!(

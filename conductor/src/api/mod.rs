@@ -5,6 +5,7 @@ mod burnin_pairing;
 mod conductors;
 mod deploy_steps;
 pub mod error;
+pub mod forward;
 mod history;
 mod inspection;
 mod nodes;
@@ -21,6 +22,7 @@ pub mod views;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, put};
 use axum::Router;
 use serde_json::{json, Map, Value};
@@ -37,9 +39,14 @@ pub struct AppState {
     pub flows: Arc<Flows>,
     /// `burnin_network` pairing groups (in memory: `crate::pairing`).
     pub pairing: Arc<crate::pairing::Registry>,
+    /// Hands requests for another conductor group's nodes to their owner.
+    pub forwarder: Arc<forward::Forwarder>,
 }
 
 pub fn router(state: AppState) -> Router {
+    // The routes that make a conductor work on a node (its BMC, its
+    // network); reads and record changes stay on the shared database.
+    let to_owner = || from_fn_with_state(state.clone(), forward::node_verb);
     Router::new()
         .route("/", get(root::root))
         .route("/v1", get(root::v1))
@@ -52,12 +59,21 @@ pub fn router(state: AppState) -> Router {
             get(nodes::show).patch(nodes::update).delete(nodes::delete),
         )
         .route("/v1/nodes/{ident}/states", get(nodes::states))
-        .route("/v1/nodes/{ident}/states/provision", put(states::provision))
-        .route("/v1/nodes/{ident}/states/power", put(states::power))
-        .route("/v1/nodes/{ident}/states/raid", put(raid::set_target))
+        .route(
+            "/v1/nodes/{ident}/states/provision",
+            put(states::provision).layer(to_owner()),
+        )
+        .route(
+            "/v1/nodes/{ident}/states/power",
+            put(states::power).layer(to_owner()),
+        )
+        .route(
+            "/v1/nodes/{ident}/states/raid",
+            put(raid::set_target).layer(to_owner()),
+        )
         .route(
             "/v1/nodes/{ident}/management/boot_device",
-            get(states::get_boot_device).put(states::set_boot_device),
+            get(states::get_boot_device).merge(put(states::set_boot_device).layer(to_owner())),
         )
         .route("/v1/nodes/{ident}/validate", get(states::validate))
         .route("/v1/nodes/{ident}/history", get(history::list))
@@ -85,7 +101,10 @@ pub fn router(state: AppState) -> Router {
             get(ports::show).patch(ports::update).delete(ports::delete),
         )
         .route("/v1/lookup", get(ramdisk::lookup))
-        .route("/v1/heartbeat/{node}", post(ramdisk::heartbeat))
+        .route(
+            "/v1/heartbeat/{node}",
+            post(ramdisk::heartbeat).layer(from_fn_with_state(state.clone(), forward::heartbeat)),
+        )
         .route(
             "/v1/continue_inspection",
             post(ramdisk::continue_inspection),

@@ -120,10 +120,11 @@ fn validate(state: &AppState, node: &Node) -> ApiResult<()> {
     }
     // As Ironic: some live conductor must serve the node's group and driver.
     if default_interfaces(&node.driver).is_none() || state.flows.cluster().owner(node).is_none() {
-        return Err(ApiError::bad_request(format!(
-            "No valid host was found. Reason: No conductor service registered which supports driver {} for conductor group \"{}\".",
-            node.driver, node.conductor_group
-        )));
+        return Err(ApiError::no_valid_host(
+            StatusCode::BAD_REQUEST,
+            &node.driver,
+            &node.conductor_group,
+        ));
     }
     if let Some(name) = &node.name {
         let ok_chars = name

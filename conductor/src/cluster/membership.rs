@@ -5,8 +5,11 @@
 //!
 //! A node is *owned* by the one conductor its ring names. Owners alone run
 //! the periodic work for a node (timeouts, power sync, takeover); requests
-//! and heartbeats are served by any conductor, under the node's reservation.
+//! and heartbeats are served by any conductor of the node's group, under
+//! the node's reservation (the API hands those for another group's node to
+//! the owner: `api::forward`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -45,6 +48,10 @@ struct View {
     rings: Rings,
     /// Hostnames whose rows are older than the timeout, or offline.
     dead: Vec<String>,
+    /// The live conductors' API URLs, from the same read as the rings.
+    api_urls: HashMap<String, String>,
+    /// Whether any conductor, live or dead, is of another group.
+    other_groups: bool,
 }
 
 fn now_us() -> i64 {
@@ -62,6 +69,10 @@ impl Membership {
 
     pub fn hostname(&self) -> &str {
         &self.config.hostname
+    }
+
+    pub fn conductor_group(&self) -> &str {
+        &self.config.conductor_group
     }
 
     /// Join: write this conductor's row, online, and build the rings.
@@ -104,10 +115,17 @@ impl Membership {
     /// Rebuild the rings from the live rows.
     pub async fn rebuild(&self) -> StoreResult<()> {
         let rows = self.store.list_conductors().await?;
+        let other_groups = rows
+            .iter()
+            .any(|c| c.conductor_group != self.config.conductor_group);
         let cutoff = self.alive_after_us();
         let (live, dead): (Vec<_>, Vec<_>) = rows
             .into_iter()
             .partition(|c| c.online && c.updated_us >= cutoff);
+        let api_urls = live
+            .iter()
+            .filter_map(|c| Some((c.hostname.clone(), c.api_url.clone()?)))
+            .collect();
         let entries: Vec<ConductorEntry> = live
             .into_iter()
             .map(|c| ConductorEntry {
@@ -119,6 +137,8 @@ impl Membership {
         let view = View {
             rings: Rings::build(&entries, self.config.partition_exponent),
             dead: dead.into_iter().map(|c| c.hostname).collect(),
+            api_urls,
+            other_groups,
         };
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
         Ok(())
@@ -139,6 +159,17 @@ impl Membership {
 
     pub fn owns(&self, node: &Node) -> bool {
         self.owner(node).as_deref() == Some(self.config.hostname.as_str())
+    }
+
+    /// Where a live conductor serves its API (its `api_url` row).
+    pub fn api_url(&self, hostname: &str) -> Option<String> {
+        self.view().api_urls.get(hostname).cloned()
+    }
+
+    /// Whether a conductor of another group has registered (and not been
+    /// removed from the table): only then can a node need another group.
+    pub fn other_groups(&self) -> bool {
+        self.view().other_groups
     }
 
     /// Whether `hostname` is a registered conductor that is dead now.
