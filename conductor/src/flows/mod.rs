@@ -647,61 +647,73 @@ impl Flows {
 
     /// Fail nodes in wait states whose agent stopped calling back.
     pub async fn check_timeouts(&self) -> anyhow::Result<()> {
-        let now = chrono::Utc::now().naive_utc();
         let waiting = NodeQuery::in_states(&fsm::WAIT_STATES);
         for node in self.store.list_nodes(&waiting).await? {
-            if !self.cluster.owns(&node) {
+            if !self.cluster.owns(&node) || self.timeout_message(&node).is_none() {
                 continue;
             }
-            let (limit, message) = match node.provision_state.as_str() {
-                fsm::DEPLOYWAIT => (
-                    self.config.deploy_callback_timeout,
-                    format!("Timeout reached while waiting for callback for node {}", node.uuid),
-                ),
-                fsm::CLEANWAIT => (
-                    self.config.clean_callback_timeout,
-                    "Timeout reached while cleaning the node. Please check if the ramdisk responsible for the cleaning is running on the node.".to_string(),
-                ),
-                fsm::INSPECTWAIT => (
-                    self.config.inspect_wait_timeout,
-                    "Timeout reached while inspecting the node".to_string(),
-                ),
-                fsm::RESCUEWAIT => (self.config.rescue_callback_timeout, String::new()),
-                _ => continue,
-            };
-            let Some(updated) = node
-                .provision_updated_at
-                .as_deref()
-                .and_then(crate::time::parse_api)
-            else {
+            let Some(lock) = self.reserve(&node.uuid).await? else {
                 continue;
             };
-            if (now - updated).num_seconds() < limit as i64 {
-                continue;
+            // Decide on the node as it is under the lock: a heartbeat may
+            // have come, or a flow moved it on, since the list was read.
+            let outcome = match self.store.get_node(&node.uuid).await {
+                Ok(node) => self.time_out(&node).await,
+                Err(e) => Err(e.into()),
+            };
+            lock.release().await;
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// The `last_error` of a node whose wait has run out, if it has.
+    fn timeout_message(&self, node: &Node) -> Option<String> {
+        let (limit, message) = match node.provision_state.as_str() {
+            fsm::DEPLOYWAIT => (
+                self.config.deploy_callback_timeout,
+                format!("Timeout reached while waiting for callback for node {}", node.uuid),
+            ),
+            fsm::CLEANWAIT => (
+                self.config.clean_callback_timeout,
+                "Timeout reached while cleaning the node. Please check if the ramdisk responsible for the cleaning is running on the node.".to_string(),
+            ),
+            fsm::INSPECTWAIT => (
+                self.config.inspect_wait_timeout,
+                "Timeout reached while inspecting the node".to_string(),
+            ),
+            fsm::RESCUEWAIT => (self.config.rescue_callback_timeout, String::new()),
+            _ => return None,
+        };
+        let updated = crate::time::parse_api(node.provision_updated_at.as_deref()?)?;
+        let now = chrono::Utc::now().naive_utc();
+        if (now - updated).num_seconds() < limit as i64 {
+            return None;
+        }
+        let step = match node.provision_state.as_str() {
+            fsm::CLEANWAIT if !node.clean_step.is_empty() => {
+                format!(
+                    " Failed on step {}.",
+                    Value::Object(node.clean_step.clone())
+                )
             }
-            let Some(_lock) = self.reserve(&node.uuid).await? else {
-                continue;
-            };
-            let step = match node.provision_state.as_str() {
-                fsm::CLEANWAIT if !node.clean_step.is_empty() => {
-                    format!(
-                        " Failed on step {}.",
-                        Value::Object(node.clean_step.clone())
-                    )
-                }
-                _ => String::new(),
-            };
-            warn!(node = %node.uuid, state = %node.provision_state, "callback timeout");
-            if node.provision_state == fsm::RESCUEWAIT {
-                rescue::timed_out(self, &node).await?;
-                continue;
-            }
-            transition::fail(self, &node.uuid, &format!("{message}{step}")).await?;
-            if let Err(e) =
-                power::set_power(&self.store, &node, crate::power::PowerAction::Off).await
-            {
-                warn!(node = %node.uuid, error = %e, "power off after timeout failed");
-            }
+            _ => String::new(),
+        };
+        Some(format!("{message}{step}"))
+    }
+
+    /// Fail a timed-out node (called with its lock held).
+    async fn time_out(&self, node: &Node) -> anyhow::Result<()> {
+        let Some(message) = self.timeout_message(node) else {
+            return Ok(());
+        };
+        warn!(node = %node.uuid, state = %node.provision_state, "callback timeout");
+        if node.provision_state == fsm::RESCUEWAIT {
+            return rescue::timed_out(self, node).await;
+        }
+        transition::fail(self, &node.uuid, &message).await?;
+        if let Err(e) = power::set_power(&self.store, node, crate::power::PowerAction::Off).await {
+            warn!(node = %node.uuid, error = %e, "power off after timeout failed");
         }
         Ok(())
     }
