@@ -145,7 +145,8 @@ impl AgentClient {
                         if let Ok(cmds) = self.fetch_commands().await {
                             self.outcomes.reached();
                             if let Some(current) = cmds.last() {
-                                if short(&current.command_name) == short(name)
+                                if short_command_name(&current.command_name)
+                                    == short_command_name(name)
                                     && current.command_status == CommandStatus::Running
                                 {
                                     return Ok(current.clone());
@@ -280,7 +281,8 @@ fn as_map(v: Value) -> Map<String, Value> {
     }
 }
 
-fn short(name: &str) -> &str {
+/// `standby.power_off` → `power_off`: IPA lists a command by its method.
+pub fn short_command_name(name: &str) -> &str {
     name.split_once('.').map(|(_, c)| c).unwrap_or(name)
 }
 

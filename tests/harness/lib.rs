@@ -4,6 +4,7 @@
 
 pub mod failover_proxy;
 pub mod forward_proxy;
+pub mod hold_proxy;
 pub mod image_server;
 pub mod images;
 pub mod ironic;

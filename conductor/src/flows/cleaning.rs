@@ -8,6 +8,7 @@ use ferrite_protocol::CommandStatus;
 use serde_json::{json, Map, Value};
 use tracing::info;
 
+use super::intent::{self, Pending};
 use super::{logs, power, steps_cache, transition, Flows};
 use crate::fsm::{self, Event};
 use crate::power::PowerAction;
@@ -21,7 +22,7 @@ const FINISHING: &str = "cleaning_finishing";
 /// Set up a node's cleaning fields for a new run (manual steps or automated).
 pub fn reset(node: &mut Node, manual_steps: Option<Vec<Value>>) {
     let dii = &mut node.driver_internal_info;
-    for key in [STEPS, INDEX, COMMAND, FINISHING] {
+    for key in [STEPS, INDEX, COMMAND, FINISHING, intent::KEY] {
         dii.remove(key);
     }
     if let Some(steps) = manual_steps {
@@ -195,6 +196,15 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         }
     }
     let client = flows.agents.for_node(&node)?;
+    if !node.driver_internal_info.contains_key(COMMAND) {
+        match intent::pending(&client, node.driver_internal_info.get(intent::KEY)).await? {
+            Some(Pending::Started { index, step, id }) => {
+                node = started(flows, uuid, index, &id, &step).await?;
+            }
+            Some(Pending::NotSent) => intent::forget(flows, uuid).await?,
+            None => {}
+        }
+    }
     let mut index = node
         .driver_internal_info
         .get(INDEX)
@@ -268,21 +278,39 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         return finish(flows, &node).await;
     };
     let params = flows.step_params(&node, &step, "clean_version").await?;
-    let started = client
-        .run("clean.execute_clean_step", params, false)
-        .await?;
+    let command = intent::send(
+        flows,
+        uuid,
+        &client,
+        "clean.execute_clean_step",
+        params,
+        next,
+        &step,
+    )
+    .await?;
     info!(node = %uuid, %step, "clean step started");
-    flows
+    started(flows, uuid, next, &command.id, &step).await?;
+    Ok(())
+}
+
+/// Step `index` runs as the agent's command `id`.
+async fn started(
+    flows: &Flows,
+    uuid: &str,
+    index: usize,
+    id: &str,
+    step: &Value,
+) -> anyhow::Result<Node> {
+    Ok(flows
         .store
         .update_node::<StoreError, _>(uuid, |n| {
-            n.driver_internal_info.insert(INDEX.into(), json!(next));
-            n.driver_internal_info
-                .insert(COMMAND.into(), json!(started.id));
+            n.driver_internal_info.insert(INDEX.into(), json!(index));
+            n.driver_internal_info.insert(COMMAND.into(), json!(id));
+            n.driver_internal_info.remove(intent::KEY);
             n.clean_step = step.as_object().cloned().unwrap_or_default();
             Ok(())
         })
-        .await?;
-    Ok(())
+        .await?)
 }
 
 /// All steps done: power off and land in `available` (or `manageable`).

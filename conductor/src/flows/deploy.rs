@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use tracing::info;
 
 use super::deploy_steps::{self as steps, AGENT_CACHE, INDEX, STEPS, USER_STEPS};
+use super::intent::{self, Pending};
 use super::{logs, power, transition, Flows};
 use crate::agent_client::AgentClient;
 use crate::fsm::Event;
@@ -24,7 +25,15 @@ const COMMAND: &str = "deploy_command_id";
 const PHASE_FINISH: &str = "finishing";
 
 /// Everything a deploy keeps in `driver_internal_info` while it runs.
-const RUN_KEYS: &[&str] = &[PHASE, COMMAND, STEPS, INDEX, AGENT_CACHE, "deploy_progress"];
+const RUN_KEYS: &[&str] = &[
+    PHASE,
+    COMMAND,
+    intent::KEY,
+    STEPS,
+    INDEX,
+    AGENT_CACHE,
+    "deploy_progress",
+];
 
 pub fn finishing(node: &Node) -> bool {
     node.driver_internal_info.get(PHASE).and_then(Value::as_str) == Some(PHASE_FINISH)
@@ -218,6 +227,7 @@ async fn set_current(
                 Some(id) => n.driver_internal_info.insert(COMMAND.into(), json!(id)),
                 None => n.driver_internal_info.remove(COMMAND),
             };
+            n.driver_internal_info.remove(intent::KEY);
             n.deploy_step = step.as_object().cloned().unwrap_or_default();
             Ok(())
         })
@@ -309,18 +319,28 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let index = node
+    let mut index = node
         .driver_internal_info
         .get(INDEX)
         .and_then(Value::as_u64)
         .map(|i| i as usize);
     let client = flows.agents.for_node(&node)?;
 
-    let command = node
+    let mut command = node
         .driver_internal_info
         .get(COMMAND)
         .and_then(Value::as_str)
         .map(str::to_string);
+    if command.is_none() {
+        match intent::pending(&client, node.driver_internal_info.get(intent::KEY)).await? {
+            Some(Pending::Started { index: i, step, id }) => {
+                set_current(flows, uuid, i, Some(&id), &step).await?;
+                (index, command) = (Some(i), Some(id));
+            }
+            Some(Pending::NotSent) => intent::forget(flows, uuid).await?,
+            None => {}
+        }
+    }
     if let (Some(i), Some(id)) = (index, command) {
         let current = list.get(i).cloned().unwrap_or_default();
         let commands = client.commands().await?;
@@ -454,9 +474,16 @@ async fn start_next(
         };
         if !steps::is_out_of_band(step) {
             let params = flows.step_params(node, step, "deploy_version").await?;
-            let started = client
-                .run("deploy.execute_deploy_step", params, false)
-                .await?;
+            let started = intent::send(
+                flows,
+                uuid,
+                client,
+                "deploy.execute_deploy_step",
+                params,
+                next,
+                step,
+            )
+            .await?;
             info!(node = %uuid, step = %steps::step_id(step), "deploy step started");
             return set_current(flows, uuid, next, Some(&started.id), step).await;
         }
@@ -467,9 +494,16 @@ async fn start_next(
                                   "args": {"image_info": image_info(node),
                                            "configdrive": node.instance_info.get("configdrive").cloned().unwrap_or(Value::Null)}});
                 let params = flows.step_params(node, &step, "deploy_version").await?;
-                let started = client
-                    .run("deploy.execute_deploy_step", params, false)
-                    .await?;
+                let started = intent::send(
+                    flows,
+                    uuid,
+                    client,
+                    "deploy.execute_deploy_step",
+                    params,
+                    next,
+                    &step,
+                )
+                .await?;
                 info!(node = %uuid, "write_image started");
                 return set_current(flows, uuid, next, Some(&started.id), &step).await;
             }
@@ -490,9 +524,16 @@ async fn start_next(
                 params.insert("efi_system_part_uuid".into(), json!(efi));
                 params.insert("prep_boot_part_uuid".into(), Value::Null);
                 params.insert("target_boot_mode".into(), json!(boot_mode(node)));
-                let started = client
-                    .run("image.install_bootloader", params, false)
-                    .await?;
+                let started = intent::send(
+                    flows,
+                    uuid,
+                    client,
+                    "image.install_bootloader",
+                    params,
+                    next,
+                    step,
+                )
+                .await?;
                 return set_current(flows, uuid, next, Some(&started.id), step).await;
             }
             // `deploy` booted the ramdisk already.
