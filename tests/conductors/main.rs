@@ -864,3 +864,123 @@ async fn forwarding_to_an_https_owner_verifies_its_certificate() {
         "{history}"
     );
 }
+
+/// No step command twice: the reply to `write_image` is held back until
+/// PostgreSQL is stopped, so the conductor hears the command started but
+/// cannot record its id. When the database is back, the next heartbeat
+/// finds the command the agent started (the intent written before the
+/// send says which) and follows it: the agent ran `write_image` once, and
+/// the image is on the disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_whose_id_was_not_recorded_is_not_sent_again() {
+    use ferrite_tests::hold_proxy::HoldProxy;
+    use ferrite_tests::image_server::ImageServer;
+    use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
+    use ferrite_tests::Agent;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
+    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
+    let sum = sha256_file(&qcow);
+    let server = ImageServer::start(dir.path().to_path_buf()).await;
+    server.faults().rate = 4 << 20; // still writing when the database is back
+    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+    let cluster = PgCluster::private();
+    let url = cluster.create_database();
+    let mut flags = vec![
+        "--fast-track",
+        "true",
+        "--heartbeat-timeout",
+        "3",
+        "--require-tls",
+        "false",
+    ];
+    flags.extend(FAST);
+    let c = Conductor::start_on_db(TestDb::Postgres(url), &flags).await;
+    let uuid = c.available_node(json!({"name": "intent"})).await;
+    c.create_port(&uuid, "52:54:00:fa:17:41").await;
+
+    // The agent speaks plain HTTP (so the proxy can read the requests) and
+    // announces the proxy's port as its own.
+    let agent_port = ferrite_tests::free_port();
+    let mut proxy = HoldProxy::start(
+        ([127, 0, 0, 1], agent_port).into(),
+        "\"step\":\"write_image\"",
+    )
+    .await;
+    let params = [
+        format!("ferrite-disks={}", disk.path.display()),
+        "ipa-enable-auto-tls=0".to_string(),
+        format!("ipa-listen-port={agent_port}"),
+        format!("ipa-advertise-port={}", proxy.port),
+    ];
+    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+    let _agent = Agent::start(&c.url, &["52:54:00:fa:17:41"], &params);
+    c.wait_agent(&uuid).await;
+    c.patch_node(
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
+            "image_disk_format": "qcow2"}}]),
+    )
+    .await;
+    assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
+    tokio::time::timeout(Duration::from_secs(60), proxy.wait_held())
+        .await
+        .expect("write_image sent to the agent");
+    let token = c.agent_token(&uuid).expect("the agent's token");
+    let intent = c.node(&uuid).await["driver_internal_info"]["agent_command_intent"].clone();
+    assert_eq!(intent["command"], "deploy.execute_deploy_step", "{intent}");
+
+    // The agent has started write_image; the conductor learns it only now,
+    // with its database gone.
+    cluster.stop().expect("stop PostgreSQL");
+    proxy.release();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.restart().expect("start PostgreSQL again");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let resp = c
+            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"))
+            .send()
+            .await
+            .expect("GET");
+        if resp.status() == 200 {
+            let n: Value = resp.json().await.expect("json");
+            if n["provision_state"] == "active" {
+                assert_eq!(n["last_error"], Value::Null);
+                break;
+            }
+            assert_ne!(n["provision_state"], "deploy failed", "{n}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no active after the outage: {}",
+            c.proc
+                .log_text()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
+    let commands: Value = reqwest::get(format!(
+        "http://127.0.0.1:{agent_port}/v1/commands/?agent_token={token}"
+    ))
+    .await
+    .expect("GET commands")
+    .json()
+    .await
+    .expect("commands json");
+    let writes = commands["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .filter(|cmd| cmd["command_result"]["deploy_step"]["step"] == "write_image")
+        .count();
+    assert_eq!(writes, 1, "{commands}");
+}

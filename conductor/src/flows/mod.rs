@@ -8,6 +8,8 @@ mod cleaning;
 mod deploy;
 pub mod deploy_steps;
 mod file_url;
+mod intent;
+mod locks;
 mod logs;
 mod power;
 pub mod power_sync;
@@ -30,6 +32,7 @@ use crate::cluster::{Membership, MembershipConfig};
 use crate::config::ConductorConfig;
 use crate::fsm::{self, Event};
 use crate::store::{NodeQuery, Store, StoreError};
+use locks::{Locks, Reservation};
 use transition::TransitionError;
 
 pub use deploy::validate as validate_deploy;
@@ -45,38 +48,8 @@ pub struct Flows {
     workers: Arc<Semaphore>,
     /// This conductor among its peers: which nodes it owns.
     cluster: Arc<Membership>,
-}
-
-/// The node's exclusive lock. A flow gives it back with
-/// [`Reservation::release`], so the next caller finds the node free the
-/// moment the flow's task ends; dropping it (an early return, an error)
-/// releases it too, on PostgreSQL a statement later.
-pub struct Reservation {
-    store: Arc<Store>,
-    uuid: String,
-    host: String,
-    released: bool,
-}
-
-impl Reservation {
-    /// Release the lock now, and wait until the database has it.
-    pub async fn release(mut self) {
-        self.released = true;
-        if let Err(e) = self.store.release(&self.uuid, &self.host).await {
-            warn!(node = %self.uuid, error = %e, "could not release the node lock");
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        if let Err(e) = self.store.release_on_drop(&self.uuid, &self.host) {
-            warn!(node = %self.uuid, error = %e, "could not release the node lock");
-        }
-    }
+    /// The locks this conductor's flows hold, and failed releases.
+    locks: Arc<Locks>,
 }
 
 /// What a provision verb carries besides its target.
@@ -156,6 +129,7 @@ impl Flows {
             agents,
             workers,
             cluster,
+            locks: Arc::default(),
         }))
     }
 
@@ -189,12 +163,7 @@ impl Flows {
             .store
             .try_reserve(uuid, &self.host)
             .await?
-            .then(|| Reservation {
-                store: self.store.clone(),
-                uuid: uuid.to_string(),
-                host: self.host.clone(),
-                released: false,
-            }))
+            .then(|| Reservation::won(self.store.clone(), uuid, &self.host, self.locks.clone())))
     }
 
     /// `PUT /v1/nodes/{id}/states/provision`: validate, move the node into
@@ -729,6 +698,12 @@ impl Flows {
         crate::periodic::spawn_every("timeout check", Duration::ZERO, every, move || {
             let flows = flows.clone();
             async move { flows.check_timeouts().await }
+        });
+        let flows = self.clone();
+        let retry = Duration::from_secs(2);
+        crate::periodic::spawn_every("lock release retry", retry, retry, move || {
+            let flows = flows.clone();
+            async move { flows.locks.retry_releases(&flows.store, &flows.host).await }
         });
         let flows = self.clone();
         crate::periodic::spawn_every("orphan reservation check", every, every, move || {

@@ -183,24 +183,34 @@ impl Store {
 
     /// [`Store::release`] from a `Drop`, which cannot await. SQLite's call
     /// is synchronous; PostgreSQL's is spawned at once on the runtime, so
-    /// the lock is free a statement's time after the guard's scope ends
-    /// (callers already retry a locked node, as Ironic's clients do).
+    /// the lock is free a statement's time after the guard's scope ends.
     /// Blocking a worker thread instead (`block_in_place`) made tokio start
     /// threads without end under load, and memory grew with them.
-    pub fn release_on_drop(&self, uuid: &str, host: &str) -> StoreResult<()> {
+    /// `failed` hears of a release that did not happen.
+    pub fn release_on_drop(
+        &self,
+        uuid: &str,
+        host: &str,
+        failed: impl FnOnce(StoreError) + Send + 'static,
+    ) {
         match self {
-            Self::Sqlite(db) => db.release(uuid, host),
+            Self::Sqlite(db) => {
+                if let Err(e) = db.release(uuid, host) {
+                    failed(e);
+                }
+            }
             Self::Postgres(db) => {
-                let handle = tokio::runtime::Handle::try_current()
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                let handle = match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => handle,
+                    Err(e) => return failed(StoreError::Unavailable(e.to_string())),
+                };
                 let db = db.clone();
                 let (uuid, host) = (uuid.to_string(), host.to_string());
                 handle.spawn(async move {
                     if let Err(e) = db.release(&uuid, &host).await {
-                        tracing::warn!(node = %uuid, error = %e, "could not release the node lock");
+                        failed(e);
                     }
                 });
-                Ok(())
             }
         }
     }
