@@ -502,6 +502,62 @@ async fn idle_keep_alive_connections_are_closed_by_the_header_read_timeout() {
     );
 }
 
+/// At the connection cap, keep-alive connections that have been used and
+/// sit idle make way for new clients at once (an agent fleet keeps one per
+/// agent open between beats), instead of the newcomers waiting out their
+/// header-read timeout (30 s here).
+#[tokio::test]
+async fn at_the_cap_idle_keep_alive_connections_make_way() {
+    let c = Conductor::start(&["--max-connections", "6", "--header-read-timeout", "30"]).await;
+    let addr = c.url.trim_start_matches("http://").to_string();
+    let served = |addr: String, count: usize| {
+        tokio::task::spawn_blocking(move || {
+            (0..count)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+                    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let n = s.read(&mut buf).expect("the answer");
+                    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+                    s
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    // Six used and idle, then six more: together past the cap, so the
+    // first six are all asked to make way once the second six need it.
+    let first = served(addr.clone(), 6).await.unwrap();
+    let start = Instant::now();
+    let second = served(addr, 6).await.unwrap();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "waited {took:?} behind idle connections"
+    );
+    let closed = tokio::task::spawn_blocking(move || {
+        first
+            .into_iter()
+            .filter(|s| {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => return true,
+                        Ok(_) => continue,
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, 6, "the first, idle connections were closed");
+    assert!(c.proc.log_text().contains("connection cap reached"));
+    drop(second);
+}
+
 /// The listening socket's backlog, as `ss` shows it (Send-Q).
 fn listen_backlog(url: &str) -> u32 {
     let port = url.rsplit(':').next().expect("port");

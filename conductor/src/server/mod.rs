@@ -9,6 +9,7 @@ pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use limits::CapLog;
 
@@ -40,6 +42,10 @@ struct Shared {
     limits: Limits,
     slots: Arc<Semaphore>,
     cap_log: CapLog,
+    /// Bumped when the cap is reached: every connection closes once its
+    /// request in flight (if any) is answered, so idle keep-alive
+    /// connections give their slots to new clients.
+    shed: watch::Sender<u64>,
 }
 
 /// Serve every listener until `shutdown` completes, then let in-flight
@@ -53,6 +59,7 @@ pub async fn serve(
         limits,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
         cap_log: CapLog::new(Duration::from_secs(10)),
+        shed: watch::channel(0).0,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = tokio::task::JoinSet::new();
@@ -92,7 +99,11 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, stop: watch::Recei
         let permit = match shared.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
+                // Agents keep a connection per agent open between beats
+                // (as IPA's session does): at the cap, those idle ones
+                // make way rather than new clients wait for them.
                 shared.cap_log.bite(shared.limits.max_connections);
+                shared.shed.send_modify(|generation| *generation += 1);
                 match shared.slots.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => return,
@@ -115,10 +126,19 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, stop: watch::Recei
             listener.app.clone(),
             shared.limits,
             permit,
-            stop.clone(),
+            Signals {
+                stop: stop.clone(),
+                shed: shared.shed.subscribe(),
+            },
         ));
         tracing::trace!(%peer, "connection accepted");
     }
+}
+
+/// What a connection is told from outside: shut down, or make way.
+struct Signals {
+    stop: watch::Receiver<bool>,
+    shed: watch::Receiver<u64>,
 }
 
 async fn connection(
@@ -127,13 +147,13 @@ async fn connection(
     app: Router,
     limits: Limits,
     _permit: OwnedSemaphorePermit,
-    stop: watch::Receiver<bool>,
+    signals: Signals,
 ) {
     match tls {
-        None => http(TokioIo::new(stream), app, limits, stop).await,
+        None => http(TokioIo::new(stream), app, limits, signals).await,
         Some(acceptor) => {
             match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => http(TokioIo::new(stream), app, limits, stop).await,
+                Ok(Ok(stream)) => http(TokioIo::new(stream), app, limits, signals).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
@@ -141,26 +161,47 @@ async fn connection(
     }
 }
 
-async fn http<I>(io: I, app: Router, limits: Limits, mut stop: watch::Receiver<bool>)
+async fn http<I>(io: I, app: Router, limits: Limits, signals: Signals)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(app);
+    // Set by the first request: a connection that has not sent one yet
+    // is new, not idle, and is not shed.
+    let used = Arc::new(AtomicBool::new(false));
+    let service = TowerToHyperService::new({
+        let used = used.clone();
+        app.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+            used.store(true, Ordering::Relaxed);
+            req
+        })
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "connection ended");
+    let Signals { mut stop, mut shed } = signals;
+    // Only a cap reached after this connection was accepted sheds it.
+    shed.mark_unchanged();
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+                return;
             }
-            return;
+            _ = stop.wait_for(|s| *s) => break,
+            changed = shed.changed() => {
+                if changed.is_err() || used.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
         }
-        _ = stop.wait_for(|s| *s) => {}
     }
+    // An idle keep-alive connection closes now; one in a request closes
+    // once it is answered.
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
 }
