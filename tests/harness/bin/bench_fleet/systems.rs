@@ -283,6 +283,8 @@ async fn enroll_one(http: &reqwest::Client, api: &str, i: usize) -> anyhow::Resu
             _ => bail!("manage {uuid}: {status} {reply}"),
         }
     }
+    // The verb's flow runs after its 202: poll soon, then less often.
+    let mut pause = Duration::from_millis(10);
     loop {
         let (status, node) = call(
             http,
@@ -298,7 +300,8 @@ async fn enroll_one(http: &reqwest::Client, api: &str, i: usize) -> anyhow::Resu
         if state.ends_with("failed") || Instant::now() > deadline {
             bail!("node {uuid} stuck in {state:?}: {}", node["last_error"]);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
