@@ -244,7 +244,9 @@ mod tests {
             .unwrap();
         assert_eq!(t.trust, Trust::File("/etc/pg ca.pem".into()));
         assert_eq!(
-            parse("postgresql://u@h/f?sslrootcert=system").unwrap().trust,
+            parse("postgresql://u@h/f?sslrootcert=system")
+                .unwrap()
+                .trust,
             Trust::System
         );
         let flag = Path::new("/ca.pem");
@@ -262,7 +264,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("ca.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = connector(&Trust::File(empty.clone())).err().unwrap().to_string();
+        let e = connector(&Trust::File(empty.clone()))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("no CA certificate in the CA file"), "{e}");
         let e = connector(&Trust::File(dir.path().join("missing.pem")))
             .err()
