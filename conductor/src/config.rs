@@ -102,7 +102,8 @@ pub struct ConductorConfig {
     /// `sqlite://<data-dir>/ferrite.sqlite`), or
     /// `postgresql://user@host:port/dbname[?sslmode=…]` for several
     /// conductors sharing one fleet (TLS required unless `sslmode` says
-    /// `prefer` or `disable`). Never logged with its password.
+    /// `prefer` or `disable`, or the host is a Unix socket). Never logged
+    /// with its password.
     #[arg(long, env = "FERRITE_DATABASE", value_parser = crate::store::DatabaseUrl::parse)]
     pub database: Option<crate::store::DatabaseUrl>,
     /// A file whose first line is the PostgreSQL password, so that it need
@@ -111,8 +112,7 @@ pub struct ConductorConfig {
     pub database_password_file: Option<PathBuf>,
     /// PEM file of the CAs that may issue the PostgreSQL server's
     /// certificate (default: the system's trust store). The certificate
-    /// and host name are always verified when TLS is used; TLS is required
-    /// unless the URL says `sslmode=prefer` or `sslmode=disable`.
+    /// and host name are always verified when TLS is used.
     #[arg(long, env = "FERRITE_DATABASE_CA_FILE")]
     pub database_ca_file: Option<PathBuf>,
     /// PostgreSQL connections this conductor keeps at most.

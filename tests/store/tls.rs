@@ -1,8 +1,8 @@
 //! PostgreSQL over TLS: the store and a conductor reach a TLS-only server
 //! (`hostssl`) whose certificate a test CA issued, and the server sees
-//! their sessions encrypted; a foreign CA, a wrong host name, plaintext,
-//! and a server without TLS are each refused at startup, saying why and
-//! never the password.
+//! their sessions encrypted; a foreign CA, a wrong host name, plaintext
+//! over TCP, and a server without TLS are each refused at startup, saying
+//! why and never the password.
 
 use std::path::Path;
 
@@ -178,6 +178,11 @@ async fn plaintext_is_refused_by_a_tls_server_and_tls_required_of_a_plain_one() 
     let text = refused(format!("{url}?sslmode=disable"), &options(None)).await;
     assert!(text.contains("no pg_hba.conf entry"), "{text}");
     assert!(text.contains("no encryption"), "{text}");
+    // The Unix socket has no TLS to offer: without sslmode, none is asked.
+    let socket = cluster.admin_url(&database_name(&url));
+    Store::connect(&DatabaseUrl::Postgres(socket), &options(None), 2)
+        .await
+        .unwrap();
 
     // The shared cluster has no TLS: required by default, so refused.
     let plain = PgCluster::shared().create_database();

@@ -9,6 +9,7 @@
 //! | `sslmode`                            | here                                   |
 //! |--------------------------------------|----------------------------------------|
 //! | absent, `require`, `verify-ca`, `verify-full` | TLS required, verified        |
+//! | absent, on a Unix socket             | plaintext (PostgreSQL has no TLS there)|
 //! | `prefer`                             | TLS, verified, if the server offers it |
 //! | `disable`                            | plaintext                              |
 //!
@@ -90,8 +91,19 @@ impl Target {
         let mut config: tokio_postgres::Config = rest.parse().map_err(|e| {
             StoreError::Config(format!("invalid PostgreSQL URL: {}", error_chain(&e)))
         })?;
-        // Secure by default: no sslmode is `require`, not tokio-postgres's `prefer`.
-        let mode = mode.unwrap_or(SslMode::Require);
+        // Secure by default: no sslmode is `require`, not tokio-postgres's
+        // `prefer`; but a local socket has no wire to protect and no TLS.
+        let hosts = config.get_hosts();
+        let local = !hosts.is_empty()
+            && config.get_hostaddrs().is_empty()
+            && hosts
+                .iter()
+                .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+        let mode = mode.unwrap_or(if local {
+            SslMode::Disable
+        } else {
+            SslMode::Require
+        });
         config.ssl_mode(mode);
         Ok(Self {
             config,
@@ -204,6 +216,12 @@ mod tests {
         assert_eq!(t.mode, SslMode::Require);
         assert_eq!(t.config.get_ssl_mode(), SslMode::Require);
         assert_eq!(t.trust, Trust::System);
+        let socket = parse("postgresql://u@%2Frun%2Fpostgresql/f").unwrap();
+        assert_eq!(socket.mode, SslMode::Disable);
+        let socket = parse("postgresql://u@%2Frun%2Fpostgresql/f?sslmode=require").unwrap();
+        assert_eq!(socket.mode, SslMode::Require);
+        let by_address = parse("postgresql://u@/f?hostaddr=192.0.2.7").unwrap();
+        assert_eq!(by_address.mode, SslMode::Require);
         for (value, mode) in [
             ("disable", SslMode::Disable),
             ("prefer", SslMode::Prefer),
