@@ -46,6 +46,7 @@ impl Db {
             mut config,
             mode,
             trust,
+            local,
         } = tls::Target::parse(url, options.ca_file.as_deref())?;
         if let Some(password) = &options.password {
             config.password(password);
@@ -58,7 +59,9 @@ impl Db {
             recycling_method: RecyclingMethod::Fast,
         };
         let manager = if mode == SslMode::Disable {
-            tracing::warn!("PostgreSQL without TLS (sslmode=disable)");
+            if !local {
+                tracing::warn!("PostgreSQL over TCP without TLS (sslmode=disable)");
+            }
             Manager::from_config(config, NoTls, recycling)
         } else {
             tracing::info!(sslmode = ?mode, verified_by = %trust, "PostgreSQL over TLS");

@@ -50,6 +50,8 @@ pub(super) struct Target {
     pub config: tokio_postgres::Config,
     pub mode: SslMode,
     pub trust: Trust,
+    /// Unix sockets only: plaintext there is no exposure.
+    pub local: bool,
 }
 
 impl Target {
@@ -109,6 +111,7 @@ impl Target {
             config,
             mode,
             trust,
+            local,
         })
     }
 }
