@@ -100,14 +100,21 @@ pub struct ConductorConfig {
     pub data_dir: PathBuf,
     /// The database: `sqlite:///path/file` (default:
     /// `sqlite://<data-dir>/ferrite.sqlite`), or
-    /// `postgresql://user@host:port/dbname` for several conductors sharing
-    /// one fleet. Never logged with its password.
+    /// `postgresql://user@host:port/dbname[?sslmode=…]` for several
+    /// conductors sharing one fleet (TLS required unless `sslmode` says
+    /// `prefer` or `disable`, or the host is a Unix socket). Never logged
+    /// with its password.
     #[arg(long, env = "FERRITE_DATABASE", value_parser = crate::store::DatabaseUrl::parse)]
     pub database: Option<crate::store::DatabaseUrl>,
     /// A file whose first line is the PostgreSQL password, so that it need
     /// not be in the URL, on a command line or in the environment.
     #[arg(long, env = "FERRITE_DATABASE_PASSWORD_FILE")]
     pub database_password_file: Option<PathBuf>,
+    /// PEM file of the CAs that may issue the PostgreSQL server's
+    /// certificate (default: the system's trust store). The certificate
+    /// and host name are always verified when TLS is used.
+    #[arg(long, env = "FERRITE_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
     /// PostgreSQL connections this conductor keeps at most.
     #[arg(long, env = "FERRITE_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,

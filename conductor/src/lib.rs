@@ -35,12 +35,15 @@ use axum::Router;
 pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     private_data_dir(&config)?;
     let database = config.database();
-    let password = match &config.database_password_file {
-        Some(path) => Some(read_password(path)?),
-        None => None,
+    let options = store::ConnectOptions {
+        password: match &config.database_password_file {
+            Some(path) => Some(read_password(path)?),
+            None => None,
+        },
+        ca_file: config.database_ca_file.clone(),
     };
     let store = Arc::new(
-        store::Store::connect(&database, password.as_deref(), config.db_pool_size)
+        store::Store::connect(&database, &options, config.db_pool_size)
             .await
             .with_context(|| format!("opening the database {}", database.redacted()))?,
     );

@@ -6,6 +6,10 @@
 //! when the process exits; clusters left by a killed run are swept at the
 //! next start. [`PgCluster::private`] is stopped on drop, for tests that
 //! stop and start the database themselves.
+//!
+//! [`PgCluster::shared_tls`] speaks only TLS on TCP (`hostssl`, SCRAM with
+//! [`TLS_PASSWORD`]), with a server certificate for 127.0.0.1 and localhost
+//! from a test CA; the harness's own connections to it take the Unix socket.
 
 use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
@@ -19,6 +23,8 @@ use anyhow::{bail, Context};
 
 /// The superuser initdb creates; trust auth on 127.0.0.1 only.
 pub const USER: &str = "ferrite";
+/// [`USER`]'s password on the TLS cluster, where TCP needs one.
+pub const TLS_PASSWORD: &str = "tls-Pa55word";
 const PREFIX: &str = "ferrite-pg-";
 
 pub struct PgCluster {
@@ -26,34 +32,61 @@ pub struct PgCluster {
     bindir: PathBuf,
     pub port: u16,
     owner: Option<(u32, u32)>,
+    tls: Option<ServerTls>,
+}
+
+/// The TLS cluster's certificate files.
+struct ServerTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 static SHARED: OnceLock<PgCluster> = OnceLock::new();
+static SHARED_TLS: OnceLock<PgCluster> = OnceLock::new();
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn stop_shared() {
-    if let Some(cluster) = SHARED.get() {
-        cluster.stop_quietly();
+    for shared in [&SHARED, &SHARED_TLS] {
+        if let Some(cluster) = shared.get() {
+            cluster.stop_quietly();
+        }
     }
+}
+
+fn stop_shared_at_exit() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain extern "C" fn with no captured state.
+    REGISTERED.call_once(|| unsafe {
+        libc::atexit(stop_shared);
+    });
 }
 
 impl PgCluster {
     /// The process-wide cluster, started on first use.
     pub fn shared() -> &'static PgCluster {
         SHARED.get_or_init(|| {
-            let cluster = Self::start().expect("start the test PostgreSQL cluster");
-            // SAFETY: registers a plain extern "C" fn with no captured state.
-            unsafe { libc::atexit(stop_shared) };
+            let cluster = Self::start(false).expect("start the test PostgreSQL cluster");
+            stop_shared_at_exit();
+            cluster
+        })
+    }
+
+    /// The process-wide TLS-only cluster, started on first use.
+    pub fn shared_tls() -> &'static PgCluster {
+        SHARED_TLS.get_or_init(|| {
+            let cluster = Self::start(true).expect("start the TLS PostgreSQL cluster");
+            stop_shared_at_exit();
             cluster
         })
     }
 
     /// A cluster of one's own, stopped on drop.
     pub fn private() -> PgCluster {
-        Self::start().expect("start a private PostgreSQL cluster")
+        Self::start(false).expect("start a private PostgreSQL cluster")
     }
 
-    fn start() -> anyhow::Result<Self> {
+    fn start(tls: bool) -> anyhow::Result<Self> {
         sweep_dead_clusters();
         let bindir = bindir()?;
         let serial = DATABASES.fetch_add(1, Ordering::Relaxed);
@@ -70,6 +103,7 @@ impl PgCluster {
             bindir,
             port: 0,
             owner,
+            tls: None,
         };
         cluster.run(
             "initdb",
@@ -85,15 +119,59 @@ impl PgCluster {
                 "--no-sync",
             ],
         )?;
+        if tls {
+            cluster.tls = Some(cluster.require_tls()?);
+        }
         let mut last = None;
         for _ in 0..5 {
             cluster.port = crate::free_port();
             match cluster.start_server() {
+                Ok(()) if tls => {
+                    cluster.set_password()?;
+                    return Ok(cluster);
+                }
                 Ok(()) => return Ok(cluster),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("pg_ctl start failed")))
+    }
+
+    /// Certificates for 127.0.0.1 and localhost from a fresh CA, owned by
+    /// the server's user (the key 0600, or PostgreSQL refuses it), and a
+    /// pg_hba.conf that lets TCP in only over TLS, with a password.
+    fn require_tls(&self) -> anyhow::Result<ServerTls> {
+        let dir = self.root.join("tls");
+        fs::create_dir_all(&dir)?;
+        let (ca, cert, key) = crate::tls::ca_and_server_for(&dir, &["127.0.0.1", "localhost"]);
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+        if let Some((uid, gid)) = self.owner {
+            for path in [&dir, &ca, &cert, &key] {
+                chown(path, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {}", path.display()))?;
+            }
+        }
+        // initdb made the file; rewriting it keeps its owner.
+        fs::write(
+            self.data().join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .context("writing pg_hba.conf")?;
+        Ok(ServerTls { ca, cert, key })
+    }
+
+    fn set_password(&self) -> anyhow::Result<()> {
+        let statement = format!("ALTER ROLE {USER} PASSWORD '{TLS_PASSWORD}'");
+        blocking(&self.admin_url("postgres"), move |client| {
+            Box::pin(async move { client.batch_execute(&statement).await })
+        })
+        .context("setting the TLS cluster's password")
+    }
+
+    /// The CA that issued the TLS cluster's server certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.tls.as_ref().expect("a TLS cluster").ca
     }
 
     fn data(&self) -> PathBuf {
@@ -159,12 +237,19 @@ impl PgCluster {
     /// `pg_ctl start` on `self.port`, 127.0.0.1 only, durability off (a
     /// test database), waiting until it accepts connections.
     fn start_server(&self) -> anyhow::Result<()> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
             self.port,
             self.root.display()
         );
+        if let Some(tls) = &self.tls {
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                tls.cert.display(),
+                tls.key.display()
+            );
+        }
         self.run(
             "pg_ctl",
             &[
@@ -197,9 +282,27 @@ impl PgCluster {
         let _ = fs::remove_dir_all(&self.root);
     }
 
-    /// The URL of database `name` for `--database`.
+    /// The URL of database `name` for `--database`: plaintext on the
+    /// plain clusters; on the TLS one, without `sslmode` (the test says).
     pub fn url(&self, name: &str) -> String {
-        format!("postgresql://{USER}@127.0.0.1:{}/{name}", self.port)
+        let url = format!("postgresql://{USER}@127.0.0.1:{}/{name}", self.port);
+        match self.tls {
+            Some(_) => url,
+            None => format!("{url}?sslmode=disable"),
+        }
+    }
+
+    /// The harness's own way in: TCP on the plain clusters, the Unix
+    /// socket (trusted, no TLS) on the TLS one.
+    pub fn admin_url(&self, name: &str) -> String {
+        match self.tls {
+            Some(_) => format!(
+                "postgresql://{USER}@{}:{}/{name}",
+                percent_encode(&self.root.display().to_string()),
+                self.port
+            ),
+            None => self.url(name),
+        }
     }
 
     /// A new, empty database; its URL.
@@ -209,7 +312,7 @@ impl PgCluster {
             std::process::id(),
             DATABASES.fetch_add(1, Ordering::Relaxed)
         );
-        let admin = self.url("postgres");
+        let admin = self.admin_url("postgres");
         let statement = format!("CREATE DATABASE {name}");
         blocking(&admin, move |client| {
             Box::pin(async move { client.batch_execute(&statement).await })
@@ -254,6 +357,18 @@ where
     })
     .join()
     .expect("PostgreSQL helper thread")
+}
+
+/// `/` and other reserved bytes as %XX, for a socket directory as a URL's host.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `$FERRITE_PG_BINDIR`, else the newest `/usr/lib/postgresql/*/bin`, else

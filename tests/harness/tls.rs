@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 
 /// `ca.pem`, `server.pem` and `server.key` in `dir`.
 pub fn ca_and_server(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    ca_and_server_for(dir, &["127.0.0.1"])
+}
+
+/// [`ca_and_server`] with a server certificate for `names` (IP addresses
+/// or DNS names).
+pub fn ca_and_server_for(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -15,7 +21,8 @@ pub fn ca_and_server(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let params = CertificateParams::new(names).unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     let (ca_path, cert_path, key_path) = (
         dir.join("ca.pem"),

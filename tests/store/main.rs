@@ -3,10 +3,14 @@
 //! method, the reservation race, the error mapping, migrations applied
 //! once, and a lost database answered with a 503.
 
+mod tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrite_conductor::store::{DatabaseUrl, NodeQuery, Page, SortKey, Store, StoreError};
+use ferrite_conductor::store::{
+    ConnectOptions, DatabaseUrl, NodeQuery, Page, SortKey, Store, StoreError,
+};
 use ferrite_protocol::node::{Node, Port};
 use ferrite_tests::pg::PgCluster;
 use ferrite_tests::{Conductor, TestDb};
@@ -16,13 +20,21 @@ use serde_json::json;
 async fn engines() -> Vec<(Store, TestDb, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ferrite.sqlite");
-    let sqlite = Store::connect(&DatabaseUrl::Sqlite(path.clone()), None, 4)
-        .await
-        .unwrap();
+    let sqlite = Store::connect(
+        &DatabaseUrl::Sqlite(path.clone()),
+        &ConnectOptions::default(),
+        4,
+    )
+    .await
+    .unwrap();
     let url = PgCluster::shared().create_database();
-    let pg = Store::connect(&DatabaseUrl::Postgres(url.clone()), None, 8)
-        .await
-        .unwrap();
+    let pg = Store::connect(
+        &DatabaseUrl::Postgres(url.clone()),
+        &ConnectOptions::default(),
+        8,
+    )
+    .await
+    .unwrap();
     assert_eq!(pg.engine(), "postgresql");
     vec![
         (sqlite, TestDb::Sqlite(path), Some(dir)),
@@ -298,7 +310,11 @@ async fn conductors_starting_together_migrate_once() {
     let database = DatabaseUrl::Postgres(url.clone());
     let opens = (0..3).map(|_| {
         let database = database.clone();
-        tokio::spawn(async move { Store::connect(&database, None, 2).await.map(|_| ()) })
+        tokio::spawn(async move {
+            Store::connect(&database, &ConnectOptions::default(), 2)
+                .await
+                .map(|_| ())
+        })
     });
     for open in opens {
         open.await.unwrap().unwrap();
@@ -319,11 +335,15 @@ async fn conductors_starting_together_migrate_once() {
 async fn a_bad_or_dead_database_is_a_clear_error() {
     // Nothing listens: the conductor does not start, and says where it failed.
     let closed = ferrite_tests::free_port();
-    let url = format!("postgresql://ferrite:s3cret-pw@127.0.0.1:{closed}/none");
-    let error = Store::connect(&DatabaseUrl::Postgres(url.clone()), None, 2)
-        .await
-        .err()
-        .expect("no database there");
+    let url = format!("postgresql://ferrite:s3cret-pw@127.0.0.1:{closed}/none?sslmode=disable");
+    let error = Store::connect(
+        &DatabaseUrl::Postgres(url.clone()),
+        &ConnectOptions::default(),
+        2,
+    )
+    .await
+    .err()
+    .expect("no database there");
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     assert!(!error.to_string().contains("s3cret-pw"), "{error}");
     let parsed = DatabaseUrl::parse(&url).unwrap();
@@ -490,7 +510,9 @@ async fn nodes_are_filtered_sorted_and_paged_in_sql() {
             ..NodeQuery::default()
         };
         assert!(!uuids(store.list_nodes(&redfish).await.unwrap()).contains(&"uuid-01".into()));
-        let reopened = Store::connect(&db.url(), None, 2).await.unwrap();
+        let reopened = Store::connect(&db.url(), &ConnectOptions::default(), 2)
+            .await
+            .unwrap();
         assert!(
             uuids(reopened.list_nodes(&redfish).await.unwrap()).contains(&"uuid-01".into()),
             "{engine}: filled from the document"

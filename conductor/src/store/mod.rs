@@ -87,6 +87,17 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
+/// How to reach a PostgreSQL server, beyond its URL. No `Debug`: it
+/// holds the password.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// `--database-password-file`'s: replaces a password in the URL.
+    pub password: Option<String>,
+    /// `--database-ca-file`: the PEM CAs that may issue the server's
+    /// certificate, instead of the system's trust store.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
 pub enum Store {
     Sqlite(sqlite::Db),
     Postgres(pg::Db),
@@ -107,13 +118,13 @@ impl Store {
     /// where the engine pools.
     pub async fn connect(
         url: &DatabaseUrl,
-        password: Option<&str>,
+        options: &ConnectOptions,
         pool_size: usize,
     ) -> StoreResult<Self> {
         match url {
             DatabaseUrl::Sqlite(path) => Self::open(path),
             DatabaseUrl::Postgres(url) => Ok(Self::Postgres(
-                pg::Db::connect(url, password, pool_size).await?,
+                pg::Db::connect(url, options, pool_size).await?,
             )),
         }
     }

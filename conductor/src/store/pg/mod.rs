@@ -1,7 +1,8 @@
 //! The shared engine: PostgreSQL, for several conductors on one fleet.
 //! tokio-postgres connections in a deadpool pool; every wait is bounded
 //! (connect, pool checkout, statement), and a lost database is
-//! [`StoreError::Unavailable`], which the API answers with a 503.
+//! [`StoreError::Unavailable`], which the API answers with a 503. TLS, on
+//! by default and always verified, is [`tls`]'s.
 
 mod conductors;
 mod history;
@@ -9,14 +10,16 @@ mod inventory;
 mod migrations;
 mod nodes;
 mod ports;
+mod tls;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use super::{StoreError, StoreResult};
+use super::{ConnectOptions, StoreError, StoreResult};
 
 /// How long a request waits for a connection, and for one statement.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,27 +33,40 @@ pub struct Db {
 }
 
 impl Db {
-    /// Connect to `url` (`postgresql://user[:password]@host[:port]/db`) and
-    /// bring the schema up to date. `password`, when given, replaces one in
-    /// the URL, so that it need not sit on a command line.
-    pub async fn connect(url: &str, password: Option<&str>, pool_size: usize) -> StoreResult<Self> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
-        if let Some(password) = password {
+    /// Connect to `url` (`postgresql://user[:password]@host[:port]/db`,
+    /// with libpq's `sslmode` and `sslrootcert`) and bring the schema up to
+    /// date. A password in `options` replaces one in the URL, so that it
+    /// need not sit on a command line.
+    pub async fn connect(
+        url: &str,
+        options: &ConnectOptions,
+        pool_size: usize,
+    ) -> StoreResult<Self> {
+        let tls::Target {
+            mut config,
+            mode,
+            trust,
+            local,
+        } = tls::Target::parse(url, options.ca_file.as_deref())?;
+        if let Some(password) = &options.password {
             config.password(password);
         }
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .application_name("ferrite-conductor")
             .options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if mode == SslMode::Disable {
+            if !local {
+                tracing::warn!("PostgreSQL over TCP without TLS (sslmode=disable)");
+            }
+            Manager::from_config(config, NoTls, recycling)
+        } else {
+            tracing::info!(sslmode = ?mode, verified_by = %trust, "PostgreSQL over TLS");
+            Manager::from_config(config, tls::connector(&trust)?, recycling)
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .timeouts(Timeouts {
@@ -80,10 +96,29 @@ impl Db {
                     "timed out waiting for a database connection".to_string()
                 }
                 // The driver's text names the host and port, never the password.
+                deadpool_postgres::PoolError::Backend(e) => {
+                    let mut text = format!("cannot reach the database: {}", error_chain(&e));
+                    if let Some(hint) = tls::hint(&e) {
+                        text = format!("{text} ({hint})");
+                    }
+                    text
+                }
                 other => format!("cannot reach the database: {other}"),
             })
         })
     }
+}
+
+/// An error and its causes, as one line: the driver's own text is only
+/// its kind ("error performing TLS handshake"), the cause says which.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text = format!("{text}: {cause}");
+        next = cause.source();
+    }
+    text
 }
 
 /// A driver error: a lost connection is `Unavailable`; a database error
