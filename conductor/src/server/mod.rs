@@ -9,7 +9,7 @@ pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,17 +129,40 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>, stop: watch::Recei
             Signals {
                 stop: stop.clone(),
                 shed: shared.shed.subscribe(),
+                slots: shared.slots.clone(),
+                cap: shared.limits.max_connections,
             },
         ));
         tracing::trace!(%peer, "connection accepted");
     }
 }
 
-/// What a connection is told from outside: shut down, or make way.
+/// What a connection is told from outside: shut down, or make way; and
+/// how many connections there are.
 struct Signals {
     stop: watch::Receiver<bool>,
     shed: watch::Receiver<u64>,
+    slots: Arc<Semaphore>,
+    cap: usize,
 }
+
+/// A connection's requests, for deciding when it may be closed without
+/// racing a client that is about to reuse it.
+#[derive(Default)]
+struct Usage {
+    started: AtomicU64,
+    answered: AtomicU64,
+    /// Milliseconds from the connection's start to its last answer.
+    last_answer_ms: AtomicU64,
+}
+
+/// Above this share of the cap in use, answers say `Connection: close`:
+/// clients close cleanly after them instead of idling on a slot.
+const CLOSE_ABOVE: f64 = 0.75;
+
+/// At the cap, an idle connection is closed only after this long without a
+/// request: a client reusing it right after an answer would race the close.
+const SHED_IDLE: Duration = Duration::from_secs(1);
 
 async fn connection(
     stream: TcpStream,
@@ -165,14 +188,28 @@ async fn http<I>(io: I, app: Router, limits: Limits, signals: Signals)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    // Set by the first request: a connection that has not sent one yet
-    // is new, not idle, and is not shed.
-    let used = Arc::new(AtomicBool::new(false));
+    let born = std::time::Instant::now();
+    let usage = Arc::new(Usage::default());
+    let busy_above = signals.cap - (signals.cap as f64 * CLOSE_ABOVE) as usize;
     let service = TowerToHyperService::new({
-        let used = used.clone();
+        let (started, answered) = (usage.clone(), usage.clone());
+        let slots = signals.slots.clone();
         app.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
-            used.store(true, Ordering::Relaxed);
+            started.started.fetch_add(1, Ordering::Relaxed);
             req
+        })
+        .map_response(move |mut resp: axum::response::Response| {
+            answered.answered.fetch_add(1, Ordering::Relaxed);
+            answered
+                .last_answer_ms
+                .store(born.elapsed().as_millis() as u64, Ordering::Relaxed);
+            if slots.available_permits() < busy_above {
+                resp.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            resp
         })
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -181,7 +218,9 @@ where
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
-    let Signals { mut stop, mut shed } = signals;
+    let Signals {
+        mut stop, mut shed, ..
+    } = signals;
     // Only a cap reached after this connection was accepted sheds it.
     shed.mark_unchanged();
     loop {
@@ -194,7 +233,7 @@ where
             }
             _ = stop.wait_for(|s| *s) => break,
             changed = shed.changed() => {
-                if changed.is_err() || used.load(Ordering::Relaxed) {
+                if changed.is_err() || sheddable(&usage, born) {
                     break;
                 }
             }
@@ -204,4 +243,21 @@ where
     // once it is answered.
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// May this connection be closed to make way? One in a request (it closes
+/// after the answer, which says so), or idle for [`SHED_IDLE`]; not one
+/// that has not sent a request yet (it is new, not idle).
+fn sheddable(usage: &Usage, born: std::time::Instant) -> bool {
+    let started = usage.started.load(Ordering::Relaxed);
+    let answered = usage.answered.load(Ordering::Relaxed);
+    if started == 0 {
+        return false;
+    }
+    if started > answered {
+        return true;
+    }
+    let idle_ms = (born.elapsed().as_millis() as u64)
+        .saturating_sub(usage.last_answer_ms.load(Ordering::Relaxed));
+    idle_ms >= SHED_IDLE.as_millis() as u64
 }
