@@ -455,6 +455,19 @@ async fn nodes_are_filtered_sorted_and_paged_in_sql() {
             want,
             "{engine}"
         );
+        // The same from the columns alone, with what the ring needs.
+        let heads = store.list_node_heads(&query).await.unwrap();
+        assert_eq!(uuids(heads.clone()), want, "{engine}");
+        assert!(heads.iter().all(|h| h.driver == "ipmi" && !h.maintenance));
+        let rack2 = store
+            .list_node_heads(&NodeQuery {
+                conductor_group: Some("rack2".into()),
+                ..NodeQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rack2.len(), 13, "{engine}");
+        assert!(rack2.iter().all(|h| h.conductor_group == "rack2"));
         let associated = NodeQuery {
             associated: Some(true),
             conductor_group: Some("rack2".into()),

@@ -392,7 +392,7 @@ pub async fn heartbeat(
         }
     }
     debug!(node = %node.uuid, state = %node.provision_state, "heartbeat");
-    state.flows.on_heartbeat(node.uuid);
+    state.flows.on_heartbeat(node);
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -329,7 +329,7 @@ impl Flows {
         );
         if waiting && self.agent_alive(&node) {
             info!(node = %uuid, "fast track: continuing without waiting for a heartbeat");
-            if let Err(e) = self.handle_heartbeat(uuid).await {
+            if let Err(e) = self.handle_heartbeat(node, true).await {
                 warn!(node = %uuid, error = %format!("{e:#}"), "fast-track continuation failed");
             }
         }
@@ -470,36 +470,39 @@ impl Flows {
             && age.num_seconds() < self.config.heartbeat_timeout as i64
     }
 
-    pub fn on_heartbeat(self: &Arc<Self>, node_uuid: String) {
-        // Bounded as Ironic's worker pool: a storm cannot pile up tasks.
-        let Ok(worker) = self.workers.clone().try_acquire_owned() else {
-            debug!(node = %node_uuid, "all heartbeat workers busy; the next heartbeat retries");
-            return;
-        };
-        let flows = self.clone();
-        tokio::spawn(async move {
-            let _worker = worker;
-            if let Err(e) = flows.handle_heartbeat(&node_uuid).await {
-                warn!(node = %node_uuid, error = %format!("{e:#}"), "heartbeat handling failed");
-            }
-        });
-    }
-
-    async fn handle_heartbeat(&self, uuid: &str) -> anyhow::Result<()> {
-        let node = self.store.get_node(uuid).await?;
+    /// A heartbeat was recorded; `node` is the node as the beat wrote it.
+    pub fn on_heartbeat(self: &Arc<Self>, node: Node) {
         if !fsm::lookup_allowed(&node.provision_state, self.config.fast_track) {
-            return Ok(());
+            return;
         }
         let waiting = fsm::is_wait_state(&node.provision_state);
         // Most beats of a fleet at rest (fast track, steps cached) need
-        // nothing: no lock is taken, so the beat's only write is its own.
+        // nothing: no task, no read, no lock; the beat's only write is its own.
         if !waiting
             && node
                 .driver_internal_info
                 .contains_key(steps_cache::CACHE_KEY)
         {
-            return Ok(());
+            return;
         }
+        // Bounded as Ironic's worker pool: a storm cannot pile up tasks.
+        let Ok(worker) = self.workers.clone().try_acquire_owned() else {
+            debug!(node = %node.uuid, "all heartbeat workers busy; the next heartbeat retries");
+            return;
+        };
+        let flows = self.clone();
+        tokio::spawn(async move {
+            let _worker = worker;
+            let uuid = node.uuid.clone();
+            if let Err(e) = flows.handle_heartbeat(node, waiting).await {
+                warn!(node = %uuid, error = %format!("{e:#}"), "heartbeat handling failed");
+            }
+        });
+    }
+
+    async fn handle_heartbeat(&self, node: Node, waiting: bool) -> anyhow::Result<()> {
+        let uuid = node.uuid.clone();
+        let uuid = uuid.as_str();
         // An agent that could not be reached is not called again before its
         // backoff ends; in a wait state the beat still counts as progress.
         let backing_off = self.agents.backing_off(&node);

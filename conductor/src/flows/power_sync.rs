@@ -103,10 +103,11 @@ impl PowerSync {
             maintenance: Some(false),
             ..Default::default()
         };
+        // Which nodes, from the columns: each is read whole when its turn comes.
         let mut uuids: Vec<String> = self
             .flows
             .store
-            .list_nodes(&query)
+            .list_node_heads(&query)
             .await?
             .into_iter()
             .filter(|n| (self.owns)(n))

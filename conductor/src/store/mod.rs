@@ -151,6 +151,17 @@ impl Store {
         }
     }
 
+    /// [`Store::list_nodes`] from the columns alone (name, UUID, states,
+    /// reservation, driver, conductor group, maintenance, power state,
+    /// provision_updated_at); every other field is its default. For
+    /// sweeps over the fleet: no document is read.
+    pub async fn list_node_heads(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
+        match self {
+            Self::Sqlite(db) => db.list_node_heads(query),
+            Self::Postgres(db) => db.list_node_heads(query).await,
+        }
+    }
+
     pub async fn list_nodes(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
         match self {
             Self::Sqlite(db) => db.list_nodes(query),

@@ -119,8 +119,55 @@ pub enum Param {
     Int(i64),
 }
 
+/// The columns [`select_heads`] reads, in order.
+pub const HEAD_COLUMNS: &str = "uuid, name, instance_uuid, provision_state, reservation, \
+     driver, conductor_group, COALESCE(maintenance, 0), power_state, provision_updated_at";
+
 /// `SELECT` of the node row columns for `query`, with its parameters.
 pub fn select(query: &NodeQuery) -> (String, Vec<Param>) {
+    select_columns(
+        "data, reservation, uuid, name, instance_uuid, provision_state",
+        query,
+    )
+}
+
+/// `SELECT` of [`HEAD_COLUMNS`] only: no document is read or decoded, for
+/// sweeps over the whole fleet that need to know which nodes, not what.
+pub fn select_heads(query: &NodeQuery) -> (String, Vec<Param>) {
+    select_columns(HEAD_COLUMNS, query)
+}
+
+/// A node from the columns of [`HEAD_COLUMNS`]; every other field is its
+/// default.
+#[allow(clippy::too_many_arguments)]
+pub fn head(
+    uuid: String,
+    name: Option<String>,
+    instance_uuid: Option<String>,
+    provision_state: String,
+    reservation: Option<String>,
+    driver: Option<String>,
+    conductor_group: Option<String>,
+    maintenance: i64,
+    power_state: Option<String>,
+    provision_updated_at: Option<String>,
+) -> Node {
+    Node {
+        uuid,
+        name,
+        instance_uuid,
+        provision_state,
+        reservation,
+        driver: driver.unwrap_or_default(),
+        conductor_group: conductor_group.unwrap_or_default(),
+        maintenance: maintenance != 0,
+        power_state,
+        provision_updated_at,
+        ..Node::default()
+    }
+}
+
+fn select_columns(columns: &str, query: &NodeQuery) -> (String, Vec<Param>) {
     let mut params = Vec::new();
     let mut bind = |p: Param| {
         params.push(p);
@@ -201,9 +248,7 @@ pub fn select(query: &NodeQuery) -> (String, Vec<Param>) {
         format!(" WHERE {}", conditions.join(" AND "))
     };
     (
-        format!(
-            "SELECT data, reservation, uuid, name, instance_uuid, provision_state FROM nodes{filter} ORDER BY {order}{limit}"
-        ),
+        format!("SELECT {columns} FROM nodes{filter} ORDER BY {order}{limit}"),
         params,
     )
 }

@@ -74,6 +74,28 @@ impl Db {
             .collect()
     }
 
+    pub async fn list_node_heads(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
+        let (text, params) = node_query::select_heads(query);
+        let values = bind(params);
+        let rows = self.client().await?.query(&text, &refs(&values)).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(node_query::head(
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                    r.try_get(6)?,
+                    r.try_get(7)?,
+                    r.try_get(8)?,
+                    r.try_get(9)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Fill the columns of rows written before schema version 6.
     pub(super) async fn fill_node_columns(&self) -> StoreResult<usize> {
         let mut client = self.client().await?;

@@ -62,6 +62,27 @@ impl Db {
         Ok(nodes)
     }
 
+    pub fn list_node_heads(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
+        let (text, params) = node_query::select_heads(query);
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&q(&text))?;
+        let rows = stmt.query_map(bind(params), |r| {
+            Ok(node_query::head(
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Fill the columns of rows written before schema version 6.
     pub(super) fn fill_node_columns(&self) -> StoreResult<usize> {
         let mut conn = self.conn();
