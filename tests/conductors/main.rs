@@ -117,6 +117,93 @@ async fn alive(c: &Conductor) -> BTreeMap<String, bool> {
         .collect()
 }
 
+/// An image served slowly (`rate` bytes/s, so a deploy is still writing
+/// when the test acts) and the loop disk the agent writes it to.
+struct DeployImage {
+    raw: std::path::PathBuf,
+    sum: String,
+    server: ferrite_tests::image_server::ImageServer,
+    disk: ferrite_tests::images::LoopDevice,
+    _dir: tempfile::TempDir,
+}
+
+impl DeployImage {
+    async fn new(rate: u64) -> Self {
+        use ferrite_tests::images::{make_raw, sha256_file, to_qcow2, LoopDevice};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
+        let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
+        let sum = sha256_file(&qcow);
+        let server =
+            ferrite_tests::image_server::ImageServer::start(dir.path().to_path_buf()).await;
+        server.faults().rate = rate;
+        let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+        Self {
+            raw,
+            sum,
+            server,
+            disk,
+            _dir: dir,
+        }
+    }
+
+    /// The agent's `ferrite-disks` allow-list: this disk only.
+    fn disks_param(&self) -> String {
+        format!("ferrite-disks={}", self.disk.path.display())
+    }
+
+    async fn set_on(&self, c: &Conductor, uuid: &str) {
+        c.patch_node(
+            uuid,
+            json!([{"op": "add", "path": "/instance_info", "value": {
+                "image_source": self.server.url_of("disk.qcow2"), "image_checksum": self.sum,
+                "image_disk_format": "qcow2"}}]),
+        )
+        .await;
+    }
+
+    fn assert_on_disk(&self) {
+        ferrite_tests::images::same_prefix(&self.raw, &self.disk.path, 24 << 20)
+            .expect("the image is on the disk");
+    }
+}
+
+/// Wait (2 min) for `active`, through 503s while a database comes back;
+/// on timeout, the logs of `logs_of`.
+async fn wait_active(c: &Conductor, uuid: &str, logs_of: &[&Conductor]) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let resp = c
+            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"))
+            .send()
+            .await
+            .expect("GET");
+        let node = if resp.status() == 200 {
+            let n: Value = resp.json().await.expect("json");
+            if n["provision_state"] == "active" {
+                return n;
+            }
+            assert_ne!(n["provision_state"], "deploy failed", "{n}");
+            n
+        } else {
+            Value::Null
+        };
+        if std::time::Instant::now() > deadline {
+            for c in logs_of {
+                let log = c.proc.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!(
+                    "---- {}\n{}",
+                    c.url,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            panic!("not active: {node}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ring_spreads_nodes_and_survivors_take_over_a_dead_conductor() {
     let f = fixture(30);
@@ -222,18 +309,11 @@ async fn the_ring_spreads_nodes_and_survivors_take_over_a_dead_conductor() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_survives_the_death_of_its_conductor() {
     use ferrite_tests::failover_proxy::FailoverProxy;
-    use ferrite_tests::image_server::ImageServer;
-    use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
     use ferrite_tests::Agent;
 
     let f = fixture(30);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
-    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
-    let sum = sha256_file(&qcow);
-    let server = ImageServer::start(dir.path().to_path_buf()).await;
-    server.faults().rate = 2 << 20; // ~10 s of writing: time to kill the conductor
-    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+    // ~10 s of writing: time to kill the conductor
+    let image = DeployImage::new(2 << 20).await;
 
     let url = PgCluster::shared().create_database();
     let mut flags: Vec<&str> = vec!["--fast-track", "true", "--heartbeat-timeout", "4"];
@@ -267,16 +347,10 @@ async fn a_deploy_survives_the_death_of_its_conductor() {
     c1.create_port(&uuid, "52:54:00:fa:17:21").await;
     let proxy =
         FailoverProxy::start(vec![c2.listen_addr(), c1.listen_addr(), c3.listen_addr()]).await;
-    let disks = format!("ferrite-disks={}", disk.path.display());
+    let disks = image.disks_param();
     let agent = Agent::start(&proxy.url, &["52:54:00:fa:17:21"], &[&disks]);
     c1.wait_agent(&uuid).await;
-    c1.patch_node(
-        &uuid,
-        json!([{"op": "add", "path": "/instance_info", "value": {
-            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
-            "image_disk_format": "qcow2"}}]),
-    )
-    .await;
+    image.set_on(&c1, &uuid).await;
     assert_eq!(c3.act(&uuid, json!({"target": "active"})).await.0, 202);
     wait_for(
         "write progress on the node",
@@ -297,26 +371,7 @@ async fn a_deploy_survives_the_death_of_its_conductor() {
         .await;
     let _ = c2.proc.child.kill();
     let _ = c2.proc.child.wait();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let done = loop {
-        let n = c1.node(&uuid).await;
-        if n["provision_state"] == "active" {
-            break n;
-        }
-        if std::time::Instant::now() > deadline {
-            for c in [&c1, &c3] {
-                let log = c.proc.log_text();
-                let tail: Vec<&str> = log.lines().rev().take(60).collect();
-                eprintln!(
-                    "---- {}\n{}",
-                    c.url,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            panic!("not active: {n}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let done = wait_active(&c1, &uuid, &[&c1, &c3]).await;
     assert_eq!(done["last_error"], Value::Null);
     let survivor =
         &f.owners_without_removed[f.uuids.iter().position(|u| *u == uuid).expect("fixture")];
@@ -324,7 +379,7 @@ async fn a_deploy_survives_the_death_of_its_conductor() {
         (c1.node(&uuid).await["conductor"] == json!(survivor)).then_some(())
     })
     .await;
-    same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
+    image.assert_on_disk();
 
     // Every command the agent ran, by name and step: none twice.
     let api = ferrite_tests::AgentApi {
@@ -472,17 +527,10 @@ async fn a_conductor_group_keeps_its_nodes_to_its_own_conductors() {
 /// a clear 503, nothing is lost, and the deploy finishes once it is back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_survives_a_database_outage() {
-    use ferrite_tests::image_server::ImageServer;
-    use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
     use ferrite_tests::Agent;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
-    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
-    let sum = sha256_file(&qcow);
-    let server = ImageServer::start(dir.path().to_path_buf()).await;
-    server.faults().rate = 1 << 20; // writing outlasts the outage
-    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+    // writing outlasts the outage
+    let image = DeployImage::new(1 << 20).await;
     let cluster = PgCluster::private();
     let url = cluster.create_database();
     let mut flags = vec!["--fast-track", "true", "--heartbeat-timeout", "4"];
@@ -490,16 +538,10 @@ async fn a_deploy_survives_a_database_outage() {
     let c = Conductor::start_on_db(TestDb::Postgres(url), &flags).await;
     let uuid = c.available_node(json!({"name": "outage"})).await;
     c.create_port(&uuid, "52:54:00:fa:17:31").await;
-    let disks = format!("ferrite-disks={}", disk.path.display());
+    let disks = image.disks_param();
     let _agent = Agent::start(&c.url, &["52:54:00:fa:17:31"], &[&disks]);
     c.wait_agent(&uuid).await;
-    c.patch_node(
-        &uuid,
-        json!([{"op": "add", "path": "/instance_info", "value": {
-            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
-            "image_disk_format": "qcow2"}}]),
-    )
-    .await;
+    image.set_on(&c, &uuid).await;
     assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
     wait_for(
         "write progress on the node",
@@ -527,28 +569,9 @@ async fn a_deploy_survives_a_database_outage() {
     }
     cluster.restart().expect("start PostgreSQL again");
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let done = loop {
-        let resp = c
-            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"))
-            .send()
-            .await
-            .expect("GET");
-        if resp.status() == 200 {
-            let n: Value = resp.json().await.expect("json");
-            if n["provision_state"] == "active" {
-                break n;
-            }
-            assert_ne!(n["provision_state"], "deploy failed", "{n}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no active after the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let done = wait_active(&c, &uuid, &[&c]).await;
     assert_eq!(done["last_error"], Value::Null);
-    same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
+    image.assert_on_disk();
     // The rows afterwards: unlocked (the flow lets go just after it wrote
     // `active`), ports as they were, each state change once.
     c.wait_unlocked(&uuid, Duration::from_secs(10)).await;
@@ -874,17 +897,10 @@ async fn forwarding_to_an_https_owner_verifies_its_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_whose_id_was_not_recorded_is_not_sent_again() {
     use ferrite_tests::hold_proxy::HoldProxy;
-    use ferrite_tests::image_server::ImageServer;
-    use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
     use ferrite_tests::Agent;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
-    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
-    let sum = sha256_file(&qcow);
-    let server = ImageServer::start(dir.path().to_path_buf()).await;
-    server.faults().rate = 4 << 20; // still writing when the database is back
-    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+    // still writing when the database is back
+    let image = DeployImage::new(4 << 20).await;
     let cluster = PgCluster::private();
     let url = cluster.create_database();
     let mut flags = vec![
@@ -909,7 +925,7 @@ async fn a_command_whose_id_was_not_recorded_is_not_sent_again() {
     )
     .await;
     let params = [
-        format!("ferrite-disks={}", disk.path.display()),
+        image.disks_param(),
         "ipa-enable-auto-tls=0".to_string(),
         format!("ipa-listen-port={agent_port}"),
         format!("ipa-advertise-port={}", proxy.port),
@@ -917,13 +933,7 @@ async fn a_command_whose_id_was_not_recorded_is_not_sent_again() {
     let params: Vec<&str> = params.iter().map(String::as_str).collect();
     let _agent = Agent::start(&c.url, &["52:54:00:fa:17:41"], &params);
     c.wait_agent(&uuid).await;
-    c.patch_node(
-        &uuid,
-        json!([{"op": "add", "path": "/instance_info", "value": {
-            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
-            "image_disk_format": "qcow2"}}]),
-    )
-    .await;
+    image.set_on(&c, &uuid).await;
     assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
     tokio::time::timeout(Duration::from_secs(60), proxy.wait_held())
         .await
@@ -939,35 +949,9 @@ async fn a_command_whose_id_was_not_recorded_is_not_sent_again() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     cluster.restart().expect("start PostgreSQL again");
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let resp = c
-            .request(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"))
-            .send()
-            .await
-            .expect("GET");
-        if resp.status() == 200 {
-            let n: Value = resp.json().await.expect("json");
-            if n["provision_state"] == "active" {
-                assert_eq!(n["last_error"], Value::Null);
-                break;
-            }
-            assert_ne!(n["provision_state"], "deploy failed", "{n}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no active after the outage: {}",
-            c.proc
-                .log_text()
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
+    let done = wait_active(&c, &uuid, &[&c]).await;
+    assert_eq!(done["last_error"], Value::Null);
+    image.assert_on_disk();
     let commands: Value = reqwest::get(format!(
         "http://127.0.0.1:{agent_port}/v1/commands/?agent_token={token}"
     ))
