@@ -473,19 +473,9 @@ async fn start_next(
             return finish_now(flows, uuid).await;
         };
         if !steps::is_out_of_band(step) {
-            let params = flows.step_params(node, step, "deploy_version").await?;
-            let started = intent::send(
-                flows,
-                uuid,
-                client,
-                "deploy.execute_deploy_step",
-                params,
-                next,
-                step,
-            )
-            .await?;
+            execute_step(flows, node, client, next, step).await?;
             info!(node = %uuid, step = %steps::step_id(step), "deploy step started");
-            return set_current(flows, uuid, next, Some(&started.id), step).await;
+            return Ok(());
         }
         match step["step"].as_str().unwrap_or_default() {
             steps::WRITE_IMAGE => {
@@ -493,19 +483,9 @@ async fn start_next(
                                   "priority": step["priority"],
                                   "args": {"image_info": image_info(node),
                                            "configdrive": node.instance_info.get("configdrive").cloned().unwrap_or(Value::Null)}});
-                let params = flows.step_params(node, &step, "deploy_version").await?;
-                let started = intent::send(
-                    flows,
-                    uuid,
-                    client,
-                    "deploy.execute_deploy_step",
-                    params,
-                    next,
-                    &step,
-                )
-                .await?;
+                execute_step(flows, node, client, next, &step).await?;
                 info!(node = %uuid, "write_image started");
-                return set_current(flows, uuid, next, Some(&started.id), &step).await;
+                return Ok(());
             }
             steps::PREPARE_INSTANCE_BOOT => {
                 // Ironic installs a bootloader for partition images, for
@@ -542,6 +522,29 @@ async fn start_next(
             _ => return finish_now(flows, uuid).await,
         }
     }
+}
+
+/// `deploy.execute_deploy_step` for step `index` (its intent recorded
+/// first), then the step as the node's current one.
+async fn execute_step(
+    flows: &Flows,
+    node: &Node,
+    client: &AgentClient,
+    index: usize,
+    step: &Value,
+) -> anyhow::Result<()> {
+    let params = flows.step_params(node, step, "deploy_version").await?;
+    let started = intent::send(
+        flows,
+        &node.uuid,
+        client,
+        "deploy.execute_deploy_step",
+        params,
+        index,
+        step,
+    )
+    .await?;
+    set_current(flows, &node.uuid, index, Some(&started.id), step).await
 }
 
 async fn finish_now(flows: &Flows, uuid: &str) -> anyhow::Result<()> {
