@@ -2,7 +2,7 @@
 //! and polling results, like Ironic's `agent_client.py`. HTTPS is verified
 //! against the certificate the agent sent in its heartbeat.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrite_protocol::steps::CleanStepsResult;
 use ferrite_protocol::{CommandList, CommandRequest, CommandResult, CommandStatus, FaultBody};
@@ -36,6 +36,23 @@ pub enum AgentClientError {
     Timeout(String),
     #[error("the agent's reply is larger than the {limit} byte limit")]
     TooLarge { limit: usize },
+}
+
+impl AgentClientError {
+    /// A metric label for the kind of failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoAgentUrl => "no_agent_url",
+            Self::Tls(_) => "tls",
+            Self::Connection { .. } => "connection",
+            Self::InProgress(_) => "busy",
+            Self::Api { .. } => "api_error",
+            Self::Decode(_) => "decode",
+            Self::CommandFailed { .. } => "command_failed",
+            Self::Timeout(_) => "timeout",
+            Self::TooLarge { .. } => "too_large",
+        }
+    }
 }
 
 pub struct AgentClient {
@@ -117,6 +134,26 @@ impl AgentClient {
         wait: bool,
         limit: Option<usize>,
     ) -> Result<CommandResult, AgentClientError> {
+        let started = Instant::now();
+        let result = self.send_command(name, params, wait, limit).await;
+        let failure = match &result {
+            Ok(r) if r.command_status == CommandStatus::Failed => Some("command_failed"),
+            Ok(_) => None,
+            Err(e) => Some(e.reason()),
+        };
+        self.outcomes
+            .metrics
+            .observe(name, started.elapsed(), failure);
+        result
+    }
+
+    async fn send_command(
+        &self,
+        name: &str,
+        params: Map<String, Value>,
+        wait: bool,
+        limit: Option<usize>,
+    ) -> Result<CommandResult, AgentClientError> {
         let body = CommandRequest::new(name, params);
         let mut last = String::new();
         let mut unreachable = false;
@@ -171,6 +208,16 @@ impl AgentClient {
     }
 
     async fn fetch_commands(&self) -> Result<Vec<CommandResult>, AgentClientError> {
+        let started = Instant::now();
+        let result = self.list_commands().await;
+        let failure = result.as_ref().err().map(AgentClientError::reason);
+        self.outcomes
+            .metrics
+            .observe("commands.list", started.elapsed(), failure);
+        result
+    }
+
+    async fn list_commands(&self) -> Result<Vec<CommandResult>, AgentClientError> {
         let mut last = String::new();
         let mut unreachable = false;
         for _ in 0..self.max_attempts {

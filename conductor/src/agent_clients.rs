@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::agent_client::{AgentClient, AgentClientError};
 use crate::config::ConductorConfig;
+use crate::metrics::AgentMetrics;
 
 /// Pinned clients kept; an evicted one is rebuilt on its next use.
 const PINNED_CLIENTS: usize = 256;
@@ -31,6 +32,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct AgentClients {
     config: Arc<ConductorConfig>,
+    metrics: AgentMetrics,
     plain: reqwest::Client,
     pinned: Mutex<Lru>,
     backoff: Arc<Backoff>,
@@ -47,10 +49,17 @@ impl AgentClients {
         ));
         Ok(Self {
             config,
+            metrics: AgentMetrics::default(),
             plain,
             pinned: Mutex::new(Lru::default()),
             backoff,
         })
+    }
+
+    /// Report request times and failures to `metrics`.
+    pub fn with_metrics(mut self, metrics: AgentMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The client for the agent the node's last heartbeat announced.
@@ -100,6 +109,7 @@ impl AgentClients {
                 backoff: self.backoff.clone(),
                 node: uuid.to_string(),
                 url: agent_url.to_string(),
+                metrics: self.metrics.clone(),
             },
         ))
     }
@@ -193,6 +203,8 @@ pub struct Outcomes {
     backoff: Arc<Backoff>,
     node: String,
     url: String,
+    /// Each request's time and failure, by command.
+    pub(crate) metrics: AgentMetrics,
 }
 
 impl Outcomes {

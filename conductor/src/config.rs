@@ -60,6 +60,12 @@ pub struct ConductorConfig {
     /// http_url server. Off when unset (boot files then stay on --listen).
     #[arg(long, env = "FERRITE_BOOT_HTTP_LISTEN")]
     pub boot_http_listen: Option<SocketAddr>,
+    /// Serve `GET /metrics` (Prometheus) here too, in plain HTTP and
+    /// without authentication, for a scraper on a management network or
+    /// localhost. Off when unset; `/metrics` on --listen is always there,
+    /// behind the API's authentication.
+    #[arg(long, env = "FERRITE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Base URL firmware reaches the boot files at. Defaults to
     /// http://<boot-http-listen> when that is set, else public_url.
     #[arg(long, env = "FERRITE_BOOT_PUBLIC_URL")]

@@ -14,6 +14,7 @@ pub mod configdrive;
 pub mod drivers;
 pub mod flows;
 pub mod fsm;
+pub mod metrics;
 pub mod pairing;
 pub mod periodic;
 pub mod power;
@@ -42,14 +43,16 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         },
         ca_file: config.database_ca_file.clone(),
     };
+    let metrics = Arc::new(metrics::Metrics::new());
     let store = Arc::new(
         store::Store::connect(&database, &options, config.db_pool_size)
             .await
-            .with_context(|| format!("opening the database {}", database.redacted()))?,
+            .with_context(|| format!("opening the database {}", database.redacted()))?
+            .with_metrics(metrics.db.clone()),
     );
     tracing::info!(database = %database.redacted(), "store open");
     let config = Arc::new(config);
-    let flows = flows::Flows::new(store.clone(), config.clone())?;
+    let flows = flows::Flows::new(store.clone(), config.clone(), metrics.clone())?;
     let freed = store.release_all(flows.host()).await?;
     if freed > 0 {
         tracing::warn!(nodes = freed, "released node locks left by a previous run");
@@ -68,6 +71,7 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         flows: flows.clone(),
         pairing: Arc::default(),
         forwarder: Arc::new(api::forward::Forwarder::new(&config)?),
+        metrics,
     };
     if let Some(tftp) = config.tftp_listen {
         boot::tftp::start(
@@ -99,6 +103,11 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     if let Some(auth) = auth {
         api_app = api_app.layer(from_fn_with_state(auth, auth::require));
     }
+    // Outermost: refused requests are counted too.
+    let api_app = api_app.layer(from_fn_with_state(
+        state.metrics.clone(),
+        api::metrics::count_request,
+    ));
     let request_timeout = Duration::from_secs(config.request_timeout);
     let limited = |app: Router| {
         app.layer(from_fn(server::layers::body_limit))
@@ -117,6 +126,15 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         tls,
         app: limited(api_app),
     }];
+    if let Some(metrics_listen) = config.metrics_listen {
+        listeners.push(server::Listener {
+            tcp: server::bind(metrics_listen, config.listen_backlog)
+                .with_context(|| format!("listening on {metrics_listen} for metrics"))?,
+            tls: None,
+            app: limited(api::metrics::router(state.clone())),
+        });
+        tracing::info!(listen = %metrics_listen, "metrics without authentication at /metrics");
+    }
     if let Some(boot_listen) = config.boot_http_listen {
         listeners.push(server::Listener {
             tcp: server::bind(boot_listen, config.listen_backlog)

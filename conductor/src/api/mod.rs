@@ -8,6 +8,7 @@ pub mod error;
 pub mod forward;
 mod history;
 mod inspection;
+pub mod metrics;
 mod nodes;
 mod patch;
 mod ports;
@@ -41,6 +42,7 @@ pub struct AppState {
     pub pairing: Arc<crate::pairing::Registry>,
     /// Hands requests for another conductor group's nodes to their owner.
     pub forwarder: Arc<forward::Forwarder>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -91,6 +93,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/nodes/{ident}/ports/detail",
             get(ports::list_for_node_detail),
         )
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/conductors", get(conductors::list))
         .route("/v1/conductors/{hostname}", get(conductors::show))
         .route("/v1/ports", get(ports::list).post(ports::create))

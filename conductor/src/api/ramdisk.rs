@@ -44,6 +44,28 @@ pub async fn lookup(
     Extension(Requested(version)): Extension<Requested>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<LookupResponse>> {
+    // Told apart for the metrics only: the agent sees the same 404.
+    let mut refused = false;
+    let found = find(&state, version, &params, &mut refused).await;
+    state.metrics.lookup(match &found {
+        Ok(_) => "found",
+        Err(_) if refused => "refused",
+        Err(e) => match e.status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "refused",
+            s if s.is_client_error() => "invalid",
+            _ => "error",
+        },
+    });
+    found
+}
+
+async fn find(
+    state: &AppState,
+    version: ApiVersion,
+    params: &HashMap<String, String>,
+    refused: &mut bool,
+) -> ApiResult<Json<LookupResponse>> {
     endpoint_exists(version)?;
     let macs: Vec<String> = params
         .get("addresses")
@@ -92,13 +114,14 @@ pub async fn lookup(
     let node = state.store.get_node(&uuid).await?;
     if cfg.restrict_lookup && !fsm::lookup_allowed(&node.provision_state, cfg.fast_track) {
         debug!(node = %uuid, state = %node.provision_state, "lookup refused in this state");
+        *refused = true;
         return Err(not_found());
     }
 
     // The token goes only to a caller that shows one of the node's MACs:
     // a UUID is not a secret (it is in logs, URLs and the boot script).
-    let issue = owns_a_mac(&state, &uuid, &macs).await?;
-    Ok(Json(node_with_token(&state, &uuid, version, issue).await?))
+    let issue = owns_a_mac(state, &uuid, &macs).await?;
+    Ok(Json(node_with_token(state, &uuid, version, issue).await?))
 }
 
 /// Whether one of `macs` is a port of the node.
@@ -279,8 +302,24 @@ pub async fn heartbeat(
     Path(ident): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
+    let beat = take_beat(&state, version, ident, &body).await;
+    state.metrics.heartbeat(match &beat {
+        Ok(result) => *result,
+        Err(e) if e.status.is_client_error() => "refused",
+        Err(_) => "error",
+    });
+    beat.map(|_| StatusCode::ACCEPTED)
+}
+
+/// A heartbeat's work: `accepted`, or `ignored` in a state that expects none.
+async fn take_beat(
+    state: &AppState,
+    version: ApiVersion,
+    ident: String,
+    body: &Bytes,
+) -> ApiResult<&'static str> {
     endpoint_exists(version)?;
-    let hb: HeartbeatRequest = parse_body(&body)?;
+    let hb: HeartbeatRequest = parse_body(body)?;
     let scheme = url::Url::parse(&hb.callback_url)
         .map(|u| u.scheme().to_string())
         .unwrap_or_default();
@@ -382,7 +421,7 @@ pub async fn heartbeat(
     let node = match updated {
         Err(e) if e.status == StatusCode::ACCEPTED => {
             info!(node = %ident, "heartbeat in a state that expects none: not taking any action");
-            return Ok(StatusCode::ACCEPTED);
+            return Ok("ignored");
         }
         other => other?,
     };
@@ -393,7 +432,7 @@ pub async fn heartbeat(
     }
     debug!(node = %node.uuid, state = %node.provision_state, "heartbeat");
     state.flows.on_heartbeat(node);
-    Ok(StatusCode::ACCEPTED)
+    Ok("accepted")
 }
 
 /// The marker [`heartbeat`] uses to leave the node untouched (never sent).

@@ -242,8 +242,9 @@ pub async fn power(
         .await?;
     let store = state.store.clone();
     let uuid = node.uuid.clone();
+    let bmc = state.metrics.bmc.clone();
     tokio::spawn(async move {
-        let outcome = driver.set_state(action).await;
+        let outcome = driver.set_state(action, &bmc).await;
         let _ = store
             .update_node::<StoreError, _>(&uuid, |n| {
                 n.target_power_state = None;
@@ -296,7 +297,7 @@ pub async fn set_boot_device(
     let node = state.store.get_node(&ident).await?;
     let driver = PowerDriver::for_node(&node).map_err(|e| ApiError::bad_request(e.to_string()))?;
     driver
-        .set_boot_device(device, persistent)
+        .set_boot_device(device, persistent, &state.metrics.bmc)
         .await
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     state

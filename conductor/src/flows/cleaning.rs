@@ -258,9 +258,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                 );
                 let message = logs::on_failure(flows, &node, Some(logs::CLEANING), message).await;
                 transition::fail(flows, uuid, &message).await?;
-                power::set_power(&flows.store, &node, PowerAction::Off)
-                    .await
-                    .ok();
+                power::set_power(flows, &node, PowerAction::Off).await.ok();
                 return Ok(());
             }
         }
@@ -323,7 +321,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     // Ironic keeps the logs with `always` before tearing cleaning down.
     logs::on_success(flows, &node, Some(logs::CLEANING)).await;
     if !flows.config.fast_track {
-        if let Err(e) = power::set_power(&flows.store, &node, PowerAction::Off).await {
+        if let Err(e) = power::set_power(flows, &node, PowerAction::Off).await {
             transition::fail(
                 flows,
                 uuid,

@@ -248,7 +248,7 @@ async fn fail_deploy(flows: &Flows, node: &Node, message: String) -> anyhow::Res
         }
     }
     let node = flows.store.get_node(&node.uuid).await?;
-    if let Err(e) = power::set_power(&flows.store, &node, PowerAction::Off).await {
+    if let Err(e) = power::set_power(flows, &node, PowerAction::Off).await {
         tracing::warn!(node = %node.uuid, error = %format!("{e:#}"), "power off after the failed deploy failed");
     }
     Ok(())
@@ -357,6 +357,9 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                 // Progress for operators: the agent's interim result.
                 if let Some(progress) = cmd.command_result.as_ref().and_then(|r| r.get("progress"))
                 {
+                    flows
+                        .metrics
+                        .image_progress(uuid, node.name.as_deref(), progress);
                     let p = progress.clone();
                     flows
                         .store
@@ -585,8 +588,8 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     }
     let node = flows.store.get_node(uuid).await?;
     let outcome = async {
-        power::set_power(&flows.store, &node, PowerAction::Off).await?;
-        power::set_boot_device(&flows.store, &node, BootDevice::Disk, true).await?;
+        power::set_power(flows, &node, PowerAction::Off).await?;
+        power::set_boot_device(flows, &node, BootDevice::Disk, true).await?;
         // The boot script follows the state: `active` boots the local disk.
         transition::fire(flows, uuid, Event::Done, |n| {
             n.deploy_step.clear();
@@ -602,7 +605,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         })
         .await?;
         let node = flows.store.get_node(uuid).await?;
-        power::set_power(&flows.store, &node, PowerAction::On).await
+        power::set_power(flows, &node, PowerAction::On).await
     }
     .await;
     if let Err(e) = outcome {
@@ -626,7 +629,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
 /// `deleted`/`undeploy`: power off, forget the instance, then clean.
 pub async fn tear_down(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
-    if let Err(e) = power::set_power(&flows.store, node, PowerAction::Off).await {
+    if let Err(e) = power::set_power(flows, node, PowerAction::Off).await {
         transition::fail(
             flows,
             uuid,

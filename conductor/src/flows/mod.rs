@@ -31,6 +31,7 @@ use crate::agent_clients::AgentClients;
 use crate::cluster::{Membership, MembershipConfig};
 use crate::config::ConductorConfig;
 use crate::fsm::{self, Event};
+use crate::metrics::Metrics;
 use crate::store::{NodeQuery, Store, StoreError};
 use locks::{Locks, Reservation};
 use transition::TransitionError;
@@ -50,6 +51,7 @@ pub struct Flows {
     cluster: Arc<Membership>,
     /// The locks this conductor's flows hold, and failed releases.
     locks: Arc<Locks>,
+    metrics: Arc<Metrics>,
 }
 
 /// What a provision verb carries besides its target.
@@ -105,9 +107,10 @@ impl Flows {
     pub fn new(
         store: Arc<Store>,
         config: Arc<ConductorConfig>,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, crate::agent_client::AgentClientError> {
         let host = config.host_name();
-        let agents = AgentClients::new(config.clone())?;
+        let agents = AgentClients::new(config.clone())?.with_metrics(metrics.agent.clone());
         let workers = Arc::new(Semaphore::new(config.workers_pool_size as usize));
         let cluster = Membership::new(
             store.clone(),
@@ -130,11 +133,16 @@ impl Flows {
             workers,
             cluster,
             locks: Arc::default(),
+            metrics,
         }))
     }
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn cluster(&self) -> &Arc<Membership> {
@@ -349,7 +357,7 @@ impl Flows {
             fsm::UNRESCUING => rescue::unrescue(self, &node).await,
             fsm::RESCUEFAIL if event == Event::Abort => rescue::fail_cleanup(self, &node).await,
             fsm::CLEANFAIL | fsm::INSPECTFAIL if event == Event::Abort => {
-                power::set_power(&self.store, &node, crate::power::PowerAction::Off).await
+                power::set_power(self, &node, crate::power::PowerAction::Off).await
             }
             other => {
                 debug!(node = %uuid, state = other, "nothing to start");
@@ -444,7 +452,7 @@ impl Flows {
             })
             .await?;
         let node = self.store.get_node(&node.uuid).await?;
-        power::boot_ramdisk(&self.store, &node).await
+        power::boot_ramdisk(self, &node).await
     }
 
     /// Fast track: an agent that heartbeated within the timeout.
@@ -608,7 +616,7 @@ impl Flows {
             return Ok(());
         }
         if !self.config.fast_track {
-            power::set_power(&self.store, &node, crate::power::PowerAction::Off).await?;
+            power::set_power(self, &node, crate::power::PowerAction::Off).await?;
         }
         transition::fire(self, uuid, Event::Done, |n| {
             n.inspection_finished_at = Some(crate::time::api_now());
@@ -684,7 +692,7 @@ impl Flows {
             return rescue::timed_out(self, node).await;
         }
         transition::fail(self, &node.uuid, &message).await?;
-        if let Err(e) = power::set_power(&self.store, node, crate::power::PowerAction::Off).await {
+        if let Err(e) = power::set_power(self, node, crate::power::PowerAction::Off).await {
             warn!(node = %node.uuid, error = %e, "power off after timeout failed");
         }
         Ok(())

@@ -3,11 +3,13 @@
 use ferrite_protocol::node::Node;
 use serde_json::json;
 
+use super::Flows;
 use crate::power::{BootDevice, PowerAction, PowerDriver};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Run a power action through the node's driver and record the result.
-pub async fn set_power(store: &Store, node: &Node, action: PowerAction) -> anyhow::Result<()> {
+pub async fn set_power(flows: &Flows, node: &Node, action: PowerAction) -> anyhow::Result<()> {
+    let store = &flows.store;
     let driver = PowerDriver::for_node(node)?;
     if action != PowerAction::On {
         // The ramdisk dies with the power: forget its token and URL first,
@@ -19,7 +21,7 @@ pub async fn set_power(store: &Store, node: &Node, action: PowerAction) -> anyho
             })
             .await?;
     }
-    let state = driver.set_state(action).await?;
+    let state = driver.set_state(action, &flows.metrics.bmc).await?;
     store
         .update_node::<StoreError, _>(&node.uuid, |n| {
             n.power_state = Some(state.to_string());
@@ -32,15 +34,16 @@ pub async fn set_power(store: &Store, node: &Node, action: PowerAction) -> anyho
 }
 
 pub async fn set_boot_device(
-    store: &Store,
+    flows: &Flows,
     node: &Node,
     device: BootDevice,
     persistent: bool,
 ) -> anyhow::Result<()> {
     PowerDriver::for_node(node)?
-        .set_boot_device(device, persistent)
+        .set_boot_device(device, persistent, &flows.metrics.bmc)
         .await?;
-    store
+    flows
+        .store
         .update_node::<StoreError, _>(&node.uuid, |n| {
             n.driver_internal_info.insert(
                 "boot_device".into(),
@@ -53,12 +56,12 @@ pub async fn set_boot_device(
 }
 
 /// Boot the deploy ramdisk: network boot next, then (re)start the machine.
-pub async fn boot_ramdisk(store: &Store, node: &Node) -> anyhow::Result<()> {
-    set_boot_device(store, node, BootDevice::Pxe, false).await?;
+pub async fn boot_ramdisk(flows: &Flows, node: &Node) -> anyhow::Result<()> {
+    set_boot_device(flows, node, BootDevice::Pxe, false).await?;
     let action = if node.power_state.as_deref() == Some(crate::power::POWER_ON) {
         PowerAction::Reboot
     } else {
         PowerAction::On
     };
-    set_power(store, node, action).await
+    set_power(flows, node, action).await
 }

@@ -19,6 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use super::Flows;
 use crate::fsm;
+use crate::metrics::BmcMetrics;
 use crate::power::{PowerAction, PowerDriver, PowerError};
 use crate::store::{NodeQuery, StoreError};
 
@@ -206,7 +207,7 @@ impl PowerSync {
             return Ok(Outcome::Count(0));
         }
         // Read without the lock, as Ironic does under a shared lock.
-        let actual = match read_power(driver, &node).await {
+        let actual = match read_power(driver, &node, &flows.metrics.bmc).await {
             Ok(state) => state,
             Err(e) => {
                 if count > max_retries {
@@ -374,7 +375,7 @@ impl PowerSync {
                 Ok(())
             })
             .await?;
-        if let Err(e) = super::power::set_power(&flows.store, &node, action).await {
+        if let Err(e) = super::power::set_power(flows, &node, action).await {
             let message =
                 format!("Failed to change power state to '{recorded}' by '{recorded}': {e:#}");
             flows
@@ -406,7 +407,9 @@ impl PowerSync {
             if node.reservation.is_some() || !power_failed(&node) || !(self.owns)(&node) {
                 continue;
             }
-            let actual = match read_power(PowerDriver::for_node(&node), &node).await {
+            let actual = match read_power(PowerDriver::for_node(&node), &node, &flows.metrics.bmc)
+                .await
+            {
                 Ok(state) => state,
                 Err(e) => {
                     debug!(node = %node.uuid, error = %e, "During power_failure_recovery, could not get power state");
@@ -464,10 +467,11 @@ fn power_failed(node: &Node) -> bool {
 async fn read_power(
     driver: Result<PowerDriver, PowerError>,
     node: &Node,
+    bmc: &BmcMetrics,
 ) -> Result<Option<String>, PowerError> {
     match driver? {
         PowerDriver::Fake => Ok(node.power_state.clone()),
-        driver => driver.get_state(node).await.map(Some),
+        driver => driver.get_state(node, bmc).await.map(Some),
     }
 }
 
@@ -506,6 +510,7 @@ mod tests {
         let flows = Flows::new(
             Arc::new(Store::in_memory().expect("store")),
             Arc::new(config),
+            Arc::default(),
         )
         .expect("flows");
         Arc::new(PowerSync {

@@ -75,7 +75,7 @@ pub async fn fail(flows: &Flows, node: &Node, error: &str) -> anyhow::Result<()>
     })
     .await?;
     let node = flows.store.get_node(&node.uuid).await?;
-    if let Err(e) = power::set_power(&flows.store, &node, PowerAction::Off).await {
+    if let Err(e) = power::set_power(flows, &node, PowerAction::Off).await {
         warn!(node = %node.uuid, error = %format!("{e:#}"), "power off after the failed rescue failed");
     }
     Ok(())
@@ -154,7 +154,7 @@ pub async fn fail_cleanup(flows: &Flows, node: &Node) -> anyhow::Result<()> {
             Ok(())
         })
         .await?;
-    power::set_power(&flows.store, node, PowerAction::Off).await
+    power::set_power(flows, node, PowerAction::Off).await
 }
 
 /// `rescue_callback_timeout` passed in `rescue wait`.
@@ -171,8 +171,8 @@ pub async fn timed_out(flows: &Flows, node: &Node) -> anyhow::Result<()> {
 pub async fn unrescue(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
     let outcome = async {
-        power::set_power(&flows.store, node, PowerAction::Off).await?;
-        power::set_boot_device(&flows.store, node, BootDevice::Disk, true).await?;
+        power::set_power(flows, node, PowerAction::Off).await?;
+        power::set_boot_device(flows, node, BootDevice::Disk, true).await?;
         // The boot script follows the state: `active` boots the local disk.
         transition::fire(flows, uuid, Event::Done, |n| {
             remove_password(n);
@@ -180,7 +180,7 @@ pub async fn unrescue(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         })
         .await?;
         let node = flows.store.get_node(uuid).await?;
-        power::set_power(&flows.store, &node, PowerAction::On).await
+        power::set_power(flows, &node, PowerAction::On).await
     }
     .await;
     if let Err(e) = outcome {

@@ -77,6 +77,7 @@ pub async fn fire(
         .await?;
     let to = &node.provision_state;
     info!(node = %uuid, %from, %to, event = event.verb(), "provision state changed");
+    observe_flow(flows, uuid, &from, to, event);
     let (severity, text) = match (&node.last_error, event) {
         (Some(err), Event::Fail | Event::Abort) => {
             ("ERROR", format!("{err} (provision state {from} -> {to})"))
@@ -97,6 +98,39 @@ pub async fn fire(
         tracing::warn!(node = %uuid, error = %e, "could not record node history");
     }
     Ok(node)
+}
+
+/// In a flow: between leaving a stable state and reaching the next.
+fn in_flow(state: &str) -> bool {
+    fsm::is_transient(state) || fsm::is_wait_state(state)
+}
+
+/// Flow durations for the metrics: a flow is named by the first state it
+/// enters, and fails when it ends in a failed state (or by abort).
+fn observe_flow(flows: &Flows, uuid: &str, from: &str, to: &str, event: Event) {
+    match (in_flow(from), in_flow(to)) {
+        (false, true) => flows.metrics.flow_started(uuid, flow_name(to)),
+        (true, false) => {
+            let failed = matches!(event, Event::Fail | Event::Abort)
+                || to.ends_with("failed")
+                || to == fsm::ERROR;
+            flows.metrics.flow_ended(uuid, failed);
+        }
+        _ => {}
+    }
+}
+
+fn flow_name(first: &str) -> &'static str {
+    match first {
+        fsm::DEPLOYING | fsm::DEPLOYWAIT => "deploy",
+        fsm::CLEANING | fsm::CLEANWAIT => "clean",
+        fsm::INSPECTING | fsm::INSPECTWAIT => "inspect",
+        fsm::RESCUING | fsm::RESCUEWAIT => "rescue",
+        fsm::UNRESCUING => "unrescue",
+        fsm::DELETING => "undeploy",
+        fsm::VERIFYING => "verify",
+        _ => "other",
+    }
 }
 
 /// Ironic's `wipe_token_and_url` (and the heartbeat time, so that fast

@@ -11,7 +11,10 @@ use crate::power::PowerDriver;
 pub async fn run(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let checked = async {
         let driver = PowerDriver::for_node(node)?;
-        driver.get_state(node).await.map_err(anyhow::Error::from)
+        driver
+            .get_state(node, &flows.metrics.bmc)
+            .await
+            .map_err(anyhow::Error::from)
     }
     .await;
     match checked {

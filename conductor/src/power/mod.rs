@@ -7,6 +7,8 @@ pub mod redfish;
 
 use ferrite_protocol::node::Node;
 
+use crate::metrics::BmcMetrics;
+
 pub const POWER_ON: &str = "power on";
 pub const POWER_OFF: &str = "power off";
 /// Ironic's `[conductor]power_state_change_timeout`.
@@ -111,33 +113,43 @@ impl PowerDriver {
     }
 
     /// The current power state; `fake` reports what the node records.
-    pub async fn get_state(&self, node: &Node) -> Result<String, PowerError> {
+    pub async fn get_state(&self, node: &Node, bmc: &BmcMetrics) -> Result<String, PowerError> {
         match self {
             Self::Fake => Ok(node
                 .power_state
                 .clone()
                 .unwrap_or_else(|| POWER_OFF.to_string())),
-            Self::Ipmi(i) => i.get_state().await,
-            Self::Redfish(r) => r.get_state().await,
+            Self::Ipmi(i) => self.timed(bmc, "get_power_state", i.get_state()).await,
+            Self::Redfish(r) => self.timed(bmc, "get_power_state", r.get_state()).await,
         }
     }
 
     /// Returns the resulting power state to record on the node. Real BMCs
     /// act with a delay: like Ironic (`power_state_change_timeout`), wait
     /// until the BMC reports the state the action leads to.
-    pub async fn set_state(&self, action: PowerAction) -> Result<&'static str, PowerError> {
+    pub async fn set_state(
+        &self,
+        action: PowerAction,
+        bmc: &BmcMetrics,
+    ) -> Result<&'static str, PowerError> {
         let want = action.result();
         let read = || async {
             match self {
                 Self::Fake => Ok(want.to_string()),
-                Self::Ipmi(i) => i.get_state().await,
-                Self::Redfish(r) => r.get_state().await,
+                Self::Ipmi(i) => self.timed(bmc, "get_power_state", i.get_state()).await,
+                Self::Redfish(r) => self.timed(bmc, "get_power_state", r.get_state()).await,
             }
         };
         match self {
             Self::Fake => return Ok(want),
-            Self::Ipmi(i) => i.set_state(action).await?,
-            Self::Redfish(r) => r.set_state(action).await?,
+            Self::Ipmi(i) => {
+                self.timed(bmc, "set_power_state", i.set_state(action))
+                    .await?
+            }
+            Self::Redfish(r) => {
+                self.timed(bmc, "set_power_state", r.set_state(action))
+                    .await?
+            }
         }
         let deadline = std::time::Instant::now() + POWER_STATE_CHANGE_TIMEOUT;
         loop {
@@ -159,11 +171,39 @@ impl PowerDriver {
         &self,
         device: BootDevice,
         persistent: bool,
+        bmc: &BmcMetrics,
     ) -> Result<(), PowerError> {
         match self {
             Self::Fake => Ok(()),
-            Self::Ipmi(i) => i.set_boot_device(device, persistent).await,
-            Self::Redfish(r) => r.set_boot_device(device, persistent).await,
+            Self::Ipmi(i) => {
+                self.timed(
+                    bmc,
+                    "set_boot_device",
+                    i.set_boot_device(device, persistent),
+                )
+                .await
+            }
+            Self::Redfish(r) => {
+                self.timed(
+                    bmc,
+                    "set_boot_device",
+                    r.set_boot_device(device, persistent),
+                )
+                .await
+            }
         }
+    }
+
+    /// One call to the BMC, timed (the fake interface has none).
+    async fn timed<T>(
+        &self,
+        bmc: &BmcMetrics,
+        call: &'static str,
+        run: impl std::future::Future<Output = Result<T, PowerError>>,
+    ) -> Result<T, PowerError> {
+        let started = std::time::Instant::now();
+        let result = run.await;
+        bmc.observe(self.interface(), call, started.elapsed(), result.is_ok());
+        result
     }
 }

@@ -16,8 +16,10 @@ use std::path::Path;
 use ferrite_protocol::node::{Node, Port};
 use serde_json::Value;
 
+use crate::metrics::DbMetrics;
+
 pub use node_query::{NodeQuery, Page, SortKey};
-pub use rows::{ConductorRecord, HistoryEvent, StoredInventory, CORRUPT_FAULT};
+pub use rows::{ConductorRecord, HistoryEvent, StateCount, StoredInventory, CORRUPT_FAULT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -98,20 +100,52 @@ pub struct ConnectOptions {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-pub enum Store {
+enum Engine {
     Sqlite(sqlite::Db),
     Postgres(pg::Db),
 }
 
+/// The database, and the time each operation takes there (every
+/// operation goes through one of these methods: the one place to time).
+pub struct Store {
+    engine: Engine,
+    metrics: DbMetrics,
+}
+
 impl Store {
+    fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            metrics: DbMetrics::default(),
+        }
+    }
+
+    /// Report operation times to `metrics` (the conductor's registry).
+    pub fn with_metrics(mut self, metrics: DbMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    async fn timed<T, E>(
+        &self,
+        operation: &'static str,
+        run: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let result = run.await;
+        self.metrics
+            .observe(operation, started.elapsed(), result.is_ok());
+        result
+    }
+
     /// Open (creating if needed) a SQLite file and bring its schema up to date.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        Ok(Self::Sqlite(sqlite::Db::open(path)?))
+        Ok(Self::new(Engine::Sqlite(sqlite::Db::open(path)?)))
     }
 
     /// A private in-memory SQLite database, for unit tests.
     pub fn in_memory() -> StoreResult<Self> {
-        Ok(Self::Sqlite(sqlite::Db::in_memory()?))
+        Ok(Self::new(Engine::Sqlite(sqlite::Db::in_memory()?)))
     }
 
     /// Open the database `url` names, with a pool of `pool_size` connections
@@ -123,32 +157,38 @@ impl Store {
     ) -> StoreResult<Self> {
         match url {
             DatabaseUrl::Sqlite(path) => Self::open(path),
-            DatabaseUrl::Postgres(url) => Ok(Self::Postgres(
+            DatabaseUrl::Postgres(url) => Ok(Self::new(Engine::Postgres(
                 pg::Db::connect(url, options, pool_size).await?,
-            )),
+            ))),
         }
     }
 
     pub fn engine(&self) -> &'static str {
-        match self {
-            Self::Sqlite(_) => "sqlite",
-            Self::Postgres(_) => "postgresql",
+        match &self.engine {
+            Engine::Sqlite(_) => "sqlite",
+            Engine::Postgres(_) => "postgresql",
         }
     }
 
     pub async fn create_node(&self, node: &Node) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.create_node(node),
-            Self::Postgres(db) => db.create_node(node).await,
-        }
+        self.timed("create_node", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.create_node(node),
+                Engine::Postgres(db) => db.create_node(node).await,
+            }
+        })
+        .await
     }
 
     /// By UUID, or by name when the ident is not a known UUID.
     pub async fn get_node(&self, ident: &str) -> StoreResult<Node> {
-        match self {
-            Self::Sqlite(db) => db.get_node(ident),
-            Self::Postgres(db) => db.get_node(ident).await,
-        }
+        self.timed("get_node", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.get_node(ident),
+                Engine::Postgres(db) => db.get_node(ident).await,
+            }
+        })
+        .await
     }
 
     /// [`Store::list_nodes`] from the columns alone (name, UUID, states,
@@ -156,17 +196,35 @@ impl Store {
     /// provision_updated_at); every other field is its default. For
     /// sweeps over the fleet: no document is read.
     pub async fn list_node_heads(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
-        match self {
-            Self::Sqlite(db) => db.list_node_heads(query),
-            Self::Postgres(db) => db.list_node_heads(query).await,
-        }
+        self.timed("list_node_heads", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.list_node_heads(query),
+                Engine::Postgres(db) => db.list_node_heads(query).await,
+            }
+        })
+        .await
+    }
+
+    /// Nodes per provision state, power state and maintenance: one
+    /// `GROUP BY` over the columns, for the metrics scrape.
+    pub async fn node_state_counts(&self) -> StoreResult<Vec<StateCount>> {
+        self.timed("node_state_counts", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.node_state_counts(),
+                Engine::Postgres(db) => db.node_state_counts().await,
+            }
+        })
+        .await
     }
 
     pub async fn list_nodes(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
-        match self {
-            Self::Sqlite(db) => db.list_nodes(query),
-            Self::Postgres(db) => db.list_nodes(query).await,
-        }
+        self.timed("list_nodes", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.list_nodes(query),
+                Engine::Postgres(db) => db.list_nodes(query).await,
+            }
+        })
+        .await
     }
 
     /// Read-modify-write one node atomically. `update` may refuse with an error.
@@ -175,32 +233,44 @@ impl Store {
         E: From<StoreError>,
         F: FnOnce(&mut Node) -> Result<(), E>,
     {
-        match self {
-            Self::Sqlite(db) => db.update_node(ident, update),
-            Self::Postgres(db) => db.update_node(ident, update).await,
-        }
+        self.timed("update_node", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.update_node(ident, update),
+                Engine::Postgres(db) => db.update_node(ident, update).await,
+            }
+        })
+        .await
     }
 
     pub async fn delete_node(&self, uuid: &str) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.delete_node(uuid),
-            Self::Postgres(db) => db.delete_node(uuid).await,
-        }
+        self.timed("delete_node", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.delete_node(uuid),
+                Engine::Postgres(db) => db.delete_node(uuid).await,
+            }
+        })
+        .await
     }
 
     /// Take the node's exclusive lock for `host`; `Ok(false)` if someone holds it.
     pub async fn try_reserve(&self, uuid: &str, host: &str) -> StoreResult<bool> {
-        match self {
-            Self::Sqlite(db) => db.try_reserve(uuid, host),
-            Self::Postgres(db) => db.try_reserve(uuid, host).await,
-        }
+        self.timed("try_reserve", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.try_reserve(uuid, host),
+                Engine::Postgres(db) => db.try_reserve(uuid, host).await,
+            }
+        })
+        .await
     }
 
     pub async fn release(&self, uuid: &str, host: &str) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.release(uuid, host),
-            Self::Postgres(db) => db.release(uuid, host).await,
-        }
+        self.timed("release", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.release(uuid, host),
+                Engine::Postgres(db) => db.release(uuid, host).await,
+            }
+        })
+        .await
     }
 
     /// [`Store::release`] from a `Drop`, which cannot await. SQLite's call
@@ -215,13 +285,13 @@ impl Store {
         host: &str,
         failed: impl FnOnce(StoreError) + Send + 'static,
     ) {
-        match self {
-            Self::Sqlite(db) => {
+        match &self.engine {
+            Engine::Sqlite(db) => {
                 if let Err(e) = db.release(uuid, host) {
                     failed(e);
                 }
             }
-            Self::Postgres(db) => {
+            Engine::Postgres(db) => {
                 let handle = match tokio::runtime::Handle::try_current() {
                     Ok(handle) => handle,
                     Err(e) => return failed(StoreError::Unavailable(e.to_string())),
@@ -239,52 +309,73 @@ impl Store {
 
     /// Drop every lock held by `host` (locks of a conductor that died).
     pub async fn release_all(&self, host: &str) -> StoreResult<usize> {
-        match self {
-            Self::Sqlite(db) => db.release_all(host),
-            Self::Postgres(db) => db.release_all(host).await,
-        }
+        self.timed("release_all", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.release_all(host),
+                Engine::Postgres(db) => db.release_all(host).await,
+            }
+        })
+        .await
     }
 
     pub async fn create_port(&self, port: &Port) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.create_port(port),
-            Self::Postgres(db) => db.create_port(port).await,
-        }
+        self.timed("create_port", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.create_port(port),
+                Engine::Postgres(db) => db.create_port(port).await,
+            }
+        })
+        .await
     }
 
     pub async fn get_port(&self, uuid: &str) -> StoreResult<Port> {
-        match self {
-            Self::Sqlite(db) => db.get_port(uuid),
-            Self::Postgres(db) => db.get_port(uuid).await,
-        }
+        self.timed("get_port", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.get_port(uuid),
+                Engine::Postgres(db) => db.get_port(uuid).await,
+            }
+        })
+        .await
     }
 
     pub async fn port_by_address(&self, address: &str) -> StoreResult<Option<Port>> {
-        match self {
-            Self::Sqlite(db) => db.port_by_address(address),
-            Self::Postgres(db) => db.port_by_address(address).await,
-        }
+        self.timed("port_by_address", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.port_by_address(address),
+                Engine::Postgres(db) => db.port_by_address(address).await,
+            }
+        })
+        .await
     }
 
     pub async fn list_ports(&self, node_uuid: Option<&str>) -> StoreResult<Vec<Port>> {
-        match self {
-            Self::Sqlite(db) => db.list_ports(node_uuid),
-            Self::Postgres(db) => db.list_ports(node_uuid).await,
-        }
+        self.timed("list_ports", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.list_ports(node_uuid),
+                Engine::Postgres(db) => db.list_ports(node_uuid).await,
+            }
+        })
+        .await
     }
 
     pub async fn update_port(&self, port: &Port) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.update_port(port),
-            Self::Postgres(db) => db.update_port(port).await,
-        }
+        self.timed("update_port", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.update_port(port),
+                Engine::Postgres(db) => db.update_port(port).await,
+            }
+        })
+        .await
     }
 
     pub async fn delete_port(&self, uuid: &str) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.delete_port(uuid),
-            Self::Postgres(db) => db.delete_port(uuid).await,
-        }
+        self.timed("delete_port", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.delete_port(uuid),
+                Engine::Postgres(db) => db.delete_port(uuid).await,
+            }
+        })
+        .await
     }
 
     /// Append to a node's history (`GET /v1/nodes/{id}/history`).
@@ -305,17 +396,23 @@ impl Store {
             conductor: Some(conductor.into()),
             user: None,
         };
-        match self {
-            Self::Sqlite(db) => db.record_event(&event, node_uuid),
-            Self::Postgres(db) => db.record_event(&event, node_uuid).await,
-        }
+        self.timed("record_event", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.record_event(&event, node_uuid),
+                Engine::Postgres(db) => db.record_event(&event, node_uuid).await,
+            }
+        })
+        .await
     }
 
     pub async fn history(&self, node_uuid: &str) -> StoreResult<Vec<HistoryEvent>> {
-        match self {
-            Self::Sqlite(db) => db.history(node_uuid),
-            Self::Postgres(db) => db.history(node_uuid).await,
-        }
+        self.timed("history", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.history(node_uuid),
+                Engine::Postgres(db) => db.history(node_uuid).await,
+            }
+        })
+        .await
     }
 
     pub async fn save_inventory(
@@ -325,66 +422,92 @@ impl Store {
         plugin_data: &Value,
         created_at: &str,
     ) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.save_inventory(node_uuid, inventory, plugin_data, created_at),
-            Self::Postgres(db) => {
-                db.save_inventory(node_uuid, inventory, plugin_data, created_at)
-                    .await
+        self.timed("save_inventory", async {
+            match &self.engine {
+                Engine::Sqlite(db) => {
+                    db.save_inventory(node_uuid, inventory, plugin_data, created_at)
+                }
+                Engine::Postgres(db) => {
+                    db.save_inventory(node_uuid, inventory, plugin_data, created_at)
+                        .await
+                }
             }
-        }
+        })
+        .await
     }
 
     /// The certificate a node's agent sent (auto-TLS), for any conductor.
     pub async fn save_agent_certificate(&self, node_uuid: &str, pem: &str) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.save_agent_certificate(node_uuid, pem),
-            Self::Postgres(db) => db.save_agent_certificate(node_uuid, pem).await,
-        }
+        self.timed("save_agent_certificate", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.save_agent_certificate(node_uuid, pem),
+                Engine::Postgres(db) => db.save_agent_certificate(node_uuid, pem).await,
+            }
+        })
+        .await
     }
 
     pub async fn agent_certificate(&self, node_uuid: &str) -> StoreResult<Option<String>> {
-        match self {
-            Self::Sqlite(db) => db.agent_certificate(node_uuid),
-            Self::Postgres(db) => db.agent_certificate(node_uuid).await,
-        }
+        self.timed("agent_certificate", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.agent_certificate(node_uuid),
+                Engine::Postgres(db) => db.agent_certificate(node_uuid).await,
+            }
+        })
+        .await
     }
 
     pub async fn get_inventory(&self, node_uuid: &str) -> StoreResult<Option<StoredInventory>> {
-        match self {
-            Self::Sqlite(db) => db.get_inventory(node_uuid),
-            Self::Postgres(db) => db.get_inventory(node_uuid).await,
-        }
+        self.timed("get_inventory", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.get_inventory(node_uuid),
+                Engine::Postgres(db) => db.get_inventory(node_uuid).await,
+            }
+        })
+        .await
     }
 
     /// Register (or re-register) a conductor, online, stamped now.
     pub async fn register_conductor(&self, record: &ConductorRecord) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.register_conductor(record),
-            Self::Postgres(db) => db.register_conductor(record).await,
-        }
+        self.timed("register_conductor", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.register_conductor(record),
+                Engine::Postgres(db) => db.register_conductor(record).await,
+            }
+        })
+        .await
     }
 
     /// The keepalive; `false` when the row is gone (deleted by hand).
     pub async fn touch_conductor(&self, hostname: &str, at: &str, at_us: i64) -> StoreResult<bool> {
-        match self {
-            Self::Sqlite(db) => db.touch_conductor(hostname, at, at_us),
-            Self::Postgres(db) => db.touch_conductor(hostname, at, at_us).await,
-        }
+        self.timed("touch_conductor", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.touch_conductor(hostname, at, at_us),
+                Engine::Postgres(db) => db.touch_conductor(hostname, at, at_us).await,
+            }
+        })
+        .await
     }
 
     /// A clean shutdown: the others take its nodes at their next rebuild.
     pub async fn conductor_offline(&self, hostname: &str) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(db) => db.conductor_offline(hostname),
-            Self::Postgres(db) => db.conductor_offline(hostname).await,
-        }
+        self.timed("conductor_offline", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.conductor_offline(hostname),
+                Engine::Postgres(db) => db.conductor_offline(hostname).await,
+            }
+        })
+        .await
     }
 
     pub async fn list_conductors(&self) -> StoreResult<Vec<ConductorRecord>> {
-        match self {
-            Self::Sqlite(db) => db.list_conductors(),
-            Self::Postgres(db) => db.list_conductors().await,
-        }
+        self.timed("list_conductors", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.list_conductors(),
+                Engine::Postgres(db) => db.list_conductors().await,
+            }
+        })
+        .await
     }
 
     /// Free a reservation held by a dead conductor: `true` if it was freed,
@@ -396,17 +519,23 @@ impl Store {
         holder: &str,
         alive_after_us: i64,
     ) -> StoreResult<bool> {
-        match self {
-            Self::Sqlite(db) => db.release_orphan(uuid, holder, alive_after_us),
-            Self::Postgres(db) => db.release_orphan(uuid, holder, alive_after_us).await,
-        }
+        self.timed("release_orphan", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.release_orphan(uuid, holder, alive_after_us),
+                Engine::Postgres(db) => db.release_orphan(uuid, holder, alive_after_us).await,
+            }
+        })
+        .await
     }
 
     /// The nodes someone holds a reservation on (an indexed query).
     pub async fn reserved_nodes(&self) -> StoreResult<Vec<Node>> {
-        match self {
-            Self::Sqlite(db) => db.reserved_nodes(),
-            Self::Postgres(db) => db.reserved_nodes().await,
-        }
+        self.timed("reserved_nodes", async {
+            match &self.engine {
+                Engine::Sqlite(db) => db.reserved_nodes(),
+                Engine::Postgres(db) => db.reserved_nodes().await,
+            }
+        })
+        .await
     }
 }

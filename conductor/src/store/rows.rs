@@ -23,6 +23,15 @@ pub struct HistoryEvent {
     pub user: Option<String>,
 }
 
+/// How many nodes are in one combination of states ([`sql::NODE_STATE_COUNTS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    pub provision_state: String,
+    pub power_state: Option<String>,
+    pub maintenance: bool,
+    pub nodes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredInventory {
     pub inventory: Value,
@@ -88,6 +97,10 @@ pub mod schema {
 }
 
 pub mod sql {
+    /// The metrics scrape's node gauges: one row per combination of states.
+    pub const NODE_STATE_COUNTS: &str =
+        "SELECT provision_state, power_state, COALESCE(maintenance, 0), COUNT(*) FROM nodes \
+         GROUP BY provision_state, power_state, COALESCE(maintenance, 0)";
     /// By UUID, or by name when the ident is not a known UUID.
     pub const NODE_BY_IDENT: &str =
         "SELECT data, reservation, uuid, name, instance_uuid, provision_state FROM nodes \

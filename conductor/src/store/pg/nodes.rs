@@ -8,7 +8,7 @@ use super::{constraint, Db};
 use crate::store::node_query::{self, NodeQuery, Param};
 use crate::store::rows::{
     decode, decode_or_degraded, duplicate_node, encode_update, fill_params, node_not_found,
-    node_params, sql, NodeRow,
+    node_params, sql, NodeRow, StateCount,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -71,6 +71,24 @@ impl Db {
         let rows = self.client().await?.query(&text, &refs(&values)).await?;
         rows.iter()
             .map(|row| Ok(decode_or_degraded(node_row(row)?)))
+            .collect()
+    }
+
+    pub async fn node_state_counts(&self) -> StoreResult<Vec<StateCount>> {
+        let rows = self
+            .client()
+            .await?
+            .query(sql::NODE_STATE_COUNTS, &[])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StateCount {
+                    provision_state: r.try_get(0)?,
+                    power_state: r.try_get(1)?,
+                    maintenance: r.try_get::<_, i64>(2)? != 0,
+                    nodes: r.try_get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
             .collect()
     }
 

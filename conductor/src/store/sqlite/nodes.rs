@@ -8,7 +8,7 @@ use super::{constraint, q, Db};
 use crate::store::node_query::{self, NodeQuery, Param};
 use crate::store::rows::{
     decode, decode_or_degraded, duplicate_node, encode_update, fill_params, node_not_found,
-    node_params, sql, NodeRow,
+    node_params, sql, NodeRow, StateCount,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -60,6 +60,20 @@ impl Db {
             nodes.push(decode_or_degraded(row?));
         }
         Ok(nodes)
+    }
+
+    pub fn node_state_counts(&self) -> StoreResult<Vec<StateCount>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql::NODE_STATE_COUNTS)?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StateCount {
+                provision_state: r.get(0)?,
+                power_state: r.get(1)?,
+                maintenance: r.get::<_, i64>(2)? != 0,
+                nodes: r.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn list_node_heads(&self, query: &NodeQuery) -> StoreResult<Vec<Node>> {
