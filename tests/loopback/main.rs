@@ -13,6 +13,7 @@ mod flows;
 mod inspection;
 mod ipmi;
 mod lookup_heartbeat;
+mod metrics;
 mod power_sync;
 mod ramdisk_logs;
 mod redfish;
