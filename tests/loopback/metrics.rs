@@ -17,7 +17,7 @@ const IMAGE_SIZE: u64 = 24 << 20;
 
 /// One sample of a parsed exposition.
 #[derive(Debug)]
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: serde_json::Map<String, Value>,
     value: f64,
@@ -67,7 +67,7 @@ print(json.dumps(out))
 }
 
 /// The value of the sample `name` whose labels include `labels`.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|s| {
@@ -80,7 +80,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 }
 
 /// `GET /metrics` on the API, with the test user's credentials.
-async fn scrape(c: &Conductor) -> Vec<Sample> {
+pub(crate) async fn scrape(c: &Conductor) -> Vec<Sample> {
     let resp = c
         .request(reqwest::Method::GET, "/metrics")
         .send()
@@ -102,7 +102,8 @@ async fn metrics_follow_a_loopback_deploy() {
     let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
     let sum = sha256_file(&qcow);
     let server = ImageServer::start(dir.path().to_path_buf()).await;
-    server.faults().rate = 3 << 20; // ~8 s of writing: heartbeats see it run
+    // The qcow2 holds ~6 MiB: ~12 s of writing, heartbeats (every 1-2 s) see it run.
+    server.faults().rate = 512 << 10;
     let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, false);
     let open = format!("127.0.0.1:{}", free_port());
     let c = Conductor::start(&[

@@ -187,4 +187,25 @@ async fn redfish_power_and_boot_device() {
         failed["last_error"].as_str().unwrap().contains("404"),
         "{failed}"
     );
+
+    // Every BMC call was timed; the missing system's read counted as failed.
+    let m = crate::metrics::scrape(&c).await;
+    let bmc = |name: &str, call: &str| {
+        crate::metrics::value(&m, name, &[("interface", "redfish"), ("call", call)]).unwrap_or(0.0)
+    };
+    let calls = "ferrite_conductor_bmc_call_duration_seconds_count";
+    assert!(bmc(calls, "get_power_state") >= 2.0);
+    assert_eq!(bmc(calls, "set_power_state"), 1.0);
+    assert_eq!(bmc(calls, "set_boot_device"), 1.0);
+    let failures = "ferrite_conductor_bmc_call_failures_total";
+    assert!(bmc(failures, "get_power_state") >= 1.0);
+    assert_eq!(bmc(failures, "set_power_state"), 0.0);
+    assert_eq!(
+        crate::metrics::value(
+            &m,
+            "ferrite_conductor_flow_duration_seconds_count",
+            &[("flow", "verify"), ("result", "failure")]
+        ),
+        Some(1.0)
+    );
 }
