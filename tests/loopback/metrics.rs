@@ -263,6 +263,11 @@ async fn metrics_follow_a_loopback_deploy() {
             &[("operation", "update_node")]
         ) > 0.0
     );
+    assert_eq!(
+        value(&after, "ferrite_conductor_db_operation_errors_total", &[]),
+        None,
+        "no database operation failed"
+    );
     assert!(
         get(
             "ferrite_conductor_http_request_duration_seconds_count",

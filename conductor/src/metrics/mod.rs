@@ -333,7 +333,7 @@ impl Metrics {
         );
         r.register(
             "ferrite_conductor_db_operation_errors",
-            "Database operations that returned an error (a refused update included)",
+            "Database operations that failed (not an update its caller refused)",
             db.errors.clone(),
         );
         r.register(

@@ -233,13 +233,23 @@ impl Store {
         E: From<StoreError>,
         F: FnOnce(&mut Node) -> Result<(), E>,
     {
-        self.timed("update_node", async {
+        let started = std::time::Instant::now();
+        // An update its caller refused is not a database error.
+        let mut refused = false;
+        let result = {
+            let update = |n: &mut Node| {
+                let r = update(n);
+                refused = r.is_err();
+                r
+            };
             match &self.engine {
                 Engine::Sqlite(db) => db.update_node(ident, update),
                 Engine::Postgres(db) => db.update_node(ident, update).await,
             }
-        })
-        .await
+        };
+        self.metrics
+            .observe("update_node", started.elapsed(), result.is_ok() || refused);
+        result
     }
 
     pub async fn delete_node(&self, uuid: &str) -> StoreResult<()> {
