@@ -172,6 +172,17 @@ async fn metrics_follow_a_loopback_deploy() {
     assert_eq!(done["last_error"], Value::Null);
     same_prefix(&raw, &disk.path, IMAGE_SIZE).expect("the image is on the disk");
 
+    // Lookups the conductor turns down: an unknown MAC, and the node's own
+    // in `active`, which allows none; both answered with the same 404.
+    for mac in ["52:54:00:fa:18:99", "52:54:00:fa:18:01"] {
+        let r = c
+            .request(reqwest::Method::GET, &format!("/v1/lookup?addresses={mac}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{mac}");
+    }
+
     // After: the open listener, no credentials.
     let text = anonymous
         .get(format!("http://{open}/metrics"))
@@ -222,6 +233,14 @@ async fn metrics_follow_a_loopback_deploy() {
         ) > 0.0
     );
     assert!(get("ferrite_conductor_lookups_total", &[("result", "found")]) >= 1.0);
+    assert_eq!(
+        get(
+            "ferrite_conductor_lookups_total",
+            &[("result", "not_found")]
+        ),
+        1.0
+    );
+    assert!(get("ferrite_conductor_lookups_total", &[("result", "refused")]) >= 1.0);
     let step = [("command", "deploy.execute_deploy_step")];
     assert!(
         get(
