@@ -304,7 +304,7 @@ pub async fn heartbeat(
 ) -> ApiResult<StatusCode> {
     let beat = take_beat(&state, version, ident, &body).await;
     state.metrics.heartbeat(match &beat {
-        Ok(result) => *result,
+        Ok(result) => result,
         Err(e) if e.status.is_client_error() => "refused",
         Err(_) => "error",
     });
