@@ -11,6 +11,7 @@ pub mod boot;
 pub mod cluster;
 pub mod config;
 pub mod configdrive;
+pub mod console;
 pub mod drivers;
 pub mod flows;
 pub mod fsm;
@@ -99,7 +100,10 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
             None
         }
     };
-    let mut api_app = api::router(state.clone()).merge(boot::router(state.clone()));
+    // The console sits inside the same authentication as the API.
+    let mut api_app = api::router(state.clone())
+        .merge(boot::router(state.clone()))
+        .merge(console::router(state.clone()));
     if let Some(auth) = auth {
         api_app = api_app.layer(from_fn_with_state(auth, auth::require));
     }

@@ -1,0 +1,112 @@
+// Ferrite console: keeps the fleet table live from the server-sent
+// `fleet` events (a JSON array of rows). Everything is written with
+// textContent, never innerHTML, so node data stays text.
+"use strict";
+
+(function () {
+  const table = document.getElementById("fleet");
+  if (!table || !window.EventSource) return;
+  const body = table.tBodies[0];
+  const live = document.getElementById("live");
+  const single = table.classList.contains("single");
+  const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
+
+  function bytes(n) {
+    let v = n, u = 0;
+    while (v >= 1024 && u < UNITS.length - 1) { v /= 1024; u++; }
+    return u === 0 ? n + " B" : v.toFixed(1) + " " + UNITS[u];
+  }
+
+  function progressText(p) {
+    let t = bytes(p.received);
+    if (p.total != null) t += " / " + bytes(p.total);
+    t += " · " + bytes(p.rate) + "/s";
+    if (p.eta_seconds != null) t += " · ETA " + p.eta_seconds + " s";
+    return t;
+  }
+
+  function cell(tr, field) { return tr.querySelector('[data-f="' + field + '"]'); }
+
+  function setProgress(td, p) {
+    if (!p) { td.replaceChildren(); return; }
+    let box = td.querySelector(".progress");
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "progress";
+      box.append(document.createElement("progress"));
+      const s = document.createElement("span");
+      s.className = "ptext";
+      box.append(s);
+      td.replaceChildren(box);
+    }
+    const bar = box.querySelector("progress");
+    bar.max = 100;
+    if (p.percent != null) bar.value = p.percent; else bar.removeAttribute("value");
+    box.querySelector(".ptext").textContent = progressText(p);
+  }
+
+  function newRow(r) {
+    const tr = document.createElement("tr");
+    tr.dataset.uuid = r.uuid;
+    const first = document.createElement("td");
+    first.dataset.label = "Name";
+    const a = document.createElement("a");
+    a.href = "/console/nodes/" + encodeURIComponent(r.uuid);
+    a.dataset.f = "name";
+    const id = document.createElement("div");
+    id.className = "uuid";
+    id.dataset.f = "uuid";
+    first.append(a, id);
+    tr.append(first);
+    [["State", "provision_state"], ["Target", "target_provision_state"], ["Power", "power_state"],
+     ["Maint.", "maintenance"], ["Step", "step"], ["Image write", "progress"]].forEach(function (c) {
+      const td = document.createElement("td");
+      td.dataset.label = c[0];
+      td.dataset.f = c[1];
+      if (c[1] === "progress") td.className = "pcell";
+      tr.append(td);
+    });
+    return tr;
+  }
+
+  function update(tr, r) {
+    cell(tr, "name").textContent = r.name || "";
+    cell(tr, "uuid").textContent = r.uuid;
+    ["provision_state", "target_provision_state", "power_state", "step"].forEach(function (f) {
+      const td = cell(tr, f);
+      const v = r[f] == null ? "" : String(r[f]);
+      if (td.textContent !== v) td.textContent = v;
+    });
+    cell(tr, "maintenance").textContent = r.maintenance ? "yes" : "no";
+    setProgress(cell(tr, "progress"), r.progress);
+  }
+
+  function apply(rows) {
+    const existing = new Map();
+    for (const tr of Array.from(body.rows)) existing.set(tr.dataset.uuid, tr);
+    let prev = null;
+    for (const r of rows) {
+      let tr = existing.get(r.uuid);
+      if (tr) existing.delete(r.uuid); else tr = newRow(r);
+      update(tr, r);
+      // Keep the server's order.
+      const want = prev ? prev.nextSibling : body.firstChild;
+      if (tr !== want) body.insertBefore(tr, want);
+      prev = tr;
+    }
+    if (!single) existing.forEach(function (tr) { tr.remove(); });
+  }
+
+  const source = new EventSource(table.dataset.events);
+  source.addEventListener("fleet", function (e) {
+    try { apply(JSON.parse(e.data)); } catch (err) { return; }
+    if (live) { live.textContent = "live · " + new Date().toLocaleTimeString(); live.className = "live on"; }
+  });
+  source.addEventListener("gone", function (e) {
+    source.close();
+    if (live) { live.textContent = "gone: " + e.data; live.className = "live off"; }
+  });
+  source.onerror = function () {
+    if (live) { live.textContent = "reconnecting…"; live.className = "live off"; }
+  };
+})();

@@ -1,0 +1,221 @@
+//! The operator web console at `/console/`: server-rendered pages
+//! (`maud`), a small embedded script and stylesheet, and a server-sent
+//! event stream that keeps the fleet table live. It is mounted on the API
+//! listener inside the API's authentication layer, so a browser logs in
+//! with the same http_basic users (the 401 carries `WWW-Authenticate`).
+//!
+//! A layer of its own: it reads through the store and acts through the
+//! flows, like the REST API; no domain module imports it.
+
+mod fleet;
+mod pages;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_lite::Stream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::api::AppState;
+use crate::store::StoreError;
+use fleet::{Filter, FleetRow};
+
+/// How often a live stream re-reads the fleet.
+const TICK: Duration = Duration::from_secs(1);
+/// Live streams open at once, over all clients: each costs one listing a
+/// second, so they are bounded; one more is refused with 503.
+const MAX_STREAMS: usize = 64;
+
+const CSS: &str = include_str!("assets/console.css");
+const JS: &str = include_str!("assets/console.js");
+
+#[derive(Clone)]
+struct ConsoleState {
+    app: AppState,
+    streams: Arc<Semaphore>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConsoleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("too many live streams are open; try again later")]
+    Busy,
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ConsoleError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ConsoleError::Store(StoreError::Unavailable(_)) | ConsoleError::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ConsoleError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "console request failed");
+        }
+        let page = pages::error(status.as_u16(), &self.to_string());
+        (status, Html(page.into_string())).into_response()
+    }
+}
+
+type ConsoleResult<T> = Result<T, ConsoleError>;
+
+pub fn router(app: AppState) -> Router {
+    let state = ConsoleState {
+        app,
+        streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+    };
+    Router::new()
+        .route("/console", get(|| async { axum::response::Redirect::permanent("/console/") }))
+        .route("/console/", get(fleet_page))
+        .route("/console/events", get(events))
+        .route("/console/nodes/{ident}", get(node_page))
+        .route("/console/static/console.css", get(css))
+        .route("/console/static/console.js", get(js))
+        .with_state(state)
+}
+
+async fn css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS)
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        JS,
+    )
+}
+
+async fn fleet_rows(app: &AppState, filter: &Filter) -> ConsoleResult<Vec<FleetRow>> {
+    let nodes = app.store.list_nodes(&filter.query()).await?;
+    Ok(nodes
+        .iter()
+        .filter(|n| filter.matches(n))
+        .map(FleetRow::of)
+        .collect())
+}
+
+async fn fleet_page(
+    State(state): State<ConsoleState>,
+    Query(filter): Query<Filter>,
+) -> ConsoleResult<Html<String>> {
+    let rows = fleet_rows(&state.app, &filter).await?;
+    Ok(Html(pages::fleet(&rows, &filter).into_string()))
+}
+
+async fn node_page(
+    State(state): State<ConsoleState>,
+    Path(ident): Path<String>,
+) -> ConsoleResult<Html<String>> {
+    let store = &state.app.store;
+    let node = store.get_node(&ident).await?;
+    // Masked exactly as `GET /v1/nodes/{id}` masks it.
+    let masked = crate::api::views::node_full(&node, &state.app.config.public_url());
+    let ports = store.list_ports(Some(&node.uuid)).await?;
+    let history = store.history(&node.uuid).await?;
+    let inventory = store.get_inventory(&node.uuid).await?;
+    let page = pages::node(&pages::NodePage {
+        node: &node,
+        masked: &masked,
+        ports: &ports,
+        history: &history,
+        inventory: inventory.as_ref(),
+    });
+    Ok(Html(page.into_string()))
+}
+
+/// The live stream's query: the fleet's filters, or one node.
+#[derive(Debug, Default, serde::Deserialize)]
+struct StreamQuery {
+    #[serde(flatten)]
+    filter: Filter,
+    #[serde(default)]
+    uuid: Option<String>,
+}
+
+/// One stream's state between ticks. The permit is released when the
+/// client goes away: axum drops the stream with the connection.
+struct Ticker {
+    app: AppState,
+    query: StreamQuery,
+    last: Option<String>,
+    first: bool,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Ticker {
+    async fn rows(&self) -> ConsoleResult<Vec<FleetRow>> {
+        match &self.query.uuid {
+            Some(uuid) => Ok(vec![FleetRow::of(&self.app.store.get_node(uuid).await?)]),
+            None => fleet_rows(&self.app, &self.query.filter).await,
+        }
+    }
+
+    /// The next `fleet` event: the rows when they changed since the last
+    /// one sent, else nothing (the keep-alive comment holds the line).
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if !self.first {
+                tokio::time::sleep(TICK).await;
+            }
+            self.first = false;
+            let event = match self.rows().await {
+                Ok(rows) => {
+                    let json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into());
+                    if self.last.as_deref() == Some(json.as_str()) {
+                        continue;
+                    }
+                    self.last = Some(json.clone());
+                    Event::default().event("fleet").data(json)
+                }
+                // A node deleted under its page: say so, then end.
+                Err(ConsoleError::Store(StoreError::NotFound(m))) => {
+                    self.done = true;
+                    Event::default().event("gone").data(m)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "console stream: listing failed");
+                    continue;
+                }
+            };
+            return Some((Ok(event), self));
+        }
+    }
+}
+
+async fn events(
+    State(state): State<ConsoleState>,
+    Query(query): Query<StreamQuery>,
+) -> ConsoleResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let permit = state
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ConsoleError::Busy)?;
+    let ticker = Ticker {
+        app: state.app,
+        query,
+        last: None,
+        first: true,
+        done: false,
+        _permit: permit,
+    };
+    let stream = futures_lite::stream::unfold(Some(ticker), |t| async move {
+        let (ev, t) = t?.next().await?;
+        Some((ev, Some(t)))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,344 @@
+//! The console's HTML, as `maud` templates: every value is escaped by
+//! the template engine, so a node's name or error is always text.
+
+use ferrite_protocol::node::{Node, Port};
+use maud::{html, Markup, DOCTYPE};
+use serde_json::{Map, Value};
+
+use super::fleet::{human_bytes, Filter, FleetRow, Progress};
+use crate::store::{HistoryEvent, StoredInventory};
+
+/// Provision states offered by the fleet filter.
+const STATES: &[&str] = &[
+    "enroll",
+    "verifying",
+    "manageable",
+    "inspecting",
+    "inspect wait",
+    "inspect failed",
+    "cleaning",
+    "clean wait",
+    "clean failed",
+    "available",
+    "deploying",
+    "wait call-back",
+    "deploy failed",
+    "active",
+    "deleting",
+    "error",
+    "rescue",
+    "rescue wait",
+    "rescue failed",
+];
+
+fn layout(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Ferrite console" }
+                link rel="stylesheet" href="/console/static/console.css";
+                script src="/console/static/console.js" defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/console/" { "Ferrite" }
+                    span.sub { "conductor console" }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn opt(v: Option<&str>) -> &str {
+    v.unwrap_or("")
+}
+
+fn progress_cell(p: Option<&Progress>) -> Markup {
+    html! {
+        @if let Some(p) = p {
+            div.progress {
+                progress max="100" value=(p.percent.map_or(String::new(), |v| format!("{v:.1}"))) {}
+                span.ptext { (progress_text(p)) }
+            }
+        }
+    }
+}
+
+/// "12.0 MiB / 24.0 MiB · 3.0 MiB/s · ETA 4 s" (the same text the script
+/// writes on updates).
+pub fn progress_text(p: &Progress) -> String {
+    let mut text = human_bytes(p.received);
+    if let Some(t) = p.total {
+        text.push_str(&format!(" / {}", human_bytes(t)));
+    }
+    text.push_str(&format!(" · {}/s", human_bytes(p.rate)));
+    if let Some(eta) = p.eta_seconds {
+        text.push_str(&format!(" · ETA {eta} s"));
+    }
+    text
+}
+
+fn fleet_row(r: &FleetRow) -> Markup {
+    html! {
+        tr data-uuid=(r.uuid) {
+            td data-label="Name" {
+                a href={ "/console/nodes/" (r.uuid) } data-f="name" { (opt(r.name.as_deref())) }
+                div.uuid data-f="uuid" { (r.uuid) }
+            }
+            td data-label="State" data-f="provision_state" { (r.provision_state) }
+            td data-label="Target" data-f="target_provision_state" { (opt(r.target_provision_state.as_deref())) }
+            td data-label="Power" data-f="power_state" { (opt(r.power_state.as_deref())) }
+            td data-label="Maint." data-f="maintenance" { @if r.maintenance { "yes" } @else { "no" } }
+            td data-label="Step" data-f="step" { (opt(r.step.as_deref())) }
+            td.pcell data-label="Image write" data-f="progress" { (progress_cell(r.progress.as_ref())) }
+        }
+    }
+}
+
+pub fn fleet(rows: &[FleetRow], filter: &Filter) -> Markup {
+    let state = filter.state.as_deref().unwrap_or("");
+    let events = {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        if !state.is_empty() {
+            q.append_pair("state", state);
+        }
+        if let Some(s) = filter.q.as_deref().filter(|s| !s.is_empty()) {
+            q.append_pair("q", s);
+        }
+        format!("/console/events?{}", q.finish())
+    };
+    layout(
+        "Fleet",
+        html! {
+            form.filters method="get" action="/console/" {
+                label { "State "
+                    select name="state" {
+                        option value="" selected[state.is_empty()] { "any" }
+                        @for s in STATES {
+                            option value=(s) selected[*s == state] { (s) }
+                        }
+                    }
+                }
+                label { "Search "
+                    input type="search" name="q" value=(filter.q.as_deref().unwrap_or("")) placeholder="name or UUID";
+                }
+                button type="submit" { "Filter" }
+                span.live id="live" { "" }
+            }
+            table.fleet id="fleet" data-events=(events) {
+                thead { tr {
+                    th { "Node" } th { "State" } th { "Target" } th { "Power" }
+                    th { "Maint." } th { "Step" } th { "Image write" }
+                } }
+                tbody {
+                    @for r in rows { (fleet_row(r)) }
+                }
+            }
+            @if rows.is_empty() { p.empty { "No node matches." } }
+        },
+    )
+}
+
+/// A JSON value as text for a table cell.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn kv_table(map: &Map<String, Value>) -> Markup {
+    html! {
+        @if map.is_empty() { p.empty { "none" } } @else {
+            table.kv { tbody {
+                @for (k, v) in map { tr { th { (k) } td { (value_text(v)) } } }
+            } }
+        }
+    }
+}
+
+fn inventory_tables(inv: &StoredInventory) -> Markup {
+    let i = &inv.inventory;
+    let cpu = i.get("cpu").and_then(Value::as_object);
+    let memory = i.get("memory").and_then(Value::as_object);
+    let list = |k: &str| i.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let s = |v: &Value, k: &str| v.get(k).map(value_text).unwrap_or_default();
+    html! {
+        p.meta { "Collected " (inv.created_at) }
+        h3 { "CPU" }
+        @if let Some(cpu) = cpu { (kv_table(cpu)) } @else { p.empty { "none" } }
+        h3 { "Memory" }
+        @if let Some(m) = memory { (kv_table(m)) } @else { p.empty { "none" } }
+        h3 { "Disks" }
+        table.grid {
+            thead { tr { th { "Name" } th { "Model" } th { "Size" } th { "Rotational" } th { "Serial" } } }
+            tbody { @for d in list("disks") { tr {
+                td { (s(&d, "name")) } td { (s(&d, "model")) }
+                td { (d.get("size").and_then(Value::as_u64).map(human_bytes).unwrap_or_default()) }
+                td { (s(&d, "rotational")) } td { (s(&d, "serial")) }
+            } } }
+        }
+        h3 { "NICs" }
+        table.grid {
+            thead { tr { th { "Name" } th { "MAC" } th { "IPv4" } th { "Speed (Mb/s)" } th { "Driver" } } }
+            tbody { @for n in list("interfaces") { tr {
+                td { (s(&n, "name")) } td { (s(&n, "mac_address")) } td { (s(&n, "ipv4_address")) }
+                td { (s(&n, "speed_mbps")) } td { (s(&n, "driver")) }
+            } } }
+        }
+    }
+}
+
+pub struct NodePage<'a> {
+    pub node: &'a Node,
+    /// The node as the REST API shows it: secrets already masked.
+    pub masked: &'a Map<String, Value>,
+    pub ports: &'a [Port],
+    pub history: &'a [HistoryEvent],
+    pub inventory: Option<&'a StoredInventory>,
+}
+
+pub fn node(p: &NodePage<'_>) -> Markup {
+    let node = p.node;
+    let row = FleetRow::of(node);
+    let title = node.name.clone().unwrap_or_else(|| node.uuid.clone());
+    let masked = |k: &str| {
+        p.masked
+            .get(k)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    layout(
+        &title,
+        html! {
+            p { a href="/console/" { "← Fleet" } }
+            h1 { (title) }
+            p.uuid { (node.uuid) }
+            @if let Some(err) = node.last_error.as_deref().filter(|e| !e.is_empty()) {
+                div.last-error role="alert" { strong { "Last error: " } (err) }
+            }
+            table.fleet.single id="fleet" data-events={ "/console/events?uuid=" (node.uuid) } {
+                thead { tr {
+                    th { "Node" } th { "State" } th { "Target" } th { "Power" }
+                    th { "Maint." } th { "Step" } th { "Image write" }
+                } }
+                tbody { (fleet_row(&row)) }
+            }
+            span.live id="live" {}
+            section {
+                h2 { "Node" }
+                table.kv { tbody {
+                    tr { th { "Driver" } td { (node.driver) } }
+                    tr { th { "Resource class" } td { (opt(node.resource_class.as_deref())) } }
+                    tr { th { "Conductor group" } td { (node.conductor_group) } }
+                    tr { th { "Conductor" } td { (opt(node.conductor.as_deref())) } }
+                    tr { th { "Reservation" } td { (opt(node.reservation.as_deref())) } }
+                    tr { th { "Maintenance reason" } td { (opt(node.maintenance_reason.as_deref())) } }
+                    tr { th { "Fault" } td { (opt(node.fault.as_deref())) } }
+                    tr { th { "Boot mode" } td { (opt(node.boot_mode.as_deref())) } }
+                    tr { th { "Instance" } td { (opt(node.instance_uuid.as_deref())) } }
+                    tr { th { "Provision updated" } td { (opt(node.provision_updated_at.as_deref())) } }
+                } }
+                h2 { "Properties" }
+                (kv_table(&masked("properties")))
+                h2 { "Driver info" }
+                (kv_table(&masked("driver_info")))
+            }
+            section {
+                h2 { "Ports" }
+                table.grid {
+                    thead { tr { th { "UUID" } th { "MAC" } th { "PXE" } } }
+                    tbody { @for port in p.ports { tr {
+                        td { (port.uuid) } td { (port.address) }
+                        td { @if port.pxe_enabled { "yes" } @else { "no" } }
+                    } } }
+                }
+            }
+            section {
+                h2 { "Inventory" }
+                @if let Some(inv) = p.inventory { (inventory_tables(inv)) }
+                @else { p.empty { "Not inspected." } }
+            }
+            section {
+                h2 { "History" }
+                @if p.history.is_empty() { p.empty { "No events." } }
+                ol.timeline {
+                    @for e in p.history.iter().rev() {
+                        li class={ "sev-" (e.severity.to_lowercase()) } {
+                            time { (e.created_at) }
+                            span.etype { (e.event_type) }
+                            div.event { (e.event) }
+                            @if let Some(c) = e.conductor.as_deref() { div.meta { "on " (c) } }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// An error page (a missing node, a database failure).
+pub fn error(status: u16, message: &str) -> Markup {
+    layout(
+        "Error",
+        html! {
+            p { a href="/console/" { "← Fleet" } }
+            div.last-error role="alert" { strong { (status) " " } (message) }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_named(name: &str) -> Node {
+        let mut node: Node = serde_json::from_value(serde_json::json!({
+            "uuid": "1be26c0b-03f2-4d2e-ae87-c02d7f33c123",
+            "driver": "ipmi",
+            "provision_state": "enroll",
+        }))
+        .expect("a node");
+        node.name = Some(name.to_string());
+        node.last_error = Some("<img src=x onerror=alert(2)>".into());
+        node
+    }
+
+    #[test]
+    fn names_and_errors_are_escaped() {
+        let probe = "<script>alert(1)</script>";
+        let node = node_named(probe);
+        let fleet_html = fleet(&[FleetRow::of(&node)], &Filter::default()).into_string();
+        assert!(!fleet_html.contains(probe), "{fleet_html}");
+        assert!(fleet_html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        let masked = Map::new();
+        let page = node_page_html(&node, &masked);
+        assert!(!page.contains(probe));
+        assert!(!page.contains("<img src=x"));
+        assert!(page.contains("&lt;img src=x onerror=alert(2)&gt;"));
+        // The search box echoes the query as an attribute value, escaped.
+        let f = Filter {
+            state: None,
+            q: Some("\"><script>".into()),
+        };
+        let html = fleet(&[], &f).into_string();
+        assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;\""), "{html}");
+    }
+
+    fn node_page_html(node: &Node, masked: &Map<String, Value>) -> String {
+        super::node(&NodePage {
+            node,
+            masked,
+            ports: &[],
+            history: &[],
+            inventory: None,
+        })
+        .into_string()
+    }
+}
