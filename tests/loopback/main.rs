@@ -8,6 +8,7 @@ mod burnin;
 mod burnin_network;
 mod conductor_api;
 mod conductor_client;
+mod console;
 mod deploy_steps;
 mod flows;
 mod inspection;

@@ -22,7 +22,10 @@ pub struct Filter {
 
 impl Filter {
     fn state(&self) -> Option<&str> {
-        self.state.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        self.state
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
     }
 
     fn search(&self) -> Option<String> {
@@ -36,7 +39,10 @@ impl Filter {
     /// The state filter runs in SQL; the search runs on the page read.
     pub fn query(&self) -> NodeQuery {
         NodeQuery {
-            provision_state: self.state().map(|s| vec![s.to_string()]).unwrap_or_default(),
+            provision_state: self
+                .state()
+                .map(|s| vec![s.to_string()])
+                .unwrap_or_default(),
             page: Some(Page {
                 sort: SortKey::ID,
                 descending: false,

@@ -75,7 +75,10 @@ pub fn router(app: AppState) -> Router {
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
     };
     Router::new()
-        .route("/console", get(|| async { axum::response::Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { axum::response::Redirect::permanent("/console/") }),
+        )
         .route("/console/", get(fleet_page))
         .route("/console/events", get(events))
         .route("/console/nodes/{ident}", get(node_page))

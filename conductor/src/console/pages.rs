@@ -166,7 +166,12 @@ fn inventory_tables(inv: &StoredInventory) -> Markup {
     let i = &inv.inventory;
     let cpu = i.get("cpu").and_then(Value::as_object);
     let memory = i.get("memory").and_then(Value::as_object);
-    let list = |k: &str| i.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = |k: &str| {
+        i.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let s = |v: &Value, k: &str| v.get(k).map(value_text).unwrap_or_default();
     html! {
         p.meta { "Collected " (inv.created_at) }
@@ -328,7 +333,10 @@ mod tests {
             q: Some("\"><script>".into()),
         };
         let html = fleet(&[], &f).into_string();
-        assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;\""), "{html}");
+        assert!(
+            html.contains("value=\"&quot;&gt;&lt;script&gt;\""),
+            "{html}"
+        );
     }
 
     fn node_page_html(node: &Node, masked: &Map<String, Value>) -> String {

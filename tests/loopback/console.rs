@@ -1,0 +1,203 @@
+//! The web console at `/console/`: behind the API's http_basic (a browser
+//! is prompted by `WWW-Authenticate`), node data rendered as escaped text,
+//! secrets masked as the REST API masks them, and the live SSE stream
+//! that follows a change without a reload.
+
+use std::time::Duration;
+
+use ferrite_tests::{Conductor, API_USER};
+use serde_json::{json, Value};
+
+const PROBE: &str = "<script>alert(1)</script>";
+const PROBE_ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
+
+/// Reads server-sent events from a streaming response.
+struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    /// The next `(event, data)`, or `None` when the stream ends.
+    async fn next(&mut self, within: Duration) -> Option<(String, String)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut data) = (String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                // Keep-alive comments have neither.
+                if !event.is_empty() || !data.is_empty() {
+                    return Some((event, data));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .expect("an event in time")
+                .expect("reading the stream")?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+async fn get(c: &Conductor, path: &str) -> (u16, String) {
+    let r = c
+        .http
+        .get(format!("{}{path}", c.url))
+        .send()
+        .await
+        .expect("GET");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+async fn stream(c: &Conductor, path: &str) -> Events {
+    let resp = c
+        .http
+        .get(format!("{}{path}", c.url))
+        .send()
+        .await
+        .expect("GET events");
+    assert_eq!(resp.status(), 200, "{path}");
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    Events {
+        resp,
+        buf: String::new(),
+    }
+}
+
+fn row<'a>(rows: &'a Value, uuid: &str) -> Option<&'a Value> {
+    rows.as_array()?.iter().find(|r| r["uuid"] == uuid)
+}
+
+#[tokio::test]
+async fn console_is_authenticated_escaped_masked_and_live() {
+    let c = Conductor::start(&[]).await;
+    let node = c
+        .create_node(json!({
+            "driver": "fake-hardware",
+            "name": "console-node-1",
+            "driver_info": {"ipmi_password": "s3cret-pw", "ipmi_address": "10.0.0.9"},
+            "properties": {"probe": PROBE},
+        }))
+        .await;
+    let uuid = node["uuid"].as_str().expect("uuid").to_string();
+    c.create_port(&uuid, "52:54:00:c0:01:01").await;
+    // A name and an error no API call would accept, written behind the
+    // conductor's back: the console must show them as text.
+    let mut doc: Value =
+        serde_json::from_str(&c.db.node_data(&uuid).expect("stored node")).expect("json");
+    doc["name"] = json!(PROBE);
+    doc["last_error"] = json!("deploy failed: <img src=x onerror=alert(2)>");
+    assert_eq!(c.db.set_node(&uuid, Some(&doc.to_string()), None), 1);
+
+    // Without credentials, or with a wrong password: 401 with the
+    // challenge that makes a browser ask.
+    let anon = reqwest::Client::new();
+    for path in ["/console/", "/console/events", "/console/static/console.js"] {
+        let r = anon.get(format!("{}{path}", c.url)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without credentials");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Basic realm=\"Baremetal API\""
+        );
+    }
+    let r = anon
+        .get(format!("{}/console/", c.url))
+        .basic_auth(API_USER, Some("wrong-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a wrong password is refused");
+
+    // The fleet: the node listed, its name escaped.
+    let r = c
+        .http
+        .get(format!("{}/console/", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let fleet = r.text().await.unwrap();
+    assert!(fleet.contains(&uuid), "{fleet}");
+    assert!(fleet.contains(PROBE_ESCAPED), "{fleet}");
+    assert!(!fleet.contains(PROBE), "the raw name reached the page");
+    // Filters: by state in SQL, by search on name or UUID.
+    assert!(get(&c, "/console/?state=enroll").await.1.contains(&uuid));
+    assert!(!get(&c, "/console/?state=available").await.1.contains(&uuid));
+    assert!(
+        get(&c, &format!("/console/?q={}", &uuid[..8].to_uppercase()))
+            .await
+            .1
+            .contains(&uuid)
+    );
+    assert!(!get(&c, "/console/?q=no-such-node").await.1.contains(&uuid));
+
+    // The node page: masked secrets, escaped data, the port, last_error.
+    let (status, page) = get(&c, &format!("/console/nodes/{uuid}")).await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("s3cret-pw"), "driver_info secret shown");
+    assert!(page.contains("******"));
+    assert!(page.contains("10.0.0.9"));
+    assert!(page.contains("52:54:00:c0:01:01"));
+    assert!(
+        page.contains("&lt;img src=x onerror=alert(2)&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<img src=x"));
+    assert!(!page.contains(PROBE));
+    assert!(page.contains("Last error"));
+    let (status, _) = get(&c, "/console/nodes/no-such-node").await;
+    assert_eq!(status, 404);
+
+    // The embedded assets.
+    let r = c
+        .http
+        .get(format!("{}/console/static/console.js", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("EventSource"));
+
+    // Live: the first event is the fleet now; a change made through the
+    // REST API arrives as the next one, without a new request.
+    let mut events = stream(&c, "/console/events").await;
+    let (event, data) = events.next(Duration::from_secs(10)).await.expect("event");
+    assert_eq!(event, "fleet");
+    let rows: Value = serde_json::from_str(&data).expect("rows are JSON");
+    let first = row(&rows, &uuid).expect("the node in the stream");
+    assert_eq!(first["name"], PROBE, "JSON carries the name as data");
+    assert_eq!(first["maintenance"], false);
+    assert_eq!(first["provision_state"], "enroll");
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/nodes/{uuid}/maintenance"),
+        )
+        .json(&json!({"reason": "console test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (event, data) = events.next(Duration::from_secs(10)).await.expect("event");
+    assert_eq!(event, "fleet");
+    let rows: Value = serde_json::from_str(&data).expect("rows are JSON");
+    assert_eq!(row(&rows, &uuid).expect("the node")["maintenance"], true);
+
+    // One node's stream ends when the node is gone.
+    let mut one = stream(&c, "/console/events?uuid=no-such-node").await;
+    let (event, _) = one.next(Duration::from_secs(10)).await.expect("event");
+    assert_eq!(event, "gone");
+    assert!(one.next(Duration::from_secs(10)).await.is_none());
+}
