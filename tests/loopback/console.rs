@@ -201,3 +201,92 @@ async fn console_is_authenticated_escaped_masked_and_live() {
     assert_eq!(event, "gone");
     assert!(one.next(Duration::from_secs(10)).await.is_none());
 }
+
+/// A real agent writes a qcow2 image to a loop device; the console's
+/// stream shows the bar move (received bytes rising, with a rate and a
+/// size) and the node reach `active`, and the node page then has the
+/// deploy in its timeline.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_stream_follows_a_loopback_deploy() {
+    use ferrite_tests::image_server::ImageServer;
+    use ferrite_tests::images::{make_raw, sha256_file, to_qcow2, LoopDevice};
+    use ferrite_tests::Agent;
+
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
+    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
+    let sum = sha256_file(&qcow);
+    let server = ImageServer::start(dir.path().to_path_buf()).await;
+    // ~6 MiB at 512 KiB/s: ~12 s of writing, several heartbeats see it.
+    server.faults().rate = 512 << 10;
+    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, false);
+    let c = Conductor::start(&["--fast-track", "true", "--heartbeat-timeout", "4"]).await;
+    let uuid = c.available_node(json!({"name": "console-deploy"})).await;
+    c.create_port(&uuid, "52:54:00:c0:02:01").await;
+    let disks = format!("ferrite-disks={}", disk.path.display());
+    let _agent = Agent::start(&c.url, &["52:54:00:c0:02:01"], &[&disks]);
+    c.wait_agent(&uuid).await;
+    c.patch_node(
+        &uuid,
+        json!([{"op": "add", "path": "/instance_info", "value": {
+            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
+            "image_disk_format": "qcow2"}}]),
+    )
+    .await;
+
+    let mut events = stream(&c, &format!("/console/events?uuid={uuid}")).await;
+    assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
+    let mut received: Vec<u64> = Vec::new();
+    let mut states: Vec<String> = Vec::new();
+    let mut steps: Vec<String> = Vec::new();
+    let mut rates: Vec<u64> = Vec::new();
+    loop {
+        let (event, data) = events
+            .next(Duration::from_secs(60))
+            .await
+            .expect("the stream stays open");
+        assert_eq!(event, "fleet");
+        let rows: Value = serde_json::from_str(&data).expect("rows are JSON");
+        let r = row(&rows, &uuid).expect("the node");
+        let state = r["provision_state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if states.last() != Some(&state) {
+            states.push(state.clone());
+        }
+        if let Some(step) = r["step"].as_str() {
+            steps.push(step.to_string());
+        }
+        if let Some(p) = r["progress"].as_object() {
+            let got = p["received"].as_u64().expect("received bytes");
+            assert!(p["total"].as_u64().is_some_and(|t| t >= got), "{p:?}");
+            if got > 0 {
+                rates.push(p["rate"].as_u64().expect("a rate"));
+            }
+            if received.last() != Some(&got) {
+                received.push(got);
+            }
+        }
+        if state == "active" {
+            assert!(r["progress"].is_null(), "no bar once active");
+            break;
+        }
+        assert_ne!(state, "deploy failed", "{r}");
+    }
+    assert!(
+        received.len() >= 2 && received.windows(2).all(|w| w[0] < w[1]),
+        "the bar moved: {received:?}"
+    );
+    assert!(
+        rates.iter().any(|r| *r > 0),
+        "a rate while writing: {rates:?}"
+    );
+    assert!(states.iter().any(|s| s == "wait call-back"), "{states:?}");
+    assert!(steps.iter().any(|s| s == "deploy.write_image"), "{steps:?}");
+
+    let (status, page) = get(&c, &format!("/console/nodes/{uuid}")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("class=\"timeline\""), "{page}");
+    assert!(page.contains("console-deploy"));
+}
