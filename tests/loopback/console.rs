@@ -289,4 +289,114 @@ async fn console_stream_follows_a_loopback_deploy() {
     assert_eq!(status, 200);
     assert!(page.contains("class=\"timeline\""), "{page}");
     assert!(page.contains("console-deploy"));
+    assert!(
+        page.contains("<span class=\"etype\">provisioning</span>"),
+        "{page}"
+    );
+}
+
+/// What the template engine makes of text.
+fn escaped(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn post_action(c: &Conductor, uuid: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let r = c
+        .http
+        .post(format!("{}/console/nodes/{uuid}/actions", c.url))
+        .form(form)
+        .send()
+        .await
+        .expect("POST action");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+/// Actions go through the REST API's code: accepted ones move the node,
+/// destructive ones are asked again first, and refused ones (wrong state,
+/// locked) show the API's own error and change nothing.
+#[tokio::test]
+async fn console_actions_use_the_api_path() {
+    let c = Conductor::start(&[]).await;
+    let node = c
+        .create_node(
+            json!({"driver": "fake-hardware", "name": "console-actions", "automated_clean": false}),
+        )
+        .await;
+    let uuid = node["uuid"].as_str().expect("uuid").to_string();
+
+    // manage: accepted, redirected back to the node page.
+    let (status, page) = post_action(&c, &uuid, &[("action", "manage")]).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Requested: manage."), "{page}");
+    c.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
+
+    // provide may erase disks: without confirmation, a question only.
+    let (status, page) = post_action(&c, &uuid, &[("action", "provide")]).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Confirm provide"), "{page}");
+    assert_eq!(c.node(&uuid).await["provision_state"], "manageable");
+
+    // A verb the state does not allow: the REST API's error, verbatim.
+    let rest = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/nodes/{uuid}/states/provision"),
+        )
+        .json(&json!({"target": "deleted"}))
+        .send()
+        .await
+        .unwrap();
+    let rest_status = rest.status().as_u16();
+    let body: ferrite_protocol::IronicErrorBody = rest.json().await.unwrap();
+    let (status, page) =
+        post_action(&c, &uuid, &[("action", "undeploy"), ("confirm", "yes")]).await;
+    assert_eq!(status, rest_status);
+    assert!(page.contains("Refused: "), "{page}");
+    assert!(page.contains(&escaped(&body.faultstring())), "{page}");
+    assert_eq!(c.node(&uuid).await["provision_state"], "manageable");
+
+    // A node locked by another conductor: Ironic's NodeLocked, unchanged.
+    assert_eq!(c.db.set_reservation(&uuid, Some("other-conductor")), 1);
+    let (status, page) = post_action(&c, &uuid, &[("action", "provide"), ("confirm", "yes")]).await;
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("is locked by host other-conductor"), "{page}");
+    assert_eq!(c.node(&uuid).await["provision_state"], "manageable");
+    assert_eq!(c.db.set_reservation(&uuid, None), 1);
+
+    // A form posted from another site is refused before anything runs.
+    let r = c
+        .http
+        .post(format!("{}/console/nodes/{uuid}/actions", c.url))
+        .header("Origin", "https://elsewhere.example")
+        .form(&[("action", "maintenance-on"), ("reason", "csrf")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(c.node(&uuid).await["maintenance"], false);
+
+    // Maintenance with a reason; an unknown action is a 400.
+    let (status, _) = post_action(
+        &c,
+        &uuid,
+        &[("action", "maintenance-on"), ("reason", "disk swap")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let shown = c.node(&uuid).await;
+    assert_eq!(shown["maintenance"], true);
+    assert_eq!(shown["maintenance_reason"], "disk swap");
+    let (status, _) = post_action(&c, &uuid, &[("action", "format-everything")]).await;
+    assert_eq!(status, 400);
+
+    // Confirmed provide: accepted, the node becomes available.
+    post_action(&c, &uuid, &[("action", "maintenance-off")]).await;
+    let (status, page) = post_action(&c, &uuid, &[("action", "provide"), ("confirm", "yes")]).await;
+    assert_eq!(status, 200, "{page}");
+    c.wait_state(&uuid, "available", Duration::from_secs(30))
+        .await;
 }

@@ -7,6 +7,7 @@
 //! A layer of its own: it reads through the store and acts through the
 //! flows, like the REST API; no domain module imports it.
 
+mod actions;
 mod fleet;
 mod pages;
 
@@ -14,11 +15,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use futures_lite::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -39,6 +40,8 @@ const JS: &str = include_str!("assets/console.js");
 #[derive(Clone)]
 struct ConsoleState {
     app: AppState,
+    /// The REST API's router, which actions are sent through.
+    api: Router,
     streams: Arc<Semaphore>,
 }
 
@@ -71,6 +74,7 @@ type ConsoleResult<T> = Result<T, ConsoleError>;
 
 pub fn router(app: AppState) -> Router {
     let state = ConsoleState {
+        api: crate::api::router(app.clone()),
         app,
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
     };
@@ -82,6 +86,7 @@ pub fn router(app: AppState) -> Router {
         .route("/console/", get(fleet_page))
         .route("/console/events", get(events))
         .route("/console/nodes/{ident}", get(node_page))
+        .route("/console/nodes/{ident}/actions", post(node_action))
         .route("/console/static/console.css", get(css))
         .route("/console/static/console.js", get(js))
         .with_state(state)
@@ -115,12 +120,33 @@ async fn fleet_page(
     Ok(Html(pages::fleet(&rows, &filter).into_string()))
 }
 
+/// `?done=<action>` after an action the API accepted.
+#[derive(Debug, Default, serde::Deserialize)]
+struct NodeQueryParams {
+    #[serde(default)]
+    done: Option<String>,
+}
+
 async fn node_page(
     State(state): State<ConsoleState>,
     Path(ident): Path<String>,
+    Query(params): Query<NodeQueryParams>,
 ) -> ConsoleResult<Html<String>> {
+    let flash = params
+        .done
+        .as_deref()
+        .and_then(actions::Action::parse)
+        .map(|a| pages::Flash::Done(a.as_str().to_string()));
+    render_node(&state, &ident, flash).await.map(Html)
+}
+
+async fn render_node(
+    state: &ConsoleState,
+    ident: &str,
+    flash: Option<pages::Flash>,
+) -> ConsoleResult<String> {
     let store = &state.app.store;
-    let node = store.get_node(&ident).await?;
+    let node = store.get_node(ident).await?;
     // Masked exactly as `GET /v1/nodes/{id}` masks it.
     let masked = crate::api::views::node_full(&node, &state.app.config.public_url());
     let ports = store.list_ports(Some(&node.uuid)).await?;
@@ -132,8 +158,47 @@ async fn node_page(
         ports: &ports,
         history: &history,
         inventory: inventory.as_ref(),
+        flash,
     });
-    Ok(Html(page.into_string()))
+    Ok(page.into_string())
+}
+
+/// A form post from the node page: confirmed if destructive, then sent
+/// through the REST API; accepted → back to the node (303), refused →
+/// the node page with the API's error and status.
+async fn node_action(
+    State(state): State<ConsoleState>,
+    Path(ident): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<actions::ActionForm>,
+) -> ConsoleResult<Response> {
+    if let Err(status) = actions::same_origin(&headers) {
+        let page = pages::error(status.as_u16(), "Cross-site request refused.");
+        return Ok((status, Html(page.into_string())).into_response());
+    }
+    let node = state.app.store.get_node(&ident).await?;
+    let Some(action) = actions::Action::parse(&form.action) else {
+        let flash = pages::Flash::Failed(format!("Unknown action {:?}.", form.action));
+        let page = render_node(&state, &node.uuid, Some(flash)).await?;
+        return Ok((StatusCode::BAD_REQUEST, Html(page)).into_response());
+    };
+    if action.destructive() && form.confirm != "yes" {
+        return Ok(Html(pages::confirm(&node, action, &form).into_string()).into_response());
+    }
+    match actions::perform(&state.api, &node.uuid, action, &form).await {
+        Ok(()) => Ok(axum::response::Redirect::to(&format!(
+            "/console/nodes/{}?done={}",
+            node.uuid,
+            action.as_str()
+        ))
+        .into_response()),
+        Err(refused) => {
+            let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let flash = pages::Flash::Failed(refused.message);
+            let page = render_node(&state, &node.uuid, Some(flash)).await?;
+            Ok((status, Html(page)).into_response())
+        }
+    }
 }
 
 /// The live stream's query: the fleet's filters, or one node.

@@ -5,6 +5,7 @@ use ferrite_protocol::node::{Node, Port};
 use maud::{html, Markup, DOCTYPE};
 use serde_json::{Map, Value};
 
+use super::actions::{self, Action, ActionForm};
 use super::fleet::{human_bytes, Filter, FleetRow, Progress};
 use crate::store::{HistoryEvent, StoredInventory};
 
@@ -206,6 +207,75 @@ pub struct NodePage<'a> {
     pub ports: &'a [Port],
     pub history: &'a [HistoryEvent],
     pub inventory: Option<&'a StoredInventory>,
+    pub flash: Option<Flash>,
+}
+
+/// The outcome of the last action, shown at the top of the node page.
+pub enum Flash {
+    /// The API accepted the action (its name).
+    Done(String),
+    /// The API's refusal, verbatim.
+    Failed(String),
+}
+
+fn action_form(uuid: &str, action: Action, label: &str) -> Markup {
+    html! {
+        form.action method="post" action={ "/console/nodes/" (uuid) "/actions" }
+            data-confirm=[action.destructive().then(|| format!("{label} this node?"))] {
+            input type="hidden" name="action" value=(action.as_str());
+            button type="submit" class=[action.destructive().then_some("danger")] { (label) }
+        }
+    }
+}
+
+fn actions_section(node: &Node) -> Markup {
+    let uuid = &node.uuid;
+    let post = format!("/console/nodes/{uuid}/actions");
+    html! {
+        section.actions {
+            h2 { "Actions" }
+            div.buttons {
+                @for (action, label) in actions::ALL {
+                    (action_form(uuid, *action, label))
+                }
+            }
+            form.action.wide method="post" action=(post) data-confirm="Put this node in maintenance?" {
+                input type="hidden" name="action" value="maintenance-on";
+                input type="text" name="reason" placeholder="maintenance reason";
+                button type="submit" { "Enter maintenance" }
+            }
+            form.action.wide method="post" action=(post) data-confirm="Deploy this image to the node? Its disk is overwritten." {
+                input type="hidden" name="action" value="deploy";
+                input type="url" name="image_url" placeholder="image URL (empty: keep instance_info)";
+                input type="text" name="image_checksum" placeholder="checksum";
+                button.danger type="submit" { "Deploy" }
+            }
+        }
+    }
+}
+
+/// Asked again before a destructive action (the script asks in the
+/// page; without it, this page does).
+pub fn confirm(node: &Node, action: Action, form: &ActionForm) -> Markup {
+    let title = node.name.clone().unwrap_or_else(|| node.uuid.clone());
+    layout(
+        "Confirm",
+        html! {
+            p { a href={ "/console/nodes/" (node.uuid) } { "← " (title) } }
+            h1 { "Confirm " (action.as_str()) }
+            p { "Really " strong { (action.as_str()) } " node " strong { (title) } " (" (node.uuid) ")?" }
+            form method="post" action={ "/console/nodes/" (node.uuid) "/actions" } {
+                input type="hidden" name="action" value=(action.as_str());
+                input type="hidden" name="image_url" value=(form.image_url);
+                input type="hidden" name="image_checksum" value=(form.image_checksum);
+                input type="hidden" name="reason" value=(form.reason);
+                input type="hidden" name="confirm" value="yes";
+                button.danger type="submit" { "Yes, " (action.as_str()) }
+                " "
+                a href={ "/console/nodes/" (node.uuid) } { "Cancel" }
+            }
+        },
+    )
 }
 
 pub fn node(p: &NodePage<'_>) -> Markup {
@@ -225,6 +295,11 @@ pub fn node(p: &NodePage<'_>) -> Markup {
             p { a href="/console/" { "← Fleet" } }
             h1 { (title) }
             p.uuid { (node.uuid) }
+            @match &p.flash {
+                Some(Flash::Done(a)) => div.flash.ok role="status" { "Requested: " (a) "." },
+                Some(Flash::Failed(m)) => div.flash.failed role="alert" { strong { "Refused: " } (m) },
+                None => {}
+            }
             @if let Some(err) = node.last_error.as_deref().filter(|e| !e.is_empty()) {
                 div.last-error role="alert" { strong { "Last error: " } (err) }
             }
@@ -236,6 +311,7 @@ pub fn node(p: &NodePage<'_>) -> Markup {
                 tbody { (fleet_row(&row)) }
             }
             span.live id="live" {}
+            (actions_section(node))
             section {
                 h2 { "Node" }
                 table.kv { tbody {
@@ -327,6 +403,7 @@ mod tests {
         assert!(!page.contains(probe));
         assert!(!page.contains("<img src=x"));
         assert!(page.contains("&lt;img src=x onerror=alert(2)&gt;"));
+        assert!(page.contains("&lt;b&gt;refused&lt;/b&gt;"));
         // The search box echoes the query as an attribute value, escaped.
         let f = Filter {
             state: None,
@@ -346,6 +423,7 @@ mod tests {
             ports: &[],
             history: &[],
             inventory: None,
+            flash: Some(Flash::Failed("<b>refused</b>".into())),
         })
         .into_string()
     }

@@ -110,3 +110,19 @@
     if (live) { live.textContent = "reconnecting…"; live.className = "live off"; }
   };
 })();
+
+// Destructive actions: ask in the page, then tell the server it was
+// confirmed (without the script, the server asks on a page of its own).
+document.addEventListener("submit", function (e) {
+  const form = e.target;
+  const question = form.dataset ? form.dataset.confirm : null;
+  if (!question) return;
+  if (!window.confirm(question)) { e.preventDefault(); return; }
+  if (!form.querySelector('input[name="confirm"]')) {
+    const c = document.createElement("input");
+    c.type = "hidden";
+    c.name = "confirm";
+    c.value = "yes";
+    form.append(c);
+  }
+});
