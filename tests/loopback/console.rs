@@ -160,6 +160,31 @@ async fn console_is_authenticated_escaped_masked_and_live() {
     let (status, _) = get(&c, "/console/nodes/no-such-node").await;
     assert_eq!(status, 404);
 
+    // Ramdisk logs: listed and downloaded; only the node's own archives.
+    let logs = c.data_dir().join("ramdisk-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let archive = format!("{uuid}_console-node-1_2026-01-02-03-04-05.tar.gz");
+    std::fs::write(logs.join(&archive), b"\x1f\x8b archive bytes").unwrap();
+    std::fs::write(logs.join("secret.tar.gz"), b"not this").unwrap();
+    let (_, page) = get(&c, &format!("/console/nodes/{uuid}")).await;
+    assert!(page.contains(&archive), "{page}");
+    let r = c
+        .http
+        .get(format!("{}/console/nodes/{uuid}/logs/{archive}", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    assert_eq!(&r.bytes().await.unwrap()[..], b"\x1f\x8b archive bytes");
+    for other in ["secret.tar.gz", "..%2Fhtpasswd", "..%2F..%2Fetc%2Fpasswd"] {
+        let (status, _) = get(&c, &format!("/console/nodes/{uuid}/logs/{other}")).await;
+        assert_eq!(status, 404, "{other}");
+    }
+
     // The embedded assets.
     let r = c
         .http

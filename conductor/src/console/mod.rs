@@ -9,6 +9,7 @@
 
 mod actions;
 mod fleet;
+mod logs;
 mod pages;
 
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures_lite::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
 
 use crate::api::AppState;
 use crate::store::StoreError;
@@ -87,6 +89,7 @@ pub fn router(app: AppState) -> Router {
         .route("/console/events", get(events))
         .route("/console/nodes/{ident}", get(node_page))
         .route("/console/nodes/{ident}/actions", post(node_action))
+        .route("/console/nodes/{ident}/logs/{file}", get(download_log))
         .route("/console/static/console.css", get(css))
         .route("/console/static/console.js", get(js))
         .with_state(state)
@@ -152,7 +155,9 @@ async fn render_node(
     let ports = store.list_ports(Some(&node.uuid)).await?;
     let history = store.history(&node.uuid).await?;
     let inventory = store.get_inventory(&node.uuid).await?;
+    let logs = logs::list(&state.app.config.deploy_logs_dir(), &node.uuid).await;
     let page = pages::node(&pages::NodePage {
+        logs: &logs,
         node: &node,
         masked: &masked,
         ports: &ports,
@@ -161,6 +166,31 @@ async fn render_node(
         flash,
     });
     Ok(page.into_string())
+}
+
+/// One of the node's ramdisk log archives, streamed from disk.
+async fn download_log(
+    State(state): State<ConsoleState>,
+    Path((ident, file)): Path<(String, String)>,
+    req: axum::extract::Request,
+) -> ConsoleResult<Response> {
+    let node = state.app.store.get_node(&ident).await?;
+    let dir = state.app.config.deploy_logs_dir();
+    let Some(path) = logs::find(&dir, &node.uuid, &file).await else {
+        return Err(ConsoleError::Store(StoreError::NotFound(format!(
+            "No ramdisk log {file} for node {}.",
+            node.uuid
+        ))));
+    };
+    let mut resp = tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+        .map_err(|e| ConsoleError::Store(StoreError::Db(e.to_string())))?
+        .map(axum::body::Body::new);
+    if let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
 }
 
 /// A form post from the node page: confirmed if destructive, then sent

@@ -200,6 +200,18 @@ fn inventory_tables(inv: &StoredInventory) -> Markup {
     }
 }
 
+/// What `GET .../management/boot_device` reports: the last one set.
+fn boot_device(node: &Node) -> String {
+    let Some(bd) = node.driver_internal_info.get("boot_device") else {
+        return String::new();
+    };
+    let device = bd.get("boot_device").map(value_text).unwrap_or_default();
+    match bd.get("persistent").and_then(Value::as_bool) {
+        Some(true) => format!("{device} (persistent)"),
+        _ => device,
+    }
+}
+
 pub struct NodePage<'a> {
     pub node: &'a Node,
     /// The node as the REST API shows it: secrets already masked.
@@ -208,6 +220,7 @@ pub struct NodePage<'a> {
     pub history: &'a [HistoryEvent],
     pub inventory: Option<&'a StoredInventory>,
     pub flash: Option<Flash>,
+    pub logs: &'a [super::logs::LogFile],
 }
 
 /// The outcome of the last action, shown at the top of the node page.
@@ -323,6 +336,7 @@ pub fn node(p: &NodePage<'_>) -> Markup {
                     tr { th { "Maintenance reason" } td { (opt(node.maintenance_reason.as_deref())) } }
                     tr { th { "Fault" } td { (opt(node.fault.as_deref())) } }
                     tr { th { "Boot mode" } td { (opt(node.boot_mode.as_deref())) } }
+                    tr { th { "Boot device" } td { (boot_device(node)) } }
                     tr { th { "Instance" } td { (opt(node.instance_uuid.as_deref())) } }
                     tr { th { "Provision updated" } td { (opt(node.provision_updated_at.as_deref())) } }
                 } }
@@ -330,6 +344,15 @@ pub fn node(p: &NodePage<'_>) -> Markup {
                 (kv_table(&masked("properties")))
                 h2 { "Driver info" }
                 (kv_table(&masked("driver_info")))
+            }
+            section {
+                h2 { "Ramdisk logs" }
+                @if p.logs.is_empty() { p.empty { "None collected." } }
+                ul.logs {
+                    @for f in p.logs {
+                        li { a href={ "/console/nodes/" (node.uuid) "/logs/" (f.name) } download { (f.name) } " (" (human_bytes(f.size)) ")" }
+                    }
+                }
             }
             section {
                 h2 { "Ports" }
@@ -424,6 +447,7 @@ mod tests {
             history: &[],
             inventory: None,
             flash: Some(Flash::Failed("<b>refused</b>".into())),
+            logs: &[],
         })
         .into_string()
     }
