@@ -314,6 +314,11 @@ async fn console_stream_follows_a_loopback_deploy() {
     assert_eq!(status, 200);
     assert!(page.contains("class=\"timeline\""), "{page}");
     assert!(page.contains("console-deploy"));
+    // The clean step picker lists the agent's cached steps.
+    assert!(
+        page.contains("name=\"clean_step\" value=\"deploy.erase_devices_metadata\""),
+        "{page}"
+    );
     assert!(
         page.contains("<span class=\"etype\">provisioning</span>"),
         "{page}"
@@ -403,6 +408,21 @@ async fn console_actions_use_the_api_path() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(c.node(&uuid).await["maintenance"], false);
+
+    // A clean step the API's schema refuses: its error, nothing runs.
+    let (status, page) = post_action(
+        &c,
+        &uuid,
+        &[
+            ("action", "clean"),
+            ("clean_step", "bogus"),
+            ("confirm", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("Invalid clean step"), "{page}");
+    assert_eq!(c.node(&uuid).await["provision_state"], "manageable");
 
     // Maintenance with a reason; an unknown action is a 400.
     let (status, _) = post_action(

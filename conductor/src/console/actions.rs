@@ -17,6 +17,7 @@ pub enum Action {
     Manage,
     Provide,
     Inspect,
+    Clean,
     Deploy,
     Undeploy,
     Abort,
@@ -46,6 +47,7 @@ impl Action {
             "manage" => Self::Manage,
             "provide" => Self::Provide,
             "inspect" => Self::Inspect,
+            "clean" => Self::Clean,
             "deploy" => Self::Deploy,
             "undeploy" => Self::Undeploy,
             "abort" => Self::Abort,
@@ -63,6 +65,7 @@ impl Action {
             Self::Manage => "manage",
             Self::Provide => "provide",
             Self::Inspect => "inspect",
+            Self::Clean => "clean",
             Self::Deploy => "deploy",
             Self::Undeploy => "undeploy",
             Self::Abort => "abort",
@@ -81,6 +84,7 @@ impl Action {
         matches!(
             self,
             Self::Provide
+                | Self::Clean
                 | Self::Deploy
                 | Self::Undeploy
                 | Self::Abort
@@ -91,17 +95,49 @@ impl Action {
 }
 
 /// The form behind an action; unknown fields are ignored.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[derive(Debug, Default, Clone)]
 pub struct ActionForm {
     pub action: String,
-    #[serde(default)]
     pub image_url: String,
-    #[serde(default)]
     pub image_checksum: String,
-    #[serde(default)]
     pub reason: String,
-    #[serde(default)]
     pub confirm: String,
+    /// `clean_step=interface.step`, repeated, in the order given.
+    pub clean_steps: Vec<String>,
+}
+
+impl ActionForm {
+    /// An `application/x-www-form-urlencoded` body (read by hand: the
+    /// step picker repeats `clean_step`).
+    pub fn parse(body: &[u8]) -> Self {
+        let mut form = Self::default();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            let v = v.into_owned();
+            match k.as_ref() {
+                "action" => form.action = v,
+                "image_url" => form.image_url = v,
+                "image_checksum" => form.image_checksum = v,
+                "reason" => form.reason = v,
+                "confirm" => form.confirm = v,
+                "clean_step" if !v.trim().is_empty() => form.clean_steps.push(v),
+                _ => {}
+            }
+        }
+        form
+    }
+
+    /// The picked steps as the API's `clean_steps`; the API validates them.
+    fn clean_steps_value(&self) -> Value {
+        Value::Array(
+            self.clean_steps
+                .iter()
+                .map(|s| match s.trim().split_once('.') {
+                    Some((interface, step)) => json!({"interface": interface, "step": step}),
+                    None => json!({"step": s.trim()}),
+                })
+                .collect(),
+        )
+    }
 }
 
 /// The API's answer to a refused request: its status and fault text.
@@ -132,6 +168,11 @@ fn calls(uuid: &str, action: Action, form: &ActionForm) -> Vec<(Method, String, 
         Action::Manage => vec![provision("manage")],
         Action::Provide => vec![provision("provide")],
         Action::Inspect => vec![provision("inspect")],
+        Action::Clean => vec![(
+            Method::PUT,
+            format!("{node}/states/provision"),
+            Some(json!({"target": "clean", "clean_steps": form.clean_steps_value()})),
+        )],
         Action::Undeploy => vec![provision("deleted")],
         Action::Abort => vec![provision("abort")],
         Action::Deploy => {
@@ -268,6 +309,24 @@ mod tests {
             "http://img/disk.qcow2"
         );
         assert_eq!(c[1].2.as_ref().unwrap()["target"], "active");
+    }
+
+    #[test]
+    fn the_step_picker_repeats_clean_step() {
+        let form = ActionForm::parse(
+            b"action=clean&clean_step=deploy.erase_devices_metadata&clean_step=raid.delete_configuration&confirm=yes",
+        );
+        assert_eq!(form.confirm, "yes");
+        let c = calls("u", Action::Clean, &form);
+        let body = c[0].2.as_ref().unwrap();
+        assert_eq!(body["target"], "clean");
+        assert_eq!(
+            body["clean_steps"],
+            json!([
+                {"interface": "deploy", "step": "erase_devices_metadata"},
+                {"interface": "raid", "step": "delete_configuration"}
+            ])
+        );
     }
 
     #[test]

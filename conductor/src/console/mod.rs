@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -200,8 +200,9 @@ async fn node_action(
     State(state): State<ConsoleState>,
     Path(ident): Path<String>,
     headers: HeaderMap,
-    Form(form): Form<actions::ActionForm>,
+    body: axum::body::Bytes,
 ) -> ConsoleResult<Response> {
+    let form = actions::ActionForm::parse(&body);
     if let Err(status) = actions::same_origin(&headers) {
         let page = pages::error(status.as_u16(), "Cross-site request refused.");
         return Ok((status, Html(page.into_string())).into_response());

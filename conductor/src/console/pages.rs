@@ -241,9 +241,34 @@ fn action_form(uuid: &str, action: Action, label: &str) -> Markup {
     }
 }
 
+/// The agent's cached clean steps (`agent_cached_clean_steps`, grouped
+/// by interface), as `interface.step` with their priority.
+fn cached_clean_steps(node: &Node) -> Vec<(String, i64)> {
+    let Some(groups) = node
+        .driver_internal_info
+        .get(crate::flows::CACHE_KEY)
+        .and_then(Value::as_object)
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, i64)> = groups
+        .iter()
+        .flat_map(|(iface, steps)| {
+            steps.as_array().into_iter().flatten().filter_map(move |s| {
+                let step = s.get("step")?.as_str()?;
+                let priority = s.get("priority").and_then(Value::as_i64).unwrap_or(0);
+                Some((format!("{iface}.{step}"), priority))
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
 fn actions_section(node: &Node) -> Markup {
     let uuid = &node.uuid;
     let post = format!("/console/nodes/{uuid}/actions");
+    let steps = cached_clean_steps(node);
     html! {
         section.actions {
             h2 { "Actions" }
@@ -262,6 +287,24 @@ fn actions_section(node: &Node) -> Markup {
                 input type="url" name="image_url" placeholder="image URL (empty: keep instance_info)";
                 input type="text" name="image_checksum" placeholder="checksum";
                 button.danger type="submit" { "Deploy" }
+            }
+            form.action.steps method="post" action=(post) data-confirm="Run the selected clean steps?" {
+                input type="hidden" name="action" value="clean";
+                fieldset {
+                    legend { "Clean (manual), in this order" }
+                    @if steps.is_empty() {
+                        p.empty { "The agent has not reported its steps yet; name one:" }
+                        input type="text" name="clean_step" placeholder="interface.step, e.g. deploy.erase_devices_metadata";
+                    }
+                    @for (step, priority) in &steps {
+                        label.step {
+                            input type="checkbox" name="clean_step" value=(step);
+                            " " (step) " "
+                            span.meta { "priority " (priority) }
+                        }
+                    }
+                    button.danger type="submit" { "Clean" }
+                }
             }
         }
     }
@@ -282,6 +325,12 @@ pub fn confirm(node: &Node, action: Action, form: &ActionForm) -> Markup {
                 input type="hidden" name="image_url" value=(form.image_url);
                 input type="hidden" name="image_checksum" value=(form.image_checksum);
                 input type="hidden" name="reason" value=(form.reason);
+                @for step in &form.clean_steps {
+                    input type="hidden" name="clean_step" value=(step);
+                }
+                @if !form.clean_steps.is_empty() {
+                    p { "Steps: " (form.clean_steps.join(", ")) }
+                }
                 input type="hidden" name="confirm" value="yes";
                 button.danger type="submit" { "Yes, " (action.as_str()) }
                 " "
