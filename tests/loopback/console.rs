@@ -445,3 +445,35 @@ async fn console_actions_use_the_api_path() {
     c.wait_state(&uuid, "available", Duration::from_secs(30))
         .await;
 }
+
+/// Live streams are bounded (64 at once, the 65th is refused with 503),
+/// and a client that goes away frees its slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_streams_are_bounded_and_freed() {
+    let c = Conductor::start(&[]).await;
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let mut s = stream(&c, "/console/events").await;
+        let (event, _) = s.next(Duration::from_secs(10)).await.expect("event");
+        assert_eq!(event, "fleet");
+        open.push(s);
+    }
+    let refused = c
+        .http
+        .get(format!("{}/console/events", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    drop(open.pop());
+    ferrite_tests::wait_for("a freed stream slot", Duration::from_secs(20), || async {
+        let r = c
+            .http
+            .get(format!("{}/console/events", c.url))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+}

@@ -32,6 +32,10 @@ use fleet::{Filter, FleetRow};
 
 /// How often a live stream re-reads the fleet.
 const TICK: Duration = Duration::from_secs(1);
+/// A comment line this often on a quiet stream: it keeps proxies from
+/// closing it, and it is the write that finds a client gone, which
+/// ends the stream and frees its slot.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Live streams open at once, over all clients: each costs one listing a
 /// second, so they are bounded; one more is refused with 503.
 const MAX_STREAMS: usize = 64;
@@ -316,5 +320,5 @@ async fn events(
         let (ev, t) = t?.next().await?;
         Some((ev, Some(t)))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
