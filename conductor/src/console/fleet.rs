@@ -53,12 +53,17 @@ impl Filter {
         }
     }
 
-    pub fn matches(&self, node: &Node) -> bool {
+    /// The provision state filter, as the key of a shared listing.
+    pub fn state_key(&self) -> Option<String> {
+        self.state().map(str::to_string)
+    }
+
+    pub fn matches(&self, row: &FleetRow) -> bool {
         let Some(needle) = self.search() else {
             return true;
         };
-        node.uuid.to_lowercase().contains(&needle)
-            || node
+        row.uuid.to_lowercase().contains(&needle)
+            || row
                 .name
                 .as_deref()
                 .is_some_and(|n| n.to_lowercase().contains(&needle))

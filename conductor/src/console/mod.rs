@@ -12,9 +12,10 @@ mod fleet;
 mod logs;
 mod pages;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -49,6 +50,7 @@ struct ConsoleState {
     /// The REST API's router, which actions are sent through.
     api: Router,
     streams: Arc<Semaphore>,
+    listings: Arc<SharedListings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,7 @@ pub fn router(app: AppState) -> Router {
         api: crate::api::router(app.clone()),
         app,
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        listings: Arc::default(),
     };
     Router::new()
         .route(
@@ -110,20 +113,57 @@ async fn js() -> impl IntoResponse {
     )
 }
 
-async fn fleet_rows(app: &AppState, filter: &Filter) -> ConsoleResult<Vec<FleetRow>> {
+/// Fleet listings shared by every page and stream for a short while, so
+/// that N open consoles cost one database listing a second, not N. Keyed
+/// by the state filter (the search runs on the shared rows); a state
+/// that is not a known one is listed for its caller alone, so the map
+/// cannot grow without bound.
+#[derive(Default)]
+struct SharedListings {
+    entries: tokio::sync::Mutex<HashMap<Option<String>, (Instant, Arc<Vec<FleetRow>>)>>,
+}
+
+/// How long a listing is reused: under the streams' tick, so each tick
+/// sees a fresh one.
+const LISTING_TTL: Duration = Duration::from_millis(900);
+
+impl SharedListings {
+    async fn rows(&self, app: &AppState, filter: &Filter) -> ConsoleResult<Vec<FleetRow>> {
+        let key = filter.state_key();
+        let shareable = key.as_deref().is_none_or(|s| pages::STATES.contains(&s));
+        let listed = if shareable {
+            // Held across the listing: callers that arrive meanwhile wait
+            // for it and reuse it instead of listing too.
+            let mut entries = self.entries.lock().await;
+            match entries.get(&key) {
+                Some((at, rows)) if at.elapsed() < LISTING_TTL => rows.clone(),
+                _ => {
+                    let rows = Arc::new(list(app, filter).await?);
+                    entries.insert(key, (Instant::now(), rows.clone()));
+                    rows
+                }
+            }
+        } else {
+            Arc::new(list(app, filter).await?)
+        };
+        Ok(listed
+            .iter()
+            .filter(|r| filter.matches(r))
+            .cloned()
+            .collect())
+    }
+}
+
+async fn list(app: &AppState, filter: &Filter) -> ConsoleResult<Vec<FleetRow>> {
     let nodes = app.store.list_nodes(&filter.query()).await?;
-    Ok(nodes
-        .iter()
-        .filter(|n| filter.matches(n))
-        .map(FleetRow::of)
-        .collect())
+    Ok(nodes.iter().map(FleetRow::of).collect())
 }
 
 async fn fleet_page(
     State(state): State<ConsoleState>,
     Query(filter): Query<Filter>,
 ) -> ConsoleResult<Html<String>> {
-    let rows = fleet_rows(&state.app, &filter).await?;
+    let rows = state.listings.rows(&state.app, &filter).await?;
     Ok(Html(pages::fleet(&rows, &filter).into_string()))
 }
 
@@ -249,6 +289,7 @@ struct StreamQuery {
 /// client goes away: axum drops the stream with the connection.
 struct Ticker {
     app: AppState,
+    listings: Arc<SharedListings>,
     query: StreamQuery,
     last: Option<String>,
     first: bool,
@@ -260,7 +301,7 @@ impl Ticker {
     async fn rows(&self) -> ConsoleResult<Vec<FleetRow>> {
         match &self.query.uuid {
             Some(uuid) => Ok(vec![FleetRow::of(&self.app.store.get_node(uuid).await?)]),
-            None => fleet_rows(&self.app, &self.query.filter).await,
+            None => self.listings.rows(&self.app, &self.query.filter).await,
         }
     }
 
@@ -310,6 +351,7 @@ async fn events(
         .map_err(|_| ConsoleError::Busy)?;
     let ticker = Ticker {
         app: state.app,
+        listings: state.listings,
         query,
         last: None,
         first: true,

@@ -7,29 +7,35 @@ use serde_json::{Map, Value};
 
 use super::actions::{self, Action, ActionForm};
 use super::fleet::{human_bytes, Filter, FleetRow, Progress};
+use crate::fsm;
 use crate::store::{HistoryEvent, StoredInventory};
 
 /// Provision states offered by the fleet filter.
-const STATES: &[&str] = &[
-    "enroll",
-    "verifying",
-    "manageable",
-    "inspecting",
-    "inspect wait",
-    "inspect failed",
-    "cleaning",
-    "clean wait",
-    "clean failed",
-    "available",
-    "deploying",
-    "wait call-back",
-    "deploy failed",
-    "active",
-    "deleting",
-    "error",
-    "rescue",
-    "rescue wait",
-    "rescue failed",
+pub const STATES: &[&str] = &[
+    fsm::ENROLL,
+    fsm::VERIFYING,
+    fsm::MANAGEABLE,
+    fsm::INSPECTING,
+    fsm::INSPECTWAIT,
+    fsm::INSPECTFAIL,
+    fsm::CLEANING,
+    fsm::CLEANWAIT,
+    fsm::CLEANFAIL,
+    fsm::AVAILABLE,
+    fsm::DEPLOYING,
+    fsm::DEPLOYWAIT,
+    fsm::DEPLOYFAIL,
+    fsm::ACTIVE,
+    fsm::DELETING,
+    fsm::ERROR,
+    fsm::RESCUING,
+    fsm::RESCUEWAIT,
+    fsm::RESCUE,
+    fsm::RESCUEFAIL,
+    fsm::UNRESCUING,
+    fsm::UNRESCUEFAIL,
+    fsm::SERVICEWAIT,
+    fsm::ADOPTFAIL,
 ];
 
 fn layout(title: &str, body: Markup) -> Markup {
