@@ -120,8 +120,11 @@ async fn js() -> impl IntoResponse {
 /// cannot grow without bound.
 #[derive(Default)]
 struct SharedListings {
-    entries: tokio::sync::Mutex<HashMap<Option<String>, (Instant, Arc<Vec<FleetRow>>)>>,
+    entries: tokio::sync::Mutex<HashMap<Option<String>, Listing>>,
 }
+
+/// One listing and when it was read.
+type Listing = (Instant, Arc<Vec<FleetRow>>);
 
 /// How long a listing is reused: under the streams' tick, so each tick
 /// sees a fresh one.
