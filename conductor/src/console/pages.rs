@@ -368,8 +368,10 @@ pub fn node(p: &NodePage<'_>) -> Markup {
                 Some(Flash::Failed(m)) => div.flash.failed role="alert" { strong { "Refused: " } (m) },
                 None => {}
             }
-            @if let Some(err) = node.last_error.as_deref().filter(|e| !e.is_empty()) {
-                div.last-error role="alert" { strong { "Last error: " } (err) }
+            div id="last-error-box" {
+                @if let Some(err) = node.last_error.as_deref().filter(|e| !e.is_empty()) {
+                    div.last-error role="alert" { strong { "Last error: " } (err) }
+                }
             }
             table.fleet.single id="fleet" data-events={ "/console/events?uuid=" (node.uuid) } {
                 thead { tr {
@@ -400,7 +402,7 @@ pub fn node(p: &NodePage<'_>) -> Markup {
                 h2 { "Driver info" }
                 (kv_table(&masked("driver_info")))
             }
-            section {
+            section id="logs" {
                 h2 { "Ramdisk logs" }
                 @if p.logs.is_empty() { p.empty { "None collected." } }
                 ul.logs {
@@ -419,12 +421,12 @@ pub fn node(p: &NodePage<'_>) -> Markup {
                     } } }
                 }
             }
-            section {
+            section id="inventory" {
                 h2 { "Inventory" }
                 @if let Some(inv) = p.inventory { (inventory_tables(inv)) }
                 @else { p.empty { "Not inspected." } }
             }
-            section {
+            section id="history" {
                 h2 { "History" }
                 @if p.history.is_empty() { p.empty { "No events." } }
                 ol.timeline {

@@ -97,9 +97,36 @@
     if (!single) existing.forEach(function (tr) { tr.remove(); });
   }
 
+  // On a node's page, a new state or error also changes its history,
+  // error and logs: those sections are read again from the server (its
+  // escaped HTML, parsed, never built from event data).
+  const REFRESHED = ["last-error-box", "history", "logs", "inventory"];
+  let seen = null, refreshing = false;
+  function refreshSections(rows) {
+    if (!single || !rows.length) return;
+    const key = rows[0].provision_state + "\u0000" + (rows[0].last_error || "");
+    if (seen === null) { seen = key; return; }
+    if (key === seen || refreshing) return;
+    seen = key;
+    refreshing = true;
+    fetch(window.location.pathname, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        const fresh = new DOMParser().parseFromString(html, "text/html");
+        REFRESHED.forEach(function (id) {
+          const now = document.getElementById(id), next = fresh.getElementById(id);
+          if (now && next) now.replaceWith(document.importNode(next, true));
+        });
+      })
+      .catch(function () {})
+      .finally(function () { refreshing = false; });
+  }
+
   const source = new EventSource(table.dataset.events);
   source.addEventListener("fleet", function (e) {
-    try { apply(JSON.parse(e.data)); } catch (err) { return; }
+    let rows;
+    try { rows = JSON.parse(e.data); apply(rows); } catch (err) { return; }
+    refreshSections(rows);
     if (live) { live.textContent = "live · " + new Date().toLocaleTimeString(); live.className = "live on"; }
   });
   source.addEventListener("gone", function (e) {
