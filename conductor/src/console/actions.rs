@@ -351,7 +351,10 @@ mod tests {
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(same_origin(&h).is_err());
         // Behind a proxy that rewrites Host, the browser's word decides.
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://console.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://console.example"),
+        );
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         assert!(same_origin(&h).is_ok());
     }

@@ -167,7 +167,8 @@ async fn fleet_page(
     Query(filter): Query<Filter>,
 ) -> ConsoleResult<Html<String>> {
     let rows = state.listings.rows(&state.app, &filter).await?;
-    Ok(Html(pages::fleet(&rows, &filter).into_string()))
+    let counts = state.app.store.node_state_counts().await?;
+    Ok(Html(pages::fleet(&rows, &filter, &counts).into_string()))
 }
 
 /// `?done=<action>` after an action the API accepted.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::actions::{self, Action, ActionForm};
 use super::fleet::{human_bytes, Filter, FleetRow, Progress};
 use crate::fsm;
-use crate::store::{HistoryEvent, StoredInventory};
+use crate::store::{HistoryEvent, StateCount, StoredInventory};
 
 /// Provision states offered by the fleet filter.
 pub const STATES: &[&str] = &[
@@ -106,7 +106,36 @@ fn fleet_row(r: &FleetRow) -> Markup {
     }
 }
 
-pub fn fleet(rows: &[FleetRow], filter: &Filter) -> Markup {
+/// Nodes per provision state over the whole fleet (one `GROUP BY`), each
+/// a link that filters by it.
+fn summary(counts: &[StateCount]) -> Markup {
+    let mut by_state: Vec<(&str, u64)> = Vec::new();
+    for c in counts {
+        match by_state.iter_mut().find(|(s, _)| *s == c.provision_state) {
+            Some((_, n)) => *n += c.nodes,
+            None => by_state.push((&c.provision_state, c.nodes)),
+        }
+    }
+    by_state.sort();
+    let total: u64 = by_state.iter().map(|(_, n)| n).sum();
+    let maintenance: u64 = counts
+        .iter()
+        .filter(|c| c.maintenance)
+        .map(|c| c.nodes)
+        .sum();
+    html! {
+        p.summary {
+            a href="/console/" { (total) " nodes" }
+            @for (state, n) in &by_state {
+                " · "
+                a href={ "/console/?" (url::form_urlencoded::Serializer::new(String::new()).append_pair("state", state).finish()) } { (state) " " (n) }
+            }
+            @if maintenance > 0 { " · " (maintenance) " in maintenance" }
+        }
+    }
+}
+
+pub fn fleet(rows: &[FleetRow], filter: &Filter, counts: &[StateCount]) -> Markup {
     let state = filter.state.as_deref().unwrap_or("");
     let events = {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
@@ -121,6 +150,7 @@ pub fn fleet(rows: &[FleetRow], filter: &Filter) -> Markup {
     layout(
         "Fleet",
         html! {
+            (summary(counts))
             form.filters method="get" action="/console/" {
                 label { "State "
                     select name="state" {
@@ -472,10 +502,33 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_counts_states_over_power_and_maintenance() {
+        let c = |state: &str, maintenance: bool, nodes: u64| StateCount {
+            provision_state: state.into(),
+            power_state: None,
+            maintenance,
+            nodes,
+        };
+        let html = summary(&[
+            c("active", false, 2),
+            c("active", true, 1),
+            c("wait call-back", false, 1),
+        ])
+        .into_string();
+        assert!(html.contains(">4 nodes<"), "{html}");
+        assert!(html.contains(">active 3<"), "{html}");
+        assert!(
+            html.contains("href=\"/console/?state=wait+call-back\""),
+            "{html}"
+        );
+        assert!(html.contains("1 in maintenance"), "{html}");
+    }
+
+    #[test]
     fn names_and_errors_are_escaped() {
         let probe = "<script>alert(1)</script>";
         let node = node_named(probe);
-        let fleet_html = fleet(&[FleetRow::of(&node)], &Filter::default()).into_string();
+        let fleet_html = fleet(&[FleetRow::of(&node)], &Filter::default(), &[]).into_string();
         assert!(!fleet_html.contains(probe), "{fleet_html}");
         assert!(fleet_html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         let masked = Map::new();
@@ -489,7 +542,7 @@ mod tests {
             state: None,
             q: Some("\"><script>".into()),
         };
-        let html = fleet(&[], &f).into_string();
+        let html = fleet(&[], &f, &[]).into_string();
         assert!(
             html.contains("value=\"&quot;&gt;&lt;script&gt;\""),
             "{html}"
