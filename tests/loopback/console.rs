@@ -128,6 +128,9 @@ async fn console_is_authenticated_escaped_masked_and_live() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
     let fleet = r.text().await.unwrap();
     assert!(fleet.contains(&uuid), "{fleet}");
     assert!(fleet.contains(PROBE_ESCAPED), "{fleet}");
