@@ -204,6 +204,9 @@ mod tests {
             "/v1/nodes/x/states/power",
             "//",
             "/boot",
+            "/console/",
+            "/console/events",
+            "/console/static/console.js",
         ] {
             assert!(!is_public(p), "{p}");
         }
