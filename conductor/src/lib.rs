@@ -103,7 +103,7 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     // The console sits inside the same authentication as the API.
     let mut api_app = api::router(state.clone())
         .merge(boot::router(state.clone()))
-        .merge(console::router(state.clone()));
+        .merge(console::router(state.clone(), auth.clone()));
     if let Some(auth) = auth {
         api_app = api_app.layer(from_fn_with_state(auth, auth::require));
     }

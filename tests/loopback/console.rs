@@ -97,17 +97,36 @@ async fn console_is_authenticated_escaped_masked_and_live() {
     doc["last_error"] = json!("deploy failed: <img src=x onerror=alert(2)>");
     assert_eq!(c.db.set_node(&uuid, Some(&doc.to_string()), None), 1);
 
-    // Without credentials, or with a wrong password: 401 with the
-    // challenge that makes a browser ask.
-    let anon = reqwest::Client::new();
-    for path in ["/console/", "/console/events", "/console/static/console.js"] {
+    // Without credentials: a browser's page request goes to the login
+    // form; the script's requests get a bare 401 (a challenge there would
+    // pop the browser's own dialog). Basic credentials: a wrong password
+    // is a 401 with Ironic's challenge, as on the API.
+    let anon = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/console/", &format!("/console/nodes/{uuid}")] {
+        let r = anon
+            .get(format!("{}{path}", c.url))
+            .header("Accept", "text/html,*/*")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{path} without credentials");
+        assert_eq!(r.headers()["location"], "/console/login");
+    }
+    for path in ["/console/events", "/console/static/console.js"] {
         let r = anon.get(format!("{}{path}", c.url)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path} without credentials");
-        assert_eq!(
-            r.headers()["www-authenticate"],
-            "Basic realm=\"Baremetal API\""
-        );
+        assert!(r.headers().get("www-authenticate").is_none(), "{path}");
     }
+    let r = anon
+        .post(format!("{}/console/nodes/{uuid}/actions", c.url))
+        .form(&[("action", "maintenance-on")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "an action without credentials");
     let r = anon
         .get(format!("{}/console/", c.url))
         .basic_auth(API_USER, Some("wrong-password"))
@@ -115,6 +134,64 @@ async fn console_is_authenticated_escaped_masked_and_live() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "a wrong password is refused");
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Basic realm=\"Baremetal API\""
+    );
+
+    // The login form: a wrong password gets the form again and no
+    // cookie; the right one a session cookie that opens the console
+    // alone, until logout.
+    let login = |password: &'static str| {
+        anon.post(format!("{}/console/login", c.url))
+            .form(&[("username", API_USER), ("password", password)])
+            .send()
+    };
+    let r = login("wrong-password").await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Incorrect username or password."));
+    let r = login(ferrite_tests::API_PASSWORD).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let with_session = |path: String| {
+        anon.get(format!("{}{path}", c.url))
+            .header("Accept", "text/html")
+            .header("Cookie", session.clone())
+            .send()
+    };
+    let r = with_session("/console/".into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains(&uuid));
+    let r = with_session("/v1/nodes".into()).await.unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the session is the console's, not the API's"
+    );
+    let r = anon
+        .post(format!("{}/console/logout", c.url))
+        .header("Cookie", session.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let r = with_session("/console/".into()).await.unwrap();
+    assert_eq!(r.status(), 303, "the session ended at logout");
 
     // The fleet: the node listed, its name escaped.
     let r = c

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod htpasswd;
+pub mod session;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use cache::VerifiedCache;
 use htpasswd::{HtpasswdError, Users};
+use session::Sessions;
 
 /// Ironic's `[DEFAULT]auth_strategy` (keystone is not offered yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,6 +68,8 @@ pub struct BasicAuth {
     cache: VerifiedCache,
     /// Verified for unknown users, so that timing does not list users.
     dummy_hash: String,
+    /// The console's logged-in browsers.
+    pub sessions: Sessions,
 }
 
 impl BasicAuth {
@@ -78,10 +82,13 @@ impl BasicAuth {
             dummy_hash,
             verifiers: Semaphore::new(cpus),
             cache: VerifiedCache::new(64, Duration::from_secs(300)),
+            sessions: Sessions::default(),
         })
     }
 
-    async fn check(&self, user: &str, password: Vec<u8>) -> bool {
+    /// Whether `user` and `password` are an htpasswd entry (the console's
+    /// login form; the API's basic credentials take the same path).
+    pub async fn check(&self, user: &str, password: Vec<u8>) -> bool {
         let Some(hash) = self.users.hash_of(user) else {
             let _ = self.verify(password, self.dummy_hash.clone()).await;
             return false;
@@ -151,13 +158,47 @@ fn credentials(value: Option<&HeaderValue>) -> Credentials {
     Credentials::Basic(user, decoded[colon + 1..].to_vec())
 }
 
+/// The console's login page and the stylesheet it uses are open: the
+/// form is how a browser gets in.
+fn is_console_login(path: &str) -> bool {
+    matches!(path, "/console/login" | "/console/static/console.css")
+}
+
 /// Middleware: open routes pass; others need a user from the htpasswd
-/// file. Neither the header nor the password is ever logged.
+/// file, by basic credentials or (console pages only) a login session.
+/// Neither the header, the password nor a token is ever logged.
 pub async fn require(State(auth): State<Arc<BasicAuth>>, req: Request, next: Next) -> Response {
-    if is_public(req.uri().path()) {
+    let path = req.uri().path();
+    if is_public(path) || is_console_login(path) {
         return next.run(req).await;
     }
+    let console = path == "/console" || path.starts_with("/console/");
+    if console {
+        if let Some(token) = session::token(req.headers()) {
+            if auth.sessions.user(&token).is_some() {
+                return next.run(req).await;
+            }
+        }
+    }
     match credentials(req.headers().get(header::AUTHORIZATION)) {
+        // A browser without a session: to the login form, for a page
+        // (a navigation asks for HTML); a bare 401 for the script's
+        // requests, where a challenge would pop the browser's own
+        // password dialog.
+        Credentials::Missing if console => {
+            let page = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"));
+            if req.method() == axum::http::Method::GET && page {
+                axum::response::Redirect::to("/console/login").into_response()
+            } else {
+                let mut resp = fault(StatusCode::UNAUTHORIZED, "Authorization required");
+                resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+                resp
+            }
+        }
         Credentials::Missing => fault(StatusCode::UNAUTHORIZED, "Authorization required"),
         Credentials::Bad(why) => fault(StatusCode::BAD_REQUEST, why),
         Credentials::Unsupported(scheme) => fault(

@@ -1,8 +1,9 @@
 //! The operator web console at `/console/`: server-rendered pages
 //! (`maud`), a small embedded script and stylesheet, and a server-sent
 //! event stream that keeps the fleet table live. It is mounted on the API
-//! listener inside the API's authentication layer, so a browser logs in
-//! with the same http_basic users (the 401 carries `WWW-Authenticate`).
+//! listener inside the API's authentication layer: a browser logs in on
+//! a form with the same htpasswd users and holds a session cookie
+//! (`auth::session`); basic credentials work too, as on the API.
 //!
 //! A layer of its own: it reads through the store and acts by sending
 //! requests through the REST API's router; no domain module imports it.
@@ -28,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::api::AppState;
+use crate::auth::{session, BasicAuth};
 use crate::store::StoreError;
 use fleet::{Filter, FleetRow};
 
@@ -52,6 +54,8 @@ struct ConsoleState {
     api: Router,
     streams: Arc<Semaphore>,
     listings: Arc<SharedListings>,
+    /// The htpasswd users the login form checks; `None` under noauth.
+    auth: Option<Arc<BasicAuth>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,12 +85,13 @@ impl IntoResponse for ConsoleError {
 
 type ConsoleResult<T> = Result<T, ConsoleError>;
 
-pub fn router(app: AppState) -> Router {
+pub fn router(app: AppState, auth: Option<Arc<BasicAuth>>) -> Router {
     let state = ConsoleState {
         api: crate::api::router(app.clone()),
         app,
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         listings: Arc::default(),
+        auth,
     };
     Router::new()
         .route(
@@ -94,6 +99,8 @@ pub fn router(app: AppState) -> Router {
             get(|| async { axum::response::Redirect::permanent("/console/") }),
         )
         .route("/console/", get(fleet_page))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
         .route("/console/events", get(events))
         .route("/console/nodes/{ident}", get(node_page))
         .route("/console/nodes/{ident}/actions", post(node_action))
@@ -129,6 +136,79 @@ async fn security_headers(mut resp: Response) -> Response {
         header::HeaderValue::from_static("DENY"),
     );
     resp
+}
+
+async fn login_page(State(state): State<ConsoleState>) -> Response {
+    if state.auth.is_none() {
+        return axum::response::Redirect::to("/console/").into_response();
+    }
+    Html(pages::login(None).into_string()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+/// The login form's post: the same htpasswd check as the API's basic
+/// credentials, then a session cookie. A wrong password gets the form
+/// again with a 401, and a warning in the log naming the user only.
+async fn login(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    if let Err(status) = actions::same_origin(&headers) {
+        let page = pages::error(status.as_u16(), "A login from another site is refused.");
+        return (status, Html(page.into_string())).into_response();
+    }
+    let Some(auth) = &state.auth else {
+        return axum::response::Redirect::to("/console/").into_response();
+    };
+    let user: String = form.username.chars().take(256).collect();
+    if !auth.check(&user, form.password.into_bytes()).await {
+        tracing::warn!(user = %user.chars().take(64).collect::<String>(), "console login refused: incorrect username or password");
+        let page = pages::login(Some("Incorrect username or password."));
+        return (StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response();
+    }
+    let token = auth.sessions.open(&user);
+    tracing::info!(user = %user.chars().take(64).collect::<String>(), "console login");
+    let cookie = session::set_cookie(&token, state.secure_cookies());
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/console/".to_string()),
+            (header::SET_COOKIE, cookie),
+        ],
+    )
+        .into_response()
+}
+
+async fn logout(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
+    if let Err(status) = actions::same_origin(&headers) {
+        return status.into_response();
+    }
+    if let (Some(auth), Some(token)) = (&state.auth, session::token(&headers)) {
+        auth.sessions.close(&token);
+    }
+    let cookie = session::clear_cookie(state.secure_cookies());
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/console/login".to_string()),
+            (header::SET_COOKIE, cookie),
+        ],
+    )
+        .into_response()
+}
+
+impl ConsoleState {
+    /// Cookies marked Secure only where the API is served over TLS: on
+    /// plain HTTP a browser would drop them.
+    fn secure_cookies(&self) -> bool {
+        self.app.config.tls_cert.is_some()
+    }
 }
 
 async fn css() -> impl IntoResponse {
