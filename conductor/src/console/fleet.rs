@@ -146,7 +146,7 @@ impl FleetRow {
             step,
             progress: node
                 .driver_internal_info
-                .get("deploy_progress")
+                .get(crate::flows::DEPLOY_PROGRESS_KEY)
                 .and_then(Progress::from_snapshot),
             last_error: node.last_error.clone(),
         }

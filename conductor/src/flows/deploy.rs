@@ -24,6 +24,9 @@ const PHASE: &str = "deploy_phase";
 const COMMAND: &str = "deploy_command_id";
 const PHASE_FINISH: &str = "finishing";
 
+/// The agent's last image-write progress, kept while `write_image` runs.
+pub const PROGRESS: &str = "deploy_progress";
+
 /// Everything a deploy keeps in `driver_internal_info` while it runs.
 const RUN_KEYS: &[&str] = &[
     PHASE,
@@ -32,7 +35,7 @@ const RUN_KEYS: &[&str] = &[
     STEPS,
     INDEX,
     AGENT_CACHE,
-    "deploy_progress",
+    PROGRESS,
 ];
 
 pub fn finishing(node: &Node) -> bool {
@@ -364,7 +367,7 @@ pub async fn on_heartbeat(flows: &Flows, node: &Node) -> anyhow::Result<()> {
                     flows
                         .store
                         .update_node::<StoreError, _>(uuid, |n| {
-                            n.driver_internal_info.insert("deploy_progress".into(), p);
+                            n.driver_internal_info.insert(PROGRESS.into(), p);
                             Ok(())
                         })
                         .await?;
@@ -413,7 +416,7 @@ async fn after_step(
                         .insert("is_whole_disk_image".into(), json!(whole_disk));
                     n.driver_internal_info
                         .insert("root_uuid_or_disk_id".into(), json!(root));
-                    n.driver_internal_info.remove("deploy_progress");
+                    n.driver_internal_info.remove(PROGRESS);
                     Ok(())
                 })
                 .await?;

@@ -37,6 +37,7 @@ use locks::{Locks, Reservation};
 use transition::TransitionError;
 
 pub use deploy::validate as validate_deploy;
+pub use deploy::PROGRESS as DEPLOY_PROGRESS_KEY;
 pub use steps_cache::CACHE_KEY;
 pub use transition::wipe_token_and_url;
 

@@ -155,6 +155,8 @@ pub async fn fail(flows: &Flows, uuid: &str, error: &str) -> Result<Node, Transi
         n.last_error = Some(error);
         n.clean_step.clear();
         n.deploy_step.clear();
+        // An image write that failed is no longer in progress.
+        n.driver_internal_info.remove(super::deploy::PROGRESS);
     })
     .await
 }
