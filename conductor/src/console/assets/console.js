@@ -136,6 +136,12 @@
   source.onerror = function () {
     if (live) { live.textContent = "reconnecting…"; live.className = "live off"; }
   };
+  // A page left behind closes its stream at once: browsers hold six
+  // connections per host over HTTP/1.1, and a page kept for "back" would
+  // otherwise keep one, until the next page's requests wait for it.
+  // Coming back to such a page reloads it, with a fresh stream.
+  window.addEventListener("pagehide", function () { source.close(); });
+  window.addEventListener("pageshow", function (e) { if (e.persisted) window.location.reload(); });
 })();
 
 // Destructive actions: ask in the page, then tell the server it was
