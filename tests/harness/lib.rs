@@ -2,6 +2,7 @@
 //! binaries on 127.0.0.1 with private ports, data dirs and fixture sysfs
 //! trees, and talk to them over real HTTP.
 
+pub mod browser;
 pub mod failover_proxy;
 pub mod forward_proxy;
 pub mod hold_proxy;
