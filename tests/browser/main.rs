@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 use ferrite_tests::browser::Browser;
-use ferrite_tests::image_server::ImageServer;
-use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
+use ferrite_tests::deploy_fixture::DeployFixture;
+use ferrite_tests::images::same_prefix;
 use ferrite_tests::{wait_for, Agent, Conductor, API_PASSWORD, API_USER};
 use serde_json::json;
 
@@ -86,27 +86,16 @@ async fn act(b: &Browser, action: &str, fields: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_deploys_watches_and_undeploys_in_chromium() {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
-    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
-    let sum = sha256_file(&qcow);
-    let server = ImageServer::start(dir.path().to_path_buf()).await;
     // ~6 MiB at 512 KiB/s: ~12 s of writing, several heartbeats see it.
-    server.faults().rate = 512 << 10;
-    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, false);
+    let f = DeployFixture::new(24 << 20, 512 << 10, false).await;
     let c = Conductor::start(&["--fast-track", "true", "--heartbeat-timeout", "4"]).await;
     let uuid = c.available_node(json!({"name": "browser-deploy"})).await;
-    c.create_port(&uuid, MAC).await;
     // The operator's image format is on the node already; the page sends
     // the URL and checksum.
-    c.patch_node(
-        &uuid,
-        json!([{"op": "add", "path": "/instance_info", "value": {"image_disk_format": "qcow2"}}]),
-    )
-    .await;
-    let disks = format!("ferrite-disks={}", disk.path.display());
-    let agent = Agent::start(&c.url, &[MAC], &[&disks]);
-    c.wait_agent(&uuid).await;
+    c.set_instance_info(&uuid, json!({"image_disk_format": "qcow2"}))
+        .await;
+    let disks = f.disks_param();
+    let agent = c.start_agent_for(&uuid, MAC, &[&disks]).await;
     // A second node whose name is an XSS probe.
     let probe = c
         .create_node(json!({"driver": "fake-hardware", "name": "probe"}))
@@ -152,10 +141,7 @@ async fn an_operator_deploys_watches_and_undeploys_in_chromium() {
     act(
         &b,
         "deploy",
-        &[
-            ("image_url", &server.url_of("disk.qcow2")),
-            ("image_checksum", &sum),
-        ],
+        &[("image_url", &f.image_url()), ("image_checksum", &f.sha256)],
     )
     .await;
     b.wait_text(
@@ -207,8 +193,7 @@ async fn an_operator_deploys_watches_and_undeploys_in_chromium() {
     assert!(states.iter().any(|s| s == "wait call-back"), "{states:?}");
     assert!(shot.is_some(), "a screenshot while writing");
     assert!(progress(&b, &uuid).await.is_none(), "no bar once active");
-    let len = std::fs::metadata(&raw).expect("the raw image").len();
-    same_prefix(&raw, &disk.path, len).expect("the disk holds the image");
+    same_prefix(&f.raw, &f.disk.path, f.image_len()).expect("the disk holds the image");
 
     // The node's timeline after active.
     b.client
@@ -273,7 +258,7 @@ async fn an_operator_deploys_watches_and_undeploys_in_chromium() {
         &b,
         "deploy",
         &[
-            ("image_url", &server.url_of("disk.qcow2")),
+            ("image_url", &f.image_url()),
             ("image_checksum", &"0".repeat(64)),
         ],
     )

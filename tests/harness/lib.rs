@@ -3,6 +3,7 @@
 //! trees, and talk to them over real HTTP.
 
 pub mod browser;
+pub mod deploy_fixture;
 pub mod failover_proxy;
 pub mod forward_proxy;
 pub mod hold_proxy;
@@ -494,6 +495,25 @@ impl Conductor {
             }
         })
         .await
+    }
+
+    /// A real agent for `uuid` (its disks given in `params`, e.g.
+    /// `ferrite-disks=`): the node's port, the agent, and its first
+    /// heartbeat seen.
+    pub async fn start_agent_for(&self, uuid: &str, mac: &str, params: &[&str]) -> Agent {
+        self.create_port(uuid, mac).await;
+        let agent = Agent::start(&self.url, &[mac], params);
+        self.wait_agent(uuid).await;
+        agent
+    }
+
+    /// Sets the node's whole `instance_info`.
+    pub async fn set_instance_info(&self, uuid: &str, info: Value) {
+        self.patch_node(
+            uuid,
+            json!([{"op": "add", "path": "/instance_info", "value": info}]),
+        )
+        .await;
     }
 
     /// PATCH a node, retried while it is locked (409) as ironicclient does.

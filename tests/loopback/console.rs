@@ -313,31 +313,16 @@ async fn console_is_authenticated_escaped_masked_and_live() {
 /// deploy in its timeline.
 #[tokio::test(flavor = "multi_thread")]
 async fn console_stream_follows_a_loopback_deploy() {
-    use ferrite_tests::image_server::ImageServer;
-    use ferrite_tests::images::{make_raw, sha256_file, to_qcow2, LoopDevice};
-    use ferrite_tests::Agent;
+    use ferrite_tests::deploy_fixture::DeployFixture;
 
-    let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
-    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
-    let sum = sha256_file(&qcow);
-    let server = ImageServer::start(dir.path().to_path_buf()).await;
     // ~6 MiB at 512 KiB/s: ~12 s of writing, several heartbeats see it.
-    server.faults().rate = 512 << 10;
-    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, false);
+    let f = DeployFixture::new(24 << 20, 512 << 10, false).await;
     let c = Conductor::start(&["--fast-track", "true", "--heartbeat-timeout", "4"]).await;
     let uuid = c.available_node(json!({"name": "console-deploy"})).await;
-    c.create_port(&uuid, "52:54:00:c0:02:01").await;
-    let disks = format!("ferrite-disks={}", disk.path.display());
-    let _agent = Agent::start(&c.url, &["52:54:00:c0:02:01"], &[&disks]);
-    c.wait_agent(&uuid).await;
-    c.patch_node(
-        &uuid,
-        json!([{"op": "add", "path": "/instance_info", "value": {
-            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
-            "image_disk_format": "qcow2"}}]),
-    )
-    .await;
+    let _agent = c
+        .start_agent_for(&uuid, "52:54:00:c0:02:01", &[&f.disks_param()])
+        .await;
+    c.set_instance_info(&uuid, f.instance_info()).await;
 
     let mut events = stream(&c, &format!("/console/events?uuid={uuid}")).await;
     assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use ferrite_tests::image_server::ImageServer;
-use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
+use ferrite_tests::deploy_fixture::DeployFixture;
+use ferrite_tests::images::same_prefix;
 use ferrite_tests::{wait_for, Agent, Conductor};
 use serde_json::{json, Value};
 
@@ -220,13 +220,8 @@ async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conductor_killed_mid_deploy_finishes_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(&dir.path().join("disk.raw"), 24 << 20);
-    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
-    let sum = sha256_file(&qcow);
-    let server = ImageServer::start(dir.path().to_path_buf()).await;
-    server.faults().rate = 2 << 20; // ~10 s of writing: time to kill the conductor
-    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, true);
+    // ~10 s of writing: time to kill the conductor.
+    let f = DeployFixture::new(24 << 20, 2 << 20, true).await;
     let mut c = Conductor::start(&[
         "--fast-track",
         "true",
@@ -237,17 +232,10 @@ async fn conductor_killed_mid_deploy_finishes_after_restart() {
     ])
     .await;
     let uuid = available_node(&c, "restart").await;
-    c.create_port(&uuid, "52:54:00:fa:17:01").await;
-    let disks = format!("ferrite-disks={}", disk.path.display());
-    let _agent = Agent::start(&c.url, &["52:54:00:fa:17:01"], &[&disks]);
-    c.wait_agent(&uuid).await;
-    c.patch_node(
-        &uuid,
-        json!([{"op": "add", "path": "/instance_info", "value": {
-            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
-            "image_disk_format": "qcow2"}}]),
-    )
-    .await;
+    let _agent = c
+        .start_agent_for(&uuid, "52:54:00:fa:17:01", &[&f.disks_param()])
+        .await;
+    c.set_instance_info(&uuid, f.instance_info()).await;
     assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
     // Progress of the running write is visible on the node.
     let progress = wait_for(
@@ -273,7 +261,7 @@ async fn conductor_killed_mid_deploy_finishes_after_restart() {
         .wait_state(&uuid, "active", Duration::from_secs(120))
         .await;
     assert_eq!(done["last_error"], Value::Null);
-    same_prefix(&raw, &disk.path, 24 << 20).expect("the image is on the disk");
+    same_prefix(&f.raw, &f.disk.path, 24 << 20).expect("the image is on the disk");
 }
 
 #[tokio::test(flavor = "multi_thread")]

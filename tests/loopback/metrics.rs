@@ -7,10 +7,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferrite_tests::image_server::ImageServer;
-use ferrite_tests::images::{make_raw, same_prefix, sha256_file, to_qcow2, LoopDevice};
+use ferrite_tests::deploy_fixture::DeployFixture;
+use ferrite_tests::images::same_prefix;
 use ferrite_tests::ironic::venv_bin;
-use ferrite_tests::{free_port, wait_for, Agent, Conductor};
+use ferrite_tests::{free_port, wait_for, Conductor};
 use serde_json::{json, Value};
 
 const IMAGE_SIZE: u64 = 24 << 20;
@@ -97,14 +97,8 @@ pub(crate) async fn scrape(c: &Conductor) -> Vec<Sample> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_follow_a_loopback_deploy() {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(&dir.path().join("disk.raw"), IMAGE_SIZE);
-    let qcow = to_qcow2(&raw, &dir.path().join("disk.qcow2"), &[]);
-    let sum = sha256_file(&qcow);
-    let server = ImageServer::start(dir.path().to_path_buf()).await;
     // The qcow2 holds ~6 MiB: ~12 s of writing, heartbeats (every 1-2 s) see it run.
-    server.faults().rate = 512 << 10;
-    let disk = LoopDevice::new(dir.path(), "target.loop", 5 << 30, false);
+    let f = DeployFixture::new(IMAGE_SIZE, 512 << 10, false).await;
     let open = format!("127.0.0.1:{}", free_port());
     let c = Conductor::start(&[
         "--fast-track",
@@ -127,17 +121,10 @@ async fn metrics_follow_a_loopback_deploy() {
     assert!(refused.headers().contains_key("www-authenticate"));
 
     let uuid = c.available_node(json!({"name": "metrics-node"})).await;
-    c.create_port(&uuid, "52:54:00:fa:18:01").await;
-    let disks = format!("ferrite-disks={}", disk.path.display());
-    let _agent = Agent::start(&c.url, &["52:54:00:fa:18:01"], &[&disks]);
-    c.wait_agent(&uuid).await;
-    c.patch_node(
-        &uuid,
-        json!([{"op": "add", "path": "/instance_info", "value": {
-            "image_source": server.url_of("disk.qcow2"), "image_checksum": sum,
-            "image_disk_format": "qcow2"}}]),
-    )
-    .await;
+    let _agent = c
+        .start_agent_for(&uuid, "52:54:00:fa:18:01", &[&f.disks_param()])
+        .await;
+    c.set_instance_info(&uuid, f.instance_info()).await;
     assert_eq!(c.act(&uuid, json!({"target": "active"})).await.0, 202);
 
     // Scrapes during the write: the node's gauges show it moving.
@@ -170,7 +157,7 @@ async fn metrics_follow_a_loopback_deploy() {
         .wait_state(&uuid, "active", Duration::from_secs(120))
         .await;
     assert_eq!(done["last_error"], Value::Null);
-    same_prefix(&raw, &disk.path, IMAGE_SIZE).expect("the image is on the disk");
+    same_prefix(&f.raw, &f.disk.path, IMAGE_SIZE).expect("the image is on the disk");
 
     // Lookups the conductor turns down: an unknown MAC, and the node's own
     // in `active`, which allows none; both answered with the same 404.

@@ -38,7 +38,8 @@ pub const STATES: &[&str] = &[
     fsm::ADOPTFAIL,
 ];
 
-fn layout(title: &str, body: Markup) -> Markup {
+/// A console page; `signed_in` pages load the script and offer logout.
+fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -47,20 +48,28 @@ fn layout(title: &str, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Ferrite console" }
                 link rel="stylesheet" href="/console/static/console.css";
-                script src="/console/static/console.js" defer {}
+                @if signed_in {
+                    script src="/console/static/console.js" defer {}
+                }
             }
             body {
                 header.top {
                     a.brand href="/console/" { "Ferrite" }
                     span.sub { "conductor console" }
-                    form.logout method="post" action="/console/logout" {
-                        button type="submit" { "Log out" }
+                    @if signed_in {
+                        form.logout method="post" action="/console/logout" {
+                            button type="submit" { "Log out" }
+                        }
                     }
                 }
                 main { (body) }
             }
         }
     }
+}
+
+fn layout(title: &str, body: Markup) -> Markup {
+    page(title, true, body)
 }
 
 fn opt(v: Option<&str>) -> &str {
@@ -480,34 +489,21 @@ pub fn node(p: &NodePage<'_>) -> Markup {
 /// The login form (htpasswd users); `refused` after a wrong password.
 /// It loads no script: nothing on it needs one.
 pub fn login(refused: Option<&str>) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · Ferrite console" }
-                link rel="stylesheet" href="/console/static/console.css";
-            }
-            body {
-                header.top {
-                    span.brand { "Ferrite" }
-                    span.sub { "conductor console" }
+    page(
+        "Log in",
+        false,
+        html! {
+            form.login #login method="post" action="/console/login" {
+                h1 { "Log in" }
+                @if let Some(why) = refused {
+                    div.last-error #login-error role="alert" { (why) }
                 }
-                main {
-                    form.login #login method="post" action="/console/login" {
-                        h1 { "Log in" }
-                        @if let Some(why) = refused {
-                            div.last-error #login-error role="alert" { (why) }
-                        }
-                        label { "User" input #username name="username" autocomplete="username" required; }
-                        label { "Password" input #password type="password" name="password" autocomplete="current-password" required; }
-                        button #login-submit type="submit" { "Log in" }
-                    }
-                }
+                label { "User" input #username name="username" autocomplete="username" required; }
+                label { "Password" input #password type="password" name="password" autocomplete="current-password" required; }
+                button #login-submit type="submit" { "Log in" }
             }
-        }
-    }
+        },
+    )
 }
 
 /// An error page (a missing node, a database failure).
