@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::runner::CommandProgress;
+use crate::command_progress::CommandProgress;
 use crate::errors::RestError;
 use crate::state::AgentContext;
 

@@ -1,7 +1,7 @@
 //! Runs commands and keeps their results: one command at a time, results
 //! in start order (the conductor reads the last one as "current").
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrite_protocol::{CommandResult, CommandStatus};
 use serde_json::{json, Value};
@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::registry::{Mode, Params, Registry};
+use crate::command_progress::{CommandProgress, ProgressSink};
 use crate::errors::RestError;
 use crate::state::AgentContext;
 
@@ -43,20 +44,13 @@ impl CommandRecord {
     }
 }
 
-/// Lets a running command publish interim results (progress) that
+/// A running command's interim results (progress): what
 /// `GET /v1/commands/<id>` shows while the status is still RUNNING.
-#[derive(Clone, Default)]
-pub struct CommandProgress {
-    record: Weak<CommandRecord>,
-}
-
-impl CommandProgress {
-    pub fn report(&self, value: Value) {
-        if let Some(record) = self.record.upgrade() {
-            let mut r = lock(&record.result);
-            if r.command_status.is_running() {
-                r.command_result = Some(value);
-            }
+impl ProgressSink for CommandRecord {
+    fn report(&self, value: Value) {
+        let mut r = lock(&self.result);
+        if r.command_status.is_running() {
+            r.command_result = Some(value);
         }
     }
 }
@@ -115,9 +109,7 @@ impl CommandRunner {
         let mode = resolved.spec.mode;
         let short_name = resolved.command.to_string();
         let full_name = name.to_string();
-        let progress = CommandProgress {
-            record: Arc::downgrade(&record),
-        };
+        let progress = CommandProgress::to(&record);
         let work = tokio::spawn((resolved.spec.handler)(ctx.clone(), params, progress));
         let ctx = ctx.clone();
         let rec = record.clone();

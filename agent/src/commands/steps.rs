@@ -7,7 +7,7 @@ use tracing::info;
 use std::sync::Arc;
 
 use crate::api::registry::{object_param, Mode, Params, Registry};
-use crate::api::runner::CommandProgress;
+use crate::command_progress::CommandProgress;
 use crate::errors::RestError;
 use crate::hardware::disk_wait::cache_command_node;
 use crate::hardware::{StepCall, StepKind};

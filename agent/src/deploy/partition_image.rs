@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::stream::stream_image;
 use super::{configdrive, ImageInfo};
-use crate::api::runner::CommandProgress;
+use crate::command_progress::CommandProgress;
 use crate::disk::layout::{self, Label, LayoutRequest, Role, Written, MIB};
 use crate::disk::{fsinfo, mkfs, wipe};
 use crate::errors::RestError;

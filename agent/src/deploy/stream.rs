@@ -9,7 +9,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::ImageInfo;
-use crate::api::runner::CommandProgress;
+use crate::command_progress::CommandProgress;
 use crate::errors::RestError;
 use crate::image::format::IPA_PERMITTED_FORMATS;
 use crate::image::source::{client_builder, Proxies};

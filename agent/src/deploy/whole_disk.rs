@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::stream::{http_client, md5_enabled, stream_image, StreamFailure};
 use super::{configdrive, partition_image, ImageInfo};
-use crate::api::runner::CommandProgress;
+use crate::command_progress::CommandProgress;
 use crate::disk::install_target::install_device;
 use crate::errors::RestError;
 use crate::state::{AgentContext, PreparedImage};

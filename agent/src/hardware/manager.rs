@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ferrite_protocol::steps::{ManagerVersions, Step};
 use serde_json::{Map, Value};
 
-use crate::api::runner::CommandProgress;
+use crate::command_progress::CommandProgress;
 use crate::errors::RestError;
 use crate::state::AgentContext;
 
@@ -72,7 +72,7 @@ impl StepCall {
     pub fn bool_setting(&self, key: &str, default: bool) -> Result<bool, RestError> {
         match self.setting(key) {
             None => Ok(default),
-            Some(v) => crate::config::value_as_bool(v).ok_or_else(|| {
+            Some(v) => crate::loose::value_as_bool(v).ok_or_else(|| {
                 RestError::invalid_params(format!("{key} must be a boolean, got {v}"))
             }),
         }
