@@ -23,8 +23,10 @@ pub mod raid;
 pub mod region;
 pub mod root;
 pub mod skip_list;
+pub mod window;
 pub mod wipe;
 
 pub use devices::{list_block_devices, BlockDevice, DiskPolicy};
 pub use hints::RootDeviceHints;
 pub use root::{choose_install_device, choose_root_device};
+pub use window::Window;

@@ -8,7 +8,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::image::Window;
+use super::Window;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {

@@ -18,10 +18,10 @@ pub mod verify;
 
 use std::path::PathBuf;
 
+pub use crate::disk::Window;
 pub use format::FormatPolicy;
 pub use pipeline::{write_image, WriteReport, WriteRequest};
 pub use progress::Progress;
-pub use sink::Window;
 pub use source::SourceConfig;
 
 #[derive(Debug, thiserror::Error)]

@@ -16,10 +16,11 @@ use super::format::{self, Format, FormatPolicy};
 use super::progress::{Progress, StageTimes};
 use super::qcow2::map::GuestRange;
 use super::qcow2::{CompressedCluster, GuestSink, Header, Inflater, StreamDecoder};
-use super::sink::{Target, Window, WriteOp, Writer};
+use super::sink::{Target, WriteOp, Writer};
 use super::source::{Probe, Source, SourceConfig, CHUNK_BYTES};
 use super::verify::{Expected, HashThread};
 use super::ImageError;
+use crate::disk::Window;
 
 /// Zero detection granularity for raw data.
 const ZERO_BLOCK: u64 = 64 << 10;

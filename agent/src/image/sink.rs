@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 use super::progress::{Progress, StageTimes};
 use super::ImageError;
 use crate::disk::ioctl;
+use crate::disk::Window;
 
 /// One write buffer: large enough for disks to stream, small enough to bound memory.
 const BUFFER_BYTES: usize = 2 << 20;
@@ -32,15 +33,6 @@ const DIRECT_ALIGN: u64 = 4096;
 pub enum WriteOp {
     Data { offset: u64, data: Bytes },
     Zero { offset: u64, len: u64 },
-}
-
-/// A byte range of the target to write into instead of all of it: a
-/// partition addressed through its disk, for when the kernel gives the
-/// partition no device node of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub offset: u64,
-    pub len: u64,
 }
 
 pub struct Target {
