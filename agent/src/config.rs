@@ -9,6 +9,7 @@ use std::time::Duration;
 use ferrite_protocol::node::normalize_mac;
 
 use crate::disk::DiskPolicy;
+use crate::loose::bool_word;
 use ferrite_protocol::ApiVersion;
 use url::Url;
 
@@ -424,27 +425,6 @@ fn invalid(param: &'static str, value: &str, reason: String) -> ConfigError {
 
 fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
-}
-
-/// oslo's `bool_from_string`, but strict: anything unrecognised is an error
-/// rather than a silent `false`.
-/// oslo's boolean words.
-pub fn bool_word(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" | "on" | "y" | "yes" => Some(true),
-        "0" | "f" | "false" | "off" | "n" | "no" => Some(false),
-        _ => None,
-    }
-}
-
-/// A boolean as Ironic may send it in JSON: a bool, a number or a word.
-pub fn value_as_bool(value: &serde_json::Value) -> Option<bool> {
-    match value {
-        serde_json::Value::Bool(b) => Some(*b),
-        serde_json::Value::Number(n) => n.as_i64().map(|n| n != 0),
-        serde_json::Value::String(s) => bool_word(s),
-        _ => None,
-    }
 }
 
 fn parse_bool(param: &'static str, value: &str) -> Result<bool, ConfigError> {

@@ -13,6 +13,10 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tracing::{error, info};
 
+/// Set in the agent's environment by PID 1 (`init`), so that the agent
+/// knows it runs under it and asks it to power off or reboot.
+pub const CHILD_MARKER: &str = "FERRITE_INIT_CHILD";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerAction {
     PowerOff,
@@ -62,7 +66,7 @@ impl PowerPolicy {
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "exit" => Some(Self::ExitProcess),
-            _ => crate::config::bool_word(value).map(
+            _ => crate::loose::bool_word(value).map(
                 |on| {
                     if on {
                         Self::Direct
@@ -105,7 +109,7 @@ pub fn in_ramdisk() -> bool {
 /// PID 1 runs the same binary as we do (so a stray marker on a host whose
 /// init is systemd never makes us signal it).
 pub fn supervised_by_init() -> bool {
-    std::env::var_os(crate::init::CHILD_MARKER).is_some_and(|v| v == "1")
+    std::env::var_os(CHILD_MARKER).is_some_and(|v| v == "1")
         && nix::unistd::getppid() == Pid::from_raw(1)
         && match (
             std::fs::read_link("/proc/1/exe"),

@@ -49,7 +49,7 @@ impl Request {
         };
         let ignore_failure = match params.get("ignore_bootloader_failure") {
             None | Some(Value::Null) => false,
-            Some(v) => crate::config::value_as_bool(v).ok_or_else(|| {
+            Some(v) => crate::loose::value_as_bool(v).ok_or_else(|| {
                 RestError::invalid_params("ignore_bootloader_failure must be a boolean")
             })?,
         };

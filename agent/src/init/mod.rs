@@ -27,8 +27,7 @@ use tracing::{error, info, warn};
 /// writes it from `ramdisk-build/profiles/base.list`). Every other module
 /// loads when a device's modalias asks for it.
 pub const MODULES_LIST: &str = "/etc/ferrite/modules.list";
-/// Set in the agent's environment so it knows it runs under this init.
-pub const CHILD_MARKER: &str = "FERRITE_INIT_CHILD";
+pub use crate::power::CHILD_MARKER;
 
 /// Run as PID 1; never returns.
 pub fn run() -> ! {
@@ -44,7 +43,7 @@ pub fn run() -> ! {
     // ipa-debug: debug level, on every console (the agent does the same).
     let debug = params
         .get("ipa-debug")
-        .and_then(|v| crate::config::bool_word(v))
+        .and_then(|v| crate::loose::bool_word(v))
         .unwrap_or(false);
     let _ = tracing_subscriber::fmt()
         .with_ansi(false)

@@ -6,9 +6,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::value_as_bool;
 use crate::disk::md::{superblock::NAME_LEN, Level};
 use crate::disk::RootDeviceHints;
+use crate::loose::value_as_bool;
 
 /// `size_gb`: GiB, or the rest of the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
