@@ -128,6 +128,20 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The certificates of an `ipa-cafile` bundle.
+pub fn read_cafile(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading ipa-cafile {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("parsing ipa-cafile {}", path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate in ipa-cafile {}",
+        path.display()
+    );
+    Ok(certs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

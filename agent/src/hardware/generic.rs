@@ -447,7 +447,7 @@ fn dynamic_pairing(
     call: &StepCall,
     local: std::net::IpAddr,
 ) -> Result<(Option<String>, Option<String>), RestError> {
-    use crate::ironic::pairing::{conductor_url, Member, PairingClient};
+    use crate::hardware::burnin::pairing::{conductor_url, Member, PairingClient};
     let timeout = call
         .u64_setting("agent_burnin_fio_network_pairing_timeout")?
         .unwrap_or(DEFAULT_PAIRING_TIMEOUT_SECS);
@@ -467,7 +467,8 @@ fn dynamic_pairing(
         ));
     };
     let config = &call.ctx.config;
-    let cleaning = |e: crate::ironic::pairing::PairingError| RestError::cleaning(e.to_string());
+    let cleaning =
+        |e: crate::hardware::burnin::pairing::PairingError| RestError::cleaning(e.to_string());
     let client = PairingClient::new(conductor_url(backend, config).map_err(cleaning)?, config)
         .map_err(cleaning)?;
     let node_uuid = call

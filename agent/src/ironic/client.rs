@@ -39,20 +39,6 @@ impl IronicError {
     }
 }
 
-/// The certificates of an `ipa-cafile` bundle.
-pub(crate) fn read_cafile(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
-    let pem =
-        std::fs::read(path).with_context(|| format!("reading ipa-cafile {}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .with_context(|| format!("parsing ipa-cafile {}", path.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "no certificate in ipa-cafile {}",
-        path.display()
-    );
-    Ok(certs)
-}
-
 pub struct IronicClient {
     urls: Mutex<Vec<Url>>,
     http: reqwest::Client,
@@ -73,7 +59,7 @@ impl IronicClient {
             // closes idle connections: never reuse one as it is closed.
             .pool_idle_timeout(Duration::from_secs(5));
         if let Some(cafile) = &config.cafile {
-            for ca in read_cafile(cafile)? {
+            for ca in crate::tls::read_cafile(cafile)? {
                 builder = builder.add_root_certificate(ca);
             }
         }

@@ -4,6 +4,5 @@ pub mod client;
 pub mod heartbeat;
 pub mod inspection;
 pub mod lookup;
-pub mod pairing;
 
 pub use client::IronicClient;

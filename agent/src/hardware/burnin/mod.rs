@@ -6,5 +6,6 @@ pub mod cpu;
 pub mod disk;
 pub mod memory;
 pub mod network;
+pub mod pairing;
 
 pub use cpu::burn_cpu;

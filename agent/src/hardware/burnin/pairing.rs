@@ -92,7 +92,7 @@ impl PairingClient {
             .danger_accept_invalid_certs(config.insecure)
             .connect_timeout(Duration::from_secs(10));
         if let Some(cafile) = &config.cafile {
-            for ca in super::client::read_cafile(cafile)
+            for ca in crate::tls::read_cafile(cafile)
                 .map_err(|e| PairingError::Setup(format!("{e:#}")))?
             {
                 builder = builder.add_root_certificate(ca);
