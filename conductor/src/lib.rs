@@ -16,6 +16,7 @@ pub mod drivers;
 pub mod flows;
 pub mod fsm;
 pub mod metrics;
+pub mod node_view;
 pub mod pairing;
 pub mod periodic;
 pub mod power;
@@ -83,6 +84,10 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting TFTP on {tftp}"))?;
     }
+    let boot_state = boot::BootState {
+        store: state.store.clone(),
+        config: state.config.clone(),
+    };
     let auth = match config.auth_strategy {
         auth::AuthStrategy::HttpBasic => {
             let path = config.htpasswd_path();
@@ -102,7 +107,7 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
     };
     // The console sits inside the same authentication as the API.
     let mut api_app = api::router(state.clone())
-        .merge(boot::router(state.clone()))
+        .merge(boot::router(boot_state.clone()))
         .merge(console::router(state.clone(), auth.clone()));
     if let Some(auth) = auth {
         api_app = api_app.layer(from_fn_with_state(auth, auth::require));
@@ -144,7 +149,7 @@ pub async fn serve(config: config::ConductorConfig) -> anyhow::Result<()> {
             tcp: server::bind(boot_listen, config.listen_backlog)
                 .with_context(|| format!("listening on {boot_listen} for boot files"))?,
             tls: None,
-            app: limited(boot::router(state)),
+            app: limited(boot::router(boot_state)),
         });
         tracing::info!(listen = %boot_listen, "boot files over plain HTTP");
     } else if config.tls_cert.is_some() {

@@ -5,8 +5,8 @@ use ferrite_protocol::node::{Link, Node, Port};
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, ApiResult};
+pub use crate::node_view::{mask_node_secrets, node_secure_dict, MASK};
 
-pub const MASK: &str = "******";
 /// `node list` without `detail`.
 pub const NODE_LIST_FIELDS: &[&str] = &[
     "uuid",
@@ -29,53 +29,6 @@ fn links(base: &str, kind: &str, id: &str, sub: &str) -> Value {
         Link::new(format!("{base}/v1/{kind}/{tail}"), "self"),
         Link::new(format!("{base}/{kind}/{tail}"), "bookmark"),
     ])
-}
-
-/// Hide what Ironic hides: passwords in `driver_info`, the agent token,
-/// image URLs and config drives in `instance_info`.
-pub fn mask_node_secrets(node: &mut Map<String, Value>) {
-    if let Some(Value::Object(info)) = node.get_mut("driver_info") {
-        for (key, value) in info.iter_mut() {
-            if key.contains("password") || key.ends_with("_key") {
-                *value = Value::String(MASK.into());
-            }
-        }
-    }
-    if let Some(Value::Object(dii)) = node.get_mut("driver_internal_info") {
-        if dii.contains_key("agent_secret_token") {
-            dii.insert("agent_secret_token".into(), Value::String(MASK.into()));
-        }
-    }
-    if let Some(Value::Object(ii)) = node.get_mut("instance_info") {
-        for key in [
-            "image_url",
-            "configdrive",
-            "rescue_password",
-            "hashed_rescue_password",
-        ] {
-            if ii.contains_key(key) {
-                ii.insert(key.into(), Value::String(MASK.into()));
-            }
-        }
-    }
-}
-
-/// The node as the agent command API receives it (`node.as_dict(secure=True)`).
-pub fn node_secure_dict(node: &Node) -> Value {
-    let mut map = match serde_json::to_value(node) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    mask_node_secrets(&mut map);
-    // Ironic hands agents `node.as_dict()`, where traits are a versioned
-    // object list, not the REST API's list of names.
-    let traits: Vec<Value> = node
-        .traits
-        .iter()
-        .map(|t| serde_json::json!({"trait": t, "node_id": Value::Null}))
-        .collect();
-    map.insert("traits".into(), serde_json::json!({ "objects": traits }));
-    Value::Object(map)
 }
 
 pub fn parse_fields(

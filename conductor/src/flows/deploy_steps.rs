@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use tracing::info;
 
 use crate::agent_clients::AgentClients;
-use crate::api::views::node_secure_dict;
+use crate::node_view::node_secure_dict;
 use crate::pyrepr::repr;
 use crate::store::{Store, StoreError};
 use crate::time::internal_now;

@@ -413,7 +413,7 @@ impl Flows {
             .collect();
         let mut params = serde_json::Map::new();
         params.insert("step".into(), step.clone());
-        params.insert("node".into(), crate::api::views::node_secure_dict(node));
+        params.insert("node".into(), crate::node_view::node_secure_dict(node));
         params.insert("ports".into(), Value::Array(ports));
         params.insert(
             version_key.into(),
