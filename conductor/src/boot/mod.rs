@@ -15,13 +15,21 @@ use ferrite_protocol::node::{normalize_mac, Node};
 use serde_json::Value;
 use tower_http::services::ServeDir;
 
-use crate::api::AppState;
+use crate::config::ConductorConfig;
+use crate::store::Store;
 use images::Mode;
 use ipxe::{BootAction, RamdiskBoot};
 
 pub use images::{INITRAMFS_FILE, KERNEL_FILE};
 
-pub fn router(state: AppState) -> Router {
+/// What boot serving reads: the node (by a port's MAC) and the config.
+#[derive(Clone)]
+pub struct BootState {
+    pub store: std::sync::Arc<Store>,
+    pub config: std::sync::Arc<ConductorConfig>,
+}
+
+pub fn router(state: BootState) -> Router {
     let files = ServeDir::new(state.config.boot_dir());
     let images = ServeDir::new(state.config.images_dir());
     Router::new()
@@ -41,12 +49,12 @@ fn ipxe_response(script: String) -> Response {
         .into_response()
 }
 
-async fn entry(State(state): State<AppState>) -> Response {
+async fn entry(State(state): State<BootState>) -> Response {
     ipxe_response(ipxe::entry_script(&state.config.boot_url()))
 }
 
 /// The API's CA, for the ramdisk (public, like any CA certificate).
-async fn ca(State(state): State<AppState>) -> Response {
+async fn ca(State(state): State<BootState>) -> Response {
     let Some(path) = state.config.tls_ca_path() else {
         return (StatusCode::NOT_FOUND, "the API is not on TLS\n").into_response();
     };
@@ -60,7 +68,7 @@ async fn ca(State(state): State<AppState>) -> Response {
 }
 
 /// The deploy ramdisk's command line for this node booting from `mac`.
-fn kernel_params(state: &AppState, node: &Node, mac: &str) -> String {
+fn kernel_params(state: &BootState, node: &Node, mac: &str) -> String {
     let cfg = &state.config;
     let public = cfg.public_url();
     let append = node
@@ -87,7 +95,7 @@ fn kernel_params(state: &AppState, node: &Node, mac: &str) -> String {
     params.join(" ")
 }
 
-pub fn decide(state: &AppState, node: &Node, mac: &str) -> BootAction {
+pub fn decide(state: &BootState, node: &Node, mac: &str) -> BootAction {
     let boot = state.config.boot_url();
     if ipxe::wants_ramdisk(&node.provision_state, state.config.fast_track) {
         // Ironic's PXE boot interface: the rescue ramdisk in rescue-like
@@ -137,7 +145,7 @@ pub fn decide(state: &AppState, node: &Node, mac: &str) -> BootAction {
     }
 }
 
-async fn node_script(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+async fn node_script(State(state): State<BootState>, Path(file): Path<String>) -> Response {
     let Some(mac) = file.strip_suffix(".ipxe").and_then(normalize_mac) else {
         return (StatusCode::NOT_FOUND, "expected /boot/node/<mac>.ipxe\n").into_response();
     };
