@@ -91,11 +91,16 @@ impl Registry {
         self
     }
 
-    /// Attach a validator to an already registered command.
+    /// Attach a validator to an already registered command. Naming one
+    /// that is not registered is a bug in the agent's own wiring (a
+    /// misspelt name would leave the command unvalidated), so it panics at
+    /// registration, which every test of the API runs, rather than pass
+    /// quietly.
     pub fn validate_with(&mut self, ext: &str, name: &str, validator: Validator) -> &mut Self {
-        if let Some(spec) = self.extensions.get_mut(ext).and_then(|e| e.get_mut(name)) {
-            spec.validator = Some(validator);
-        }
+        let Some(spec) = self.extensions.get_mut(ext).and_then(|e| e.get_mut(name)) else {
+            panic!("validate_with: no command {ext}.{name} is registered");
+        };
+        spec.validator = Some(validator);
         self
     }
 
@@ -141,5 +146,36 @@ pub fn object_param<'a>(
         None => Err(RestError::invalid_params(format!(
             "missing required parameter {key}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(_: &Params) -> Result<(), RestError> {
+        Ok(())
+    }
+
+    fn registry() -> Registry {
+        let mut reg = Registry::default();
+        reg.blocking("standby", "power_off", Mode::Async, |_, _, _| {
+            Ok(Value::Null)
+        });
+        reg
+    }
+
+    #[test]
+    fn a_validator_attaches_to_a_registered_command() {
+        let mut reg = registry();
+        reg.validate_with("standby", "power_off", ok);
+        let spec = reg.resolve("standby.power_off").expect("resolved").spec;
+        assert!(spec.validator.is_some());
+    }
+
+    #[test]
+    #[should_panic(expected = "no command standby.power_of is registered")]
+    fn a_validator_for_an_unknown_command_fails_loudly() {
+        registry().validate_with("standby", "power_of", ok);
     }
 }
