@@ -1,6 +1,7 @@
 //! The wire: every JSON shape that crosses between an Ironic conductor and a
 //! deploy agent. Field names and value strings are Ironic's and IPA's exactly
-//! (see `shared/reference/ipa-and-ironic.md` §1–2 and the Ironic 39 captures);
+//! (docs/wire.md says what each rule is and where upstream it comes from;
+//! tests/fixtures/interop holds real traffic with Ironic 39 and IPA 13);
 //! both ferrite binaries use these types so that the two sides cannot drift.
 
 pub mod agent_api;
