@@ -459,6 +459,43 @@ impl Conductor {
         }
     }
 
+    /// `PUT .../states/power`, retried while the node is locked (409), as
+    /// ironicclient retries; the status.
+    pub async fn set_power(&self, uuid: &str, target: &str) -> u16 {
+        self.put_retrying_409(
+            &format!("/v1/nodes/{uuid}/states/power"),
+            json!({ "target": target }),
+        )
+        .await
+    }
+
+    /// `PUT .../management/boot_device`, retried while the node is locked.
+    pub async fn set_boot_device(&self, uuid: &str, device: &str, persistent: bool) -> u16 {
+        self.put_retrying_409(
+            &format!("/v1/nodes/{uuid}/management/boot_device"),
+            json!({ "boot_device": device, "persistent": persistent }),
+        )
+        .await
+    }
+
+    async fn put_retrying_409(&self, path: &str, body: Value) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let code = self
+                .request(reqwest::Method::PUT, path)
+                .json(&body)
+                .send()
+                .await
+                .expect("PUT")
+                .status()
+                .as_u16();
+            if code != 409 || Instant::now() > deadline {
+                return code;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Wait until the node is in `want`; returns the node.
     pub async fn wait_state(&self, uuid: &str, want: &str, within: Duration) -> Value {
         wait_for(&format!("{uuid} in {want}"), within, || {

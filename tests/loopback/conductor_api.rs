@@ -441,3 +441,62 @@ async fn heartbeat_validation_follows_ironic() {
     assert!(fault(&new_ca.json().await.unwrap()).contains("agent_verify_ca"));
     assert_eq!(c.agent_certificate(&uuid).as_deref(), Some("PEM-1"));
 }
+
+/// Operator power and boot-device changes take the node's lock, as
+/// Ironic's conductor does: against a node another conductor (or a flow)
+/// holds they are NodeLocked and change nothing; once it is free they run,
+/// and the lock is given back when the action is done.
+#[tokio::test]
+async fn power_and_boot_device_changes_take_the_nodes_lock() {
+    let c = Conductor::start(&[]).await;
+    let node = c
+        .create_node(json!({"driver": "fake-hardware", "name": "locked-power"}))
+        .await;
+    let uuid = node["uuid"].as_str().expect("uuid").to_string();
+    assert_eq!(c.db.set_reservation(&uuid, Some("other-conductor")), 1);
+    let before = c.node(&uuid).await;
+    for (path, body) in [
+        ("states/power", r#"{"target": "power on"}"#),
+        ("management/boot_device", r#"{"boot_device": "pxe"}"#),
+    ] {
+        let (code, err) = send(
+            &c,
+            Method::PUT,
+            &format!("/v1/nodes/{uuid}/{path}"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(code, 409, "{path}: {err}");
+        let err: IronicErrorBody = serde_json::from_value(err).expect("Ironic's error body");
+        assert!(
+            err.faultstring()
+                .contains("is locked by host other-conductor"),
+            "{path}: {}",
+            err.faultstring()
+        );
+    }
+    let after = c.node(&uuid).await;
+    for field in ["power_state", "target_power_state", "driver_internal_info"] {
+        assert_eq!(before[field], after[field], "{field} changed");
+    }
+
+    assert_eq!(c.db.set_reservation(&uuid, None), 1);
+    assert_eq!(c.set_power(&uuid, "power on").await, 202);
+    ferrite_tests::wait_for("power on", std::time::Duration::from_secs(30), || {
+        let n = c.node(&uuid);
+        async move {
+            let n = n.await;
+            (n["power_state"] == "power on" && n["target_power_state"].is_null()).then_some(())
+        }
+    })
+    .await;
+    c.wait_unlocked(&uuid, std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(c.set_boot_device(&uuid, "pxe", false).await, 204);
+    let shown = c.node(&uuid).await;
+    assert_eq!(
+        shown["driver_internal_info"]["boot_device"]["boot_device"],
+        "pxe"
+    );
+    assert!(shown["reservation"].is_null(), "the lock is given back");
+}

@@ -93,16 +93,7 @@ async fn ipmitool_power_and_boot_device() {
     assert_eq!(managed["provision_state"], "manageable", "{managed}");
     assert_eq!(managed["power_state"], "power off");
 
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/nodes/{uuid}/states/power"),
-        )
-        .json(&json!({"target": "power on"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(c.set_power(&uuid, "power on").await, 202);
     wait_for("power on", Duration::from_secs(60), || {
         let n = c.node(&uuid);
         async move { (n.await["power_state"] == "power on").then_some(()) }
@@ -110,16 +101,7 @@ async fn ipmitool_power_and_boot_device() {
     .await;
     assert_eq!(bmc.state()["power"], "on");
 
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/nodes/{uuid}/management/boot_device"),
-        )
-        .json(&json!({"boot_device": "pxe", "persistent": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(c.set_boot_device(&uuid, "pxe", true).await, 204);
     assert_eq!(bmc.state()["boot_device"], "network");
     assert_eq!(bmc.state()["persistent"], true);
 

@@ -59,16 +59,7 @@ async fn power_sync_restores_power_and_fences_a_dead_bmc() {
     assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
     c.wait_state(&uuid, "manageable", Duration::from_secs(60))
         .await;
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/nodes/{uuid}/states/power"),
-        )
-        .json(&json!({"target": "power on"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(c.set_power(&uuid, "power on").await, 202);
     wait_node(&c, &uuid, "power on", 90, |n| {
         n["power_state"] == "power on" && n["target_power_state"].is_null()
     })

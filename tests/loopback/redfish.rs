@@ -135,16 +135,7 @@ async fn redfish_power_and_boot_device() {
     assert_eq!(managed["power_state"], "power off");
 
     // Power on: the BMC takes its time; the node shows the result once real.
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/nodes/{uuid}/states/power"),
-        )
-        .json(&json!({"target": "power on"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(c.set_power(&uuid, "power on").await, 202);
     wait_for("power on", Duration::from_secs(90), || {
         let n = c.node(&uuid);
         async move { (n.await["power_state"] == "power on").then_some(()) }
@@ -152,16 +143,7 @@ async fn redfish_power_and_boot_device() {
     .await;
     assert_eq!(system(&emulator).await["PowerState"], "On");
 
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/nodes/{uuid}/management/boot_device"),
-        )
-        .json(&json!({"boot_device": "pxe", "persistent": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(c.set_boot_device(&uuid, "pxe", true).await, 204);
     let boot = &system(&emulator).await["Boot"];
     assert_eq!(boot["BootSourceOverrideTarget"], "Pxe", "{boot}");
     assert_eq!(boot["BootSourceOverrideEnabled"], "Continuous", "{boot}");

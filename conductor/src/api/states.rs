@@ -223,42 +223,7 @@ pub async fn power(
             "Invalid input for field/attribute target. Value: '{target}'. Value should be one of: power on, power off, rebooting, soft power off, soft rebooting"
         ))
     })?;
-    let node = state.store.get_node(&ident).await?;
-    if let Some(holder) = &node.reservation {
-        return Err(ApiError::node_locked(&node.uuid, holder));
-    }
-    let driver = PowerDriver::for_node(&node).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    state
-        .store
-        .update_node::<StoreError, _>(&node.uuid, |n| {
-            n.target_power_state = Some(action.result().to_string());
-            // Power off and reboot end the running ramdisk (Ironic's
-            // wipe_internal_info_on_power_off).
-            if action != PowerAction::On {
-                crate::flows::wipe_token_and_url(n);
-            }
-            Ok(())
-        })
-        .await?;
-    let store = state.store.clone();
-    let uuid = node.uuid.clone();
-    let bmc = state.metrics.bmc.clone();
-    tokio::spawn(async move {
-        let outcome = driver.set_state(action, &bmc).await;
-        let _ = store
-            .update_node::<StoreError, _>(&uuid, |n| {
-                n.target_power_state = None;
-                match &outcome {
-                    Ok(s) => {
-                        n.power_state = Some(s.to_string());
-                        n.last_error = None;
-                    }
-                    Err(e) => n.last_error = Some(format!("Failed to change power state: {e}")),
-                }
-                Ok(())
-            })
-            .await;
-    });
+    let node = state.flows.request_power(&ident, action).await?;
     Ok(accepted(&node.uuid, &state.config.public_url()))
 }
 
@@ -294,21 +259,9 @@ pub async fn set_boot_device(
         .get("persistent")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let node = state.store.get_node(&ident).await?;
-    let driver = PowerDriver::for_node(&node).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    driver
-        .set_boot_device(device, persistent, &state.metrics.bmc)
-        .await
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     state
-        .store
-        .update_node::<StoreError, _>(&node.uuid, |n| {
-            n.driver_internal_info.insert(
-                "boot_device".into(),
-                json!({"boot_device": device.name(), "persistent": persistent}),
-            );
-            Ok(())
-        })
+        .flows
+        .request_boot_device(&ident, device, persistent)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
