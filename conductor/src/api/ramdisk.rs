@@ -338,6 +338,12 @@ async fn take_beat(
         Some(_) => state.store.agent_certificate(&ident).await?,
         None => None,
     };
+    // This conductor's file copy, read before the transaction: no file
+    // I/O while the node's row is locked.
+    let cached_pem = hb
+        .agent_verify_ca
+        .as_ref()
+        .and_then(|_| crate::agent_certs::read_cache(&certs, &ident));
     let require_tls = state.config.require_tls;
     let fast_track = state.config.fast_track;
     let updated = state
@@ -379,25 +385,14 @@ async fn take_beat(
             }
             if let Some(pem) = &hb.agent_verify_ca {
                 let recorded = dii.get("agent_verify_ca").and_then(Value::as_str).is_some();
-                let known = stored_pem
-                    .clone()
-                    .or_else(|| crate::agent_certs::read_cache(&certs, &node.uuid));
+                let known = stored_pem.clone().or_else(|| cached_pem.clone());
                 if recorded && known.as_deref() != Some(pem.as_str()) {
                     return Err(ApiError::bad_request(
                         "Detected change in ramdisk provided agent_verify_ca",
                     ));
                 }
-                let path = match crate::agent_certs::read_cache(&certs, &node.uuid) {
-                    Some(cached) if cached == *pem => {
-                        crate::agent_certs::cache_path(&certs, &node.uuid)
-                    }
-                    _ => crate::agent_certs::write_cache(&certs, &node.uuid, pem).map_err(|e| {
-                        ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("storing agent certificate: {e}"),
-                        )
-                    })?,
-                };
+                // The file is written once the beat is accepted (below).
+                let path = crate::agent_certs::cache_path(&certs, &node.uuid);
                 node.driver_internal_info.insert(
                     "agent_verify_ca".into(),
                     Value::String(path.to_string_lossy().into_owned()),
@@ -428,6 +423,14 @@ async fn take_beat(
     if let Some(pem) = hb.agent_verify_ca.as_deref() {
         if stored_pem.as_deref() != Some(pem) {
             state.store.save_agent_certificate(&node.uuid, pem).await?;
+        }
+        if cached_pem.as_deref() != Some(pem) {
+            crate::agent_certs::write_cache(&certs, &node.uuid, pem).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("storing agent certificate: {e}"),
+                )
+            })?;
         }
     }
     debug!(node = %node.uuid, state = %node.provision_state, "heartbeat");
