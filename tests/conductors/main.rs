@@ -723,6 +723,8 @@ async fn a_request_for_another_groups_node_is_forwarded_to_its_owner() {
         (g1.node(&uuid).await["power_state"] == "power on").then_some(())
     })
     .await;
+    // The power action holds the node's lock until it is recorded.
+    g1.wait_unlocked(&uuid, Duration::from_secs(30)).await;
     let (code, _, body) = send(
         &g1,
         reqwest::Method::PUT,
