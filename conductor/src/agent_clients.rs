@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::agent_client::{AgentClient, AgentClientError};
+use crate::agent_session::AgentSession;
 use crate::config::ConductorConfig;
 use crate::metrics::AgentMetrics;
 
@@ -80,13 +81,11 @@ impl AgentClients {
         uuid: &str,
         dii: &Map<String, Value>,
     ) -> Result<AgentClient, AgentClientError> {
-        let agent_url = dii
-            .get("agent_url")
-            .and_then(Value::as_str)
-            .ok_or(AgentClientError::NoAgentUrl)?;
+        let session = AgentSession::read(dii);
+        let agent_url = session.url.as_deref().ok_or(AgentClientError::NoAgentUrl)?;
         // The agent's certificate from this conductor's local copy (the
         // path recorded may be another conductor's).
-        let pinned = dii.get("agent_verify_ca").and_then(Value::as_str).is_some();
+        let pinned = session.verify_ca.is_some();
         let http = match pinned {
             true if agent_url.starts_with("https://") => {
                 let path = crate::agent_certs::cache_path(&self.config.certificates_dir(), uuid);
@@ -96,15 +95,11 @@ impl AgentClients {
             }
             _ => self.plain.clone(),
         };
-        let token = dii
-            .get("agent_secret_token")
-            .and_then(Value::as_str)
-            .map(str::to_string);
         Ok(AgentClient::new(
             http,
             &self.config,
             agent_url,
-            token,
+            session.token.clone(),
             Outcomes {
                 backoff: self.backoff.clone(),
                 node: uuid.to_string(),
@@ -117,11 +112,8 @@ impl AgentClients {
     /// How long the node's agent is still left alone after failing to
     /// connect; `None` when it may be called.
     pub fn backing_off(&self, node: &Node) -> Option<Duration> {
-        let url = node
-            .driver_internal_info
-            .get("agent_url")
-            .and_then(Value::as_str)?;
-        self.backoff.wait_left(&node.uuid, url, Instant::now())
+        let url = AgentSession::of(node).url?;
+        self.backoff.wait_left(&node.uuid, &url, Instant::now())
     }
 
     fn pinned(&self, pem: &[u8]) -> Result<reqwest::Client, AgentClientError> {

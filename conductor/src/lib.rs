@@ -4,6 +4,7 @@
 pub mod agent_certs;
 pub mod agent_client;
 pub mod agent_clients;
+pub mod agent_session;
 pub mod agent_tls;
 pub mod api;
 pub mod auth;

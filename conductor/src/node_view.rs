@@ -18,8 +18,11 @@ pub fn mask_node_secrets(node: &mut Map<String, Value>) {
         }
     }
     if let Some(Value::Object(dii)) = node.get_mut("driver_internal_info") {
-        if dii.contains_key("agent_secret_token") {
-            dii.insert("agent_secret_token".into(), Value::String(MASK.into()));
+        if dii.contains_key(crate::agent_session::TOKEN) {
+            dii.insert(
+                crate::agent_session::TOKEN.into(),
+                Value::String(MASK.into()),
+            );
         }
     }
     if let Some(Value::Object(ii)) = node.get_mut("instance_info") {

@@ -20,10 +20,11 @@ use super::inspection;
 use super::version::Requested;
 use super::views::mask_node_secrets;
 use super::AppState;
+use crate::agent_session::{self, AgentSession, Beat};
 use crate::fsm;
 use crate::time::internal_now;
 
-pub(super) const TOKEN_KEY: &str = "agent_secret_token";
+pub(super) const TOKEN_KEY: &str = agent_session::TOKEN;
 
 fn endpoint_exists(version: ApiVersion) -> ApiResult<()> {
     if version < ApiVersion::RAMDISK_ENDPOINTS {
@@ -349,18 +350,14 @@ async fn take_beat(
     let updated = state
         .store
         .update_node::<ApiError, _>(&ident, |node| {
-            let dii = &node.driver_internal_info;
-            let recorded_url = dii
-                .get("agent_url")
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let session = AgentSession::of(node);
+            let recorded_url = session.url.clone();
             if recorded_url.is_none() {
                 if let Some(holder) = &node.reservation {
                     return Err(ApiError::node_locked(&node.uuid, holder));
                 }
             }
-            let expected = dii.get(TOKEN_KEY).and_then(Value::as_str);
-            if !tokens_match(expected, hb.agent_token.as_deref()) {
+            if !tokens_match(session.token.as_deref(), hb.agent_token.as_deref()) {
                 return Err(ApiError::bad_request(
                     "Invalid or missing agent token received.",
                 ));
@@ -383,8 +380,9 @@ async fn take_beat(
                     "Detected change in ramdisk provided callback_url",
                 ));
             }
+            let mut verify_ca = None;
             if let Some(pem) = &hb.agent_verify_ca {
-                let recorded = dii.get("agent_verify_ca").and_then(Value::as_str).is_some();
+                let recorded = session.verify_ca.is_some();
                 let known = stored_pem.clone().or_else(|| cached_pem.clone());
                 if recorded && known.as_deref() != Some(pem.as_str()) {
                     return Err(ApiError::bad_request(
@@ -393,23 +391,17 @@ async fn take_beat(
                 }
                 // The file is written once the beat is accepted (below).
                 let path = crate::agent_certs::cache_path(&certs, &node.uuid);
-                node.driver_internal_info.insert(
-                    "agent_verify_ca".into(),
-                    Value::String(path.to_string_lossy().into_owned()),
-                );
+                verify_ca = Some(path.to_string_lossy().into_owned());
             }
-            let dii = &mut node.driver_internal_info;
-            dii.insert("agent_url".into(), Value::String(hb.callback_url.clone()));
-            if let Some(v) = &hb.agent_version {
-                dii.insert("agent_version".into(), Value::String(v.clone()));
+            Beat {
+                url: &hb.callback_url,
+                version: hb.agent_version.as_deref(),
+                status: hb.agent_status.as_deref(),
+                status_message: hb.agent_status_message.as_deref(),
+                verify_ca,
+                at: internal_now(),
             }
-            if let Some(s) = &hb.agent_status {
-                dii.insert("agent_status".into(), Value::String(s.clone()));
-            }
-            if let Some(m) = &hb.agent_status_message {
-                dii.insert("agent_status_message".into(), Value::String(m.clone()));
-            }
-            dii.insert("agent_last_heartbeat".into(), Value::String(internal_now()));
+            .record(&mut node.driver_internal_info);
             Ok(())
         })
         .await;

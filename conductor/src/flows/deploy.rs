@@ -16,6 +16,7 @@ use super::deploy_steps::{self as steps, AGENT_CACHE, INDEX, STEPS, USER_STEPS};
 use super::intent::{self, Pending};
 use super::{logs, power, transition, Flows};
 use crate::agent_client::AgentClient;
+use crate::agent_session;
 use crate::fsm::Event;
 use crate::power::{BootDevice, PowerAction};
 use crate::store::StoreError;
@@ -596,12 +597,13 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
         // The boot script follows the state: `active` boots the local disk.
         transition::fire(flows, uuid, Event::Done, |n| {
             n.deploy_step.clear();
-            // Ironic's `wipe_deploy_internal_info`.
+            // Ironic's `wipe_deploy_internal_info` (the last heartbeat
+            // stays: the history of the boot that deployed).
             for key in RUN_KEYS.iter().chain(&[
                 USER_STEPS,
-                "agent_url",
-                "agent_secret_token",
-                "agent_verify_ca",
+                agent_session::URL,
+                agent_session::TOKEN,
+                agent_session::VERIFY_CA,
             ]) {
                 n.driver_internal_info.remove(*key);
             }

@@ -28,6 +28,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::agent_clients::AgentClients;
+use crate::agent_session::AgentSession;
 use crate::cluster::{Membership, MembershipConfig};
 use crate::config::ConductorConfig;
 use crate::fsm::{self, Event};
@@ -154,7 +155,7 @@ impl Flows {
     /// of the agent's certificate, from the database when another
     /// conductor took the heartbeat that brought it.
     async fn ensure_agent_certificate(&self, node: &Node) -> anyhow::Result<()> {
-        if !node.driver_internal_info.contains_key("agent_verify_ca") {
+        if AgentSession::of(node).verify_ca.is_none() {
             return Ok(());
         }
         let dir = self.config.certificates_dir();
@@ -438,15 +439,8 @@ impl Flows {
         // A new ramdisk boot gets a new agent, URL and token.
         self.store
             .update_node::<StoreError, _>(&node.uuid, |n| {
-                for key in [
-                    "agent_url",
-                    "agent_secret_token",
-                    "agent_secret_token_pregenerated",
-                    "agent_verify_ca",
-                    "agent_last_heartbeat",
-                    CACHE_KEY,
-                    deploy_steps::AGENT_CACHE,
-                ] {
+                AgentSession::wipe(&mut n.driver_internal_info);
+                for key in [CACHE_KEY, deploy_steps::AGENT_CACHE] {
                     n.driver_internal_info.remove(key);
                 }
                 Ok(())
@@ -461,10 +455,10 @@ impl Flows {
         if !self.config.fast_track {
             return false;
         }
-        let Some(last) = node
-            .driver_internal_info
-            .get("agent_last_heartbeat")
-            .and_then(Value::as_str)
+        let session = AgentSession::of(node);
+        let Some(last) = session
+            .last_heartbeat
+            .as_deref()
             .and_then(crate::time::parse_internal)
         else {
             return false;
@@ -475,7 +469,7 @@ impl Flows {
         // heartbeat is the evidence.
         let fake_power = node.power_interface.as_deref().unwrap_or("fake") == "fake";
         (fake_power || node.power_state.as_deref() == Some(crate::power::POWER_ON))
-            && node.driver_internal_info.contains_key("agent_url")
+            && session.url.is_some()
             && age.num_seconds() < self.config.heartbeat_timeout as i64
     }
 

@@ -136,15 +136,7 @@ fn flow_name(first: &str) -> &'static str {
 /// Ironic's `wipe_token_and_url` (and the heartbeat time, so that fast
 /// track cannot trust a URL that is gone).
 pub fn wipe_token_and_url(node: &mut Node) {
-    for key in [
-        "agent_secret_token",
-        "agent_secret_token_pregenerated",
-        "agent_url",
-        "agent_verify_ca",
-        "agent_last_heartbeat",
-    ] {
-        node.driver_internal_info.remove(key);
-    }
+    crate::agent_session::AgentSession::wipe(&mut node.driver_internal_info);
 }
 
 /// `fail` with Ironic's `last_error`.
