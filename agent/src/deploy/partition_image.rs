@@ -45,16 +45,9 @@ fn mb(map: &Map<String, Value>, key: &str) -> Result<Option<u64>, RestError> {
     }
 }
 
+/// oslo's `bool_from_string` as IPA reads these flags: unknown is false.
 fn truthy(v: Option<&Value>) -> bool {
-    match v {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(
-            s.to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "on" | "y"
-        ),
-        Some(Value::Number(n)) => n.as_u64().is_some_and(|n| n != 0),
-        _ => false,
-    }
+    v.and_then(crate::loose::value_as_bool).unwrap_or(false)
 }
 
 impl PartitionParams {

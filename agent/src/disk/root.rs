@@ -48,11 +48,7 @@ pub fn choose_root_device(
                 ))
             });
     }
-    let mut by_size = usable;
-    by_size.sort_by(|a, b| (a.size, &a.name).cmp(&(b.size, &b.name)));
-    by_size
-        .into_iter()
-        .find(|d| d.size >= MIN_ROOT_SIZE)
+    smallest_root(usable, |d| (d.size, d.name.as_str()))
         .cloned()
         .ok_or_else(|| {
             RestError::device_not_found(format!(
@@ -60,6 +56,19 @@ pub fn choose_root_device(
                 describe(devices)
             ))
         })
+}
+
+/// IPA's rule for a root disk without hints (`utils.guess_root_disk`): the
+/// smallest disk of at least 4 GiB, its name breaking ties. Shared by the
+/// deploy's choice and the inventory's `root_disk`, so the two agree.
+pub fn smallest_root<'a, T>(
+    disks: impl IntoIterator<Item = &'a T>,
+    size_and_name: impl Fn(&T) -> (u64, &str),
+) -> Option<&'a T> {
+    disks
+        .into_iter()
+        .filter(|d| size_and_name(d).0 >= MIN_ROOT_SIZE)
+        .min_by(|a, b| size_and_name(a).cmp(&size_and_name(b)))
 }
 
 /// IPA's `get_os_install_device` once software RAID was created in this

@@ -82,13 +82,7 @@ fn memory_blocks_mb(sysfs: &Path) -> Option<u64> {
 /// IPA's `utils.guess_root_disk`: the smallest disk of at least 4 GiB
 /// (name breaks ties), the disk deploy picks when there are no hints.
 pub fn guess_root_disk(disks: &[Disk]) -> Option<Disk> {
-    const MIN_ROOT_SIZE: u64 = 4 << 30;
-    let mut sorted: Vec<&Disk> = disks.iter().collect();
-    sorted.sort_by(|a, b| (a.size, &a.name).cmp(&(b.size, &b.name)));
-    sorted
-        .into_iter()
-        .find(|d| d.size >= MIN_ROOT_SIZE)
-        .cloned()
+    crate::disk::root::smallest_root(disks, |d| (d.size, d.name.as_str())).cloned()
 }
 
 /// Where to read from.
