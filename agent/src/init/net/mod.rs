@@ -314,7 +314,8 @@ async fn start_vlans(
 ) {
     let deadline = Instant::now() + params.link_wait;
     let nics = loop {
-        let nics = link::physical_nics(&params.sysfs);
+        let mut nics = link::physical_nics(&params.sysfs);
+        nics.retain(|n| link::driver_bound(&params.sysfs, &n.name));
         let all_named = vlan::named_parents(&spec)
             .iter()
             .all(|name| nics.iter().any(|n| &n.name == name));
@@ -404,7 +405,8 @@ async fn watch_links(
     loop {
         let mut new: Vec<Nic> = Vec::new();
         for nic in link::physical_nics(sysfs) {
-            if !seen.contains(&nic.name) {
+            // Until its driver's probe is done, a NIC must not be opened.
+            if !seen.contains(&nic.name) && link::driver_bound(sysfs, &nic.name) {
                 seen.push(nic.name.clone());
                 boot_seen |= boot_mac.as_deref() == Some(nic.mac.as_str());
                 new.push(nic);
