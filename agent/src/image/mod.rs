@@ -9,6 +9,7 @@
 
 pub mod chunk;
 pub mod format;
+mod ops;
 pub mod pipeline;
 pub mod progress;
 pub mod qcow2;
