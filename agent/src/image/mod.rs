@@ -8,6 +8,7 @@
 //! ```
 
 pub mod chunk;
+mod decode;
 pub mod format;
 mod ops;
 pub mod pipeline;

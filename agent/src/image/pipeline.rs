@@ -12,10 +12,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::chunk::ChunkPool;
+use super::decode::{self, Decoded};
 use super::format::{self, Format, FormatPolicy};
 use super::ops::OpSender;
 use super::progress::{Progress, StageTimes};
-use super::qcow2::map::GuestRange;
 use super::qcow2::{Header, StreamDecoder};
 use super::sink::{Target, WriteOp, Writer};
 use super::source::{Probe, Source, SourceConfig, CHUNK_BYTES};
@@ -359,11 +359,16 @@ fn decode_all(
     drop(chunks);
     // A download failure explains a short stream better than the decoder
     // can; "the consumer stopped" only echoes a decoder failure.
-    let (downloaded, (inner, image_size, finished)) = match (join_stream(rt, task), decoded) {
+    let (downloaded, decoded) = match (join_stream(rt, task), decoded) {
         (Err(ImageError::Internal(_)) | Ok(_), Err(e)) => return Err(e),
         (Err(e), _) => return Err(e),
         (Ok(n), Ok(d)) => (n, d),
     };
+    let Decoded {
+        format: inner,
+        size: image_size,
+        tail,
+    } = decoded;
     if let Some(expected) = &req.expected {
         let Some(actual) = &digest else {
             return Err(ImageError::Internal(
@@ -380,7 +385,7 @@ fn decode_all(
         info!(algo = %expected.algo, digest = %actual, "checksum verified");
     }
     let mut passes = 1;
-    if let Some((header, zeros, mut missed)) = finished {
+    if let Some((header, zeros, mut missed)) = tail {
         let mut zeros = zeros;
         while !missed.is_empty() {
             passes += 1;
@@ -428,7 +433,24 @@ fn decode_all(
     })
 }
 
-type QcowTail = (Header, Vec<GuestRange>, super::qcow2::stream::Missed);
+/// Where a decoder's blocks come from: the downloaded chunks as they are,
+/// or a decompressor over them, read into pooled blocks.
+enum Blocks<'a> {
+    Plain(&'a mut Chunks),
+    Decompressed {
+        reader: Box<dyn Read + 'a>,
+        pool: &'a ChunkPool,
+    },
+}
+
+impl Blocks<'_> {
+    fn next(&mut self) -> Result<Option<Bytes>, ImageError> {
+        match self {
+            Self::Plain(chunks) => Ok(chunks.next_chunk()),
+            Self::Decompressed { reader, pool } => read_block(&mut **reader, pool),
+        }
+    }
+}
 
 /// Decode everything one stream brings. For qcow2, also returns what
 /// must still be zeroed or fetched again.
@@ -439,24 +461,8 @@ fn decode_stream(
     qcow: Option<StreamDecoder>,
     ops: &mut OpSender,
     pool: &ChunkPool,
-) -> Result<(Format, u64, Option<QcowTail>), ImageError> {
-    match outer {
-        Format::Raw => {
-            let mut offset = 0u64;
-            while let Some(c) = chunks.next_chunk() {
-                let n = c.len() as u64;
-                ops.raw(offset, c)?;
-                offset += n;
-            }
-            Ok((Format::Raw, offset, None))
-        }
-        Format::Qcow2 => {
-            let mut dec = qcow.unwrap_or_else(|| StreamDecoder::sequential(None));
-            while let Some(c) = chunks.next_chunk() {
-                ops.feed(&mut dec, c)?;
-            }
-            qcow_tail(dec)
-        }
+) -> Result<Decoded, ImageError> {
+    let (mut blocks, inner, first) = match outer {
         Format::Gzip | Format::Zstd | Format::Xz => {
             let mut reader: Box<dyn Read + '_> = match outer {
                 Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chunks)),
@@ -466,6 +472,8 @@ fn decode_stream(
                 ),
                 _ => Box::new(liblzma::read::XzDecoder::new_multi_decoder(chunks)),
             };
+            // The inner format shows only once decompressed: check it on the
+            // first block, before anything is written.
             let Some(first) = read_block(&mut *reader, pool)? else {
                 return Err(ImageError::Decompress(
                     "the compressed image is empty".into(),
@@ -478,38 +486,18 @@ fn decode_stream(
                 )));
             }
             check_format(req, inner, &first)?;
-            if inner == Format::Qcow2 {
-                let mut dec = StreamDecoder::sequential(None);
-                let mut block = Some(first);
-                while let Some(b) = block {
-                    ops.feed(&mut dec, b)?;
-                    block = read_block(&mut *reader, pool)?;
-                }
-                let (_, size, tail) = qcow_tail(dec)?;
-                return Ok((inner, size, tail));
-            }
-            let mut offset = 0u64;
-            let mut block = Some(first);
-            while let Some(b) = block {
-                let n = b.len() as u64;
-                ops.raw(offset, b)?;
-                offset += n;
-                block = read_block(&mut *reader, pool)?;
-            }
-            Ok((Format::Raw, offset, None))
+            (Blocks::Decompressed { reader, pool }, inner, Some(first))
         }
+        Format::Raw | Format::Qcow2 => (Blocks::Plain(chunks), outer, None),
+    };
+    let mut dec = decode::for_format(inner, qcow)?;
+    let mut block = match first {
+        Some(b) => Some(b),
+        None => blocks.next()?,
+    };
+    while let Some(b) = block {
+        dec.feed(ops, b)?;
+        block = blocks.next()?;
     }
-}
-
-fn qcow_tail(dec: StreamDecoder) -> Result<(Format, u64, Option<QcowTail>), ImageError> {
-    let header = dec
-        .header()
-        .cloned()
-        .ok_or(super::qcow2::Qcow2Error::Truncated("header"))?;
-    let (zeros, missed) = dec.finish()?;
-    Ok((
-        Format::Qcow2,
-        header.virtual_size,
-        Some((header, zeros, missed)),
-    ))
+    dec.finish()
 }
