@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::progress::{Progress, StageTimes};
-use super::qcow2::{CompressedCluster, GuestSink, Inflater, StreamDecoder};
+use super::qcow2::{CompressedCluster, GuestSink, Inflater};
 use super::sink::WriteOp;
 use super::ImageError;
 
@@ -32,8 +32,6 @@ pub(super) struct OpSender {
     /// run of zeros (a decompression bomb) is ever handed to the writer.
     capacity: Option<u64>,
     target: PathBuf,
-    /// A sequential qcow2's virtual size has been checked against the target.
-    header_checked: bool,
     /// Compressed qcow2 clusters, inflated on every core (started on the first).
     inflater: Option<Inflater>,
     progress: Arc<Progress>,
@@ -51,13 +49,12 @@ impl OpSender {
             zero: None,
             capacity,
             target,
-            header_checked: false,
             inflater: None,
             progress,
         }
     }
 
-    fn check_end(&self, offset: u64, len: u64) -> Result<(), ImageError> {
+    pub(super) fn check_end(&self, offset: u64, len: u64) -> Result<(), ImageError> {
         let end = offset.saturating_add(len);
         match self.capacity {
             Some(cap) if end > cap => Err(ImageError::TooLarge {
@@ -67,19 +64,6 @@ impl OpSender {
             }),
             _ => Ok(()),
         }
-    }
-
-    /// Feed a qcow2 decoder; once its header is known, refuse a virtual
-    /// size the target cannot hold before anything is written.
-    pub(super) fn feed(&mut self, dec: &mut StreamDecoder, chunk: Bytes) -> Result<(), ImageError> {
-        dec.feed(chunk, self)?;
-        if !self.header_checked {
-            if let Some(h) = dec.header() {
-                self.check_end(0, h.virtual_size)?;
-                self.header_checked = true;
-            }
-        }
-        Ok(())
     }
 
     fn send(&mut self, op: WriteOp) -> Result<(), ImageError> {

@@ -104,6 +104,30 @@ mod tests {
     }
 
     #[test]
+    fn qcow2_larger_than_the_target_is_refused_once_its_header_passes() {
+        // qcow2 v2, 512-byte clusters, 1 MiB virtual: 32 L1 entries at 512.
+        let mut head = vec![0u8; 1024];
+        head[..4].copy_from_slice(b"QFI\xfb");
+        head[4..8].copy_from_slice(&2u32.to_be_bytes());
+        head[20..24].copy_from_slice(&9u32.to_be_bytes());
+        head[24..32].copy_from_slice(&(1u64 << 20).to_be_bytes());
+        head[36..40].copy_from_slice(&32u32.to_be_bytes());
+        head[40..48].copy_from_slice(&512u64.to_be_bytes());
+        let (mut ops, rx) = ops(Some(64 << 10));
+        let mut dec = for_format(Format::Qcow2, None).expect("qcow2 has a decoder");
+        let err = dec
+            .feed(&mut ops, Bytes::from(head))
+            .expect_err("too large");
+        assert!(
+            matches!(err, ImageError::TooLarge { needed, available, .. }
+                if needed == 1 << 20 && available == 64 << 10),
+            "{err}"
+        );
+        drop(ops);
+        assert!(rx.iter().next().is_none(), "nothing was written");
+    }
+
+    #[test]
     fn compressions_have_no_decoder() {
         for f in [Format::Gzip, Format::Zstd, Format::Xz] {
             assert!(matches!(

@@ -10,17 +10,31 @@ use crate::image::ImageError;
 
 pub(super) struct Qcow2 {
     dec: StreamDecoder,
+    /// The virtual size has been checked against the target.
+    size_checked: bool,
 }
 
 impl Qcow2 {
     pub(super) fn new(dec: StreamDecoder) -> Self {
-        Self { dec }
+        Self {
+            dec,
+            size_checked: false,
+        }
     }
 }
 
 impl Decoder for Qcow2 {
     fn feed(&mut self, ops: &mut OpSender, block: Bytes) -> Result<(), ImageError> {
-        ops.feed(&mut self.dec, block)
+        self.dec.feed(block, ops)?;
+        // A sequential qcow2 shows its virtual size only now: refuse one
+        // the target cannot hold before anything is written.
+        if !self.size_checked {
+            if let Some(h) = self.dec.header() {
+                ops.check_end(0, h.virtual_size)?;
+                self.size_checked = true;
+            }
+        }
+        Ok(())
     }
 
     /// Also hands back what is left for the caller: the ranges to zero
