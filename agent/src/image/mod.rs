@@ -8,7 +8,9 @@
 //! ```
 
 pub mod chunk;
+mod decode;
 pub mod format;
+mod ops;
 pub mod pipeline;
 pub mod progress;
 pub mod qcow2;

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,18 +12,17 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::chunk::ChunkPool;
+use super::decode::{self, Decoded};
 use super::format::{self, Format, FormatPolicy};
+use super::ops::OpSender;
 use super::progress::{Progress, StageTimes};
-use super::qcow2::map::GuestRange;
-use super::qcow2::{CompressedCluster, GuestSink, Header, Inflater, StreamDecoder};
+use super::qcow2::{Header, StreamDecoder};
 use super::sink::{Target, WriteOp, Writer};
 use super::source::{Probe, Source, SourceConfig, CHUNK_BYTES};
 use super::verify::{Expected, HashThread};
 use super::ImageError;
 use crate::disk::Window;
 
-/// Zero detection granularity for raw data.
-const ZERO_BLOCK: u64 = 64 << 10;
 /// Chunks in flight between download and decode, and ops between decode and write.
 const CHUNK_QUEUE: usize = 4;
 const OP_QUEUE: usize = 8;
@@ -58,158 +57,6 @@ pub struct WriteReport {
     pub image_size: u64,
     pub digest: Option<String>,
     pub passes: u32,
-}
-
-/// All zeros? Folds each 4 KiB with OR, which the compiler vectorises (a
-/// short-circuiting `all` goes byte by byte), and stops at the first
-/// 4 KiB that is not.
-fn is_zero(data: &[u8]) -> bool {
-    data.chunks(4096)
-        .all(|block| block.iter().fold(0u8, |acc, b| acc | b) == 0)
-}
-
-/// Forwards decoded data to the writer, merging runs of zero blocks.
-struct OpSender {
-    tx: SyncSender<WriteOp>,
-    zero: Option<(u64, u64)>,
-    /// The target's size: decoded output past it fails at once, before a
-    /// run of zeros (a decompression bomb) is ever handed to the writer.
-    capacity: Option<u64>,
-    target: PathBuf,
-    /// A sequential qcow2's virtual size has been checked against the target.
-    header_checked: bool,
-    /// Compressed qcow2 clusters, inflated on every core (started on the first).
-    inflater: Option<Inflater>,
-    progress: Arc<Progress>,
-}
-
-impl OpSender {
-    fn check_end(&self, offset: u64, len: u64) -> Result<(), ImageError> {
-        let end = offset.saturating_add(len);
-        match self.capacity {
-            Some(cap) if end > cap => Err(ImageError::TooLarge {
-                needed: end,
-                available: cap,
-                target: self.target.clone(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Feed a qcow2 decoder; once its header is known, refuse a virtual
-    /// size the target cannot hold before anything is written.
-    fn feed(&mut self, dec: &mut StreamDecoder, chunk: Bytes) -> Result<(), ImageError> {
-        dec.feed(chunk, self)?;
-        if !self.header_checked {
-            if let Some(h) = dec.header() {
-                self.check_end(0, h.virtual_size)?;
-                self.header_checked = true;
-            }
-        }
-        Ok(())
-    }
-
-    fn send(&mut self, op: WriteOp) -> Result<(), ImageError> {
-        let t = Instant::now();
-        let sent = self
-            .tx
-            .send(op)
-            .map_err(|_| ImageError::Internal("writer stopped".into()));
-        StageTimes::add(&self.progress.stages.wait_writer, t);
-        sent
-    }
-
-    /// Hand on guest data that is ready, in order; with `wait`, all of it.
-    fn pump(&mut self, wait: bool) -> Result<(), ImageError> {
-        while let Some(next) = self.inflater.as_mut().and_then(|i| i.next(wait)) {
-            let (guest, data) = next?;
-            self.send_data(guest, data)?;
-        }
-        Ok(())
-    }
-
-    fn send_data(&mut self, offset: u64, data: Bytes) -> Result<(), ImageError> {
-        self.flush_zero()?;
-        self.send(WriteOp::Data { offset, data })
-    }
-
-    /// Everything decoded is on its way to the writer.
-    fn finish(&mut self) -> Result<(), ImageError> {
-        self.pump(true)?;
-        self.flush_zero()
-    }
-
-    fn zero(&mut self, offset: u64, len: u64) -> Result<(), ImageError> {
-        self.check_end(offset, len)?;
-        self.pump(true)?;
-        match &mut self.zero {
-            Some((s, l)) if *s + *l == offset => *l += len,
-            _ => {
-                self.flush_zero()?;
-                self.zero = Some((offset, len));
-            }
-        }
-        Ok(())
-    }
-
-    fn flush_zero(&mut self) -> Result<(), ImageError> {
-        if let Some((offset, len)) = self.zero.take() {
-            self.send(WriteOp::Zero { offset, len })?;
-        }
-        Ok(())
-    }
-
-    /// Raw data: aligned all-zero blocks become zero ranges.
-    fn raw(&mut self, offset: u64, data: Bytes) -> Result<(), ImageError> {
-        self.check_end(offset, data.len() as u64)?;
-        let mut pos = 0usize;
-        while pos < data.len() {
-            let abs = offset + pos as u64;
-            let block_end = ((abs / ZERO_BLOCK) + 1) * ZERO_BLOCK;
-            let n = ((block_end - abs) as usize).min(data.len() - pos);
-            let piece = data.slice(pos..pos + n);
-            if n as u64 == ZERO_BLOCK && is_zero(&piece) {
-                self.zero(abs, n as u64)?;
-            } else {
-                self.flush_zero()?;
-                self.send(WriteOp::Data {
-                    offset: abs,
-                    data: piece,
-                })?;
-            }
-            pos += n;
-        }
-        Ok(())
-    }
-}
-
-impl GuestSink for OpSender {
-    type Error = ImageError;
-    fn write(&mut self, guest: u64, data: Bytes) -> Result<(), ImageError> {
-        self.check_end(guest, data.len() as u64)?;
-        match &mut self.inflater {
-            // Behind clusters still inflating: keep the image's order.
-            Some(i) if !i.is_empty() => {
-                i.pass(guest, data);
-                self.pump(false)
-            }
-            _ => self.send_data(guest, data),
-        }
-    }
-
-    fn write_compressed(&mut self, cluster: CompressedCluster) -> Result<(), ImageError> {
-        self.check_end(cluster.guest, cluster.out_len as u64)?;
-        if self.inflater.is_none() {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            self.inflater = Some(Inflater::new(cores).map_err(|e| {
-                ImageError::Internal(format!("starting the inflater threads: {e}"))
-            })?);
-        }
-        if let Some(i) = &mut self.inflater {
-            i.inflate(cluster)?;
-        }
-        self.pump(false)
-    }
 }
 
 /// Pulls downloaded chunks in order, handing each to the hash thread as it passes.
@@ -356,15 +203,7 @@ pub fn write_image(
             (w, None)
         })
         .map_err(|e| ImageError::Internal(format!("starting the writer: {e}")))?;
-    let mut ops = OpSender {
-        tx: op_tx,
-        zero: None,
-        capacity,
-        target: target_path,
-        header_checked: false,
-        inflater: None,
-        progress: progress.clone(),
-    };
+    let mut ops = OpSender::new(op_tx, capacity, target_path, progress.clone());
 
     let decoded = decode_all(rt, &source, req, &progress, outer, qcow, &mut ops);
     let flushed = decoded.and_then(|report| ops.finish().map(|_| report));
@@ -520,11 +359,16 @@ fn decode_all(
     drop(chunks);
     // A download failure explains a short stream better than the decoder
     // can; "the consumer stopped" only echoes a decoder failure.
-    let (downloaded, (inner, image_size, finished)) = match (join_stream(rt, task), decoded) {
+    let (downloaded, decoded) = match (join_stream(rt, task), decoded) {
         (Err(ImageError::Internal(_)) | Ok(_), Err(e)) => return Err(e),
         (Err(e), _) => return Err(e),
         (Ok(n), Ok(d)) => (n, d),
     };
+    let Decoded {
+        format: inner,
+        size: image_size,
+        tail,
+    } = decoded;
     if let Some(expected) = &req.expected {
         let Some(actual) = &digest else {
             return Err(ImageError::Internal(
@@ -541,7 +385,7 @@ fn decode_all(
         info!(algo = %expected.algo, digest = %actual, "checksum verified");
     }
     let mut passes = 1;
-    if let Some((header, zeros, mut missed)) = finished {
+    if let Some((header, zeros, mut missed)) = tail {
         let mut zeros = zeros;
         while !missed.is_empty() {
             passes += 1;
@@ -589,7 +433,24 @@ fn decode_all(
     })
 }
 
-type QcowTail = (Header, Vec<GuestRange>, super::qcow2::stream::Missed);
+/// Where a decoder's blocks come from: the downloaded chunks as they are,
+/// or a decompressor over them, read into pooled blocks.
+enum Blocks<'a> {
+    Plain(&'a mut Chunks),
+    Decompressed {
+        reader: Box<dyn Read + 'a>,
+        pool: &'a ChunkPool,
+    },
+}
+
+impl Blocks<'_> {
+    fn next(&mut self) -> Result<Option<Bytes>, ImageError> {
+        match self {
+            Self::Plain(chunks) => Ok(chunks.next_chunk()),
+            Self::Decompressed { reader, pool } => read_block(&mut **reader, pool),
+        }
+    }
+}
 
 /// Decode everything one stream brings. For qcow2, also returns what
 /// must still be zeroed or fetched again.
@@ -600,24 +461,8 @@ fn decode_stream(
     qcow: Option<StreamDecoder>,
     ops: &mut OpSender,
     pool: &ChunkPool,
-) -> Result<(Format, u64, Option<QcowTail>), ImageError> {
-    match outer {
-        Format::Raw => {
-            let mut offset = 0u64;
-            while let Some(c) = chunks.next_chunk() {
-                let n = c.len() as u64;
-                ops.raw(offset, c)?;
-                offset += n;
-            }
-            Ok((Format::Raw, offset, None))
-        }
-        Format::Qcow2 => {
-            let mut dec = qcow.unwrap_or_else(|| StreamDecoder::sequential(None));
-            while let Some(c) = chunks.next_chunk() {
-                ops.feed(&mut dec, c)?;
-            }
-            qcow_tail(dec)
-        }
+) -> Result<Decoded, ImageError> {
+    let (mut blocks, inner, first) = match outer {
         Format::Gzip | Format::Zstd | Format::Xz => {
             let mut reader: Box<dyn Read + '_> = match outer {
                 Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chunks)),
@@ -627,6 +472,8 @@ fn decode_stream(
                 ),
                 _ => Box::new(liblzma::read::XzDecoder::new_multi_decoder(chunks)),
             };
+            // The inner format shows only once decompressed: check it on the
+            // first block, before anything is written.
             let Some(first) = read_block(&mut *reader, pool)? else {
                 return Err(ImageError::Decompress(
                     "the compressed image is empty".into(),
@@ -639,38 +486,18 @@ fn decode_stream(
                 )));
             }
             check_format(req, inner, &first)?;
-            if inner == Format::Qcow2 {
-                let mut dec = StreamDecoder::sequential(None);
-                let mut block = Some(first);
-                while let Some(b) = block {
-                    ops.feed(&mut dec, b)?;
-                    block = read_block(&mut *reader, pool)?;
-                }
-                let (_, size, tail) = qcow_tail(dec)?;
-                return Ok((inner, size, tail));
-            }
-            let mut offset = 0u64;
-            let mut block = Some(first);
-            while let Some(b) = block {
-                let n = b.len() as u64;
-                ops.raw(offset, b)?;
-                offset += n;
-                block = read_block(&mut *reader, pool)?;
-            }
-            Ok((Format::Raw, offset, None))
+            (Blocks::Decompressed { reader, pool }, inner, Some(first))
         }
+        Format::Raw | Format::Qcow2 => (Blocks::Plain(chunks), outer, None),
+    };
+    let mut dec = decode::for_format(inner, qcow)?;
+    let mut block = match first {
+        Some(b) => Some(b),
+        None => blocks.next()?,
+    };
+    while let Some(b) = block {
+        dec.feed(ops, b)?;
+        block = blocks.next()?;
     }
-}
-
-fn qcow_tail(dec: StreamDecoder) -> Result<(Format, u64, Option<QcowTail>), ImageError> {
-    let header = dec
-        .header()
-        .cloned()
-        .ok_or(super::qcow2::Qcow2Error::Truncated("header"))?;
-    let (zeros, missed) = dec.finish()?;
-    Ok((
-        Format::Qcow2,
-        header.virtual_size,
-        Some((header, zeros, missed)),
-    ))
+    dec.finish()
 }
