@@ -228,8 +228,26 @@ async fn storm(flags: &[&str], nodes: usize, rounds: usize) -> (Vec<u64>, usize,
             },
         )
         .await;
-        // The tasks end (and unlock their nodes) right after the replies.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The tasks end (and unlock their nodes) right after the replies;
+        // the next round's beats must not find a node still locked (they
+        // would be skipped, as Ironic skips them), so wait for all.
+        wait_for(
+            "the round's nodes unlocked",
+            Duration::from_secs(60),
+            || async {
+                let nodes: Value = c
+                    .request(reqwest::Method::GET, "/v1/nodes?fields=uuid,reservation")
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let all = nodes["nodes"].as_array()?;
+                all.iter().all(|n| n["reservation"].is_null()).then_some(())
+            },
+        )
+        .await;
         rss.push(vm_rss_kib(pid));
     }
     let calls = agent.counters.calls.load(Ordering::SeqCst);
