@@ -9,7 +9,7 @@ use std::time::Duration;
 use ferrite_protocol::node::normalize_mac;
 
 use crate::disk::DiskPolicy;
-use crate::loose::bool_word;
+use ferrite_protocol::loose::bool_word;
 use ferrite_protocol::ApiVersion;
 use url::Url;
 

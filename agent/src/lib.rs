@@ -18,7 +18,6 @@ pub mod init;
 pub mod ironic;
 pub mod logbuf;
 pub mod logfile;
-pub mod loose;
 pub mod power;
 pub mod rescue;
 pub mod secret_file;

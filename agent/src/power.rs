@@ -66,15 +66,13 @@ impl PowerPolicy {
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "exit" => Some(Self::ExitProcess),
-            _ => crate::loose::bool_word(value).map(
-                |on| {
-                    if on {
-                        Self::Direct
-                    } else {
-                        Self::Refuse
-                    }
-                },
-            ),
+            _ => ferrite_protocol::loose::bool_word(value).map(|on| {
+                if on {
+                    Self::Direct
+                } else {
+                    Self::Refuse
+                }
+            }),
         }
     }
 }

@@ -16,9 +16,24 @@ use crate::disk::links;
 use crate::disk::mounts::Mounts;
 use crate::disk::partitions::{self, Partition, PartitionTable, TableKind};
 use crate::disk::region::Region;
-use crate::errors::RestError;
 
 pub use crate::disk::boot_mode::BootMode;
+
+/// Why the boot loader was not installed. The command layer gives each
+/// case IPA's wire type (`commands/wire_errors.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootloaderError {
+    #[error("{0}")]
+    InvalidParams(String),
+    /// The disk, a partition or the ESP is not where the request says.
+    #[error("{0}")]
+    NoDevice(String),
+    /// The image cannot be made to boot this way (policy or contents).
+    #[error("{0}")]
+    InvalidImage(String),
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// The command's parameters, as the conductor sends them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +46,7 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn from_params(params: &serde_json::Map<String, Value>) -> Result<Self, RestError> {
+    pub fn from_params(params: &serde_json::Map<String, Value>) -> Result<Self, BootloaderError> {
         let text = |k: &str| {
             params
                 .get(k)
@@ -42,15 +57,15 @@ impl Request {
         let target_boot_mode = match text("target_boot_mode") {
             None => BootMode::Bios,
             Some(m) => BootMode::parse(&m).ok_or_else(|| {
-                RestError::invalid_params(format!(
+                BootloaderError::InvalidParams(format!(
                     "target_boot_mode must be 'bios' or 'uefi', not {m:?}"
                 ))
             })?,
         };
         let ignore_failure = match params.get("ignore_bootloader_failure") {
             None | Some(Value::Null) => false,
-            Some(v) => crate::loose::value_as_bool(v).ok_or_else(|| {
-                RestError::invalid_params("ignore_bootloader_failure must be a boolean")
+            Some(v) => ferrite_protocol::loose::value_as_bool(v).ok_or_else(|| {
+                BootloaderError::InvalidParams("ignore_bootloader_failure must be a boolean".into())
             })?,
         };
         Ok(Self {
@@ -92,12 +107,12 @@ struct DiskView {
 }
 
 impl DiskView {
-    fn read(env: &Environment) -> Result<Self, RestError> {
+    fn read(env: &Environment) -> Result<Self, BootloaderError> {
         let disk = env.disk;
         let table =
-            partitions::read_table(disk).map_err(|e| RestError::device_not_found(e.to_string()))?;
+            partitions::read_table(disk).map_err(|e| BootloaderError::NoDevice(e.to_string()))?;
         let nodes = partitions::expose_partitions(env.sysfs_root, disk, &table)
-            .map_err(|e| RestError::device_not_found(e.to_string()))?;
+            .map_err(|e| BootloaderError::NoDevice(e.to_string()))?;
         let filesystems = table
             .partitions
             .iter()
@@ -181,9 +196,9 @@ impl DiskView {
     }
 }
 
-fn temp_mount_point(tag: &str) -> Result<PathBuf, RestError> {
+fn temp_mount_point(tag: &str) -> Result<PathBuf, BootloaderError> {
     nix::unistd::mkdtemp(&std::env::temp_dir().join(format!("ferrite-{tag}-XXXXXX")))
-        .map_err(|e| RestError::command_execution(format!("creating a mount point: {e}")))
+        .map_err(|e| BootloaderError::Failed(format!("creating a mount point: {e}")))
 }
 
 /// Write a `Boot####` entry, first in `BootOrder`, for each loader.
@@ -305,14 +320,13 @@ fn softraid_efi_setup(
     env: &Environment,
     array: &crate::disk::raid::running::RunningArray,
     req: &Request,
-) -> Result<(), RestError> {
+) -> Result<(), BootloaderError> {
     let view = DiskView::read(env)?;
     let esp = find_esp(env, &view, req)?;
-    let found = efi::loaders::find(env.disk, esp.start, esp.len).map_err(|e| {
-        RestError::command_execution(format!("reading the EFI system partition: {e}"))
-    })?;
+    let found = efi::loaders::find(env.disk, esp.start, esp.len)
+        .map_err(|e| BootloaderError::Failed(format!("reading the EFI system partition: {e}")))?;
     if found.is_empty() {
-        return Err(RestError::command_execution(format!(
+        return Err(BootloaderError::Failed(format!(
             "the image's EFI system partition on {} holds no boot loader",
             env.disk.display()
         )));
@@ -326,7 +340,7 @@ fn softraid_efi_setup(
         crate::disk::md::now(),
         env.load_module,
     )
-    .map_err(|e| RestError::command_execution(format!("software RAID ESPs: {e}")))?;
+    .map_err(|e| BootloaderError::Failed(format!("software RAID ESPs: {e}")))?;
     let mut entries = Vec::new();
     // Reverse, so the first holder ends up first in BootOrder.
     for (i, e) in esps.iter().enumerate().rev() {
@@ -343,17 +357,17 @@ fn softraid_efi_setup(
             ));
         }
     }
-    add_entries(env, &entries).map_err(RestError::command_execution)
+    add_entries(env, &entries).map_err(BootloaderError::Failed)
 }
 
 fn find_esp<'v>(
     env: &Environment,
     view: &'v DiskView,
     req: &Request,
-) -> Result<&'v Partition, RestError> {
+) -> Result<&'v Partition, BootloaderError> {
     view.esp(req.efi_system_part_uuid.as_deref())
         .ok_or_else(|| {
-            RestError::device_not_found(format!(
+            BootloaderError::NoDevice(format!(
                 "No EFI system partition found on {}: are you using a UEFI-compatible image? \
              Partitions: {}",
                 env.disk.display(),
@@ -364,15 +378,18 @@ fn find_esp<'v>(
 
 /// IPA's `_efi_boot_setup`: true when entries were written, false when the
 /// ESP ships no loader yet, an error when there is no ESP.
-fn efi_boot_setup(env: &Environment, view: &DiskView, req: &Request) -> Result<bool, RestError> {
+fn efi_boot_setup(
+    env: &Environment,
+    view: &DiskView,
+    req: &Request,
+) -> Result<bool, BootloaderError> {
     let esp = find_esp(env, view, req)?;
-    let found = efi::loaders::find(env.disk, esp.start, esp.len).map_err(|e| {
-        RestError::command_execution(format!("reading the EFI system partition: {e}"))
-    })?;
+    let found = efi::loaders::find(env.disk, esp.start, esp.len)
+        .map_err(|e| BootloaderError::Failed(format!("reading the EFI system partition: {e}")))?;
     if found.is_empty() {
         return Ok(false);
     }
-    register_loaders(env, view, esp, &found).map_err(RestError::command_execution)?;
+    register_loaders(env, view, esp, &found).map_err(BootloaderError::Failed)?;
     Ok(true)
 }
 
@@ -413,7 +430,7 @@ fn install_grub(env: &Environment, view: &DiskView, req: &Request) -> Result<Str
     } else {
         bios_grub_disks(env)?
     };
-    let point = temp_mount_point("root").map_err(|e| e.details)?;
+    let point = temp_mount_point("root").map_err(|e| e.to_string())?;
     let mut mounts = Mounts::default();
     let result = (|| -> Result<String, String> {
         mounts.mount(root_node, &point, root_fs.fstype)?;
@@ -486,7 +503,7 @@ fn installed_loader(
 }
 
 /// The whole command. `Ok(Value::Null)` on success, as IPA.
-pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, RestError> {
+pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, BootloaderError> {
     let current = BootMode::current(env.sysfs_root);
     info!(disk = %env.disk.display(), ?current, target = ?req.target_boot_mode, root_uuid = ?req.root_uuid, "installing the bootloader");
     if req.prep_boot_part_uuid.is_some() {
@@ -515,7 +532,7 @@ pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, Res
             warn!("{msg}; ignored as requested");
             Ok(Value::Null)
         } else {
-            Err(RestError::invalid_image(msg))
+            Err(BootloaderError::InvalidImage(msg.into()))
         };
     }
     let view = DiskView::read(env)?;
@@ -526,7 +543,7 @@ pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, Res
             return Ok(Value::Null);
         }
         Err(e) => {
-            return Err(RestError::command_execution(format!(
+            return Err(BootloaderError::Failed(format!(
                 "Installing GRUB2 boot loader to device {} failed with {e}",
                 env.disk.display()
             )))
@@ -537,10 +554,10 @@ pub fn install_bootloader(env: &Environment, req: &Request) -> Result<Value, Res
         if current == BootMode::Uefi {
             let view = DiskView::read(env)?;
             let esp = find_esp(env, &view, req)?;
-            let arch = grub::FirmwareArch::this_machine().map_err(RestError::command_execution)?;
+            let arch = grub::FirmwareArch::this_machine().map_err(BootloaderError::Failed)?;
             let loader = installed_loader(env, esp, arch, &id)
-                .map_err(|e| RestError::command_execution(format!("reading the ESP: {e}")))?;
-            register_loaders(env, &view, esp, &[loader]).map_err(RestError::command_execution)?;
+                .map_err(|e| BootloaderError::Failed(format!("reading the ESP: {e}")))?;
+            register_loaders(env, &view, esp, &[loader]).map_err(BootloaderError::Failed)?;
         } else {
             warn!("not booted in UEFI mode: no NVRAM entry written; firmware will use the removable-media loader (\\EFI\\BOOT\\BOOT<arch>.EFI)");
         }

@@ -24,7 +24,7 @@ pub fn register(reg: &mut Registry) {
                 make_dev_links: crate::power::in_ramdisk(),
                 load_module: &crate::init::modules::load_in_ramdisk,
             };
-            install_bootloader(&env, &request).map(|_| Value::Null)
+            Ok(install_bootloader(&env, &request).map(|_| Value::Null)?)
         },
     );
 }

@@ -7,6 +7,7 @@ mod rescue;
 mod standby;
 mod steps;
 mod system;
+mod wire_errors;
 
 use crate::api::registry::Registry;
 use crate::hardware::StepKind;

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use ferrite_protocol::LookupNode;
+use serde_json::Value;
 
 use crate::api::registry::{object_param, Mode, Params, Registry};
-use crate::deploy::{partition_uuids, prepare_image};
+use crate::deploy::stream::md5_enabled;
+use crate::deploy::{partition_uuids, prepare_image, DeployError, ImageInfo};
 use crate::errors::RestError;
 use crate::power::PowerAction;
 
@@ -23,20 +25,23 @@ pub fn register(reg: &mut Registry) {
         "prepare_image",
         Mode::Async,
         |ctx, params, progress| {
-            let node: Map<String, Value> = ctx
-                .node()
-                .and_then(|n| serde_json::to_value(n).ok())
-                .and_then(|v| v.as_object().cloned())
-                .unwrap_or_default();
-            let image_info = params.get("image_info").cloned().unwrap_or(Value::Null);
-            prepare_image(
-                &ctx,
-                &node,
-                &image_info,
-                params.get("configdrive"),
-                &progress,
+            let info = ImageInfo::parse(
+                params.get("image_info").unwrap_or(&Value::Null),
+                md5_enabled(&ctx),
             )
-            .map(Value::String)
+            .map_err(DeployError::from)?;
+            // A node not looked up yet has no hints and no skip list.
+            let node = ctx.node().unwrap_or_else(|| LookupNode {
+                uuid: String::new(),
+                properties: Default::default(),
+                instance_info: Default::default(),
+                driver_internal_info: Default::default(),
+                links: Vec::new(),
+            });
+            Ok(
+                prepare_image(&ctx, &node, &info, params.get("configdrive"), &progress)
+                    .map(Value::String)?,
+            )
         },
     );
     reg.validate_with("standby", "prepare_image", validate_prepare_image);
@@ -65,7 +70,11 @@ pub fn register(reg: &mut Registry) {
 }
 
 /// IPA validates `image_info` before accepting the command (HTTP 400).
+/// MD5 is allowed here; the command itself applies the conductor's
+/// `agent_md5_checksum_enable` when it parses the same text again.
 fn validate_prepare_image(params: &Params) -> Result<(), RestError> {
     let info = object_param(params, "image_info")?;
-    crate::deploy::ImageInfo::parse(&Value::Object(info.clone()), true).map(|_| ())
+    ImageInfo::parse(&Value::Object(info.clone()), true)
+        .map(|_| ())
+        .map_err(|e| RestError::invalid_params(e.to_string()))
 }

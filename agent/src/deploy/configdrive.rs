@@ -13,12 +13,12 @@ use mbrman::{MBRPartitionEntry, BOOT_INACTIVE, CHS, MBR};
 use serde_json::Value;
 use tracing::info;
 
+use super::DeployError;
 use crate::disk::fsinfo;
 use crate::disk::gpt_edit::Gpt;
 use crate::disk::ioctl;
 use crate::disk::layout::MIB;
 use crate::disk::region::{announce, Region};
-use crate::errors::RestError;
 
 /// IPA's `MAX_CONFIG_DRIVE_SIZE_MB` for whole-disk images.
 pub const WHOLE_DISK_MAX: u64 = 64 * MIB;
@@ -30,8 +30,8 @@ const COUNT_LIMIT: u64 = 1 << 30;
 /// MBR partitions must end below 2 TiB (IPA's `MAX_DISK_SIZE_MB_SUPPORTED_BY_MBR`).
 const MBR_LIMIT: u64 = 2 << 40;
 
-fn fail(msg: impl Into<String>) -> RestError {
-    RestError::deployment(msg)
+fn fail(msg: impl Into<String>) -> DeployError {
+    DeployError::Deployment(msg.into())
 }
 
 /// The config drive's bytes, at most `max` of them.
@@ -40,7 +40,7 @@ pub async fn fetch(
     value: &Value,
     node: &str,
     max: u64,
-) -> Result<Vec<u8>, RestError> {
+) -> Result<Vec<u8>, DeployError> {
     let (data, from_url) = match value {
         Value::String(s) if s.starts_with("http://") || s.starts_with("https://") => {
             let resp = http
@@ -77,7 +77,7 @@ pub async fn fetch(
 }
 
 /// base64 (else raw bytes, for downloads only), then gunzip if gzipped.
-pub fn decode(data: &[u8], from_url: bool, node: &str, max: u64) -> Result<Vec<u8>, RestError> {
+pub fn decode(data: &[u8], from_url: bool, node: &str, max: u64) -> Result<Vec<u8>, DeployError> {
     let text: Vec<u8> = data
         .iter()
         .copied()
@@ -146,7 +146,7 @@ enum Table {
     Mbr(Vec<Part>),
 }
 
-fn read_table(disk: &Path, sector: u64) -> Result<Table, RestError> {
+fn read_table(disk: &Path, sector: u64) -> Result<Table, DeployError> {
     let name = disk.display();
     let f = File::open(disk).map_err(|e| fail(format!("opening {name}: {e}")))?;
     let mut sig = [0u8; 8];
@@ -203,7 +203,7 @@ fn read_table(disk: &Path, sector: u64) -> Result<Table, RestError> {
 }
 
 /// The partition named or labelled `config-2`; two of them is an error, as in IPA.
-fn existing(disk: &Path, parts: &[Part], node: &str) -> Result<Option<Region>, RestError> {
+fn existing(disk: &Path, parts: &[Part], node: &str) -> Result<Option<Region>, DeployError> {
     let found: Vec<Region> = parts
         .iter()
         .filter_map(|p| {
@@ -230,7 +230,7 @@ fn existing(disk: &Path, parts: &[Part], node: &str) -> Result<Option<Region>, R
 }
 
 /// Put the config drive on a disk that holds a whole-disk image.
-pub fn write_whole_disk(disk: &Path, iso: &[u8], node: &str) -> Result<Region, RestError> {
+pub fn write_whole_disk(disk: &Path, iso: &[u8], node: &str) -> Result<Region, DeployError> {
     let name = disk.display().to_string();
     let io = |what: &str, e: std::io::Error| fail(format!("{what} {name}: {e}"));
     let f = File::open(disk).map_err(|e| io("opening", e))?;
@@ -269,7 +269,7 @@ pub fn write_whole_disk(disk: &Path, iso: &[u8], node: &str) -> Result<Region, R
 }
 
 /// `sgdisk -e` (backup header to the disk's end) then `sgdisk -n 0:-64MB:0`.
-fn add_gpt(disk: &Path, size: u64, sector: u64) -> Result<Region, RestError> {
+fn add_gpt(disk: &Path, size: u64, sector: u64) -> Result<Region, DeployError> {
     let name = disk.display().to_string();
     let err = |e: std::io::Error| fail(format!("updating the GPT of {name}: {e}"));
     let file = OpenOptions::new()
@@ -328,7 +328,7 @@ fn add_mbr(
     size: u64,
     sector: u64,
     node: &str,
-) -> Result<Region, RestError> {
+) -> Result<Region, DeployError> {
     let name = disk.display().to_string();
     let primaries: Vec<&Part> = parts.iter().filter(|p| p.number <= 4).collect();
     if primaries.len() > 3 {
@@ -408,12 +408,16 @@ mod tests {
         assert_eq!(decode(plain.as_bytes(), false, "n", 1 << 20).unwrap(), iso);
         assert_eq!(decode(&iso, true, "n", 1 << 20).unwrap(), iso);
         let e = decode(b"not base64 at all!", false, "n", 1 << 20).unwrap_err();
-        assert!(e.details.contains("not base64 encoded"), "{}", e.details);
+        assert!(
+            e.to_string().contains("not base64 encoded"),
+            "{}",
+            e.to_string()
+        );
         let e = decode(&gz_b64(&vec![7u8; 3 << 20]), false, "n", 1 << 20).unwrap_err();
         assert!(
-            e.details.contains("exceeds maximum limit of 1MiB. Size of the given config drive is 3 MiB for node n."),
+            e.to_string().contains("exceeds maximum limit of 1MiB. Size of the given config drive is 3 MiB for node n."),
             "{}",
-            e.details
+            e.to_string()
         );
     }
 }

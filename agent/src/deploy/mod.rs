@@ -1,16 +1,18 @@
-//! Putting an image on the machine: `image_info` as Ironic sends it, and
-//! the whole-disk and partition-image writes behind `standby.prepare_image` and the
-//! `write_image` deploy step.
+//! Putting an image on the machine: the whole-disk and partition-image
+//! writes behind `standby.prepare_image` and the `write_image` deploy
+//! step, from an `image_info` the command layer has already parsed.
 
 pub mod body;
+pub mod checksum;
 pub mod configdrive;
-pub mod image_info;
+pub mod error;
 pub mod inject;
 pub mod partition_image;
 pub mod stream;
 pub mod target;
 pub mod whole_disk;
 
-pub use image_info::ImageInfo;
+pub use error::DeployError;
+pub use ferrite_protocol::image_info::ImageInfo;
 pub use target::install_device;
 pub use whole_disk::{partition_uuids, prepare_image};

@@ -8,9 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::info;
 
-use super::ImageInfo;
+use super::{DeployError, ImageInfo};
 use crate::command_progress::CommandProgress;
-use crate::errors::RestError;
 use crate::image::format::IPA_PERMITTED_FORMATS;
 use crate::image::source::{client_builder, Proxies};
 use crate::image::{
@@ -24,24 +23,28 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often progress goes to the log.
 const LOG_EVERY: u32 = 10;
 
-fn map_error(info: &ImageInfo, url: &str, target: &str, e: ImageError) -> RestError {
+fn map_error(info: &ImageInfo, url: &str, target: &str, e: ImageError) -> DeployError {
     match e {
-        ImageError::Source(_) | ImageError::HttpStatus { .. } => {
-            RestError::image_download(&info.id, e)
-        }
+        ImageError::Source(_) | ImageError::HttpStatus { .. } => DeployError::download(&info.id, e),
         ImageError::Checksum {
             expected, actual, ..
-        } => RestError::image_checksum(&info.id, url, &expected, &actual),
+        } => DeployError::Checksum {
+            image: info.id.clone(),
+            location: url.to_string(),
+            expected,
+            actual,
+        },
         ImageError::Format(_)
         | ImageError::Qcow2(_)
         | ImageError::DeclaredMismatch { .. }
         | ImageError::NotPermitted { .. }
-        | ImageError::Decompress(_) => RestError::invalid_image(format!("Image {}: {e}", info.id)),
-        ImageError::TooLarge { .. } | ImageError::Target { .. } => {
-            RestError::image_write(target, e)
-        }
-        ImageError::TimedOut(_) => RestError::image_download_timeout(&info.id, e),
-        ImageError::Internal(_) => RestError::command_execution(e.to_string()),
+        | ImageError::Decompress(_) => DeployError::InvalidImage(format!("Image {}: {e}", info.id)),
+        ImageError::TooLarge { .. } | ImageError::Target { .. } => DeployError::write(target, e),
+        ImageError::TimedOut(_) => DeployError::DownloadTimeout {
+            image: info.id.clone(),
+            reason: e.to_string(),
+        },
+        ImageError::Internal(_) => DeployError::Internal(e.to_string()),
     }
 }
 
@@ -52,12 +55,12 @@ fn map_error(info: &ImageInfo, url: &str, target: &str, e: ImageError) -> RestEr
 pub fn http_client_with(
     ctx: &AgentContext,
     proxies: Option<&Proxies>,
-) -> Result<reqwest::Client, RestError> {
+) -> Result<reqwest::Client, DeployError> {
     build_client(ctx, ctx.config.insecure, proxies)
 }
 
 /// [`http_client_with`] without proxies (config drives).
-pub fn http_client(ctx: &AgentContext) -> Result<reqwest::Client, RestError> {
+pub fn http_client(ctx: &AgentContext) -> Result<reqwest::Client, DeployError> {
     http_client_with(ctx, None)
 }
 
@@ -66,7 +69,7 @@ pub fn http_client(ctx: &AgentContext) -> Result<reqwest::Client, RestError> {
 pub fn http_client_verifying(
     ctx: &AgentContext,
     verify_ca: bool,
-) -> Result<reqwest::Client, RestError> {
+) -> Result<reqwest::Client, DeployError> {
     build_client(ctx, ctx.config.insecure || !verify_ca, None)
 }
 
@@ -74,12 +77,13 @@ fn build_client(
     ctx: &AgentContext,
     insecure: bool,
     proxies: Option<&Proxies>,
-) -> Result<reqwest::Client, RestError> {
+) -> Result<reqwest::Client, DeployError> {
+    let failed = |e: &dyn std::fmt::Display| DeployError::Internal(format!("HTTP client: {e}"));
     client_builder(insecure, ctx.config.cafile.as_deref(), proxies)
-        .map_err(|e| RestError::command_execution(format!("HTTP client: {e}")))?
+        .map_err(|e| failed(&e))?
         .timeout(ctx.config.image_download_timeout)
         .build()
-        .map_err(|e| RestError::command_execution(format!("HTTP client: {e}")))
+        .map_err(|e| failed(&e))
 }
 
 pub fn md5_enabled(ctx: &AgentContext) -> bool {
@@ -109,17 +113,17 @@ pub fn format_policy(ctx: &AgentContext) -> FormatPolicy {
     }
 }
 
-/// A failed [`stream_image`]: the error for Ironic, and whether the target
-/// may hold part of an image (a refusal from the first bytes leaves it as
-/// it was).
+/// A failed [`stream_image`]: what went wrong, and whether the target may
+/// hold part of an image (a refusal from the first bytes leaves it as it
+/// was).
 #[derive(Debug)]
 pub struct StreamFailure {
-    pub error: RestError,
+    pub error: DeployError,
     pub target_touched: bool,
 }
 
-impl From<RestError> for StreamFailure {
-    fn from(error: RestError) -> Self {
+impl From<DeployError> for StreamFailure {
+    fn from(error: DeployError) -> Self {
         Self {
             error,
             target_touched: false,
@@ -127,7 +131,7 @@ impl From<RestError> for StreamFailure {
     }
 }
 
-impl From<StreamFailure> for RestError {
+impl From<StreamFailure> for DeployError {
     fn from(f: StreamFailure) -> Self {
         f.error
     }
@@ -176,7 +180,7 @@ pub fn stream_image(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let expected = rt.block_on(info.expected(&checksum_http, md5_enabled))?;
+        let expected = rt.block_on(super::checksum::expected(info, &checksum_http, md5_enabled))?;
         let mut last_error = None;
         let mut touched = false;
         let mut mismatch = None;
@@ -222,7 +226,7 @@ pub fn stream_image(
                 ImageError::TooLarge {
                     needed, available, ..
                 } if window.is_some() => {
-                    return Err(failure(RestError::image_write(
+                    return Err(failure(DeployError::write(
                         name,
                         format!("the image needs {needed} bytes but {name} holds only {available}"),
                     )))
@@ -232,7 +236,7 @@ pub fn stream_image(
         }
         let Some(error) = mismatch else {
             return Err(StreamFailure {
-                error: last_error.unwrap_or_else(|| RestError::image_download(&info.id, "no URL")),
+                error: last_error.unwrap_or_else(|| DeployError::download(&info.id, "no URL")),
                 target_touched: touched,
             });
         };
@@ -242,7 +246,7 @@ pub fn stream_image(
                 target_touched: true,
             });
         }
-        tracing::warn!(image = %info.id, attempt, of = attempts, error = %error.details,
+        tracing::warn!(image = %info.id, attempt, of = attempts, error = %error,
             "image checksum mismatch; downloading and writing it again");
         std::thread::sleep(cfg.image_download_retry_interval);
     }

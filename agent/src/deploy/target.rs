@@ -3,14 +3,11 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Map, Value};
-
-use super::whole_disk::hints;
+use super::DeployError;
 use crate::config::Config;
 use crate::disk::install_target;
-use crate::disk::skip_list::SkipList;
+use crate::disk::node_disks::NodeDisks;
 use crate::disk::DiskPolicy;
-use crate::errors::RestError;
 use crate::state::AgentContext;
 
 /// Where a deploy looks for its install device, under `policy` (from
@@ -26,20 +23,15 @@ pub fn install_scope<'a>(cfg: &'a Config, policy: &'a DiskPolicy) -> install_tar
     }
 }
 
-pub fn install_device(ctx: &AgentContext) -> Result<PathBuf, RestError> {
+pub fn install_device(ctx: &AgentContext) -> Result<PathBuf, DeployError> {
     if let Some(prepared) = ctx.prepared() {
         return Ok(prepared.device);
     }
-    let node: Map<String, Value> = ctx
-        .node()
-        .and_then(|n| serde_json::to_value(n).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
+    let disks = match ctx.node() {
+        Some(node) => NodeDisks::of(&node).map_err(DeployError::InvalidParams)?,
+        None => NodeDisks::default(),
+    };
     let cfg = &ctx.config;
-    let skip = SkipList::from_node(&node).map_err(RestError::invalid_params)?;
     let policy = cfg.disk_policy();
-    Ok(
-        install_target::install_device(install_scope(cfg, &policy), &skip, hints(&node).as_ref())?
-            .path,
-    )
+    Ok(install_target::install_device(install_scope(cfg, &policy), &disks)?.path)
 }

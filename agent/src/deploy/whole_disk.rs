@@ -6,55 +6,38 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use ferrite_protocol::LookupNode;
 use serde_json::{json, Map, Value};
 use tracing::info;
 
-use super::stream::{http_client, md5_enabled, stream_image, StreamFailure};
-use super::{configdrive, partition_image, ImageInfo};
+use super::stream::{http_client, stream_image, StreamFailure};
+use super::{configdrive, partition_image, DeployError, ImageInfo};
 use crate::command_progress::CommandProgress;
 use crate::disk::install_target::install_device;
-use crate::errors::RestError;
+use crate::disk::node_disks::NodeDisks;
 use crate::state::{AgentContext, PreparedImage};
-
-/// Root device hints from the node: `instance_info.root_device`, else `properties.root_device`.
-pub(crate) fn hints(node: &Map<String, Value>) -> Option<Map<String, Value>> {
-    ["instance_info", "properties"]
-        .iter()
-        .filter_map(|k| node.get(*k)?.get("root_device")?.as_object().cloned())
-        .find(|h| !h.is_empty())
-}
 
 /// `standby.prepare_image`: whole-disk images here, partition images in
 /// `partition_image`. Returns IPA's message.
 pub fn prepare_image(
     ctx: &Arc<AgentContext>,
-    node: &Map<String, Value>,
-    image_info: &Value,
+    node: &LookupNode,
+    info: &ImageInfo,
     configdrive: Option<&Value>,
     progress: &CommandProgress,
-) -> Result<String, RestError> {
-    let info = ImageInfo::parse(image_info, md5_enabled(ctx))?;
+) -> Result<String, DeployError> {
     let configdrive = configdrive.filter(|c| !c.is_null());
-    let node_uuid = node
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let node_uuid = node.uuid.clone();
     let cfg = &ctx.config;
-    let skip =
-        crate::disk::skip_list::SkipList::from_node(node).map_err(RestError::invalid_params)?;
+    let disks = NodeDisks::of(node).map_err(DeployError::InvalidParams)?;
     let policy = cfg.disk_policy();
-    let device = install_device(
-        super::target::install_scope(cfg, &policy),
-        &skip,
-        hints(node).as_ref(),
-    )?;
-    if info.image_type.as_deref() == Some("partition") {
+    let device = install_device(super::target::install_scope(cfg, &policy), &disks)?;
+    if let Some(params) = &info.partition {
         info!(image = %info.id, device = %device.path.display(), size = device.size, "deploying partition image");
         return partition_image::prepare(
             ctx,
-            &info,
-            image_info,
+            info,
+            params,
             &device.path,
             configdrive,
             &node_uuid,
@@ -75,7 +58,7 @@ pub fn prepare_image(
         None => None,
     };
     let dev = device.path.display().to_string();
-    let report = match stream_image(ctx, &info, &device.path, None, &dev, progress) {
+    let report = match stream_image(ctx, info, &device.path, None, &dev, progress) {
         Ok(report) => report,
         Err(StreamFailure {
             error: e,
@@ -84,12 +67,7 @@ pub fn prepare_image(
             // Bytes that failed verification (or a stream that broke off in
             // the middle) must not boot: make the disk blank to firmware.
             // An image refused from its first bytes wrote nothing.
-            if target_touched
-                && matches!(
-                    e.kind,
-                    "ImageChecksumError" | "InvalidImage" | "ImageWriteError"
-                )
-            {
+            if target_touched && e.leaves_unverified_bytes() {
                 match crate::disk::wipe::wipe_device(&device.path) {
                     Ok(_) => {
                         tracing::warn!(device = %dev, "unverified image made unbootable (metadata wiped)")
@@ -110,7 +88,7 @@ pub fn prepare_image(
         // IPA fails the deploy here too (InstanceDeployFailure); an image
         // whose GPT does not validate is not one to boot.
         Err(e) => {
-            return Err(RestError::image_write(
+            return Err(DeployError::write(
                 &dev,
                 format!("the image's GPT could not be fixed up: {e}"),
             ))
@@ -119,7 +97,7 @@ pub fn prepare_image(
     if let Some(iso) = &iso {
         configdrive::write_whole_disk(&device.path, iso, &node_uuid)?;
     }
-    let root_uuid = disk_identifier(&device.path).map_err(|e| RestError::image_write(&dev, e))?;
+    let root_uuid = disk_identifier(&device.path).map_err(|e| DeployError::write(&dev, e))?;
     ctx.set_prepared(PreparedImage {
         device: device.path.clone(),
         root_uuid: root_uuid.clone(),

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::BlockDevice;
-use crate::loose::value_as_bool;
+use ferrite_protocol::loose::value_as_bool;
 
 const STRING_KEYS: &[&str] = &[
     "model",

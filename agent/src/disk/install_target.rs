@@ -6,13 +6,11 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
-
+use super::node_disks::NodeDisks;
 use super::raid::{root_volume, running};
 use super::root::choose_install_device;
 use super::skip_list::SkipList;
 use super::{list_block_devices, BlockDevice, DiskPolicy};
-use crate::errors::RestError;
 
 /// Where the agent looks.
 #[derive(Clone, Copy)]
@@ -43,9 +41,12 @@ pub fn candidates(scope: Scope<'_>, skip: &SkipList) -> Vec<BlockDevice> {
 
 pub fn install_device(
     scope: Scope<'_>,
-    skip: &SkipList,
-    hints: Option<&Map<String, Value>>,
-) -> Result<BlockDevice, RestError> {
-    let devices = candidates(scope, skip);
-    choose_install_device(&devices, hints, &root_volume::load(scope.run_dir))
+    node: &NodeDisks,
+) -> Result<BlockDevice, super::root::DeviceNotFound> {
+    let devices = candidates(scope, &node.skip);
+    choose_install_device(
+        &devices,
+        node.hints.as_ref(),
+        &root_volume::load(scope.run_dir),
+    )
 }

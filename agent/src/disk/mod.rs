@@ -17,6 +17,7 @@ pub mod links;
 pub mod md;
 pub mod mkfs;
 pub mod mounts;
+pub mod node_disks;
 pub mod nvme;
 pub mod partitions;
 pub mod raid;

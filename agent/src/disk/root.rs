@@ -4,9 +4,14 @@
 use serde_json::{Map, Value};
 
 use super::{BlockDevice, RootDeviceHints};
-use crate::errors::RestError;
 
 const MIN_ROOT_SIZE: u64 = 4 << 30;
+
+/// No disk fits: the text names the hints and every disk seen (IPA's
+/// `DeviceNotFound` details).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DeviceNotFound(pub String);
 
 fn describe(devices: &[BlockDevice]) -> String {
     if devices.is_empty() {
@@ -30,18 +35,17 @@ fn describe(devices: &[BlockDevice]) -> String {
 pub fn choose_root_device(
     devices: &[BlockDevice],
     hints: Option<&Map<String, Value>>,
-) -> Result<BlockDevice, RestError> {
+) -> Result<BlockDevice, DeviceNotFound> {
     let usable: Vec<&BlockDevice> = devices.iter().filter(|d| !d.read_only).collect();
     if let Some(raw) = hints.filter(|h| !h.is_empty()) {
-        let parsed = RootDeviceHints::parse(raw).map_err(|e| {
-            RestError::device_not_found(format!("{e}; disks seen: {}", describe(devices)))
-        })?;
+        let parsed = RootDeviceHints::parse(raw)
+            .map_err(|e| DeviceNotFound(format!("{e}; disks seen: {}", describe(devices))))?;
         return usable
             .iter()
             .find(|d| parsed.matches(d))
             .map(|d| (*d).clone())
             .ok_or_else(|| {
-                RestError::device_not_found(format!(
+                DeviceNotFound(format!(
                     "No suitable device was found for deployment using these hints {}; disks seen: {}",
                     Value::Object(raw.clone()),
                     describe(devices)
@@ -51,7 +55,7 @@ pub fn choose_root_device(
     smallest_root(usable, |d| (d.size, d.name.as_str()))
         .cloned()
         .ok_or_else(|| {
-            RestError::device_not_found(format!(
+            DeviceNotFound(format!(
                 "No suitable device was found for deployment - root device hints were not provided and all found block devices are smaller than 4GiB; disks seen: {}",
                 describe(devices)
             ))
@@ -79,7 +83,7 @@ pub fn choose_install_device(
     devices: &[BlockDevice],
     hints: Option<&Map<String, Value>>,
     root_volumes: &super::raid::root_volume::RootVolumes,
-) -> Result<BlockDevice, RestError> {
+) -> Result<BlockDevice, DeviceNotFound> {
     if let Some(root) = devices
         .iter()
         .find(|d| root_volumes.get(&d.path) == Some(&true))
@@ -147,7 +151,7 @@ mod tests {
         ];
         assert_eq!(choose_root_device(&devs, None).unwrap().name, "sdc");
         let err = choose_root_device(&[dev("sdb", 3, false)], None).unwrap_err();
-        assert!(err.details.contains("/dev/sdb"), "{}", err.details);
+        assert!(err.0.contains("/dev/sdb"), "{}", err.0);
     }
 
     #[test]
@@ -160,18 +164,10 @@ mod tests {
         );
         let missing = json!({"name": "/dev/sdx"});
         let err = choose_root_device(&devs, missing.as_object()).unwrap_err();
-        assert!(
-            err.details.contains("disks seen: /dev/sda"),
-            "{}",
-            err.details
-        );
+        assert!(err.0.contains("disks seen: /dev/sda"), "{}", err.0);
         let unknown = json!({"colour": "red"});
         let err = choose_root_device(&devs, unknown.as_object()).unwrap_err();
-        assert!(
-            err.details.contains("unknown root device hint"),
-            "{}",
-            err.details
-        );
+        assert!(err.0.contains("unknown root device hint"), "{}", err.0);
     }
 
     /// Root device hints on a captured QEMU guest (NVMe, SCSI, two virtio

@@ -21,9 +21,16 @@ impl SkipList {
     /// skips nothing. A malformed list is an error: guessing could erase a
     /// disk the operator meant to keep.
     pub fn from_node(node: &Map<String, Value>) -> Result<Self, String> {
-        let raw = node
-            .get("properties")
-            .and_then(|p| p.get("skip_block_devices"))
+        match node.get("properties").and_then(Value::as_object) {
+            Some(properties) => Self::from_properties(properties),
+            None => Ok(Self::default()),
+        }
+    }
+
+    /// [`SkipList::from_node`] from the node's typed `properties`.
+    pub fn from_properties(properties: &Map<String, Value>) -> Result<Self, String> {
+        let raw = properties
+            .get("skip_block_devices")
             .filter(|v| !v.is_null());
         let Some(raw) = raw else {
             return Ok(Self::default());

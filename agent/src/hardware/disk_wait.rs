@@ -24,10 +24,9 @@ use serde_json::{Map, Value};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::deploy::whole_disk::hints;
 use crate::disk::install_target::install_device;
+use crate::disk::node_disks::NodeDisks;
 use crate::disk::{BlockDevice, DiskPolicy};
-use crate::errors::RestError;
 use crate::state::AgentContext;
 
 /// How many looks, and the pause between two of them.
@@ -70,7 +69,7 @@ pub enum WaitOutcome {
 /// pause (tests count it instead of sleeping).
 pub fn wait_with(
     wait: DiskWait,
-    mut probe: impl FnMut() -> Result<BlockDevice, RestError>,
+    mut probe: impl FnMut() -> Result<BlockDevice, String>,
     mut sleep: impl FnMut(Duration),
 ) -> WaitOutcome {
     if wait.attempts == 0 {
@@ -92,7 +91,7 @@ pub fn wait_with(
                 info!(
                     attempt,
                     attempts = wait.attempts,
-                    reason = %e.details,
+                    reason = %e,
                     "Still waiting for the root device to appear"
                 );
                 if attempt < wait.attempts {
@@ -117,24 +116,19 @@ pub fn wait_with(
 }
 
 /// The disk a deploy would pick now (IPA's `get_os_install_device`).
-fn root_disk(cfg: &Config, node: Option<&Map<String, Value>>) -> Result<BlockDevice, RestError> {
-    let skip = match node {
-        Some(node) => {
-            crate::disk::skip_list::SkipList::from_node(node).map_err(RestError::invalid_params)?
-        }
-        None => Default::default(),
+fn root_disk(cfg: &Config, node: Option<&LookupNode>) -> Result<BlockDevice, String> {
+    let disks = match node {
+        Some(node) => NodeDisks::of(node)?,
+        None => NodeDisks::default(),
     };
     let policy = cfg.disk_policy();
-    install_device(
-        crate::deploy::target::install_scope(cfg, &policy),
-        &skip,
-        node.and_then(hints).as_ref(),
-    )
+    install_device(crate::deploy::target::install_scope(cfg, &policy), &disks)
+        .map_err(|e| e.to_string())
 }
 
 /// Wait (blocking) for the root disk of `node`, or with no node for any
 /// disk a deploy could use.
-pub fn wait_for_disks(cfg: &Config, node: Option<&Map<String, Value>>) -> WaitOutcome {
+pub fn wait_for_disks(cfg: &Config, node: Option<&LookupNode>) -> WaitOutcome {
     if matches!(cfg.disk_policy(), DiskPolicy::Only(ref list) if list.is_empty()) {
         debug!(
             "no disk may be used (ferrite-disks is unset outside a ramdisk): not waiting for one"
@@ -152,16 +146,12 @@ pub fn wait_for_disks(cfg: &Config, node: Option<&Map<String, Value>>) -> WaitOu
 /// node than the one it had, wait for that node's root disk. Blocking.
 pub fn cache_node(ctx: &AgentContext, node: LookupNode) -> Option<WaitOutcome> {
     let new_node = ctx.node().is_none_or(|cached| cached.uuid != node.uuid);
-    let uuid = node.uuid.clone();
-    let as_map = serde_json::to_value(&node)
-        .ok()
-        .and_then(|v| v.as_object().cloned());
-    ctx.set_node(node);
+    ctx.set_node(node.clone());
     if !new_node {
         return None;
     }
-    info!(node = %uuid, "Cached node, waiting for its root device to appear");
-    Some(wait_for_disks(&ctx.config, as_map.as_ref()))
+    info!(node = %node.uuid, "Cached node, waiting for its root device to appear");
+    Some(wait_for_disks(&ctx.config, Some(&node)))
 }
 
 /// [`cache_node`] for the node a step command carries; one without a
@@ -201,7 +191,7 @@ mod tests {
                 looks.set(looks.get() + 1);
                 match appears_at {
                     Some(n) if looks.get() >= n => Ok(disk("sdb")),
-                    _ => Err(RestError::device_not_found("no disk yet")),
+                    _ => Err("no disk yet".to_string()),
                 }
             },
             |d| slept.push(d),
@@ -366,11 +356,11 @@ mod tests {
             disk_wait_delay: Duration::ZERO,
             ..Config::default()
         };
-        let node = |hints: Value| {
-            serde_json::json!({"uuid": "u", "properties": {"root_device": hints}})
-                .as_object()
-                .cloned()
-                .unwrap_or_default()
+        let node = |hints: Value| -> LookupNode {
+            serde_json::from_value(
+                serde_json::json!({"uuid": "u", "properties": {"root_device": hints}}),
+            )
+            .unwrap()
         };
         assert!(matches!(
             wait_for_disks(&cfg, None),

@@ -565,10 +565,16 @@ fn write_image(call: &StepCall) -> Result<Value, RestError> {
         .args
         .get("image_info")
         .ok_or_else(|| RestError::invalid_params("write_image needs image_info"))?;
+    let info =
+        crate::deploy::ImageInfo::parse(image_info, crate::deploy::stream::md5_enabled(&call.ctx))
+            .map_err(crate::deploy::DeployError::from)?;
+    let node: ferrite_protocol::LookupNode =
+        serde_json::from_value(Value::Object(call.node.clone()))
+            .map_err(|e| RestError::invalid_params(format!("write_image: the node: {e}")))?;
     let message = crate::deploy::prepare_image(
         &call.ctx,
-        &call.node,
-        image_info,
+        &node,
+        &info,
         call.args.get("configdrive"),
         &call.progress,
     )?;

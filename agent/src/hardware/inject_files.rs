@@ -48,7 +48,7 @@ pub fn inject_files(call: &StepCall) -> Result<Value, RestError> {
     // agent's own setting (an `ipa-insecure=1` agent stays insecure).
     let verify_ca = match call.args.get("verify_ca").filter(|v| !v.is_null()) {
         None => true,
-        Some(v) => crate::loose::value_as_bool(v).ok_or_else(|| {
+        Some(v) => ferrite_protocol::loose::value_as_bool(v).ok_or_else(|| {
             RestError::invalid_params(format!("verify_ca must be a boolean, got {v}"))
         })?,
     };

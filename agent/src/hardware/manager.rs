@@ -72,7 +72,7 @@ impl StepCall {
     pub fn bool_setting(&self, key: &str, default: bool) -> Result<bool, RestError> {
         match self.setting(key) {
             None => Ok(default),
-            Some(v) => crate::loose::value_as_bool(v).ok_or_else(|| {
+            Some(v) => ferrite_protocol::loose::value_as_bool(v).ok_or_else(|| {
                 RestError::invalid_params(format!("{key} must be a boolean, got {v}"))
             }),
         }

@@ -48,116 +48,33 @@ pub struct SourceConfig {
     pub proxies: Option<Proxies>,
 }
 
-/// The proxies Ironic asks for (`driver_info.image_http_proxy`,
-/// `image_https_proxy`, `image_no_proxy`), parsed once. A proxy URL may
-/// carry credentials: `Debug` and [`Proxies::describe`] never show them.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Proxies {
-    /// For `http://` image URLs.
-    pub http: Option<Url>,
-    /// For `https://` image URLs (a CONNECT tunnel).
-    pub https: Option<Url>,
-    /// Hosts reached directly: comma-separated names (a name also covers
-    /// its subdomains), IP addresses, CIDR ranges, or `*` (as `no_proxy`).
-    pub no_proxy: Option<String>,
-}
+pub use ferrite_protocol::image_info::{Proxies, ProxyError};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("proxy {which:?}: {reason}")]
-pub struct ProxyError {
-    pub which: String,
-    pub reason: String,
-}
-
-impl Proxies {
-    /// One proxy URL as Ironic allows it: `http(s)://…` or no scheme at
-    /// all (then `http://`, as requests does).
-    pub fn parse_url(which: &str, raw: &str) -> Result<Url, ProxyError> {
-        let err = |reason: String| ProxyError {
+/// Install `proxies`, and only these, on a client.
+fn apply_proxies(
+    proxies: &Proxies,
+    builder: reqwest::ClientBuilder,
+) -> Result<reqwest::ClientBuilder, ProxyError> {
+    let no_proxy = || {
+        proxies
+            .no_proxy
+            .as_deref()
+            .and_then(reqwest::NoProxy::from_string)
+    };
+    let mut builder = builder.no_proxy();
+    for (which, url) in [("http", &proxies.http), ("https", &proxies.https)] {
+        let Some(url) = url else { continue };
+        let proxy = match which {
+            "http" => reqwest::Proxy::http(url.as_str()),
+            _ => reqwest::Proxy::https(url.as_str()),
+        }
+        .map_err(|e| ProxyError {
             which: which.to_string(),
-            reason,
-        };
-        let raw = raw.trim();
-        let with_scheme = if raw.contains("://") {
-            raw.to_string()
-        } else {
-            format!("http://{raw}")
-        };
-        // The parse error would not echo the URL, but keep it generic anyway:
-        // the text may hold a password.
-        let url = Url::parse(&with_scheme).map_err(|e| err(format!("not a URL ({e})")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(err(format!(
-                "scheme {:?} is not supported (http or https)",
-                url.scheme()
-            )));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(err("no host".into()));
-        }
-        Ok(url)
+            reason: e.to_string(),
+        })?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy()));
     }
-
-    /// `scheme://host:port`, with `***@` where credentials were: for logs.
-    pub fn describe_url(url: &Url) -> String {
-        let creds = if url.username().is_empty() && url.password().is_none() {
-            ""
-        } else {
-            "***@"
-        };
-        format!(
-            "{}://{creds}{}:{}",
-            url.scheme(),
-            url.host_str().unwrap_or_default(),
-            url.port_or_known_default().unwrap_or_default()
-        )
-    }
-
-    /// The proxy an image URL of this scheme goes through, if any (the
-    /// `no_proxy` list aside).
-    pub fn for_scheme(&self, scheme: &str) -> Option<&Url> {
-        match scheme {
-            "http" => self.http.as_ref(),
-            "https" => self.https.as_ref(),
-            _ => None,
-        }
-    }
-
-    /// Install these proxies, and only these, on a client.
-    pub fn apply(
-        &self,
-        builder: reqwest::ClientBuilder,
-    ) -> Result<reqwest::ClientBuilder, ProxyError> {
-        let no_proxy = || {
-            self.no_proxy
-                .as_deref()
-                .and_then(reqwest::NoProxy::from_string)
-        };
-        let mut builder = builder.no_proxy();
-        for (which, url) in [("http", &self.http), ("https", &self.https)] {
-            let Some(url) = url else { continue };
-            let proxy = match which {
-                "http" => reqwest::Proxy::http(url.as_str()),
-                _ => reqwest::Proxy::https(url.as_str()),
-            }
-            .map_err(|e| ProxyError {
-                which: which.to_string(),
-                reason: e.to_string(),
-            })?;
-            builder = builder.proxy(proxy.no_proxy(no_proxy()));
-        }
-        Ok(builder)
-    }
-}
-
-impl std::fmt::Debug for Proxies {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxies")
-            .field("http", &self.http.as_ref().map(Self::describe_url))
-            .field("https", &self.https.as_ref().map(Self::describe_url))
-            .field("no_proxy", &self.no_proxy)
-            .finish()
-    }
+    Ok(builder)
 }
 
 /// A client for the agent's downloads: rustls, the extra CA bundle if
@@ -189,9 +106,7 @@ pub fn client_builder(
         }
     }
     if let Some(p) = proxies {
-        builder = p
-            .apply(builder)
-            .map_err(|e| ImageError::Source(e.to_string()))?;
+        builder = apply_proxies(p, builder).map_err(|e| ImageError::Source(e.to_string()))?;
     }
     Ok(builder)
 }

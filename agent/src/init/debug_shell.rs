@@ -73,7 +73,7 @@ impl DebugShell {
     /// says why not in the log.
     pub fn from_params(params: &BTreeMap<String, String>) -> Option<Self> {
         let value = params.get(PARAM)?;
-        match crate::loose::bool_word(value) {
+        match ferrite_protocol::loose::bool_word(value) {
             Some(true) => {}
             Some(false) => return None,
             None => {

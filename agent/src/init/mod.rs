@@ -43,7 +43,7 @@ pub fn run() -> ! {
     // ipa-debug: debug level, on every console (the agent does the same).
     let debug = params
         .get("ipa-debug")
-        .and_then(|v| crate::loose::bool_word(v))
+        .and_then(|v| ferrite_protocol::loose::bool_word(v))
         .unwrap_or(false);
     let _ = tracing_subscriber::fmt()
         .with_ansi(false)

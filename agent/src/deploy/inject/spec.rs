@@ -175,7 +175,7 @@ fn parse_one(
     }
     let deleted = match fl.get("deleted") {
         None | Some(Value::Null) => false,
-        Some(v) => crate::loose::value_as_bool(v).unwrap_or_else(|| {
+        Some(v) => ferrite_protocol::loose::value_as_bool(v).unwrap_or_else(|| {
             failures.push(format!("deleted must be a boolean in {entry}"));
             false
         }),

@@ -132,7 +132,7 @@ impl Preference {
     /// empty or a false word (`0`, `off`, ...) is off.
     pub fn parse(value: &str) -> Result<Self, String> {
         let value = value.trim();
-        if value.is_empty() || crate::loose::bool_word(value) == Some(false) {
+        if value.is_empty() || ferrite_protocol::loose::bool_word(value) == Some(false) {
             return Ok(Self::default());
         }
         let mut list = [None; 3];

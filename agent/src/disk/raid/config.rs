@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::disk::md::{superblock::NAME_LEN, Level};
 use crate::disk::RootDeviceHints;
-use crate::loose::value_as_bool;
+use ferrite_protocol::loose::value_as_bool;
 
 /// `size_gb`: GiB, or the rest of the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

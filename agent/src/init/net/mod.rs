@@ -96,7 +96,7 @@ impl NetParams {
             }
         }
         if let Some(v) = params.get("ipa-inspection-dhcp-all-interfaces") {
-            match crate::loose::bool_word(v) {
+            match ferrite_protocol::loose::bool_word(v) {
                 Some(b) => p.all_interfaces = b,
                 None => warn!("ipa-inspection-dhcp-all-interfaces={v:?} is not a boolean; ignored"),
             }
