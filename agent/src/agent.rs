@@ -17,7 +17,7 @@ use crate::commands;
 use crate::config::{Config, TlsVersion};
 use crate::hardware::disk_wait::{cache_node, wait_for_disks};
 use crate::hardware::generic::GenericHardwareManager;
-use crate::hardware::nics::list_nics;
+use crate::hardware::nics;
 use crate::hardware::HardwareManagers;
 use crate::ironic::heartbeat::Heartbeater;
 use crate::ironic::lookup::lookup_node;
@@ -240,23 +240,33 @@ async fn hold_rescued() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// MACs to look up with: `BOOTIF` first, then every Ethernet NIC.
+/// MACs to look up with: `BOOTIF` first, then the inventory's NICs'.
+/// IPA's lookup sends its inventory's MACs, so a MAC the inventory does not
+/// report (a bridge's, a veth's) is not looked up with either: Ironic then
+/// knows the node by the same ports at lookup and at inspection. A host
+/// with only virtual NICs has none to send, as under IPA; without BOOTIF
+/// the wait below runs out and the agent says why.
+fn lookup_macs(boot_mac: Option<&str>, sysfs: &Path) -> Vec<String> {
+    let mut macs: Vec<String> = boot_mac.into_iter().map(str::to_string).collect();
+    for nic in nics::list(sysfs) {
+        if !macs.contains(&nic.mac) {
+            macs.push(nic.mac);
+        }
+    }
+    macs
+}
+
 async fn wait_for_macs(cfg: &Config) -> anyhow::Result<Vec<String>> {
     let deadline = tokio::time::Instant::now() + NIC_WAIT;
     loop {
-        let mut macs: Vec<String> = cfg.boot_mac.iter().cloned().collect();
-        for nic in list_nics(&cfg.sysfs_root) {
-            if !macs.contains(&nic.mac) {
-                macs.push(nic.mac);
-            }
-        }
+        let macs = lookup_macs(cfg.boot_mac.as_deref(), &cfg.sysfs_root);
         if !macs.is_empty() {
             info!(macs = %macs.join(","), "network interfaces found");
             return Ok(macs);
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(
-                "no network interface with a MAC address under {} and no BOOTIF",
+                "no physical, bond or VLAN interface with a MAC address under {} and no BOOTIF",
                 cfg.sysfs_root.join("class/net").display()
             );
         }
@@ -314,5 +324,82 @@ fn is_link_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::fs;
+
+    use super::*;
+    use crate::hardware::inventory::net;
+
+    fn inventory_macs(sysfs: &Path) -> BTreeSet<String> {
+        net::collect(sysfs, &net::Addresses::new())
+            .into_iter()
+            .map(|i| i.mac_address)
+            .collect()
+    }
+
+    fn iface(sysfs: &Path, name: &str, mac: &str, device: bool) {
+        let dir = sysfs.join("class/net").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("address"), format!("{mac}\n")).unwrap();
+        fs::write(dir.join("type"), "1\n").unwrap();
+        if device {
+            fs::create_dir_all(dir.join("device")).unwrap();
+        }
+    }
+
+    /// The bug this listing fixed: virtual NICs' MACs were looked up with
+    /// but not reported, so a host with nothing else posted an inventory
+    /// with no interfaces (which Ironic's inspection schema rejects) after
+    /// a lookup with MACs. Now both have none.
+    #[test]
+    fn only_virtual_nics_give_lookup_and_inventory_the_same_no_macs() {
+        let root = tempfile::tempdir().unwrap();
+        let sys = root.path();
+        iface(sys, "lo", "00:00:00:00:00:00", false);
+        iface(sys, "ifb0", "76:f5:50:cb:3b:1a", false);
+        iface(sys, "virbr0", "52:54:00:00:00:09", false);
+        iface(sys, "veth0", "52:54:00:00:00:0a", false);
+        assert!(lookup_macs(None, sys).is_empty());
+        assert!(inventory_macs(sys).is_empty());
+    }
+
+    #[test]
+    fn lookup_sends_the_inventorys_macs() {
+        let root = tempfile::tempdir().unwrap();
+        let sys = root.path();
+        iface(sys, "eth0", "52:54:00:00:00:01", true);
+        iface(sys, "eth1", "52:54:00:00:00:02", true);
+        iface(sys, "eth0.100", "52:54:00:00:00:01", false);
+        iface(sys, "virbr0", "52:54:00:00:00:09", false);
+        iface(sys, "usb0", "fa:16:3e:00:00:03", true);
+        let macs = lookup_macs(None, sys);
+        assert_eq!(macs, ["52:54:00:00:00:01", "52:54:00:00:00:02"]);
+        assert_eq!(
+            macs.into_iter().collect::<BTreeSet<_>>(),
+            inventory_macs(sys)
+        );
+        // BOOTIF leads.
+        let macs = lookup_macs(Some("52:54:00:00:00:02"), sys);
+        assert_eq!(macs, ["52:54:00:00:00:02", "52:54:00:00:00:01"]);
+    }
+
+    /// The captured CI machine: eth0 and two `ifb`s. The lookup used to send
+    /// the `ifb`s' MACs too.
+    #[test]
+    fn captured_ci_vm_looks_up_with_its_inventorys_macs() {
+        for machine in ["ferrite-ci-vm", "ferrite-ci-host"] {
+            let sys = crate::hardware::inventory::fixture(machine).sysfs;
+            let macs = lookup_macs(None, &sys);
+            assert_eq!(macs, ["02:fc:00:00:00:01"], "{machine}");
+            assert_eq!(
+                macs.into_iter().collect::<BTreeSet<_>>(),
+                inventory_macs(&sys)
+            );
+        }
     }
 }

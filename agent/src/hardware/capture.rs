@@ -489,7 +489,7 @@ fn bring_links_up(sysfs: &Path) {
     use std::time::Duration;
     use tracing::warn;
 
-    let nics = crate::init::net::link::physical_nics(sysfs);
+    let nics = crate::init::net::link::openable_nics(sysfs);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ferrite_protocol::inventory::Interface;
-use ferrite_protocol::node::normalize_mac;
+
+use crate::hardware::nics::{self, Nic};
 
 fn read_trim(path: &Path) -> Option<String> {
     fs::read_to_string(path)
@@ -26,8 +27,9 @@ fn is_pci_address(s: &str) -> bool {
         && s.chars().filter(|c| c.is_ascii_hexdigit()).count() == 9
 }
 
-/// What [`collect`] (and the lookup's and PID 1's NIC lists) read under
-/// `<sysfs>/class/net/<name>/`; the hardware capture records exactly these.
+/// What [`collect`] and `hardware::nics` (the lookup's and PID 1's NIC
+/// list) read under `<sysfs>/class/net/<name>/`; the hardware capture
+/// records exactly these.
 pub const SYSFS_NET_FILES: &[&str] = &[
     "address",
     "type",
@@ -79,22 +81,13 @@ pub fn live_addresses() -> Addresses {
     out
 }
 
-/// Physical NICs, bonds and VLANs (IPA's `list_interfaces`), with a MAC.
+/// The machine's NICs (`hardware::nics::list`, IPA's `list_interfaces`:
+/// physical NICs, bonds and VLANs) with their hardware facts.
 pub fn collect(sysfs: &Path, addresses: &Addresses) -> Vec<Interface> {
-    let Ok(entries) = fs::read_dir(sysfs.join("class/net")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<Interface> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let dir = entry.path();
-            let kept =
-                dir.join("device").exists() || dir.join("bonding").exists() || name.contains('.');
-            if name == "lo" || !kept {
-                return None;
-            }
-            let mac = normalize_mac(&read_trim(&dir.join("address"))?)?;
+    nics::list(sysfs)
+        .into_iter()
+        .map(|Nic { name, mac, .. }| {
+            let dir = sysfs.join("class/net").join(&name);
             let device = fs::canonicalize(dir.join("device")).ok();
             let pci_address = device.as_ref().and_then(|p| {
                 p.ancestors()
@@ -107,7 +100,7 @@ pub fn collect(sysfs: &Path, addresses: &Addresses) -> Vec<Interface> {
                 .ok()
                 .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()));
             let (ipv4, ipv6) = addresses.get(&name).cloned().unwrap_or_default();
-            Some(Interface {
+            Interface {
                 mac_address: mac,
                 ipv4_address: ipv4,
                 ipv6_address: ipv6,
@@ -124,11 +117,9 @@ pub fn collect(sysfs: &Path, addresses: &Addresses) -> Vec<Interface> {
                 pci_address,
                 driver,
                 name,
-            })
+            }
         })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,22 +8,7 @@ use anyhow::Context;
 use rtnetlink::packet_route::address::{AddressAttribute, CacheInfo};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Nic {
-    pub name: String,
-    pub ifindex: u32,
-    /// Lower-case `aa:bb:...`.
-    pub mac: String,
-}
-
-impl Nic {
-    pub fn mac_bytes(&self) -> Vec<u8> {
-        self.mac
-            .split(':')
-            .filter_map(|b| u8::from_str_radix(b, 16).ok())
-            .collect()
-    }
-}
+pub use crate::hardware::nics::Nic;
 
 fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
@@ -31,29 +16,26 @@ fn read(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Ethernet NICs backed by a device (not lo, bridges, veth, ...), by name.
-pub fn physical_nics(sysfs: &Path) -> Vec<Nic> {
-    let Ok(entries) = std::fs::read_dir(sysfs.join("class/net")) else {
-        return Vec::new();
-    };
-    let mut nics: Vec<Nic> = entries
-        .flatten()
-        .filter_map(|e| {
-            let dir = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if read(&dir.join("type")).as_deref() != Some("1") || !dir.join("device").exists() {
-                return None;
-            }
-            Some(Nic {
-                ifindex: read(&dir.join("ifindex"))?.parse().ok()?,
-                mac: read(&dir.join("address"))?.to_ascii_lowercase(),
-                name,
-            })
+/// The NICs PID 1 may open, by name: of the one listing's interfaces
+/// (`hardware::nics::scan`), the Ethernet ones backed by a device whose
+/// driver is bound. VLANs and bonds are PID 1's own to make, not to find.
+/// `scan`, not `list`: a NIC whose MAC IPA keeps from Ironic (`fa:...`)
+/// still needs an address.
+pub fn openable_nics(sysfs: &Path) -> Vec<Nic> {
+    crate::hardware::nics::scan(sysfs)
+        .into_iter()
+        .filter(|n| {
+            n.ifindex != 0
+                && crate::hardware::nics::is_physical(sysfs, &n.name)
+                && read(&sysfs.join("class/net").join(&n.name).join("type")).as_deref()
+                    == Some(ARPHRD_ETHER)
+                && driver_bound(sysfs, &n.name)
         })
-        .collect();
-    nics.sort_by(|a, b| a.name.cmp(&b.name));
-    nics
+        .collect()
 }
+
+/// ARPHRD_ETHER: DHCP here speaks Ethernet frames.
+const ARPHRD_ETHER: &str = "1";
 
 /// Whether the NIC's driver has finished probing its device: the kernel
 /// links `device/driver` only once probe returns. Some drivers register
@@ -199,5 +181,52 @@ mod driver_tests {
         std::os::unix::fs::symlink(&drv, dev.join("driver")).unwrap();
         assert!(driver_bound(root.path(), "eth0"));
         assert!(!driver_bound(root.path(), "eth9"));
+    }
+}
+
+#[cfg(test)]
+mod openable_tests {
+    use std::fs;
+
+    use super::*;
+
+    /// `class/net/<name>` with a MAC, a link type and an ifindex; with
+    /// `driver`, a device whose driver is bound; with `Some("")`, a device
+    /// still probing.
+    fn iface(root: &Path, name: &str, mac: &str, link_type: &str, driver: Option<&str>) {
+        let net = root.join("class/net").join(name);
+        fs::create_dir_all(&net).unwrap();
+        fs::write(net.join("address"), format!("{mac}\n")).unwrap();
+        fs::write(net.join("type"), format!("{link_type}\n")).unwrap();
+        fs::write(net.join("ifindex"), "7\n").unwrap();
+        if let Some(driver) = driver {
+            let dev = root.join("devices").join(name);
+            fs::create_dir_all(&dev).unwrap();
+            std::os::unix::fs::symlink(&dev, net.join("device")).unwrap();
+            if !driver.is_empty() {
+                let drv = root.join("bus/pci/drivers").join(driver);
+                fs::create_dir_all(&drv).unwrap();
+                std::os::unix::fs::symlink(&drv, dev.join("driver")).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn pid1_opens_bound_ethernet_devices_of_the_one_listing() {
+        let root = tempfile::tempdir().unwrap();
+        let sys = root.path();
+        iface(sys, "eth0", "52:54:00:00:00:01", "1", Some("virtio_net"));
+        iface(sys, "eth1", "52:54:00:00:00:02", "1", Some(""));
+        iface(sys, "usb0", "fa:16:3e:00:00:03", "1", Some("cdc_ether"));
+        iface(sys, "wwan0", "52:54:00:00:00:04", "519", Some("qmi"));
+        iface(sys, "eth0.100", "52:54:00:00:00:01", "1", None);
+        iface(sys, "veth0", "52:54:00:00:00:05", "1", None);
+        iface(sys, "eth2", "52:54:00:00:00:06", "1", Some("e1000"));
+        fs::remove_file(sys.join("class/net/eth2/ifindex")).unwrap();
+        let names: Vec<String> = openable_nics(sys).into_iter().map(|n| n.name).collect();
+        // eth1 is probing, wwan0 is not Ethernet, eth0.100 and veth0 are not
+        // devices, eth2 has no index to open it by.
+        assert_eq!(names, ["eth0", "usb0"]);
+        assert_eq!(openable_nics(sys)[0].ifindex, 7);
     }
 }

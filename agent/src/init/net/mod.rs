@@ -314,8 +314,7 @@ async fn start_vlans(
 ) {
     let deadline = Instant::now() + params.link_wait;
     let nics = loop {
-        let mut nics = link::physical_nics(&params.sysfs);
-        nics.retain(|n| link::driver_bound(&params.sysfs, &n.name));
+        let nics = link::openable_nics(&params.sysfs);
         let all_named = vlan::named_parents(&spec)
             .iter()
             .all(|name| nics.iter().any(|n| &n.name == name));
@@ -404,9 +403,10 @@ async fn watch_links(
     let mut reported = false;
     loop {
         let mut new: Vec<Nic> = Vec::new();
-        for nic in link::physical_nics(sysfs) {
-            // Until its driver's probe is done, a NIC must not be opened.
-            if !seen.contains(&nic.name) && link::driver_bound(sysfs, &nic.name) {
+        // Until its driver's probe is done, a NIC is not listed (it must not
+        // be opened); it is taken at a later scan.
+        for nic in link::openable_nics(sysfs) {
+            if !seen.contains(&nic.name) {
                 seen.push(nic.name.clone());
                 boot_seen |= boot_mac.as_deref() == Some(nic.mac.as_str());
                 new.push(nic);
