@@ -23,6 +23,17 @@ impl fmt::Display for Format {
     }
 }
 
+impl Format {
+    /// A compression wrapped around a raw or qcow2 image
+    /// (`image::decompress` opens it).
+    pub fn is_compression(self) -> bool {
+        match self {
+            Self::Gzip | Self::Zstd | Self::Xz => true,
+            Self::Raw | Self::Qcow2 => false,
+        }
+    }
+}
+
 /// Formats we recognise but refuse to write: writing them as raw would
 /// put a container, not a disk, on the target.
 const FOREIGN: &[(&[u8], usize, &str)] = &[

@@ -9,6 +9,7 @@
 
 pub mod chunk;
 mod decode;
+mod decompress;
 pub mod format;
 mod ops;
 pub mod pipeline;

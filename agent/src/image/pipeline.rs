@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::chunk::ChunkPool;
 use super::decode::{self, Decoded};
+use super::decompress;
 use super::format::{self, Format, FormatPolicy};
 use super::ops::OpSender;
 use super::progress::{Progress, StageTimes};
@@ -156,7 +157,7 @@ pub fn write_image(
         .total
         .store(probe.len.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     let outer = format::sniff(&probe.head)?;
-    if !matches!(outer, Format::Gzip | Format::Zstd | Format::Xz) {
+    if !outer.is_compression() {
         check_format(req, outer, &probe.head)?;
     }
     info!(source = %source.describe(), format = %outer, size = ?probe.len, ranges = probe.ranges, "image probed");
@@ -462,33 +463,25 @@ fn decode_stream(
     ops: &mut OpSender,
     pool: &ChunkPool,
 ) -> Result<Decoded, ImageError> {
-    let (mut blocks, inner, first) = match outer {
-        Format::Gzip | Format::Zstd | Format::Xz => {
-            let mut reader: Box<dyn Read + '_> = match outer {
-                Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chunks)),
-                Format::Zstd => Box::new(
-                    zstd::stream::read::Decoder::new(chunks)
-                        .map_err(|e| ImageError::Decompress(e.to_string()))?,
-                ),
-                _ => Box::new(liblzma::read::XzDecoder::new_multi_decoder(chunks)),
-            };
-            // The inner format shows only once decompressed: check it on the
-            // first block, before anything is written.
-            let Some(first) = read_block(&mut *reader, pool)? else {
-                return Err(ImageError::Decompress(
-                    "the compressed image is empty".into(),
-                ));
-            };
-            let inner = format::sniff(&first)?;
-            if matches!(inner, Format::Gzip | Format::Zstd | Format::Xz) {
-                return Err(ImageError::Decompress(format!(
-                    "{outer} inside {inner}: nested compression is not supported"
-                )));
-            }
-            check_format(req, inner, &first)?;
-            (Blocks::Decompressed { reader, pool }, inner, Some(first))
+    let (mut blocks, inner, first) = if outer.is_compression() {
+        let mut reader = decompress::open(outer, chunks)?;
+        // The inner format shows only once decompressed: check it on the
+        // first block, before anything is written.
+        let Some(first) = read_block(&mut *reader, pool)? else {
+            return Err(ImageError::Decompress(
+                "the compressed image is empty".into(),
+            ));
+        };
+        let inner = format::sniff(&first)?;
+        if inner.is_compression() {
+            return Err(ImageError::Decompress(format!(
+                "{outer} inside {inner}: nested compression is not supported"
+            )));
         }
-        Format::Raw | Format::Qcow2 => (Blocks::Plain(chunks), outer, None),
+        check_format(req, inner, &first)?;
+        (Blocks::Decompressed { reader, pool }, inner, Some(first))
+    } else {
+        (Blocks::Plain(chunks), outer, None)
     };
     let mut dec = decode::for_format(inner, qcow)?;
     let mut block = match first {
