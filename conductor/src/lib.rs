@@ -21,6 +21,7 @@ pub mod node_view;
 pub mod pairing;
 pub mod periodic;
 pub mod power;
+pub mod provision_state;
 pub mod pyrepr;
 pub mod ramdisk_logs;
 pub mod server;

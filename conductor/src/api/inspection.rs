@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use super::error::{ApiError, ApiResult};
 use super::version::Requested;
 use super::AppState;
-use crate::fsm;
+use crate::provision_state::{NodeStates, ProvisionState};
 use crate::time::api_now;
 
 /// `GET /v1/nodes/{id}/inventory` appeared at 1.81.
@@ -27,8 +27,8 @@ const GIB: u64 = 1 << 30;
 
 /// Ironic accepts inspection data only while it waits for it (and in
 /// `enroll` with auto-discovery, which this conductor does not do).
-pub fn inspection_data_accepted(provision_state: &str) -> bool {
-    provision_state == fsm::INSPECTWAIT
+pub fn inspection_data_accepted(node: &Node) -> bool {
+    node.state() == Ok(ProvisionState::InspectWait)
 }
 
 fn not_found() -> ApiError {
@@ -186,14 +186,14 @@ pub async fn lookup_node(
         }
     }
     if let Some(n) = &node {
-        if !inspection_data_accepted(&n.provision_state) {
+        if !inspection_data_accepted(n) {
             error!(node = %n.uuid, state = %n.provision_state,
                 "node found during inspection lookup, but not waiting for inspection");
             return Err(not_found());
         }
     }
     if !bmc_addresses.is_empty() {
-        let query = crate::store::NodeQuery::in_states(&[fsm::INSPECTWAIT]);
+        let query = crate::store::NodeQuery::in_states(&[ProvisionState::InspectWait]);
         let by_bmc: BTreeSet<String> = state
             .store
             .list_nodes(&query)

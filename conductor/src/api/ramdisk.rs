@@ -22,6 +22,7 @@ use super::views::mask_node_secrets;
 use super::AppState;
 use crate::agent_session::{self, AgentSession, Beat};
 use crate::fsm;
+use crate::provision_state::NodeStates;
 use crate::time::internal_now;
 
 pub(super) const TOKEN_KEY: &str = agent_session::TOKEN;
@@ -113,7 +114,12 @@ async fn find(
     };
     let cfg = &state.config;
     let node = state.store.get_node(&uuid).await?;
-    if cfg.restrict_lookup && !fsm::lookup_allowed(&node.provision_state, cfg.fast_track) {
+    // An unknown state is no state a ramdisk may look itself up in.
+    if cfg.restrict_lookup
+        && !node
+            .state()
+            .is_ok_and(|s| fsm::lookup_allowed(s, cfg.fast_track))
+    {
         debug!(node = %uuid, state = %node.provision_state, "lookup refused in this state");
         *refused = true;
         return Err(not_found());
@@ -364,7 +370,10 @@ async fn take_beat(
             }
             // Ironic's heartbeat_allowed: a beat in a state that expects none
             // is answered (202) but changes nothing.
-            if !fsm::lookup_allowed(&node.provision_state, fast_track) {
+            if !node
+                .state()
+                .is_ok_and(|s| fsm::lookup_allowed(s, fast_track))
+            {
                 return Err(ignored_heartbeat());
             }
             if hb.agent_version.is_none() && hb.agent_status.is_none() {
