@@ -16,6 +16,7 @@ pub mod console;
 pub mod drivers;
 pub mod flows;
 pub mod fsm;
+pub mod inspection;
 pub mod metrics;
 pub mod node_view;
 pub mod pairing;

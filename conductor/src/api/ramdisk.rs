@@ -275,7 +275,9 @@ pub async fn continue_inspection(
     if macs.is_empty() && bmc.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
-    let node = inspection::lookup_node(&state, &macs, &bmc, node_uuid.map(String::as_str)).await?;
+    let node =
+        crate::inspection::lookup_node(&state.store, &macs, &bmc, node_uuid.map(String::as_str))
+            .await?;
     if let Some(holder) = &node.reservation {
         return Err(ApiError::node_locked(&node.uuid, holder));
     }
@@ -283,8 +285,8 @@ pub async fn continue_inspection(
     let answer = if new_style {
         // As lookup: the token only for a ramdisk that shows the node's
         // MACs or its BMC address, not for one that just names its UUID.
-        let issue =
-            owns_a_mac(&state, &node.uuid, &macs).await? || inspection::bmc_matches(&node, &bmc);
+        let issue = owns_a_mac(&state, &node.uuid, &macs).await?
+            || crate::inspection::bmc_matches(&node, &bmc);
         serde_json::to_value(node_with_token(&state, &node.uuid, version, issue).await?)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     } else {
@@ -294,7 +296,14 @@ pub async fn continue_inspection(
         .as_str()
         .filter(|e| !e.is_empty())
         .map(|e| format!("Ramdisk reported error: {e}"));
-    inspection::process(&state, &node, inventory, data).await?;
+    crate::inspection::process(
+        &state.store,
+        state.config.inspector_add_ports,
+        &node,
+        inventory,
+        data,
+    )
+    .await?;
     // The state machine moves on in the background: inspect wait →
     // manageable (or inspect failed), power off as Ironic's [inspector]power_off.
     state
