@@ -124,23 +124,43 @@ pub fn decide(state: &BootState, node: &Node, mac: &str) -> BootAction {
                 .is_some()
                 .then(|| format!("{boot}/boot/ca.pem")),
         })
-    } else if provision == S::Active {
-        BootAction::LocalDisk
-    } else if matches!(
-        provision,
-        S::DeployFail | S::CleanFail | S::InspectFail | S::Error
-    ) {
-        BootAction::PowerOff(format!(
-            "node {} is in {}: not booting its disk ({})",
-            node.uuid,
-            node.provision_state,
-            node.last_error.as_deref().unwrap_or("no error recorded")
-        ))
     } else {
-        BootAction::Nothing(format!(
-            "node {} is {}: nothing to boot from the network",
-            node.uuid, node.provision_state
-        ))
+        match provision {
+            S::Active => BootAction::LocalDisk,
+            S::DeployFail | S::CleanFail | S::InspectFail | S::Error => {
+                BootAction::PowerOff(format!(
+                    "node {} is in {}: not booting its disk ({})",
+                    node.uuid,
+                    provision,
+                    node.last_error.as_deref().unwrap_or("no error recorded")
+                ))
+            }
+            S::Enroll
+            | S::Verifying
+            | S::Manageable
+            | S::Available
+            | S::Deploying
+            | S::DeployWait
+            | S::Deleting
+            | S::Cleaning
+            | S::CleanWait
+            | S::Inspecting
+            | S::InspectWait
+            | S::Rescuing
+            | S::RescueWait
+            | S::Rescue
+            | S::RescueFail
+            | S::Unrescuing
+            | S::UnrescueFail
+            | S::Servicing
+            | S::ServiceWait
+            | S::ServiceHold
+            | S::ServiceFail
+            | S::AdoptFail => BootAction::Nothing(format!(
+                "node {} is {}: nothing to boot from the network",
+                node.uuid, provision
+            )),
+        }
     }
 }
 

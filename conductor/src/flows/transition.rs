@@ -54,12 +54,13 @@ pub async fn fire(
     event: Event,
     also: impl FnOnce(&mut Node),
 ) -> Result<Node, TransitionError> {
-    let mut from = None;
+    let mut moved = None;
     let node = flows
         .store
         .update_node::<TransitionError, _>(uuid, |n| {
-            from = Some(n.state()?);
+            let from = n.state()?;
             let to = apply(n, event)?;
+            moved = Some((from, to));
             also(n);
             // Ironic (wipe_deploy/cleaning_internal_info, the error handlers)
             // wipes the agent's token and URL when a flow fails, is aborted or
@@ -75,8 +76,8 @@ pub async fn fire(
             Ok(())
         })
         .await?;
-    // Both set by the update, which succeeded.
-    let (Some(from), to) = (from, node.state()?) else {
+    // Set by the update, which succeeded.
+    let Some((from, to)) = moved else {
         return Ok(node);
     };
     info!(node = %uuid, %from, %to, event = event.verb(), "provision state changed");
