@@ -106,6 +106,46 @@ fn blocked_in_maintenance(event: Event) -> bool {
     )
 }
 
+/// The `last_error` an abort in `state` leaves.
+fn abort_error(node: &Node, state: S) -> Option<String> {
+    match state {
+        S::CleanWait => Some(match node.clean_step.get("step") {
+            Some(step) => format!(
+                "By request, the clean operation was aborted after the completion of step {step}"
+            ),
+            None => "By request, the clean operation was aborted".to_string(),
+        }),
+        // Ironic records a rescue abort in the history, not as an error.
+        S::RescueWait => None,
+        S::InspectWait => Some("By request, the inspection operation was aborted".to_string()),
+        // The state machine refuses an abort in any other state.
+        S::Enroll
+        | S::Verifying
+        | S::Manageable
+        | S::Available
+        | S::Deploying
+        | S::DeployWait
+        | S::Active
+        | S::DeployFail
+        | S::Deleting
+        | S::Cleaning
+        | S::CleanFail
+        | S::Inspecting
+        | S::InspectFail
+        | S::Rescuing
+        | S::Rescue
+        | S::RescueFail
+        | S::Unrescuing
+        | S::UnrescueFail
+        | S::Servicing
+        | S::ServiceWait
+        | S::ServiceHold
+        | S::ServiceFail
+        | S::Error
+        | S::AdoptFail => None,
+    }
+}
+
 impl Flows {
     pub fn new(
         store: Arc<Store>,
@@ -238,14 +278,8 @@ impl Flows {
                 host: node.reservation.clone().unwrap_or_default(),
             })?;
         let manual_clean = event == Event::Clean;
-        let aborted = match (event, state) {
-            (Event::Abort, S::CleanWait) => Some(match node.clean_step.get("step") {
-                Some(step) => format!("By request, the clean operation was aborted after the completion of step {step}"),
-                None => "By request, the clean operation was aborted".to_string(),
-            }),
-            // Ironic records a rescue abort in the history, not as an error.
-            (Event::Abort, S::RescueWait) => None,
-            (Event::Abort, _) => Some("By request, the inspection operation was aborted".to_string()),
+        let aborted = match event {
+            Event::Abort => abort_error(&node, state),
             _ => None,
         };
         // Hashed before the state changes: a failure leaves the node as it was.
