@@ -23,6 +23,21 @@ pub enum DeployLogsCollect {
     Never,
 }
 
+/// `[inspector]add_ports`: which inspected NICs get ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InspectorAddPorts {
+    /// The PXE NIC if known, else all.
+    #[value(name = "pxe")]
+    Pxe,
+    /// Those with an IP.
+    #[value(name = "active")]
+    Active,
+    #[value(name = "all")]
+    All,
+    #[value(name = "disabled")]
+    Disabled,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ConductorConfig {
     /// Address the Ironic API listens on.
@@ -266,9 +281,9 @@ pub struct ConductorConfig {
     /// `[inspector]add_ports`: which inspected NICs get ports: `pxe` (the
     /// PXE NIC if known, else all), `active` (those with an IP), `all`, or
     /// `disabled`.
-    #[arg(long, env = "FERRITE_INSPECTOR_ADD_PORTS", default_value = "pxe",
-          value_parser = ["pxe", "active", "all", "disabled"])]
-    pub inspector_add_ports: String,
+    #[arg(long, env = "FERRITE_INSPECTOR_ADD_PORTS", value_enum,
+          default_value_t = InspectorAddPorts::Pxe)]
+    pub inspector_add_ports: InspectorAddPorts,
     /// `[agent]deploy_logs_collect`: `always`, `on_failure` or `never`: when
     /// to fetch the ramdisk's logs (`log.collect_system_logs`) and keep them.
     #[arg(long, env = "FERRITE_DEPLOY_LOGS_COLLECT", value_enum,

@@ -1,55 +1,69 @@
-//! Provision states (Ironic's display strings) and which of them a
-//! ramdisk may look itself up in.
+//! Ironic's provision state machine: its events, which state an event
+//! leads to, and which states a ramdisk may look itself up in. Every
+//! function here matches on all states, so a new state must be placed in
+//! each.
 
-pub const ENROLL: &str = "enroll";
-pub const VERIFYING: &str = "verifying";
-pub const MANAGEABLE: &str = "manageable";
-pub const AVAILABLE: &str = "available";
-pub const DEPLOYING: &str = "deploying";
-pub const DEPLOYWAIT: &str = "wait call-back";
-pub const ACTIVE: &str = "active";
-pub const DEPLOYFAIL: &str = "deploy failed";
-pub const DELETING: &str = "deleting";
-pub const CLEANING: &str = "cleaning";
-pub const CLEANWAIT: &str = "clean wait";
-pub const CLEANFAIL: &str = "clean failed";
-pub const INSPECTING: &str = "inspecting";
-pub const INSPECTWAIT: &str = "inspect wait";
-pub const INSPECTFAIL: &str = "inspect failed";
-pub const RESCUING: &str = "rescuing";
-pub const RESCUEWAIT: &str = "rescue wait";
-pub const RESCUE: &str = "rescue";
-pub const RESCUEFAIL: &str = "rescue failed";
-pub const UNRESCUING: &str = "unrescuing";
-pub const UNRESCUEFAIL: &str = "unrescue failed";
-pub const SERVICEWAIT: &str = "service wait";
-pub const ERROR: &str = "error";
-pub const ADOPTFAIL: &str = "adopt failed";
+pub use crate::provision_state::ProvisionState;
+use ProvisionState as S;
 
-/// `ironic/common/states.py: LOOKUP_ALLOWED_STATES`.
-const LOOKUP_ALLOWED: &[&str] = &[
-    DEPLOYING,
-    DEPLOYWAIT,
-    CLEANING,
-    CLEANWAIT,
-    INSPECTING,
-    INSPECTWAIT,
-    RESCUING,
-    RESCUEWAIT,
-    SERVICEWAIT,
-];
-/// Extra states allowed with fast-track (the ramdisk stays up between actions).
-const FASTTRACK_LOOKUP_ALLOWED: &[&str] =
-    &[ENROLL, MANAGEABLE, AVAILABLE, "servicing", "service hold"];
-/// States a node can be deleted in.
-const DELETE_ALLOWED: &[&str] = &[AVAILABLE, MANAGEABLE, ENROLL, ADOPTFAIL];
-
-pub fn lookup_allowed(state: &str, fast_track: bool) -> bool {
-    LOOKUP_ALLOWED.contains(&state) || (fast_track && FASTTRACK_LOOKUP_ALLOWED.contains(&state))
+/// `ironic/common/states.py: LOOKUP_ALLOWED_STATES`, plus the states
+/// fast track adds (the ramdisk stays up between actions).
+pub fn lookup_allowed(state: ProvisionState, fast_track: bool) -> bool {
+    match state {
+        S::Deploying
+        | S::DeployWait
+        | S::Cleaning
+        | S::CleanWait
+        | S::Inspecting
+        | S::InspectWait
+        | S::Rescuing
+        | S::RescueWait
+        | S::ServiceWait => true,
+        S::Enroll | S::Manageable | S::Available | S::Servicing | S::ServiceHold => fast_track,
+        S::Verifying
+        | S::Active
+        | S::DeployFail
+        | S::Deleting
+        | S::CleanFail
+        | S::InspectFail
+        | S::Rescue
+        | S::RescueFail
+        | S::Unrescuing
+        | S::UnrescueFail
+        | S::ServiceFail
+        | S::Error
+        | S::AdoptFail => false,
+    }
 }
 
-pub fn delete_allowed(state: &str) -> bool {
-    DELETE_ALLOWED.contains(&state)
+/// States a node can be deleted in.
+pub fn delete_allowed(state: ProvisionState) -> bool {
+    match state {
+        S::Available | S::Manageable | S::Enroll | S::AdoptFail => true,
+        S::Verifying
+        | S::Deploying
+        | S::DeployWait
+        | S::Active
+        | S::DeployFail
+        | S::Deleting
+        | S::Cleaning
+        | S::CleanWait
+        | S::CleanFail
+        | S::Inspecting
+        | S::InspectWait
+        | S::InspectFail
+        | S::Rescuing
+        | S::RescueWait
+        | S::Rescue
+        | S::RescueFail
+        | S::Unrescuing
+        | S::UnrescueFail
+        | S::Servicing
+        | S::ServiceWait
+        | S::ServiceHold
+        | S::ServiceFail
+        | S::Error => false,
+    }
 }
 
 /// Events of Ironic's provision state machine (`ironic/common/states.py`):
@@ -120,96 +134,197 @@ pub const API_TARGETS: &[&str] = &[
 ];
 
 /// The state `event` leads to from `state`, or None when Ironic forbids it.
-pub fn next_state(state: &str, event: Event) -> Option<&'static str> {
+/// One arm per state; within it, the events it accepts.
+pub fn next_state(state: ProvisionState, event: Event) -> Option<ProvisionState> {
     use Event::*;
     Some(match (state, event) {
-        (ENROLL, Manage) => VERIFYING,
-        (VERIFYING, Done) => MANAGEABLE,
-        (VERIFYING, Fail) => ENROLL,
-        (MANAGEABLE, Provide | Clean) => CLEANING,
-        (MANAGEABLE, Inspect) => INSPECTING,
-        (MANAGEABLE, Manage) => MANAGEABLE,
-        (AVAILABLE, Deploy) => DEPLOYING,
-        (AVAILABLE, Manage) => MANAGEABLE,
-        (DEPLOYING, Wait) => DEPLOYWAIT,
-        (DEPLOYING, Done) => ACTIVE,
-        (DEPLOYING, Fail) => DEPLOYFAIL,
-        (DEPLOYWAIT, Resume) => DEPLOYING,
-        (DEPLOYWAIT, Fail) => DEPLOYFAIL,
-        (DEPLOYWAIT, Delete) => DELETING,
-        (DEPLOYFAIL, Deploy | Rebuild) => DEPLOYING,
-        (DEPLOYFAIL, Delete) => DELETING,
-        (ACTIVE, Rebuild) => DEPLOYING,
-        (ACTIVE, Delete) => DELETING,
-        (DELETING, Clean) => CLEANING,
-        (DELETING, Fail) => ERROR,
-        (ERROR, Rebuild) => DEPLOYING,
-        (ERROR, Delete) => DELETING,
-        (CLEANING, Wait) => CLEANWAIT,
-        (CLEANING, Done) => AVAILABLE,
-        (CLEANING, Manage) => MANAGEABLE,
-        (CLEANING, Fail) => CLEANFAIL,
-        (CLEANWAIT, Resume) => CLEANING,
-        (CLEANWAIT, Fail | Abort) => CLEANFAIL,
-        (CLEANFAIL, Manage) => MANAGEABLE,
-        (INSPECTING, Done) => MANAGEABLE,
-        (INSPECTING, Wait) => INSPECTWAIT,
-        (INSPECTING, Fail) => INSPECTFAIL,
-        (INSPECTWAIT, Done) => MANAGEABLE,
-        (INSPECTWAIT, Resume) => INSPECTING,
-        (INSPECTWAIT, Fail | Abort) => INSPECTFAIL,
-        (INSPECTFAIL, Manage) => MANAGEABLE,
-        (INSPECTFAIL, Inspect) => INSPECTING,
+        (S::Enroll, Manage) => S::Verifying,
+        (S::Enroll, _) => return None,
+        (S::Verifying, Done) => S::Manageable,
+        (S::Verifying, Fail) => S::Enroll,
+        (S::Verifying, _) => return None,
+        (S::Manageable, Provide | Clean) => S::Cleaning,
+        (S::Manageable, Inspect) => S::Inspecting,
+        (S::Manageable, Manage) => S::Manageable,
+        (S::Manageable, _) => return None,
+        (S::Available, Deploy) => S::Deploying,
+        (S::Available, Manage) => S::Manageable,
+        (S::Available, _) => return None,
+        (S::Deploying, Wait) => S::DeployWait,
+        (S::Deploying, Done) => S::Active,
+        (S::Deploying, Fail) => S::DeployFail,
+        (S::Deploying, _) => return None,
+        (S::DeployWait, Resume) => S::Deploying,
+        (S::DeployWait, Fail) => S::DeployFail,
+        (S::DeployWait, Delete) => S::Deleting,
+        (S::DeployWait, _) => return None,
+        (S::DeployFail, Deploy | Rebuild) => S::Deploying,
+        (S::DeployFail, Delete) => S::Deleting,
+        (S::DeployFail, _) => return None,
+        (S::Active, Rebuild) => S::Deploying,
+        (S::Active, Delete) => S::Deleting,
+        (S::Active, Rescue) => S::Rescuing,
+        (S::Active, _) => return None,
+        (S::Deleting, Clean) => S::Cleaning,
+        (S::Deleting, Fail) => S::Error,
+        (S::Deleting, _) => return None,
+        (S::Error, Rebuild) => S::Deploying,
+        (S::Error, Delete) => S::Deleting,
+        (S::Error, _) => return None,
+        (S::Cleaning, Wait) => S::CleanWait,
+        (S::Cleaning, Done) => S::Available,
+        (S::Cleaning, Manage) => S::Manageable,
+        (S::Cleaning, Fail) => S::CleanFail,
+        (S::Cleaning, _) => return None,
+        (S::CleanWait, Resume) => S::Cleaning,
+        (S::CleanWait, Fail | Abort) => S::CleanFail,
+        (S::CleanWait, _) => return None,
+        (S::CleanFail, Manage) => S::Manageable,
+        (S::CleanFail, _) => return None,
+        (S::Inspecting, Done) => S::Manageable,
+        (S::Inspecting, Wait) => S::InspectWait,
+        (S::Inspecting, Fail) => S::InspectFail,
+        (S::Inspecting, _) => return None,
+        (S::InspectWait, Done) => S::Manageable,
+        (S::InspectWait, Resume) => S::Inspecting,
+        (S::InspectWait, Fail | Abort) => S::InspectFail,
+        (S::InspectWait, _) => return None,
+        (S::InspectFail, Manage) => S::Manageable,
+        (S::InspectFail, Inspect) => S::Inspecting,
+        (S::InspectFail, _) => return None,
         // Rescue (`ironic/common/state_machine.py`).
-        (ACTIVE | RESCUE | RESCUEFAIL | UNRESCUEFAIL, Rescue) => RESCUING,
-        (RESCUING, Done) => RESCUE,
-        (RESCUING, Wait) => RESCUEWAIT,
-        (RESCUING, Fail) => RESCUEFAIL,
-        (RESCUEWAIT, Resume) => RESCUING,
-        (RESCUEWAIT, Fail | Abort) => RESCUEFAIL,
-        (RESCUE | RESCUEFAIL | RESCUEWAIT | UNRESCUEFAIL, Delete) => DELETING,
-        (RESCUE | RESCUEFAIL | UNRESCUEFAIL, Unrescue) => UNRESCUING,
-        (UNRESCUING, Done) => ACTIVE,
-        (UNRESCUING, Fail) => UNRESCUEFAIL,
-        _ => return None,
+        (S::Rescuing, Done) => S::Rescue,
+        (S::Rescuing, Wait) => S::RescueWait,
+        (S::Rescuing, Fail) => S::RescueFail,
+        (S::Rescuing, _) => return None,
+        (S::RescueWait, Resume) => S::Rescuing,
+        (S::RescueWait, Fail | Abort) => S::RescueFail,
+        (S::RescueWait, Delete) => S::Deleting,
+        (S::RescueWait, _) => return None,
+        (S::Rescue | S::RescueFail | S::UnrescueFail, Rescue) => S::Rescuing,
+        (S::Rescue | S::RescueFail | S::UnrescueFail, Delete) => S::Deleting,
+        (S::Rescue | S::RescueFail | S::UnrescueFail, Unrescue) => S::Unrescuing,
+        (S::Rescue | S::RescueFail | S::UnrescueFail, _) => return None,
+        (S::Unrescuing, Done) => S::Active,
+        (S::Unrescuing, Fail) => S::UnrescueFail,
+        (S::Unrescuing, _) => return None,
+        // Servicing and adoption are not driven by this conductor.
+        (S::Servicing | S::ServiceWait | S::ServiceHold | S::ServiceFail | S::AdoptFail, _) => {
+            return None
+        }
     })
 }
 
 /// `target_provision_state` while a node is in a transitional state
 /// (Ironic's per-state `target`); None in stable states. Manual cleaning
 /// targets `manageable` and is set explicitly by its flow.
-pub fn target_of(state: &str) -> Option<&'static str> {
+pub fn target_of(state: ProvisionState) -> Option<ProvisionState> {
     Some(match state {
-        VERIFYING => MANAGEABLE,
-        DEPLOYING | DEPLOYWAIT => ACTIVE,
-        DELETING => AVAILABLE,
-        CLEANING | CLEANWAIT => AVAILABLE,
-        INSPECTING | INSPECTWAIT => MANAGEABLE,
+        S::Verifying => S::Manageable,
+        S::Deploying | S::DeployWait => S::Active,
+        S::Deleting => S::Available,
+        S::Cleaning | S::CleanWait => S::Available,
+        S::Inspecting | S::InspectWait => S::Manageable,
         // Ironic keeps the rescue targets on failure, too.
-        RESCUING | RESCUEWAIT | RESCUEFAIL => RESCUE,
-        UNRESCUING | UNRESCUEFAIL => ACTIVE,
-        _ => return None,
+        S::Rescuing | S::RescueWait | S::RescueFail => S::Rescue,
+        S::Unrescuing | S::UnrescueFail => S::Active,
+        S::Enroll
+        | S::Manageable
+        | S::Available
+        | S::Active
+        | S::DeployFail
+        | S::CleanFail
+        | S::InspectFail
+        | S::Rescue
+        | S::Servicing
+        | S::ServiceWait
+        | S::ServiceHold
+        | S::ServiceFail
+        | S::Error
+        | S::AdoptFail => return None,
     })
 }
 
-/// States whose progress is waited for with a timeout.
-/// States a flow passes through between steps: a conductor that stops
-/// there (restart, takeover) continues the flow.
 /// States a flow passes through between its steps, with nobody waiting
-/// on the agent: a conductor that stopped there resumes the flow.
-pub const TRANSIENT_STATES: [&str; 7] = [
-    VERIFYING, CLEANING, DEPLOYING, DELETING, INSPECTING, RESCUING, UNRESCUING,
+/// on the agent: a conductor that stopped there (restart, takeover)
+/// resumes the flow. `is_transient` is the exhaustive rule; this is its
+/// list, for store queries.
+pub const TRANSIENT_STATES: [ProvisionState; 7] = [
+    S::Verifying,
+    S::Cleaning,
+    S::Deploying,
+    S::Deleting,
+    S::Inspecting,
+    S::Rescuing,
+    S::Unrescuing,
 ];
 
-/// States that wait for the agent to call back, under a timeout.
-pub const WAIT_STATES: [&str; 4] = [DEPLOYWAIT, CLEANWAIT, INSPECTWAIT, RESCUEWAIT];
+/// States that wait for the agent to call back, under a timeout; the list
+/// of `is_wait_state`, for store queries.
+pub const WAIT_STATES: [ProvisionState; 4] =
+    [S::DeployWait, S::CleanWait, S::InspectWait, S::RescueWait];
 
-pub fn is_transient(state: &str) -> bool {
-    TRANSIENT_STATES.contains(&state)
+pub fn is_transient(state: ProvisionState) -> bool {
+    match state {
+        S::Verifying
+        | S::Cleaning
+        | S::Deploying
+        | S::Deleting
+        | S::Inspecting
+        | S::Rescuing
+        | S::Unrescuing => true,
+        S::Enroll
+        | S::Manageable
+        | S::Available
+        | S::DeployWait
+        | S::Active
+        | S::DeployFail
+        | S::CleanWait
+        | S::CleanFail
+        | S::InspectWait
+        | S::InspectFail
+        | S::RescueWait
+        | S::Rescue
+        | S::RescueFail
+        | S::UnrescueFail
+        // Servicing is not driven here: nothing to resume.
+        | S::Servicing
+        | S::ServiceWait
+        | S::ServiceHold
+        | S::ServiceFail
+        | S::Error
+        | S::AdoptFail => false,
+    }
 }
 
-pub fn is_wait_state(state: &str) -> bool {
-    WAIT_STATES.contains(&state)
+pub fn is_wait_state(state: ProvisionState) -> bool {
+    match state {
+        S::DeployWait | S::CleanWait | S::InspectWait | S::RescueWait => true,
+        // Servicing is not driven here: no timeout of ours applies.
+        S::ServiceWait => false,
+        S::Enroll
+        | S::Verifying
+        | S::Manageable
+        | S::Available
+        | S::Deploying
+        | S::Active
+        | S::DeployFail
+        | S::Deleting
+        | S::Cleaning
+        | S::CleanFail
+        | S::Inspecting
+        | S::InspectFail
+        | S::Rescuing
+        | S::Rescue
+        | S::RescueFail
+        | S::Unrescuing
+        | S::UnrescueFail
+        | S::Servicing
+        | S::ServiceHold
+        | S::ServiceFail
+        | S::Error
+        | S::AdoptFail => false,
+    }
 }
 
 #[cfg(test)]
@@ -218,57 +333,77 @@ mod tests {
 
     #[test]
     fn lookup_rules() {
-        assert!(lookup_allowed(DEPLOYWAIT, false));
-        assert!(lookup_allowed(CLEANWAIT, false));
-        assert!(!lookup_allowed(ENROLL, false));
-        assert!(lookup_allowed(ENROLL, true));
-        assert!(!lookup_allowed(ACTIVE, true));
+        assert!(lookup_allowed(S::DeployWait, false));
+        assert!(lookup_allowed(S::CleanWait, false));
+        assert!(!lookup_allowed(S::Enroll, false));
+        assert!(lookup_allowed(S::Enroll, true));
+        assert!(!lookup_allowed(S::Active, true));
+    }
+
+    #[test]
+    fn state_lists_match_their_rules() {
+        let listed = |rule: fn(ProvisionState) -> bool| -> Vec<ProvisionState> {
+            ProvisionState::ALL
+                .into_iter()
+                .filter(|s| rule(*s))
+                .collect()
+        };
+        let mut transient = TRANSIENT_STATES.to_vec();
+        let mut wait = WAIT_STATES.to_vec();
+        let key = |s: &ProvisionState| s.as_str();
+        transient.sort_by_key(key);
+        wait.sort_by_key(key);
+        let (mut t, mut w) = (listed(is_transient), listed(is_wait_state));
+        t.sort_by_key(key);
+        w.sort_by_key(key);
+        assert_eq!(t, transient);
+        assert_eq!(w, wait);
     }
 
     #[test]
     fn ironic_transitions() {
         use Event::*;
         // The seeds' operator session, verb by verb.
-        assert_eq!(next_state(ENROLL, Manage), Some(VERIFYING));
-        assert_eq!(next_state(VERIFYING, Done), Some(MANAGEABLE));
-        assert_eq!(next_state(MANAGEABLE, Provide), Some(CLEANING));
-        assert_eq!(next_state(CLEANING, Done), Some(AVAILABLE));
-        assert_eq!(next_state(AVAILABLE, Manage), Some(MANAGEABLE));
-        assert_eq!(next_state(MANAGEABLE, Inspect), Some(INSPECTING));
-        assert_eq!(next_state(INSPECTWAIT, Done), Some(MANAGEABLE));
-        assert_eq!(next_state(MANAGEABLE, Clean), Some(CLEANING));
-        assert_eq!(next_state(CLEANING, Manage), Some(MANAGEABLE));
-        assert_eq!(next_state(AVAILABLE, Deploy), Some(DEPLOYING));
-        assert_eq!(next_state(DEPLOYWAIT, Resume), Some(DEPLOYING));
-        assert_eq!(next_state(DEPLOYING, Done), Some(ACTIVE));
-        assert_eq!(next_state(ACTIVE, Delete), Some(DELETING));
-        assert_eq!(next_state(DELETING, Clean), Some(CLEANING));
+        assert_eq!(next_state(S::Enroll, Manage), Some(S::Verifying));
+        assert_eq!(next_state(S::Verifying, Done), Some(S::Manageable));
+        assert_eq!(next_state(S::Manageable, Provide), Some(S::Cleaning));
+        assert_eq!(next_state(S::Cleaning, Done), Some(S::Available));
+        assert_eq!(next_state(S::Available, Manage), Some(S::Manageable));
+        assert_eq!(next_state(S::Manageable, Inspect), Some(S::Inspecting));
+        assert_eq!(next_state(S::InspectWait, Done), Some(S::Manageable));
+        assert_eq!(next_state(S::Manageable, Clean), Some(S::Cleaning));
+        assert_eq!(next_state(S::Cleaning, Manage), Some(S::Manageable));
+        assert_eq!(next_state(S::Available, Deploy), Some(S::Deploying));
+        assert_eq!(next_state(S::DeployWait, Resume), Some(S::Deploying));
+        assert_eq!(next_state(S::Deploying, Done), Some(S::Active));
+        assert_eq!(next_state(S::Active, Delete), Some(S::Deleting));
+        assert_eq!(next_state(S::Deleting, Clean), Some(S::Cleaning));
         // Illegal verbs.
-        assert_eq!(next_state(ENROLL, Provide), None);
-        assert_eq!(next_state(AVAILABLE, Inspect), None);
-        assert_eq!(next_state(ACTIVE, Deploy), None);
-        assert_eq!(next_state(CLEANWAIT, Deploy), None);
-        assert_eq!(next_state(MANAGEABLE, Abort), None);
-        assert_eq!(next_state(CLEANWAIT, Abort), Some(CLEANFAIL));
-        assert_eq!(next_state(INSPECTWAIT, Abort), Some(INSPECTFAIL));
+        assert_eq!(next_state(S::Enroll, Provide), None);
+        assert_eq!(next_state(S::Available, Inspect), None);
+        assert_eq!(next_state(S::Active, Deploy), None);
+        assert_eq!(next_state(S::CleanWait, Deploy), None);
+        assert_eq!(next_state(S::Manageable, Abort), None);
+        assert_eq!(next_state(S::CleanWait, Abort), Some(S::CleanFail));
+        assert_eq!(next_state(S::InspectWait, Abort), Some(S::InspectFail));
         assert_eq!(Event::from_target("active"), Some(Deploy));
         assert_eq!(Event::from_target("undeploy"), Some(Delete));
         assert_eq!(Event::from_target("fly"), None);
-        assert_eq!(target_of(CLEANWAIT), Some(AVAILABLE));
-        assert_eq!(target_of(ACTIVE), None);
+        assert_eq!(target_of(S::CleanWait), Some(S::Available));
+        assert_eq!(target_of(S::Active), None);
         // Rescue and back.
-        assert_eq!(next_state(ACTIVE, Rescue), Some(RESCUING));
-        assert_eq!(next_state(RESCUING, Wait), Some(RESCUEWAIT));
-        assert_eq!(next_state(RESCUEWAIT, Resume), Some(RESCUING));
-        assert_eq!(next_state(RESCUING, Done), Some(RESCUE));
-        assert_eq!(next_state(RESCUE, Unrescue), Some(UNRESCUING));
-        assert_eq!(next_state(UNRESCUING, Done), Some(ACTIVE));
-        assert_eq!(next_state(RESCUEWAIT, Fail), Some(RESCUEFAIL));
-        assert_eq!(next_state(RESCUEFAIL, Unrescue), Some(UNRESCUING));
-        assert_eq!(next_state(AVAILABLE, Rescue), None);
-        assert_eq!(next_state(ACTIVE, Unrescue), None);
-        assert_eq!(next_state(RESCUEWAIT, Unrescue), None);
-        assert_eq!(target_of(RESCUEWAIT), Some(RESCUE));
+        assert_eq!(next_state(S::Active, Rescue), Some(S::Rescuing));
+        assert_eq!(next_state(S::Rescuing, Wait), Some(S::RescueWait));
+        assert_eq!(next_state(S::RescueWait, Resume), Some(S::Rescuing));
+        assert_eq!(next_state(S::Rescuing, Done), Some(S::Rescue));
+        assert_eq!(next_state(S::Rescue, Unrescue), Some(S::Unrescuing));
+        assert_eq!(next_state(S::Unrescuing, Done), Some(S::Active));
+        assert_eq!(next_state(S::RescueWait, Fail), Some(S::RescueFail));
+        assert_eq!(next_state(S::RescueFail, Unrescue), Some(S::Unrescuing));
+        assert_eq!(next_state(S::Available, Rescue), None);
+        assert_eq!(next_state(S::Active, Unrescue), None);
+        assert_eq!(next_state(S::RescueWait, Unrescue), None);
+        assert_eq!(target_of(S::RescueWait), Some(S::Rescue));
         assert_eq!(Event::from_target("rescue"), Some(Rescue));
     }
 }

@@ -8,6 +8,7 @@ mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrite_conductor::provision_state::ProvisionState;
 use ferrite_conductor::store::{
     ConnectOptions, DatabaseUrl, NodeQuery, Page, SortKey, Store, StoreError,
 };
@@ -478,7 +479,7 @@ async fn nodes_are_filtered_sorted_and_paged_in_sql() {
             ["uuid-12", "uuid-16", "uuid-20"],
             "{engine}"
         );
-        let states = NodeQuery::in_states(&["active", "deploying"]);
+        let states = NodeQuery::in_states(&[ProvisionState::Active, ProvisionState::Deploying]);
         assert_eq!(
             store.list_nodes(&states).await.unwrap().len(),
             11,

@@ -24,6 +24,7 @@ use super::ramdisk::{tokens_match, TOKEN_KEY};
 use super::AppState;
 use crate::fsm;
 use crate::pairing::Answer;
+use crate::provision_state::NodeStates;
 
 #[derive(Deserialize)]
 struct Member {
@@ -87,7 +88,12 @@ async fn authenticate(state: &AppState, member: &Member) -> ApiResult<String> {
             "Invalid or missing agent token received.",
         ));
     }
-    if !fsm::lookup_allowed(&node.provision_state, state.config.fast_track) {
+    // A state this conductor does not know runs no agent of its flows.
+    let fast_track = state.config.fast_track;
+    if !node
+        .state()
+        .is_ok_and(|s| fsm::lookup_allowed(s, fast_track))
+    {
         return Err(ApiError::conflict(format!(
             "Node {} is in provision state {}, where no agent runs",
             node.uuid, node.provision_state

@@ -17,6 +17,7 @@ use super::views::{self, NODE_LIST_FIELDS};
 use super::{list_page, patch, render_page, AppState, ListParams};
 use crate::drivers::default_interfaces;
 use crate::fsm;
+use crate::provision_state::{NodeStates, ProvisionState};
 use crate::store::{NodeQuery, Page, SortKey};
 use crate::time::api_now;
 
@@ -93,12 +94,11 @@ pub async fn create(
     let now = api_now();
     node.created_at = Some(now.clone());
     node.provision_updated_at = None;
-    node.provision_state = if version >= ENROLL_VERSION {
-        fsm::ENROLL
+    node.set_state(if version >= ENROLL_VERSION {
+        ProvisionState::Enroll
     } else {
-        fsm::AVAILABLE
-    }
-    .into();
+        ProvisionState::Available
+    });
     node.power_state = None;
     node.conductor = None;
     state.store.create_node(&node).await?;
@@ -356,7 +356,7 @@ pub async fn delete(
             ),
         ));
     }
-    if !node.maintenance && !fsm::delete_allowed(&node.provision_state) {
+    if !node.maintenance && !node.state().is_ok_and(fsm::delete_allowed) {
         return Err(ApiError::conflict(format!(
             "Can not delete node \"{}\" while it is in provision state \"{}\". Valid provision states to start deletion are: available, manageable, enroll, adopt failed",
             node.uuid, node.provision_state

@@ -22,6 +22,7 @@ use super::views::mask_node_secrets;
 use super::AppState;
 use crate::agent_session::{self, AgentSession, Beat};
 use crate::fsm;
+use crate::provision_state::NodeStates;
 use crate::time::internal_now;
 
 pub(super) const TOKEN_KEY: &str = agent_session::TOKEN;
@@ -113,7 +114,12 @@ async fn find(
     };
     let cfg = &state.config;
     let node = state.store.get_node(&uuid).await?;
-    if cfg.restrict_lookup && !fsm::lookup_allowed(&node.provision_state, cfg.fast_track) {
+    // An unknown state is no state a ramdisk may look itself up in.
+    if cfg.restrict_lookup
+        && !node
+            .state()
+            .is_ok_and(|s| fsm::lookup_allowed(s, cfg.fast_track))
+    {
         debug!(node = %uuid, state = %node.provision_state, "lookup refused in this state");
         *refused = true;
         return Err(not_found());
@@ -269,7 +275,9 @@ pub async fn continue_inspection(
     if macs.is_empty() && bmc.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
-    let node = inspection::lookup_node(&state, &macs, &bmc, node_uuid.map(String::as_str)).await?;
+    let node =
+        crate::inspection::lookup_node(&state.store, &macs, &bmc, node_uuid.map(String::as_str))
+            .await?;
     if let Some(holder) = &node.reservation {
         return Err(ApiError::node_locked(&node.uuid, holder));
     }
@@ -277,8 +285,8 @@ pub async fn continue_inspection(
     let answer = if new_style {
         // As lookup: the token only for a ramdisk that shows the node's
         // MACs or its BMC address, not for one that just names its UUID.
-        let issue =
-            owns_a_mac(&state, &node.uuid, &macs).await? || inspection::bmc_matches(&node, &bmc);
+        let issue = owns_a_mac(&state, &node.uuid, &macs).await?
+            || crate::inspection::bmc_matches(&node, &bmc);
         serde_json::to_value(node_with_token(&state, &node.uuid, version, issue).await?)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     } else {
@@ -288,7 +296,14 @@ pub async fn continue_inspection(
         .as_str()
         .filter(|e| !e.is_empty())
         .map(|e| format!("Ramdisk reported error: {e}"));
-    inspection::process(&state, &node, inventory, data).await?;
+    crate::inspection::process(
+        &state.store,
+        state.config.inspector_add_ports,
+        &node,
+        inventory,
+        data,
+    )
+    .await?;
     // The state machine moves on in the background: inspect wait →
     // manageable (or inspect failed), power off as Ironic's [inspector]power_off.
     state
@@ -364,7 +379,10 @@ async fn take_beat(
             }
             // Ironic's heartbeat_allowed: a beat in a state that expects none
             // is answered (202) but changes nothing.
-            if !fsm::lookup_allowed(&node.provision_state, fast_track) {
+            if !node
+                .state()
+                .is_ok_and(|s| fsm::lookup_allowed(s, fast_track))
+            {
                 return Err(ignored_heartbeat());
             }
             if hb.agent_version.is_none() && hb.agent_status.is_none() {

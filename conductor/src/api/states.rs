@@ -28,6 +28,10 @@ impl From<RequestError> for ApiError {
             RequestError::Transition(crate::flows::transition::TransitionError::Store(s)) => {
                 s.into()
             }
+            // A stored state this conductor does not know is its fault, not the caller's.
+            RequestError::Transition(e @ crate::flows::transition::TransitionError::State(_)) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
             _ => ApiError::bad_request(e.to_string()),
         }
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tracing::warn;
 
 use crate::config::ConductorConfig;
-use crate::fsm;
+use crate::provision_state::ProvisionState as S;
 
 pub const KERNEL_FILE: &str = "deploy.kernel";
 pub const INITRAMFS_FILE: &str = "deploy.initramfs";
@@ -25,14 +25,33 @@ pub enum Mode {
 impl Mode {
     /// `RESCUE_LIKE_STATES` boot the rescue ramdisk; everything else the
     /// deploy one.
-    pub fn for_state(state: &str) -> Self {
-        if matches!(
-            state,
-            fsm::RESCUING | fsm::RESCUEWAIT | fsm::RESCUEFAIL | fsm::UNRESCUING | fsm::UNRESCUEFAIL
-        ) {
-            Mode::Rescue
-        } else {
-            Mode::Deploy
+    pub fn for_state(state: S) -> Self {
+        match state {
+            S::Rescuing | S::RescueWait | S::RescueFail | S::Unrescuing | S::UnrescueFail => {
+                Mode::Rescue
+            }
+            S::Enroll
+            | S::Verifying
+            | S::Manageable
+            | S::Available
+            | S::Deploying
+            | S::DeployWait
+            | S::Active
+            | S::DeployFail
+            | S::Deleting
+            | S::Cleaning
+            | S::CleanWait
+            | S::CleanFail
+            | S::Inspecting
+            | S::InspectWait
+            | S::InspectFail
+            | S::Rescue
+            | S::Servicing
+            | S::ServiceWait
+            | S::ServiceHold
+            | S::ServiceFail
+            | S::Error
+            | S::AdoptFail => Mode::Deploy,
         }
     }
 }
@@ -206,8 +225,8 @@ mod tests {
                 initramfs: "http://b/boot/files/r.img".into()
             }
         );
-        assert_eq!(Mode::for_state("rescue wait"), Mode::Rescue);
-        assert_eq!(Mode::for_state("wait call-back"), Mode::Deploy);
+        assert_eq!(Mode::for_state(S::RescueWait), Mode::Rescue);
+        assert_eq!(Mode::for_state(S::DeployWait), Mode::Deploy);
         assert_eq!(
             deploy_urls(&own, "http://b").kernel,
             "http://b/boot/files/deploy.kernel"

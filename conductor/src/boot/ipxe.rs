@@ -2,7 +2,7 @@
 //! per-node script keyed by the MAC that booted (deploy ramdisk, or the
 //! local disk once the node is active).
 
-use crate::fsm;
+use crate::provision_state::ProvisionState as S;
 
 /// The kernel and initramfs a ramdisk boot uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,24 +30,36 @@ pub enum BootAction {
     PowerOff(String),
 }
 
-/// States in which the node runs the deploy ramdisk.
-const RAMDISK_STATES: &[&str] = &[
-    fsm::DEPLOYING,
-    fsm::DEPLOYWAIT,
-    fsm::CLEANING,
-    fsm::CLEANWAIT,
-    fsm::INSPECTING,
-    fsm::INSPECTWAIT,
-    fsm::RESCUING,
-    fsm::RESCUEWAIT,
-    "servicing",
-    fsm::SERVICEWAIT,
-];
-/// With fast-track the ramdisk also stays up while the node waits.
-const FAST_TRACK_STATES: &[&str] = &[fsm::ENROLL, fsm::MANAGEABLE, fsm::AVAILABLE];
-
-pub fn wants_ramdisk(state: &str, fast_track: bool) -> bool {
-    RAMDISK_STATES.contains(&state) || (fast_track && FAST_TRACK_STATES.contains(&state))
+/// Whether the node runs the deploy ramdisk in `state`; with fast track
+/// the ramdisk also stays up while the node waits.
+pub fn wants_ramdisk(state: S, fast_track: bool) -> bool {
+    match state {
+        S::Deploying
+        | S::DeployWait
+        | S::Cleaning
+        | S::CleanWait
+        | S::Inspecting
+        | S::InspectWait
+        | S::Rescuing
+        | S::RescueWait
+        | S::Servicing
+        | S::ServiceWait => true,
+        S::Enroll | S::Manageable | S::Available => fast_track,
+        S::Verifying
+        | S::Active
+        | S::DeployFail
+        | S::Deleting
+        | S::CleanFail
+        | S::InspectFail
+        | S::Rescue
+        | S::RescueFail
+        | S::Unrescuing
+        | S::UnrescueFail
+        | S::ServiceHold
+        | S::ServiceFail
+        | S::Error
+        | S::AdoptFail => false,
+    }
 }
 
 /// Entry script: fetch this machine's own script, by the MAC of the
@@ -147,13 +159,13 @@ mod tests {
 
     #[test]
     fn ramdisk_states() {
-        assert!(wants_ramdisk("wait call-back", false));
-        assert!(wants_ramdisk("clean wait", false));
-        assert!(wants_ramdisk("inspect wait", false));
-        assert!(!wants_ramdisk("active", false));
-        assert!(!wants_ramdisk("available", false));
-        assert!(wants_ramdisk("available", true));
-        assert!(!wants_ramdisk("active", true));
+        assert!(wants_ramdisk(S::DeployWait, false));
+        assert!(wants_ramdisk(S::CleanWait, false));
+        assert!(wants_ramdisk(S::InspectWait, false));
+        assert!(!wants_ramdisk(S::Active, false));
+        assert!(!wants_ramdisk(S::Available, false));
+        assert!(wants_ramdisk(S::Available, true));
+        assert!(!wants_ramdisk(S::Active, true));
     }
 
     #[test]

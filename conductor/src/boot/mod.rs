@@ -16,6 +16,7 @@ use serde_json::Value;
 use tower_http::services::ServeDir;
 
 use crate::config::ConductorConfig;
+use crate::provision_state::{NodeStates, ProvisionState as S};
 use crate::store::Store;
 use images::Mode;
 use ipxe::{BootAction, RamdiskBoot};
@@ -80,10 +81,7 @@ fn kernel_params(state: &BootState, node: &Node, mac: &str) -> String {
         format!("ipa-api-url={public}"),
         format!("BOOTIF=01-{}", mac.replace(':', "-")),
     ];
-    if matches!(
-        node.provision_state.as_str(),
-        crate::fsm::INSPECTING | crate::fsm::INSPECTWAIT
-    ) {
+    if matches!(node.state(), Ok(S::Inspecting | S::InspectWait)) {
         params.push(format!(
             "ipa-inspection-callback-url={public}/v1/continue_inspection"
         ));
@@ -97,10 +95,14 @@ fn kernel_params(state: &BootState, node: &Node, mac: &str) -> String {
 
 pub fn decide(state: &BootState, node: &Node, mac: &str) -> BootAction {
     let boot = state.config.boot_url();
-    if ipxe::wants_ramdisk(&node.provision_state, state.config.fast_track) {
+    let provision = match node.state() {
+        Ok(provision) => provision,
+        Err(e) => return BootAction::Nothing(e.to_string()),
+    };
+    if ipxe::wants_ramdisk(provision, state.config.fast_track) {
         // Ironic's PXE boot interface: the rescue ramdisk in rescue-like
         // states, the deploy one otherwise.
-        let urls = match Mode::for_state(&node.provision_state) {
+        let urls = match Mode::for_state(provision) {
             Mode::Deploy => images::deploy_urls(node, &boot),
             Mode::Rescue => match images::rescue_urls(node, &state.config, &boot) {
                 Ok(urls) => urls,
@@ -122,26 +124,43 @@ pub fn decide(state: &BootState, node: &Node, mac: &str) -> BootAction {
                 .is_some()
                 .then(|| format!("{boot}/boot/ca.pem")),
         })
-    } else if node.provision_state == crate::fsm::ACTIVE {
-        BootAction::LocalDisk
-    } else if matches!(
-        node.provision_state.as_str(),
-        crate::fsm::DEPLOYFAIL
-            | crate::fsm::CLEANFAIL
-            | crate::fsm::INSPECTFAIL
-            | crate::fsm::ERROR
-    ) {
-        BootAction::PowerOff(format!(
-            "node {} is in {}: not booting its disk ({})",
-            node.uuid,
-            node.provision_state,
-            node.last_error.as_deref().unwrap_or("no error recorded")
-        ))
     } else {
-        BootAction::Nothing(format!(
-            "node {} is {}: nothing to boot from the network",
-            node.uuid, node.provision_state
-        ))
+        match provision {
+            S::Active => BootAction::LocalDisk,
+            S::DeployFail | S::CleanFail | S::InspectFail | S::Error => {
+                BootAction::PowerOff(format!(
+                    "node {} is in {}: not booting its disk ({})",
+                    node.uuid,
+                    provision,
+                    node.last_error.as_deref().unwrap_or("no error recorded")
+                ))
+            }
+            S::Enroll
+            | S::Verifying
+            | S::Manageable
+            | S::Available
+            | S::Deploying
+            | S::DeployWait
+            | S::Deleting
+            | S::Cleaning
+            | S::CleanWait
+            | S::Inspecting
+            | S::InspectWait
+            | S::Rescuing
+            | S::RescueWait
+            | S::Rescue
+            | S::RescueFail
+            | S::Unrescuing
+            | S::UnrescueFail
+            | S::Servicing
+            | S::ServiceWait
+            | S::ServiceHold
+            | S::ServiceFail
+            | S::AdoptFail => BootAction::Nothing(format!(
+                "node {} is {}: nothing to boot from the network",
+                node.uuid, provision
+            )),
+        }
     }
 }
 

@@ -7,35 +7,35 @@ use serde_json::{Map, Value};
 
 use super::actions::{self, Action, ActionForm};
 use super::fleet::{human_bytes, Filter, FleetRow, Progress};
-use crate::fsm;
+use crate::provision_state::ProvisionState as S;
 use crate::store::{HistoryEvent, StateCount, StoredInventory};
 
 /// Provision states offered by the fleet filter.
 pub const STATES: &[&str] = &[
-    fsm::ENROLL,
-    fsm::VERIFYING,
-    fsm::MANAGEABLE,
-    fsm::INSPECTING,
-    fsm::INSPECTWAIT,
-    fsm::INSPECTFAIL,
-    fsm::CLEANING,
-    fsm::CLEANWAIT,
-    fsm::CLEANFAIL,
-    fsm::AVAILABLE,
-    fsm::DEPLOYING,
-    fsm::DEPLOYWAIT,
-    fsm::DEPLOYFAIL,
-    fsm::ACTIVE,
-    fsm::DELETING,
-    fsm::ERROR,
-    fsm::RESCUING,
-    fsm::RESCUEWAIT,
-    fsm::RESCUE,
-    fsm::RESCUEFAIL,
-    fsm::UNRESCUING,
-    fsm::UNRESCUEFAIL,
-    fsm::SERVICEWAIT,
-    fsm::ADOPTFAIL,
+    S::Enroll.as_str(),
+    S::Verifying.as_str(),
+    S::Manageable.as_str(),
+    S::Inspecting.as_str(),
+    S::InspectWait.as_str(),
+    S::InspectFail.as_str(),
+    S::Cleaning.as_str(),
+    S::CleanWait.as_str(),
+    S::CleanFail.as_str(),
+    S::Available.as_str(),
+    S::Deploying.as_str(),
+    S::DeployWait.as_str(),
+    S::DeployFail.as_str(),
+    S::Active.as_str(),
+    S::Deleting.as_str(),
+    S::Error.as_str(),
+    S::Rescuing.as_str(),
+    S::RescueWait.as_str(),
+    S::Rescue.as_str(),
+    S::RescueFail.as_str(),
+    S::Unrescuing.as_str(),
+    S::UnrescueFail.as_str(),
+    S::ServiceWait.as_str(),
+    S::AdoptFail.as_str(),
 ];
 
 /// A console page; `signed_in` pages load the script and offer logout.

@@ -10,8 +10,9 @@ use tracing::info;
 
 use super::intent::{self, Pending};
 use super::{logs, power, steps_cache, transition, Flows};
-use crate::fsm::{self, Event};
+use crate::fsm::Event;
 use crate::power::PowerAction;
+use crate::provision_state::{NodeStates, ProvisionState as S};
 use crate::store::StoreError;
 
 const STEPS: &str = "clean_steps";
@@ -40,7 +41,7 @@ fn automated_clean_enabled(flows: &Flows, node: &Node) -> bool {
 }
 
 fn is_manual(node: &Node) -> bool {
-    node.target_provision_state.as_deref() == Some(fsm::MANAGEABLE)
+    node.target_state() == Ok(Some(S::Manageable))
 }
 
 /// Right after `provide`, `clean` or undeploy: boot the ramdisk and wait.
@@ -314,7 +315,7 @@ async fn started(
 /// All steps done: power off and land in `available` (or `manageable`).
 pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
-    if node.provision_state == fsm::CLEANWAIT {
+    if node.state()? == S::CleanWait {
         transition::fire(flows, uuid, Event::Resume, |_| {}).await?;
     }
     let node = flows.store.get_node(uuid).await?;
@@ -335,7 +336,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let event = if manual { Event::Manage } else { Event::Done };
     transition::fire(flows, uuid, event, |n| {
         reset(n, None);
-        n.target_provision_state = None;
+        n.set_target_state(None);
     })
     .await?;
     info!(node = %uuid, manual, "cleaning finished");

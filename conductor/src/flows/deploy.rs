@@ -19,6 +19,7 @@ use crate::agent_client::AgentClient;
 use crate::agent_session;
 use crate::fsm::Event;
 use crate::power::{BootDevice, PowerAction};
+use crate::provision_state::{NodeStates, ProvisionState as S};
 use crate::store::StoreError;
 
 const PHASE: &str = "deploy_phase";
@@ -574,7 +575,7 @@ async fn finish_now(flows: &Flows, uuid: &str) -> anyhow::Result<()> {
 /// Power off through the agent (it syncs first), boot from disk, power on, `active`.
 pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     let uuid = &node.uuid;
-    if node.provision_state == crate::fsm::DEPLOYWAIT {
+    if node.state()? == S::DeployWait {
         transition::fire(flows, uuid, Event::Resume, |_| {}).await?;
     }
     if let Ok(client) = flows.agents.for_node(node) {
@@ -615,7 +616,7 @@ pub async fn finish(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     .await;
     if let Err(e) = outcome {
         let node = flows.store.get_node(uuid).await?;
-        if node.provision_state != crate::fsm::ACTIVE {
+        if node.state()? != S::Active {
             transition::fail(
                 flows,
                 uuid,

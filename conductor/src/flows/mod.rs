@@ -33,6 +33,7 @@ use crate::cluster::{Membership, MembershipConfig};
 use crate::config::ConductorConfig;
 use crate::fsm::{self, Event};
 use crate::metrics::Metrics;
+use crate::provision_state::{NodeStates, ProvisionState as S};
 use crate::store::{NodeQuery, Store, StoreError};
 use locks::{Locks, Reservation};
 use transition::TransitionError;
@@ -103,6 +104,46 @@ fn blocked_in_maintenance(event: Event) -> bool {
             | Event::Rescue
             | Event::Unrescue
     )
+}
+
+/// The `last_error` an abort in `state` leaves.
+fn abort_error(node: &Node, state: S) -> Option<String> {
+    match state {
+        S::CleanWait => Some(match node.clean_step.get("step") {
+            Some(step) => format!(
+                "By request, the clean operation was aborted after the completion of step {step}"
+            ),
+            None => "By request, the clean operation was aborted".to_string(),
+        }),
+        // Ironic records a rescue abort in the history, not as an error.
+        S::RescueWait => None,
+        S::InspectWait => Some("By request, the inspection operation was aborted".to_string()),
+        // The state machine refuses an abort in any other state.
+        S::Enroll
+        | S::Verifying
+        | S::Manageable
+        | S::Available
+        | S::Deploying
+        | S::DeployWait
+        | S::Active
+        | S::DeployFail
+        | S::Deleting
+        | S::Cleaning
+        | S::CleanFail
+        | S::Inspecting
+        | S::InspectFail
+        | S::Rescuing
+        | S::Rescue
+        | S::RescueFail
+        | S::Unrescuing
+        | S::UnrescueFail
+        | S::Servicing
+        | S::ServiceWait
+        | S::ServiceHold
+        | S::ServiceFail
+        | S::Error
+        | S::AdoptFail => None,
+    }
 }
 
 impl Flows {
@@ -199,7 +240,8 @@ impl Flows {
             });
         }
         // Refuse an illegal verb before taking the lock, as Ironic's API does.
-        if fsm::next_state(&node.provision_state, event).is_none() {
+        let state = node.state().map_err(TransitionError::from)?;
+        if fsm::next_state(state, event).is_none() {
             return Err(TransitionError::Invalid {
                 verb: event.verb(),
                 node: node.uuid,
@@ -236,14 +278,8 @@ impl Flows {
                 host: node.reservation.clone().unwrap_or_default(),
             })?;
         let manual_clean = event == Event::Clean;
-        let aborted = match (event, node.provision_state.as_str()) {
-            (Event::Abort, fsm::CLEANWAIT) => Some(match node.clean_step.get("step") {
-                Some(step) => format!("By request, the clean operation was aborted after the completion of step {step}"),
-                None => "By request, the clean operation was aborted".to_string(),
-            }),
-            // Ironic records a rescue abort in the history, not as an error.
-            (Event::Abort, fsm::RESCUEWAIT) => None,
-            (Event::Abort, _) => Some("By request, the inspection operation was aborted".to_string()),
+        let aborted = match event {
+            Event::Abort => abort_error(&node, state),
             _ => None,
         };
         // Hashed before the state changes: a failure leaves the node as it was.
@@ -264,7 +300,7 @@ impl Flows {
                 wipe_token_and_url(n);
             }
             if manual_clean {
-                n.target_provision_state = Some(fsm::MANAGEABLE.to_string());
+                n.set_target_state(Some(S::Manageable));
             }
             if let Some(cd) = &args.configdrive {
                 n.instance_info.insert("configdrive".into(), cd.clone());
@@ -333,10 +369,7 @@ impl Flows {
         let Ok(node) = self.store.get_node(uuid).await else {
             return;
         };
-        let waiting = matches!(
-            node.provision_state.as_str(),
-            fsm::CLEANWAIT | fsm::DEPLOYWAIT
-        );
+        let waiting = matches!(node.state(), Ok(S::CleanWait | S::DeployWait));
         if waiting && self.agent_alive(&node) {
             info!(node = %uuid, "fast track: continuing without waiting for a heartbeat");
             if let Err(e) = self.handle_heartbeat(node, true).await {
@@ -348,21 +381,39 @@ impl Flows {
     /// The part of a flow that runs right after the verb (lock held).
     async fn begin(&self, uuid: &str, event: Event) -> anyhow::Result<()> {
         let node = self.store.get_node(uuid).await?;
-        match node.provision_state.as_str() {
-            fsm::VERIFYING => verify::run(self, &node).await,
-            fsm::MANAGEABLE => Ok(()),
-            fsm::CLEANING => cleaning::begin(self, &node).await,
-            fsm::DEPLOYING => deploy::begin(self, &node).await,
-            fsm::DELETING => deploy::tear_down(self, &node).await,
-            fsm::INSPECTING => self.begin_inspection(&node).await,
-            fsm::RESCUING => rescue::begin(self, &node).await,
-            fsm::UNRESCUING => rescue::unrescue(self, &node).await,
-            fsm::RESCUEFAIL if event == Event::Abort => rescue::fail_cleanup(self, &node).await,
-            fsm::CLEANFAIL | fsm::INSPECTFAIL if event == Event::Abort => {
+        match node.state()? {
+            S::Verifying => verify::run(self, &node).await,
+            S::Manageable => Ok(()),
+            S::Cleaning => cleaning::begin(self, &node).await,
+            S::Deploying => deploy::begin(self, &node).await,
+            S::Deleting => deploy::tear_down(self, &node).await,
+            S::Inspecting => self.begin_inspection(&node).await,
+            S::Rescuing => rescue::begin(self, &node).await,
+            S::Unrescuing => rescue::unrescue(self, &node).await,
+            S::RescueFail if event == Event::Abort => rescue::fail_cleanup(self, &node).await,
+            S::CleanFail | S::InspectFail if event == Event::Abort => {
                 power::set_power(self, &node, crate::power::PowerAction::Off).await
             }
-            other => {
-                debug!(node = %uuid, state = other, "nothing to start");
+            state @ (S::RescueFail
+            | S::CleanFail
+            | S::InspectFail
+            | S::Enroll
+            | S::Available
+            | S::DeployWait
+            | S::Active
+            | S::DeployFail
+            | S::CleanWait
+            | S::InspectWait
+            | S::RescueWait
+            | S::Rescue
+            | S::UnrescueFail
+            | S::Servicing
+            | S::ServiceWait
+            | S::ServiceHold
+            | S::ServiceFail
+            | S::Error
+            | S::AdoptFail) => {
+                debug!(node = %uuid, %state, "nothing to start");
                 Ok(())
             }
         }
@@ -475,10 +526,17 @@ impl Flows {
 
     /// A heartbeat was recorded; `node` is the node as the beat wrote it.
     pub fn on_heartbeat(self: &Arc<Self>, node: Node) {
-        if !fsm::lookup_allowed(&node.provision_state, self.config.fast_track) {
+        let state = match node.state() {
+            Ok(state) => state,
+            Err(e) => {
+                warn!(error = %e, "heartbeat ignored");
+                return;
+            }
+        };
+        if !fsm::lookup_allowed(state, self.config.fast_track) {
             return;
         }
-        let waiting = fsm::is_wait_state(&node.provision_state);
+        let waiting = fsm::is_wait_state(state);
         // Most beats of a fleet at rest (fast track, steps cached) need
         // nothing: no task, no read, no lock; the beat's only write is its own.
         if !waiting
@@ -548,17 +606,43 @@ impl Flows {
         if backing_off {
             return Ok(());
         }
-        match node.provision_state.as_str() {
-            fsm::CLEANWAIT => cleaning::on_heartbeat(self, &node).await,
-            fsm::DEPLOYWAIT => deploy::on_heartbeat(self, &node).await,
-            fsm::RESCUEWAIT => rescue::on_heartbeat(self, &node).await,
-            _ if !node
-                .driver_internal_info
-                .contains_key(steps_cache::CACHE_KEY) =>
-            {
+        match node.state()? {
+            S::CleanWait => cleaning::on_heartbeat(self, &node).await,
+            S::DeployWait => deploy::on_heartbeat(self, &node).await,
+            S::RescueWait => rescue::on_heartbeat(self, &node).await,
+            // Nothing of a flow to drive: keep the agent's clean steps cached.
+            S::Enroll
+            | S::Verifying
+            | S::Manageable
+            | S::Available
+            | S::Deploying
+            | S::Active
+            | S::DeployFail
+            | S::Deleting
+            | S::Cleaning
+            | S::CleanFail
+            | S::Inspecting
+            | S::InspectWait
+            | S::InspectFail
+            | S::Rescuing
+            | S::Rescue
+            | S::RescueFail
+            | S::Unrescuing
+            | S::UnrescueFail
+            | S::Servicing
+            | S::ServiceWait
+            | S::ServiceHold
+            | S::ServiceFail
+            | S::Error
+            | S::AdoptFail => {
+                if node
+                    .driver_internal_info
+                    .contains_key(steps_cache::CACHE_KEY)
+                {
+                    return Ok(());
+                }
                 steps_cache::refresh_clean_steps(&self.store, &self.agents, uuid, true).await
             }
-            _ => Ok(()),
         }
     }
 
@@ -604,10 +688,7 @@ impl Flows {
     /// ramdisk) and move to manageable. Called with the lock held.
     async fn inspection_done(&self, uuid: &str) -> anyhow::Result<()> {
         let node = self.store.get_node(uuid).await?;
-        if !matches!(
-            node.provision_state.as_str(),
-            fsm::INSPECTWAIT | fsm::INSPECTING
-        ) {
+        if !matches!(node.state()?, S::InspectWait | S::Inspecting) {
             return Ok(());
         }
         if !self.config.fast_track {
@@ -644,35 +725,58 @@ impl Flows {
 
     /// The `last_error` of a node whose wait has run out, if it has.
     fn timeout_message(&self, node: &Node) -> Option<String> {
-        let (limit, message) = match node.provision_state.as_str() {
-            fsm::DEPLOYWAIT => (
+        // An unknown state has no timeout of ours; the flows refuse it elsewhere.
+        let state = node.state().ok()?;
+        let (limit, message) = match state {
+            S::DeployWait => (
                 self.config.deploy_callback_timeout,
                 format!("Timeout reached while waiting for callback for node {}", node.uuid),
             ),
-            fsm::CLEANWAIT => (
+            S::CleanWait => (
                 self.config.clean_callback_timeout,
                 "Timeout reached while cleaning the node. Please check if the ramdisk responsible for the cleaning is running on the node.".to_string(),
             ),
-            fsm::INSPECTWAIT => (
+            S::InspectWait => (
                 self.config.inspect_wait_timeout,
                 "Timeout reached while inspecting the node".to_string(),
             ),
-            fsm::RESCUEWAIT => (self.config.rescue_callback_timeout, String::new()),
-            _ => return None,
+            S::RescueWait => (self.config.rescue_callback_timeout, String::new()),
+            S::Enroll
+            | S::Verifying
+            | S::Manageable
+            | S::Available
+            | S::Deploying
+            | S::Active
+            | S::DeployFail
+            | S::Deleting
+            | S::Cleaning
+            | S::CleanFail
+            | S::Inspecting
+            | S::InspectFail
+            | S::Rescuing
+            | S::Rescue
+            | S::RescueFail
+            | S::Unrescuing
+            | S::UnrescueFail
+            | S::Servicing
+            | S::ServiceWait
+            | S::ServiceHold
+            | S::ServiceFail
+            | S::Error
+            | S::AdoptFail => return None,
         };
         let updated = crate::time::parse_api(node.provision_updated_at.as_deref()?)?;
         let now = chrono::Utc::now().naive_utc();
         if (now - updated).num_seconds() < limit as i64 {
             return None;
         }
-        let step = match node.provision_state.as_str() {
-            fsm::CLEANWAIT if !node.clean_step.is_empty() => {
-                format!(
-                    " Failed on step {}.",
-                    Value::Object(node.clean_step.clone())
-                )
-            }
-            _ => String::new(),
+        let step = if state == S::CleanWait && !node.clean_step.is_empty() {
+            format!(
+                " Failed on step {}.",
+                Value::Object(node.clean_step.clone())
+            )
+        } else {
+            String::new()
         };
         Some(format!("{message}{step}"))
     }
@@ -683,7 +787,7 @@ impl Flows {
             return Ok(());
         };
         warn!(node = %node.uuid, state = %node.provision_state, "callback timeout");
-        if node.provision_state == fsm::RESCUEWAIT {
+        if node.state()? == S::RescueWait {
             return rescue::timed_out(self, node).await;
         }
         transition::fail(self, &node.uuid, &message).await?;
@@ -736,8 +840,14 @@ impl Flows {
         if node.fault.as_deref() == Some(crate::store::CORRUPT_FAULT) {
             return Ok(());
         }
-        if !fsm::is_transient(&node.provision_state) {
-            return Ok(());
+        match node.state() {
+            Ok(state) if fsm::is_transient(state) => {}
+            Ok(_) => return Ok(()),
+            // Not a flow this conductor knows how to continue.
+            Err(e) => {
+                warn!(error = %e, "not resuming");
+                return Ok(());
+            }
         }
         let Some(lock) = self.reserve(&node.uuid).await? else {
             return Ok(());
@@ -749,14 +859,15 @@ impl Flows {
         let flows = self.clone();
         tokio::spawn(async move {
             let uuid = node.uuid.clone();
-            let resumed = match node.provision_state.as_str() {
-                fsm::DEPLOYING if deploy::finishing(&node) => deploy::finish(&flows, &node).await,
-                fsm::CLEANING if cleaning::finishing(&node) => {
+            let resumed = match node.state() {
+                Ok(S::Deploying) if deploy::finishing(&node) => deploy::finish(&flows, &node).await,
+                Ok(S::Cleaning) if cleaning::finishing(&node) => {
                     cleaning::finish(&flows, &node).await
                 }
-                state if fsm::is_transient(state) => flows.begin(&uuid, Event::Resume).await,
+                Ok(state) if fsm::is_transient(state) => flows.begin(&uuid, Event::Resume).await,
                 // Moved on while we waited for the lock.
-                _ => Ok(()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.into()),
             };
             if let Err(e) = resumed {
                 warn!(node = %uuid, error = %format!("{e:#}"), "resume failed");

@@ -18,9 +18,9 @@ use ferrite_protocol::node::Node;
 use tracing::{debug, error, info, warn};
 
 use super::Flows;
-use crate::fsm;
 use crate::metrics::BmcMetrics;
 use crate::power::{PowerAction, PowerDriver, PowerError};
+use crate::provision_state::{NodeStates, ProvisionState as S};
 use crate::store::{NodeQuery, StoreError};
 
 /// Whether this conductor owns a node (its hash ring's answer).
@@ -31,20 +31,75 @@ pub const POWER_FAILURE: &str = "power failure";
 
 /// Ironic's `SYNC_EXCLUDED_STATES`: touching a node waiting for its ramdisk
 /// could fail the ramdisk's callback; enroll and adopt failed have nothing
-/// to sync.
-const SYNC_EXCLUDED_STATES: &[&str] =
-    &[fsm::DEPLOYWAIT, fsm::CLEANWAIT, fsm::ENROLL, fsm::ADOPTFAIL];
+/// to sync. A state this conductor does not know is left alone too.
+fn sync_excluded(node: &Node) -> bool {
+    let state = match node.state() {
+        Ok(state) => state,
+        Err(e) => {
+            warn!(error = %e, "power sync skips the node");
+            return true;
+        }
+    };
+    match state {
+        S::DeployWait | S::CleanWait | S::Enroll | S::AdoptFail => true,
+        S::Verifying
+        | S::Manageable
+        | S::Available
+        | S::Deploying
+        | S::Active
+        | S::DeployFail
+        | S::Deleting
+        | S::Cleaning
+        | S::CleanFail
+        | S::Inspecting
+        | S::InspectWait
+        | S::InspectFail
+        | S::Rescuing
+        | S::RescueWait
+        | S::Rescue
+        | S::RescueFail
+        | S::Unrescuing
+        | S::UnrescueFail
+        | S::Servicing
+        | S::ServiceWait
+        | S::ServiceHold
+        | S::ServiceFail
+        | S::Error => false,
+    }
+}
 
 /// Ironic's `states.FAILURE_STATES`: a power action there keeps `last_error`.
-const FAILURE_STATES: &[&str] = &[
-    fsm::DEPLOYFAIL,
-    fsm::CLEANFAIL,
-    fsm::INSPECTFAIL,
-    fsm::RESCUEFAIL,
-    fsm::UNRESCUEFAIL,
-    fsm::ADOPTFAIL,
-    "service failed",
-];
+fn failure_state(state: S) -> bool {
+    match state {
+        S::DeployFail
+        | S::CleanFail
+        | S::InspectFail
+        | S::RescueFail
+        | S::UnrescueFail
+        | S::AdoptFail
+        | S::ServiceFail => true,
+        S::Enroll
+        | S::Verifying
+        | S::Manageable
+        | S::Available
+        | S::Deploying
+        | S::DeployWait
+        | S::Active
+        | S::Deleting
+        | S::Cleaning
+        | S::CleanWait
+        | S::Inspecting
+        | S::InspectWait
+        | S::Rescuing
+        | S::RescueWait
+        | S::Rescue
+        | S::Unrescuing
+        | S::Servicing
+        | S::ServiceWait
+        | S::ServiceHold
+        | S::Error => false,
+    }
+}
 
 pub struct PowerSync {
     flows: Arc<Flows>,
@@ -245,10 +300,7 @@ impl PowerSync {
         // Something was done to the node meanwhile. Ironic re-checks the
         // state and maintenance; our power API sets target_power_state and
         // acts without the lock, so an action in flight is skipped too.
-        if SYNC_EXCLUDED_STATES.contains(&node.provision_state.as_str())
-            || node.maintenance
-            || node.target_power_state.is_some()
-        {
+        if sync_excluded(&node) || node.maintenance || node.target_power_state.is_some() {
             return Ok(Outcome::Count(0));
         }
         let Some(actual) = actual else {
@@ -369,7 +421,8 @@ impl PowerSync {
             .store
             .update_node::<StoreError, _>(&node.uuid, |n| {
                 n.target_power_state = Some(recorded.to_string());
-                if !FAILURE_STATES.contains(&n.provision_state.as_str()) {
+                // A state this conductor does not know is no failure state.
+                if !n.state().is_ok_and(failure_state) {
                     n.last_error = None;
                 }
                 Ok(())
@@ -446,7 +499,7 @@ impl PowerSync {
 
 /// The pre-lock checks of `_sync_power_state_nodes_task`.
 fn skipped(node: &Node) -> bool {
-    SYNC_EXCLUDED_STATES.contains(&node.provision_state.as_str())
+    sync_excluded(node)
         || node.maintenance
         || node.target_power_state.is_some()
         || node.reservation.is_some()
@@ -456,7 +509,7 @@ fn skipped(node: &Node) -> bool {
 
 /// The checks of `_power_failure_recovery`, but for the reservation.
 fn power_failed(node: &Node) -> bool {
-    node.provision_state != fsm::ENROLL
+    node.state() != Ok(S::Enroll)
         && node.maintenance
         && node.fault.as_deref() == Some(POWER_FAILURE)
         && node.target_power_state.is_none()
@@ -535,7 +588,7 @@ mod tests {
         let mut node = Node {
             uuid: uuid.into(),
             driver: "redfish".into(),
-            provision_state: fsm::MANAGEABLE.into(),
+            provision_state: S::Manageable.to_string(),
             power_state: Some(crate::power::POWER_ON.into()),
             ..Node::default()
         };
@@ -629,7 +682,7 @@ mod tests {
         add(&s, "theirs", |n| redfish(n, &bmc)).await;
         add(&s, "waiting", |n| {
             redfish(n, &bmc);
-            n.provision_state = fsm::DEPLOYWAIT.into();
+            n.set_state(S::DeployWait);
         })
         .await;
         add(&s, "acting", |n| {

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::{power, transition, Flows};
 use crate::fsm::Event;
 use crate::power::{BootDevice, PowerAction};
+use crate::provision_state::{NodeStates, ProvisionState as S};
 
 /// `instance_info` keys: the tenant's password and the hash sent to the agent.
 const PASSWORD: &str = "rescue_password";
@@ -185,7 +186,7 @@ pub async fn unrescue(flows: &Flows, node: &Node) -> anyhow::Result<()> {
     .await;
     if let Err(e) = outcome {
         let node = flows.store.get_node(uuid).await?;
-        if node.provision_state == crate::fsm::UNRESCUING {
+        if node.state()? == S::Unrescuing {
             let message = format!("Failed to unrescue: {e:#}");
             warn!(node = %uuid, error = %message, "unrescue failed");
             transition::fire(flows, uuid, Event::Fail, move |n| {

@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::Flows;
 use crate::fsm::{self, Event};
+use crate::provision_state::{NodeStateError, NodeStates, ProvisionState as S};
 use crate::store::StoreError;
 use crate::time::api_now;
 
@@ -18,30 +19,29 @@ pub enum TransitionError {
         node: String,
         state: String,
     },
+    /// The stored state is not one this conductor knows.
+    #[error(transparent)]
+    State(#[from] NodeStateError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Apply `event` to the node in memory; the new state.
-pub fn apply(node: &mut Node, event: Event) -> Result<&'static str, TransitionError> {
-    let next =
-        fsm::next_state(&node.provision_state, event).ok_or_else(|| TransitionError::Invalid {
-            verb: event.verb(),
-            node: node.uuid.clone(),
-            state: node.provision_state.clone(),
-        })?;
-    let previous_target = node.target_provision_state.clone();
-    node.provision_state = next.to_string();
-    node.target_provision_state = match fsm::target_of(next) {
-        // Manual cleaning and its waits keep the target they started with.
-        Some(fsm::AVAILABLE)
-            if matches!(next, fsm::CLEANING | fsm::CLEANWAIT)
-                && previous_target.as_deref() == Some(fsm::MANAGEABLE) =>
-        {
-            Some(fsm::MANAGEABLE.to_string())
-        }
-        t => t.map(str::to_string),
+pub fn apply(node: &mut Node, event: Event) -> Result<S, TransitionError> {
+    let state = node.state()?;
+    let next = fsm::next_state(state, event).ok_or_else(|| TransitionError::Invalid {
+        verb: event.verb(),
+        node: node.uuid.clone(),
+        state: node.provision_state.clone(),
+    })?;
+    // Manual cleaning and its waits keep the target they started with.
+    let manual_clean = node.target_state() == Ok(Some(S::Manageable));
+    let target = match (next, fsm::target_of(next)) {
+        (S::Cleaning | S::CleanWait, Some(S::Available)) if manual_clean => Some(S::Manageable),
+        (_, t) => t,
     };
+    node.set_state(next);
+    node.set_target_state(target);
     node.provision_updated_at = Some(api_now());
     Ok(next)
 }
@@ -54,20 +54,21 @@ pub async fn fire(
     event: Event,
     also: impl FnOnce(&mut Node),
 ) -> Result<Node, TransitionError> {
-    let mut from = String::new();
+    let mut moved = None;
     let node = flows
         .store
         .update_node::<TransitionError, _>(uuid, |n| {
-            from = n.provision_state.clone();
-            apply(n, event)?;
+            let from = n.state()?;
+            let to = apply(n, event)?;
+            moved = Some((from, to));
             also(n);
             // Ironic (wipe_deploy/cleaning_internal_info, the error handlers)
             // wipes the agent's token and URL when a flow fails, is aborted or
             // ends in a state that expects no agent, unless it is
             // `fast_track_able` (fast track on, no last_error): a stale agent
             // (or whoever learnt its token) must not drive the node afterwards.
-            let ended = matches!(event, Event::Fail | Event::Abort)
-                || !fsm::lookup_allowed(&n.provision_state, false);
+            let ended =
+                matches!(event, Event::Fail | Event::Abort) || !fsm::lookup_allowed(to, false);
             let fast_track_able = flows.config.fast_track && n.last_error.is_none();
             if ended && !fast_track_able {
                 wipe_token_and_url(n);
@@ -75,9 +76,12 @@ pub async fn fire(
             Ok(())
         })
         .await?;
-    let to = &node.provision_state;
+    // Set by the update, which succeeded.
+    let Some((from, to)) = moved else {
+        return Ok(node);
+    };
     info!(node = %uuid, %from, %to, event = event.verb(), "provision state changed");
-    observe_flow(flows, uuid, &from, to, event);
+    observe_flow(flows, uuid, from, to, event);
     let (severity, text) = match (&node.last_error, event) {
         (Some(err), Event::Fail | Event::Abort) => {
             ("ERROR", format!("{err} (provision state {from} -> {to})"))
@@ -101,35 +105,81 @@ pub async fn fire(
 }
 
 /// In a flow: between leaving a stable state and reaching the next.
-fn in_flow(state: &str) -> bool {
+fn in_flow(state: S) -> bool {
     fsm::is_transient(state) || fsm::is_wait_state(state)
 }
 
 /// Flow durations for the metrics: a flow is named by the first state it
 /// enters, and fails when it ends in a failed state (or by abort).
-fn observe_flow(flows: &Flows, uuid: &str, from: &str, to: &str, event: Event) {
+fn observe_flow(flows: &Flows, uuid: &str, from: S, to: S, event: Event) {
     match (in_flow(from), in_flow(to)) {
         (false, true) => flows.metrics.flow_started(uuid, flow_name(to)),
         (true, false) => {
-            let failed = matches!(event, Event::Fail | Event::Abort)
-                || to.ends_with("failed")
-                || to == fsm::ERROR;
+            let failed = matches!(event, Event::Fail | Event::Abort) || ends_failed(to);
             flows.metrics.flow_ended(uuid, failed);
         }
         _ => {}
     }
 }
 
-fn flow_name(first: &str) -> &'static str {
+/// A state a flow ends in when it failed.
+fn ends_failed(state: S) -> bool {
+    match state {
+        S::DeployFail
+        | S::CleanFail
+        | S::InspectFail
+        | S::RescueFail
+        | S::UnrescueFail
+        | S::AdoptFail
+        | S::ServiceFail
+        | S::Error => true,
+        S::Enroll
+        | S::Verifying
+        | S::Manageable
+        | S::Available
+        | S::Deploying
+        | S::DeployWait
+        | S::Active
+        | S::Deleting
+        | S::Cleaning
+        | S::CleanWait
+        | S::Inspecting
+        | S::InspectWait
+        | S::Rescuing
+        | S::RescueWait
+        | S::Rescue
+        | S::Unrescuing
+        | S::Servicing
+        | S::ServiceWait
+        | S::ServiceHold => false,
+    }
+}
+
+fn flow_name(first: S) -> &'static str {
     match first {
-        fsm::DEPLOYING | fsm::DEPLOYWAIT => "deploy",
-        fsm::CLEANING | fsm::CLEANWAIT => "clean",
-        fsm::INSPECTING | fsm::INSPECTWAIT => "inspect",
-        fsm::RESCUING | fsm::RESCUEWAIT => "rescue",
-        fsm::UNRESCUING => "unrescue",
-        fsm::DELETING => "undeploy",
-        fsm::VERIFYING => "verify",
-        _ => "other",
+        S::Deploying | S::DeployWait => "deploy",
+        S::Cleaning | S::CleanWait => "clean",
+        S::Inspecting | S::InspectWait => "inspect",
+        S::Rescuing | S::RescueWait => "rescue",
+        S::Unrescuing => "unrescue",
+        S::Deleting => "undeploy",
+        S::Verifying => "verify",
+        S::Enroll
+        | S::Manageable
+        | S::Available
+        | S::Active
+        | S::DeployFail
+        | S::CleanFail
+        | S::InspectFail
+        | S::Rescue
+        | S::RescueFail
+        | S::UnrescueFail
+        | S::Servicing
+        | S::ServiceWait
+        | S::ServiceHold
+        | S::ServiceFail
+        | S::Error
+        | S::AdoptFail => "other",
     }
 }
 

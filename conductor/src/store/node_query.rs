@@ -9,6 +9,7 @@
 use ferrite_protocol::node::Node;
 
 use super::CORRUPT_FAULT;
+use crate::provision_state::ProvisionState;
 
 /// Filters for listing nodes (Ironic's query parameters). Every filter is
 /// a column, so none of them reads a document that does not match.
@@ -32,9 +33,9 @@ pub struct NodeQuery {
 
 impl NodeQuery {
     /// Nodes in any of `states`.
-    pub fn in_states(states: &[&str]) -> Self {
+    pub fn in_states(states: &[ProvisionState]) -> Self {
         Self {
-            provision_state: states.iter().map(|s| s.to_string()).collect(),
+            provision_state: states.iter().map(|s| s.as_str().to_string()).collect(),
             ..Self::default()
         }
     }
