@@ -79,6 +79,40 @@ impl ProvisionState {
         Self::AdoptFail,
     ];
 
+    /// Ironic's `states.FAILURE_STATES`: where a failed flow leaves a
+    /// node, its `last_error` kept (a power action there does not clear it).
+    pub fn is_failure(self) -> bool {
+        match self {
+            Self::DeployFail
+            | Self::CleanFail
+            | Self::InspectFail
+            | Self::RescueFail
+            | Self::UnrescueFail
+            | Self::AdoptFail
+            | Self::ServiceFail => true,
+            Self::Enroll
+            | Self::Verifying
+            | Self::Manageable
+            | Self::Available
+            | Self::Deploying
+            | Self::DeployWait
+            | Self::Active
+            | Self::Deleting
+            | Self::Cleaning
+            | Self::CleanWait
+            | Self::Inspecting
+            | Self::InspectWait
+            | Self::Rescuing
+            | Self::RescueWait
+            | Self::Rescue
+            | Self::Unrescuing
+            | Self::Servicing
+            | Self::ServiceWait
+            | Self::ServiceHold
+            | Self::Error => false,
+        }
+    }
+
     /// Ironic's exact wire (and database) string.
     pub const fn as_str(self) -> &'static str {
         match self {

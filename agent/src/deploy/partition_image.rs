@@ -6,23 +6,16 @@
 
 use std::path::Path;
 
-use ferrite_protocol::image_info::{DiskLabel, PartitionParams};
+use ferrite_protocol::image_info::PartitionParams;
 use serde_json::Value;
 use tracing::info;
 
 use super::stream::stream_image;
 use super::{configdrive, DeployError, ImageInfo};
 use crate::command_progress::CommandProgress;
-use crate::disk::layout::{self, Label, LayoutRequest, Role, Written, MIB};
+use crate::disk::layout::{self, LayoutRequest, Role, Written, MIB};
 use crate::disk::{fsinfo, mkfs, wipe};
 use crate::state::{AgentContext, PartitionImage, PreparedImage};
-
-fn label(l: DiskLabel) -> Label {
-    match l {
-        DiskLabel::Gpt => Label::Gpt,
-        DiskLabel::Msdos => Label::Msdos,
-    }
-}
 
 fn find(written: &[Written], role: Role) -> Option<&Written> {
     written.iter().find(|w| w.role == role)
@@ -60,7 +53,7 @@ pub fn prepare(
         None => None,
     };
     let request = LayoutRequest {
-        label: label(params.label),
+        label: params.label,
         uefi: params.uefi,
         root_mb: params.root_mb,
         swap_mb: params.swap_mb,
@@ -83,7 +76,7 @@ pub fn prepare(
         })?;
         info!(device = %dev, signatures = ?wiped.signatures, "disk metadata destroyed");
     }
-    let written = layout::write_layout(disk, label(params.label), &plan, params.uefi)
+    let written = layout::write_layout(disk, params.label, &plan, params.uefi)
         .map_err(|e| DeployError::Deployment(e.to_string()))?;
     info!(device = %dev, partitions = ?written.iter().map(|w| (w.role, w.region.path())).collect::<Vec<_>>(), "partitions created");
     let part = |role| {

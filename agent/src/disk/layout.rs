@@ -28,21 +28,8 @@ pub const BIOS_BOOT_MB: u64 = 1;
 /// MBR addresses sectors with 32 bits.
 const MBR_MAX_SECTORS: u64 = 1 << 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Label {
-    Gpt,
-    Msdos,
-}
-
-impl Label {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "gpt" => Some(Self::Gpt),
-            "msdos" | "dos" | "mbr" => Some(Self::Msdos),
-            _ => None,
-        }
-    }
-}
+/// The partition table kind (`disk_label` on the wire).
+pub use ferrite_protocol::image_info::DiskLabel as Label;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {

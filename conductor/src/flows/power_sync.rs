@@ -68,39 +68,6 @@ fn sync_excluded(node: &Node) -> bool {
     }
 }
 
-/// Ironic's `states.FAILURE_STATES`: a power action there keeps `last_error`.
-fn failure_state(state: S) -> bool {
-    match state {
-        S::DeployFail
-        | S::CleanFail
-        | S::InspectFail
-        | S::RescueFail
-        | S::UnrescueFail
-        | S::AdoptFail
-        | S::ServiceFail => true,
-        S::Enroll
-        | S::Verifying
-        | S::Manageable
-        | S::Available
-        | S::Deploying
-        | S::DeployWait
-        | S::Active
-        | S::Deleting
-        | S::Cleaning
-        | S::CleanWait
-        | S::Inspecting
-        | S::InspectWait
-        | S::Rescuing
-        | S::RescueWait
-        | S::Rescue
-        | S::Unrescuing
-        | S::Servicing
-        | S::ServiceWait
-        | S::ServiceHold
-        | S::Error => false,
-    }
-}
-
 pub struct PowerSync {
     flows: Arc<Flows>,
     owns: Owns,
@@ -422,7 +389,7 @@ impl PowerSync {
             .update_node::<StoreError, _>(&node.uuid, |n| {
                 n.target_power_state = Some(recorded.to_string());
                 // A state this conductor does not know is no failure state.
-                if !n.state().is_ok_and(failure_state) {
+                if !n.state().is_ok_and(S::is_failure) {
                     n.last_error = None;
                 }
                 Ok(())

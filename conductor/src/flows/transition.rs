@@ -124,35 +124,7 @@ fn observe_flow(flows: &Flows, uuid: &str, from: S, to: S, event: Event) {
 
 /// A state a flow ends in when it failed.
 fn ends_failed(state: S) -> bool {
-    match state {
-        S::DeployFail
-        | S::CleanFail
-        | S::InspectFail
-        | S::RescueFail
-        | S::UnrescueFail
-        | S::AdoptFail
-        | S::ServiceFail
-        | S::Error => true,
-        S::Enroll
-        | S::Verifying
-        | S::Manageable
-        | S::Available
-        | S::Deploying
-        | S::DeployWait
-        | S::Active
-        | S::Deleting
-        | S::Cleaning
-        | S::CleanWait
-        | S::Inspecting
-        | S::InspectWait
-        | S::Rescuing
-        | S::RescueWait
-        | S::Rescue
-        | S::Unrescuing
-        | S::Servicing
-        | S::ServiceWait
-        | S::ServiceHold => false,
-    }
+    state.is_failure() || state == S::Error
 }
 
 fn flow_name(first: S) -> &'static str {
