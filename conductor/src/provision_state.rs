@@ -39,6 +39,7 @@ pub enum ProvisionState {
     ServiceHold,
     ServiceFail,
     Error,
+    /// Keep this last: [`ProvisionState::ALL`]'s length counts from it.
     AdoptFail,
 }
 
@@ -49,7 +50,9 @@ pub struct UnknownState(pub String);
 
 impl ProvisionState {
     /// Every state, in the order an operator meets them.
-    pub const ALL: [Self; 27] = [
+    /// Its length is counted from the declaration (AdoptFail stays the last
+    /// variant), so a state declared but not listed does not compile.
+    pub const ALL: [Self; Self::AdoptFail as usize + 1] = [
         Self::Enroll,
         Self::Verifying,
         Self::Manageable,
