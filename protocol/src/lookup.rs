@@ -31,7 +31,7 @@ impl LookupResponse {
 }
 
 /// The node as lookup shows it (Ironic's `_LOOKUP_RETURN_FIELDS`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LookupNode {
     pub uuid: String,
     #[serde(default)]

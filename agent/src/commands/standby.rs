@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use ferrite_protocol::LookupNode;
 use serde_json::Value;
 
 use crate::api::registry::{object_param, Mode, Params, Registry};
@@ -31,13 +30,7 @@ pub fn register(reg: &mut Registry) {
             )
             .map_err(DeployError::from)?;
             // A node not looked up yet has no hints and no skip list.
-            let node = ctx.node().unwrap_or_else(|| LookupNode {
-                uuid: String::new(),
-                properties: Default::default(),
-                instance_info: Default::default(),
-                driver_internal_info: Default::default(),
-                links: Vec::new(),
-            });
+            let node = ctx.node().unwrap_or_default();
             Ok(
                 prepare_image(&ctx, &node, &info, params.get("configdrive"), &progress)
                     .map(Value::String)?,
