@@ -2,7 +2,7 @@
 
 use ferrite_protocol::node::Node;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, params_from_iter, OptionalExtension, Row};
+use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 
 use super::{constraint, q, Db};
 use crate::store::node_query::{self, NodeQuery, Param};
@@ -100,7 +100,7 @@ impl Db {
     /// Fill the columns of rows written before schema version 6.
     pub(super) fn fill_node_columns(&self) -> StoreResult<usize> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rows: Vec<NodeRow> = tx
             .prepare(sql::UNFILLED_NODES)?
             .query_map([], node_from_row)?
@@ -120,7 +120,12 @@ impl Db {
         F: FnOnce(&mut Node) -> Result<(), E>,
     {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(StoreError::from)?;
+        // Write-locked from the start: a read-then-write transaction that
+        // finds another writer (the `sqlite3` shell, a second process) has
+        // committed since its read fails at once, without the busy wait.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
         let row = tx
             .query_row(&q(sql::NODE_BY_IDENT), params![ident], node_from_row)
             .optional()
