@@ -240,6 +240,16 @@ pub struct ConductorConfig {
         default_value_t = 60
     )]
     pub conductor_heartbeat_timeout: u64,
+    /// `[conductor]node_locked_retry_attempts`: how many times a request
+    /// (a provision verb, power, a node update, a lookup) tries to take a
+    /// node another task holds before it answers NodeLocked (409).
+    #[arg(long, env = "FERRITE_NODE_LOCKED_RETRY_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub node_locked_retry_attempts: u32,
+    /// `[conductor]node_locked_retry_interval`: seconds between those tries.
+    #[arg(long, env = "FERRITE_NODE_LOCKED_RETRY_INTERVAL", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub node_locked_retry_interval: u64,
     /// `[DEFAULT]hash_ring_reset_interval`: seconds between hash ring rebuilds.
     #[arg(long, env = "FERRITE_HASH_RING_RESET_INTERVAL", default_value_t = 15)]
     pub hash_ring_reset_interval: u64,

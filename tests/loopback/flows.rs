@@ -116,6 +116,82 @@ async fn illegal_verbs_maintenance_and_locks() {
     assert_eq!(n["provision_state"], "manageable");
 }
 
+/// Ironic's `node_locked_retry_attempts` (3) and `_interval` (1 s): a
+/// request that finds the node held tries again, so a lock let go within
+/// the retries is no 409. A flow shows its new state a moment before it
+/// lets go of the node; an agent or operator acting on that state must
+/// not be refused for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_wait_for_a_lock_let_go_within_the_retries() {
+    let c = Conductor::start(&["--require-tls", "false"]).await;
+    let mac = "52:54:00:10:c4:01";
+    let node = c.create_node(json!({"driver": "fake-hardware"})).await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    c.create_port(&uuid, mac).await;
+    assert_eq!(c.act(&uuid, json!({"target": "manage"})).await.0, 202);
+    c.wait_state(&uuid, "manageable", Duration::from_secs(30))
+        .await;
+    c.wait_unlocked(&uuid, Duration::from_secs(10)).await;
+
+    // Held by another conductor, let go 0.3 s into the request.
+    let let_go = || async {
+        assert_eq!(c.db.set_reservation(&uuid, Some("other-host")), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(c.db.set_reservation(&uuid, None), 1);
+    };
+
+    // A node update.
+    let patch = async {
+        let resp = c
+            .request(reqwest::Method::PATCH, &format!("/v1/nodes/{uuid}"))
+            .json(&json!([{"op": "add", "path": "/extra/rack", "value": "r7"}]))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+    };
+    let ((code, body), ()) = tokio::join!(patch, let_go());
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["extra"]["rack"], "r7");
+
+    // A provision verb.
+    let ((code, body), ()) =
+        tokio::join!(c.provision(&uuid, json!({"target": "provide"})), let_go());
+    assert_eq!(code, 202, "{body}");
+    c.wait_state(&uuid, "clean wait", Duration::from_secs(30))
+        .await;
+    c.wait_unlocked(&uuid, Duration::from_secs(10)).await;
+
+    // The ramdisk's lookup: the token comes once the node is free.
+    let lookup = async {
+        let resp = c
+            .http
+            .get(format!("{}/v1/lookup?addresses={mac}", c.url))
+            .header("X-OpenStack-Ironic-API-Version", "1.68")
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+    };
+    let ((code, body), ()) = tokio::join!(lookup, let_go());
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["config"]["agent_token"].as_str().map(str::len),
+        Some(43),
+        "{body}"
+    );
+
+    // A lock that stays is NodeLocked once the retries are spent.
+    assert_eq!(c.db.set_reservation(&uuid, Some("other-host")), 1);
+    let (code, body) = c.provision(&uuid, json!({"target": "abort"})).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        faultstring(&body).contains("locked by host other-host"),
+        "{body}"
+    );
+    assert_eq!(c.node(&uuid).await["provision_state"], "clean wait");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_ramdisk_times_out_and_abort_stops_cleaning() {
     let c = Conductor::start(&[

@@ -11,6 +11,8 @@ use crate::store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Ironic's NodeLocked, which a request tries again for a moment.
+    node_locked: bool,
 }
 
 impl ApiError {
@@ -18,7 +20,13 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            node_locked: false,
         }
+    }
+
+    /// Whether `answer` is NodeLocked: the predicate for `LockRetry::run`.
+    pub fn held<T>(answer: &Result<T, Self>) -> bool {
+        matches!(answer, Err(e) if e.node_locked)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -47,9 +55,12 @@ impl ApiError {
 
     /// Ironic's NodeLocked (409): another task holds the node's reservation.
     pub fn node_locked(node: &str, holder: &str) -> Self {
-        Self::conflict(format!(
-            "Node {node} is locked by host {holder}, please retry after the current operation is completed."
-        ))
+        Self {
+            node_locked: true,
+            ..Self::conflict(format!(
+                "Node {node} is locked by host {holder}, please retry after the current operation is completed."
+            ))
+        }
     }
 }
 

@@ -11,7 +11,6 @@ use serde_json::{Map, Value};
 use super::error::{parse_body, ApiError, ApiResult};
 use super::version::Requested;
 use super::AppState;
-use crate::store::StoreError;
 use ferrite_protocol::ApiVersion;
 
 const RAID_CONFIG: ApiVersion = ApiVersion::new(1, 12);
@@ -98,16 +97,19 @@ pub async fn set_target(
     let config: Map<String, Value> = parse_body(&body)?;
     check(&config)?;
     let node = state.store.get_node(&ident).await?;
-    if let Some(holder) = &node.reservation {
-        return Err(ApiError::node_locked(&node.uuid, holder));
-    }
-    state
-        .store
-        .update_node::<StoreError, _>(&node.uuid, |n| {
-            n.target_raid_config = config;
-            Ok(())
-        })
-        .await?;
+    let set = || async {
+        state
+            .store
+            .update_node::<ApiError, _>(&node.uuid, |n| {
+                if let Some(holder) = &n.reservation {
+                    return Err(ApiError::node_locked(&n.uuid, holder));
+                }
+                n.target_raid_config = config.clone();
+                Ok(())
+            })
+            .await
+    };
+    state.flows.lock_retry().run(ApiError::held, set).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use base64::Engine;
 use ferrite_protocol::lookup::MASKED_TOKEN;
-use ferrite_protocol::node::{normalize_mac, Link};
+use ferrite_protocol::node::{normalize_mac, Link, Node};
 use ferrite_protocol::{ApiVersion, HeartbeatRequest, LookupConfig, LookupNode, LookupResponse};
 use rand::RngCore;
 use serde_json::{json, Value};
@@ -146,21 +146,18 @@ async fn owns_a_mac(state: &AppState, uuid: &str, macs: &[String]) -> ApiResult<
     Ok(false)
 }
 
-/// Ironic's `get_node_with_token` + `convert_with_links`: the lookup body,
-/// issuing the agent token on first use (a mask afterwards) when `issue`.
-async fn node_with_token(
+/// The token for the lookup's answer, under the node's lock as Ironic's
+/// `get_node_with_token`: issued once per ramdisk boot when `issue`, a mask
+/// to later lookups.
+async fn take_token(
     state: &AppState,
     uuid: &str,
-    version: ApiVersion,
     issue: bool,
-) -> ApiResult<LookupResponse> {
-    let cfg = &state.config;
-    let node = state.store.get_node(uuid).await?;
-    // The token is handed out once per ramdisk boot; later lookups see a mask.
+) -> ApiResult<(Node, Option<String>)> {
     let mut token = None;
-    let node =
-        if version >= ApiVersion::AGENT_TOKEN {
-            state.store.update_node::<ApiError, _>(uuid, |n| {
+    let node = state
+        .store
+        .update_node::<ApiError, _>(uuid, |n| {
             if let Some(holder) = &n.reservation {
                 return Err(ApiError::node_locked(&n.uuid, holder));
             }
@@ -179,10 +176,26 @@ async fn node_with_token(
                 }
             };
             Ok(())
-        }).await?
-        } else {
-            node
-        };
+        })
+        .await?;
+    Ok((node, token))
+}
+
+/// Ironic's `get_node_with_token` + `convert_with_links`: the lookup body,
+/// issuing the agent token on first use (a mask afterwards) when `issue`.
+async fn node_with_token(
+    state: &AppState,
+    uuid: &str,
+    version: ApiVersion,
+    issue: bool,
+) -> ApiResult<LookupResponse> {
+    let cfg = &state.config;
+    let (node, token) = if version >= ApiVersion::AGENT_TOKEN {
+        let take = || take_token(state, uuid, issue);
+        state.flows.lock_retry().run(ApiError::held, take).await?
+    } else {
+        (state.store.get_node(uuid).await?, None)
+    };
 
     let mut masked = serde_json::to_value(&node)
         .ok()
@@ -275,12 +288,20 @@ pub async fn continue_inspection(
     if macs.is_empty() && bmc.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
-    let node =
-        crate::inspection::lookup_node(&state.store, &macs, &bmc, node_uuid.map(String::as_str))
-            .await?;
-    if let Some(holder) = &node.reservation {
-        return Err(ApiError::node_locked(&node.uuid, holder));
-    }
+    let free = || async {
+        let node = crate::inspection::lookup_node(
+            &state.store,
+            &macs,
+            &bmc,
+            node_uuid.map(String::as_str),
+        )
+        .await?;
+        match &node.reservation {
+            Some(holder) => Err(ApiError::node_locked(&node.uuid, holder)),
+            None => Ok(node),
+        }
+    };
+    let node = state.flows.lock_retry().run(ApiError::held, free).await?;
     // As Ironic: the token is taken before the (possibly long) processing.
     let answer = if new_style {
         // As lookup: the token only for a ramdisk that shows the node's

@@ -7,11 +7,43 @@
 //! lost may have gone through).
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
 use crate::store::Store;
+
+/// Ironic's `node_locked_retry_attempts` and `node_locked_retry_interval`:
+/// a request that finds the node held tries again before it answers
+/// NodeLocked. A flow shows its new state a moment before it lets go of
+/// the node, so a client acting on that state must not be refused for it.
+#[derive(Debug, Clone, Copy)]
+pub struct LockRetry {
+    pub attempts: u32,
+    pub interval: Duration,
+}
+
+impl LockRetry {
+    /// Runs `attempt` until `held` says its answer is not "the node is
+    /// held", at most `attempts` times, `interval` apart; the last answer.
+    pub async fn run<R, F: Future<Output = R>>(
+        &self,
+        held: impl Fn(&R) -> bool,
+        mut attempt: impl FnMut() -> F,
+    ) -> R {
+        let mut tried = 1;
+        loop {
+            let answer = attempt().await;
+            if tried >= self.attempts || !held(&answer) {
+                return answer;
+            }
+            tried += 1;
+            tokio::time::sleep(self.interval).await;
+        }
+    }
+}
 
 /// The node's exclusive lock. A flow gives it back with
 /// [`Reservation::release`], so the next caller finds the node free the
@@ -106,5 +138,47 @@ impl Locks {
             self.set(&self.unreleased, &uuid, false);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retry_stops_at_the_first_answer_that_is_not_held_or_after_the_attempts() {
+        let retry = LockRetry {
+            attempts: 3,
+            interval: Duration::ZERO,
+        };
+        let held = |r: &Option<u32>| r.is_none();
+        let tries = Mutex::new(0);
+        let count = || {
+            let n = {
+                let mut t = tries.lock().unwrap();
+                *t += 1;
+                *t
+            };
+            async move { n }
+        };
+        // Free on the second try: two tries, its answer.
+        let answer = retry.run(held, || {
+            let n = count();
+            async move { (n.await >= 2).then_some(7) }
+        });
+        assert_eq!(answer.await, Some(7));
+        assert_eq!(*tries.lock().unwrap(), 2);
+        // Never free: exactly `attempts` tries, the last answer.
+        *tries.lock().unwrap() = 0;
+        assert_eq!(
+            retry
+                .run(held, || async {
+                    count().await;
+                    None
+                })
+                .await,
+            None
+        );
+        assert_eq!(*tries.lock().unwrap(), 3);
     }
 }

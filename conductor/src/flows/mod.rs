@@ -35,6 +35,7 @@ use crate::fsm::{self, Event};
 use crate::metrics::Metrics;
 use crate::provision_state::{NodeStates, ProvisionState as S};
 use crate::store::{NodeQuery, Store, StoreError};
+pub use locks::LockRetry;
 use locks::{Locks, Reservation};
 use transition::TransitionError;
 
@@ -217,6 +218,36 @@ impl Flows {
             .then(|| Reservation::won(self.store.clone(), uuid, &self.host, self.locks.clone())))
     }
 
+    /// How a request waits for a node another task holds.
+    pub fn lock_retry(&self) -> LockRetry {
+        LockRetry {
+            attempts: self.config.node_locked_retry_attempts,
+            interval: Duration::from_secs(self.config.node_locked_retry_interval),
+        }
+    }
+
+    /// The node's reservation for a request, tried as Ironic's
+    /// `task_manager.acquire` does, or NodeLocked naming the holder.
+    async fn locked(&self, uuid: &str) -> Result<Reservation, RequestError> {
+        let won = self
+            .lock_retry()
+            .run(|r| matches!(r, Ok(None)), || self.reserve(uuid))
+            .await
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        match won {
+            Some(lock) => Ok(lock),
+            None => Err(RequestError::Locked {
+                node: uuid.to_string(),
+                host: self
+                    .store
+                    .get_node(uuid)
+                    .await?
+                    .reservation
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+
     /// `PUT /v1/nodes/{id}/states/provision`: validate, move the node into
     /// the verb's state and start the flow in the background.
     pub async fn request(
@@ -269,17 +300,13 @@ impl Flows {
                 })?;
             }
         }
-        let lock = self
-            .reserve(&node.uuid)
-            .await
-            .map_err(|e| RequestError::Invalid(e.to_string()))?
-            .ok_or_else(|| RequestError::Locked {
-                node: node.uuid.clone(),
-                host: node.reservation.clone().unwrap_or_default(),
-            })?;
+        let lock = self.locked(&node.uuid).await?;
+        // The node as it is now: a flow may have moved it while this waited
+        // for the lock (`fire` checks the transition again).
+        let node = self.store.get_node(&node.uuid).await?;
         let manual_clean = event == Event::Clean;
         let aborted = match event {
-            Event::Abort => abort_error(&node, state),
+            Event::Abort => abort_error(&node, node.state().map_err(TransitionError::from)?),
             _ => None,
         };
         // Hashed before the state changes: a failure leaves the node as it was.

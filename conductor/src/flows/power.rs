@@ -5,7 +5,6 @@ use std::sync::Arc;
 use ferrite_protocol::node::Node;
 use serde_json::json;
 
-use super::locks::Reservation;
 use super::{Flows, RequestError};
 use crate::power::{BootDevice, PowerAction, PowerDriver};
 use crate::store::StoreError;
@@ -81,7 +80,7 @@ impl Flows {
     ) -> Result<Node, RequestError> {
         let node = self.store.get_node(ident).await?;
         PowerDriver::for_node(&node).map_err(|e| RequestError::Invalid(e.to_string()))?;
-        let lock = self.locked(&node).await?;
+        let lock = self.locked(&node.uuid).await?;
         let node = self
             .store
             .update_node::<StoreError, _>(&node.uuid, |n| {
@@ -130,20 +129,9 @@ impl Flows {
     ) -> Result<(), RequestError> {
         let node = self.store.get_node(ident).await?;
         PowerDriver::for_node(&node).map_err(|e| RequestError::Invalid(e.to_string()))?;
-        let lock = self.locked(&node).await?;
+        let lock = self.locked(&node.uuid).await?;
         let outcome = set_boot_device(self, &node, device, persistent).await;
         lock.release().await;
         outcome.map_err(|e| RequestError::Invalid(format!("{e:#}")))
-    }
-
-    /// The node's reservation, or Ironic's NodeLocked naming the holder.
-    async fn locked(&self, node: &Node) -> Result<Reservation, RequestError> {
-        self.reserve(&node.uuid)
-            .await
-            .map_err(|e| RequestError::Invalid(e.to_string()))?
-            .ok_or_else(|| RequestError::Locked {
-                node: node.uuid.clone(),
-                host: node.reservation.clone().unwrap_or_default(),
-            })
     }
 }
