@@ -9,6 +9,7 @@ pub mod forward;
 mod history;
 mod inspection;
 pub mod metrics;
+mod node_lock;
 mod nodes;
 mod patch;
 mod ports;

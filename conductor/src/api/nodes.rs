@@ -12,6 +12,7 @@ use ferrite_protocol::ApiVersion;
 use serde_json::{json, Map, Value};
 
 use super::error::{parse_body, ApiError, ApiResult};
+use super::node_lock::{unlocked, update_unlocked};
 use super::version::Requested;
 use super::views::{self, NODE_LIST_FIELDS};
 use super::{list_page, patch, render_page, AppState, ListParams};
@@ -310,27 +311,17 @@ pub async fn update(
     Path(ident): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let (state_ref, ident, body) = (&state, &ident, &body);
-    let patch = || async move {
-        state_ref
-            .store
-            .update_node::<ApiError, _>(ident, |node| {
-                if let Some(holder) = &node.reservation {
-                    return Err(ApiError::node_locked(&node.uuid, holder));
-                }
-                let old_driver = node.driver.clone();
-                let patched: Node =
-                    patch::apply(&*node, body, WRITABLE, super::secrets::mask_node_value)?;
-                validate(state_ref, &patched)?;
-                *node = patched;
-                if node.driver != old_driver {
-                    fill_interfaces(node, &Map::new());
-                }
-                Ok(())
-            })
-            .await
-    };
-    let updated = state.flows.lock_retry().run(ApiError::held, patch).await?;
+    let updated = update_unlocked(&state, &ident, |node| {
+        let old_driver = node.driver.clone();
+        let patched: Node = patch::apply(&*node, &body, WRITABLE, super::secrets::mask_node_value)?;
+        validate(&state, &patched)?;
+        *node = patched;
+        if node.driver != old_driver {
+            fill_interfaces(node, &Map::new());
+        }
+        Ok(())
+    })
+    .await?;
     Ok(Json(views::node_view(
         &with_owner(&state, updated),
         &state.config.public_url(),
@@ -366,13 +357,7 @@ pub async fn delete(
             node.uuid, node.provision_state
         )));
     }
-    let free = || async {
-        match state.store.get_node(&node.uuid).await?.reservation {
-            Some(holder) => Err(ApiError::node_locked(&node.uuid, &holder)),
-            None => Ok(()),
-        }
-    };
-    state.flows.lock_retry().run(ApiError::held, free).await?;
+    let node = unlocked(&state, node).await?;
     state.store.delete_node(&node.uuid).await?;
     tracing::info!(node = %node.uuid, "node deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::error::{parse_body, ApiError, ApiResult};
+use super::node_lock::update_unlocked;
 use super::version::Requested;
 use super::AppState;
 use ferrite_protocol::ApiVersion;
@@ -96,20 +97,11 @@ pub async fn set_target(
     }
     let config: Map<String, Value> = parse_body(&body)?;
     check(&config)?;
-    let node = state.store.get_node(&ident).await?;
-    let set = || async {
-        state
-            .store
-            .update_node::<ApiError, _>(&node.uuid, |n| {
-                if let Some(holder) = &n.reservation {
-                    return Err(ApiError::node_locked(&n.uuid, holder));
-                }
-                n.target_raid_config = config.clone();
-                Ok(())
-            })
-            .await
-    };
-    state.flows.lock_retry().run(ApiError::held, set).await?;
+    update_unlocked(&state, &ident, |n| {
+        n.target_raid_config = config.clone();
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -17,6 +17,7 @@ use tracing::{debug, info};
 
 use super::error::{parse_body, ApiError, ApiResult};
 use super::inspection;
+use super::node_lock::{unlocked, update_unlocked};
 use super::version::Requested;
 use super::views::mask_node_secrets;
 use super::AppState;
@@ -154,30 +155,27 @@ async fn take_token(
     uuid: &str,
     issue: bool,
 ) -> ApiResult<(Node, Option<String>)> {
-    let mut token = None;
-    let node = state
-        .store
-        .update_node::<ApiError, _>(uuid, |n| {
-            if let Some(holder) = &n.reservation {
-                return Err(ApiError::node_locked(&n.uuid, holder));
+    // Made before the update, which may be tried more than once; the node
+    // keeps it only if it had no token.
+    let fresh = new_token();
+    let node = update_unlocked(state, uuid, |n| {
+        if !n.driver_internal_info.contains_key(TOKEN_KEY) {
+            if issue {
+                n.driver_internal_info
+                    .insert(TOKEN_KEY.into(), Value::String(fresh.clone()));
+                info!(node = %n.uuid, "agent token issued");
+            } else {
+                info!(node = %n.uuid, "lookup without a MAC of the node: no agent token");
             }
-            token = match n.driver_internal_info.get(TOKEN_KEY) {
-                Some(_) => Some(MASKED_TOKEN.to_string()),
-                None if !issue => {
-                    info!(node = %n.uuid, "lookup without a MAC of the node: no agent token");
-                    None
-                }
-                None => {
-                    let t = new_token();
-                    n.driver_internal_info
-                        .insert(TOKEN_KEY.into(), Value::String(t.clone()));
-                    info!(node = %n.uuid, "agent token issued");
-                    Some(t)
-                }
-            };
-            Ok(())
-        })
-        .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let token = match node.driver_internal_info.get(TOKEN_KEY) {
+        Some(Value::String(t)) if *t == fresh => Some(fresh),
+        Some(_) => Some(MASKED_TOKEN.to_string()),
+        None => None,
+    };
     Ok((node, token))
 }
 
@@ -191,8 +189,7 @@ async fn node_with_token(
 ) -> ApiResult<LookupResponse> {
     let cfg = &state.config;
     let (node, token) = if version >= ApiVersion::AGENT_TOKEN {
-        let take = || take_token(state, uuid, issue);
-        state.flows.lock_retry().run(ApiError::held, take).await?
+        take_token(state, uuid, issue).await?
     } else {
         (state.store.get_node(uuid).await?, None)
     };
@@ -288,20 +285,10 @@ pub async fn continue_inspection(
     if macs.is_empty() && bmc.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
-    let free = || async {
-        let node = crate::inspection::lookup_node(
-            &state.store,
-            &macs,
-            &bmc,
-            node_uuid.map(String::as_str),
-        )
-        .await?;
-        match &node.reservation {
-            Some(holder) => Err(ApiError::node_locked(&node.uuid, holder)),
-            None => Ok(node),
-        }
-    };
-    let node = state.flows.lock_retry().run(ApiError::held, free).await?;
+    let node =
+        crate::inspection::lookup_node(&state.store, &macs, &bmc, node_uuid.map(String::as_str))
+            .await?;
+    let node = unlocked(&state, node).await?;
     // As Ironic: the token is taken before the (possibly long) processing.
     let answer = if new_style {
         // As lookup: the token only for a ramdisk that shows the node's
